@@ -1,0 +1,195 @@
+//! Algorithms as data.
+//!
+//! A [`Schedule`] says, for every rank, which blocks of the buffer it sends, receives and reduces,
+//! step by step. The same value is checked by the verifier, run by the executor over real
+//! transports, and run by the simulator over a network model, so an algorithm is written once.
+//!
+//! ## The model
+//!
+//! The collective's buffer (the whole vector for all-reduce, the `p x chunk` total for
+//! reduce-scatter and all-gather) is cut into [`Schedule::blocks`] blocks of nearly equal size:
+//! block `i` of `b` covers elements `[i * n / b, (i + 1) * n / b)` of an `n`-element buffer (see
+//! [`block_elems`]), so a block may be empty when `n < b`. Every rank works on its own *work
+//! buffer* of all `b` blocks; what it holds at the start and must hold at the end depends on the
+//! [`Collective`] (each variant's documentation says).
+//!
+//! Each rank runs its [`Program`]: a list of [`Step`]s in order. The [`Op`]s of one step run
+//! concurrently: a step's sends read the work buffer as it was when the step began, its receives
+//! write it when they complete, and no block may be both sent and received by plain ops of one
+//! step. The fused ops ([`Op::RecvReduceSend`], [`Op::RecvCopySend`]) forward what they produced.
+//! A step is finished when its receives are finished; its sends may still be in flight, and the
+//! executor must not let a later step overwrite a block an in-flight send still reads.
+//! Messages from one rank to another are matched in the order they were posted (per pair FIFO).
+
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+
+/// A rank's index within the schedule (0..ranks).
+pub type Rank = usize;
+
+/// A contiguous range of blocks, `start..start + len`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Blocks {
+    pub start: u32,
+    pub len: u32,
+}
+
+impl Blocks {
+    pub const fn new(start: u32, len: u32) -> Self {
+        Self { start, len }
+    }
+
+    /// One block.
+    pub const fn one(index: u32) -> Self {
+        Self { start: index, len: 1 }
+    }
+
+    pub fn range(self) -> Range<usize> {
+        self.start as usize..(self.start + self.len) as usize
+    }
+
+    pub fn end(self) -> u32 {
+        self.start + self.len
+    }
+
+    /// Element range these blocks cover in a buffer of `elems` elements cut into `blocks` blocks.
+    pub fn elems(self, elems: usize, blocks: usize) -> Range<usize> {
+        block_boundary(self.start as usize, elems, blocks)..block_boundary(self.end() as usize, elems, blocks)
+    }
+
+    pub fn overlaps(self, other: Blocks) -> bool {
+        self.start < other.end() && other.start < self.end()
+    }
+}
+
+/// Elements covered by block `index` of a buffer of `elems` elements cut into `blocks` blocks.
+pub fn block_elems(index: usize, elems: usize, blocks: usize) -> Range<usize> {
+    block_boundary(index, elems, blocks)..block_boundary(index + 1, elems, blocks)
+}
+
+/// First element of block `index` (or `elems` for `index == blocks`).
+fn block_boundary(index: usize, elems: usize, blocks: usize) -> usize {
+    ((index as u128 * elems as u128) / blocks.max(1) as u128) as usize
+}
+
+/// One operation of a step. Peers are ranks of the same schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Send my current value of `blocks` to `to`.
+    Send { to: Rank, blocks: Blocks },
+    /// Receive `blocks` from `from`, overwriting mine.
+    Recv { from: Rank, blocks: Blocks },
+    /// Receive `blocks` from `from` and reduce them into mine.
+    RecvReduce { from: Rank, blocks: Blocks },
+    /// Receive `blocks` from `from`, reduce them into mine, and send the result to `to`.
+    RecvReduceSend { from: Rank, to: Rank, blocks: Blocks },
+    /// Receive `blocks` from `from`, keep them, and forward them to `to`.
+    RecvCopySend { from: Rank, to: Rank, blocks: Blocks },
+    /// Copy my blocks `from` onto my blocks `to` (same length, no overlap).
+    Copy { from: Blocks, to: Blocks },
+}
+
+impl Op {
+    /// The peer this op receives from, if any.
+    pub fn recv_from(&self) -> Option<Rank> {
+        match *self {
+            Op::Recv { from, .. }
+            | Op::RecvReduce { from, .. }
+            | Op::RecvReduceSend { from, .. }
+            | Op::RecvCopySend { from, .. } => Some(from),
+            Op::Send { .. } | Op::Copy { .. } => None,
+        }
+    }
+
+    /// The peer this op sends to, if any.
+    pub fn send_to(&self) -> Option<Rank> {
+        match *self {
+            Op::Send { to, .. } | Op::RecvReduceSend { to, .. } | Op::RecvCopySend { to, .. } => {
+                Some(to)
+            }
+            Op::Recv { .. } | Op::RecvReduce { .. } | Op::Copy { .. } => None,
+        }
+    }
+
+    /// The blocks this op moves (for `Copy`, the destination).
+    pub fn blocks(&self) -> Blocks {
+        match *self {
+            Op::Send { blocks, .. }
+            | Op::Recv { blocks, .. }
+            | Op::RecvReduce { blocks, .. }
+            | Op::RecvReduceSend { blocks, .. }
+            | Op::RecvCopySend { blocks, .. } => blocks,
+            Op::Copy { to, .. } => to,
+        }
+    }
+
+    /// Whether the received data is reduced (rather than copied) into the work buffer.
+    pub fn reduces(&self) -> bool {
+        matches!(self, Op::RecvReduce { .. } | Op::RecvReduceSend { .. })
+    }
+}
+
+/// Ops that run concurrently on one rank.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub ops: Vec<Op>,
+}
+
+impl Step {
+    pub fn new(ops: Vec<Op>) -> Self {
+        Self { ops }
+    }
+}
+
+/// One rank's steps, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Program {
+    pub steps: Vec<Step>,
+}
+
+/// Which collective a schedule implements; decides the initial and required block contents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Collective {
+    /// Every rank starts with its contribution in every block and ends with the reduction of
+    /// all ranks' contributions in every block.
+    AllReduce,
+    /// Every rank starts with its contribution in every block; rank `r` must end with the full
+    /// reduction in the blocks [`Schedule::owned`] gives it.
+    ReduceScatter,
+    /// Rank `r` starts with its own blocks ([`Schedule::owned`]) only; every rank ends with every
+    /// block, each holding its owner's data.
+    AllGather,
+    /// `root` starts with every block; every rank ends with root's data in every block.
+    Broadcast { root: Rank },
+    /// Every rank starts with its contribution in every block; `root` must end with the full
+    /// reduction in every block.
+    Reduce { root: Rank },
+}
+
+/// A complete algorithm for one collective on `ranks` ranks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Algorithm name as the user selects it (`ring`, `rhd`, `tree`, `dbtree`, `hier:4x8x8`).
+    pub algorithm: String,
+    pub collective: Collective,
+    pub ranks: usize,
+    /// Number of blocks the buffer is cut into.
+    pub blocks: usize,
+    /// For reduce-scatter and all-gather: the blocks rank `r` owns (its output, or its input).
+    /// Empty for the other collectives.
+    pub owned: Vec<Blocks>,
+    /// One program per rank.
+    pub programs: Vec<Program>,
+}
+
+impl Schedule {
+    /// The blocks rank `rank` owns, for reduce-scatter and all-gather.
+    pub fn owned(&self, rank: Rank) -> Option<Blocks> {
+        self.owned.get(rank).copied()
+    }
+
+    /// The longest program, in steps.
+    pub fn depth(&self) -> usize {
+        self.programs.iter().map(|p| p.steps.len()).max().unwrap_or(0)
+    }
+}
