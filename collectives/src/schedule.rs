@@ -24,8 +24,9 @@
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
-/// A rank's index within the schedule (0..ranks).
-pub type Rank = usize;
+/// A rank's index within the schedule (0..ranks). `u32` keeps [`Op`] at 20 bytes, which matters
+/// when the simulator holds a 4096-rank ring (tens of millions of ops) in memory.
+pub type Rank = u32;
 
 /// A contiguous range of blocks, `start..start + len`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -41,7 +42,10 @@ impl Blocks {
 
     /// One block.
     pub const fn one(index: u32) -> Self {
-        Self { start: index, len: 1 }
+        Self {
+            start: index,
+            len: 1,
+        }
     }
 
     pub fn range(self) -> Range<usize> {
@@ -54,7 +58,8 @@ impl Blocks {
 
     /// Element range these blocks cover in a buffer of `elems` elements cut into `blocks` blocks.
     pub fn elems(self, elems: usize, blocks: usize) -> Range<usize> {
-        block_boundary(self.start as usize, elems, blocks)..block_boundary(self.end() as usize, elems, blocks)
+        block_boundary(self.start as usize, elems, blocks)
+            ..block_boundary(self.end() as usize, elems, blocks)
     }
 
     pub fn overlaps(self, other: Blocks) -> bool {
@@ -82,9 +87,17 @@ pub enum Op {
     /// Receive `blocks` from `from` and reduce them into mine.
     RecvReduce { from: Rank, blocks: Blocks },
     /// Receive `blocks` from `from`, reduce them into mine, and send the result to `to`.
-    RecvReduceSend { from: Rank, to: Rank, blocks: Blocks },
+    RecvReduceSend {
+        from: Rank,
+        to: Rank,
+        blocks: Blocks,
+    },
     /// Receive `blocks` from `from`, keep them, and forward them to `to`.
-    RecvCopySend { from: Rank, to: Rank, blocks: Blocks },
+    RecvCopySend {
+        from: Rank,
+        to: Rank,
+        blocks: Blocks,
+    },
     /// Copy my blocks `from` onto my blocks `to` (same length, no overlap).
     Copy { from: Blocks, to: Blocks },
 }
@@ -129,22 +142,54 @@ impl Op {
     }
 }
 
-/// Ops that run concurrently on one rank.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Step {
-    pub ops: Vec<Op>,
-}
-
-impl Step {
-    pub fn new(ops: Vec<Op>) -> Self {
-        Self { ops }
-    }
-}
-
-/// One rank's steps, in order.
+/// One rank's steps, in order. Stored flat (all ops in one vector, plus where each step starts)
+/// because schedules at thousands of ranks hold tens of millions of ops.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Program {
-    pub steps: Vec<Step>,
+    ops: Vec<Op>,
+    /// `ops[step_starts[i]..step_starts[i + 1]]` is step `i`; the last step ends at `ops.len()`.
+    step_starts: Vec<u32>,
+}
+
+impl Program {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a step whose ops run concurrently. An empty step is kept (it does nothing).
+    pub fn push_step(&mut self, ops: impl IntoIterator<Item = Op>) {
+        self.step_starts.push(self.ops.len() as u32);
+        self.ops.extend(ops);
+    }
+
+    /// Number of steps.
+    pub fn len(&self) -> usize {
+        self.step_starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.step_starts.is_empty()
+    }
+
+    /// The ops of step `index`.
+    pub fn step(&self, index: usize) -> &[Op] {
+        let start = self.step_starts[index] as usize;
+        let end = self
+            .step_starts
+            .get(index + 1)
+            .map_or(self.ops.len(), |&e| e as usize);
+        &self.ops[start..end]
+    }
+
+    /// The steps in order, each as the slice of its ops.
+    pub fn steps(&self) -> impl ExactSizeIterator<Item = &[Op]> + '_ {
+        (0..self.len()).map(move |i| self.step(i))
+    }
+
+    /// Every op of every step, in order.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
 }
 
 /// Which collective a schedule implements; decides the initial and required block contents.
@@ -185,11 +230,56 @@ pub struct Schedule {
 impl Schedule {
     /// The blocks rank `rank` owns, for reduce-scatter and all-gather.
     pub fn owned(&self, rank: Rank) -> Option<Blocks> {
-        self.owned.get(rank).copied()
+        self.owned.get(rank as usize).copied()
     }
 
     /// The longest program, in steps.
     pub fn depth(&self) -> usize {
-        self.programs.iter().map(|p| p.steps.len()).max().unwrap_or(0)
+        self.programs.iter().map(Program::len).max().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_split_elements_evenly_and_cover_the_buffer() {
+        for (elems, blocks) in [(0, 3), (1, 4), (7, 3), (100, 7), (1 << 20, 256)] {
+            let mut next = 0;
+            for b in 0..blocks {
+                let r = block_elems(b, elems, blocks);
+                assert_eq!(r.start, next);
+                assert!(r.len() <= elems / blocks + 1);
+                next = r.end;
+            }
+            assert_eq!(next, elems);
+            assert_eq!(Blocks::new(0, blocks as u32).elems(elems, blocks), 0..elems);
+        }
+    }
+
+    #[test]
+    fn program_keeps_step_boundaries() {
+        let mut p = Program::new();
+        p.push_step([Op::Send {
+            to: 1,
+            blocks: Blocks::one(0),
+        }]);
+        p.push_step([]);
+        p.push_step([
+            Op::Recv {
+                from: 1,
+                blocks: Blocks::one(1),
+            },
+            Op::Send {
+                to: 1,
+                blocks: Blocks::one(0),
+            },
+        ]);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p.step(0).len(), 1);
+        assert!(p.step(1).is_empty());
+        assert_eq!(p.step(2).len(), 2);
+        assert_eq!(std::mem::size_of::<Op>(), 20);
     }
 }
