@@ -4,3 +4,5 @@
 //! for new fabrics.
 //!
 //! (Being built: see the transport issue.)
+
+pub mod rdma;
