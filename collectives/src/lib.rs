@@ -7,3 +7,4 @@
 //! (Being built: see the collectives issue.)
 
 pub mod schedule;
+pub mod sim;

@@ -1,0 +1,520 @@
+//! The discrete-event simulator: runs a [`Schedule`] on a [`Network`].
+//!
+//! Events are `(time, kind, rank, op)` packed into two `u64`s in one binary heap; per-rank state
+//! and per-link state live in flat vectors; nothing is allocated per event once the per-pair
+//! message queues have warmed up. Events due "now" skip the heap.
+//!
+//! Semantics (those of `schedule.rs`):
+//! - a rank starts step `i + 1` when every receive (and copy) of step `i` has finished; the
+//!   sends of a step are posted when it starts and may still be in flight when it ends;
+//! - a fused op (`RecvReduceSend`, `RecvCopySend`) posts its send when its receive (and
+//!   reduction) has finished;
+//! - messages between a pair are matched in posting order (per pair FIFO); a message may arrive
+//!   before its receive is posted (the executor's buffers absorb it);
+//! - a reduction of `b` bytes occupies the receiving device for `b * gamma`, after the data has
+//!   arrived; reductions on one device run one at a time; a `Copy` likewise at the copy rate.
+//!
+//! Links: each link direction is a FIFO server. A message posted at `t` crosses its route's links
+//! in order, cut-through: on each link it starts when its head gets there and the link is free,
+//! occupies the link for `bytes / bandwidth`, and cannot finish before it has finished on the
+//! link before; it arrives after the last link plus the route's latency. Concurrent flows on a
+//! link therefore take turns at full rate instead of sharing the rate (max-min fairness): the
+//! link's capacity is conserved exactly, the last of `k` equal flows finishes when it would under
+//! fair sharing, and the first ones finish earlier.
+
+use super::network::Network;
+use super::SimError;
+use crate::schedule::{Blocks, Collective, Op, Schedule};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// What a simulation found.
+#[derive(Clone, Debug)]
+pub struct SimReport {
+    /// Completion time of the collective (the last rank), in seconds.
+    pub time: f64,
+    /// When each rank finished its program, in seconds.
+    pub rank_times: Vec<f64>,
+    /// The collective's buffer size in bytes.
+    pub bytes: u64,
+    pub collective: Collective,
+    pub ranks: usize,
+    /// Messages sent and bytes they carried.
+    pub messages: u64,
+    pub wire_bytes: u64,
+    /// Events processed.
+    pub events: u64,
+    /// Seconds each link direction was busy (indexed like [`Network::link_name`]).
+    pub link_busy: Vec<f64>,
+}
+
+/// Utilisation of one tier of links over the collective's duration.
+#[derive(Clone, Debug)]
+pub struct TierUse {
+    pub tier: String,
+    /// Link directions of this tier that carried traffic.
+    pub links_used: usize,
+    /// Mean busy fraction over those links, and the busiest link with its fraction.
+    pub mean: f64,
+    pub max: f64,
+    pub busiest: String,
+}
+
+impl SimReport {
+    /// Algorithm bandwidth, bytes / time, in GB/s (nccl-tests' algbw).
+    pub fn algbw_gbps(&self) -> f64 {
+        if self.time > 0.0 {
+            self.bytes as f64 / self.time / 1e9
+        } else {
+            0.0
+        }
+    }
+
+    /// Bus bandwidth in GB/s, with nccl-tests' factor for the collective.
+    pub fn busbw_gbps(&self) -> f64 {
+        self.algbw_gbps() * bus_factor(self.collective, self.ranks)
+    }
+
+    /// Per-tier link utilisation, in the network's tier order.
+    pub fn tiers(&self, net: &Network) -> Vec<TierUse> {
+        let mut out: Vec<TierUse> = net
+            .tiers()
+            .iter()
+            .map(|t| TierUse {
+                tier: t.clone(),
+                links_used: 0,
+                mean: 0.0,
+                max: 0.0,
+                busiest: String::new(),
+            })
+            .collect();
+        let mut argmax = vec![usize::MAX; out.len()];
+        for (l, &busy) in self.link_busy.iter().enumerate() {
+            if busy <= 0.0 {
+                continue;
+            }
+            let t = net.tier_of(l);
+            let u = busy / self.time.max(f64::MIN_POSITIVE);
+            out[t].links_used += 1;
+            out[t].mean += u;
+            if u > out[t].max {
+                out[t].max = u;
+                argmax[t] = l;
+            }
+        }
+        for (t, o) in out.iter_mut().enumerate() {
+            if o.links_used > 0 {
+                o.mean /= o.links_used as f64;
+                o.busiest = net.link_name(argmax[t]);
+            }
+        }
+        out
+    }
+}
+
+/// nccl-tests' bus bandwidth factor: what a bandwidth-optimal algorithm moves per rank, relative
+/// to the buffer size.
+pub fn bus_factor(collective: Collective, ranks: usize) -> f64 {
+    let p = ranks.max(1) as f64;
+    match collective {
+        Collective::AllReduce => 2.0 * (p - 1.0) / p,
+        Collective::ReduceScatter | Collective::AllGather => (p - 1.0) / p,
+        Collective::Broadcast { .. } | Collective::Reduce { .. } => 1.0,
+    }
+}
+
+/// Simulates `schedule` on `net` for a buffer of `bytes` bytes of `elem_bytes`-byte elements.
+pub fn simulate(
+    net: &Network,
+    schedule: &Schedule,
+    bytes: u64,
+    elem_bytes: usize,
+) -> Result<SimReport, SimError> {
+    simulate_with_progress(net, schedule, bytes, elem_bytes, &mut |_, _| {})
+}
+
+const STEP: u64 = 0;
+const ARRIVE: u64 = 1;
+const FORWARD: u64 = 2;
+
+#[derive(Clone, Copy)]
+enum Entry {
+    /// A message posted and not yet received: when it arrives and how many blocks it carries.
+    Msg { arrival: f64, len: u32 },
+    /// A receive posted before its message: the receiving op's index in its program.
+    Wait { op: u32 },
+}
+
+#[derive(Clone, Copy, Default)]
+struct RankState {
+    step: u32,
+    /// Index of the current step's first op in the program's flat op list.
+    op_base: u32,
+    outstanding: u32,
+    step_end: f64,
+    dev_free: f64,
+    done: f64,
+}
+
+/// FxHash-style multiplicative hasher for the `(from, to)` pair keys.
+#[derive(Default)]
+struct PairHasher(u64);
+
+impl Hasher for PairHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+struct Sim<'a> {
+    net: &'a Network,
+    sched: &'a Schedule,
+    /// Byte offset of each block boundary.
+    bound: Vec<u64>,
+    ranks: Vec<RankState>,
+    free: Vec<f64>,
+    busy: Vec<f64>,
+    pairs: HashMap<u64, VecDeque<Entry>, BuildHasherDefault<PairHasher>>,
+    heap: BinaryHeap<Reverse<(u64, u64)>>,
+    ready: Vec<u64>,
+    now: f64,
+    finished: usize,
+    messages: u64,
+    wire_bytes: u64,
+    reduce: f64,
+    copy: f64,
+}
+
+/// [`simulate`], calling `progress(ops_done, ops_total)` now and then (every ~4 M events).
+pub fn simulate_with_progress(
+    net: &Network,
+    schedule: &Schedule,
+    bytes: u64,
+    elem_bytes: usize,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<SimReport, SimError> {
+    let p = schedule.ranks;
+    if p > net.devices() {
+        return Err(SimError::TooManyRanks {
+            ranks: p,
+            devices: net.devices(),
+            cluster: net.spec().name.clone(),
+        });
+    }
+    if elem_bytes == 0 {
+        return Err(SimError::BadSchedule {
+            rank: 0,
+            step: 0,
+            reason: "element size is 0 bytes".into(),
+        });
+    }
+    let total_ops = check_schedule(schedule)?;
+    let elems = bytes / elem_bytes as u64;
+    let nb = schedule.blocks as u64;
+    let bound = (0..=nb)
+        .map(|i| ((i as u128 * elems as u128) / nb.max(1) as u128) as u64 * elem_bytes as u64)
+        .collect();
+    let mut sim = Sim {
+        net,
+        sched: schedule,
+        bound,
+        ranks: vec![RankState::default(); p],
+        free: vec![0.0; net.links()],
+        busy: vec![0.0; net.links()],
+        pairs: HashMap::default(),
+        heap: BinaryHeap::with_capacity(4 * p),
+        ready: Vec::with_capacity(64),
+        now: 0.0,
+        finished: 0,
+        messages: 0,
+        wire_bytes: 0,
+        reduce: net.reduce_s_per_byte(),
+        copy: net.copy_s_per_byte(),
+    };
+    for r in 0..p {
+        sim.ready.push(pack(STEP, r, 0));
+    }
+    let mut events = 0u64;
+    loop {
+        let ev = if let Some(ev) = sim.ready.pop() {
+            ev
+        } else if let Some(Reverse((t, ev))) = sim.heap.pop() {
+            sim.now = f64::from_bits(t);
+            ev
+        } else {
+            break;
+        };
+        events += 1;
+        if events & ((1 << 22) - 1) == 0 {
+            let done: u64 = sim.ranks.iter().map(|s| s.op_base as u64).sum();
+            progress(done, total_ops);
+        }
+        let (kind, rank, op) = (ev >> 62, ((ev >> 32) & 0x3fff_ffff) as usize, ev as u32);
+        match kind {
+            STEP => sim.start_step(rank)?,
+            ARRIVE => sim.arrive(rank, op)?,
+            _ => sim.forward(rank, op)?,
+        }
+    }
+    if sim.finished < p {
+        let (rank, st) = sim
+            .ranks
+            .iter()
+            .enumerate()
+            .find(|(r, s)| (s.step as usize) < schedule.programs[*r].len())
+            .expect("an unfinished rank");
+        return Err(SimError::Deadlock {
+            rank,
+            step: st.step as usize,
+            time: sim.now,
+        });
+    }
+    for (&key, q) in &sim.pairs {
+        if !q.is_empty() {
+            return Err(SimError::Unmatched {
+                from: (key >> 32) as usize,
+                to: (key & 0xffff_ffff) as usize,
+                count: q.len(),
+            });
+        }
+    }
+    progress(total_ops, total_ops);
+    let rank_times: Vec<f64> = sim.ranks.iter().map(|s| s.done).collect();
+    Ok(SimReport {
+        time: rank_times.iter().copied().fold(0.0, f64::max),
+        rank_times,
+        bytes,
+        collective: schedule.collective,
+        ranks: p,
+        messages: sim.messages,
+        wire_bytes: sim.wire_bytes,
+        events,
+        link_busy: sim.busy,
+    })
+}
+
+#[inline]
+fn pack(kind: u64, rank: usize, op: u32) -> u64 {
+    (kind << 62) | ((rank as u64) << 32) | op as u64
+}
+
+/// Rejects what would make the simulation meaningless or panic; returns the number of ops.
+fn check_schedule(s: &Schedule) -> Result<u64, SimError> {
+    let bad = |rank, step, reason: String| SimError::BadSchedule { rank, step, reason };
+    if s.programs.len() != s.ranks {
+        return Err(bad(
+            0,
+            0,
+            format!("{} programs for {} ranks", s.programs.len(), s.ranks),
+        ));
+    }
+    if s.ranks >= 1 << 30 || s.blocks > u32::MAX as usize {
+        return Err(bad(0, 0, "too many ranks or blocks".into()));
+    }
+    let mut total = 0u64;
+    for (r, prog) in s.programs.iter().enumerate() {
+        if prog.ops().len() > u32::MAX as usize {
+            return Err(bad(r, 0, "more than 2^32 ops".into()));
+        }
+        for (i, step) in prog.steps().enumerate() {
+            for op in step {
+                let peer_ok = |p: u32| (p as usize) < s.ranks && p as usize != r;
+                let in_range = |b: Blocks| b.end() as usize <= s.blocks && b.start <= b.end();
+                if op.recv_from().is_some_and(|p| !peer_ok(p))
+                    || op.send_to().is_some_and(|p| !peer_ok(p))
+                {
+                    return Err(bad(r, i, format!("{op:?} names an invalid peer")));
+                }
+                let blocks_ok = match *op {
+                    Op::Copy { from, to } => in_range(from) && in_range(to) && from.len == to.len,
+                    _ => in_range(op.blocks()),
+                };
+                if !blocks_ok {
+                    return Err(bad(r, i, format!("{op:?} has blocks out of range")));
+                }
+            }
+        }
+        total += prog.ops().len() as u64;
+    }
+    Ok(total)
+}
+
+impl Sim<'_> {
+    #[inline]
+    fn bytes(&self, b: Blocks) -> u64 {
+        self.bound[b.end() as usize] - self.bound[b.start as usize]
+    }
+
+    #[inline]
+    fn at(&mut self, t: f64, ev: u64) {
+        if t <= self.now {
+            self.ready.push(ev);
+        } else {
+            self.heap.push(Reverse((t.to_bits(), ev)));
+        }
+    }
+
+    /// Posts the ops of rank `r`'s current step; runs on through steps that finish at once.
+    fn start_step(&mut self, r: usize) -> Result<(), SimError> {
+        let prog = &self.sched.programs[r];
+        loop {
+            let st = self.ranks[r];
+            if st.step as usize >= prog.len() {
+                self.ranks[r].done = self.now;
+                self.finished += 1;
+                return Ok(());
+            }
+            let ops = prog.step(st.step as usize);
+            self.ranks[r].outstanding = 0;
+            self.ranks[r].step_end = self.now;
+            for (i, op) in ops.iter().enumerate() {
+                let idx = st.op_base + i as u32;
+                match *op {
+                    Op::Send { to, blocks } => self.send(r, to as usize, blocks)?,
+                    Op::Copy { to, .. } => {
+                        let cost = self.bytes(to) as f64 * self.copy;
+                        let s = &mut self.ranks[r];
+                        let end = s.dev_free.max(self.now) + cost;
+                        s.dev_free = end;
+                        s.step_end = s.step_end.max(end);
+                    }
+                    _ => {
+                        self.ranks[r].outstanding += 1;
+                        let from = op.recv_from().unwrap_or_default() as usize;
+                        self.recv(r, from, idx, op.blocks())?;
+                    }
+                }
+            }
+            let s = &mut self.ranks[r];
+            if s.outstanding > 0 {
+                return Ok(());
+            }
+            s.step += 1;
+            s.op_base += ops.len() as u32;
+            if s.step_end > self.now {
+                let t = s.step_end;
+                self.at(t, pack(STEP, r, 0));
+                return Ok(());
+            }
+        }
+    }
+
+    /// The message for op `op` of rank `r` has arrived.
+    fn arrive(&mut self, r: usize, op: u32) -> Result<(), SimError> {
+        let o = self.sched.programs[r].ops()[op as usize];
+        let mut t = self.now;
+        if o.reduces() {
+            let cost = self.bytes(o.blocks()) as f64 * self.reduce;
+            let s = &mut self.ranks[r];
+            t = s.dev_free.max(t) + cost;
+            s.dev_free = t;
+        }
+        if o.send_to().is_some() {
+            self.at(t, pack(FORWARD, r, op));
+            Ok(())
+        } else {
+            self.complete(r, t)
+        }
+    }
+
+    /// A fused op has its data ready: send it on, and the op is done.
+    fn forward(&mut self, r: usize, op: u32) -> Result<(), SimError> {
+        let o = self.sched.programs[r].ops()[op as usize];
+        self.send(r, o.send_to().unwrap_or_default() as usize, o.blocks())?;
+        self.complete(r, self.now)
+    }
+
+    fn complete(&mut self, r: usize, t: f64) -> Result<(), SimError> {
+        let s = &mut self.ranks[r];
+        s.step_end = s.step_end.max(t);
+        s.outstanding -= 1;
+        if s.outstanding == 0 {
+            let len = self.sched.programs[r].step(s.step as usize).len() as u32;
+            s.step += 1;
+            s.op_base += len;
+            let t = s.step_end;
+            self.at(t, pack(STEP, r, 0));
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, a: usize, b: usize, blocks: Blocks) -> Result<(), SimError> {
+        let bytes = self.bytes(blocks);
+        let now = self.now;
+        let (mut head, mut tail) = (now, now);
+        let (free, busy, inv_bw) = (&mut self.free, &mut self.busy, self.net.inv_bw());
+        let latency = self.net.route(a, b, |l| {
+            let start = head.max(free[l]);
+            let occupy = bytes as f64 * inv_bw[l];
+            free[l] = start + occupy;
+            busy[l] += occupy;
+            head = start;
+            tail = tail.max(start + occupy);
+        });
+        let arrival = tail + latency;
+        self.messages += 1;
+        self.wire_bytes += bytes;
+        let q = self
+            .pairs
+            .entry(((a as u64) << 32) | b as u64)
+            .or_default();
+        match q.front() {
+            Some(&Entry::Wait { op }) => {
+                q.pop_front();
+                self.check_len(a, b, blocks.len, op)?;
+                self.at(arrival, pack(ARRIVE, b, op));
+            }
+            _ => q.push_back(Entry::Msg {
+                arrival,
+                len: blocks.len,
+            }),
+        }
+        Ok(())
+    }
+
+    fn recv(&mut self, b: usize, a: usize, op: u32, blocks: Blocks) -> Result<(), SimError> {
+        let q = self
+            .pairs
+            .entry(((a as u64) << 32) | b as u64)
+            .or_default();
+        match q.front() {
+            Some(&Entry::Msg { arrival, len }) => {
+                q.pop_front();
+                if len != blocks.len {
+                    return Err(self.mismatch(a, b, len, blocks.len));
+                }
+                self.at(arrival.max(self.now), pack(ARRIVE, b, op));
+            }
+            _ => q.push_back(Entry::Wait { op }),
+        }
+        Ok(())
+    }
+
+    fn check_len(&self, a: usize, b: usize, sent: u32, op: u32) -> Result<(), SimError> {
+        let want = self.sched.programs[b].ops()[op as usize].blocks().len;
+        if sent == want {
+            Ok(())
+        } else {
+            Err(self.mismatch(a, b, sent, want))
+        }
+    }
+
+    fn mismatch(&self, a: usize, b: usize, sent: u32, want: u32) -> SimError {
+        SimError::BadSchedule {
+            rank: b,
+            step: self.ranks[b].step as usize,
+            reason: format!(
+                "rank {a} sends {sent} blocks where rank {b} receives {want} (per-pair FIFO order)"
+            ),
+        }
+    }
+}
