@@ -79,6 +79,7 @@ pub mod dynamic;
 mod error;
 pub mod loopback;
 mod matching;
+pub mod rdma;
 mod region;
 pub mod wait;
 
