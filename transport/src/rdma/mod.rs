@@ -5,5 +5,7 @@
 //! against an in-process model of RC semantics ([`sim`]) and, with the `rdma` cargo feature, on a
 //! real NIC through rdma-core.
 
+pub mod protocol;
 pub mod sim;
 pub mod verbs;
+pub mod wire;

@@ -1,0 +1,957 @@
+//! The RDMA protocol state machine, written once against [`Verbs`].
+//!
+//! Each side owns a receive arena (a credit word, then `slots` slots of `slot_size` bytes) that
+//! the peer writes into, and a staging area of the same shape from which it writes into the
+//! peer's arena. A message goes out as chunks, one per slot: an RDMA WRITE WITH IMMEDIATE of a
+//! [`SlotHeader`] plus payload into slot `seq % slots`, whose immediate (kind, payload length)
+//! consumes one posted receive and tells the receiver a slot is full.
+//!
+//! Flow control is by credits: the receiver copies a slot out as soon as its completion is seen
+//! (into the posted buffer that claimed the message, else into a spill buffer), counts it as
+//! consumed, and RDMA-writes that count (plain write, no immediate, so it uses no receive) into
+//! the sender's credit word. The sender writes chunk `seq` only if
+//! `seq < min(peer_consumed, own_completed) + slots`: it never overwrites a slot the receiver has
+//! not copied out, never reuses a staging slot the NIC may still read, and never sends more
+//! immediates than the receiver has receives posted (it reposts one per completion).
+//!
+//! Each message's first chunk is written when the send is posted (or the post answers "retry"),
+//! so first chunks arrive in posting order and receives of one tag match messages of that tag
+//! in order; later chunks of different messages may interleave, so every send makes progress
+//! whichever request the caller tests.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::verbs::{
+    Access, CompletionQueue, Context, MemoryRegion, ProtectionDomain, QpCaps, QpEndpoint,
+    QpTransition, QueuePair, Verbs, VerbsError, WcOpcode, WcStatus, WorkCompletion, WriteWr,
+};
+use super::wire::{
+    imm, ConnInfo, Kind, SlotHeader, CREDIT_AREA, MAX_SLOT, MAX_SLOTS, MIN_SLOT, SLOT_HEADER,
+};
+
+/// Protocol errors; the transport layer maps them onto [`crate::Error`].
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    /// A verbs call failed.
+    #[error("{peer}: {source}")]
+    Verbs {
+        /// The peer.
+        peer: String,
+        /// The failing call.
+        source: VerbsError,
+    },
+    /// The peer closed or died.
+    #[error("peer {peer} closed the connection{during}")]
+    PeerClosed {
+        /// The peer.
+        peer: String,
+        /// What was in progress.
+        during: String,
+    },
+    /// The peer wrote something that is not a valid slot.
+    #[error("bad frame from {peer}: {reason}")]
+    BadFrame {
+        /// The peer.
+        peer: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The connection is unusable after an earlier error.
+    #[error("connection to {peer} is broken: {reason}")]
+    Broken {
+        /// The peer.
+        peer: String,
+        /// The first error.
+        reason: String,
+    },
+    /// The message is longer than the posted buffer (message discarded).
+    #[error("message from {peer} with tag {tag} has {message} bytes but the buffer has {buffer}")]
+    Truncated {
+        /// The peer.
+        peer: String,
+        /// Its tag.
+        tag: u64,
+        /// Message length.
+        message: usize,
+        /// Buffer length.
+        buffer: usize,
+    },
+    /// A deadline passed.
+    #[error("timed out after {waited:?} waiting for {what} (peer {peer})")]
+    Timeout {
+        /// The peer.
+        peer: String,
+        /// What was awaited.
+        what: String,
+        /// How long.
+        waited: Duration,
+    },
+    /// A configuration value out of range.
+    #[error("invalid RDMA configuration: {0}")]
+    Config(String),
+}
+
+/// Geometry of this side's receive arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtoConfig {
+    /// Slots in the receive ring (= credits the peer starts with).
+    pub slots: u32,
+    /// Bytes per slot, header included.
+    pub slot_size: usize,
+    /// RNR retry count for the queue pair (7 = forever; the protocol never causes RNR).
+    pub rnr_retry: u8,
+    /// ACK timeout code (4.096 us * 2^timeout) and retry count: how long until a dead peer is
+    /// noticed by a write.
+    pub timeout: u8,
+    /// See `timeout`.
+    pub retry_cnt: u8,
+}
+
+impl Default for ProtoConfig {
+    fn default() -> Self {
+        ProtoConfig {
+            slots: 16,
+            slot_size: 128 << 10,
+            rnr_retry: 7,
+            timeout: 14,
+            retry_cnt: 7,
+        }
+    }
+}
+
+impl ProtoConfig {
+    fn check(&self) -> Result<(), ProtoError> {
+        if self.slots == 0 || self.slots > MAX_SLOTS {
+            return Err(ProtoError::Config(format!(
+                "slots = {} (allowed 1..={MAX_SLOTS})",
+                self.slots
+            )));
+        }
+        if !(MIN_SLOT..=MAX_SLOT).contains(&self.slot_size) {
+            return Err(ProtoError::Config(format!(
+                "slot size {} (allowed {MIN_SLOT}..={MAX_SLOT})",
+                self.slot_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+const WR_DATA: u64 = 1 << 56;
+const WR_CREDIT: u64 = 2 << 56;
+const WR_RECV: u64 = 3 << 56;
+const WR_KIND: u64 = 0xff << 56;
+
+/// One side's verbs objects before the peer is known (queue pair in INIT, receives posted).
+pub struct PreparedSide<V: Verbs> {
+    qp: V::Qp,
+    cq: V::Cq,
+    arena: V::Mr,
+    pd: V::Pd,
+    ctx: V::Context,
+    cfg: ProtoConfig,
+    info: ConnInfo,
+}
+
+impl<V: Verbs> PreparedSide<V> {
+    /// Opens `device` (or the first), registers the receive arena, creates the queue pair,
+    /// moves it to INIT and posts one receive per slot.
+    pub fn new(verbs: &V, device: Option<&str>, cfg: ProtoConfig) -> Result<Self, ProtoError> {
+        cfg.check()?;
+        let v = |source| ProtoError::Verbs {
+            peer: "(not connected)".into(),
+            source,
+        };
+        let ctx = verbs.open(device).map_err(v)?;
+        let pd = ctx.alloc_pd().map_err(v)?;
+        let slots = cfg.slots;
+        let cq = ctx.create_cq(3 * slots + 8).map_err(v)?;
+        let arena_len = cfg
+            .slot_size
+            .checked_mul(slots as usize)
+            .and_then(|n| n.checked_add(CREDIT_AREA));
+        let arena_len =
+            arena_len.ok_or_else(|| ProtoError::Config("arena size overflows".into()))?;
+        let arena = pd.alloc_mr(arena_len, Access::REMOTE_WRITE).map_err(v)?;
+        let caps = QpCaps {
+            max_send_wr: slots + 2,
+            max_recv_wr: slots,
+        };
+        let mut qp = pd.create_qp(&cq, caps).map_err(v)?;
+        qp.modify(QpTransition::Init { remote_write: true })
+            .map_err(v)?;
+        for _ in 0..slots {
+            qp.post_recv(WR_RECV).map_err(v)?;
+        }
+        let (lid, gid) = ctx.port_address().map_err(v)?;
+        let psn = psn_for(qp.qp_num());
+        let info = ConnInfo {
+            qp: QpEndpoint {
+                qp_num: qp.qp_num(),
+                lid,
+                gid,
+                psn,
+            },
+            arena_addr: arena.addr(),
+            arena_rkey: arena.rkey(),
+            slots,
+            slot_size: cfg.slot_size as u32,
+        };
+        Ok(PreparedSide {
+            qp,
+            cq,
+            arena,
+            pd,
+            ctx,
+            cfg,
+            info,
+        })
+    }
+
+    /// What the peer needs (send it as [`ConnInfo::to_bytes`]).
+    pub fn info(&self) -> ConnInfo {
+        self.info
+    }
+
+    /// Moves the queue pair to RTR and RTS towards `remote`. The caller must not let the peer
+    /// send before this returned on both sides' RTR (the transport's handshake sees to it).
+    pub fn connect(mut self, remote: ConnInfo, peer: String) -> Result<Engine<V>, ProtoError> {
+        let v = |source| ProtoError::Verbs {
+            peer: peer.clone(),
+            source,
+        };
+        let staging_len = (remote.slot_size as usize) * (remote.slots as usize) + CREDIT_AREA;
+        let staging = self.pd.alloc_mr(staging_len, Access::LOCAL).map_err(v)?;
+        self.qp
+            .modify(QpTransition::Rtr {
+                remote: remote.qp,
+                min_rnr_timer: 12,
+            })
+            .map_err(v)?;
+        let c = self.cfg;
+        let rts = QpTransition::Rts {
+            sq_psn: self.info.qp.psn,
+            timeout: c.timeout,
+            retry_cnt: c.retry_cnt,
+            rnr_retry: c.rnr_retry,
+        };
+        self.qp.modify(rts).map_err(v)?;
+        Ok(Engine {
+            peer,
+            qp: self.qp,
+            cq: self.cq,
+            arena: self.arena,
+            staging,
+            _pd: self.pd,
+            _ctx: self.ctx,
+            local: self.info,
+            remote,
+            next_seq: 0,
+            completed: 0,
+            peer_consumed: 0,
+            staging_owner: vec![None; remote.slots as usize],
+            inflight: HashMap::new(),
+            credit_inflight: false,
+            advertised: 0,
+            recv_seq: 0,
+            consumed: 0,
+            next_msg: 0,
+            peer_next_msg: 0,
+            incoming: HashMap::new(),
+            by_tag: HashMap::new(),
+            claims: HashMap::new(),
+            order: RecvOrder::default(),
+            peer_closed: false,
+            dead: None,
+            broken: None,
+            wcs: Vec::with_capacity(64),
+            max_outstanding: 0,
+        })
+    }
+}
+
+/// Deterministic but distinct initial PSNs (any 24-bit value works; both sides exchange them).
+fn psn_for(qpn: u32) -> u32 {
+    qpn.wrapping_mul(0x9e37_79b9) & 0x00ff_ffff
+}
+
+/// Per-tag order of posted receives (MPI rule: same tag, same order).
+#[derive(Default)]
+struct RecvOrder {
+    posted: HashMap<u64, u64>,
+    matched: HashMap<u64, u64>,
+    cancelled: HashSet<(u64, u64)>,
+}
+
+impl RecvOrder {
+    fn post(&mut self, tag: u64) -> u64 {
+        let n = self.posted.entry(tag).or_insert(0);
+        *n += 1;
+        *n - 1
+    }
+    fn is_next(&mut self, tag: u64, seq: u64) -> bool {
+        let m = self.matched.entry(tag).or_insert(0);
+        while self.cancelled.remove(&(tag, *m)) {
+            *m += 1;
+        }
+        *m == seq
+    }
+    fn take(&mut self, tag: u64) {
+        *self.matched.entry(tag).or_insert(0) += 1;
+    }
+    fn cancel(&mut self, tag: u64, seq: u64) {
+        if seq >= self.matched.get(&tag).copied().unwrap_or(0) {
+            self.cancelled.insert((tag, seq));
+        }
+    }
+}
+
+/// A message whose first chunk arrived.
+struct Incoming {
+    total: usize,
+    /// Bytes that arrived.
+    received: usize,
+    /// Bytes copied into the claiming receive's buffer; `spill` holds what follows them.
+    delivered: usize,
+    spill: Vec<u8>,
+    /// Nobody wants it any more (truncated or abandoned): count bytes, keep none.
+    discard: bool,
+}
+
+/// A handle to a posted receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecvId {
+    tag: u64,
+    seq: u64,
+}
+
+/// A send in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendId {
+    msg: u64,
+    /// Bytes posted so far.
+    posted: usize,
+    len: usize,
+}
+
+/// A connected RDMA channel. Fields drop in order: the queue pair first, so the NIC stops
+/// touching the regions before they are deregistered.
+pub struct Engine<V: Verbs> {
+    peer: String,
+    qp: V::Qp,
+    cq: V::Cq,
+    arena: V::Mr,
+    staging: V::Mr,
+    _pd: V::Pd,
+    _ctx: V::Context,
+    local: ConnInfo,
+    remote: ConnInfo,
+    // Sending.
+    next_seq: u64,
+    completed: u64,
+    peer_consumed: u64,
+    staging_owner: Vec<Option<u64>>,
+    inflight: HashMap<u64, u32>,
+    credit_inflight: bool,
+    advertised: u64,
+    // Receiving.
+    recv_seq: u64,
+    consumed: u64,
+    next_msg: u64,
+    peer_next_msg: u64,
+    incoming: HashMap<u64, Incoming>,
+    by_tag: HashMap<u64, VecDeque<u64>>,
+    claims: HashMap<RecvId, u64>,
+    order: RecvOrder,
+    // Health.
+    peer_closed: bool,
+    dead: Option<String>,
+    broken: Option<String>,
+    wcs: Vec<WorkCompletion>,
+    max_outstanding: u64,
+}
+
+impl<V: Verbs> Engine<V> {
+    /// The peer's description.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// The most chunks ever outstanding towards the peer (never above its slot count).
+    pub fn max_outstanding(&self) -> u64 {
+        self.max_outstanding
+    }
+
+    fn verbs_err(&self, source: VerbsError) -> ProtoError {
+        ProtoError::Verbs {
+            peer: self.peer.clone(),
+            source,
+        }
+    }
+
+    fn check_usable(&self, during: impl FnOnce() -> String) -> Result<(), ProtoError> {
+        if let Some(reason) = &self.broken {
+            return Err(ProtoError::Broken {
+                peer: self.peer.clone(),
+                reason: reason.clone(),
+            });
+        }
+        if self.peer_closed || self.dead.is_some() {
+            return Err(ProtoError::PeerClosed {
+                peer: self.peer.clone(),
+                during: during(),
+            });
+        }
+        Ok(())
+    }
+
+    fn break_with(&mut self, reason: String) {
+        tracing::warn!(peer = %self.peer, %reason, "rdma connection broken");
+        if self.broken.is_none() {
+            self.broken = Some(reason);
+        }
+    }
+
+    /// Polls completions, copies arrived chunks out, returns credits. `direct` is the buffer of
+    /// the receive being tested, with the message it claimed: its chunks go straight there.
+    fn progress(&mut self, mut direct: Option<(u64, &mut [u8])>) -> Result<(), ProtoError> {
+        if self.broken.is_some() {
+            return Ok(());
+        }
+        loop {
+            self.wcs.clear();
+            let mut wcs = std::mem::take(&mut self.wcs);
+            let n = self.cq.poll(&mut wcs, 64);
+            let n = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    self.wcs = wcs;
+                    self.break_with(format!("polling the completion queue: {e}"));
+                    return Ok(());
+                }
+            };
+            for wc in wcs.drain(..) {
+                self.on_completion(wc, direct.as_mut().map(|(m, b)| (*m, &mut **b)));
+            }
+            self.wcs = wcs;
+            if n < 64 || self.broken.is_some() {
+                break;
+            }
+        }
+        self.peer_consumed = match self.arena.read_u64(0) {
+            Ok(c) => c.max(self.peer_consumed),
+            Err(e) => {
+                self.break_with(format!("reading the credit word: {e}"));
+                return Ok(());
+            }
+        };
+        self.return_credits();
+        Ok(())
+    }
+
+    fn on_completion(&mut self, wc: WorkCompletion, direct: Option<(u64, &mut [u8])>) {
+        if wc.status != WcStatus::Success {
+            if self.dead.is_none() {
+                let why = match wc.status {
+                    WcStatus::WrFlush => "queue pair in error state (peer gone)".to_string(),
+                    s => format!("work completion status {s}"),
+                };
+                tracing::debug!(peer = %self.peer, %why, "rdma peer lost");
+                self.dead = Some(why);
+            }
+            if wc.wr_id & WR_KIND == WR_DATA {
+                self.complete_write(wc.wr_id);
+            }
+            return;
+        }
+        match (wc.wr_id & WR_KIND, wc.opcode) {
+            (WR_DATA, _) => self.complete_write(wc.wr_id),
+            (WR_CREDIT, _) => self.credit_inflight = false,
+            (WR_RECV, WcOpcode::RecvRdmaWithImm) => {
+                let Some(imm) = wc.imm_data else {
+                    self.break_with("receive completion without immediate data".into());
+                    return;
+                };
+                self.on_chunk(imm, wc.byte_len, direct);
+                if self.broken.is_none() {
+                    if let Err(e) = self.qp.post_recv(WR_RECV) {
+                        self.break_with(format!("reposting a receive: {e}"));
+                    }
+                }
+            }
+            (kind, op) => self.break_with(format!(
+                "unexpected completion {op:?} for work request kind {kind:#x}"
+            )),
+        }
+    }
+
+    fn complete_write(&mut self, wr_id: u64) {
+        let seq = wr_id & !WR_KIND;
+        let slot = (seq % u64::from(self.remote.slots)) as usize;
+        if let Some(msg) = self.staging_owner[slot].take() {
+            if let Some(n) = self.inflight.get_mut(&msg) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        self.completed += 1;
+    }
+
+    /// One slot is full: check it, copy it out, count it consumed.
+    fn on_chunk(&mut self, imm_data: u32, byte_len: u32, direct: Option<(u64, &mut [u8])>) {
+        let slot = (self.recv_seq % u64::from(self.local.slots)) as usize;
+        let base = CREDIT_AREA + slot * self.local.slot_size as usize;
+        self.recv_seq += 1;
+        let mut raw = [0u8; SLOT_HEADER];
+        if byte_len as usize > self.local.slot_size as usize {
+            self.break_with(format!(
+                "a write of {byte_len} bytes overflows a {}-byte slot",
+                self.local.slot_size
+            ));
+            return;
+        }
+        if let Err(e) = self.arena.read_at(base, &mut raw) {
+            self.break_with(format!("reading slot {slot}: {e}"));
+            return;
+        }
+        let (h, len) = match SlotHeader::decode(&raw, imm_data, byte_len) {
+            Ok(x) => x,
+            Err(reason) => {
+                self.break_with(format!("bad frame from {}: {reason}", self.peer));
+                return;
+            }
+        };
+        let payload = base + SLOT_HEADER;
+        let result = match h.kind {
+            Kind::Close => {
+                self.peer_closed = true;
+                Ok(())
+            }
+            Kind::First => self.on_first(h, len, payload, direct),
+            Kind::Cont => self.on_cont(h, len, payload, direct),
+        };
+        if let Err(reason) = result {
+            self.break_with(format!("bad frame from {}: {reason}", self.peer));
+            return;
+        }
+        self.consumed += 1;
+    }
+
+    fn on_first(
+        &mut self,
+        h: SlotHeader,
+        len: usize,
+        at: usize,
+        direct: Option<(u64, &mut [u8])>,
+    ) -> Result<(), String> {
+        if h.msg != self.peer_next_msg {
+            return Err(format!(
+                "message {} starts out of order (expected {})",
+                h.msg, self.peer_next_msg
+            ));
+        }
+        let total = usize::try_from(h.b)
+            .map_err(|_| format!("message length {} does not fit this machine", h.b))?;
+        if len > total {
+            return Err(format!(
+                "first chunk has {len} bytes of a {total}-byte message"
+            ));
+        }
+        self.peer_next_msg += 1;
+        let m = Incoming {
+            total,
+            received: 0,
+            delivered: 0,
+            spill: Vec::new(),
+            discard: false,
+        };
+        self.incoming.insert(h.msg, m);
+        self.by_tag.entry(h.a).or_default().push_back(h.msg);
+        self.store(h.msg, len, at, direct)
+    }
+
+    fn on_cont(
+        &mut self,
+        h: SlotHeader,
+        len: usize,
+        at: usize,
+        direct: Option<(u64, &mut [u8])>,
+    ) -> Result<(), String> {
+        let m = self
+            .incoming
+            .get(&h.msg)
+            .ok_or_else(|| format!("chunk of unknown message {}", h.msg))?;
+        if h.a != m.received as u64 {
+            return Err(format!(
+                "chunk of message {} at offset {} (expected {})",
+                h.msg, h.a, m.received
+            ));
+        }
+        if len == 0 || m.received + len > m.total {
+            return Err(format!(
+                "chunk of {len} bytes at {} overruns message {} of {} bytes",
+                h.a, h.msg, m.total
+            ));
+        }
+        self.store(h.msg, len, at, direct)
+    }
+
+    /// Copies `len` payload bytes at arena offset `at` into the claimer's buffer or the spill.
+    fn store(
+        &mut self,
+        msg: u64,
+        len: usize,
+        at: usize,
+        direct: Option<(u64, &mut [u8])>,
+    ) -> Result<(), String> {
+        let m = self
+            .incoming
+            .get_mut(&msg)
+            .expect("caller checked the message exists");
+        let off = m.received;
+        m.received += len;
+        let res = match direct {
+            _ if m.discard => Ok(()),
+            Some((dm, buf)) if dm == msg && m.spill.is_empty() && m.delivered == off => {
+                m.delivered += len;
+                self.arena.read_at(at, &mut buf[off..off + len])
+            }
+            _ => {
+                let s = m.spill.len();
+                m.spill.resize(s + len, 0);
+                self.arena.read_at(at, &mut m.spill[s..])
+            }
+        };
+        let m = &self.incoming[&msg];
+        if m.discard && m.received == m.total {
+            self.incoming.remove(&msg);
+        }
+        res.map_err(|e| format!("copying out of the receive arena: {e}"))
+    }
+
+    fn return_credits(&mut self) {
+        if self.credit_inflight || self.consumed == self.advertised || self.dead.is_some() {
+            return;
+        }
+        let word = self.consumed.to_le_bytes();
+        let wr = WriteWr {
+            wr_id: WR_CREDIT,
+            local: &self.staging,
+            local_offset: 0,
+            len: 8,
+            remote_addr: self.remote.arena_addr,
+            rkey: self.remote.arena_rkey,
+            imm: None,
+        };
+        let res = self
+            .staging
+            .write_at(0, &word)
+            .and_then(|()| self.qp.post_write(wr));
+        match res {
+            Ok(()) => {
+                self.advertised = self.consumed;
+                self.credit_inflight = true;
+            }
+            Err(e) => self.break_with(format!("returning credits: {e}")),
+        }
+    }
+
+    fn can_post(&self) -> bool {
+        let window = self.peer_consumed.min(self.completed) + u64::from(self.remote.slots);
+        self.next_seq < window && self.dead.is_none() && self.broken.is_none()
+    }
+
+    fn post_chunk(&mut self, h: SlotHeader, payload: &[u8]) -> Result<(), ProtoError> {
+        let size = self.remote.slot_size as usize;
+        let slot = (self.next_seq % u64::from(self.remote.slots)) as usize;
+        let base = CREDIT_AREA + slot * size;
+        let staged = self
+            .staging
+            .write_at(base, &h.encode())
+            .and_then(|()| self.staging.write_at(base + SLOT_HEADER, payload));
+        staged.map_err(|e| self.verbs_err(e))?;
+        let wr = WriteWr {
+            wr_id: WR_DATA | self.next_seq,
+            local: &self.staging,
+            local_offset: base,
+            len: SLOT_HEADER + payload.len(),
+            remote_addr: self.remote.arena_addr + base as u64,
+            rkey: self.remote.arena_rkey,
+            imm: Some(imm(h.kind, payload.len())),
+        };
+        if let Err(e) = self.qp.post_write(wr) {
+            self.break_with(format!("posting a write: {e}"));
+            return Err(self.verbs_err(e));
+        }
+        self.staging_owner[slot] = Some(h.msg);
+        self.next_seq += 1;
+        self.max_outstanding = self.max_outstanding.max(self.next_seq - self.peer_consumed);
+        Ok(())
+    }
+
+    /// Posts a send of `buf` (its first chunk goes out now). `Ok(None)`: no credit, retry.
+    pub fn isend(&mut self, tag: u64, buf: &[u8]) -> Result<Option<SendId>, ProtoError> {
+        self.check_usable(|| format!(" before a send with tag {tag}"))?;
+        self.progress(None)?;
+        if !self.can_post() {
+            self.check_usable(|| format!(" before a send with tag {tag}"))?;
+            return Ok(None);
+        }
+        let msg = self.next_msg;
+        let n = buf.len().min(self.remote.slot_size as usize - SLOT_HEADER);
+        let h = SlotHeader {
+            kind: Kind::First,
+            msg,
+            a: tag,
+            b: buf.len() as u64,
+        };
+        self.post_chunk(h, &buf[..n])?;
+        self.next_msg += 1;
+        self.inflight.insert(msg, 1);
+        let mut id = SendId {
+            msg,
+            posted: n,
+            len: buf.len(),
+        };
+        self.push_chunks(&mut id, buf)?;
+        Ok(Some(id))
+    }
+
+    fn push_chunks(&mut self, id: &mut SendId, buf: &[u8]) -> Result<(), ProtoError> {
+        let room = self.remote.slot_size as usize - SLOT_HEADER;
+        while id.posted < id.len && self.can_post() {
+            let n = (id.len - id.posted).min(room);
+            let h = SlotHeader {
+                kind: Kind::Cont,
+                msg: id.msg,
+                a: id.posted as u64,
+                b: 0,
+            };
+            self.post_chunk(h, &buf[id.posted..id.posted + n])?;
+            *self.inflight.entry(id.msg).or_insert(0) += 1;
+            id.posted += n;
+        }
+        Ok(())
+    }
+
+    /// Advances a send; `Some(len)` once every chunk is written and acknowledged.
+    pub fn send_test(&mut self, id: &mut SendId, buf: &[u8]) -> Result<Option<usize>, ProtoError> {
+        let during = |id: &SendId| {
+            format!(
+                " during a {}-byte send ({} bytes posted)",
+                id.len, id.posted
+            )
+        };
+        self.progress(None)?;
+        if self.broken.is_some() || self.dead.is_some() {
+            self.check_usable(|| during(id))?;
+        }
+        self.push_chunks(id, buf)?;
+        if id.posted == id.len && self.inflight.get(&id.msg).copied().unwrap_or(0) == 0 {
+            self.inflight.remove(&id.msg);
+            return Ok(Some(id.len));
+        }
+        Ok(None)
+    }
+
+    /// A send request was dropped before completing. Once any chunk is out, the peer would wait
+    /// for the rest, so a partial message breaks the connection.
+    pub fn abandon_send(&mut self, id: &SendId) {
+        self.inflight.remove(&id.msg);
+        if id.posted < id.len {
+            self.break_with(format!(
+                "a {}-byte send was abandoned after {} bytes",
+                id.len, id.posted
+            ));
+        }
+    }
+
+    /// Posts a receive for the next message with `tag`.
+    pub fn post_recv(&mut self, tag: u64) -> RecvId {
+        RecvId {
+            tag,
+            seq: self.order.post(tag),
+        }
+    }
+
+    /// Claims the next message of the receive's tag if it is this receive's turn.
+    fn try_claim(&mut self, id: RecvId) -> Option<u64> {
+        if let Some(m) = self.claims.get(&id) {
+            return Some(*m);
+        }
+        if !self.order.is_next(id.tag, id.seq) {
+            return None;
+        }
+        let msg = self.by_tag.get_mut(&id.tag)?.pop_front()?;
+        self.order.take(id.tag);
+        self.claims.insert(id, msg);
+        Some(msg)
+    }
+
+    /// Advances a receive into `buf`; `Some(len)` when the whole message is there.
+    pub fn recv_test(&mut self, id: RecvId, buf: &mut [u8]) -> Result<Option<usize>, ProtoError> {
+        let claimed = self.try_claim(id);
+        if let Some(msg) = claimed {
+            let total = self.incoming.get(&msg).map_or(0, |m| m.total);
+            if total > buf.len() {
+                return Err(self.truncate(id, msg, buf.len()));
+            }
+        }
+        self.progress(claimed.map(|m| (m, &mut *buf)))?;
+        let Some(msg) = claimed.or_else(|| self.try_claim(id)) else {
+            let during = format!(" while a receive with tag {} waited", id.tag);
+            self.check_usable(|| during)?;
+            return Ok(None);
+        };
+        let m = self
+            .incoming
+            .get_mut(&msg)
+            .expect("claimed messages stay until taken");
+        if m.total > buf.len() {
+            return Err(self.truncate(id, msg, buf.len()));
+        }
+        let (d, s) = (m.delivered, m.spill.len());
+        buf[d..d + s].copy_from_slice(&m.spill);
+        m.delivered += s;
+        m.spill.clear();
+        if m.delivered == m.total {
+            let total = m.total;
+            self.incoming.remove(&msg);
+            self.claims.remove(&id);
+            return Ok(Some(total));
+        }
+        let during = format!(
+            " during a {}-byte message with tag {} ({} bytes arrived)",
+            m.total, id.tag, m.received
+        );
+        self.check_usable(|| during)?;
+        Ok(None)
+    }
+
+    fn truncate(&mut self, id: RecvId, msg: u64, buffer: usize) -> ProtoError {
+        self.claims.remove(&id);
+        let m = self
+            .incoming
+            .get_mut(&msg)
+            .expect("claimed messages stay until taken");
+        let message = m.total;
+        m.discard = true;
+        m.spill = Vec::new();
+        if m.received == m.total {
+            self.incoming.remove(&msg);
+        }
+        ProtoError::Truncated {
+            peer: self.peer.clone(),
+            tag: id.tag,
+            message,
+            buffer,
+        }
+    }
+
+    /// A receive was dropped before completing: its message (if it claimed one) is discarded,
+    /// otherwise the next receive of the tag takes its place.
+    pub fn cancel_recv(&mut self, id: RecvId) {
+        match self.claims.remove(&id) {
+            Some(msg) => {
+                if let Some(m) = self.incoming.get_mut(&msg) {
+                    m.discard = true;
+                    m.spill = Vec::new();
+                    if m.received == m.total {
+                        self.incoming.remove(&msg);
+                    }
+                }
+            }
+            None => self.order.cancel(id.tag, id.seq),
+        }
+    }
+
+    /// Length of the message a receive claimed, if it claimed one (after making progress).
+    pub fn claimed_len(&mut self, id: RecvId) -> Result<Option<usize>, ProtoError> {
+        self.progress(None)?;
+        Ok(self
+            .try_claim(id)
+            .and_then(|m| self.incoming.get(&m))
+            .map(|m| m.total))
+    }
+
+    /// Takes the bytes of a claimed message that arrived since the last call (for zero-copy style
+    /// views that hand data out in pieces). Returns the offset of the piece.
+    pub fn take_arrived(
+        &mut self,
+        id: RecvId,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<(usize, bool)>, ProtoError> {
+        self.progress(None)?;
+        let Some(msg) = self.try_claim(id) else {
+            let during = format!(" while a receive with tag {} waited", id.tag);
+            self.check_usable(|| during)?;
+            return Ok(None);
+        };
+        let m = self
+            .incoming
+            .get_mut(&msg)
+            .expect("claimed messages stay until taken");
+        out.clear();
+        std::mem::swap(out, &mut m.spill);
+        let off = m.delivered;
+        m.delivered += out.len();
+        let done = m.delivered == m.total;
+        if done {
+            self.incoming.remove(&msg);
+            self.claims.remove(&id);
+        } else if out.is_empty() {
+            let during = format!(" during a {}-byte message with tag {}", m.total, id.tag);
+            self.check_usable(|| during)?;
+        }
+        Ok(Some((off, done)))
+    }
+
+    /// Sends CLOSE and waits (until `deadline`) for every write to be acknowledged; the peer's
+    /// pending receives then fail with `PeerClosed` while what it already got stays readable.
+    pub fn close(mut self, timeout: Duration) -> Result<(), ProtoError> {
+        let start = Instant::now();
+        if self.broken.is_some() || self.dead.is_some() {
+            return Ok(());
+        }
+        loop {
+            self.progress(None)?;
+            if self.dead.is_some() || self.broken.is_some() {
+                return Ok(());
+            }
+            if self.can_post() {
+                let h = SlotHeader {
+                    kind: Kind::Close,
+                    msg: self.next_msg,
+                    a: 0,
+                    b: 0,
+                };
+                self.post_chunk(h, &[])?;
+                break;
+            }
+            if start.elapsed() > timeout {
+                return Err(ProtoError::Timeout {
+                    peer: self.peer.clone(),
+                    what: "a credit to send CLOSE".into(),
+                    waited: start.elapsed(),
+                });
+            }
+            std::thread::yield_now();
+        }
+        while self.completed < self.next_seq && self.dead.is_none() {
+            if start.elapsed() > timeout {
+                return Err(ProtoError::Timeout {
+                    peer: self.peer.clone(),
+                    what: "the CLOSE to be acknowledged".into(),
+                    waited: start.elapsed(),
+                });
+            }
+            std::thread::yield_now();
+            self.progress(None)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "protocol_tests.rs"]
+mod tests;
