@@ -6,5 +6,7 @@
 //!
 //! (Being built: see the collectives issue.)
 
+pub mod algorithms;
 pub mod schedule;
+pub mod verify;
 pub mod sim;

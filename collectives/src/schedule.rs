@@ -19,7 +19,13 @@
 //! step. The fused ops ([`Op::RecvReduceSend`], [`Op::RecvCopySend`]) forward what they produced.
 //! A step is finished when its receives are finished; its sends may still be in flight, and the
 //! executor must not let a later step overwrite a block an in-flight send still reads.
-//! Messages from one rank to another are matched in the order they were posted (per pair FIFO).
+//! Messages from one rank to another are matched in the order they were posted (per pair FIFO),
+//! and that order is program order: the k-th message rank `a` sends to rank `b` (counting steps
+//! in order, and a step's ops in the order listed) is taken by the k-th receive from `a` in
+//! `b`'s program. So a plain send goes out when its step begins and a fused op's forward when
+//! its receive is done, but neither overtakes an earlier op's message to the same peer. Within
+//! one step no block is written twice (receives, `Copy` targets), and no block a plain send or
+//! `Copy` reads is written; the verifier ([`crate::verify`]) rejects schedules that break this.
 
 use serde::{Deserialize, Serialize};
 use std::ops::Range;

@@ -1,0 +1,371 @@
+//! The algorithms, each a function from (collective, ranks, pipeline) to a [`Schedule`].
+//!
+//! Every algorithm is written the same way: for one chunk of the data it says which ops each rank
+//! runs at each *stage* (a message sent at stage `s` is received at stage `s + 1`), and
+//! [`wavefront`] lays `pipeline` chunks over those stages so that chunk `c` runs stage `s` at step
+//! `s + c`. That one rule pipelines chains and trees (a rank forwards chunk `c` while it receives
+//! chunk `c + 1`), and it keeps the per-pair message order identical on both ends, which the
+//! schedule's FIFO matching needs. Recursive halving-doubling does not pipeline (its messages
+//! halve each step) and builds its programs directly.
+//!
+//! | name     | all-reduce | reduce-scatter | all-gather | broadcast | reduce |
+//! |----------|------------|----------------|------------|-----------|--------|
+//! | `ring`   | yes        | yes            | yes        | chain     | chain  |
+//! | `rhd`    | yes        | yes            | yes        |           |        |
+//! | `tree`   | yes        |                |            | yes       | yes    |
+//! | `dbtree` | yes        |                |            |           |        |
+//! | `hier`   | yes        | yes            | yes        |           |        |
+//!
+//! `ALGORITHMS.md` (next to this crate's `Cargo.toml`) gives each algorithm's steps, bytes on the
+//! wire and cost; [`crate::tuner`] holds the same formulas as code.
+
+mod dbtree;
+mod hier;
+mod rhd;
+mod ring;
+mod tree;
+
+use crate::schedule::{Blocks, Collective, Op, Program, Rank, Schedule};
+use std::fmt;
+use std::str::FromStr;
+
+pub use tree::{binomial_tree, double_binary_trees, Tree};
+
+/// A collective algorithm, as the user names it (`OXCCL_ALGO`, `--algo`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// Ring: reduce-scatter then all-gather around one ring; a pipelined chain for broadcast
+    /// and reduce.
+    Ring,
+    /// Recursive halving-doubling (Rabenseifner), any rank count.
+    Rhd,
+    /// Binomial tree, pipelined.
+    Tree,
+    /// Double binary tree (two complementary trees, each carrying half the data), pipelined.
+    DoubleBinaryTree,
+    /// Hierarchical multi-dimensional ring (DDL/BlueConnect), dims fastest-varying first. Empty
+    /// dims (`hier` alone) mean "take them from the topology", which the communicator resolves
+    /// before asking for a schedule.
+    Hierarchical(Vec<usize>),
+}
+
+/// Why an algorithm cannot produce a schedule, or a name does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AlgorithmError {
+    #[error("algorithm `{algorithm}` does not implement {collective:?}")]
+    Unsupported {
+        algorithm: String,
+        collective: Collective,
+    },
+    #[error("algorithm `{algorithm}`: {ranks} ranks is not valid ({reason})")]
+    BadRanks {
+        algorithm: String,
+        ranks: usize,
+        reason: String,
+    },
+    #[error("pipeline must be at least 1 chunk (got {0})")]
+    BadPipeline(usize),
+    #[error("root {root} is not a rank of a {ranks}-rank schedule")]
+    BadRoot { root: Rank, ranks: usize },
+    #[error(
+        "hierarchical dims {dims:?} do not fit {ranks} ranks (their product must equal the rank count; \
+         `hier` without dims must be resolved from the topology first)"
+    )]
+    BadDims { dims: Vec<usize>, ranks: usize },
+    #[error("unknown algorithm `{0}` (expected ring, rhd, tree, dbtree, hier or hier:AxBxC)")]
+    Parse(String),
+}
+
+impl Algorithm {
+    /// Every algorithm, with `hier` given the dims `dims` (skipped when `None`).
+    pub fn all(dims: Option<&[usize]>) -> Vec<Algorithm> {
+        let mut all = vec![
+            Algorithm::Ring,
+            Algorithm::Rhd,
+            Algorithm::Tree,
+            Algorithm::DoubleBinaryTree,
+        ];
+        if let Some(d) = dims {
+            all.push(Algorithm::Hierarchical(d.to_vec()));
+        }
+        all
+    }
+
+    /// Whether this algorithm implements `collective` (for every rank count).
+    pub fn supports(&self, collective: Collective) -> bool {
+        use Collective::*;
+        match self {
+            Algorithm::Ring => true,
+            Algorithm::Rhd | Algorithm::Hierarchical(_) => {
+                matches!(collective, AllReduce | ReduceScatter | AllGather)
+            }
+            Algorithm::Tree => matches!(collective, AllReduce | Broadcast { .. } | Reduce { .. }),
+            Algorithm::DoubleBinaryTree => matches!(collective, AllReduce),
+        }
+    }
+
+    /// The schedule of `collective` on `ranks` ranks, each block stream cut into `pipeline` chunks.
+    pub fn schedule(
+        &self,
+        collective: Collective,
+        ranks: usize,
+        pipeline: usize,
+    ) -> Result<Schedule, AlgorithmError> {
+        if !self.supports(collective) {
+            return Err(AlgorithmError::Unsupported {
+                algorithm: self.to_string(),
+                collective,
+            });
+        }
+        if ranks == 0 || ranks > Rank::MAX as usize / 2 {
+            return Err(AlgorithmError::BadRanks {
+                algorithm: self.to_string(),
+                ranks,
+                reason: "need 1 to 2^31 ranks".into(),
+            });
+        }
+        if pipeline == 0 || pipeline > u32::MAX as usize / ranks / 2 {
+            return Err(AlgorithmError::BadPipeline(pipeline));
+        }
+        if let Collective::Broadcast { root } | Collective::Reduce { root } = collective {
+            if root as usize >= ranks {
+                return Err(AlgorithmError::BadRoot { root, ranks });
+            }
+        }
+        let (blocks, owned, programs) = match self {
+            Algorithm::Ring => ring::build(collective, ranks, pipeline),
+            Algorithm::Rhd => rhd::build(collective, ranks, pipeline),
+            Algorithm::Tree => tree::build(collective, ranks, pipeline),
+            Algorithm::DoubleBinaryTree => dbtree::build(ranks, pipeline),
+            Algorithm::Hierarchical(dims) => {
+                if dims.is_empty() || dims.contains(&0) || dims.iter().product::<usize>() != ranks {
+                    return Err(AlgorithmError::BadDims {
+                        dims: dims.clone(),
+                        ranks,
+                    });
+                }
+                hier::build(collective, dims, pipeline)
+            }
+        };
+        Ok(Schedule {
+            algorithm: self.to_string(),
+            collective,
+            ranks,
+            blocks,
+            owned,
+            programs,
+        })
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Algorithm::Ring => f.write_str("ring"),
+            Algorithm::Rhd => f.write_str("rhd"),
+            Algorithm::Tree => f.write_str("tree"),
+            Algorithm::DoubleBinaryTree => f.write_str("dbtree"),
+            Algorithm::Hierarchical(dims) if dims.is_empty() => f.write_str("hier"),
+            Algorithm::Hierarchical(dims) => {
+                f.write_str("hier:")?;
+                for (i, d) in dims.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("x")?;
+                    }
+                    write!(f, "{d}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = AlgorithmError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let name = s.trim().to_ascii_lowercase();
+        Ok(match name.as_str() {
+            "ring" => Algorithm::Ring,
+            "rhd" => Algorithm::Rhd,
+            "tree" => Algorithm::Tree,
+            "dbtree" => Algorithm::DoubleBinaryTree,
+            "hier" => Algorithm::Hierarchical(Vec::new()),
+            _ => {
+                let dims = name
+                    .strip_prefix("hier:")
+                    .ok_or_else(|| AlgorithmError::Parse(s.to_string()))?;
+                let dims = dims
+                    .split('x')
+                    .map(|d| d.trim().parse::<usize>().ok().filter(|&d| d > 0))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| AlgorithmError::Parse(s.to_string()))?;
+                Algorithm::Hierarchical(dims)
+            }
+        })
+    }
+}
+
+/// What every builder returns: block count, owned ranges (reduce-scatter, all-gather), programs.
+type Built = (usize, Vec<Blocks>, Vec<Program>);
+
+/// One rank's ops for one chunk, indexed by stage. Op blocks name the whole segment (all chunks);
+/// [`wavefront`] narrows them to one chunk.
+pub(crate) type StageTable = Vec<Vec<Op>>;
+
+/// Adds `op` at `stage` of `table`.
+pub(crate) fn put(table: &mut StageTable, stage: usize, op: Op) {
+    if table.len() <= stage {
+        table.resize_with(stage + 1, Vec::new);
+    }
+    table[stage].push(op);
+}
+
+/// Chunk `c` of `k` of a segment (the segment's length is a multiple of `k`).
+fn chunk(blocks: Blocks, c: usize, k: usize) -> Blocks {
+    let len = blocks.len / k as u32;
+    Blocks::new(blocks.start + c as u32 * len, len)
+}
+
+fn with_blocks(op: Op, blocks: Blocks) -> Op {
+    match op {
+        Op::Send { to, .. } => Op::Send { to, blocks },
+        Op::Recv { from, .. } => Op::Recv { from, blocks },
+        Op::RecvReduce { from, .. } => Op::RecvReduce { from, blocks },
+        Op::RecvReduceSend { from, to, .. } => Op::RecvReduceSend { from, to, blocks },
+        Op::RecvCopySend { from, to, .. } => Op::RecvCopySend { from, to, blocks },
+        Op::Copy { from, to } => Op::Copy { from, to },
+    }
+}
+
+/// Appends to `program` the steps of `lanes` (stage tables of independent data streams, e.g. the
+/// two trees of dbtree) pipelined over `k` chunks: step `t` runs, for each chunk `c` in order and
+/// each lane in order, the ops of stage `t - c`.
+pub(crate) fn wavefront(program: &mut Program, lanes: &[StageTable], k: usize) {
+    let stages = lanes.iter().map(Vec::len).max().unwrap_or(0);
+    if stages == 0 {
+        return;
+    }
+    for t in 0..stages + k - 1 {
+        let mut ops = Vec::new();
+        for c in t.saturating_sub(stages - 1)..k.min(t + 1) {
+            for lane in lanes {
+                if let Some(stage) = lane.get(t - c) {
+                    ops.extend(
+                        stage
+                            .iter()
+                            .map(|&op| with_blocks(op, chunk(op.blocks(), c, k))),
+                    );
+                }
+            }
+        }
+        program.push_step(ops);
+    }
+}
+
+/// `ranks` programs, each the wavefront of that rank's lanes.
+pub(crate) fn wavefront_all(tables: Vec<Vec<StageTable>>, k: usize) -> Vec<Program> {
+    tables
+        .iter()
+        .map(|lanes| {
+            let mut p = Program::new();
+            wavefront(&mut p, lanes, k);
+            p
+        })
+        .collect()
+}
+
+/// `ranks` contiguous ranges of `per_rank` blocks each: rank `r` owns `r * per_rank..`.
+pub(crate) fn owned_in_rank_order(ranks: usize, per_rank: usize) -> Vec<Blocks> {
+    (0..ranks)
+        .map(|r| Blocks::new((r * per_rank) as u32, per_rank as u32))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for name in [
+            "ring",
+            "rhd",
+            "tree",
+            "dbtree",
+            "hier",
+            "hier:4x8x8",
+            "hier:2x3",
+        ] {
+            let a: Algorithm = name.parse().unwrap();
+            assert_eq!(a.to_string(), name);
+        }
+        assert_eq!(
+            "HIER:4x2".parse::<Algorithm>().unwrap(),
+            Algorithm::Hierarchical(vec![4, 2])
+        );
+        for bad in ["", "rings", "hier:", "hier:4x", "hier:0x2", "hier:ax2"] {
+            assert!(matches!(
+                bad.parse::<Algorithm>(),
+                Err(AlgorithmError::Parse(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn bad_requests_are_errors() {
+        let ar = Collective::AllReduce;
+        assert!(matches!(
+            Algorithm::Ring.schedule(ar, 0, 1),
+            Err(AlgorithmError::BadRanks { .. })
+        ));
+        assert!(matches!(
+            Algorithm::Ring.schedule(ar, 4, 0),
+            Err(AlgorithmError::BadPipeline(0))
+        ));
+        assert!(matches!(
+            Algorithm::Tree.schedule(Collective::Broadcast { root: 4 }, 4, 1),
+            Err(AlgorithmError::BadRoot { root: 4, ranks: 4 })
+        ));
+        assert!(matches!(
+            Algorithm::DoubleBinaryTree.schedule(Collective::AllGather, 4, 1),
+            Err(AlgorithmError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            Algorithm::Hierarchical(vec![2, 3]).schedule(ar, 7, 1),
+            Err(AlgorithmError::BadDims { .. })
+        ));
+        assert!(matches!(
+            Algorithm::Hierarchical(vec![]).schedule(ar, 4, 1),
+            Err(AlgorithmError::BadDims { .. })
+        ));
+    }
+
+    #[test]
+    fn wavefront_offsets_chunks_by_one_step() {
+        let seg = Blocks::new(0, 2);
+        let table: StageTable = vec![
+            vec![Op::Send { to: 1, blocks: seg }],
+            vec![Op::Recv {
+                from: 1,
+                blocks: seg,
+            }],
+        ];
+        let mut p = Program::new();
+        wavefront(&mut p, &[table], 2);
+        assert_eq!(p.len(), 3);
+        assert_eq!(
+            p.step(1),
+            &[
+                Op::Recv {
+                    from: 1,
+                    blocks: Blocks::one(0)
+                },
+                Op::Send {
+                    to: 1,
+                    blocks: Blocks::one(1)
+                }
+            ]
+        );
+    }
+}

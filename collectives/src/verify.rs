@@ -1,0 +1,528 @@
+//! The symbolic verifier: runs every rank of a [`Schedule`] on sets of contributors instead of data.
+//!
+//! Each block of each rank's work buffer holds the set of ranks whose contribution it contains
+//! (a bitset). Messages carry the sender's sets at the time of sending through one FIFO per
+//! ordered pair of ranks, matched in program order (see [`crate::schedule`]). Ranks advance a
+//! step once its receives are matched; the verifier steps every rank that can move until all
+//! are done, and reports:
+//!
+//! * a malformed op (peer or block out of range, a step that writes a block twice or writes a
+//!   block one of its plain sends reads) as [`VerifyError::Malformed`];
+//! * sending, or reducing into, a block that holds nothing ([`VerifyError::EmptyRead`]): its
+//!   bytes would be garbage;
+//! * a reduction that would count some rank twice ([`VerifyError::DoubleContribution`]);
+//! * a receive matched with a message of other blocks ([`VerifyError::Mismatch`]);
+//! * ranks left waiting with nothing in flight that they can take ([`VerifyError::Deadlock`]),
+//!   and messages nobody receives ([`VerifyError::Unreceived`]);
+//! * a final state short of what the [`Collective`] requires ([`VerifyError::Incomplete`]).
+//!
+//! Cost: one pass over all ops, each touching `blocks x ranks / 64` words, so a 256-rank ring
+//! all-reduce (130 000 messages) verifies in well under a second in a release build.
+
+use crate::schedule::{Blocks, Collective, Op, Rank, Schedule};
+use std::collections::{HashMap, VecDeque};
+
+/// What one rank does in a verified schedule.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RankTraffic {
+    pub steps: usize,
+    pub messages_sent: usize,
+    pub blocks_sent: usize,
+    pub blocks_received: usize,
+}
+
+/// Totals of a schedule that passed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// The longest program, in steps.
+    pub depth: usize,
+    pub messages: usize,
+    pub per_rank: Vec<RankTraffic>,
+}
+
+impl VerifyReport {
+    /// The most blocks any one rank sends (the bandwidth term of the schedule).
+    pub fn max_blocks_sent(&self) -> usize {
+        self.per_rank
+            .iter()
+            .map(|t| t.blocks_sent)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Why a schedule is wrong. Every variant names where: rank, step, op index within the step
+/// and the block concerned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("schedule shape: {0}")]
+    Shape(String),
+    #[error("rank {rank} step {step} op {op}: {reason}")]
+    Malformed {
+        rank: Rank,
+        step: usize,
+        op: usize,
+        reason: String,
+    },
+    #[error("rank {rank} step {step} op {op}: {what} block {block}, which holds nothing")]
+    EmptyRead {
+        rank: Rank,
+        step: usize,
+        op: usize,
+        block: u32,
+        what: &'static str,
+    },
+    #[error(
+        "rank {rank} step {step} op {op}: reducing block {block} from rank {from} counts rank \
+         {contributor}'s contribution twice"
+    )]
+    DoubleContribution {
+        rank: Rank,
+        step: usize,
+        op: usize,
+        block: u32,
+        from: Rank,
+        contributor: Rank,
+    },
+    #[error(
+        "rank {rank} step {step} op {op}: receives blocks {expected:?} from rank {from}, but the \
+         matching message (rank {from}'s step {sent_at}) carries {got:?}"
+    )]
+    Mismatch {
+        rank: Rank,
+        step: usize,
+        op: usize,
+        from: Rank,
+        expected: Blocks,
+        got: Blocks,
+        sent_at: usize,
+    },
+    #[error(
+        "deadlock: rank {rank} step {step} op {op} waits for block {block} from rank {from}, \
+         which never sends it ({stuck} ranks unfinished)"
+    )]
+    Deadlock {
+        rank: Rank,
+        step: usize,
+        op: usize,
+        block: u32,
+        from: Rank,
+        stuck: usize,
+    },
+    #[error(
+        "rank {from} step {step} sends blocks {blocks:?} to rank {to}, which never receives them"
+    )]
+    Unreceived {
+        from: Rank,
+        to: Rank,
+        step: usize,
+        blocks: Blocks,
+    },
+    #[error("rank {rank} ends with block {block} wrong: {reason}")]
+    Incomplete {
+        rank: Rank,
+        block: u32,
+        reason: String,
+    },
+}
+
+struct Message {
+    blocks: Blocks,
+    step: usize,
+    sets: Vec<u64>,
+}
+
+/// Per rank, per block, a set of contributing ranks, stored flat.
+struct State {
+    words: usize,
+    blocks: usize,
+    bits: Vec<u64>,
+}
+
+impl State {
+    fn set(&self, rank: usize, block: usize) -> &[u64] {
+        let at = (rank * self.blocks + block) * self.words;
+        &self.bits[at..at + self.words]
+    }
+
+    fn set_mut(&mut self, rank: usize, block: usize) -> &mut [u64] {
+        let at = (rank * self.blocks + block) * self.words;
+        &mut self.bits[at..at + self.words]
+    }
+}
+
+/// Checks `schedule` symbolically; see the module docs for what is checked.
+pub fn verify(schedule: &Schedule) -> Result<VerifyReport, VerifyError> {
+    check_shape(schedule)?;
+    let p = schedule.ranks;
+    let nb = schedule.blocks;
+    let words = p.div_ceil(64).max(1);
+    let mut state = State {
+        words,
+        blocks: nb,
+        bits: vec![0; p * nb * words],
+    };
+    initial_state(schedule, &mut state);
+
+    let mut queues: HashMap<(Rank, Rank), VecDeque<Message>> = HashMap::new();
+    let mut step = vec![0usize; p];
+    let mut entered = vec![false; p];
+    let mut recv_done: Vec<Vec<bool>> = vec![Vec::new(); p];
+    let mut sent: Vec<Vec<bool>> = vec![Vec::new(); p];
+    let mut traffic = vec![RankTraffic::default(); p];
+    let mut ready: VecDeque<usize> = (0..p).collect();
+    let mut queued = vec![true; p];
+    let mut messages = 0;
+
+    while let Some(r) = ready.pop_front() {
+        queued[r] = false;
+        let program = &schedule.programs[r];
+        while step[r] < program.len() {
+            let s = step[r];
+            let ops = program.step(s);
+            if !entered[r] {
+                entered[r] = true;
+                recv_done[r] = ops.iter().map(|op| op.recv_from().is_none()).collect();
+                sent[r] = vec![false; ops.len()];
+                for op in ops {
+                    if let Op::Copy { from, to } = *op {
+                        for b in 0..from.len as usize {
+                            let src = state.set(r, from.start as usize + b).to_vec();
+                            state
+                                .set_mut(r, to.start as usize + b)
+                                .copy_from_slice(&src);
+                        }
+                    }
+                }
+            }
+            // Match receives, each against the head of its sender's queue, in op order per peer.
+            let mut waiting: Vec<Rank> = Vec::new();
+            for (i, op) in ops.iter().enumerate() {
+                let Some(from) = op.recv_from() else { continue };
+                if recv_done[r][i] || waiting.contains(&from) {
+                    continue;
+                }
+                let Some(msg) = queues
+                    .get_mut(&(from, r as Rank))
+                    .and_then(VecDeque::pop_front)
+                else {
+                    waiting.push(from);
+                    continue;
+                };
+                deliver(&mut state, r as Rank, s, i, op, msg)?;
+                recv_done[r][i] = true;
+                traffic[r].blocks_received += op.blocks().len as usize;
+            }
+            // Post sends in op order per destination: a fused send waits for its receive, and
+            // later sends to the same peer wait behind it.
+            let mut held: Vec<Rank> = Vec::new();
+            for (i, op) in ops.iter().enumerate() {
+                let Some(to) = op.send_to() else { continue };
+                if sent[r][i] {
+                    continue;
+                }
+                let fused_pending = op.recv_from().is_some() && !recv_done[r][i];
+                if fused_pending || held.contains(&to) {
+                    held.push(to);
+                    continue;
+                }
+                let blocks = op.blocks();
+                let mut sets = Vec::with_capacity(blocks.len as usize * words);
+                for b in blocks.range() {
+                    let set = state.set(r, b);
+                    if set.iter().all(|&w| w == 0) {
+                        return Err(VerifyError::EmptyRead {
+                            rank: r as Rank,
+                            step: s,
+                            op: i,
+                            block: b as u32,
+                            what: "sends",
+                        });
+                    }
+                    sets.extend_from_slice(set);
+                }
+                queues
+                    .entry((r as Rank, to))
+                    .or_default()
+                    .push_back(Message {
+                        blocks,
+                        step: s,
+                        sets,
+                    });
+                sent[r][i] = true;
+                messages += 1;
+                traffic[r].messages_sent += 1;
+                traffic[r].blocks_sent += blocks.len as usize;
+                if !queued[to as usize] {
+                    queued[to as usize] = true;
+                    ready.push_back(to as usize);
+                }
+            }
+            if recv_done[r].iter().all(|&d| d) {
+                step[r] += 1;
+                entered[r] = false;
+            } else {
+                break;
+            }
+        }
+    }
+
+    let stuck: Vec<usize> = (0..p)
+        .filter(|&r| step[r] < schedule.programs[r].len())
+        .collect();
+    if let Some(&r) = stuck.first() {
+        let s = step[r];
+        let (i, op) = schedule.programs[r]
+            .step(s)
+            .iter()
+            .enumerate()
+            .find(|(i, op)| op.recv_from().is_some() && !recv_done[r][*i])
+            .expect("a rank that cannot finish its step has a pending receive");
+        return Err(VerifyError::Deadlock {
+            rank: r as Rank,
+            step: s,
+            op: i,
+            block: op.blocks().start,
+            from: op.recv_from().unwrap_or_default(),
+            stuck: stuck.len(),
+        });
+    }
+    let mut leftovers: Vec<_> = queues.iter().filter(|(_, q)| !q.is_empty()).collect();
+    leftovers.sort_by_key(|(k, _)| **k);
+    if let Some((&(from, to), q)) = leftovers.first() {
+        let m = &q[0];
+        return Err(VerifyError::Unreceived {
+            from,
+            to,
+            step: m.step,
+            blocks: m.blocks,
+        });
+    }
+    check_final(schedule, &state)?;
+    for (t, prog) in traffic.iter_mut().zip(&schedule.programs) {
+        t.steps = prog.len();
+    }
+    Ok(VerifyReport {
+        depth: schedule.depth(),
+        messages,
+        per_rank: traffic,
+    })
+}
+
+/// Applies a matched message to rank `r`'s work buffer.
+fn deliver(
+    state: &mut State,
+    r: Rank,
+    step: usize,
+    i: usize,
+    op: &Op,
+    msg: Message,
+) -> Result<(), VerifyError> {
+    let blocks = op.blocks();
+    let from = op.recv_from().unwrap_or_default();
+    if msg.blocks != blocks {
+        return Err(VerifyError::Mismatch {
+            rank: r,
+            step,
+            op: i,
+            from,
+            expected: blocks,
+            got: msg.blocks,
+            sent_at: msg.step,
+        });
+    }
+    let words = state.words;
+    for (j, b) in blocks.range().enumerate() {
+        let incoming = &msg.sets[j * words..(j + 1) * words];
+        let mine = state.set_mut(r as usize, b);
+        if op.reduces() {
+            if mine.iter().all(|&w| w == 0) {
+                return Err(VerifyError::EmptyRead {
+                    rank: r,
+                    step,
+                    op: i,
+                    block: b as u32,
+                    what: "reduces into",
+                });
+            }
+            if let Some((w, both)) = mine
+                .iter()
+                .zip(incoming)
+                .map(|(a, b)| a & b)
+                .enumerate()
+                .find(|(_, both)| *both != 0)
+            {
+                return Err(VerifyError::DoubleContribution {
+                    rank: r,
+                    step,
+                    op: i,
+                    block: b as u32,
+                    from,
+                    contributor: (w * 64) as Rank + both.trailing_zeros(),
+                });
+            }
+            for (a, b) in mine.iter_mut().zip(incoming) {
+                *a |= b;
+            }
+        } else {
+            mine.copy_from_slice(incoming);
+        }
+    }
+    Ok(())
+}
+
+/// Static checks: sizes, ranges, peers, and that no step writes a block twice or writes a block
+/// one of its plain sends (or copies) reads.
+fn check_shape(s: &Schedule) -> Result<(), VerifyError> {
+    let shape = |m: String| Err(VerifyError::Shape(m));
+    if s.ranks == 0 || s.programs.len() != s.ranks {
+        return shape(format!(
+            "{} programs for {} ranks",
+            s.programs.len(),
+            s.ranks
+        ));
+    }
+    if s.blocks == 0 || s.blocks > u32::MAX as usize {
+        return shape(format!("{} blocks", s.blocks));
+    }
+    let needs_owned = matches!(
+        s.collective,
+        Collective::ReduceScatter | Collective::AllGather
+    );
+    if needs_owned {
+        if s.owned.len() != s.ranks || s.blocks % s.ranks != 0 {
+            return shape(format!(
+                "{} owned ranges and {} blocks for {} ranks",
+                s.owned.len(),
+                s.blocks,
+                s.ranks
+            ));
+        }
+        let per = (s.blocks / s.ranks) as u32;
+        let mut covered = vec![false; s.blocks];
+        for (r, o) in s.owned.iter().enumerate() {
+            if o.len != per || o.end() as usize > s.blocks || covered[o.range()].iter().any(|&c| c)
+            {
+                return shape(format!(
+                    "rank {r} owns {o:?}: owned ranges must be {per} blocks each, disjoint, in range"
+                ));
+            }
+            covered[o.range()].fill(true);
+        }
+    }
+    if let Collective::Broadcast { root } | Collective::Reduce { root } = s.collective {
+        if root as usize >= s.ranks {
+            return shape(format!("root {root} of {} ranks", s.ranks));
+        }
+    }
+    let in_range = |b: Blocks| b.len > 0 && b.end() as usize <= s.blocks;
+    for (r, prog) in s.programs.iter().enumerate() {
+        for (st, ops) in prog.steps().enumerate() {
+            let bad = |op: usize, reason: String| {
+                Err(VerifyError::Malformed {
+                    rank: r as Rank,
+                    step: st,
+                    op,
+                    reason,
+                })
+            };
+            let mut written: Vec<Blocks> = Vec::new();
+            let mut read: Vec<Blocks> = Vec::new();
+            for (i, op) in ops.iter().enumerate() {
+                for peer in op.recv_from().into_iter().chain(op.send_to()) {
+                    if peer as usize >= s.ranks || peer as usize == r {
+                        return bad(i, format!("{op:?} names peer {peer}"));
+                    }
+                }
+                if !in_range(op.blocks()) {
+                    return bad(i, format!("{op:?}: blocks out of 0..{}", s.blocks));
+                }
+                match *op {
+                    Op::Send { blocks, .. } => read.push(blocks),
+                    Op::Copy { from, to } => {
+                        if !in_range(from) || from.len != to.len || from.overlaps(to) {
+                            return bad(i, format!("{op:?}: bad copy"));
+                        }
+                        read.push(from);
+                        written.push(to);
+                    }
+                    _ => written.push(op.blocks()),
+                }
+            }
+            for (j, w) in written.iter().enumerate() {
+                if written[..j].iter().chain(&read).any(|o| o.overlaps(*w)) {
+                    return bad(
+                        j,
+                        format!("blocks {w:?} are written twice, or written and read, in one step"),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn initial_state(s: &Schedule, state: &mut State) {
+    let p = s.ranks;
+    let single = |state: &mut State, rank: usize, block: usize, who: usize| {
+        state.set_mut(rank, block)[who / 64] |= 1 << (who % 64);
+    };
+    for r in 0..p {
+        match s.collective {
+            Collective::AllReduce | Collective::ReduceScatter | Collective::Reduce { .. } => {
+                (0..s.blocks).for_each(|b| single(state, r, b, r))
+            }
+            Collective::AllGather => s.owned[r].range().for_each(|b| single(state, r, b, r)),
+            Collective::Broadcast { root } if root as usize == r => {
+                (0..s.blocks).for_each(|b| single(state, r, b, r))
+            }
+            Collective::Broadcast { .. } => {}
+        }
+    }
+}
+
+fn check_final(s: &Schedule, state: &State) -> Result<(), VerifyError> {
+    let p = s.ranks;
+    let mut owner = vec![0usize; s.blocks];
+    for (r, o) in s.owned.iter().enumerate() {
+        owner[o.range()].fill(r);
+    }
+    for r in 0..p {
+        for (b, &owner) in owner.iter().enumerate() {
+            // The set this block must hold: all ranks, or exactly one; None = don't care.
+            let want: Option<Option<usize>> = match s.collective {
+                Collective::AllReduce => Some(None),
+                Collective::ReduceScatter => (owner == r).then_some(None),
+                Collective::Reduce { root } => (root as usize == r).then_some(None),
+                Collective::AllGather => Some(Some(owner)),
+                Collective::Broadcast { root } => Some(Some(root as usize)),
+            };
+            let Some(want) = want else { continue };
+            let set = state.set(r, b);
+            let has = |i: usize| set[i / 64] >> (i % 64) & 1 == 1;
+            let count: u32 = set.iter().map(|w| w.count_ones()).sum();
+            let fail = |reason: String| {
+                Err(VerifyError::Incomplete {
+                    rank: r as Rank,
+                    block: b as u32,
+                    reason,
+                })
+            };
+            match want {
+                None if count as usize != p => {
+                    let missing = (0..p).find(|&i| !has(i)).unwrap_or(0);
+                    return fail(format!(
+                        "holds {count} of {p} contributions (rank {missing}'s is missing)"
+                    ));
+                }
+                Some(who) if count != 1 || !has(who) => {
+                    return fail(format!(
+                        "must hold rank {who}'s data alone, holds {count} ranks' data"
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
