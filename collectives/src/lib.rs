@@ -8,5 +8,6 @@
 
 pub mod algorithms;
 pub mod schedule;
+pub mod tuner;
 pub mod verify;
 pub mod sim;

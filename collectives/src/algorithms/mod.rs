@@ -18,6 +18,20 @@
 //!
 //! `ALGORITHMS.md` (next to this crate's `Cargo.toml`) gives each algorithm's steps, bytes on the
 //! wire and cost; [`crate::tuner`] holds the same formulas as code.
+//!
+//! ```
+//! use oxccl_collectives::algorithms::Algorithm;
+//! use oxccl_collectives::schedule::Collective;
+//! use oxccl_collectives::verify::verify;
+//!
+//! let ring: Algorithm = "ring".parse()?;
+//! let schedule = ring.schedule(Collective::AllReduce, 4, 2)?;
+//! let report = verify(&schedule)?;
+//! // 2 (p - 1) segments of p x 2 blocks: the bandwidth-optimal 2 (p - 1) / p of the buffer.
+//! assert_eq!(schedule.blocks, 8);
+//! assert_eq!(report.max_blocks_sent(), 12);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod dbtree;
 mod hier;
@@ -29,7 +43,7 @@ use crate::schedule::{Blocks, Collective, Op, Program, Rank, Schedule};
 use std::fmt;
 use std::str::FromStr;
 
-pub use tree::{binomial_tree, double_binary_trees, Tree};
+pub use tree::{all_reduce_shape, binomial_tree, double_binary_trees, Tree};
 
 /// A collective algorithm, as the user names it (`OXCCL_ALGO`, `--algo`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

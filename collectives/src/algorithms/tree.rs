@@ -251,6 +251,23 @@ pub(crate) fn emit_broadcast(
     }
 }
 
+/// Shape of a pipelined all-reduce over `tree`, for cost models: the hops on its critical
+/// path (its last stage), and per rank the messages it receives and sends and the reductions
+/// it runs for each chunk.
+pub fn all_reduce_shape(tree: &Tree) -> (usize, Vec<(usize, usize, usize)>) {
+    let (finish, _) = reduce_plan(tree);
+    let (recv, _) = broadcast_plan(tree, finish[tree.root]);
+    let hops = recv.iter().copied().max().unwrap_or(0);
+    let loads = (0..tree.parent.len())
+        .map(|v| {
+            let kids = tree.children[v].len();
+            let up = usize::from(tree.parent[v].is_some());
+            (kids + up, up + kids, kids)
+        })
+        .collect();
+    (hops, loads)
+}
+
 /// All-reduce of `seg` over `tree`: reduce to the root, then broadcast from it.
 pub(crate) fn emit_all_reduce(tree: &Tree, seg: Blocks, tables: &mut [StageTable]) {
     let done = emit_reduce(tree, seg, tables, true);
@@ -304,6 +321,13 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn binomial_all_reduce_takes_twice_log_hops() {
+        for (n, hops) in [(1, 0), (2, 2), (8, 6), (9, 8), (64, 12)] {
+            assert_eq!(all_reduce_shape(&binomial_tree(n, 0)).0, hops, "n={n}");
         }
     }
 

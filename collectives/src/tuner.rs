@@ -1,0 +1,577 @@
+//! The tuner: an alpha-beta-gamma cost model per algorithm, and the choice it makes.
+//!
+//! A message of `m` bytes over a link costs `alpha + m * beta`, and reducing `m` bytes costs
+//! `m * gamma` (Hockney's model, as Thakur, Rabenseifner & Gropp 2005 use it). Every algorithm
+//! here except `rhd` is a pipelined schedule: one chunk crosses `H` hops (stages), `k` chunks
+//! follow one another, and the busiest rank handles `c` chunk-messages of `m` bytes per chunk
+//! in its busiest direction. Its time is then
+//!
+//! ```text
+//! T = (H + k - 1) * alpha  +  (c * k + max(H - c, 0)) * m * beta  +  G * gamma
+//! ```
+//!
+//! (the pipeline's latency, the busiest link's bytes, the fill of the pipeline, and the `G`
+//! bytes the busiest rank reduces). With `k = 1` each algorithm's formula reduces to the
+//! classic closed form of Thakur et al. and of Patarasuk & Yuan 2009 (`ALGORITHMS.md` lists
+//! them); the simulator is checked against [`predict`]. `bytes` is always the size of the
+//! collective's whole buffer: the vector for all-reduce, broadcast and reduce, the `p x chunk`
+//! input of reduce-scatter, the `p x chunk` output of all-gather.
+//!
+//! [`choose`] evaluates every algorithm that implements the collective at pipeline depths
+//! 1, 2, 4, ..., 256 and takes the cheapest (within 2%, the first in the order ring, rhd,
+//! tree, dbtree, hier); `OXCCL_ALGO` (see [`algo_override`]) forces the
+//! algorithm, the model still picking its pipeline depth. The choice is logged at `info`.
+
+use crate::algorithms::{all_reduce_shape, double_binary_trees, Algorithm, AlgorithmError};
+use crate::schedule::Collective;
+use serde::{Deserialize, Serialize};
+
+/// Hockney parameters of one kind of link, plus the local reduction cost.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinkParams {
+    /// Latency per message, in seconds.
+    pub alpha_s: f64,
+    /// Transfer time per byte (1 / bandwidth), in seconds.
+    pub beta_s_per_byte: f64,
+    /// Reduction time per byte, in seconds.
+    pub gamma_s_per_byte: f64,
+}
+
+impl LinkParams {
+    /// Shared memory between processes of one host (order of magnitude, until measured).
+    pub const SHM: LinkParams = LinkParams {
+        alpha_s: 1e-6,
+        beta_s_per_byte: 1.0 / 8e9,
+        gamma_s_per_byte: 1.0 / 8e9,
+    };
+    /// TCP over loopback or a 25 GbE link (order of magnitude, until measured).
+    pub const TCP: LinkParams = LinkParams {
+        alpha_s: 20e-6,
+        beta_s_per_byte: 1.0 / 2.5e9,
+        gamma_s_per_byte: 1.0 / 8e9,
+    };
+    /// InfiniBand EDR (100 Gb/s) with RDMA.
+    pub const INFINIBAND_EDR: LinkParams = LinkParams {
+        alpha_s: 2e-6,
+        beta_s_per_byte: 1.0 / 12e9,
+        gamma_s_per_byte: 1.0 / 8e9,
+    };
+
+    /// The worse of two links in every parameter.
+    pub fn max(self, other: LinkParams) -> LinkParams {
+        LinkParams {
+            alpha_s: self.alpha_s.max(other.alpha_s),
+            beta_s_per_byte: self.beta_s_per_byte.max(other.beta_s_per_byte),
+            gamma_s_per_byte: self.gamma_s_per_byte.max(other.gamma_s_per_byte),
+        }
+    }
+}
+
+/// The machine as the cost model sees it: one [`LinkParams`] per tier, innermost first (tier 0
+/// joins the ranks of one node, the last tier the outermost level). A hierarchical algorithm
+/// with dims `d1 x d2 x ...` runs dim `j` over tier `j` (the last tier when there are fewer);
+/// flat algorithms are charged the slowest tier, since their rings and trees cross it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CostParams {
+    pub tiers: Vec<LinkParams>,
+}
+
+impl CostParams {
+    /// One kind of link everywhere.
+    pub fn flat(link: LinkParams) -> CostParams {
+        CostParams { tiers: vec![link] }
+    }
+
+    /// The link of tier `j` (the last one for deeper tiers; [`LinkParams::TCP`] if none).
+    pub fn tier(&self, j: usize) -> LinkParams {
+        self.tiers
+            .get(j)
+            .or(self.tiers.last())
+            .copied()
+            .unwrap_or(LinkParams::TCP)
+    }
+
+    /// The worst link of all tiers.
+    pub fn slowest(&self) -> LinkParams {
+        self.tiers
+            .iter()
+            .copied()
+            .reduce(LinkParams::max)
+            .unwrap_or(LinkParams::TCP)
+    }
+}
+
+/// Predicted seconds for `algorithm` to run `collective` on `ranks` ranks over `bytes`, not
+/// pipelined. Infinite when the algorithm does not implement the collective (or `hier` has no
+/// dims that fit).
+pub fn predict(
+    algorithm: &Algorithm,
+    collective: Collective,
+    ranks: usize,
+    bytes: usize,
+    params: &CostParams,
+) -> f64 {
+    predict_pipelined(algorithm, collective, ranks, bytes, params, 1)
+}
+
+/// The generic pipelined cost (see the module docs).
+fn pipelined(link: LinkParams, hops: f64, k: f64, load: f64, msg: f64, reduced: f64) -> f64 {
+    (hops + k - 1.0) * link.alpha_s
+        + (load * k + (hops - load).max(0.0)) * msg * link.beta_s_per_byte
+        + reduced * link.gamma_s_per_byte
+}
+
+/// Predicted seconds with the data cut into `pipeline` chunks per block stream.
+pub fn predict_pipelined(
+    algorithm: &Algorithm,
+    collective: Collective,
+    ranks: usize,
+    bytes: usize,
+    params: &CostParams,
+    pipeline: usize,
+) -> f64 {
+    if !algorithm.supports(collective) || pipeline == 0 {
+        return f64::INFINITY;
+    }
+    if ranks <= 1 {
+        return 0.0;
+    }
+    let (p, n, k) = (ranks as f64, bytes as f64, pipeline as f64);
+    let link = params.slowest();
+    let log2_ceil = (usize::BITS - (ranks - 1).leading_zeros()) as f64;
+    let is_reduction = matches!(
+        collective,
+        Collective::AllReduce | Collective::ReduceScatter | Collective::Reduce { .. }
+    );
+    match algorithm {
+        Algorithm::Ring => match collective {
+            // Every rank handles every stage of every chunk: load = hops.
+            Collective::AllReduce => {
+                let h = 2.0 * (p - 1.0);
+                pipelined(link, h, k, h, n / (p * k), (p - 1.0) / p * n)
+            }
+            Collective::ReduceScatter | Collective::AllGather => {
+                let reduced = if is_reduction { (p - 1.0) / p * n } else { 0.0 };
+                pipelined(link, p - 1.0, k, p - 1.0, n / (p * k), reduced)
+            }
+            // The chain: one message per chunk per rank.
+            _ => {
+                let reduced = if is_reduction { n } else { 0.0 };
+                pipelined(link, p - 1.0, k, 1.0, n / k, reduced)
+            }
+        },
+        Algorithm::Tree => {
+            // Binomial: the root talks to ceil(log2 p) children per chunk.
+            let l = log2_ceil;
+            let reduced = if is_reduction { l * n } else { 0.0 };
+            let hops = if collective == Collective::AllReduce {
+                2.0 * l
+            } else {
+                l
+            };
+            pipelined(link, hops, k, l, n / k, reduced)
+        }
+        Algorithm::DoubleBinaryTree => {
+            let mut hops = 0;
+            let mut load = vec![(0, 0, 0); ranks];
+            for tree in double_binary_trees(ranks) {
+                let (h, loads) = all_reduce_shape(&tree);
+                hops = hops.max(h);
+                for (total, one) in load.iter_mut().zip(loads) {
+                    *total = (total.0 + one.0, total.1 + one.1, total.2 + one.2);
+                }
+            }
+            let busiest = load.iter().map(|l| l.0.max(l.1)).max().unwrap_or(0);
+            let reductions = load.iter().map(|l| l.2).max().unwrap_or(0);
+            pipelined(
+                link,
+                hops as f64,
+                k,
+                busiest as f64,
+                n / (2.0 * k),
+                reductions as f64 * n / 2.0,
+            )
+        }
+        Algorithm::Rhd => rhd(collective, ranks, n, link),
+        Algorithm::Hierarchical(dims) => {
+            if dims.is_empty() || dims.iter().product::<usize>() != ranks {
+                return f64::INFINITY;
+            }
+            hierarchical(collective, dims, n, k, params)
+        }
+    }
+}
+
+/// Thakur, Rabenseifner & Gropp 2005, section 4: halving-doubling on `p'` ranks plus the fold
+/// of the `p - p'` extra ranks (their whole vector in, the result out).
+fn rhd(collective: Collective, ranks: usize, n: f64, link: LinkParams) -> f64 {
+    let p2 = 1usize << (usize::BITS - 1 - ranks.leading_zeros());
+    let (p, q, l) = (ranks as f64, p2 as f64, p2.trailing_zeros() as f64);
+    let LinkParams {
+        alpha_s: a,
+        beta_s_per_byte: b,
+        gamma_s_per_byte: g,
+    } = link;
+    let part = (q - 1.0) / q * n;
+    let fold = ranks != p2;
+    match collective {
+        Collective::AllReduce => {
+            let extra = if fold {
+                2.0 * a + 2.0 * n * b + n * g
+            } else {
+                0.0
+            };
+            2.0 * l * a + 2.0 * part * b + part * g + extra
+        }
+        Collective::ReduceScatter => {
+            let extra = if fold {
+                2.0 * a + n * b + n * g + n / p * b
+            } else {
+                0.0
+            };
+            l * a + part * (b + g) + extra
+        }
+        _ => {
+            let extra = if fold {
+                2.0 * a + n / p * b + n * b
+            } else {
+                0.0
+            };
+            l * a + part * b + extra
+        }
+    }
+}
+
+/// Ring phases along each dim in turn, dim `j` on tier `j`, on `1/(d1...d(j-1))` of the data.
+fn hierarchical(
+    collective: Collective,
+    dims: &[usize],
+    n: f64,
+    k: f64,
+    params: &CostParams,
+) -> f64 {
+    let m = dims.len();
+    let mut total = 0.0;
+    let mut data = n;
+    for (j, &d) in dims.iter().enumerate() {
+        let link = params.tier(j);
+        let d = d as f64;
+        if d > 1.0 {
+            let seg = data / (d * k);
+            let rs = pipelined(link, d - 1.0, k, d - 1.0, seg, (d - 1.0) / d * data);
+            let ag = pipelined(
+                LinkParams {
+                    gamma_s_per_byte: 0.0,
+                    ..link
+                },
+                d - 1.0,
+                k,
+                d - 1.0,
+                seg,
+                0.0,
+            );
+            total += match collective {
+                Collective::ReduceScatter => rs,
+                Collective::AllGather => ag,
+                // The last dim is one ring all-reduce; the others reduce-scatter on the way in
+                // and all-gather on the way out.
+                _ if j + 1 == m => {
+                    let h = 2.0 * (d - 1.0);
+                    pipelined(link, h, k, h, seg, (d - 1.0) / d * data)
+                }
+                _ => rs + ag,
+            };
+        }
+        data /= d;
+    }
+    total
+}
+
+/// Predictions closer than this (relative) count as equal in [`choose`].
+const TIE_MARGIN: f64 = 0.02;
+
+/// The pipeline depths [`choose`] considers.
+const PIPELINES: [usize; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+/// The cheapest pipeline depth for `algorithm`, and its predicted time.
+pub fn best_pipeline(
+    algorithm: &Algorithm,
+    collective: Collective,
+    ranks: usize,
+    bytes: usize,
+    params: &CostParams,
+) -> (usize, f64) {
+    PIPELINES
+        .iter()
+        .map(|&k| {
+            (
+                k,
+                predict_pipelined(algorithm, collective, ranks, bytes, params, k),
+            )
+        })
+        .fold(
+            (1, f64::INFINITY),
+            |best, c| if c.1 < best.1 { c } else { best },
+        )
+}
+
+/// `OXCCL_ALGO`, parsed: `None` when unset, empty or `auto`.
+pub fn algo_override() -> Option<Result<Algorithm, AlgorithmError>> {
+    let value = std::env::var("OXCCL_ALGO").ok()?;
+    let value = value.trim();
+    if value.is_empty() || value.eq_ignore_ascii_case("auto") {
+        return None;
+    }
+    Some(value.parse())
+}
+
+/// The algorithm and pipeline depth for one call: `OXCCL_ALGO` if it is set, valid and
+/// implements `collective` (otherwise a warning is logged and the model decides), else the
+/// cheapest under the cost model. `dims` are the hierarchy's dims (fastest first) when the
+/// topology has one; `hier` without dims takes them.
+pub fn choose(
+    collective: Collective,
+    ranks: usize,
+    bytes: usize,
+    params: &CostParams,
+    dims: Option<&[usize]>,
+) -> (Algorithm, usize) {
+    choose_with(algo_override(), collective, ranks, bytes, params, dims)
+}
+
+/// [`choose`] with the override given rather than read from the environment.
+pub fn choose_with(
+    forced: Option<Result<Algorithm, AlgorithmError>>,
+    collective: Collective,
+    ranks: usize,
+    bytes: usize,
+    params: &CostParams,
+    dims: Option<&[usize]>,
+) -> (Algorithm, usize) {
+    let dims = dims.filter(|d| d.len() > 1 && d.iter().product::<usize>() == ranks);
+    let forced = match forced {
+        Some(Ok(Algorithm::Hierarchical(d))) if d.is_empty() => match dims {
+            Some(d) => Some(Algorithm::Hierarchical(d.to_vec())),
+            None => {
+                tracing::warn!("OXCCL_ALGO=hier, but the topology gives no hierarchy; ignored");
+                None
+            }
+        },
+        Some(Ok(a)) if a.supports(collective) => Some(a),
+        Some(Ok(a)) => {
+            tracing::warn!("OXCCL_ALGO={a} does not implement {collective:?}; ignored");
+            None
+        }
+        Some(Err(e)) => {
+            tracing::warn!("OXCCL_ALGO ignored: {e}");
+            None
+        }
+        None => None,
+    };
+    let candidates = match &forced {
+        Some(a) => vec![a.clone()],
+        None => Algorithm::all(dims),
+    };
+    let scored: Vec<(Algorithm, usize, f64)> = candidates
+        .into_iter()
+        .map(|a| {
+            let (k, t) = best_pipeline(&a, collective, ranks, bytes, params);
+            (a, k, t)
+        })
+        .collect();
+    // The model is not accurate to 2%: within that margin of the cheapest, prefer the earlier
+    // algorithm of the list (the ring first: each rank talks to one neighbour, so no network
+    // topology makes it contend with itself).
+    let cheapest = scored.iter().map(|c| c.2).fold(f64::INFINITY, f64::min);
+    let best = scored
+        .into_iter()
+        .find(|c| c.2 <= cheapest * (1.0 + TIE_MARGIN))
+        .unwrap_or((Algorithm::Ring, 1, f64::INFINITY));
+    tracing::info!(
+        collective = ?collective,
+        ranks,
+        bytes,
+        algorithm = %best.0,
+        pipeline = best.1,
+        predicted_us = best.2 * 1e6,
+        forced = forced.is_some(),
+        "oxccl tuner choice"
+    );
+    (best.0, best.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    fn model_choice(
+        c: Collective,
+        p: usize,
+        bytes: usize,
+        params: &CostParams,
+        dims: Option<&[usize]>,
+    ) -> (Algorithm, usize) {
+        choose_with(None, c, p, bytes, params, dims)
+    }
+
+    #[test]
+    fn classic_closed_forms_at_pipeline_one() {
+        let link = LinkParams {
+            alpha_s: 1.0,
+            beta_s_per_byte: 0.01,
+            gamma_s_per_byte: 0.001,
+        };
+        let params = CostParams::flat(link);
+        let (p, n) = (8usize, 800usize);
+        let ar = Collective::AllReduce;
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * b.max(1.0);
+        // Ring: 2(p-1) alpha + 2 (p-1)/p n beta + (p-1)/p n gamma.
+        let ring = 14.0 + 2.0 * 7.0 / 8.0 * 800.0 * 0.01 + 7.0 / 8.0 * 800.0 * 0.001;
+        assert!(close(predict(&Algorithm::Ring, ar, p, n, &params), ring));
+        // Rhd on a power of two: 2 log p alpha + the same bandwidth and reduction terms.
+        let rhd = 6.0 + 2.0 * 7.0 / 8.0 * 800.0 * 0.01 + 7.0 / 8.0 * 800.0 * 0.001;
+        assert!(close(predict(&Algorithm::Rhd, ar, p, n, &params), rhd));
+        // Binomial tree: 2 log p (alpha + n beta) + log p n gamma.
+        let tree = 6.0 * (1.0 + 8.0) + 3.0 * 800.0 * 0.001;
+        assert!(close(predict(&Algorithm::Tree, ar, p, n, &params), tree));
+        // Chain broadcast with k chunks: (p - 2 + k)(alpha + n/k beta).
+        let chain = |k: usize| {
+            predict_pipelined(
+                &Algorithm::Ring,
+                Collective::Broadcast { root: 0 },
+                p,
+                n,
+                &params,
+                k,
+            )
+        };
+        assert!(close(chain(4), 10.0 * (1.0 + 2.0)));
+        // Hierarchical 2x4 on equal tiers: ring RS over 2, ring AR over 4 on half, AG over 2.
+        let hier = predict(&Algorithm::Hierarchical(vec![2, 4]), ar, p, n, &params);
+        let rs2 = 1.0 + 0.5 * 800.0 * 0.011;
+        let ag2 = 1.0 + 0.5 * 800.0 * 0.01;
+        let ar4 = 6.0 + 2.0 * 0.75 * 400.0 * 0.01 + 0.75 * 400.0 * 0.001;
+        assert!(close(hier, rs2 + ar4 + ag2));
+        assert!(predict(
+            &Algorithm::DoubleBinaryTree,
+            Collective::AllGather,
+            p,
+            n,
+            &params
+        )
+        .is_infinite());
+    }
+
+    #[test]
+    fn small_messages_at_many_ranks_take_a_logarithmic_algorithm() {
+        for params in [
+            CostParams::flat(LinkParams::TCP),
+            CostParams::flat(LinkParams::SHM),
+        ] {
+            for p in [16, 64, 100, 256] {
+                let (a, _) = model_choice(Collective::AllReduce, p, 8, &params, None);
+                assert!(
+                    matches!(
+                        a,
+                        Algorithm::Tree | Algorithm::Rhd | Algorithm::DoubleBinaryTree
+                    ),
+                    "p={p}: {a}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn large_messages_take_the_ring() {
+        let params = CostParams::flat(LinkParams::TCP);
+        for p in [2, 4, 16, 64] {
+            let (a, _) = model_choice(Collective::AllReduce, p, 256 * MIB, &params, None);
+            assert_eq!(a, Algorithm::Ring, "p={p}");
+        }
+    }
+
+    #[test]
+    fn broadcast_pipelines_large_messages() {
+        let params = CostParams::flat(LinkParams::TCP);
+        let (a, k) = model_choice(
+            Collective::Broadcast { root: 0 },
+            16,
+            64 * MIB,
+            &params,
+            None,
+        );
+        assert!(k >= 8, "{a} with {k} chunks");
+        let (_, k) = model_choice(Collective::Broadcast { root: 0 }, 16, 8, &params, None);
+        assert_eq!(k, 1);
+    }
+
+    #[test]
+    fn a_hierarchy_with_a_slow_outer_tier_takes_hier() {
+        let params = CostParams {
+            tiers: vec![LinkParams::SHM, LinkParams::TCP],
+        };
+        let dims = [8, 8];
+        let (a, _) = model_choice(Collective::AllReduce, 64, 64 * MIB, &params, Some(&dims));
+        assert_eq!(a, Algorithm::Hierarchical(vec![8, 8]));
+        // Dims that do not fit the rank count are not offered.
+        let (a, _) = model_choice(Collective::AllReduce, 60, 64 * MIB, &params, Some(&dims));
+        assert!(!matches!(a, Algorithm::Hierarchical(_)));
+    }
+
+    #[test]
+    fn an_override_is_obeyed_when_it_applies() {
+        let params = CostParams::flat(LinkParams::TCP);
+        let ar = Collective::AllReduce;
+        let big = 256 * MIB;
+        let forced = |a: &str| Some(a.parse::<Algorithm>());
+        assert_eq!(
+            choose_with(forced("tree"), ar, 16, big, &params, None).0,
+            Algorithm::Tree
+        );
+        assert_eq!(
+            choose_with(forced("hier"), ar, 16, big, &params, Some(&[4, 4])).0,
+            Algorithm::Hierarchical(vec![4, 4])
+        );
+        // Not applicable or not valid: the model decides.
+        assert_eq!(
+            choose_with(
+                forced("dbtree"),
+                Collective::AllGather,
+                16,
+                big,
+                &params,
+                None
+            )
+            .0,
+            Algorithm::Ring
+        );
+        assert_eq!(
+            choose_with(forced("hier"), ar, 16, big, &params, None).0,
+            Algorithm::Ring
+        );
+        assert_eq!(
+            choose_with(forced("bogus"), ar, 16, big, &params, None).0,
+            Algorithm::Ring
+        );
+    }
+
+    #[test]
+    fn every_prediction_is_finite_where_supported() {
+        let params = CostParams::flat(LinkParams::SHM);
+        for a in Algorithm::all(Some(&[2, 3])) {
+            for c in [
+                Collective::AllReduce,
+                Collective::ReduceScatter,
+                Collective::AllGather,
+                Collective::Broadcast { root: 0 },
+                Collective::Reduce { root: 0 },
+            ] {
+                let t = predict(&a, c, 6, 1 << 16, &params);
+                assert_eq!(t.is_finite(), a.supports(c), "{a} {c:?}");
+                assert!(t >= 0.0);
+            }
+        }
+    }
+}
