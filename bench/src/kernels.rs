@@ -1,8 +1,391 @@
-//! `oxccl-bench kernels`.
+//! `oxccl-bench kernels`: GB/s of the fused reduction kernels per dtype, op, input count and
+//! size, beside this machine's copy bandwidth measured in the same run.
+//!
+//! GB/s counts bytes read plus bytes written: `(inputs + 1) * bytes / time` for one output,
+//! and `2 * bytes / time` for the copy (`copy_from_slice`, i.e. glibc `memcpy`, which uses
+//! non-temporal stores for large sizes). `ratio` is kernel GB/s over copy GB/s at that size.
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use oxccl_kernels::{reduce_copy_bytes_opts, CpuBackend, DataType, Options, ReduceOp, StoreMode};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Data types (nccl-tests or short names), comma separated; default: all ten.
+    #[arg(long, value_delimiter = ',')]
+    dtype: Vec<String>,
+    /// Operators (sum prod min max avg premulsum), comma separated; default: all six.
+    #[arg(long, value_delimiter = ',')]
+    op: Vec<String>,
+    /// Input counts, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "2,4,8")]
+    inputs: Vec<usize>,
+    /// Smallest buffer size in bytes (suffixes K, M, G allowed).
+    #[arg(long, default_value = "4K", value_parser = parse_size)]
+    min_bytes: usize,
+    /// Largest buffer size in bytes (suffixes K, M, G allowed).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    max_bytes: usize,
+    /// Size multiplier between steps.
+    #[arg(long, default_value_t = 4)]
+    factor: usize,
+    /// Threads per kernel call (0: one per core).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// CPU backend (portable, avx2, avx512, neon), or `all` for every available one;
+    /// default: the detected one.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Store mode: auto, normal or streaming.
+    #[arg(long, default_value = "auto")]
+    stores: String,
+    /// Minimum measured time per point, in milliseconds (split into 5 batches; the median
+    /// batch is reported).
+    #[arg(long, default_value_t = 100)]
+    min_ms: u64,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("oxccl-bench kernels is not built yet")
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1usize << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<usize>()
+        .map(|n| n * mult)
+        .map_err(|e| format!("bad size `{s}`: {e}"))
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    backend: String,
+    dtype: String,
+    op: String,
+    inputs: usize,
+    bytes: usize,
+    threads: usize,
+    stores: String,
+    time_us: f64,
+    gbps: f64,
+    /// The faster of `memcpy` and a non-temporal-store copy (the kernel with one input and
+    /// streaming stores), so that `ratio` compares against the best plain copy.
+    copy_gbps: f64,
+    memcpy_gbps: f64,
+    stream_copy_gbps: f64,
+    ratio: f64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let dtypes: Vec<DataType> = if args.dtype.is_empty() {
+        DataType::ALL.to_vec()
+    } else {
+        args.dtype
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()?
+    };
+    let ops: Vec<ReduceOp> = if args.op.is_empty() {
+        ReduceOp::ALL.to_vec()
+    } else {
+        args.op
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()?
+    };
+    let stores = match args.stores.as_str() {
+        "auto" => StoreMode::Auto,
+        "normal" => StoreMode::Normal,
+        "streaming" => StoreMode::Streaming,
+        other => bail!("--stores must be auto, normal or streaming, not `{other}`"),
+    };
+    let backends: Vec<CpuBackend> = match args.backend.as_deref() {
+        None => vec![CpuBackend::detect()],
+        Some("all") => CpuBackend::available(),
+        Some(name) => {
+            let b: CpuBackend = name.parse()?;
+            if !b.is_available() {
+                bail!("backend {b} is not available on this machine");
+            }
+            vec![b]
+        }
+    };
+    if args.inputs.is_empty() || args.inputs.contains(&0) {
+        bail!("--inputs needs counts of at least 1");
+    }
+    if args.factor < 2 || args.min_bytes == 0 || args.min_bytes > args.max_bytes {
+        bail!("need 0 < --min-bytes <= --max-bytes and --factor >= 2");
+    }
+    let mut sizes = vec![];
+    let mut s = args.min_bytes;
+    while s <= args.max_bytes {
+        sizes.push(s);
+        s = s.saturating_mul(args.factor);
+    }
+    let max_inputs = *args.inputs.iter().max().unwrap_or(&2);
+    let max_bytes = *sizes.last().context("no sizes")?;
+    let min_time = Duration::from_millis(args.min_ms.max(1));
+
+    let mut inputs: Vec<Vec<u8>> = (0..max_inputs).map(|_| vec![0u8; max_bytes]).collect();
+    let mut out = vec![0u8; max_bytes];
+    let mut copy_cache: HashMap<usize, (f64, f64)> = HashMap::new();
+
+    let total =
+        (backends.len() * dtypes.len() * ops.len() * args.inputs.len() * sizes.len()) as u64;
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    if !args.json {
+        println!(
+            "# oxccl-bench kernels: GB/s = (inputs + 1) * bytes / time; copy = the faster of memcpy and a streaming-store copy of the same size, 2 * bytes / time"
+        );
+        println!(
+            "# threads={} stores={} last-level cache {} MiB, streaming from a working set of {} MiB",
+            args.threads,
+            args.stores,
+            oxccl_kernels::last_level_cache_bytes() >> 20,
+            oxccl_kernels::streaming_threshold_bytes() >> 20
+        );
+        println!(
+            "{:>8} {:>8} {:>9} {:>6} {:>11} {:>7} {:>11} {:>8} {:>9} {:>6}",
+            "backend",
+            "type",
+            "op",
+            "inputs",
+            "bytes",
+            "threads",
+            "time(us)",
+            "GB/s",
+            "copyGB/s",
+            "ratio"
+        );
+    }
+    for dt in &dtypes {
+        for buf in inputs.iter_mut() {
+            fill(*dt, buf);
+        }
+        for &backend in &backends {
+            for op in &ops {
+                let op = premul_for(*dt, *op);
+                for &k in &args.inputs {
+                    for &bytes in &sizes {
+                        bar.set_message(format!("{backend} {dt} {op} x{k} {bytes}B"));
+                        let bytes = bytes - bytes % dt.size();
+                        let (memcpy_gbps, stream_copy_gbps) = match copy_cache.get(&bytes) {
+                            Some(v) => *v,
+                            None => {
+                                let m = copy_bandwidth(
+                                    &inputs[0][..bytes],
+                                    &mut out[..bytes],
+                                    args.threads,
+                                    min_time,
+                                );
+                                let s = stream_copy_bandwidth(
+                                    &inputs[0][..bytes],
+                                    &mut out[..bytes],
+                                    args.threads,
+                                    min_time,
+                                )?;
+                                copy_cache.insert(bytes, (m, s));
+                                (m, s)
+                            }
+                        };
+                        let copy_gbps = memcpy_gbps.max(stream_copy_gbps);
+                        let srcs: Vec<&[u8]> = inputs[..k].iter().map(|b| &b[..bytes]).collect();
+                        let opts = Options {
+                            backend: Some(backend),
+                            stores,
+                            threads: args.threads,
+                        };
+                        let (combine, epilogue) = op.split(k);
+                        let dst = &mut out[..bytes];
+                        let secs = time_it(min_time, || {
+                            reduce_copy_bytes_opts(
+                                &opts,
+                                *dt,
+                                combine,
+                                epilogue,
+                                &srcs,
+                                &mut [&mut *dst],
+                            )
+                            .map(|_| ())
+                        })?;
+                        let gbps = ((k + 1) * bytes) as f64 / secs / 1e9;
+                        let row = Row {
+                            backend: backend.name().to_string(),
+                            dtype: dt.name().to_string(),
+                            op: op.name().to_string(),
+                            inputs: k,
+                            bytes,
+                            threads: args.threads,
+                            stores: args.stores.clone(),
+                            time_us: secs * 1e6,
+                            gbps,
+                            copy_gbps,
+                            memcpy_gbps,
+                            stream_copy_gbps,
+                            ratio: gbps / copy_gbps,
+                        };
+                        bar.suspend(|| print_row(&row, args.json));
+                        bar.inc(1);
+                    }
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn print_row(r: &Row, json: bool) {
+    if json {
+        match serde_json::to_string(r) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("json: {e}"),
+        }
+    } else {
+        println!(
+            "{:>8} {:>8} {:>9} {:>6} {:>11} {:>7} {:>11.1} {:>8.2} {:>9.2} {:>6.2}",
+            r.backend,
+            r.dtype,
+            r.op,
+            r.inputs,
+            r.bytes,
+            r.threads,
+            r.time_us,
+            r.gbps,
+            r.copy_gbps,
+            r.ratio
+        );
+    }
+}
+
+/// Integers need an integral PreMulSum scalar; use 3 for them and keep the parsed one for floats.
+fn premul_for(dt: DataType, op: ReduceOp) -> ReduceOp {
+    match op {
+        ReduceOp::PreMulSum(s) if !dt.is_float() && s.fract() != 0.0 => ReduceOp::PreMulSum(3.0),
+        op => op,
+    }
+}
+
+/// Fills a buffer with non-zero values of `dt` in [0.5, 2) (floats) or random bits
+/// (integers), so that neither denormals nor overflow to infinity slow the floats down.
+fn fill(dt: DataType, buf: &mut [u8]) {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut pattern = Vec::with_capacity(4096);
+    while pattern.len() < 4096 {
+        let r = next();
+        let f = 0.5 + (r >> 11) as f64 / (1u64 << 53) as f64 * 1.5;
+        match dt {
+            DataType::F32 => pattern.extend((f as f32).to_le_bytes()),
+            DataType::F64 => pattern.extend(f.to_le_bytes()),
+            DataType::F16 => pattern.extend(half_bits(f, false).to_le_bytes()),
+            DataType::BF16 => pattern.extend(half_bits(f, true).to_le_bytes()),
+            _ => pattern.extend((r | 1).to_le_bytes()),
+        }
+    }
+    for chunk in buf.chunks_mut(4096) {
+        chunk.copy_from_slice(&pattern[..chunk.len()]);
+    }
+}
+
+/// f16 or bf16 bits of a value in [0.5, 2), without a `half` dependency in this crate.
+fn half_bits(f: f64, bf16: bool) -> u16 {
+    let bits = (f as f32).to_bits();
+    if bf16 {
+        (bits >> 16) as u16
+    } else {
+        // Normal range only: rebias the exponent from 127 to 15 and keep 10 mantissa bits.
+        let exp = ((bits >> 23) & 0xff) as i32 - 127 + 15;
+        (((exp as u32) << 10) | ((bits >> 13) & 0x3ff)) as u16
+    }
+}
+
+/// Median seconds per call over 5 batches that together last at least `min_time`.
+fn time_it<E: std::error::Error + Send + Sync + 'static>(
+    min_time: Duration,
+    mut f: impl FnMut() -> Result<(), E>,
+) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    f()?; // warm-up: faults pages in and trains the caches
+    let once = t0.elapsed().max(Duration::from_nanos(100));
+    let per_batch = min_time / 5;
+    let iters = (per_batch.as_secs_f64() / once.as_secs_f64())
+        .ceil()
+        .max(1.0) as usize;
+    let mut batches = Vec::with_capacity(5);
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..iters {
+            f()?;
+        }
+        batches.push(t.elapsed().as_secs_f64() / iters as f64);
+    }
+    batches.sort_by(|a, b| a.total_cmp(b));
+    Ok(batches[2])
+}
+
+/// Copy bandwidth (read + write) with non-temporal stores: the kernel with one input.
+fn stream_copy_bandwidth(
+    src: &[u8],
+    dst: &mut [u8],
+    threads: usize,
+    min_time: Duration,
+) -> anyhow::Result<f64> {
+    let opts = Options {
+        backend: None,
+        stores: StoreMode::Streaming,
+        threads,
+    };
+    let secs = time_it(min_time, || {
+        reduce_copy_bytes_opts(
+            &opts,
+            DataType::U8,
+            ReduceOp::Sum,
+            oxccl_kernels::Epilogue::None,
+            &[src],
+            &mut [&mut *dst],
+        )
+    })?;
+    Ok(2.0 * src.len() as f64 / secs / 1e9)
+}
+
+/// Copy bandwidth (read + write) of `copy_from_slice` over `threads` threads.
+fn copy_bandwidth(src: &[u8], dst: &mut [u8], threads: usize, min_time: Duration) -> f64 {
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        t => t,
+    };
+    let threads = threads
+        .min(src.len() / oxccl_kernels::MIN_BYTES_PER_THREAD)
+        .max(1);
+    let chunk = src.len().div_ceil(threads).max(1);
+    let secs = time_it::<std::convert::Infallible>(min_time, || {
+        if threads == 1 {
+            dst.copy_from_slice(src);
+        } else {
+            std::thread::scope(|s| {
+                for (d, c) in dst.chunks_mut(chunk).zip(src.chunks(chunk)) {
+                    s.spawn(move || d.copy_from_slice(c));
+                }
+            });
+        }
+        Ok(())
+    })
+    .unwrap_or(f64::NAN);
+    2.0 * src.len() as f64 / secs / 1e9
 }

@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 /// How results are written to memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StoreMode {
-    /// Streaming stores when the call writes at least [`streaming_threshold_bytes`] in all,
-    /// normal stores otherwise.
+    /// Streaming stores when the call's working set (every input and output) is at least
+    /// [`streaming_threshold_bytes`], normal stores otherwise.
     #[default]
     Auto,
     /// Normal stores: the result stays in cache. Right for data that is read again soon (a
@@ -45,8 +45,9 @@ impl Default for Options {
 /// Smallest slice of a buffer worth a thread of its own (bytes per input).
 pub const MIN_BYTES_PER_THREAD: usize = 256 * 1024;
 
-/// Output size (bytes, summed over outputs) from which `StoreMode::Auto` streams: the
-/// last-level cache size, or `OXCCL_KERNELS_STREAM_BYTES` when set.
+/// Working-set size (bytes of every input and output of one call) from which
+/// `StoreMode::Auto` streams: three quarters of the last-level cache (about where the
+/// outputs start to evict data that is still needed), or `OXCCL_KERNELS_STREAM_BYTES`.
 pub fn streaming_threshold_bytes() -> usize {
     static T: OnceLock<usize> = OnceLock::new();
     *T.get_or_init(|| {
@@ -55,7 +56,7 @@ pub fn streaming_threshold_bytes() -> usize {
             .and_then(|v| v.trim().parse::<usize>().ok())
         {
             Some(v) => v,
-            None => cpu::last_level_cache_bytes(),
+            None => cpu::last_level_cache_bytes() / 4 * 3,
         }
     })
 }
@@ -169,11 +170,13 @@ pub fn reduce_copy_bytes_opts(
     for (i, d) in dsts.iter().enumerate() {
         check_len(dtype, &format!("dsts[{i}]"), d.len(), len)?;
     }
-    let src_ptrs: Vec<*const u8> = srcs.iter().map(|s| s.as_ptr()).collect();
-    let dst_ptrs: Vec<*mut u8> = dsts.iter_mut().map(|d| d.as_mut_ptr()).collect();
-    // SAFETY: every pointer covers `len` bytes (checked above), the sources are shared
-    // borrows and the destinations exclusive ones, so they cannot overlap.
-    unsafe { execute(opts, dtype, combine, epilogue, &src_ptrs, &dst_ptrs, len) }
+    with_table(srcs.iter().map(|s| s.as_ptr()), |src_ptrs| {
+        with_table(dsts.iter_mut().map(|d| d.as_mut_ptr()), |dst_ptrs| {
+            // SAFETY: every pointer covers `len` bytes (checked above), the sources are
+            // shared borrows and the destinations exclusive ones, so they cannot overlap.
+            unsafe { execute(opts, dtype, combine, epilogue, src_ptrs, dst_ptrs, len) }
+        })
+    })
 }
 
 /// The most general in-place form: every knob in `opts`.
@@ -191,13 +194,44 @@ pub fn reduce_bytes_opts(
         check_len(dtype, &format!("srcs[{i}]"), s.len(), len)?;
     }
     let d = dst.as_mut_ptr();
-    let mut src_ptrs: Vec<*const u8> = Vec::with_capacity(1 + srcs.len());
-    src_ptrs.push(d.cast_const());
-    src_ptrs.extend(srcs.iter().map(|s| s.as_ptr()));
-    // SAFETY: every pointer covers `len` bytes (checked above); `dst` is read and written
-    // through the same pointer at the same offsets only, and the other sources are shared
-    // borrows that cannot overlap the exclusive `dst`.
-    unsafe { execute(opts, dtype, combine, epilogue, &src_ptrs, &[d], len) }
+    let all = std::iter::once(d.cast_const()).chain(srcs.iter().map(|s| s.as_ptr()));
+    with_table(all, |src_ptrs| {
+        // SAFETY: every pointer covers `len` bytes (checked above); `dst` is read and
+        // written through the same pointer at the same offsets only, and the other sources
+        // are shared borrows that cannot overlap the exclusive `dst`.
+        unsafe { execute(opts, dtype, combine, epilogue, src_ptrs, &[d], len) }
+    })
+}
+
+/// Pointer tables up to this long live on the stack: small calls (a collective's chunks)
+/// then allocate nothing.
+const INLINE_TABLE: usize = 16;
+
+fn with_table<P: Copy, R>(items: impl Iterator<Item = P>, f: impl FnOnce(&[P]) -> R) -> R {
+    let mut inline: [Option<P>; INLINE_TABLE] = [None; INLINE_TABLE];
+    let mut heap = Vec::new();
+    let mut n = 0;
+    for p in items {
+        if n < INLINE_TABLE {
+            inline[n] = Some(p);
+        } else {
+            if heap.is_empty() {
+                heap.extend(inline.iter().flatten().copied());
+            }
+            heap.push(p);
+        }
+        n += 1;
+    }
+    if n > INLINE_TABLE {
+        return f(&heap);
+    }
+    match inline[0] {
+        None => f(&[]),
+        Some(first) => {
+            let flat = inline.map(|p| p.unwrap_or(first));
+            f(&flat[..n])
+        }
+    }
 }
 
 fn check_len(dtype: DataType, what: &str, got: usize, expected: usize) -> Result<(), KernelError> {
@@ -255,7 +289,9 @@ unsafe fn execute(
     let stream = match opts.stores {
         StoreMode::Normal => false,
         StoreMode::Streaming => true,
-        StoreMode::Auto => len_bytes.saturating_mul(dsts.len()) >= streaming_threshold_bytes(),
+        StoreMode::Auto => {
+            len_bytes.saturating_mul(srcs.len() + dsts.len()) >= streaming_threshold_bytes()
+        }
     };
     let wanted = match opts.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

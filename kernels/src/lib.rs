@@ -35,8 +35,8 @@
 //! ## Stores
 //! A large reduction is limited by memory bandwidth, and a normal store first reads the
 //! destination line (read-for-ownership). [`StoreMode::Auto`] therefore uses non-temporal
-//! stores once the output exceeds the last-level cache ([`streaming_threshold_bytes`]) and
-//! normal stores below, so that a collective that reads its result back soon finds it in
+//! stores once a call's working set exceeds most of the last-level cache
+//! ([`streaming_threshold_bytes`]) and normal stores below, so that a collective that reads its result back soon finds it in
 //! cache. Collectives that know better pass [`StoreMode::Normal`] or
 //! [`StoreMode::Streaming`].
 //!

@@ -40,7 +40,7 @@ proptest! {
         let opts = Options { backend: Some(backend), stores, threads: 1 };
         let (c, e) = op.split(k);
         reduce_copy_bytes_opts(&opts, dt, c, e, &srcs, &mut dsts).unwrap();
-        prop_assert_eq!(common::check(dt, op, &srcs, &dsts[0]), Ok(()));
+        prop_assert_eq!(common::check(dt, op, &srcs, dsts[0]), Ok(()));
         for d in &dsts[1..] {
             prop_assert_eq!(&d[..], &dsts[0][..]);
         }
