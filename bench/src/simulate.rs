@@ -1,8 +1,410 @@
-//! `oxccl-bench simulate`.
+//! `oxccl-bench simulate`: predicted collective times on a model of a cluster.
+//!
+//! The schedules are the ones the executor runs (`Algorithm::schedule`); the simulator
+//! (`oxccl_collectives::sim`) runs them on the cluster described by `--cluster FILE`. Output is
+//! nccl-tests' table per algorithm, or JSON lines with `oxccl-bench all-reduce --json`'s fields
+//! plus `"predicted": true`; `--plot` draws busbw against size; `--model resnet50` predicts data-
+//! parallel scaling efficiency; `--calibrate` fits this machine's alpha and beta.
+
+mod calibrate;
+mod cluster;
+mod model;
+mod plot;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use oxccl_collectives::algorithms::Algorithm;
+use oxccl_collectives::schedule::{Collective, Schedule};
+use oxccl_collectives::sim::{simulate_with_progress, Network, SimReport};
+use std::collections::HashMap;
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Cluster description file (TOML, or JSON by extension); see bench/clusters/README.md.
+    #[arg(long, required_unless_present = "calibrate")]
+    pub cluster: Option<PathBuf>,
+    /// Algorithms, comma separated: ring, rhd, tree, dbtree, hier:AxBxC (dims fastest first).
+    #[arg(long, value_delimiter = ',', default_value = "ring,tree,rhd")]
+    pub algo: Vec<String>,
+    /// Smallest size in bytes (suffixes K, M, G are powers of 1024).
+    #[arg(short = 'b', long = "minbytes", default_value = "1K")]
+    pub min_bytes: String,
+    /// Largest size in bytes.
+    #[arg(short = 'e', long = "maxbytes", default_value = "1G")]
+    pub max_bytes: String,
+    /// Size multiplication factor between steps of the sweep.
+    #[arg(short = 'f', long = "stepfactor", default_value_t = 2)]
+    pub step_factor: u64,
+    /// Data type: float, double, half, bfloat16, int32, int64, int8, uint8.
+    #[arg(short = 'd', long = "datatype", default_value = "float")]
+    pub dtype: String,
+    /// Resize the cluster to N nodes.
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// Ranks to use (default: every device of the cluster).
+    #[arg(long)]
+    pub ranks: Option<usize>,
+    /// Pipeline depth (chunks per block stream); default: the best of 1, 4, 16, 64 with chunks
+    /// of at least 64 KiB, as a tuner would choose.
+    #[arg(long)]
+    pub pipeline: Option<usize>,
+    /// JSON lines instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write an SVG plot of busbw against size, one line per algorithm.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Predict data-parallel training scaling for a model (resnet50).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Compute time per step per device for --model, in ms (default: the model's P100 figure).
+    #[arg(long)]
+    pub compute_ms: Option<f64>,
+    /// Fit alpha and beta of this machine's shm and TCP transports and write a cluster file.
+    #[arg(long)]
+    pub calibrate: bool,
+    /// With --calibrate: read `oxccl-bench transport --json` output from FILE instead of running it.
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+    /// With --calibrate: where to write the cluster file.
+    #[arg(long, default_value = "bench/clusters/this-machine.toml")]
+    pub out: PathBuf,
+    /// With --calibrate: compare predicted and measured all-reduce for these local rank counts.
+    #[arg(long, value_delimiter = ',', default_value = "2,4")]
+    pub compare_ranks: Vec<usize>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("oxccl-bench simulate is not built yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.calibrate {
+        return calibrate::run(&args);
+    }
+    let path = args.cluster.clone().context("--cluster FILE is required")?;
+    let (spec, net) = cluster::load(&path, args.nodes)?;
+    let ranks = args.ranks.unwrap_or(net.devices());
+    if ranks == 0 || ranks > net.devices() {
+        anyhow::bail!(
+            "--ranks {ranks}: cluster `{}` has {} devices",
+            spec.name,
+            net.devices()
+        );
+    }
+    let algos = parse_algos(&args.algo)?;
+    if let Some(m) = &args.model {
+        return model::run(&args, m, &net, &algos);
+    }
+    let (elem, dtype) = dtype_size(&args.dtype)?;
+    let sizes = sweep(
+        parse_size(&args.min_bytes)?,
+        parse_size(&args.max_bytes)?,
+        args.step_factor,
+        elem,
+    )?;
+    if !args.json {
+        println!(
+            "# oxccl-bench simulate: cluster `{}` ({} nodes x {} devices), {ranks} ranks, all-reduce {dtype} sum, PREDICTED",
+            spec.name,
+            spec.nodes,
+            spec.node.devices,
+        );
+    }
+    let bar = progress_bar((algos.len() * sizes.len()) as u64);
+    let mut curves = Vec::new();
+    for algo in &algos {
+        let mut cache = ScheduleCache::default();
+        if !args.json {
+            println!("#\n# algo: {algo}");
+            println!(
+                "# {:>12} {:>12} {:>8} {:>6} {:>8} {:>12} {:>11} {:>11}",
+                "size",
+                "count",
+                "type",
+                "redop",
+                "pipeline",
+                "time(us)",
+                "algbw(GB/s)",
+                "busbw(GB/s)"
+            );
+        }
+        let mut points = Vec::new();
+        let mut last = None;
+        for &bytes in &sizes {
+            bar.set_message(format!("{algo} {}", human(bytes)));
+            let (k, rep) = predict(
+                &net,
+                algo,
+                ranks,
+                bytes,
+                elem,
+                args.pipeline,
+                &mut cache,
+                &bar,
+            )?;
+            bar.inc(1);
+            if args.json {
+                println!("{}", json_line(algo, &rep, dtype, k, &spec.name));
+            } else {
+                bar.suspend(|| {
+                    println!(
+                        "  {:>12} {:>12} {:>8} {:>6} {:>8} {:>12.2} {:>11.3} {:>11.3}",
+                        bytes,
+                        bytes / elem as u64,
+                        dtype,
+                        "sum",
+                        k,
+                        rep.time * 1e6,
+                        rep.algbw_gbps(),
+                        rep.busbw_gbps()
+                    )
+                });
+            }
+            points.push((bytes, rep.busbw_gbps()));
+            last = Some(rep);
+        }
+        if let (false, Some(rep)) = (args.json, last) {
+            bar.suspend(|| print_details(&net, &rep));
+        }
+        curves.push((algo.to_string(), points));
+    }
+    bar.finish_and_clear();
+    if let Some(p) = &args.plot {
+        let title = format!(
+            "all-reduce busbw on {} ({ranks} ranks), predicted",
+            spec.name
+        );
+        plot::write_svg(p, &title, &curves)?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// Per-tier link utilisation and rank finish spread of one simulation.
+fn print_details(net: &Network, rep: &SimReport) {
+    println!(
+        "# at {}: {} messages, {:.1} MB on the wire; per-tier link utilisation (busy time / collective time):",
+        human(rep.bytes),
+        rep.messages,
+        rep.wire_bytes as f64 / 1e6
+    );
+    for t in rep.tiers(net).iter().filter(|t| t.links_used > 0) {
+        println!(
+            "#   {:<9} {:>6} link directions used, mean {:>5.1}%, max {:>5.1}% ({})",
+            t.tier,
+            t.links_used,
+            t.mean * 100.0,
+            t.max * 100.0,
+            t.busiest
+        );
+    }
+    let (first, last) = rep
+        .rank_times
+        .iter()
+        .enumerate()
+        .fold((0, 0), |(lo, hi), (r, &t)| {
+            (
+                if t < rep.rank_times[lo] { r } else { lo },
+                if t > rep.rank_times[hi] { r } else { hi },
+            )
+        });
+    println!(
+        "#   ranks finish between {:.2} us (rank {first}) and {:.2} us (rank {last})",
+        rep.rank_times[first] * 1e6,
+        rep.rank_times[last] * 1e6
+    );
+}
+
+/// Schedules already built for one algorithm, by pipeline depth.
+#[derive(Default)]
+pub(crate) struct ScheduleCache {
+    by_pipeline: HashMap<(usize, usize), Schedule>,
+}
+
+impl ScheduleCache {
+    fn get(&mut self, algo: &Algorithm, ranks: usize, k: usize) -> anyhow::Result<&Schedule> {
+        if !self.by_pipeline.contains_key(&(ranks, k)) {
+            let s = algo
+                .schedule(Collective::AllReduce, ranks, k)
+                .with_context(|| format!("building {algo} for {ranks} ranks"))?;
+            // Keep memory bounded: one rank count at a time.
+            self.by_pipeline.retain(|&(r, _), _| r == ranks);
+            self.by_pipeline.insert((ranks, k), s);
+        }
+        Ok(&self.by_pipeline[&(ranks, k)])
+    }
+}
+
+const MIN_CHUNK: u64 = 64 << 10;
+
+/// Simulates `algo` at `bytes`, at the given pipeline depth or the best of a few.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn predict(
+    net: &Network,
+    algo: &Algorithm,
+    ranks: usize,
+    bytes: u64,
+    elem: usize,
+    pipeline: Option<usize>,
+    cache: &mut ScheduleCache,
+    bar: &ProgressBar,
+) -> anyhow::Result<(usize, SimReport)> {
+    let candidates = match pipeline {
+        Some(k) => vec![k],
+        None => {
+            let b1 = cache.get(algo, ranks, 1)?.blocks.max(1) as u64;
+            let kmax = (bytes / (b1 * MIN_CHUNK)).clamp(1, 64) as usize;
+            let mut ks: Vec<usize> = [1, 4, 16, 64].into_iter().filter(|&k| k <= kmax).collect();
+            if !ks.contains(&kmax) {
+                ks.push(kmax);
+            }
+            ks
+        }
+    };
+    let mut best: Option<(usize, SimReport)> = None;
+    for k in candidates {
+        let s = cache.get(algo, ranks, k)?;
+        let total_ops: usize = s.programs.iter().map(|p| p.ops().len()).sum();
+        let mut tick = |done: u64, total: u64| {
+            if total_ops > 4_000_000 {
+                bar.set_message(format!(
+                    "{algo} {} k={k}: {:.0}% of {total} ops",
+                    human(bytes),
+                    done as f64 * 100.0 / total.max(1) as f64
+                ));
+            }
+        };
+        let rep = simulate_with_progress(net, s, bytes, elem, &mut tick)
+            .with_context(|| format!("simulating {algo} at {bytes} bytes, pipeline {k}"))?;
+        if best.as_ref().is_none_or(|(_, b)| rep.time < b.time) {
+            best = Some((k, rep));
+        }
+    }
+    best.context("no pipeline depth to try")
+}
+
+pub(crate) fn progress_bar(len: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len), indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn json_line(algo: &Algorithm, rep: &SimReport, dtype: &str, k: usize, cluster: &str) -> String {
+    serde_json::json!({
+        "collective": "all_reduce",
+        "algo": algo.to_string(),
+        "ranks": rep.ranks,
+        "bytes": rep.bytes,
+        "dtype": dtype,
+        "op": "sum",
+        "time_us": rep.time * 1e6,
+        "algbw_gbps": rep.algbw_gbps(),
+        "busbw_gbps": rep.busbw_gbps(),
+        "wrong": 0,
+        "predicted": true,
+        "pipeline": k,
+        "cluster": cluster,
+    })
+    .to_string()
+}
+
+pub(crate) fn parse_algos(names: &[String]) -> anyhow::Result<Vec<Algorithm>> {
+    names
+        .iter()
+        .filter(|n| !n.trim().is_empty())
+        .map(|n| {
+            n.parse::<Algorithm>()
+                .with_context(|| format!("--algo {n}"))
+        })
+        .collect()
+}
+
+/// Bytes per element and nccl-tests' name for a `-d` value.
+pub(crate) fn dtype_size(name: &str) -> anyhow::Result<(usize, &'static str)> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "float" | "f32" | "float32" => (4, "float"),
+        "double" | "f64" | "float64" => (8, "double"),
+        "half" | "f16" | "float16" => (2, "half"),
+        "bfloat16" | "bf16" => (2, "bfloat16"),
+        "int32" | "i32" => (4, "int32"),
+        "uint32" | "u32" => (4, "uint32"),
+        "int64" | "i64" => (8, "int64"),
+        "uint64" | "u64" => (8, "uint64"),
+        "int8" | "i8" => (1, "int8"),
+        "uint8" | "u8" => (1, "uint8"),
+        other => anyhow::bail!("unknown data type `{other}`"),
+    })
+}
+
+/// `1024`, `1K`, `8M`, `1G` (powers of 1024, as nccl-tests).
+pub(crate) fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => anyhow::bail!("size `{s}`: unknown suffix `{c}` (K, M, G or T)"),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("size `{s}` is not a number with an optional K/M/G suffix"))?;
+    n.checked_mul(mult)
+        .with_context(|| format!("size `{s}` overflows"))
+}
+
+/// nccl-tests' sweep: min, min*f, ... up to max, each a whole number of elements.
+fn sweep(min: u64, max: u64, factor: u64, elem: usize) -> anyhow::Result<Vec<u64>> {
+    if factor < 2 {
+        anyhow::bail!("-f must be at least 2");
+    }
+    if min > max {
+        anyhow::bail!("-b {min} is larger than -e {max}");
+    }
+    let mut out = Vec::new();
+    let mut b = min.max(elem as u64);
+    while b <= max {
+        out.push(b / elem as u64 * elem as u64);
+        b = match b.checked_mul(factor) {
+            Some(n) => n,
+            None => break,
+        };
+    }
+    Ok(out)
+}
+
+pub(crate) fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{}G", b >> 30),
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}M", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{}K", b >> 10),
+        b => format!("{b}B"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_like_nccl_tests() {
+        assert_eq!(parse_size("1K").unwrap(), 1024);
+        assert_eq!(parse_size("8m").unwrap(), 8 << 20);
+        assert_eq!(parse_size("3").unwrap(), 3);
+        assert!(parse_size("1X").is_err());
+        assert!(parse_size("K").is_err());
+        assert_eq!(
+            sweep(1024, 8192, 2, 4).unwrap(),
+            vec![1024, 2048, 4096, 8192]
+        );
+        assert!(sweep(10, 1, 2, 4).is_err());
+        assert_eq!(human(1 << 30), "1G");
+    }
 }

@@ -15,7 +15,11 @@ fn flat(p: usize) -> Network {
 
 /// alpha, beta and gamma of [`flat`] in seconds and seconds per byte.
 fn abg() -> (f64, f64, f64) {
-    (ALPHA_US * 1e-6, 1.0 / (BW_GB_S * 1e9), 1.0 / (GAMMA_GB_S * 1e9))
+    (
+        ALPHA_US * 1e-6,
+        1.0 / (BW_GB_S * 1e9),
+        1.0 / (GAMMA_GB_S * 1e9),
+    )
 }
 
 fn schedule(name: &str, blocks: usize, programs: Vec<Program>) -> Schedule {
@@ -267,9 +271,19 @@ fn bandwidth_optimal_algorithms_tend_to_the_lower_bound() {
         let net = Network::new(&ClusterSpec::flat("free", p, BW_GB_S, 0.0, 1e9)).unwrap();
         let n = 1u64 << 30;
         let bound = 2.0 * (p as f64 - 1.0) / p as f64 * n as f64 / (BW_GB_S * 1e9);
-        close(simulate(&net, &ring(p), n, 4).unwrap().time, bound, 0.01, "ring");
+        close(
+            simulate(&net, &ring(p), n, 4).unwrap().time,
+            bound,
+            0.01,
+            "ring",
+        );
         if p.is_power_of_two() {
-            close(simulate(&net, &rhd(p), n, 4).unwrap().time, bound, 0.01, "rhd");
+            close(
+                simulate(&net, &rhd(p), n, 4).unwrap().time,
+                bound,
+                0.01,
+                "rhd",
+            );
         }
         let r = simulate(&net, &ring(p), n, 4).unwrap();
         close(r.busbw_gbps(), BW_GB_S, 0.01, "ring busbw");
@@ -364,7 +378,9 @@ fn errors_name_what_is_wrong() {
     // Unknown and missing fields are named by the deserializer.
     let json = serde_json::to_string(&ClusterSpec::flat("x", 2, 1.0, 1.0, 1.0)).unwrap();
     let typo = json.replace("\"bandwidth_gb_s\"", "\"bandwith_gb_s\"");
-    let e = serde_json::from_str::<ClusterSpec>(&typo).unwrap_err().to_string();
+    let e = serde_json::from_str::<ClusterSpec>(&typo)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("bandwith_gb_s"), "{e}");
 
     // Too many ranks; a deadlock (both ranks receive first); an unmatched send.

@@ -463,10 +463,7 @@ impl Sim<'_> {
         let arrival = tail + latency;
         self.messages += 1;
         self.wire_bytes += bytes;
-        let q = self
-            .pairs
-            .entry(((a as u64) << 32) | b as u64)
-            .or_default();
+        let q = self.pairs.entry(((a as u64) << 32) | b as u64).or_default();
         match q.front() {
             Some(&Entry::Wait { op }) => {
                 q.pop_front();
@@ -482,10 +479,7 @@ impl Sim<'_> {
     }
 
     fn recv(&mut self, b: usize, a: usize, op: u32, blocks: Blocks) -> Result<(), SimError> {
-        let q = self
-            .pairs
-            .entry(((a as u64) << 32) | b as u64)
-            .or_default();
+        let q = self.pairs.entry(((a as u64) << 32) | b as u64).or_default();
         match q.front() {
             Some(&Entry::Msg { arrival, len }) => {
                 q.pop_front();

@@ -95,7 +95,9 @@ pub enum SimError {
         reason: String,
     },
     /// No event is left but a rank has not finished: the executor would hang here.
-    #[error("schedule deadlocks: rank {rank} waits forever in step {step} (simulated time {time} s)")]
+    #[error(
+        "schedule deadlocks: rank {rank} waits forever in step {step} (simulated time {time} s)"
+    )]
     Deadlock { rank: usize, step: usize, time: f64 },
     /// Messages sent that no receive ever matched.
     #[error("schedule leaves {count} message(s) from rank {from} to rank {to} unreceived")]

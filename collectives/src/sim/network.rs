@@ -116,11 +116,9 @@ impl Network {
                 } else {
                     shortest_path(&adj, a, b, is_switch)
                 };
-                let path = path.ok_or_else(|| {
-                    SimError::InvalidSpec {
-                        field: "node.links".into(),
-                        reason: format!("no path from dev{a} to dev{b} through switches"),
-                    }
+                let path = path.ok_or_else(|| SimError::InvalidSpec {
+                    field: "node.links".into(),
+                    reason: format!("no path from dev{a} to dev{b} through switches"),
                 })?;
                 dev_dev.push(push_route(&path));
             }
@@ -129,7 +127,7 @@ impl Network {
         if spec.nodes > 1 {
             for d in 0..nd {
                 // Nearest NIC by (hops, widest bottleneck); ties spread devices across NICs.
-                let mut best: Vec<(usize, Vec<(u32, f64)>, (usize, f64))> = Vec::new();
+                let mut best: Vec<(usize, Path, PathKey)> = Vec::new();
                 for k in 0..nn {
                     if let Some(p) = shortest_path(&adj, d, nd + k, is_switch) {
                         let key = path_key(&adj, d, &p);
@@ -258,9 +256,8 @@ impl Network {
     pub(crate) fn route(&self, a: usize, b: usize, mut visit: impl FnMut(usize)) -> f64 {
         let dpn = self.devices_per_node;
         let (na, da, nb, db) = (a / dpn, a % dpn, b / dpn, b % dpn);
-        let local = |r: &LocalRoute| {
-            &self.route_links[r.start as usize..(r.start + r.len) as usize]
-        };
+        let local =
+            |r: &LocalRoute| &self.route_links[r.start as usize..(r.start + r.len) as usize];
         if na == nb {
             let r = &self.dev_dev[da * dpn + db];
             let base = na * self.per_node;
@@ -297,7 +294,11 @@ impl Network {
     pub fn link_name(&self, link: usize) -> String {
         if link >= self.leaf_base {
             let leaf = (link - self.leaf_base) / 2;
-            let dir = if (link - self.leaf_base) % 2 == 0 { "up" } else { "down" };
+            let dir = if (link - self.leaf_base) % 2 == 0 {
+                "up"
+            } else {
+                "down"
+            };
             let (rail, l) = (leaf / self.leaves_per_rail, leaf % self.leaves_per_rail);
             return if self.net.rail_optimised {
                 format!("rail{rail} leaf{l} spine {dir}")
@@ -327,6 +328,11 @@ fn bad_link(j: usize, reason: String) -> SimError {
         reason,
     }
 }
+
+/// Links (local directed ids) of a path with the latency each adds.
+type Path = Vec<(u32, f64)>;
+/// (hops, bottleneck bandwidth) of a path.
+type PathKey = (usize, f64);
 
 /// (hops, bottleneck bandwidth): fewer hops first, then wider.
 fn better(a: (usize, f64), b: (usize, f64)) -> bool {

@@ -146,7 +146,10 @@ fn positive(field: &str, v: f64) -> Result<(), SimError> {
     if v.is_finite() && v > 0.0 {
         Ok(())
     } else {
-        Err(invalid(field, format!("must be a finite number > 0, got {v}")))
+        Err(invalid(
+            field,
+            format!("must be a finite number > 0, got {v}"),
+        ))
     }
 }
 
@@ -154,7 +157,10 @@ fn non_negative(field: &str, v: f64) -> Result<(), SimError> {
     if v.is_finite() && v >= 0.0 {
         Ok(())
     } else {
-        Err(invalid(field, format!("must be a finite number >= 0, got {v}")))
+        Err(invalid(
+            field,
+            format!("must be a finite number >= 0, got {v}"),
+        ))
     }
 }
 
@@ -178,7 +184,10 @@ impl ClusterSpec {
             return Err(invalid("node.devices", "must be at least 1"));
         }
         if n.devices > 4096 || n.nics.len() > 4096 || n.switches.len() > 4096 {
-            return Err(invalid("node", "more than 4096 devices, NICs or switches per node"));
+            return Err(invalid(
+                "node",
+                "more than 4096 devices, NICs or switches per node",
+            ));
         }
         positive("node.reduce_gb_s", n.reduce_gb_s)?;
         if let Some(c) = n.copy_gb_s {
@@ -214,7 +223,10 @@ impl ClusterSpec {
             }
         }
         for (i, nic) in n.nics.iter().enumerate() {
-            positive(&format!("node.nics[{i}].bandwidth_gb_s"), nic.bandwidth_gb_s)?;
+            positive(
+                &format!("node.nics[{i}].bandwidth_gb_s"),
+                nic.bandwidth_gb_s,
+            )?;
             non_negative(&format!("node.nics[{i}].latency_us"), nic.latency_us)?;
         }
         if self.nodes > 1 && n.nics.is_empty() {
@@ -231,7 +243,10 @@ impl ClusterSpec {
             if net.oversubscription < 1.0 {
                 return Err(invalid(
                     "network.oversubscription",
-                    format!("must be >= 1 (downlink : uplink), got {}", net.oversubscription),
+                    format!(
+                        "must be >= 1 (downlink : uplink), got {}",
+                        net.oversubscription
+                    ),
                 ));
             }
             non_negative("network.hop_latency_us", net.hop_latency_us)?;
