@@ -253,8 +253,10 @@ fn with_blocks(op: Op, blocks: Blocks) -> Op {
 }
 
 /// Appends to `program` the steps of `lanes` (stage tables of independent data streams, e.g. the
-/// two trees of dbtree) pipelined over `k` chunks: step `t` runs, for each chunk `c` in order and
-/// each lane in order, the ops of stage `t - c`.
+/// two trees of dbtree) pipelined over `k` chunks: step `t` runs, for each chunk `c` and each lane,
+/// the ops of stage `t - c`. Chunks are listed last first (earliest stage first), so that a
+/// chunk's plain sends come before the forwards of older chunks to the same peer: an executor
+/// that posts plain sends when a step begins then keeps program order.
 pub(crate) fn wavefront(program: &mut Program, lanes: &[StageTable], k: usize) {
     let stages = lanes.iter().map(Vec::len).max().unwrap_or(0);
     if stages == 0 {
@@ -262,7 +264,7 @@ pub(crate) fn wavefront(program: &mut Program, lanes: &[StageTable], k: usize) {
     }
     for t in 0..stages + k - 1 {
         let mut ops = Vec::new();
-        for c in t.saturating_sub(stages - 1)..k.min(t + 1) {
+        for c in (t.saturating_sub(stages - 1)..k.min(t + 1)).rev() {
             for lane in lanes {
                 if let Some(stage) = lane.get(t - c) {
                     ops.extend(
@@ -371,13 +373,13 @@ mod tests {
         assert_eq!(
             p.step(1),
             &[
-                Op::Recv {
-                    from: 1,
-                    blocks: Blocks::one(0)
-                },
                 Op::Send {
                     to: 1,
                     blocks: Blocks::one(1)
+                },
+                Op::Recv {
+                    from: 1,
+                    blocks: Blocks::one(0)
                 }
             ]
         );
