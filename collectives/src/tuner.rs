@@ -74,12 +74,27 @@ impl LinkParams {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CostParams {
     pub tiers: Vec<LinkParams>,
+    /// The largest message the executor moves at once (its transport buffers), if bounded:
+    /// [`choose`] then pipelines at least enough to keep each message under it.
+    #[serde(default)]
+    pub max_message_bytes: Option<usize>,
 }
 
 impl CostParams {
     /// One kind of link everywhere.
     pub fn flat(link: LinkParams) -> CostParams {
-        CostParams { tiers: vec![link] }
+        CostParams {
+            tiers: vec![link],
+            max_message_bytes: None,
+        }
+    }
+
+    /// These params with messages bounded by `bytes`.
+    pub fn with_max_message(self, bytes: usize) -> CostParams {
+        CostParams {
+            max_message_bytes: Some(bytes),
+            ..self
+        }
     }
 
     /// The link of tier `j` (the last one for deeper tiers; [`LinkParams::TCP`] if none).
@@ -293,7 +308,40 @@ const TIE_MARGIN: f64 = 0.02;
 /// The pipeline depths [`choose`] considers.
 const PIPELINES: [usize; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
 
-/// The cheapest pipeline depth for `algorithm`, and its predicted time.
+/// The largest message `algorithm` sends with `k` chunks (one segment's chunk).
+pub fn message_bytes(
+    algorithm: &Algorithm,
+    collective: Collective,
+    ranks: usize,
+    bytes: usize,
+    k: usize,
+) -> usize {
+    let k = k.max(1);
+    match algorithm {
+        Algorithm::Ring
+            if matches!(
+                collective,
+                Collective::Broadcast { .. } | Collective::Reduce { .. }
+            ) =>
+        {
+            bytes.div_ceil(k)
+        }
+        Algorithm::Ring => bytes.div_ceil(ranks.max(1) * k),
+        // The fold moves the whole vector; halving's first message is half of it.
+        Algorithm::Rhd if ranks.is_power_of_two() => bytes / 2,
+        Algorithm::Rhd => bytes,
+        Algorithm::Tree => bytes.div_ceil(k),
+        Algorithm::DoubleBinaryTree => bytes.div_ceil(2 * k),
+        Algorithm::Hierarchical(dims) => {
+            let d = dims.iter().copied().find(|&d| d > 1).unwrap_or(1);
+            bytes.div_ceil(d * k)
+        }
+    }
+}
+
+/// The cheapest pipeline depth for `algorithm`, and its predicted time. With
+/// `params.max_message_bytes`, only depths that keep messages under it are considered (the
+/// deepest one if none does).
 pub fn best_pipeline(
     algorithm: &Algorithm,
     collective: Collective,
@@ -301,17 +349,28 @@ pub fn best_pipeline(
     bytes: usize,
     params: &CostParams,
 ) -> (usize, f64) {
+    let fits = |k: usize| match params.max_message_bytes {
+        Some(max) => message_bytes(algorithm, collective, ranks, bytes, k) <= max.max(1),
+        None => true,
+    };
+    let deepest = PIPELINES[PIPELINES.len() - 1];
     PIPELINES
         .iter()
-        .map(|&k| {
-            (
-                k,
-                predict_pipelined(algorithm, collective, ranks, bytes, params, k),
-            )
+        .copied()
+        .filter(|&k| fits(k) || k == deepest || matches!(algorithm, Algorithm::Rhd))
+        .map(|k| {
+            let t = predict_pipelined(algorithm, collective, ranks, bytes, params, k);
+            (k, t)
         })
         .fold(
             (1, f64::INFINITY),
-            |best, c| if c.1 < best.1 { c } else { best },
+            |best, c| {
+                if c.1 < best.1 {
+                    c
+                } else {
+                    best
+                }
+            },
         )
 }
 
@@ -511,6 +570,7 @@ mod tests {
     fn a_hierarchy_with_a_slow_outer_tier_takes_hier() {
         let params = CostParams {
             tiers: vec![LinkParams::SHM, LinkParams::TCP],
+            max_message_bytes: None,
         };
         let dims = [8, 8];
         let (a, _) = model_choice(Collective::AllReduce, 64, 64 * MIB, &params, Some(&dims));
@@ -554,6 +614,21 @@ mod tests {
         assert_eq!(
             choose_with(forced("bogus"), ar, 16, big, &params, None).0,
             Algorithm::Ring
+        );
+    }
+
+    #[test]
+    fn bounded_messages_force_pipelining() {
+        let params = CostParams::flat(LinkParams::SHM).with_max_message(MIB);
+        let ar = Collective::AllReduce;
+        let (k, _) = best_pipeline(&Algorithm::Ring, ar, 4, 64 * MIB, &params);
+        assert_eq!(k, 16);
+        assert!(message_bytes(&Algorithm::Ring, ar, 4, 64 * MIB, k) <= MIB);
+        // Small messages need no cutting; huge ones get the deepest pipeline there is.
+        assert_eq!(best_pipeline(&Algorithm::Ring, ar, 4, MIB, &params).0, 1);
+        assert_eq!(
+            best_pipeline(&Algorithm::Tree, ar, 4, 1 << 40, &params).0,
+            256
         );
     }
 

@@ -272,12 +272,12 @@ pub fn verify(schedule: &Schedule) -> Result<VerifyReport, VerifyError> {
         .collect();
     if let Some(&r) = stuck.first() {
         let s = step[r];
-        let (i, op) = schedule.programs[r]
-            .step(s)
+        let ops = schedule.programs[r].step(s);
+        let (i, op) = ops
             .iter()
             .enumerate()
             .find(|(i, op)| op.recv_from().is_some() && !recv_done[r][*i])
-            .expect("a rank that cannot finish its step has a pending receive");
+            .unwrap_or((0, &ops[0]));
         return Err(VerifyError::Deadlock {
             rank: r as Rank,
             step: s,
@@ -525,4 +525,80 @@ fn check_final(s: &Schedule, state: &State) -> Result<(), VerifyError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::Program;
+
+    /// A 2-rank broadcast of 2 blocks in which rank 1 receives block 0 and copies it to block 1.
+    fn copy_broadcast(copy_from: u32) -> Schedule {
+        let mut root = Program::new();
+        root.push_step([Op::Send {
+            to: 1,
+            blocks: Blocks::one(0),
+        }]);
+        let mut leaf = Program::new();
+        leaf.push_step([Op::Recv {
+            from: 0,
+            blocks: Blocks::one(0),
+        }]);
+        leaf.push_step([Op::Copy {
+            from: Blocks::one(copy_from),
+            to: Blocks::one(1 - copy_from),
+        }]);
+        Schedule {
+            algorithm: "test".into(),
+            collective: Collective::Broadcast { root: 0 },
+            ranks: 2,
+            blocks: 2,
+            owned: Vec::new(),
+            programs: vec![root, leaf],
+        }
+    }
+
+    #[test]
+    fn copies_move_contents() {
+        let report = verify(&copy_broadcast(0)).unwrap();
+        assert_eq!(report.messages, 1);
+        assert_eq!(report.per_rank[1].blocks_received, 1);
+        // Copying the block that holds nothing leaves rank 1 without root's data in block 1.
+        assert!(matches!(
+            verify(&copy_broadcast(1)),
+            Err(VerifyError::Incomplete { rank: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let mut s = copy_broadcast(0);
+        s.programs.pop();
+        assert!(matches!(verify(&s), Err(VerifyError::Shape(_))));
+        let mut s = copy_broadcast(0);
+        s.collective = Collective::AllGather;
+        assert!(matches!(verify(&s), Err(VerifyError::Shape(_))));
+        s.owned = vec![Blocks::one(0), Blocks::one(0)];
+        assert!(matches!(verify(&s), Err(VerifyError::Shape(_))));
+        let mut s = copy_broadcast(0);
+        s.collective = Collective::Reduce { root: 2 };
+        assert!(matches!(verify(&s), Err(VerifyError::Shape(_))));
+    }
+
+    #[test]
+    fn errors_read_well() {
+        let e = VerifyError::Deadlock {
+            rank: 3,
+            step: 7,
+            op: 1,
+            block: 12,
+            from: 2,
+            stuck: 5,
+        };
+        assert_eq!(
+            e.to_string(),
+            "deadlock: rank 3 step 7 op 1 waits for block 12 from rank 2, which never sends it \
+             (5 ranks unfinished)"
+        );
+    }
 }
