@@ -1,9 +1,9 @@
 //! The RDMA protocol state machine, written once against [`Verbs`].
 //!
-//! Each side owns a receive arena (a credit word, then `slots` slots of `slot_size` bytes) that
+//! Each side owns a receive arena (a credit word, then `slots + 1` slots of `slot_size` bytes) that
 //! the peer writes into, and a staging area of the same shape from which it writes into the
 //! peer's arena. A message goes out as chunks, one per slot: an RDMA WRITE WITH IMMEDIATE of a
-//! [`SlotHeader`] plus payload into slot `seq % slots`, whose immediate (kind, payload length)
+//! [`SlotHeader`] plus payload into slot `seq % (slots + 1)`, whose immediate (kind, payload length)
 //! consumes one posted receive and tells the receiver a slot is full.
 //!
 //! Flow control is by credits: the receiver copies a slot out as soon as its completion is seen
@@ -166,22 +166,23 @@ impl<V: Verbs> PreparedSide<V> {
         let ctx = verbs.open(device).map_err(v)?;
         let pd = ctx.alloc_pd().map_err(v)?;
         let slots = cfg.slots;
-        let cq = ctx.create_cq(3 * slots + 8).map_err(v)?;
+        let ring = slots + 1;
+        let cq = ctx.create_cq(3 * ring + 8).map_err(v)?;
         let arena_len = cfg
             .slot_size
-            .checked_mul(slots as usize)
+            .checked_mul(ring as usize)
             .and_then(|n| n.checked_add(CREDIT_AREA));
         let arena_len =
             arena_len.ok_or_else(|| ProtoError::Config("arena size overflows".into()))?;
         let arena = pd.alloc_mr(arena_len, Access::REMOTE_WRITE).map_err(v)?;
         let caps = QpCaps {
-            max_send_wr: slots + 2,
-            max_recv_wr: slots,
+            max_send_wr: ring + 2,
+            max_recv_wr: ring,
         };
         let mut qp = pd.create_qp(&cq, caps).map_err(v)?;
         qp.modify(QpTransition::Init { remote_write: true })
             .map_err(v)?;
-        for _ in 0..slots {
+        for _ in 0..ring {
             qp.post_recv(WR_RECV).map_err(v)?;
         }
         let (lid, gid) = ctx.port_address().map_err(v)?;
@@ -221,7 +222,7 @@ impl<V: Verbs> PreparedSide<V> {
             peer: peer.clone(),
             source,
         };
-        let staging_len = (remote.slot_size as usize) * (remote.slots as usize) + CREDIT_AREA;
+        let staging_len = (remote.slot_size as usize) * ring_len(&remote) as usize + CREDIT_AREA;
         let staging = self.pd.alloc_mr(staging_len, Access::LOCAL).map_err(v)?;
         self.qp
             .modify(QpTransition::Rtr {
@@ -250,7 +251,7 @@ impl<V: Verbs> PreparedSide<V> {
             next_seq: 0,
             completed: 0,
             peer_consumed: 0,
-            staging_owner: vec![None; remote.slots as usize],
+            staging_owner: vec![None; ring_len(&remote) as usize],
             inflight: HashMap::new(),
             credit_inflight: false,
             advertised: 0,
@@ -263,12 +264,18 @@ impl<V: Verbs> PreparedSide<V> {
             claims: HashMap::new(),
             order: RecvOrder::default(),
             peer_closed: false,
+            closed: false,
             dead: None,
             broken: None,
             wcs: Vec::with_capacity(64),
             max_outstanding: 0,
         })
     }
+}
+
+/// Physical slots of a ring: the advertised data slots plus the one reserved for CLOSE.
+fn ring_len(info: &ConnInfo) -> u64 {
+    u64::from(info.slots) + 1
 }
 
 /// Deterministic but distinct initial PSNs (any 24-bit value works; both sides exchange them).
@@ -299,6 +306,16 @@ impl RecvOrder {
     }
     fn take(&mut self, tag: u64) {
         *self.matched.entry(tag).or_insert(0) += 1;
+    }
+    /// Receives of `tag` posted before `seq` that have not taken a message nor been dropped.
+    fn ahead(&self, tag: u64, seq: u64) -> u64 {
+        let matched = self.matched.get(&tag).copied().unwrap_or(0);
+        let dropped = self
+            .cancelled
+            .iter()
+            .filter(|&&(t, s)| t == tag && s >= matched && s < seq)
+            .count();
+        seq.saturating_sub(matched).saturating_sub(dropped as u64)
     }
     fn cancel(&mut self, tag: u64, seq: u64) {
         if seq >= self.matched.get(&tag).copied().unwrap_or(0) {
@@ -366,6 +383,8 @@ pub struct Engine<V: Verbs> {
     order: RecvOrder,
     // Health.
     peer_closed: bool,
+    /// `close` ran (it runs once).
+    closed: bool,
     dead: Option<String>,
     broken: Option<String>,
     wcs: Vec<WorkCompletion>,
@@ -391,6 +410,13 @@ impl<V: Verbs> Engine<V> {
     }
 
     fn check_usable(&self, during: impl FnOnce() -> String) -> Result<(), ProtoError> {
+        if self.closed {
+            let reason = "the connection was closed by this side".to_string();
+            return Err(ProtoError::Broken {
+                peer: self.peer.clone(),
+                reason,
+            });
+        }
         if let Some(reason) = &self.broken {
             return Err(ProtoError::Broken {
                 peer: self.peer.clone(),
@@ -488,7 +514,7 @@ impl<V: Verbs> Engine<V> {
 
     fn complete_write(&mut self, wr_id: u64) {
         let seq = wr_id & !WR_KIND;
-        let slot = (seq % u64::from(self.remote.slots)) as usize;
+        let slot = (seq % ring_len(&self.remote)) as usize;
         if let Some(msg) = self.staging_owner[slot].take() {
             if let Some(n) = self.inflight.get_mut(&msg) {
                 *n = n.saturating_sub(1);
@@ -499,7 +525,7 @@ impl<V: Verbs> Engine<V> {
 
     /// One slot is full: check it, copy it out, count it consumed.
     fn on_chunk(&mut self, imm_data: u32, byte_len: u32, direct: Option<(u64, &mut [u8])>) {
-        let slot = (self.recv_seq % u64::from(self.local.slots)) as usize;
+        let slot = (self.recv_seq % ring_len(&self.local)) as usize;
         let base = CREDIT_AREA + slot * self.local.slot_size as usize;
         self.recv_seq += 1;
         let mut raw = [0u8; SLOT_HEADER];
@@ -656,14 +682,17 @@ impl<V: Verbs> Engine<V> {
         }
     }
 
-    fn can_post(&self) -> bool {
-        let window = self.peer_consumed.min(self.completed) + u64::from(self.remote.slots);
+    /// Whether chunk `next_seq` may go out. Data uses `slots` credits; the ring has one slot
+    /// more, reserved for CLOSE, so closing never waits for a receiver that stopped reading.
+    fn can_post(&self, close: bool) -> bool {
+        let credits = u64::from(self.remote.slots) + u64::from(close);
+        let window = self.peer_consumed.min(self.completed) + credits;
         self.next_seq < window && self.dead.is_none() && self.broken.is_none()
     }
 
     fn post_chunk(&mut self, h: SlotHeader, payload: &[u8]) -> Result<(), ProtoError> {
         let size = self.remote.slot_size as usize;
-        let slot = (self.next_seq % u64::from(self.remote.slots)) as usize;
+        let slot = (self.next_seq % ring_len(&self.remote)) as usize;
         let base = CREDIT_AREA + slot * size;
         let staged = self
             .staging
@@ -693,7 +722,7 @@ impl<V: Verbs> Engine<V> {
     pub fn isend(&mut self, tag: u64, buf: &[u8]) -> Result<Option<SendId>, ProtoError> {
         self.check_usable(|| format!(" before a send with tag {tag}"))?;
         self.progress(None)?;
-        if !self.can_post() {
+        if !self.can_post(false) {
             self.check_usable(|| format!(" before a send with tag {tag}"))?;
             return Ok(None);
         }
@@ -719,7 +748,7 @@ impl<V: Verbs> Engine<V> {
 
     fn push_chunks(&mut self, id: &mut SendId, buf: &[u8]) -> Result<(), ProtoError> {
         let room = self.remote.slot_size as usize - SLOT_HEADER;
-        while id.posted < id.len && self.can_post() {
+        while id.posted < id.len && self.can_post(false) {
             let n = (id.len - id.posted).min(room);
             let h = SlotHeader {
                 kind: Kind::Cont,
@@ -743,11 +772,14 @@ impl<V: Verbs> Engine<V> {
             )
         };
         self.progress(None)?;
-        if self.broken.is_some() || self.dead.is_some() {
-            self.check_usable(|| during(id))?;
+        let acked = |e: &Self, id: &SendId| e.inflight.get(&id.msg).copied().unwrap_or(0) == 0;
+        if id.posted == id.len && acked(self, id) {
+            self.inflight.remove(&id.msg);
+            return Ok(Some(id.len));
         }
+        self.check_usable(|| during(id))?;
         self.push_chunks(id, buf)?;
-        if id.posted == id.len && self.inflight.get(&id.msg).copied().unwrap_or(0) == 0 {
+        if id.posted == id.len && acked(self, id) {
             self.inflight.remove(&id.msg);
             return Ok(Some(id.len));
         }
@@ -799,8 +831,7 @@ impl<V: Verbs> Engine<V> {
         }
         self.progress(claimed.map(|m| (m, &mut *buf)))?;
         let Some(msg) = claimed.or_else(|| self.try_claim(id)) else {
-            let during = format!(" while a receive with tag {} waited", id.tag);
-            self.check_usable(|| during)?;
+            self.check_waiting(id)?;
             return Ok(None);
         };
         let m = self
@@ -865,6 +896,16 @@ impl<V: Verbs> Engine<V> {
         }
     }
 
+    /// For a receive without a message yet: fails if none can come any more. Messages already
+    /// queued for its tag beyond those the receives ahead of it will take are still coming.
+    pub fn check_waiting(&mut self, id: RecvId) -> Result<(), ProtoError> {
+        let queued = self.by_tag.get(&id.tag).map_or(0, VecDeque::len) as u64;
+        if queued > self.order.ahead(id.tag, id.seq) {
+            return Ok(());
+        }
+        self.check_usable(|| format!(" while a receive with tag {} waited", id.tag))
+    }
+
     /// Length of the message a receive claimed, if it claimed one (after making progress).
     pub fn claimed_len(&mut self, id: RecvId) -> Result<Option<usize>, ProtoError> {
         self.progress(None)?;
@@ -883,8 +924,7 @@ impl<V: Verbs> Engine<V> {
     ) -> Result<Option<(usize, bool)>, ProtoError> {
         self.progress(None)?;
         let Some(msg) = self.try_claim(id) else {
-            let during = format!(" while a receive with tag {} waited", id.tag);
-            self.check_usable(|| during)?;
+            self.check_waiting(id)?;
             return Ok(None);
         };
         let m = self
@@ -908,17 +948,20 @@ impl<V: Verbs> Engine<V> {
 
     /// Sends CLOSE and waits (until `deadline`) for every write to be acknowledged; the peer's
     /// pending receives then fail with `PeerClosed` while what it already got stays readable.
-    pub fn close(mut self, timeout: Duration) -> Result<(), ProtoError> {
-        let start = Instant::now();
-        if self.broken.is_some() || self.dead.is_some() {
+    pub fn close(&mut self, timeout: Duration) -> Result<(), ProtoError> {
+        if std::mem::replace(&mut self.closed, true) {
             return Ok(());
         }
+        let start = Instant::now();
+        // Even a broken connection says CLOSE (best effort), so the peer does not wait for the
+        // rest of a message that will never come.
+        self.broken = None;
         loop {
             self.progress(None)?;
-            if self.dead.is_some() || self.broken.is_some() {
+            if self.dead.is_some() {
                 return Ok(());
             }
-            if self.can_post() {
+            if self.can_post(true) {
                 let h = SlotHeader {
                     kind: Kind::Close,
                     msg: self.next_msg,

@@ -324,3 +324,25 @@ fn config_is_checked() {
         Err(ProtoError::Verbs { .. })
     ));
 }
+
+#[test]
+fn a_later_receive_does_not_fail_while_its_message_is_queued_behind_a_closed_peer() {
+    let (mut a, mut b) = pair(small());
+    send(&mut a, 2, b"one").unwrap();
+    send(&mut a, 2, b"two").unwrap();
+    a.close(Duration::from_secs(5)).unwrap();
+    drop(a);
+    let (first, second) = (b.post_recv(2), b.post_recv(2));
+    let third = b.post_recv(2);
+    let mut buf = [0u8; 8];
+    // Tested before the first: the CLOSE and the peer's death are seen now, yet "two" is queued.
+    assert_eq!(b.recv_test(second, &mut buf).unwrap(), None);
+    assert_eq!(wait("first", || b.recv_test(first, &mut buf)).unwrap(), 3);
+    assert_eq!(&buf[..3], b"one");
+    assert_eq!(wait("second", || b.recv_test(second, &mut buf)).unwrap(), 3);
+    assert_eq!(&buf[..3], b"two");
+    assert!(matches!(
+        b.recv_test(third, &mut buf),
+        Err(ProtoError::PeerClosed { .. })
+    ));
+}
