@@ -69,16 +69,125 @@ fn check_case(folder: &str, facts_path: &Path) -> Vec<String> {
     bad
 }
 
-fn check_sysfs(_case: &str, _facts: &Path, _f: &Value) -> Vec<String> {
-    Vec::new()
+/// Facts a sysfs discovery does not reproduce, by design (see `sources::sysfs`): hwloc's
+/// DMI memory modules (`Misc`).
+const SYSFS_SKIPPED: [&str; 1] = ["count misc"];
+
+fn check_sysfs(case: &str, facts: &Path, f: &Value) -> Vec<String> {
+    let tarball = facts.with_file_name(format!("{}.tar.bz2", facts.file_name().unwrap_or_default().to_string_lossy().trim_end_matches(".facts.json")));
+    if !tarball.is_file() {
+        return vec![format!("{case}: {} missing", tarball.display())];
+    }
+    let tmp = common::TempDir::new("sysfs");
+    let top = match common::extract(&tarball, &tmp.0) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("skipping {case}: {e}");
+            return Vec::new();
+        }
+    };
+    match oxccl_topo::sources::sysfs::discover(&top) {
+        Ok(t) => common::check_hwloc_facts(&format!("{case} (sysfs)"), &t, f)
+            .into_iter()
+            .filter(|m| !SYSFS_SKIPPED.iter().any(|s| m.contains(&format!(": {s}:"))))
+            .collect(),
+        Err(e) => vec![format!("{case}: discovery failed: {e}")],
+    }
 }
 
-fn check_nvidia_smi(_case: &str, _files: &[PathBuf], _f: &Value) -> Vec<String> {
-    Vec::new()
+fn strings(v: &Value) -> Vec<Vec<String>> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r.as_array().into_iter().flatten().map(|c| c.as_str().unwrap_or("").to_string()).collect())
+        .collect()
 }
 
-fn check_nccl(_case: &str, _files: &[PathBuf], _f: &Value) -> Vec<String> {
-    Vec::new()
+/// Compares a matrix with the `gpu_gpu`/`gpu_nic`/`nic_gpu`/`nic_nic`, `cpu_affinity`,
+/// `numa_affinity` and `nic_names` facts.
+fn compare_matrix(label: &str, m: &oxccl_topo::PathMatrix, f: &Value) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (key, gr, gc) in [("gpu_gpu", true, true), ("gpu_nic", true, false), ("nic_gpu", false, true), ("nic_nic", false, false)] {
+        if let Some(want) = f.get(key) {
+            let got = m.block(gr, gc);
+            if got != strings(want) {
+                bad.push(format!("{label}: {key}: got {got:?}, want {want}"));
+            }
+        }
+    }
+    let gpus: Vec<String> = f["gpus"].as_array().into_iter().flatten().filter_map(|g| g.as_str().map(str::to_string)).collect();
+    for (key, got) in [("cpu_affinity", &m.cpu_affinity), ("numa_affinity", &m.numa_affinity)] {
+        let Some(want) = f.get(key).and_then(Value::as_object) else { continue };
+        for (i, g) in gpus.iter().enumerate() {
+            let w = want.get(g).and_then(Value::as_str).map(str::to_string);
+            if got.get(i).cloned().flatten() != w {
+                bad.push(format!("{label}: {key} {g}: got {:?}, want {w:?}", got.get(i)));
+            }
+        }
+    }
+    if let Some(names) = f.get("nic_names").and_then(Value::as_object) {
+        for (i, l) in m.nic_labels.iter().enumerate() {
+            let want = names.get(l).and_then(Value::as_str).unwrap_or(l);
+            if m.nic_names[i] != want {
+                bad.push(format!("{label}: NIC {l} name {} want {want}", m.nic_names[i]));
+            }
+        }
+    }
+    bad
+}
+
+fn check_nvidia_smi(case: &str, files: &[PathBuf], f: &Value) -> Vec<String> {
+    let mut bad = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        match oxccl_topo::sources::nvidia_smi::parse(&file.display().to_string(), &text) {
+            Ok(m) => {
+                bad.extend(compare_matrix(case, &m, f));
+                // What `--matrix` prints must read back to the same matrix.
+                match oxccl_topo::sources::nvidia_smi::parse("rendered", &m.render()) {
+                    Ok(again) if again == m => {}
+                    Ok(_) => bad.push(format!("{case}: rendered matrix reads back differently")),
+                    Err(e) => bad.push(format!("{case}: rendered matrix unreadable: {e}")),
+                }
+            }
+            Err(e) => bad.push(format!("{case}: {e}")),
+        }
+    }
+    bad
+}
+
+fn check_nccl(case: &str, files: &[PathBuf], f: &Value) -> Vec<String> {
+    let mut bad = Vec::new();
+    for file in files {
+        let data = std::fs::read(file).unwrap_or_default();
+        let name = file.display().to_string();
+        let res = oxccl_topo::sources::nccl_xml::parse(&name, &data);
+        if f["root_element"] == "graphs" {
+            match res {
+                Err(e @ oxccl_topo::TopoError::NcclGraphFile { .. }) => {
+                    if !e.to_string().contains("graph file") {
+                        bad.push(format!("{case}: unclear error {e}"));
+                    }
+                }
+                Err(e) => bad.push(format!("{case}: wrong error for a graph file: {e}")),
+                Ok(_) => bad.push(format!("{case}: graph file accepted as a topology")),
+            }
+            continue;
+        }
+        match res {
+            Ok(t) => {
+                bad.extend(common::check_nccl_facts(case, &t, f));
+                // Export and re-import: the same facts must hold.
+                let again = oxccl_topo::sources::nccl_xml::to_string(&t);
+                match oxccl_topo::sources::nccl_xml::parse("exported", again.as_bytes()) {
+                    Ok(t2) => bad.extend(common::check_nccl_facts(&format!("{case} (re-exported)"), &t2, f)),
+                    Err(e) => bad.push(format!("{case}: exported XML unreadable: {e}")),
+                }
+            }
+            Err(e) => bad.push(format!("{case}: {e}")),
+        }
+    }
+    bad
 }
 
 #[test]

@@ -66,6 +66,22 @@ impl SysfsReader {
         }
     }
 
+    /// A CPU set from `NAME_list` (list form), else from `NAME_map`/`NAME` (mask form):
+    /// old kernels and some architectures only have the mask.
+    pub fn read_set(&self, list_rel: &str, mask_rel: &str) -> Option<CpuSet> {
+        if let Some(c) = self.read_list(list_rel) {
+            return Some(c);
+        }
+        let s = self.read(mask_rel)?;
+        match crate::bitmap::Bitmap::parse_mask(&s) {
+            Ok(b) => Some(CpuSet::from_bitmap(b)),
+            Err(e) => {
+                tracing::warn!("{}: {e}", self.path(mask_rel).display());
+                None
+            }
+        }
+    }
+
     /// Names of the entries of a directory, sorted.
     pub fn list_dir(&self, rel: &str) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.path(rel))
@@ -146,7 +162,10 @@ fn cpu_objects(r: &SysfsReader, online: &CpuSet) -> Vec<Object> {
         let base = format!("sys/devices/system/cpu/cpu{cpu}");
         let topo_dir = format!("{base}/topology");
         let id = |f: &str| r.read(&format!("{topo_dir}/{f}")).and_then(|s| s.parse::<i64>().ok());
-        let set = |f: &str| r.read_list(&format!("{topo_dir}/{f}")).map(|s| and(&s, online));
+        let set = |f: &str| {
+            let mask = f.strip_suffix("_list").unwrap_or(f);
+            r.read_set(&format!("{topo_dir}/{f}"), &format!("{topo_dir}/{mask}")).map(|s| and(&s, online))
+        };
         let pkg_set = set("package_cpus_list").or_else(|| set("core_siblings_list"));
         let pkg_id = id("physical_package_id").unwrap_or(0);
         match pkg_set {
@@ -206,7 +225,7 @@ fn cpu_objects(r: &SysfsReader, online: &CpuSet) -> Vec<Object> {
             };
             let Some(kind) = ObjType::cache(level, ct) else { continue };
             let shared = r
-                .read_list(&format!("{cd}/shared_cpu_list"))
+                .read_set(&format!("{cd}/shared_cpu_list"), &format!("{cd}/shared_cpu_map"))
                 .map(|s| and(&s, online))
                 .unwrap_or_else(|| CpuSet::single(cpu));
             if shared.is_empty() {
@@ -374,7 +393,7 @@ fn numa_nodes(r: &SysfsReader, topo: &mut Topology, online: &CpuSet) -> Option<D
     let mut rows: Vec<Vec<u64>> = Vec::new();
     for &n in &nodes {
         let dir = format!("sys/devices/system/node/node{n}");
-        let cpus = r.read_list(&format!("{dir}/cpulist")).map(|c| and(&c, online)).unwrap_or_default();
+        let cpus = r.read_set(&format!("{dir}/cpulist"), &format!("{dir}/cpumap")).map(|c| and(&c, online)).unwrap_or_default();
         let mem = r
             .read_expected(&format!("{dir}/meminfo"))
             .and_then(|m| m.lines().find(|l| l.contains("MemTotal:")).map(str::to_string))

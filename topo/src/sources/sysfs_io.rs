@@ -105,7 +105,13 @@ pub(crate) fn discover_io(r: &SysfsReader, topo: &mut Topology) {
     for name in r.list_dir("sys/bus/pci/devices") {
         match name.parse::<PciAddr>() {
             Ok(a) => {
-                devs.insert(a, read_dev(r, &name, a));
+                let d = read_dev(r, &name, a);
+                // An unconfigured bridge (secondary bus 0) leads nowhere; hwloc drops it.
+                if d.is_bridge && d.secondary == Some(0) {
+                    tracing::debug!("skipping unconfigured PCI bridge {a}");
+                    continue;
+                }
+                devs.insert(a, d);
             }
             Err(e) => tracing::warn!("sys/bus/pci/devices/{name}: {e}"),
         }
@@ -244,6 +250,11 @@ fn os_devices(r: &SysfsReader, topo: &mut Topology, ids: &BTreeMap<PciAddr, ObjI
         }
     }
     for name in r.list_dir("sys/bus/dax/devices") {
+        // A dax device onlined as system RAM (kmem driver) is memory, not a block device.
+        let driver = std::fs::read_link(r.path(&format!("sys/bus/dax/devices/{name}/driver"))).ok();
+        if driver.is_some_and(|d| d.ends_with("kmem")) {
+            continue;
+        }
         add_osdev(topo, root, &name, OsDevType::Block, Some("NVM"));
     }
 }

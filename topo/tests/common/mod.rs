@@ -285,3 +285,109 @@ pub fn check_hwloc_facts(case: &str, t: &Topology, f: &Value) -> Vec<String> {
     }
     bad
 }
+
+/// Compares an NCCL-imported topology with an NCCL `.facts.json`.
+pub fn check_nccl_facts(case: &str, t: &Topology, f: &Value) -> Vec<String> {
+    let mut bad = Vec::new();
+    let numas = t.objects_of_type(ObjType::NUMANode);
+    for c in f["cpus"].as_array().into_iter().flatten() {
+        let id = c["numaid"].as_u64().unwrap_or(0) as u32;
+        match numas.iter().find(|n| t.obj(**n).os_index == Some(id)) {
+            Some(n) => {
+                let got = t.obj(*n).cpuset.to_list_string();
+                if got != s(&c["affinity_cpus"]) {
+                    bad.push(format!("{case}: cpu {id} affinity {got}, want {}", s(&c["affinity_cpus"])));
+                }
+            }
+            None => bad.push(format!("{case}: cpu numaid {id} missing")),
+        }
+    }
+    let numa_of = |id: ObjId| t.obj(t.non_io_ancestor(id)).nodeset.first().map(|x| x as u64);
+    let mut pci_count = 0;
+    for p in f["pci_nodes"].as_array().into_iter().flatten() {
+        pci_count += 1;
+        let addr: oxccl_topo::PciAddr = match s(&p["busid"]).parse() {
+            Ok(a) => a,
+            Err(e) => {
+                bad.push(format!("{case}: {e}"));
+                continue;
+            }
+        };
+        let Some(id) = t.find_pci(addr) else {
+            bad.push(format!("{case}: pci {addr} missing"));
+            continue;
+        };
+        let o = t.obj(id);
+        let class = format!("0x{:04x}00", o.pci().map(|x| x.class_id).unwrap_or(0));
+        if class != s(&p["class"]) {
+            bad.push(format!("{case}: pci {addr} class {class}, want {}", s(&p["class"])));
+        }
+        let parent = o.parent.and_then(|x| t.obj(x).pci().map(|q| q.addr.to_string())).unwrap_or("null".into());
+        if parent != s(&p["parent"]) {
+            bad.push(format!("{case}: pci {addr} parent {parent}, want {}", s(&p["parent"])));
+        }
+        if numa_of(id) != p["numaid"].as_u64() {
+            bad.push(format!("{case}: pci {addr} numa {:?}, want {}", numa_of(id), p["numaid"]));
+        }
+    }
+    let ours = t.objects_of_type(ObjType::PCIDev).len() + t.objects_of_type(ObjType::Bridge).iter().filter(|b| !t.obj(**b).is_host_bridge()).count()
+        - t.nvswitches().iter().filter(|n| f["pci_nodes"].as_array().is_none_or(|a| !a.iter().any(|p| p["busid"] == t.obj(**n).pci().map(|x| x.addr.to_string()).unwrap_or_default()))).count();
+    if ours != pci_count {
+        bad.push(format!("{case}: {ours} PCI nodes, want {pci_count}"));
+    }
+    let gpus = t.gpus();
+    let want_gpus = f["gpus"].as_array().cloned().unwrap_or_default();
+    if gpus.len() != want_gpus.len() {
+        bad.push(format!("{case}: {} GPUs, want {}", gpus.len(), want_gpus.len()));
+    }
+    for g in &want_gpus {
+        let Some(id) = s(&g["busid"]).parse().ok().and_then(|a| t.find_pci(a)) else {
+            bad.push(format!("{case}: GPU {} missing", s(&g["busid"])));
+            continue;
+        };
+        if !t.is_gpu(id) {
+            bad.push(format!("{case}: {} is not a GPU", s(&g["busid"])));
+        }
+        if let Some(dev) = g.get("gpu").and_then(|x| x.get("dev")) {
+            let want = format!("cuda{}", s(dev));
+            if !t.osdevs_of(id).iter().any(|d| t.obj(*d).name.as_deref() == Some(&want)) {
+                bad.push(format!("{case}: GPU {} lacks {want}", s(&g["busid"])));
+            }
+        }
+        for l in g["nvlinks"].as_array().into_iter().flatten() {
+            let target: Option<oxccl_topo::PciAddr> = s(&l["target"]).parse().ok();
+            let Some(tid) = target.and_then(|a| t.find_pci(a)) else {
+                bad.push(format!("{case}: nvlink target {} missing", s(&l["target"])));
+                continue;
+            };
+            if tid == id {
+                continue;
+            }
+            let got: u32 = t.links.iter().filter(|k| (k.a == id && k.b == tid) || (k.b == id && k.a == tid)).map(|k| k.count).sum();
+            if u64::from(got) != l["count"].as_u64().unwrap_or(0) {
+                bad.push(format!("{case}: nvlink {} -> {}: {got}, want {}", s(&g["busid"]), s(&l["target"]), l["count"]));
+            }
+        }
+    }
+    let want_nics = f["nics"].as_array().cloned().unwrap_or_default();
+    for n in &want_nics {
+        for net in n["nets"].as_array().into_iter().flatten() {
+            let name = s(&net["name"]);
+            let Some(d) = t.find_osdev(&name) else {
+                bad.push(format!("{case}: net {name} missing"));
+                continue;
+            };
+            let busid = t.pci_parent(d).and_then(|p| t.obj(p).pci().map(|x| x.addr.to_string())).unwrap_or("null".into());
+            if busid != s(&n["busid"]) {
+                bad.push(format!("{case}: net {name} on {busid}, want {}", s(&n["busid"])));
+            }
+        }
+        if n["nets"].as_array().is_none_or(|a| a.is_empty()) {
+            let ok = s(&n["busid"]).parse().ok().and_then(|a| t.find_pci(a)).is_some_and(|id| t.is_nic(id));
+            if !ok {
+                bad.push(format!("{case}: NIC {} missing", s(&n["busid"])));
+            }
+        }
+    }
+    bad
+}
