@@ -81,6 +81,7 @@ pub mod loopback;
 mod matching;
 pub mod rdma;
 mod region;
+pub mod shm;
 pub mod wait;
 
 pub use api::{

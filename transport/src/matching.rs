@@ -1,48 +1,65 @@
 //! Per-tag ordering of posted receives, shared by the transports.
 //!
-//! Each receive gets a sequence number within its tag when posted; it may take a message only
-//! when every earlier receive of that tag has taken one (or was dropped unmatched). This gives
+//! Each receive gets a number when posted; it may take a message only when every earlier
+//! receive of its tag has taken one (or was dropped unmatched). This gives
 //! MPI's rule: same tag, same order; different tags, any order.
+//!
+//! Tags in use at once are few (a collective step uses one or two), so a short vector beats a
+//! hash map here; a tag's entry leaves as soon as it has no receive waiting, so tags that are
+//! unique per operation do not pile up.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::VecDeque;
 
 use crate::api::Tag;
 
+/// Receive numbers are unique per connection (never reused, even across tags), so a finished
+/// receive's number can never be mistaken for a later one's.
 #[derive(Debug, Default)]
 pub(crate) struct Seqs {
-    posted: HashMap<Tag, u64>,
-    matched: HashMap<Tag, u64>,
-    cancelled: HashSet<(Tag, u64)>,
+    next: u64,
+    /// Per tag, the receives not yet matched, in posting order.
+    waiting: Vec<(Tag, VecDeque<u64>)>,
 }
 
 impl Seqs {
     /// Numbers a new receive for `tag`.
     pub(crate) fn post(&mut self, tag: Tag) -> u64 {
-        let n = self.posted.entry(tag).or_insert(0);
-        *n += 1;
-        *n - 1
+        let seq = self.next;
+        self.next += 1;
+        match self.waiting.iter_mut().find(|(t, _)| *t == tag) {
+            Some((_, q)) => q.push_back(seq),
+            None => self.waiting.push((tag, VecDeque::from([seq]))),
+        }
+        seq
     }
 
     /// True when receive `seq` of `tag` is the next to take a message.
     pub(crate) fn is_next(&mut self, tag: Tag, seq: u64) -> bool {
-        let m = self.matched.entry(tag).or_insert(0);
-        while self.cancelled.remove(&(tag, *m)) {
-            *m += 1;
-        }
-        *m == seq
+        self.waiting
+            .iter()
+            .find(|(t, _)| *t == tag)
+            .is_some_and(|(_, q)| q.front() == Some(&seq))
     }
 
-    /// Receive `seq` of `tag` took its message.
+    /// Receive `seq` of `tag` took its message (it must be the next).
     pub(crate) fn take(&mut self, tag: Tag, seq: u64) {
-        debug_assert!(self.matched.get(&tag).copied().unwrap_or(0) == seq);
-        *self.matched.entry(tag).or_insert(0) = seq + 1;
+        self.remove(tag, seq);
     }
 
     /// Receive `seq` of `tag` was dropped before it took a message.
     pub(crate) fn cancel(&mut self, tag: Tag, seq: u64) {
-        let m = self.matched.get(&tag).copied().unwrap_or(0);
-        if seq >= m {
-            self.cancelled.insert((tag, seq));
+        self.remove(tag, seq);
+    }
+
+    fn remove(&mut self, tag: Tag, seq: u64) {
+        if let Some(i) = self.waiting.iter().position(|(t, _)| *t == tag) {
+            let q = &mut self.waiting[i].1;
+            if let Some(j) = q.iter().position(|&s| s == seq) {
+                q.remove(j);
+            }
+            if q.is_empty() {
+                self.waiting.swap_remove(i);
+            }
         }
     }
 }
@@ -65,5 +82,23 @@ mod tests {
         s.take(1, b);
         let d = s.post(1);
         assert!(s.is_next(1, d));
+        s.take(1, d);
+        s.take(2, c);
+        assert!(s.waiting.is_empty(), "settled tags leave no entry");
+        assert!(s.post(1) > d, "numbers are never reused");
+    }
+
+    #[test]
+    fn cancel_of_a_later_receive_waits_its_turn() {
+        let mut s = Seqs::default();
+        let a = s.post(9);
+        let b = s.post(9);
+        let c = s.post(9);
+        s.cancel(9, b);
+        assert!(s.is_next(9, a));
+        s.take(9, a);
+        assert!(s.is_next(9, c));
+        s.take(9, c);
+        assert!(s.waiting.is_empty());
     }
 }

@@ -1,0 +1,643 @@
+//! A `shm` connection: the sending and receiving halves of the ring protocol.
+//!
+//! A record is a 16-byte header (tag, length) followed by the data, padded to 16 bytes, so
+//! headers never straddle the ring's end. A message larger than the free space is streamed:
+//! the producer publishes `head` after every piece and the consumer copies (or hands out)
+//! what is published, so a 1 GiB message passes through a 4 MiB ring.
+//!
+//! Receiving follows one rule: the bytes at the ring's tail belong to the message being read
+//! (`Cur`), whose owner is the receive that matched it, or a spill buffer when the receive
+//! that wants those bytes is not the one being tested (another tag, or an unmatched message),
+//! so testing any receive never waits on another one.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::ring::Mapping;
+use crate::api::Tag;
+use crate::error::{Error, Result};
+use crate::matching::Seqs;
+
+pub(super) const NAME: &str = "shm";
+const HDR: u64 = 16;
+/// Largest message length accepted from a header; anything above is a corrupted ring.
+pub(super) const MAX_MESSAGE: u64 = 1 << 40;
+/// The producer publishes `head` at least this often, so the consumer copies in parallel.
+const PIECE: usize = 64 << 10;
+/// How often a waiting receiver looks for a dead peer process.
+const LIVENESS_EVERY: Duration = Duration::from_millis(100);
+
+/// A spill buffer for a message no receive was ready for; a length that cannot be allocated
+/// is an error, not an abort.
+fn alloc_spill(len: usize) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| Error::TooLarge {
+        transport: NAME,
+        len,
+        limit: isize::MAX as usize,
+    })?;
+    v.resize(len, 0);
+    Ok(v)
+}
+
+fn align16(x: u64) -> u64 {
+    (x + 15) & !15
+}
+
+pub(super) struct Tx {
+    head: u64,
+    tail_cache: u64,
+    /// Sequence number of the next send to post, and of the send allowed to write.
+    next_seq: u64,
+    active: u64,
+    cancelled: Vec<u64>,
+    broken: Option<String>,
+}
+
+struct Spill {
+    data: Vec<u8>,
+    filled: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Owner {
+    /// A receive (copying or zero-copy) identified by (tag, seq).
+    Recv(Tag, u64),
+    /// Spilled into the unexpected queue of its tag (no receive matched yet).
+    Unexpected,
+    /// Matched by (tag, seq) at byte `base`, then spilled because another receive was tested.
+    SpillFor(Tag, u64, usize),
+    /// Skipped: its receive failed (too long) or was dropped.
+    Discard,
+}
+
+struct Cur {
+    tag: Tag,
+    len: usize,
+    done: usize,
+    owner: Owner,
+}
+
+pub(super) struct Rx {
+    tail: u64,
+    published_tail: u64,
+    head_cache: u64,
+    cur: Option<Cur>,
+    pub(super) seqs: Seqs,
+    unexpected: Vec<(Tag, VecDeque<Spill>)>,
+    spilled_for: Vec<((Tag, u64), Spill)>,
+    idle_polls: u32,
+    last_liveness: Option<Instant>,
+    failed: Option<String>,
+}
+
+/// What a pump call does with the bytes of the caller's own message.
+pub(super) enum Sink<'b> {
+    /// Copy into this buffer (a longer message is `Truncated`).
+    Copy(&'b mut [u8]),
+    /// Zero-copy of a message of exactly this length: report published bytes instead of
+    /// consuming them.
+    View(usize),
+}
+
+/// What happened for the caller's own message.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Pumped {
+    /// Not matched yet.
+    Waiting,
+    /// Matched; `done` of `len` bytes are in the caller's buffer (or handed out).
+    Progress { done: usize, len: usize },
+    /// For a view: `len` published bytes at stream position `pos`, message offset `offset`.
+    Visible { pos: u64, offset: usize, len: usize },
+}
+
+/// One end of a shared-memory connection.
+pub struct ShmConnection {
+    pub(super) map: Arc<Mapping>,
+    pub(super) side: usize,
+    pub(super) peer: String,
+    pub(super) peer_pid: u32,
+    pub(super) tx: RefCell<Tx>,
+    pub(super) rx: RefCell<Rx>,
+    pub(super) chunk_out: Cell<bool>,
+}
+
+impl ShmConnection {
+    pub(super) fn new(map: Arc<Mapping>, side: usize, peer: String) -> Self {
+        let peer_pid = map.pid(1 - side).load(Ordering::Acquire);
+        ShmConnection {
+            map,
+            side,
+            peer,
+            peer_pid,
+            tx: RefCell::new(Tx {
+                head: 0,
+                tail_cache: 0,
+                next_seq: 0,
+                active: 0,
+                cancelled: Vec::new(),
+                broken: None,
+            }),
+            rx: RefCell::new(Rx {
+                tail: 0,
+                published_tail: 0,
+                head_cache: 0,
+                cur: None,
+                seqs: Seqs::default(),
+                unexpected: Vec::new(),
+                spilled_for: Vec::new(),
+                idle_polls: 0,
+                last_liveness: None,
+                failed: None,
+            }),
+            chunk_out: Cell::new(false),
+        }
+    }
+
+    fn peer_closed(&self) -> bool {
+        self.map.closed(1 - self.side).load(Ordering::Acquire) != 0
+    }
+
+    pub(super) fn closed_error(&self, during: String) -> Error {
+        Error::PeerClosed {
+            transport: NAME,
+            peer: self.peer.clone(),
+            during,
+        }
+    }
+
+    /// True when the peer process is gone (checked at most every [`LIVENESS_EVERY`]).
+    fn peer_dead(&self, rx: &mut Rx) -> bool {
+        rx.idle_polls += 1;
+        if rx.idle_polls < 1024 {
+            return false;
+        }
+        rx.idle_polls = 0;
+        let now = Instant::now();
+        match rx.last_liveness {
+            Some(t) if now.duration_since(t) < LIVENESS_EVERY => return false,
+            _ => rx.last_liveness = Some(now),
+        }
+        self.peer_pid != 0
+            && self.peer_pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{}", self.peer_pid)).exists()
+    }
+
+    // ---- sending ----
+
+    pub(super) fn post_send(&self) -> Result<u64> {
+        let mut tx = self.tx.borrow_mut();
+        if let Some(why) = &tx.broken {
+            return Err(Error::Broken {
+                transport: NAME,
+                peer: self.peer.clone(),
+                reason: why.clone(),
+            });
+        }
+        tx.next_seq += 1;
+        Ok(tx.next_seq - 1)
+    }
+
+    /// Writes as much of send `seq` as fits. `state` is (header written, data bytes written).
+    /// Returns true when the whole record is in the ring.
+    pub(super) fn push(
+        &self,
+        seq: u64,
+        tag: Tag,
+        buf: &[u8],
+        state: &mut (bool, usize),
+    ) -> Result<bool> {
+        let mut tx = self.tx.borrow_mut();
+        while tx.cancelled.contains(&tx.active) {
+            let a = tx.active;
+            tx.cancelled.retain(|&c| c != a);
+            tx.active += 1;
+        }
+        if tx.active != seq {
+            return Ok(false);
+        }
+        let cap = self.map.ring_bytes as u64;
+        let ring = self.side;
+        let len = buf.len();
+        let padded_end_extra = align16(len as u64) - len as u64;
+        loop {
+            let (header_done, written) = *state;
+            let need: u64 = if !header_done {
+                HDR + (len as u64).min(PIECE as u64)
+            } else if written < len {
+                1
+            } else {
+                padded_end_extra
+            };
+            let mut free = cap - (tx.head - tx.tail_cache);
+            if free < need {
+                tx.tail_cache = self.map.tail(ring).load(Ordering::Acquire);
+                free = cap - (tx.head - tx.tail_cache);
+                if free < need.min(cap) || (!header_done && free < HDR) {
+                    if self.peer_closed() {
+                        return Err(
+                            self.closed_error(format!(" during a {len}-byte send with tag {tag}"))
+                        );
+                    }
+                    return Ok(false);
+                }
+            }
+            let mut head = tx.head;
+            if !header_done {
+                let mut hdr = [0u8; 16];
+                hdr[..8].copy_from_slice(&tag.to_ne_bytes());
+                hdr[8..].copy_from_slice(&(len as u64).to_ne_bytes());
+                // SAFETY: we are this ring's only producer and 16 bytes are free.
+                unsafe { self.map.write(ring, head, &hdr) };
+                head += HDR;
+                free -= HDR;
+                state.0 = true;
+            }
+            let n = (len - state.1).min(free as usize).min(PIECE);
+            if n > 0 {
+                // SAFETY: only producer; n <= free bytes.
+                unsafe { self.map.write(ring, head, &buf[state.1..state.1 + n]) };
+                head += n as u64;
+                free -= n as u64;
+                state.1 += n;
+            }
+            let complete = state.1 == len && free >= padded_end_extra;
+            if complete {
+                head = align16(head);
+            }
+            tx.head = head;
+            self.map.head(ring).store(head, Ordering::Release);
+            if complete {
+                tx.active += 1;
+                return Ok(true);
+            }
+        }
+    }
+
+    /// A send that never reached the ring is skipped; one that partly did breaks the stream.
+    pub(super) fn abandon_send(&self, seq: u64, started: bool) {
+        let mut tx = self.tx.borrow_mut();
+        if started {
+            tx.broken = Some(format!("send #{seq} was dropped half-written"));
+            // The stream is unusable: tell the peer, who will see PeerClosed.
+            self.map.closed(self.side).store(1, Ordering::Release);
+        } else if seq >= tx.active {
+            tx.cancelled.push(seq);
+        }
+    }
+
+    // ---- receiving ----
+
+    /// Takes a fully or partly spilled message for receive (tag, seq), if one is waiting.
+    /// Returns (bytes, filled, complete); an incomplete spill is the message being read, which
+    /// the caller then owns from byte `filled` on.
+    fn take_spill(&self, rx: &mut Rx, tag: Tag, seq: u64) -> Option<(Vec<u8>, usize, bool)> {
+        if let Some(i) = rx.spilled_for.iter().position(|(k, _)| *k == (tag, seq)) {
+            let (_, s) = rx.spilled_for.swap_remove(i);
+            let complete = s.filled == s.data.len();
+            if !complete {
+                if let Some(cur) = rx.cur.as_mut() {
+                    cur.owner = Owner::Recv(tag, seq);
+                }
+            }
+            return Some((s.data, s.filled, complete));
+        }
+        if !rx.seqs.is_next(tag, seq) {
+            return None;
+        }
+        let qi = rx
+            .unexpected
+            .iter()
+            .position(|(t, q)| *t == tag && !q.is_empty())?;
+        let s = rx.unexpected[qi].1.pop_front()?;
+        if rx.unexpected[qi].1.is_empty() {
+            rx.unexpected.swap_remove(qi);
+        }
+        rx.seqs.take(tag, seq);
+        let complete = s.filled == s.data.len();
+        if !complete {
+            // Only the message being read can be incomplete.
+            if let Some(cur) = rx.cur.as_mut() {
+                cur.owner = Owner::Recv(tag, seq);
+            }
+        }
+        Some((s.data, s.filled, complete))
+    }
+
+    pub(super) fn spill_of(&self, tag: Tag, seq: u64) -> Option<(Vec<u8>, usize, bool)> {
+        let mut rx = self.rx.borrow_mut();
+        self.take_spill(&mut rx, tag, seq)
+    }
+
+    /// Advances the receive stream on behalf of receive (tag, seq), which has no spill waiting
+    /// (call `spill_of` first). `matched` says whether it already took its message.
+    pub(super) fn pump(
+        &self,
+        tag: Tag,
+        seq: u64,
+        matched: bool,
+        mut sink: Sink<'_>,
+    ) -> Result<Pumped> {
+        if self.chunk_out.get() {
+            return Ok(if matched {
+                self.progress_of(tag, seq)
+            } else {
+                Pumped::Waiting
+            });
+        }
+        let mut guard = self.rx.borrow_mut();
+        let rx = &mut *guard;
+        if let Some(why) = &rx.failed {
+            return Err(Error::Broken {
+                transport: NAME,
+                peer: self.peer.clone(),
+                reason: why.clone(),
+            });
+        }
+        let ring = 1 - self.side;
+        let me = (tag, seq);
+        if !matched && !rx.seqs.is_next(tag, seq) {
+            // An earlier receive of this tag must take the next message first.
+            return Ok(Pumped::Waiting);
+        }
+        let mut matched = matched;
+        let mut outcome = None;
+        loop {
+            if let Some(cur) = &rx.cur {
+                if cur.done == cur.len {
+                    // All data consumed: skip the padding once the producer published it.
+                    let end = align16(rx.tail);
+                    if rx.head_cache < end {
+                        rx.head_cache = self.map.head(ring).load(Ordering::Acquire);
+                        if rx.head_cache < end {
+                            break;
+                        }
+                    }
+                    if cur.owner == Owner::Recv(tag, seq) {
+                        outcome = Some(Pumped::Progress {
+                            done: cur.len,
+                            len: cur.len,
+                        });
+                    }
+                    rx.tail = end;
+                    rx.cur = None;
+                }
+            }
+            let Some(cur) = rx.cur.as_mut() else {
+                if matched || !rx.seqs.is_next(tag, seq) {
+                    // Done, or an earlier receive of this tag is owed the next message: do not
+                    // read ahead on its behalf.
+                    break;
+                }
+                if rx.head_cache - rx.tail < HDR {
+                    rx.head_cache = self.map.head(ring).load(Ordering::Acquire);
+                    if rx.head_cache - rx.tail < HDR {
+                        break;
+                    }
+                }
+                let mut hdr = [0u8; 16];
+                // SAFETY: 16 published bytes at tail; we are the only consumer.
+                unsafe { self.map.read(ring, rx.tail, &mut hdr) };
+                let t = u64::from_ne_bytes(hdr[..8].try_into().unwrap_or_default());
+                let len = u64::from_ne_bytes(hdr[8..].try_into().unwrap_or_default());
+                if len > MAX_MESSAGE {
+                    let why = format!(
+                        "record header claims {len} bytes (limit {MAX_MESSAGE}): ring corrupted"
+                    );
+                    rx.failed = Some(why.clone());
+                    return Err(Error::BadFrame {
+                        transport: NAME,
+                        peer: self.peer.clone(),
+                        reason: why,
+                    });
+                }
+                let len = len as usize;
+                rx.tail += HDR;
+                if t != tag {
+                    let spill = Spill {
+                        data: alloc_spill(len)?,
+                        filled: 0,
+                    };
+                    match rx.unexpected.iter_mut().find(|(u, _)| *u == t) {
+                        Some((_, q)) => q.push_back(spill),
+                        None => rx.unexpected.push((t, VecDeque::from([spill]))),
+                    }
+                    rx.cur = Some(Cur {
+                        tag: t,
+                        len,
+                        done: 0,
+                        owner: Owner::Unexpected,
+                    });
+                    continue;
+                }
+                rx.seqs.take(tag, seq);
+                matched = true;
+                let wrong = match &sink {
+                    Sink::Copy(buf) if len > buf.len() => Some(Error::Truncated {
+                        transport: NAME,
+                        peer: self.peer.clone(),
+                        tag,
+                        message: len,
+                        buffer: buf.len(),
+                    }),
+                    Sink::View(want) if len != *want => Some(Error::SizeMismatch {
+                        transport: NAME,
+                        peer: self.peer.clone(),
+                        tag,
+                        message: len,
+                        expected: *want,
+                    }),
+                    _ => None,
+                };
+                let owner = if wrong.is_some() {
+                    Owner::Discard
+                } else {
+                    Owner::Recv(tag, seq)
+                };
+                rx.cur = Some(Cur {
+                    tag,
+                    len,
+                    done: 0,
+                    owner,
+                });
+                if let Some(e) = wrong {
+                    self.publish_tail(rx);
+                    return Err(e);
+                }
+                continue;
+            };
+            // Move data of the current record.
+            let mut avail = rx.head_cache - rx.tail;
+            if avail == 0 {
+                rx.head_cache = self.map.head(ring).load(Ordering::Acquire);
+                avail = rx.head_cache - rx.tail;
+                if avail == 0 {
+                    break;
+                }
+            }
+            let n = (avail as usize).min(cur.len - cur.done);
+            match (cur.owner, &mut sink) {
+                (Owner::Recv(t, s), Sink::Copy(buf)) if (t, s) == me => {
+                    // SAFETY: n published, unreleased bytes at tail; we are the only consumer.
+                    unsafe {
+                        self.map
+                            .read(ring, rx.tail, &mut buf[cur.done..cur.done + n])
+                    };
+                    cur.done += n;
+                    rx.tail += n as u64;
+                }
+                (Owner::Recv(t, s), Sink::View(_)) if (t, s) == me => {
+                    let at = (rx.tail % self.map.ring_bytes as u64) as usize;
+                    let n = n.min(self.map.ring_bytes - at);
+                    outcome = Some(Pumped::Visible {
+                        pos: rx.tail,
+                        offset: cur.done,
+                        len: n,
+                    });
+                    break;
+                }
+                (Owner::Recv(t, s), _) => {
+                    // Its receive is not the one being tested: keep the stream moving.
+                    let data = alloc_spill(cur.len - cur.done)?;
+                    rx.spilled_for.push(((t, s), Spill { data, filled: 0 }));
+                    cur.owner = Owner::SpillFor(t, s, cur.done);
+                }
+                (Owner::SpillFor(t, s, base), _) => {
+                    if let Some((_, sp)) = rx.spilled_for.iter_mut().find(|(k, _)| *k == (t, s)) {
+                        let from = cur.done - base;
+                        // SAFETY: as above.
+                        unsafe { self.map.read(ring, rx.tail, &mut sp.data[from..from + n]) };
+                        sp.filled = from + n;
+                    }
+                    cur.done += n;
+                    rx.tail += n as u64;
+                }
+                (Owner::Unexpected, _) => {
+                    let t = cur.tag;
+                    if let Some(sp) = rx
+                        .unexpected
+                        .iter_mut()
+                        .find(|(u, _)| *u == t)
+                        .and_then(|(_, q)| q.back_mut())
+                    {
+                        // SAFETY: as above.
+                        unsafe {
+                            self.map
+                                .read(ring, rx.tail, &mut sp.data[cur.done..cur.done + n])
+                        };
+                        sp.filled = cur.done + n;
+                    }
+                    cur.done += n;
+                    rx.tail += n as u64;
+                }
+                (Owner::Discard, _) => {
+                    cur.done += n;
+                    rx.tail += n as u64;
+                }
+            }
+        }
+        self.publish_tail(rx);
+        let outcome = match outcome {
+            Some(o) => o,
+            None if matched => match &rx.cur {
+                Some(c) if c.owner == Owner::Recv(tag, seq) => Pumped::Progress {
+                    done: c.done,
+                    len: c.len,
+                },
+                // Our record was finished in an earlier call (complete) or spilled.
+                _ => Pumped::Waiting,
+            },
+            None => Pumped::Waiting,
+        };
+        let stalled = match outcome {
+            Pumped::Waiting => true,
+            Pumped::Progress { done, len } => done < len,
+            Pumped::Visible { .. } => false,
+        };
+        if stalled {
+            self.check_peer(rx, Some(me))?;
+        } else {
+            rx.idle_polls = 0;
+        }
+        Ok(outcome)
+    }
+
+    fn progress_of(&self, tag: Tag, seq: u64) -> Pumped {
+        match &self.rx.borrow().cur {
+            Some(c) if c.owner == Owner::Recv(tag, seq) => Pumped::Progress {
+                done: c.done,
+                len: c.len,
+            },
+            _ => Pumped::Waiting,
+        }
+    }
+
+    fn publish_tail(&self, rx: &mut Rx) {
+        if rx.tail != rx.published_tail {
+            self.map
+                .tail(1 - self.side)
+                .store(rx.tail, Ordering::Release);
+            rx.published_tail = rx.tail;
+        }
+    }
+
+    /// With nothing to read: is the peer gone for good?
+    fn check_peer(&self, rx: &mut Rx, me: Option<(Tag, u64)>) -> Result<()> {
+        let closed = self.peer_closed() || self.peer_dead(rx);
+        if !closed {
+            return Ok(());
+        }
+        // Data published before the close flag is visible now: only fail when none is left.
+        let head = self.map.head(1 - self.side).load(Ordering::Acquire);
+        if head != rx.tail {
+            return Ok(());
+        }
+        let during = match (me, &rx.cur) {
+            (_, Some(c)) => format!(
+                " during a {}-byte message with tag {} ({} received)",
+                c.len, c.tag, c.done
+            ),
+            (Some((t, _)), None) => format!(" while a receive with tag {t} was waiting"),
+            _ => String::new(),
+        };
+        Err(self.closed_error(during))
+    }
+
+    /// Called when a zero-copy chunk of `n` bytes is dropped.
+    pub(super) fn release_chunk(&self, n: usize) {
+        let mut rx = self.rx.borrow_mut();
+        rx.tail += n as u64;
+        if let Some(cur) = rx.cur.as_mut() {
+            cur.done += n;
+        }
+        self.publish_tail(&mut rx);
+        self.chunk_out.set(false);
+    }
+
+    /// A receive that matched (or not) is dropped before completing.
+    pub(super) fn abandon_recv(&self, tag: Tag, seq: u64, matched: bool) {
+        let mut rx = self.rx.borrow_mut();
+        if !matched {
+            rx.seqs.cancel(tag, seq);
+            return;
+        }
+        rx.spilled_for.retain(|(k, _)| *k != (tag, seq));
+        if let Some(cur) = rx.cur.as_mut() {
+            match cur.owner {
+                Owner::Recv(t, s) | Owner::SpillFor(t, s, _) if (t, s) == (tag, seq) => {
+                    cur.owner = Owner::Discard
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Drop for ShmConnection {
+    fn drop(&mut self) {
+        self.map.closed(self.side).store(1, Ordering::Release);
+    }
+}

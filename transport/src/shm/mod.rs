@@ -1,0 +1,673 @@
+//! `shm`: shared memory between ranks on one node (processes or threads).
+//!
+//! A connection is one file in a listener's directory under `OXCCL_SHM_DIR` (default
+//! `/dev/shm`), mapped by both ends with `memmap2` and unlinked as soon as both have it
+//! mapped, so nothing is left behind even if a rank crashes later. It holds two
+//! single-producer single-consumer byte rings (one per direction, `OXCCL_SHM_RING_BYTES`
+//! each, default 4 MiB) with cache-line-separated head and tail counters ([`ring`] has the
+//! layout). Sends copy into the ring, receives copy out of it — or, with `irecv_view`, hand
+//! out slices of the ring itself that are given back to the sender when dropped (zero-copy).
+//!
+//! Setup is a file handshake: `connect` creates and initialises the file under a temporary
+//! name and renames it into the listener's directory; `poll_accept` finds it, checks its header,
+//! maps it, unlinks it and marks it accepted; the dialer's pending connection sees the mark.
+//! The address carries the boot id, so a connect from another machine is an error, not a hang.
+//!
+//! Peer death: `close` or drop sets a flag in the file; a process that dies without either is
+//! noticed through `/proc/<pid>` within about 100 ms of a receive waiting on it.
+
+mod conn;
+mod ring;
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use conn::ShmConnection;
+use conn::{Pumped, Sink, NAME};
+use ring::{Mapping, STATE_ACCEPTED};
+
+use crate::api::{
+    Address, Chunk, Connection, Listener, PendingConnection, Post, RecvView, Release, Request,
+    Setup, Tag, Transport,
+};
+use crate::error::{Error, Result};
+use crate::region::HostRegion;
+
+/// Default ring size per direction.
+pub const DEFAULT_RING_BYTES: usize = 4 << 20;
+
+/// Configuration of the shared-memory transport.
+#[derive(Debug, Clone)]
+pub struct ShmConfig {
+    /// Directory for connection files (`OXCCL_SHM_DIR`; default `/dev/shm`, else the temp dir).
+    pub dir: PathBuf,
+    /// Bytes per ring and direction, a power of two from 4 KiB to 1 GiB
+    /// (`OXCCL_SHM_RING_BYTES`, default 4 MiB).
+    pub ring_bytes: usize,
+}
+
+impl Default for ShmConfig {
+    fn default() -> Self {
+        let dev_shm = Path::new("/dev/shm");
+        ShmConfig {
+            dir: if dev_shm.is_dir() {
+                dev_shm.to_path_buf()
+            } else {
+                std::env::temp_dir()
+            },
+            ring_bytes: DEFAULT_RING_BYTES,
+        }
+    }
+}
+
+impl ShmConfig {
+    /// Defaults overridden by `OXCCL_SHM_DIR` and `OXCCL_SHM_RING_BYTES`.
+    pub fn from_env() -> Result<Self> {
+        let mut c = ShmConfig::default();
+        if let Ok(d) = std::env::var("OXCCL_SHM_DIR") {
+            c.dir = PathBuf::from(d);
+        }
+        if let Ok(v) = std::env::var("OXCCL_SHM_RING_BYTES") {
+            c.ring_bytes = v.trim().parse().map_err(|_| Error::Config {
+                var: "OXCCL_SHM_RING_BYTES",
+                value: v.clone(),
+                reason: "expected a number of bytes".into(),
+            })?;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let r = self.ring_bytes;
+        if !r.is_power_of_two() || !(4096..=1 << 30).contains(&r) {
+            return Err(Error::Config {
+                var: "OXCCL_SHM_RING_BYTES",
+                value: r.to_string(),
+                reason: "must be a power of two from 4096 to 1073741824".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The shared-memory transport.
+#[derive(Debug, Clone)]
+pub struct Shm {
+    config: ShmConfig,
+}
+
+impl Shm {
+    /// With [`ShmConfig::from_env`].
+    pub fn from_env() -> Result<Self> {
+        Ok(Shm {
+            config: ShmConfig::from_env()?,
+        })
+    }
+
+    /// With an explicit configuration.
+    pub fn with_config(config: ShmConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Shm { config })
+    }
+}
+
+fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}{}-{n}-{t:08x}", std::process::id())
+}
+
+/// Where a shared-memory listener is: its host's boot id and its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShmAddress {
+    boot_id: String,
+    dir: PathBuf,
+}
+
+impl std::fmt::Display for ShmAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "shm:{}", self.dir.display())
+    }
+}
+
+const ADDR_MAGIC: &[u8; 4] = b"oxsm";
+
+impl Address for ShmAddress {
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut v = ADDR_MAGIC.to_vec();
+        v.push(self.boot_id.len() as u8);
+        v.extend_from_slice(self.boot_id.as_bytes());
+        v.extend_from_slice(self.dir.as_os_str().as_bytes());
+        v
+    }
+    fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let bad = |reason: &str| Error::BadAddress {
+            transport: NAME,
+            reason: reason.to_string(),
+        };
+        let rest = bytes
+            .strip_prefix(&ADDR_MAGIC[..])
+            .ok_or_else(|| bad("missing \"oxsm\" prefix"))?;
+        let (&n, rest) = rest.split_first().ok_or_else(|| bad("truncated"))?;
+        if rest.len() < n as usize {
+            return Err(bad("truncated boot id"));
+        }
+        let boot_id =
+            std::str::from_utf8(&rest[..n as usize]).map_err(|_| bad("boot id is not UTF-8"))?;
+        let dir = &rest[n as usize..];
+        if dir.first() != Some(&b'/') || dir.contains(&0) {
+            return Err(bad("directory must be an absolute path without NUL"));
+        }
+        Ok(ShmAddress {
+            boot_id: boot_id.to_string(),
+            dir: PathBuf::from(OsString::from_vec(dir.to_vec())),
+        })
+    }
+}
+
+/// A listening directory; removed (with any unaccepted files) on drop.
+pub struct ShmListener {
+    addr: ShmAddress,
+}
+
+impl Drop for ShmListener {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.addr.dir);
+    }
+}
+
+fn open_mapping(path: &Path) -> std::result::Result<(Mapping, u64), String> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("open: {e}"))?;
+    let flen = file.metadata().map_err(|e| format!("stat: {e}"))?.len();
+    let mut header = [0u8; 24];
+    std::io::Read::read_exact(&mut &file, &mut header)
+        .map_err(|e| format!("reading the header: {e}"))?;
+    let rb = Mapping::header_ring_bytes(&header).ok_or("wrong magic")?;
+    if !rb.is_power_of_two() || rb > 1 << 30 || ring::file_len(rb as usize) as u64 != flen {
+        return Err(format!("ring size {rb} does not fit a {flen}-byte file"));
+    }
+    let map =
+        Mapping::map(&file, rb as usize, &path.display().to_string()).map_err(|e| e.to_string())?;
+    map.validate()?;
+    Ok((map, rb))
+}
+
+impl Listener for ShmListener {
+    type Address = ShmAddress;
+    type Pending = ShmPending;
+
+    fn address(&self) -> ShmAddress {
+        self.addr.clone()
+    }
+
+    fn poll_accept(&mut self) -> Result<Option<ShmPending>> {
+        let entries = fs::read_dir(&self.addr.dir)
+            .map_err(|e| Error::io(NAME, format!("listing {}", self.addr.dir.display()), e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !name.as_bytes().starts_with(b"conn-") {
+                continue;
+            }
+            let path = entry.path();
+            let opened = open_mapping(&path);
+            // Whatever happens, the file leaves the directory: both ends keep their mapping.
+            let _ = fs::remove_file(&path);
+            match opened {
+                Ok((map, _)) => {
+                    map.pid(1).store(std::process::id(), Ordering::Relaxed);
+                    map.state().store(STATE_ACCEPTED, Ordering::Release);
+                    let peer = format!(
+                        "{}/{} (pid {})",
+                        self.addr,
+                        name.to_string_lossy(),
+                        map.pid(0).load(Ordering::Relaxed)
+                    );
+                    let conn = ShmConnection::new(Arc::new(map), 1, peer);
+                    return Ok(Some(ShmPending(PendingState::Accepted(Box::new(conn)))));
+                }
+                Err(why) => {
+                    tracing::warn!(file = %path.display(), %why, "shm: ignoring a bad connection file")
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A shared-memory connection in setup.
+pub struct ShmPending(PendingState);
+
+enum PendingState {
+    Dialing(Dial),
+    Accepted(Box<ShmConnection>),
+}
+
+struct Dial {
+    map: Option<Arc<Mapping>>,
+    path: PathBuf,
+    addr: ShmAddress,
+}
+
+impl Drop for Dial {
+    fn drop(&mut self) {
+        if let Some(map) = self.map.take() {
+            // Given up before acceptance: withdraw the file and tell a late acceptor.
+            map.closed(0).store(1, Ordering::Release);
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl PendingConnection for ShmPending {
+    type Connection = ShmConnection;
+    fn poll(self) -> Result<Setup<ShmConnection, Self>> {
+        match self.0 {
+            PendingState::Accepted(c) => Ok(Setup::Connected(*c)),
+            PendingState::Dialing(mut d) => {
+                let accepted = d
+                    .map
+                    .as_ref()
+                    .is_some_and(|m| m.state().load(Ordering::Acquire) == STATE_ACCEPTED);
+                if accepted {
+                    let map = d.map.take().ok_or_else(|| Error::Usage {
+                        transport: NAME,
+                        reason: "pending connection polled after failure".into(),
+                    })?;
+                    let peer = format!("{} (pid {})", d.addr, map.pid(1).load(Ordering::Relaxed));
+                    return Ok(Setup::Connected(ShmConnection::new(map, 0, peer)));
+                }
+                if !d.addr.dir.is_dir() {
+                    return Err(Error::ConnectFailed {
+                        transport: NAME,
+                        addr: d.addr.to_string(),
+                        reason: "the listener went away before accepting".into(),
+                    });
+                }
+                Ok(Setup::Pending(ShmPending(PendingState::Dialing(d))))
+            }
+        }
+    }
+}
+
+impl Transport for Shm {
+    type Address = ShmAddress;
+    type Listener = ShmListener;
+    type Pending = ShmPending;
+    type Connection = ShmConnection;
+    type Region = HostRegion;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn listen(&self) -> Result<ShmListener> {
+        let dir = self.config.dir.join(unique("oxccl-shm-"));
+        fs::create_dir(&dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::AddrInUse {
+                transport: NAME,
+                addr: dir.display().to_string(),
+                source: e,
+            },
+            _ => Error::io(NAME, format!("creating {}", dir.display()), e),
+        })?;
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| Error::io(NAME, format!("resolving {}", dir.display()), e))?;
+        Ok(ShmListener {
+            addr: ShmAddress {
+                boot_id: boot_id(),
+                dir,
+            },
+        })
+    }
+
+    fn connect(&self, addr: &ShmAddress) -> Result<ShmPending> {
+        let fail = |reason: String| Error::ConnectFailed {
+            transport: NAME,
+            addr: addr.to_string(),
+            reason,
+        };
+        let mine = boot_id();
+        if !addr.boot_id.is_empty() && !mine.is_empty() && addr.boot_id != mine {
+            return Err(fail(format!(
+                "the listener is on another machine (boot id {})",
+                addr.boot_id
+            )));
+        }
+        if !addr.dir.is_dir() {
+            return Err(fail("no listener there (directory missing)".into()));
+        }
+        let name = unique("");
+        let tmp = addr.dir.join(format!(".tmp-{name}"));
+        let path = addr.dir.join(format!("conn-{name}"));
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| fail(format!("creating {}: {e}", tmp.display())))?;
+        let built = (|| {
+            file.set_len(ring::file_len(self.config.ring_bytes) as u64)
+                .map_err(|e| Error::io(NAME, format!("sizing {}", tmp.display()), e))?;
+            let map = Mapping::map(&file, self.config.ring_bytes, &tmp.display().to_string())?;
+            map.init(std::process::id());
+            fs::rename(&tmp, &path)
+                .map_err(|e| Error::io(NAME, format!("publishing {}", path.display()), e))?;
+            Ok(map)
+        })();
+        match built {
+            Ok(map) => Ok(ShmPending(PendingState::Dialing(Dial {
+                map: Some(Arc::new(map)),
+                path,
+                addr: addr.clone(),
+            }))),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    fn register(&self, len: usize) -> Result<HostRegion> {
+        HostRegion::new(len)
+    }
+}
+
+impl Release for ShmConnection {
+    fn release(&self, token: usize) {
+        self.release_chunk(token);
+    }
+}
+
+impl Connection for ShmConnection {
+    type SendRequest<'a> = ShmSend<'a>;
+    type RecvRequest<'a> = ShmRecv<'a>;
+    type RecvView<'a> = ShmView<'a>;
+
+    fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    fn isend<'a>(&'a self, tag: Tag, buf: &'a [u8]) -> Result<Post<ShmSend<'a>, &'a [u8]>> {
+        let seq = self.post_send()?;
+        let mut req = ShmSend {
+            conn: self,
+            tag,
+            buf,
+            seq,
+            state: (false, 0),
+            done: false,
+        };
+        // Eager: a message that fits leaves now, and the request is already complete.
+        req.done = self.push(seq, tag, buf, &mut req.state)?;
+        Ok(Post::Posted(req))
+    }
+
+    fn irecv<'a>(&'a self, tag: Tag, buf: &'a mut [u8]) -> Result<Post<ShmRecv<'a>, &'a mut [u8]>> {
+        let seq = self.rx.borrow_mut().seqs.post(tag);
+        Ok(Post::Posted(ShmRecv {
+            conn: self,
+            tag,
+            seq,
+            buf,
+            matched: false,
+            done: 0,
+            result: None,
+            failed: false,
+        }))
+    }
+
+    fn irecv_view(&self, tag: Tag, len: usize) -> Result<Option<ShmView<'_>>> {
+        let seq = self.rx.borrow_mut().seqs.post(tag);
+        Ok(Some(ShmView {
+            conn: self,
+            tag,
+            seq,
+            len,
+            matched: false,
+            handed: 0,
+            local: None,
+            failed: false,
+        }))
+    }
+
+    fn close(self) -> Result<()> {
+        drop(self);
+        Ok(())
+    }
+}
+
+/// A posted shared-memory send.
+#[must_use = "a request does nothing unless tested"]
+pub struct ShmSend<'a> {
+    conn: &'a ShmConnection,
+    tag: Tag,
+    buf: &'a [u8],
+    seq: u64,
+    state: (bool, usize),
+    done: bool,
+}
+
+impl Request for ShmSend<'_> {
+    fn test(&mut self) -> Result<Option<usize>> {
+        if !self.done {
+            self.done = self
+                .conn
+                .push(self.seq, self.tag, self.buf, &mut self.state)?;
+        }
+        Ok(self.done.then_some(self.buf.len()))
+    }
+}
+
+impl Drop for ShmSend<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.abandon_send(self.seq, self.state.0);
+        }
+    }
+}
+
+/// A posted shared-memory receive into a caller buffer.
+#[must_use = "a request does nothing unless tested"]
+pub struct ShmRecv<'a> {
+    conn: &'a ShmConnection,
+    tag: Tag,
+    seq: u64,
+    buf: &'a mut [u8],
+    matched: bool,
+    done: usize,
+    result: Option<usize>,
+    failed: bool,
+}
+
+impl ShmRecv<'_> {
+    fn step(&mut self) -> Result<Option<usize>> {
+        if let Some((data, filled, complete)) = self.conn.spill_of(self.tag, self.seq) {
+            self.matched = true;
+            let total = self.done + data.len();
+            if total > self.buf.len() {
+                self.conn.abandon_recv(self.tag, self.seq, true);
+                return Err(Error::Truncated {
+                    transport: NAME,
+                    peer: self.conn.peer.clone(),
+                    tag: self.tag,
+                    message: total,
+                    buffer: self.buf.len(),
+                });
+            }
+            self.buf[self.done..self.done + filled].copy_from_slice(&data[..filled]);
+            self.done += filled;
+            if complete {
+                return Ok(Some(total));
+            }
+        }
+        match self
+            .conn
+            .pump(self.tag, self.seq, self.matched, Sink::Copy(self.buf))?
+        {
+            Pumped::Progress { done, len } => {
+                self.matched = true;
+                self.done = done;
+                Ok((done == len).then_some(len))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+impl Request for ShmRecv<'_> {
+    fn test(&mut self) -> Result<Option<usize>> {
+        if let Some(n) = self.result {
+            return Ok(Some(n));
+        }
+        if self.failed {
+            return Err(Error::Usage {
+                transport: NAME,
+                reason: "test called again on a failed receive".into(),
+            });
+        }
+        match self.step() {
+            Ok(r) => {
+                self.result = r;
+                Ok(r)
+            }
+            Err(e) => {
+                // Every error path above has settled the message (taken, discarded or spilled).
+                self.failed = true;
+                self.matched = true;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for ShmRecv<'_> {
+    fn drop(&mut self) {
+        if self.result.is_none() && !self.failed {
+            self.conn.abandon_recv(self.tag, self.seq, self.matched);
+        }
+    }
+}
+
+/// A posted zero-copy receive: chunks point into the ring.
+#[must_use = "a request does nothing unless tested"]
+pub struct ShmView<'a> {
+    conn: &'a ShmConnection,
+    tag: Tag,
+    seq: u64,
+    len: usize,
+    matched: bool,
+    handed: usize,
+    /// Bytes that arrived before this view was tested (spilled): (data, filled, complete,
+    /// message offset of data[0]).
+    local: Option<(Vec<u8>, usize, bool, usize)>,
+    failed: bool,
+}
+
+impl RecvView for ShmView<'_> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn received(&self) -> usize {
+        self.handed
+    }
+    fn is_complete(&self) -> bool {
+        self.matched && self.handed == self.len
+    }
+    fn next_chunk(&mut self) -> Result<Option<Chunk<'_>>> {
+        if self.failed {
+            return Err(Error::Usage {
+                transport: NAME,
+                reason: "next_chunk called again on a failed view".into(),
+            });
+        }
+        if self.is_complete() {
+            self.local = None;
+            return Ok(None);
+        }
+        if self.local.is_none() {
+            if let Some((data, filled, complete)) = self.conn.spill_of(self.tag, self.seq) {
+                self.matched = true;
+                let total = self.handed + data.len();
+                if total != self.len {
+                    self.failed = true;
+                    self.conn.abandon_recv(self.tag, self.seq, true);
+                    return Err(Error::SizeMismatch {
+                        transport: NAME,
+                        peer: self.conn.peer.clone(),
+                        tag: self.tag,
+                        message: total,
+                        expected: self.len,
+                    });
+                }
+                self.local = Some((data, filled, complete, self.handed));
+            }
+        }
+        if let Some((filled, complete, base)) = self.local.as_ref().map(|l| (l.1, l.2, l.3)) {
+            let from = self.handed - base;
+            if from < filled {
+                self.handed = base + filled;
+                let data = self.local.as_ref().map_or(&[][..], |l| &l.0[from..filled]);
+                return Ok(Some(Chunk::new(base + from, data)));
+            }
+            if complete || self.handed == self.len {
+                return Ok(None);
+            }
+            // The rest streams through the ring, which this view owns again.
+            self.local = None;
+        }
+        let pumped = self
+            .conn
+            .pump(self.tag, self.seq, self.matched, Sink::View(self.len));
+        match pumped {
+            Err(e) => {
+                self.failed = true;
+                self.matched = true;
+                Err(e)
+            }
+            Ok(Pumped::Waiting) => Ok(None),
+            Ok(Pumped::Progress { done, .. }) => {
+                self.matched = true;
+                self.handed = done;
+                Ok(None)
+            }
+            Ok(Pumped::Visible { pos, offset, len }) => {
+                self.matched = true;
+                self.handed = offset + len;
+                self.conn.chunk_out.set(true);
+                // SAFETY: the bytes are published and unreleased; `chunk_out` stops every other
+                // receive of this connection from moving the tail until the chunk is dropped,
+                // and the chunk cannot outlive `self` (which borrows the connection).
+                let data = unsafe { self.conn.map.view(1 - self.conn.side, pos, len) };
+                Ok(Some(Chunk::with_release(offset, data, self.conn, len)))
+            }
+        }
+    }
+}
+
+impl Drop for ShmView<'_> {
+    fn drop(&mut self) {
+        if !self.failed && !self.is_complete() {
+            self.conn.abandon_recv(self.tag, self.seq, self.matched);
+        }
+    }
+}
