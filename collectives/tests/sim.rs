@@ -233,11 +233,22 @@ fn rhd_matches_closed_form_power_of_two_and_not() {
             let n = n as f64;
             let frac = (ppf - 1.0) / ppf;
             let mut t = 2.0 * lg * a + 2.0 * frac * n * b + frac * n * g;
-            if pp != p {
+            if pp == p {
+                close(r.time, t, 0.01, &format!("rhd p={p} n={n}"));
+            } else {
                 // fold in (alpha + n beta + n gamma), hand back (alpha + n beta)
                 t += 2.0 * a + 2.0 * n * b + n * g;
+                // Here rank r - p' receives the fold while its partner's first half-vector
+                // heads for the same NIC: the closed form ignores that contention, which
+                // costs at most n/2 beta. (The library's rhd folds the other way round and
+                // meets the formula within 1%: see sim_algorithms.rs.)
+                assert!(r.time >= t * 0.999_999, "rhd p={p} n={n}: {} < {t}", r.time);
+                assert!(
+                    r.time <= (t + 0.5 * n * b) * 1.000_001,
+                    "rhd p={p} n={n}: {} > {t} + n/2 beta",
+                    r.time
+                );
             }
-            close(r.time, t, 0.01, &format!("rhd p={p} n={n}"));
         }
     }
 }

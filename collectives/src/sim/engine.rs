@@ -185,7 +185,9 @@ struct Sim<'a> {
     busy: Vec<f64>,
     pairs: HashMap<u64, VecDeque<Entry>, BuildHasherDefault<PairHasher>>,
     heap: BinaryHeap<Reverse<(u64, u64)>>,
-    ready: Vec<u64>,
+    /// Events due now, in the order they were raised (same-time events are served FIFO, so
+    /// rank 0's message posted at t takes a link before rank 2's posted at t).
+    ready: VecDeque<u64>,
     now: f64,
     finished: usize,
     messages: u64,
@@ -232,7 +234,7 @@ pub fn simulate_with_progress(
         busy: vec![0.0; net.links()],
         pairs: HashMap::default(),
         heap: BinaryHeap::with_capacity(4 * p),
-        ready: Vec::with_capacity(64),
+        ready: VecDeque::with_capacity(64),
         now: 0.0,
         finished: 0,
         messages: 0,
@@ -241,11 +243,11 @@ pub fn simulate_with_progress(
         copy: net.copy_s_per_byte(),
     };
     for r in 0..p {
-        sim.ready.push(pack(STEP, r, 0));
+        sim.ready.push_back(pack(STEP, r, 0));
     }
     let mut events = 0u64;
     loop {
-        let ev = if let Some(ev) = sim.ready.pop() {
+        let ev = if let Some(ev) = sim.ready.pop_front() {
             ev
         } else if let Some(Reverse((t, ev))) = sim.heap.pop() {
             sim.now = f64::from_bits(t);
@@ -357,7 +359,7 @@ impl Sim<'_> {
     #[inline]
     fn at(&mut self, t: f64, ev: u64) {
         if t <= self.now {
-            self.ready.push(ev);
+            self.ready.push_back(ev);
         } else {
             self.heap.push(Reverse((t.to_bits(), ev)));
         }
