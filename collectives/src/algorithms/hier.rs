@@ -13,7 +13,7 @@
 //! `k` blocks each. That is not rank order, so reduce-scatter and all-gather report it in
 //! `Schedule::owned`.
 
-use super::ring::{ring_stages, RingKind};
+use super::ring::{ring_table, RingKind};
 use super::{wavefront, Built};
 use crate::schedule::{Blocks, Collective, Program, Rank};
 
@@ -62,8 +62,9 @@ pub(super) fn build(collective: Collective, dims: &[usize], k: usize) -> Built {
             let segs: Vec<Blocks> = (0..d as u32)
                 .map(|x| Blocks::new(whole.start + x * part, part))
                 .collect();
-            for (table, &rank) in ring_stages(kind, &members, &segs).iter().zip(&members) {
-                wavefront(&mut programs[rank as usize], std::slice::from_ref(table), k);
+            for (i, &rank) in members.iter().enumerate() {
+                let table = ring_table(kind, &members, &segs, i);
+                wavefront(&mut programs[rank as usize], &mut [table], k);
             }
         }
     }

@@ -223,16 +223,30 @@ impl FromStr for Algorithm {
 /// What every builder returns: block count, owned ranges (reduce-scatter, all-gather), programs.
 type Built = (usize, Vec<Blocks>, Vec<Program>);
 
-/// One rank's ops for one chunk, indexed by stage. Op blocks name the whole segment (all chunks);
-/// [`wavefront`] narrows them to one chunk.
-pub(crate) type StageTable = Vec<Vec<Op>>;
+/// One rank's ops for one chunk, by stage. Op blocks name the whole segment (all chunks);
+/// [`wavefront`] narrows them to one chunk. Stored sparse, as (stage, op) pairs in the order
+/// added, because a chain rank acts at one stage of `p` and a 4096-rank schedule must stay small.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StageTable {
+    ops: Vec<(usize, Op)>,
+}
+
+impl StageTable {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// The ops at `stage` (the table sorted by stage).
+    fn at(&self, stage: usize) -> &[(usize, Op)] {
+        let lo = self.ops.partition_point(|e| e.0 < stage);
+        let hi = self.ops.partition_point(|e| e.0 <= stage);
+        &self.ops[lo..hi]
+    }
+}
 
 /// Adds `op` at `stage` of `table`.
 pub(crate) fn put(table: &mut StageTable, stage: usize, op: Op) {
-    if table.len() <= stage {
-        table.resize_with(stage + 1, Vec::new);
-    }
-    table[stage].push(op);
+    table.ops.push((stage, op));
 }
 
 /// Chunk `c` of `k` of a segment (the segment's length is a multiple of `k`).
@@ -257,35 +271,46 @@ fn with_blocks(op: Op, blocks: Blocks) -> Op {
 /// the ops of stage `t - c`. Chunks are listed last first (earliest stage first), so that a
 /// chunk's plain sends come before the forwards of older chunks to the same peer: an executor
 /// that posts plain sends when a step begins then keeps program order.
-pub(crate) fn wavefront(program: &mut Program, lanes: &[StageTable], k: usize) {
-    let stages = lanes.iter().map(Vec::len).max().unwrap_or(0);
-    if stages == 0 {
-        return;
+pub(crate) fn wavefront(program: &mut Program, lanes: &mut [StageTable], k: usize) {
+    for lane in lanes.iter_mut() {
+        // Stable: ops of one stage keep the order they were added in.
+        lane.ops.sort_by_key(|e| e.0);
     }
-    for t in 0..stages + k - 1 {
-        let mut ops = Vec::new();
-        for c in (t.saturating_sub(stages - 1)..k.min(t + 1)).rev() {
-            for lane in lanes {
-                if let Some(stage) = lane.get(t - c) {
-                    ops.extend(
-                        stage
-                            .iter()
-                            .map(|&op| with_blocks(op, chunk(op.blocks(), c, k))),
-                    );
-                }
+    let first = lanes
+        .iter()
+        .filter_map(|l| l.ops.first())
+        .map(|e| e.0)
+        .min();
+    let last = lanes.iter().filter_map(|l| l.ops.last()).map(|e| e.0).max();
+    let (Some(first), Some(last)) = (first, last) else {
+        return;
+    };
+    let mut ops = Vec::new();
+    for t in first..last + k {
+        // Chunks whose stage t - c lies in first..=last, newest first.
+        for c in (t.saturating_sub(last)..=(t - first).min(k - 1)).rev() {
+            for lane in lanes.iter() {
+                ops.extend(
+                    lane.at(t - c)
+                        .iter()
+                        .map(|&(_, op)| with_blocks(op, chunk(op.blocks(), c, k))),
+                );
             }
         }
-        program.push_step(ops);
+        // An empty step does nothing; matching is per pair, not by step number.
+        if !ops.is_empty() {
+            program.push_step(ops.drain(..));
+        }
     }
 }
 
 /// `ranks` programs, each the wavefront of that rank's lanes.
 pub(crate) fn wavefront_all(tables: Vec<Vec<StageTable>>, k: usize) -> Vec<Program> {
     tables
-        .iter()
-        .map(|lanes| {
+        .into_iter()
+        .map(|mut lanes| {
             let mut p = Program::new();
-            wavefront(&mut p, lanes, k);
+            wavefront(&mut p, &mut lanes, k);
             p
         })
         .collect()
@@ -360,15 +385,18 @@ mod tests {
     #[test]
     fn wavefront_offsets_chunks_by_one_step() {
         let seg = Blocks::new(0, 2);
-        let table: StageTable = vec![
-            vec![Op::Send { to: 1, blocks: seg }],
-            vec![Op::Recv {
+        let mut table = StageTable::new();
+        put(
+            &mut table,
+            1,
+            Op::Recv {
                 from: 1,
                 blocks: seg,
-            }],
-        ];
+            },
+        );
+        put(&mut table, 0, Op::Send { to: 1, blocks: seg });
         let mut p = Program::new();
-        wavefront(&mut p, &[table], 2);
+        wavefront(&mut p, &mut [table], 2);
         assert_eq!(p.len(), 3);
         assert_eq!(
             p.step(1),

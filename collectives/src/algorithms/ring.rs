@@ -6,8 +6,8 @@
 //! Broadcast and reduce are pipelined chains (a tree with one child per rank).
 
 use super::tree::{emit_broadcast, emit_reduce, Tree};
-use super::{owned_in_rank_order, put, wavefront_all, Built, StageTable};
-use crate::schedule::{Blocks, Collective, Op, Rank};
+use super::{owned_in_rank_order, put, wavefront, wavefront_all, Built, StageTable};
+use crate::schedule::{Blocks, Collective, Op, Program, Rank};
 
 /// Which part of the ring a phase runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,94 +17,98 @@ pub(crate) enum RingKind {
     AllReduce,
 }
 
-/// Stage tables of one ring phase among `members` (in ring order), for one chunk: `segs[i]` is
-/// the segment member `i` owns at the end of a reduce-scatter (and at the start of an
-/// all-gather). Returns one table per member.
-pub(crate) fn ring_stages(kind: RingKind, members: &[Rank], segs: &[Blocks]) -> Vec<StageTable> {
+/// Member `i`'s stage table of one ring phase among `members` (in ring order), for one chunk:
+/// `segs[x]` is the segment member `x` owns at the end of a reduce-scatter (and at the start of
+/// an all-gather). Built per member, since all tables of a 4096-rank ring at once are gigabytes.
+pub(crate) fn ring_table(
+    kind: RingKind,
+    members: &[Rank],
+    segs: &[Blocks],
+    i: usize,
+) -> StageTable {
     let d = members.len();
-    let mut tables = vec![StageTable::new(); d];
+    let mut t = StageTable::new();
     if d < 2 {
-        return tables;
+        return t;
     }
-    for (i, table) in tables.iter_mut().enumerate() {
-        let next = members[(i + 1) % d];
-        let prev = members[(i + d - 1) % d];
-        // Segment `i - x` (mod d): the one I send or receive at a given stage.
-        let seg = |x: usize| segs[(i + d * 2 - x % d) % d];
-        let rs = matches!(kind, RingKind::ReduceScatter | RingKind::AllReduce);
-        if rs {
-            // Stage j sends segment i - j - 1; stage j >= 1 receives it, reduced, from prev.
+    let table = &mut t;
+    let next = members[(i + 1) % d];
+    let prev = members[(i + d - 1) % d];
+    // Segment `i - x` (mod d): the one I send or receive at a given stage.
+    let seg = |x: usize| segs[(i + d * 2 - x % d) % d];
+    let rs = matches!(kind, RingKind::ReduceScatter | RingKind::AllReduce);
+    if rs {
+        // Stage j sends segment i - j - 1; stage j >= 1 receives it, reduced, from prev.
+        put(
+            table,
+            0,
+            Op::Send {
+                to: next,
+                blocks: seg(1),
+            },
+        );
+        for j in 1..d - 1 {
+            let blocks = seg(j + 1);
+            put(
+                table,
+                j,
+                Op::RecvReduceSend {
+                    from: prev,
+                    to: next,
+                    blocks,
+                },
+            );
+        }
+        // Stage d - 1 completes my own segment; in an all-reduce it also starts the gather.
+        let blocks = seg(0);
+        let last = if kind == RingKind::AllReduce {
+            Op::RecvReduceSend {
+                from: prev,
+                to: next,
+                blocks,
+            }
+        } else {
+            Op::RecvReduce { from: prev, blocks }
+        };
+        put(table, d - 1, last);
+    }
+    // The all-gather: stage `base + j` receives segment i - j (which prev finished or got
+    // one stage earlier) and forwards it, except the last one.
+    let base = match kind {
+        RingKind::ReduceScatter => return t,
+        RingKind::AllReduce => d - 1,
+        RingKind::AllGather => {
             put(
                 table,
                 0,
                 Op::Send {
                     to: next,
-                    blocks: seg(1),
+                    blocks: seg(0),
                 },
             );
-            for j in 1..d - 1 {
-                let blocks = seg(j + 1);
-                put(
-                    table,
-                    j,
-                    Op::RecvReduceSend {
-                        from: prev,
-                        to: next,
-                        blocks,
-                    },
-                );
-            }
-            // Stage d - 1 completes my own segment; in an all-reduce it also starts the gather.
-            let blocks = seg(0);
-            let last = if kind == RingKind::AllReduce {
-                Op::RecvReduceSend {
-                    from: prev,
-                    to: next,
-                    blocks,
-                }
-            } else {
-                Op::RecvReduce { from: prev, blocks }
-            };
-            put(table, d - 1, last);
+            0
         }
-        // The all-gather: stage `base + j` receives segment i - j (which prev finished or got
-        // one stage earlier) and forwards it, except the last one.
-        let base = match kind {
-            RingKind::ReduceScatter => continue,
-            RingKind::AllReduce => d - 1,
-            RingKind::AllGather => {
-                put(
-                    table,
-                    0,
-                    Op::Send {
-                        to: next,
-                        blocks: seg(0),
-                    },
-                );
-                0
-            }
-        };
-        for j in 1..d - 1 {
-            put(
-                table,
-                base + j,
-                Op::RecvCopySend {
-                    from: prev,
-                    to: next,
-                    blocks: seg(j),
-                },
-            );
-        }
+    };
+    for j in 1..d - 1 {
         put(
             table,
-            base + d - 1,
-            Op::Recv {
+            base + j,
+            Op::RecvCopySend {
                 from: prev,
-                blocks: seg(d - 1),
+                to: next,
+                blocks: seg(j),
             },
         );
     }
-    tables
+    put(
+        table,
+        base + d - 1,
+        Op::Recv {
+            from: prev,
+            blocks: seg(d - 1),
+        },
+    );
+    t
 }
 
 pub(super) fn build(collective: Collective, p: usize, k: usize) -> Built {
@@ -127,14 +131,17 @@ pub(super) fn build(collective: Collective, p: usize, k: usize) -> Built {
     };
     let members: Vec<Rank> = (0..p as Rank).collect();
     let segs: Vec<Blocks> = owned_in_rank_order(p, k);
-    let tables = ring_stages(kind, &members, &segs)
-        .into_iter()
-        .map(|t| vec![t])
+    let programs = (0..p)
+        .map(|i| {
+            let mut program = Program::new();
+            wavefront(&mut program, &mut [ring_table(kind, &members, &segs, i)], k);
+            program
+        })
         .collect();
     let owned = if kind == RingKind::AllReduce {
         Vec::new()
     } else {
         segs
     };
-    (p * k, owned, wavefront_all(tables, k))
+    (p * k, owned, programs)
 }
