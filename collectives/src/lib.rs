@@ -7,7 +7,22 @@
 //! (Being built: see the collectives issue.)
 
 pub mod algorithms;
+pub mod bootstrap;
+mod comm;
+pub mod error;
+mod exec;
+mod link;
+mod ops;
+pub mod options;
 pub mod schedule;
+pub mod sim;
 pub mod tuner;
 pub mod verify;
-pub mod sim;
+
+pub use bootstrap::{Bootstrap, StoreAddr};
+pub use comm::{Communicator, Topology};
+pub use error::{Error, Result};
+pub use link::LinkKind;
+pub use ops::Pending;
+pub use options::{LocalTransport, Options, TransportChoice};
+pub use oxccl_kernels::{DataType, Element, ReduceOp};

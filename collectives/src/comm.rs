@@ -1,0 +1,565 @@
+//! The communicator: who the ranks are, a link to each peer, and the engine that runs calls
+//! one at a time in the order they were made.
+
+use crate::bootstrap::store::{StoreClient, StoreServer};
+use crate::bootstrap::{Bootstrap, StoreAddr};
+use crate::error::{Error, Result};
+use crate::exec::engine::Engine;
+use crate::exec::plan::Plan;
+use crate::link::{shm, tcp::TcpLink, Link, LinkKind};
+use crate::options::{LocalTransport, Options, TransportChoice};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where the ranks are: which host each rank is on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topology {
+    /// Host index of every rank (hosts numbered in order of their lowest rank).
+    pub host_of: Vec<usize>,
+}
+
+impl Topology {
+    pub fn hosts(&self) -> usize {
+        self.host_of.iter().max().map_or(0, |&h| h + 1)
+    }
+
+    /// Ranks on `host`, ascending.
+    pub fn ranks_on(&self, host: usize) -> Vec<usize> {
+        (0..self.host_of.len())
+            .filter(|&r| self.host_of[r] == host)
+            .collect()
+    }
+
+    /// Dimensions for the hierarchical all-reduce, fastest-varying first: `[ranks per host,
+    /// hosts]` when every host has the same number of ranks and a host's ranks are
+    /// consecutive; `None` otherwise (or with one host).
+    pub fn hier_dims(&self) -> Option<Vec<usize>> {
+        let hosts = self.hosts();
+        let p = self.host_of.len();
+        if hosts <= 1 || p % hosts != 0 {
+            return None;
+        }
+        let per = p / hosts;
+        // Hosts are numbered by lowest rank, so "consecutive blocks of `per`" means host h
+        // holds ranks h*per..(h+1)*per.
+        let blocked = (0..p).all(|r| self.host_of[r] == r / per);
+        blocked.then(|| vec![per, hosts])
+    }
+}
+
+/// The state calls run on, behind the communicator's lock.
+pub(crate) struct State {
+    pub engine: Engine,
+    pub plans: HashMap<(String, crate::schedule::Collective, usize), Arc<Plan>>,
+    /// Reused buffer space (reduce-scatter's work buffer, small-message staging).
+    pub scratch: Vec<u8>,
+    /// This call's header for each peer (stable addresses while jobs point at them).
+    pub hdrs: Box<[[u8; 32]]>,
+}
+
+pub(crate) struct Inner {
+    pub rank: usize,
+    pub size: usize,
+    pub topology: Topology,
+    pub options: Options,
+    pub kinds: Vec<Option<LinkKind>>,
+    pub state: Mutex<State>,
+    next_ticket: AtomicU64,
+    turn: Mutex<u64>,
+    turn_cv: Condvar,
+    pub abort_flag: Arc<AtomicBool>,
+    _store: Option<StoreServer>,
+}
+
+/// A group of ranks that run collectives together. Cheap to clone (a shared handle); calls
+/// from several threads run one at a time, in the order they were made.
+#[derive(Clone)]
+pub struct Communicator {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Communicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Communicator")
+            .field("rank", &self.inner.rank)
+            .field("size", &self.inner.size)
+            .finish()
+    }
+}
+
+thread_local! {
+    /// The ticket a non-blocking call took at call time, for the call its thread makes.
+    pub(crate) static RESERVED: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Advances the turn when a call ends, even by panic, so later calls are not stuck.
+struct TurnGuard<'a>(&'a Inner);
+
+impl Drop for TurnGuard<'_> {
+    fn drop(&mut self) {
+        let mut t = self.0.turn.lock().unwrap_or_else(|p| p.into_inner());
+        *t += 1;
+        self.0.turn_cv.notify_all();
+    }
+}
+
+impl Communicator {
+    fn build(
+        rank: usize,
+        topology: Topology,
+        links: Vec<Option<Link>>,
+        options: Options,
+        store: Option<StoreServer>,
+    ) -> Self {
+        let size = links.len();
+        let kinds = links.iter().map(|l| l.as_ref().map(Link::kind)).collect();
+        let local = topology.ranks_on(topology.host_of[rank]).len();
+        let abort_flag = Arc::new(AtomicBool::new(false));
+        let mut engine = Engine::new(rank, links, options.timeout, options.spin_for(local));
+        engine.abort_flag = abort_flag.clone();
+        Self {
+            inner: Arc::new(Inner {
+                rank,
+                size,
+                topology,
+                kinds,
+                state: Mutex::new(State {
+                    engine,
+                    plans: HashMap::new(),
+                    scratch: Vec::new(),
+                    hdrs: vec![[0u8; 32]; size].into_boxed_slice(),
+                }),
+                options,
+                next_ticket: AtomicU64::new(0),
+                turn: Mutex::new(0),
+                turn_cv: Condvar::new(),
+                abort_flag,
+                _store: store,
+            }),
+        }
+    }
+
+    /// `n` ranks as threads of this process over in-memory rings, with [`Options::from_env`]
+    /// (falling back to the defaults where the environment is unreadable). Give each
+    /// communicator to its own thread: every rank must make the same calls.
+    pub fn local(n: usize) -> Result<Vec<Communicator>> {
+        Self::local_with(
+            n,
+            LocalTransport::Memory,
+            Options::from_env().unwrap_or_default(),
+        )
+    }
+
+    /// `n` thread ranks over the chosen transport.
+    #[allow(clippy::needless_range_loop)]
+    pub fn local_with(
+        n: usize,
+        transport: LocalTransport,
+        options: Options,
+    ) -> Result<Vec<Communicator>> {
+        if n == 0 {
+            return Err(Error::invalid(
+                "local",
+                "a communicator needs at least one rank",
+            ));
+        }
+        let mut links: Vec<Vec<Option<Link>>> =
+            (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+        let session = random_hex(8);
+        for a in 0..n {
+            for b in a + 1..n {
+                let (la, lb) = match transport {
+                    LocalTransport::Memory => shm::memory_pair(options.ring_bytes),
+                    LocalTransport::Shm => shm::file_pair(&session, a, b, options.ring_bytes)
+                        .map_err(|e| Error::io("creating a shared-memory link", e))?,
+                    LocalTransport::Tcp => {
+                        tcp_pair().map_err(|e| Error::io("connecting over 127.0.0.1", e))?
+                    }
+                };
+                links[a][b] = Some(la);
+                links[b][a] = Some(lb);
+            }
+        }
+        let topology = Topology {
+            host_of: vec![0; n],
+        };
+        Ok(links
+            .into_iter()
+            .enumerate()
+            .map(|(r, l)| Self::build(r, topology.clone(), l, options.clone(), None))
+            .collect())
+    }
+
+    /// Joins the job described by the launcher's environment ([`Bootstrap::from_env`]) with
+    /// [`Options::from_env`].
+    pub fn from_env() -> Result<Communicator> {
+        Self::init_with(Bootstrap::from_env()?, Options::from_env()?)
+    }
+
+    /// Joins a job: meets the other ranks at the store and connects to each of them.
+    pub fn init(bootstrap: Bootstrap) -> Result<Communicator> {
+        Self::init_with(bootstrap, Options::from_env()?)
+    }
+
+    pub fn init_with(b: Bootstrap, options: Options) -> Result<Communicator> {
+        let deadline = Instant::now() + options.timeout.min(Duration::from_secs(600));
+        let (rank, size) = (b.rank, b.size);
+        let (server, addr) = open_store(&b, deadline)?;
+        let mut store = StoreClient::connect(&addr, &b.secret, deadline)?;
+        if rank == 0 {
+            store.set("session", random_hex(8).as_bytes())?;
+        }
+        let session = String::from_utf8_lossy(&store.wait("session", deadline)?).into_owned();
+        // Our TCP endpoint, on the interface that reaches rank 0.
+        let ip = store
+            .local_ip()
+            .map_or("127.0.0.1".to_string(), |ip| ip.to_string());
+        let listener = TcpListener::bind((ip.as_str(), 0))
+            .map_err(|e| Error::io(format!("listening on {ip}"), e))?;
+        let me = format!(
+            "{}\n{}\n{}",
+            host_id(),
+            std::process::id(),
+            listener
+                .local_addr()
+                .map_err(|e| Error::io("listener address", e))?
+        );
+        store.set(&format!("rank/{rank}"), me.as_bytes())?;
+        let mut peers = Vec::with_capacity(size);
+        for q in 0..size {
+            let v =
+                String::from_utf8_lossy(&store.wait(&format!("rank/{q}"), deadline)?).into_owned();
+            let mut it = v.splitn(3, '\n');
+            let (h, pid, a) = (
+                it.next().unwrap_or(""),
+                it.next().unwrap_or(""),
+                it.next().unwrap_or(""),
+            );
+            let pid: u32 = pid
+                .parse()
+                .map_err(|_| Error::Env(format!("rank {q} published a bad record")))?;
+            peers.push((h.to_string(), pid, a.to_string()));
+        }
+        let mut hosts: Vec<String> = Vec::new();
+        let host_of: Vec<usize> = peers
+            .iter()
+            .map(|(h, _, _)| match hosts.iter().position(|x| x == h) {
+                Some(i) => i,
+                None => {
+                    hosts.push(h.clone());
+                    hosts.len() - 1
+                }
+            })
+            .collect();
+        let same_host = |q: usize| host_of[q] == host_of[rank];
+        let use_shm = |q: usize| match options.transport {
+            TransportChoice::Tcp => false,
+            TransportChoice::Auto => same_host(q),
+            TransportChoice::Shm => true,
+        };
+        if options.transport == TransportChoice::Shm {
+            if let Some(q) = (0..size).find(|&q| !same_host(q)) {
+                return Err(Error::Env(format!(
+                    "OXCCL_TRANSPORT=shm but rank {q} is on another host"
+                )));
+            }
+        }
+        let mut links: Vec<Option<Link>> = (0..size).map(|_| None).collect();
+        let cap = options.ring_bytes;
+        // 1. Shared-memory files we own (we are the lower rank).
+        for q in rank + 1..size {
+            if use_shm(q) {
+                let p = shm::path(&session, rank, q);
+                links[q] = Some(
+                    shm::create(&p, cap, peers[q].1)
+                        .map_err(|e| Error::io(format!("creating {}", p.display()), e))?,
+                );
+                store.set(&format!("shm/{rank}/{q}"), b"1")?;
+            }
+        }
+        // 2. TCP: the higher rank connects to the lower one's listener.
+        for q in 0..rank {
+            if !use_shm(q) {
+                let addr = &peers[q].2;
+                let mut s = TcpStream::connect(addr)
+                    .map_err(|e| Error::io(format!("connecting to rank {q} at {addr}"), e))?;
+                let mut hello = session.as_bytes().to_vec();
+                hello.extend_from_slice(&(rank as u32).to_le_bytes());
+                s.write_all(&hello)
+                    .map_err(|e| Error::io(format!("greeting rank {q}"), e))?;
+                links[q] = Some(Link::Tcp(
+                    TcpLink::new(s).map_err(|e| Error::io("tcp link", e))?,
+                ));
+            }
+        }
+        let expected = (rank + 1..size).filter(|&q| !use_shm(q)).count();
+        accept_peers(
+            &listener, &session, expected, rank, size, deadline, &mut links,
+        )?;
+        // 3. Shared-memory files of lower ranks.
+        for q in 0..rank {
+            if use_shm(q) {
+                store.wait(&format!("shm/{q}/{rank}"), deadline)?;
+                let p = shm::path(&session, q, rank);
+                links[q] = Some(
+                    shm::open(&p, cap, peers[q].1)
+                        .map_err(|e| Error::io(format!("opening {}", p.display()), e))?,
+                );
+            }
+        }
+        store.set(&format!("ready/{rank}"), b"1")?;
+        for q in 0..size {
+            store.wait(&format!("ready/{q}"), deadline)?;
+        }
+        if let StoreAddr::File(path) = &b.store {
+            if rank == 0 {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        tracing::info!(
+            rank,
+            size,
+            launcher = b.launcher,
+            hosts = hosts.len(),
+            "communicator ready"
+        );
+        Ok(Self::build(
+            rank,
+            Topology { host_of },
+            links,
+            options,
+            server,
+        ))
+    }
+
+    pub fn rank(&self) -> usize {
+        self.inner.rank
+    }
+
+    pub fn size(&self) -> usize {
+        self.inner.size
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// How this rank reaches `peer` (`None` for itself or out of range).
+    pub fn transport_to(&self, peer: usize) -> Option<LinkKind> {
+        self.inner.kinds.get(peer).copied().flatten()
+    }
+
+    /// Makes every running and later call on this communicator fail, and tells the peers
+    /// (their calls fail too, promptly). The communicator cannot be used afterwards.
+    pub fn abort(&self) {
+        self.inner.abort_flag.store(true, Ordering::Release);
+        if let Ok(mut st) = self.inner.state.try_lock() {
+            let e = Error::Aborted {
+                op: "abort",
+                reason: "aborted by the user".into(),
+            };
+            st.engine.fail(e);
+        }
+    }
+
+    /// Runs `f` on the state when it is this call's turn (the ticket taken at call time).
+    pub(crate) fn ticket(&self) -> u64 {
+        self.inner.next_ticket.fetch_add(1, Ordering::AcqRel)
+    }
+
+    pub(crate) fn run_turn<R>(
+        &self,
+        ticket: u64,
+        op: &'static str,
+        f: impl FnOnce(&mut State) -> Result<R>,
+    ) -> Result<R> {
+        let inner = &*self.inner;
+        {
+            let mut t = inner.turn.lock().unwrap_or_else(|p| p.into_inner());
+            while *t != ticket {
+                t = inner.turn_cv.wait(t).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        let _guard = TurnGuard(inner);
+        let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(reason) = &st.engine.poisoned {
+            return Err(Error::Aborted {
+                op,
+                reason: reason.clone(),
+            });
+        }
+        if inner.abort_flag.load(Ordering::Acquire) {
+            let e = Error::Aborted {
+                op,
+                reason: "aborted by the user".into(),
+            };
+            return Err(st.engine.fail(e));
+        }
+        st.engine.op = op;
+        f(&mut st)
+    }
+
+    /// Runs `f` in line: with the ticket a `start_*` call reserved for this thread, or a new one.
+    pub(crate) fn run<R>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut State) -> Result<R>,
+    ) -> Result<R> {
+        let t = RESERVED.with(|r| r.take()).unwrap_or_else(|| self.ticket());
+        self.run_turn(t, op, f)
+    }
+
+    /// Lets the calls after `ticket` run when the call holding it never ran.
+    pub(crate) fn skip_turn(&self, ticket: u64) {
+        let inner = &*self.inner;
+        let mut t = inner.turn.lock().unwrap_or_else(|p| p.into_inner());
+        while *t != ticket {
+            t = inner.turn_cv.wait(t).unwrap_or_else(|p| p.into_inner());
+        }
+        *t += 1;
+        inner.turn_cv.notify_all();
+    }
+}
+
+fn open_store(b: &Bootstrap, deadline: Instant) -> Result<(Option<StoreServer>, String)> {
+    match &b.store {
+        StoreAddr::Tcp(addr) => {
+            if b.rank == 0 {
+                let s = StoreServer::serve(addr, &b.secret)?;
+                Ok((Some(s), addr.clone()))
+            } else {
+                Ok((None, addr.clone()))
+            }
+        }
+        StoreAddr::File(path) => {
+            if b.rank == 0 {
+                let s = StoreServer::serve("127.0.0.1:0", &b.secret)?;
+                let addr = s.addr().to_string();
+                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                std::fs::write(&tmp, &addr)
+                    .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+                std::fs::rename(&tmp, path)
+                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+                Ok((Some(s), addr))
+            } else {
+                loop {
+                    if let Ok(a) = std::fs::read_to_string(path) {
+                        // A stale file of an earlier job points at a closed port: retry briefly.
+                        let probe = Instant::now() + Duration::from_millis(300);
+                        if StoreClient::connect(&a, &b.secret, probe.min(deadline)).is_ok() {
+                            return Ok((None, a));
+                        }
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(Error::BootstrapTimeout {
+                            what: format!(
+                                "waiting for rank 0's rendezvous file {}",
+                                path.display()
+                            ),
+                            after: Duration::ZERO,
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+}
+
+fn accept_peers(
+    listener: &TcpListener,
+    session: &str,
+    mut expected: usize,
+    rank: usize,
+    size: usize,
+    deadline: Instant,
+    links: &mut [Option<Link>],
+) -> Result<()> {
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("listener", e))?;
+    while expected > 0 {
+        match listener.accept() {
+            Ok((mut s, from)) => {
+                s.set_nonblocking(false)
+                    .map_err(|e| Error::io("accepted socket", e))?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))
+                    .map_err(|e| Error::io("accepted socket", e))?;
+                let mut hello = vec![0u8; session.len() + 4];
+                if s.read_exact(&mut hello).is_err()
+                    || &hello[..session.len()] != session.as_bytes()
+                {
+                    tracing::warn!(%from, "rank {rank} ignored a connection that is not from this job");
+                    continue;
+                }
+                let q = u32::from_le_bytes(hello[session.len()..].try_into().expect("4 bytes"))
+                    as usize;
+                if q <= rank || q >= size || links[q].is_some() {
+                    tracing::warn!(%from, q, "rank {rank} ignored an unexpected peer");
+                    continue;
+                }
+                s.set_read_timeout(None)
+                    .map_err(|e| Error::io("accepted socket", e))?;
+                links[q] = Some(Link::Tcp(
+                    TcpLink::new(s).map_err(|e| Error::io("tcp link", e))?,
+                ));
+                expected -= 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    return Err(Error::BootstrapTimeout {
+                        what: format!("rank {rank} waiting for {expected} peers to connect"),
+                        after: Duration::ZERO,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(Error::io("accepting a peer", e)),
+        }
+    }
+    Ok(())
+}
+
+fn tcp_pair() -> std::io::Result<(Link, Link)> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let a = TcpStream::connect(l.local_addr()?)?;
+    let (b, _) = l.accept()?;
+    Ok((Link::Tcp(TcpLink::new(a)?), Link::Tcp(TcpLink::new(b)?)))
+}
+
+/// Ranks share memory when they agree on this: same kernel boot, hostname, network and pid
+/// namespaces (two network namespaces on one machine count as two hosts).
+pub(crate) fn host_id() -> String {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let link = |p: &str| {
+        std::fs::read_link(p)
+            .map(|s| s.display().to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "{}/{}/{}/{}",
+        read("/proc/sys/kernel/hostname"),
+        read("/proc/sys/kernel/random/boot_id"),
+        link("/proc/self/ns/net"),
+        link("/proc/self/ns/pid")
+    )
+}
+
+pub(crate) fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut b = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

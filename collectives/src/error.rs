@@ -1,0 +1,91 @@
+//! The one error type of the crate: every failure names what was being done and, where one is
+//! involved, the peer.
+
+use std::time::Duration;
+
+/// Anything a communicator, its bootstrap or one of its operations can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The launcher's environment does not say who this rank is, or says it inconsistently.
+    #[error("bootstrap: {0}")]
+    Env(String),
+    /// The store address (`OXCCL_STORE_ADDR`, `MASTER_ADDR:MASTER_PORT`, ...) is already in use.
+    #[error("bootstrap: cannot serve the store on {addr}: address already in use (another job, or a stale process?); set OXCCL_STORE_ADDR to a free port")]
+    AddrInUse { addr: String },
+    /// The store refused this rank: its secret differs from rank 0's.
+    #[error("bootstrap: the store at {addr} refused this rank: wrong secret (OXCCL_SECRET must be the same on every rank)")]
+    Refused { addr: String },
+    /// A deadline passed during bootstrap.
+    #[error("bootstrap: timed out after {after:?} while {what}")]
+    BootstrapTimeout { what: String, after: Duration },
+    /// An I/O error during bootstrap or connection setup.
+    #[error("bootstrap: {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A peer sent something that does not follow the protocol.
+    #[error("{op}: protocol error from rank {peer}: {detail}")]
+    Protocol {
+        op: &'static str,
+        peer: usize,
+        detail: String,
+    },
+    /// Ranks called different operations, sizes, dtypes or ops in the same position.
+    #[error(
+        "{op}: mismatch with rank {peer}: this rank called {mine}, rank {peer} called {theirs}"
+    )]
+    Mismatch {
+        op: &'static str,
+        peer: usize,
+        mine: String,
+        theirs: String,
+    },
+    /// The deadline (`OXCCL_TIMEOUT`) passed while waiting for a peer.
+    #[error("{op}: timed out after {after:?} waiting for rank {peer} ({waiting})")]
+    Timeout {
+        op: &'static str,
+        peer: usize,
+        waiting: &'static str,
+        after: Duration,
+    },
+    /// The connection to a peer broke, or the peer process died or aborted.
+    #[error("{op}: connection to rank {peer} failed: {detail}")]
+    PeerFailed {
+        op: &'static str,
+        peer: usize,
+        detail: String,
+    },
+    /// The caller's arguments are wrong (buffer lengths, root out of range, ...).
+    #[error("{op}: invalid argument: {detail}")]
+    Invalid { op: &'static str, detail: String },
+    /// No algorithm can run this collective (unsupported, or the schedule builder failed).
+    #[error("{op}: algorithm {algo}: {detail}")]
+    Algorithm {
+        op: &'static str,
+        algo: String,
+        detail: String,
+    },
+    /// The communicator was aborted (by [`crate::Communicator::abort`] or an earlier failure).
+    #[error("{op}: communicator aborted ({reason})")]
+    Aborted { op: &'static str, reason: String },
+}
+
+impl Error {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid(op: &'static str, detail: impl Into<String>) -> Self {
+        Error::Invalid {
+            op,
+            detail: detail.into(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,637 @@
+//! The byte-level body of every operation, run on the communicator's state at the call's turn.
+//!
+//! Buffers arrive as raw parts because the non-blocking forms run on another thread; every
+//! function documents what it needs from them, and the safe wrappers in `ops.rs` guarantee it.
+
+use super::engine::{Engine, RecvJob, RecvKind, Reduction, Until};
+use super::header::Header;
+use super::plan::Plan;
+use super::run::{self, Buffers};
+use super::select;
+use crate::comm::{Inner, State};
+use crate::error::{Error, Result};
+use crate::schedule::{Blocks, Collective};
+use oxccl_kernels::{DataType, Epilogue, ReduceOp};
+use std::sync::Arc;
+
+pub(crate) const KIND_ALL_REDUCE: u8 = 1;
+pub(crate) const KIND_REDUCE_SCATTER: u8 = 2;
+pub(crate) const KIND_ALL_GATHER: u8 = 3;
+pub(crate) const KIND_BROADCAST: u8 = 4;
+pub(crate) const KIND_REDUCE: u8 = 5;
+pub(crate) const KIND_ALL_TO_ALL: u8 = 6;
+pub(crate) const KIND_BARRIER: u8 = 7;
+pub(crate) const KIND_P2P: u8 = 8;
+pub(crate) const KIND_SMALL_ALL_REDUCE: u8 = 9;
+
+pub(crate) fn dtype_code(d: DataType) -> u8 {
+    DataType::ALL
+        .iter()
+        .position(|&x| x == d)
+        .map_or(0, |i| i as u8 + 1)
+}
+
+pub(crate) fn op_code(op: ReduceOp) -> (u8, u64) {
+    match op {
+        ReduceOp::Sum => (1, 0),
+        ReduceOp::Prod => (2, 0),
+        ReduceOp::Min => (3, 0),
+        ReduceOp::Max => (4, 0),
+        ReduceOp::Avg => (5, 0),
+        ReduceOp::PreMulSum(s) => (6, s.to_bits()),
+    }
+}
+
+fn header(
+    kind: u8,
+    dtype: Option<DataType>,
+    op: Option<ReduceOp>,
+    count: usize,
+    extra: u64,
+) -> Header {
+    let (opc, scalar) = op.map_or((0, 0), op_code);
+    Header {
+        kind,
+        dtype: dtype.map_or(0, dtype_code),
+        op: opc,
+        seq: 0,
+        count: count as u64,
+        extra: extra ^ scalar,
+    }
+}
+
+/// Queues the header exchange with every peer in `peers`.
+fn begin(st: &mut State, hdr: Header, peers: impl IntoIterator<Item = usize>) {
+    st.engine.mine = hdr;
+    for q in peers {
+        let mut h = hdr;
+        h.seq = st.engine.tx_seq[q];
+        st.hdrs[q] = h.to_bytes();
+        let ptr = st.hdrs[q].as_ptr();
+        st.engine.exchange_header(q, ptr);
+    }
+}
+
+fn pad_for(bytes: usize) -> usize {
+    (8 - bytes % 8) % 8
+}
+
+fn recv_copy(engine: &mut Engine, from: usize, dst: *mut u8, len: usize) {
+    engine.recv(
+        from,
+        RecvJob {
+            kind: RecvKind::Copy,
+            dst,
+            len,
+            pos: 0,
+            pad: pad_for(len),
+            fwd: None,
+            in_step: false,
+            cleared: true,
+        },
+    );
+}
+
+fn plan(
+    inner: &Inner,
+    st: &mut State,
+    op: &'static str,
+    collective: Collective,
+    bytes: usize,
+) -> Result<Arc<Plan>> {
+    let algo = select::choose(inner, op, collective, bytes)?;
+    let k = select::pipeline(inner, &algo, bytes);
+    let key = (algo.to_string(), collective, k);
+    if let Some(p) = st.plans.get(&key) {
+        return Ok(p.clone());
+    }
+    let err = |detail: String| Error::Algorithm {
+        op,
+        algo: algo.to_string(),
+        detail,
+    };
+    let schedule = algo
+        .schedule(collective, inner.size, k)
+        .map_err(|e| err(e.to_string()))?;
+    let plan = Arc::new(Plan::new(schedule, inner.rank).map_err(err)?);
+    tracing::info!(op, algo = %algo, pipeline = k, ranks = inner.size, "new plan");
+    st.plans.insert(key, plan.clone());
+    Ok(plan)
+}
+
+/// `dst = epilogue(src)` (or a copy when `epi` is None). `src == dst` works in place.
+///
+/// # Safety
+/// `src` and `dst` must be valid for `len` bytes; when different they must not overlap.
+unsafe fn finish_copy(
+    r: Reduction,
+    epi: Epilogue,
+    src: *const u8,
+    dst: *mut u8,
+    len: usize,
+) -> Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    let res = if std::ptr::eq(src, dst.cast_const()) {
+        if epi == Epilogue::None {
+            return Ok(());
+        }
+        // SAFETY: the caller's contract.
+        let d = unsafe { std::slice::from_raw_parts_mut(dst, len) };
+        oxccl_kernels::reduce_bytes_with(r.dtype, r.combine, epi, d, &[])
+    } else if epi == Epilogue::None {
+        // SAFETY: the caller's contract (valid, disjoint).
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+        return Ok(());
+    } else {
+        // SAFETY: the caller's contract (valid, disjoint).
+        let (s, d) = unsafe {
+            (
+                std::slice::from_raw_parts(src, len),
+                std::slice::from_raw_parts_mut(dst, len),
+            )
+        };
+        oxccl_kernels::reduce_copy_bytes_with(r.dtype, r.combine, epi, &[s], &mut [d])
+    };
+    res.map_err(|e| Error::invalid("reduce", e.to_string()))
+}
+
+/// Runs `plan` on `b` after exchanging headers; returns the materialised flags.
+fn execute(
+    st: &mut State,
+    plan: &Plan,
+    hdr: Header,
+    b: &Buffers,
+    red: Option<Reduction>,
+) -> Result<Vec<bool>> {
+    st.engine.reduction = red;
+    st.engine.esize = b.esize;
+    begin(st, hdr, plan.peers.iter().copied());
+    let mut mat = run::initial_materialized(plan, b);
+    run::run(&mut st.engine, plan, b, &mut mat)?;
+    Ok(mat)
+}
+
+/// Copies the still-lazy blocks of `range` (work coordinates) to `out` and applies the
+/// epilogue where the plan says; `out` receives elements `range` (offset by `range.start`).
+///
+/// # Safety
+/// `b`'s buffers must be valid; `out` valid for `range.len()` elements and either equal to
+/// `b.work + range.start` or disjoint from `b.work` and `b.input`.
+unsafe fn finalize(
+    plan: &Plan,
+    b: &Buffers,
+    mat: &[bool],
+    red: Option<Reduction>,
+    blocks: Blocks,
+    out: *mut u8,
+) -> Result<()> {
+    let nb = plan.schedule.blocks;
+    let base = blocks.elems(b.elems, nb).start;
+    for i in blocks.range() {
+        let r = Blocks::one(i as u32).elems(b.elems, nb);
+        let len = r.len() * b.esize;
+        let dst = out.wrapping_add((r.start - base) * b.esize);
+        let src = if mat[i] {
+            b.work.wrapping_add(r.start * b.esize).cast_const()
+        } else {
+            b.input.wrapping_add((r.start - b.in_lo) * b.esize)
+        };
+        let (red, epi) = match red {
+            Some(rd) if plan.epilogue_after[i] => (rd, rd.epilogue),
+            Some(rd) => (rd, Epilogue::None),
+            None => (
+                Reduction {
+                    dtype: DataType::U8,
+                    combine: ReduceOp::Sum,
+                    epilogue: Epilogue::None,
+                },
+                Epilogue::None,
+            ),
+        };
+        // SAFETY: the caller's contract; lazy blocks come from the input, which is disjoint
+        // from `out` unless the call is in place (then nothing is lazy).
+        unsafe { finish_copy(red, epi, src, dst, len)? };
+    }
+    Ok(())
+}
+
+fn reduction(dtype: DataType, op: ReduceOp, contributors: usize) -> Reduction {
+    let (combine, epilogue) = op.split(contributors);
+    Reduction {
+        dtype,
+        combine,
+        epilogue,
+    }
+}
+
+/// All-reduce of `bytes` bytes from `input` to `output` (equal for in place).
+///
+/// # Safety
+/// `input` valid for reads and `output` for writes of `bytes` bytes, equal or disjoint, and
+/// untouched by anyone else during the call.
+pub(crate) unsafe fn all_reduce(
+    inner: &Inner,
+    st: &mut State,
+    input: *const u8,
+    output: *mut u8,
+    bytes: usize,
+    dtype: DataType,
+    op: ReduceOp,
+) -> Result<()> {
+    const OP: &str = "all_reduce";
+    let p = inner.size;
+    let esize = dtype.size();
+    let count = bytes / esize;
+    let red = reduction(dtype, op, p);
+    if p == 1 {
+        // SAFETY: the caller's contract.
+        return unsafe { finish_copy(red, red.epilogue, input, output, bytes) };
+    }
+    if bytes <= inner.options.small_bytes && inner.options.algorithm.is_none() {
+        // SAFETY: the caller's contract.
+        return unsafe { small_all_reduce(inner, st, input, output, bytes, dtype, op) };
+    }
+    let plan = plan(inner, st, OP, Collective::AllReduce, bytes)?;
+    let in_place = std::ptr::eq(input, output.cast_const());
+    let b = Buffers {
+        work: output,
+        input: if in_place { std::ptr::null() } else { input },
+        in_lo: 0,
+        in_hi: count,
+        elems: count,
+        esize,
+    };
+    let hdr = header(KIND_ALL_REDUCE, Some(dtype), Some(op), count, 0);
+    let mat = execute(st, &plan, hdr, &b, Some(red))?;
+    let all = Blocks::new(0, plan.schedule.blocks as u32);
+    // SAFETY: output is the work buffer; lazy blocks read the disjoint input.
+    unsafe { finalize(&plan, &b, &mat, Some(red), all, output) }
+}
+
+/// Every rank sends its whole vector to every peer and reduces all of them in rank order (so
+/// every rank computes bit-identical results). One message per peer: the latency path.
+unsafe fn small_all_reduce(
+    inner: &Inner,
+    st: &mut State,
+    input: *const u8,
+    output: *mut u8,
+    bytes: usize,
+    dtype: DataType,
+    op: ReduceOp,
+) -> Result<()> {
+    let p = inner.size;
+    let me = inner.rank;
+    let slot = bytes.next_multiple_of(8);
+    if st.scratch.len() < slot * p {
+        st.scratch.resize(slot * p, 0);
+    }
+    let scratch = st.scratch.as_mut_ptr();
+    let hdr = header(
+        KIND_SMALL_ALL_REDUCE,
+        Some(dtype),
+        Some(op),
+        bytes / dtype.size(),
+        0,
+    );
+    st.engine.reduction = None;
+    st.engine.esize = 1;
+    begin(st, hdr, (0..p).filter(|&q| q != me));
+    for q in (0..p).filter(|&q| q != me) {
+        st.engine.send(q, input, bytes, bytes, pad_for(bytes));
+        recv_copy(&mut st.engine, q, scratch.wrapping_add(q * slot), bytes);
+    }
+    st.engine.drive(Until::All)?;
+    // SAFETY: input is valid for `bytes` bytes; the slot is inside scratch and disjoint from it.
+    unsafe { std::ptr::copy_nonoverlapping(input, scratch.add(me * slot), bytes) };
+    // SAFETY: every slot lies inside scratch (len >= slot * p); output is disjoint from
+    // scratch (the caller's buffer).
+    let srcs: Vec<&[u8]> = (0..p)
+        .map(|q| unsafe { std::slice::from_raw_parts(scratch.add(q * slot), bytes) })
+        .collect();
+    // SAFETY: the caller's contract.
+    let out = unsafe { std::slice::from_raw_parts_mut(output, bytes) };
+    let red = reduction(dtype, op, p);
+    oxccl_kernels::reduce_copy_bytes_with(dtype, red.combine, red.epilogue, &srcs, &mut [out])
+        .map_err(|e| Error::invalid("all_reduce", e.to_string()))
+}
+
+/// Reduce-scatter: `input` holds `size * out_bytes` bytes, `output` receives this rank's part.
+///
+/// # Safety
+/// As [`all_reduce`], with `input` of `size * out_bytes` and `output` of `out_bytes` bytes,
+/// disjoint.
+pub(crate) unsafe fn reduce_scatter(
+    inner: &Inner,
+    st: &mut State,
+    input: *const u8,
+    output: *mut u8,
+    out_bytes: usize,
+    dtype: DataType,
+    op: ReduceOp,
+) -> Result<()> {
+    const OP: &str = "reduce_scatter";
+    let p = inner.size;
+    let esize = dtype.size();
+    let c = out_bytes / esize;
+    let red = reduction(dtype, op, p);
+    if p == 1 {
+        // SAFETY: the caller's contract.
+        return unsafe { finish_copy(red, red.epilogue, input, output, out_bytes) };
+    }
+    let n = c * p;
+    let plan = plan(inner, st, OP, Collective::ReduceScatter, n * esize)?;
+    let owned = owned_blocks(&plan, inner.rank, n, c, OP)?;
+    if st.scratch.len() < n * esize {
+        st.scratch.resize(n * esize, 0);
+    }
+    let b = Buffers {
+        work: st.scratch.as_mut_ptr(),
+        input,
+        in_lo: 0,
+        in_hi: n,
+        elems: n,
+        esize,
+    };
+    let hdr = header(KIND_REDUCE_SCATTER, Some(dtype), Some(op), c, 0);
+    let mat = execute(st, &plan, hdr, &b, Some(red))?;
+    // SAFETY: output is disjoint from scratch and input (the caller's contract).
+    unsafe { finalize(&plan, &b, &mat, Some(red), owned, output) }
+}
+
+fn owned_blocks(plan: &Plan, rank: usize, n: usize, c: usize, op: &'static str) -> Result<Blocks> {
+    let owned = plan
+        .schedule
+        .owned(rank as u32)
+        .ok_or_else(|| Error::Algorithm {
+            op,
+            algo: plan.schedule.algorithm.clone(),
+            detail: format!("the schedule gives rank {rank} no blocks"),
+        })?;
+    let r = owned.elems(n, plan.schedule.blocks);
+    if r != (rank * c..(rank + 1) * c) {
+        return Err(Error::Algorithm {
+            op,
+            algo: plan.schedule.algorithm.clone(),
+            detail: format!(
+                "rank {rank} owns elements {r:?}, expected {:?}",
+                rank * c..(rank + 1) * c
+            ),
+        });
+    }
+    Ok(owned)
+}
+
+/// All-gather: `input` (`in_bytes`) lands at `rank * in_bytes` of `output`.
+///
+/// # Safety
+/// `input` valid for `in_bytes`, `output` for `size * in_bytes`; `input` either disjoint from
+/// `output` or exactly this rank's slot of it.
+pub(crate) unsafe fn all_gather(
+    inner: &Inner,
+    st: &mut State,
+    input: *const u8,
+    output: *mut u8,
+    in_bytes: usize,
+    dtype: DataType,
+) -> Result<()> {
+    const OP: &str = "all_gather";
+    let p = inner.size;
+    let esize = dtype.size();
+    let c = in_bytes / esize;
+    let n = c * p;
+    let me = inner.rank;
+    let my_slot = output.wrapping_add(me * in_bytes);
+    if p == 1 {
+        if !std::ptr::eq(input, my_slot.cast_const()) {
+            // SAFETY: the caller's contract (disjoint, valid).
+            unsafe { std::ptr::copy_nonoverlapping(input, output, in_bytes) };
+        }
+        return Ok(());
+    }
+    let plan = plan(inner, st, OP, Collective::AllGather, n * esize)?;
+    let owned = owned_blocks(&plan, me, n, c, OP)?;
+    let in_place = std::ptr::eq(input, my_slot.cast_const());
+    let b = Buffers {
+        work: output,
+        input: if in_place { std::ptr::null() } else { input },
+        in_lo: me * c,
+        in_hi: (me + 1) * c,
+        elems: n,
+        esize,
+    };
+    let hdr = header(KIND_ALL_GATHER, Some(dtype), None, c, 0);
+    let mat = execute(st, &plan, hdr, &b, None)?;
+    // SAFETY: my slot of output is the work buffer; input is disjoint or it (then not lazy).
+    unsafe { finalize(&plan, &b, &mat, None, owned, my_slot) }
+}
+
+/// Broadcast of `bytes` in place from `root`.
+///
+/// # Safety
+/// `buf` valid for reads and writes of `bytes`.
+pub(crate) unsafe fn broadcast(
+    inner: &Inner,
+    st: &mut State,
+    buf: *mut u8,
+    bytes: usize,
+    dtype: DataType,
+    root: usize,
+) -> Result<()> {
+    const OP: &str = "broadcast";
+    if inner.size == 1 {
+        return Ok(());
+    }
+    let esize = dtype.size();
+    let n = bytes / esize;
+    let plan = plan(
+        inner,
+        st,
+        OP,
+        Collective::Broadcast { root: root as u32 },
+        bytes,
+    )?;
+    let b = Buffers {
+        work: buf,
+        input: std::ptr::null(),
+        in_lo: 0,
+        in_hi: 0,
+        elems: n,
+        esize,
+    };
+    let hdr = header(KIND_BROADCAST, Some(dtype), None, n, root as u64);
+    execute(st, &plan, hdr, &b, None).map(|_| ())
+}
+
+/// Reduce to `root`: `output` (only used at root) receives the reduction of every `input`.
+///
+/// # Safety
+/// `input` valid for `bytes`; at root, `output` valid for `bytes` and equal to or disjoint
+/// from `input`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn reduce(
+    inner: &Inner,
+    st: &mut State,
+    input: *const u8,
+    output: *mut u8,
+    bytes: usize,
+    dtype: DataType,
+    op: ReduceOp,
+    root: usize,
+) -> Result<()> {
+    const OP: &str = "reduce";
+    let p = inner.size;
+    let me = inner.rank;
+    let esize = dtype.size();
+    let n = bytes / esize;
+    let red = reduction(dtype, op, p);
+    if p == 1 {
+        // SAFETY: the caller's contract.
+        return unsafe { finish_copy(red, red.epilogue, input, output, bytes) };
+    }
+    let plan = plan(
+        inner,
+        st,
+        OP,
+        Collective::Reduce { root: root as u32 },
+        bytes,
+    )?;
+    let work = if me == root {
+        output
+    } else {
+        if st.scratch.len() < bytes {
+            st.scratch.resize(bytes, 0);
+        }
+        st.scratch.as_mut_ptr()
+    };
+    let in_place = std::ptr::eq(input, work.cast_const());
+    let b = Buffers {
+        work,
+        input: if in_place { std::ptr::null() } else { input },
+        in_lo: 0,
+        in_hi: n,
+        elems: n,
+        esize,
+    };
+    let hdr = header(KIND_REDUCE, Some(dtype), Some(op), n, root as u64);
+    let mat = execute(st, &plan, hdr, &b, Some(red))?;
+    if me == root {
+        let all = Blocks::new(0, plan.schedule.blocks as u32);
+        // SAFETY: output is the work buffer; lazy blocks read the disjoint input.
+        unsafe { finalize(&plan, &b, &mat, Some(red), all, output)? };
+    }
+    Ok(())
+}
+
+/// All-to-all: block `q` of `input` (`block` bytes each) goes to rank `q`, which stores it at
+/// block `rank` of its `output`.
+///
+/// # Safety
+/// `input` and `output` valid for `size * block` bytes and disjoint.
+pub(crate) unsafe fn all_to_all(
+    inner: &Inner,
+    st: &mut State,
+    input: *const u8,
+    output: *mut u8,
+    block: usize,
+    dtype: DataType,
+) -> Result<()> {
+    let p = inner.size;
+    let me = inner.rank;
+    let hdr = header(KIND_ALL_TO_ALL, Some(dtype), None, block / dtype.size(), 0);
+    st.engine.reduction = None;
+    st.engine.esize = 1;
+    begin(st, hdr, (0..p).filter(|&q| q != me));
+    // Start with the next rank so that not everyone sends to rank 0 first.
+    for k in 1..p {
+        let q = (me + k) % p;
+        st.engine.send(
+            q,
+            input.wrapping_add(q * block),
+            block,
+            block,
+            pad_for(block),
+        );
+        let from = (me + p - k) % p;
+        recv_copy(
+            &mut st.engine,
+            from,
+            output.wrapping_add(from * block),
+            block,
+        );
+    }
+    // SAFETY: the caller's contract (valid, disjoint).
+    unsafe { std::ptr::copy_nonoverlapping(input.add(me * block), output.add(me * block), block) };
+    st.engine.drive(Until::All)
+}
+
+/// Returns once every rank has called it.
+pub(crate) fn barrier(inner: &Inner, st: &mut State) -> Result<()> {
+    let me = inner.rank;
+    st.engine.reduction = None;
+    st.engine.esize = 1;
+    begin(
+        st,
+        header(KIND_BARRIER, None, None, 0, 0),
+        (0..inner.size).filter(|&q| q != me),
+    );
+    st.engine.drive(Until::All)
+}
+
+/// Sends `bytes` to `peer` (matched by the peer's `recv` in call order).
+///
+/// # Safety
+/// `data` valid for `bytes`.
+pub(crate) unsafe fn send(
+    st: &mut State,
+    data: *const u8,
+    bytes: usize,
+    dtype: DataType,
+    peer: usize,
+) -> Result<()> {
+    let mut h = header(KIND_P2P, Some(dtype), None, bytes / dtype.size(), 0);
+    h.seq = st.engine.tx_seq[peer];
+    st.engine.tx_seq[peer] += 1;
+    st.hdrs[peer] = h.to_bytes();
+    let hp = st.hdrs[peer].as_ptr();
+    st.engine.reduction = None;
+    st.engine.esize = 1;
+    st.engine.send(peer, hp, Header::LEN, Header::LEN, 0);
+    st.engine.send(peer, data, bytes, bytes, pad_for(bytes));
+    st.engine.drive(Until::All)
+}
+
+/// Receives `bytes` from `peer`.
+///
+/// # Safety
+/// `buf` valid for writes of `bytes`.
+pub(crate) unsafe fn recv(
+    st: &mut State,
+    buf: *mut u8,
+    bytes: usize,
+    dtype: DataType,
+    peer: usize,
+) -> Result<()> {
+    let mut h = header(KIND_P2P, Some(dtype), None, bytes / dtype.size(), 0);
+    h.seq = st.engine.rx_seq[peer];
+    st.engine.rx_seq[peer] += 1;
+    st.engine.reduction = None;
+    st.engine.esize = 1;
+    st.engine.mine = h;
+    st.engine.recv(
+        peer,
+        RecvJob {
+            kind: RecvKind::Header(h),
+            dst: std::ptr::null_mut(),
+            len: Header::LEN,
+            pos: 0,
+            pad: 0,
+            fwd: None,
+            in_step: false,
+            cleared: true,
+        },
+    );
+    recv_copy(&mut st.engine, peer, buf, bytes);
+    st.engine.drive(Until::All)
+}

@@ -1,0 +1,506 @@
+//! The progress engine: per-peer FIFO queues of send and receive jobs over the links, driven
+//! by one polling loop on the calling thread.
+//!
+//! A job points into memory the caller keeps alive and untouched until [`Engine::drive`]
+//! returns (the operation's buffers, or the engine's scratch). A receive job copies or reduces
+//! straight out of the link's view (the shared-memory ring) into its destination and can
+//! forward what it produced to another peer as it goes (recv-reduce-send in one pass). Every
+//! wait is bounded: no progress for the communicator's timeout is an error naming the peer,
+//! and any failure aborts every link so that the peers stop waiting too.
+
+use super::header::Header;
+use crate::error::Error;
+use crate::link::Link;
+use oxccl_kernels::{DataType, Epilogue, ReduceOp};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+static ZEROS: [u8; 8] = [0; 8];
+
+/// A run of bytes to push to a peer. `avail` grows while a forwarding receive produces it.
+pub(crate) struct SendJob {
+    pub ptr: *const u8,
+    pub len: usize,
+    pub avail: usize,
+    pub pos: usize,
+    /// Zero bytes appended so that the next message starts 8-byte aligned in the stream.
+    pub pad: usize,
+    pub id: u64,
+}
+
+pub(crate) enum RecvKind {
+    /// A collective's header, compared with ours.
+    Header(Header),
+    /// Copy into `dst`.
+    Copy,
+    /// `dst = local op received` (with `local == dst` for in place).
+    Reduce { local: *const u8, epilogue: bool },
+}
+
+pub(crate) struct RecvJob {
+    pub kind: RecvKind,
+    pub dst: *mut u8,
+    pub len: usize,
+    pub pos: usize,
+    pub pad: usize,
+    /// Forward the produced bytes to (peer, send job id).
+    pub fwd: Option<(usize, u64)>,
+    /// Counts towards the current step's completion.
+    pub in_step: bool,
+    /// The hazard check against in-flight sends has passed.
+    pub cleared: bool,
+}
+
+/// What [`Engine::drive`] waits for.
+#[derive(Clone, Copy)]
+pub(crate) enum Until {
+    /// The current step's receives are done.
+    Step,
+    /// Every queued job is done.
+    All,
+    /// No queued send still reads `[ptr, ptr + len)`.
+    NoSendReads(*const u8, usize),
+}
+
+/// The reduction of the running collective.
+#[derive(Clone, Copy)]
+pub(crate) struct Reduction {
+    pub dtype: DataType,
+    pub combine: ReduceOp,
+    pub epilogue: Epilogue,
+}
+
+pub(crate) struct Engine {
+    pub rank: usize,
+    pub links: Vec<Option<Link>>,
+    sendq: Vec<VecDeque<SendJob>>,
+    recvq: Vec<VecDeque<RecvJob>>,
+    /// Peers with queued work, in the order they were first used.
+    active: Vec<usize>,
+    is_active: Vec<bool>,
+    next_id: u64,
+    pub tx_seq: Vec<u64>,
+    pub rx_seq: Vec<u64>,
+    /// Bytes of a header received so far, per peer.
+    hdr_buf: Vec<[u8; Header::LEN]>,
+    pub reduction: Option<Reduction>,
+    pub esize: usize,
+    step_left: usize,
+    total_left: usize,
+    pub timeout: Duration,
+    /// Busy-poll this many idle rounds before yielding the core.
+    pub spin: u32,
+    /// Why the engine is unusable (after a failure or abort).
+    pub poisoned: Option<String>,
+    pub op: &'static str,
+    /// Description of the running call, for mismatch errors.
+    pub mine: Header,
+    /// Set by [`crate::Communicator::abort`] from any thread.
+    pub abort_flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+// SAFETY: the raw pointers in queued jobs are only dereferenced inside `drive`, on the thread
+// that owns the engine, while the operation that queued them keeps the memory alive.
+unsafe impl Send for Engine {}
+
+impl Engine {
+    pub fn new(rank: usize, links: Vec<Option<Link>>, timeout: Duration, spin: u32) -> Self {
+        let p = links.len();
+        Self {
+            rank,
+            links,
+            sendq: (0..p).map(|_| VecDeque::new()).collect(),
+            recvq: (0..p).map(|_| VecDeque::new()).collect(),
+            active: Vec::with_capacity(p),
+            is_active: vec![false; p],
+            next_id: 0,
+            tx_seq: vec![0; p],
+            rx_seq: vec![0; p],
+            hdr_buf: vec![[0; Header::LEN]; p],
+            reduction: None,
+            esize: 1,
+            step_left: 0,
+            total_left: 0,
+            timeout,
+            spin,
+            poisoned: None,
+            op: "",
+            mine: Header::default(),
+            abort_flag: Default::default(),
+        }
+    }
+
+    fn activate(&mut self, peer: usize) {
+        if !self.is_active[peer] {
+            self.is_active[peer] = true;
+            self.active.push(peer);
+        }
+    }
+
+    /// Queues `len` bytes at `ptr` for `peer`, `avail` of them ready now. Returns the job id.
+    pub fn send(
+        &mut self,
+        peer: usize,
+        ptr: *const u8,
+        len: usize,
+        avail: usize,
+        pad: usize,
+    ) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        if len + pad == 0 {
+            return id;
+        }
+        self.sendq[peer].push_back(SendJob {
+            ptr,
+            len,
+            avail,
+            pos: 0,
+            pad,
+            id,
+        });
+        self.activate(peer);
+        id
+    }
+
+    pub fn recv(&mut self, peer: usize, job: RecvJob) {
+        if job.len + job.pad == 0 {
+            return;
+        }
+        if job.in_step {
+            self.step_left += 1;
+        }
+        self.total_left += 1;
+        self.recvq[peer].push_back(job);
+        self.activate(peer);
+    }
+
+    /// Queues this call's header to and from `peer`.
+    pub fn exchange_header(&mut self, peer: usize, hdr_out: *const u8) {
+        self.send(peer, hdr_out, Header::LEN, Header::LEN, 0);
+        let mut expect = self.mine;
+        expect.seq = self.rx_seq[peer];
+        self.tx_seq[peer] += 1;
+        self.rx_seq[peer] += 1;
+        self.recv(
+            peer,
+            RecvJob {
+                kind: RecvKind::Header(expect),
+                dst: std::ptr::null_mut(),
+                len: Header::LEN,
+                pos: 0,
+                pad: 0,
+                fwd: None,
+                in_step: false,
+                cleared: true,
+            },
+        );
+    }
+
+    /// Polls until `until` holds.
+    pub fn drive(&mut self, until: Until) -> Result<(), Error> {
+        let mut idle: u32 = 0;
+        let mut progressed_since_check = true;
+        let mut last_progress = Instant::now();
+        loop {
+            match until {
+                Until::All => {
+                    if self.total_left == 0 && self.active.iter().all(|&p| self.sendq[p].is_empty())
+                    {
+                        self.active.clear();
+                        self.is_active.iter_mut().for_each(|a| *a = false);
+                        return Ok(());
+                    }
+                }
+                Until::Step => {
+                    if self.step_left == 0 {
+                        return Ok(());
+                    }
+                }
+                Until::NoSendReads(ptr, len) => {
+                    if !self.overlaps_send(ptr, len, None) {
+                        return Ok(());
+                    }
+                }
+            }
+            let mut progressed = false;
+            for i in 0..self.active.len() {
+                let peer = self.active[i];
+                progressed |= self.progress_sends(peer).map_err(|e| self.fail(e))?;
+                progressed |= self.progress_recvs(peer).map_err(|e| self.fail(e))?;
+            }
+            if progressed {
+                idle = 0;
+                progressed_since_check = true;
+                continue;
+            }
+            idle = idle.wrapping_add(1);
+            if idle < self.spin {
+                std::hint::spin_loop();
+                continue;
+            }
+            std::thread::yield_now();
+            if idle % 64 == 0 {
+                let now = Instant::now();
+                if progressed_since_check {
+                    progressed_since_check = false;
+                    last_progress = now;
+                }
+                if self.abort_flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    let e = Error::Aborted {
+                        op: self.op,
+                        reason: "aborted by the user".into(),
+                    };
+                    return Err(self.fail(e));
+                }
+                if idle % 1024 == 0 {
+                    for i in 0..self.active.len() {
+                        let peer = self.active[i];
+                        if let Some(Err(detail)) = self.links[peer].as_mut().map(Link::check_alive)
+                        {
+                            let e = Error::PeerFailed {
+                                op: self.op,
+                                peer,
+                                detail,
+                            };
+                            return Err(self.fail(e));
+                        }
+                    }
+                }
+                if now.duration_since(last_progress) >= self.timeout {
+                    let e = self.timeout_error(now.duration_since(last_progress));
+                    return Err(self.fail(e));
+                }
+                if now.duration_since(last_progress) > Duration::from_millis(5) {
+                    // Long waits (a slow peer, an oversubscribed machine) should not burn a core.
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }
+        }
+    }
+
+    fn timeout_error(&self, after: Duration) -> Error {
+        for &peer in &self.active {
+            if !self.recvq[peer].is_empty() {
+                return Error::Timeout {
+                    op: self.op,
+                    peer,
+                    waiting: "for data from it",
+                    after,
+                };
+            }
+        }
+        for &peer in &self.active {
+            if !self.sendq[peer].is_empty() {
+                return Error::Timeout {
+                    op: self.op,
+                    peer,
+                    waiting: "for it to take our data",
+                    after,
+                };
+            }
+        }
+        Error::Timeout {
+            op: self.op,
+            peer: self.rank,
+            waiting: "(nothing queued)",
+            after,
+        }
+    }
+
+    /// Aborts every link and poisons the engine; returns the error for the caller.
+    pub fn fail(&mut self, e: Error) -> Error {
+        tracing::warn!(rank = self.rank, error = %e, "aborting the communicator");
+        for l in self.links.iter_mut().flatten() {
+            l.abort();
+        }
+        for q in &mut self.sendq {
+            q.clear();
+        }
+        for q in &mut self.recvq {
+            q.clear();
+        }
+        self.active.clear();
+        self.is_active.iter_mut().for_each(|a| *a = false);
+        self.step_left = 0;
+        self.total_left = 0;
+        if self.poisoned.is_none() {
+            self.poisoned = Some(e.to_string());
+        }
+        e
+    }
+
+    fn link(&mut self, peer: usize) -> &mut Link {
+        self.links[peer]
+            .as_mut()
+            .expect("a job for a peer without a link")
+    }
+
+    fn progress_sends(&mut self, peer: usize) -> Result<bool, Error> {
+        let op = self.op;
+        let mut progressed = false;
+        while let Some(job) = self.sendq[peer].front_mut() {
+            let (ptr, avail, pos, len, pad) = (job.ptr, job.avail, job.pos, job.len, job.pad);
+            let link = self.links[peer]
+                .as_mut()
+                .expect("a job for a peer without a link");
+            let chunk: &[u8] = if pos < len {
+                if avail == pos {
+                    break;
+                }
+                // SAFETY: [ptr, ptr + avail) is readable and stays unchanged while the job is
+                // queued (the queuing operation's contract; writers check `overlaps_send`).
+                unsafe { std::slice::from_raw_parts(ptr.add(pos), avail - pos) }
+            } else {
+                &ZEROS[..len + pad - pos]
+            };
+            let n = link
+                .write(chunk)
+                .map_err(|detail| Error::PeerFailed { op, peer, detail })?;
+            if n == 0 {
+                break;
+            }
+            progressed = true;
+            let job = self.sendq[peer].front_mut().expect("front exists");
+            job.pos += n;
+            if job.pos == job.len + job.pad {
+                self.sendq[peer].pop_front();
+            } else {
+                break;
+            }
+        }
+        Ok(progressed)
+    }
+
+    /// True when a queued send (other than `except`) still reads bytes in `[ptr, ptr + len)`.
+    fn overlaps_send(&self, ptr: *const u8, len: usize, except: Option<u64>) -> bool {
+        let (a0, a1) = (ptr as usize, ptr as usize + len);
+        self.active.iter().any(|&p| {
+            self.sendq[p].iter().any(|s| {
+                if Some(s.id) == except {
+                    return false;
+                }
+                let (b0, b1) = (s.ptr as usize + s.pos.min(s.len), s.ptr as usize + s.len);
+                a0 < b1 && b0 < a1
+            })
+        })
+    }
+
+    fn progress_recvs(&mut self, peer: usize) -> Result<bool, Error> {
+        let op = self.op;
+        let esize = self.esize;
+        let mut progressed = false;
+        while let Some(job) = self.recvq[peer].front() {
+            if !job.cleared {
+                let own = job.fwd.map(|(_, id)| id);
+                if self.overlaps_send(job.dst, job.len, own) {
+                    break;
+                }
+                self.recvq[peer].front_mut().expect("front").cleared = true;
+            }
+            let reduction = self.reduction;
+            let link = self.links[peer]
+                .as_mut()
+                .expect("a job for a peer without a link");
+            let view = link
+                .peek()
+                .map_err(|detail| Error::PeerFailed { op, peer, detail })?;
+            if view.is_empty() {
+                break;
+            }
+            let job = self.recvq[peer].front_mut().expect("front");
+            let n;
+            if job.pos < job.len {
+                let mut take = view.len().min(job.len - job.pos);
+                match &job.kind {
+                    RecvKind::Header(_) => {
+                        self.hdr_buf[peer][job.pos..job.pos + take].copy_from_slice(&view[..take]);
+                    }
+                    RecvKind::Copy => {
+                        // SAFETY: [dst, dst + len) is writable, owned by the running operation,
+                        // and no queued send reads it (cleared above).
+                        let dst =
+                            unsafe { std::slice::from_raw_parts_mut(job.dst.add(job.pos), take) };
+                        dst.copy_from_slice(&view[..take]);
+                    }
+                    RecvKind::Reduce { local, epilogue } => {
+                        take -= take % esize;
+                        if take == 0 {
+                            break;
+                        }
+                        let r = reduction.expect("a reduce job without a reduction");
+                        let epi = if *epilogue {
+                            r.epilogue
+                        } else {
+                            Epilogue::None
+                        };
+                        reduce_into(r, epi, *local, job.dst, job.pos, &view[..take]).map_err(
+                            |e| Error::Protocol {
+                                op,
+                                peer,
+                                detail: e,
+                            },
+                        )?;
+                    }
+                }
+                n = take;
+                job.pos += take;
+                if let Some((to, id)) = job.fwd {
+                    let produced = job.pos;
+                    if let Some(s) = self.sendq[to].iter_mut().find(|s| s.id == id) {
+                        s.avail = produced;
+                    }
+                }
+            } else {
+                n = view.len().min(job.len + job.pad - job.pos);
+                job.pos += n;
+            }
+            self.link(peer).consume(n);
+            progressed = true;
+            let job = self.recvq[peer].front().expect("front");
+            if job.pos < job.len + job.pad {
+                // Partial: the link has nothing more contiguous right now.
+                continue;
+            }
+            let job = self.recvq[peer].pop_front().expect("front");
+            if let RecvKind::Header(expect) = job.kind {
+                let got = Header::from_bytes(&self.hdr_buf[peer]);
+                expect.check(&got, op, peer)?;
+            }
+            if job.in_step {
+                self.step_left -= 1;
+            }
+            self.total_left -= 1;
+        }
+        Ok(progressed)
+    }
+}
+
+/// `dst[pos..] = local[pos..] op recv` (Reduce with `local == dst` reduces in place).
+fn reduce_into(
+    r: Reduction,
+    epi: Epilogue,
+    local: *const u8,
+    dst: *mut u8,
+    pos: usize,
+    recv: &[u8],
+) -> Result<(), String> {
+    let n = recv.len();
+    if std::ptr::eq(local, dst.cast_const()) {
+        // SAFETY: [dst + pos, + n) is inside the job's destination, exclusively ours for the
+        // duration of the call; `recv` is a view into the link, disjoint from it.
+        let d = unsafe { std::slice::from_raw_parts_mut(dst.add(pos), n) };
+        oxccl_kernels::reduce_bytes_with(r.dtype, r.combine, epi, d, &[recv])
+    } else {
+        // SAFETY: `local` and `dst` are distinct buffers of at least pos + n bytes (the job's
+        // contract); dst is exclusively ours, local only read.
+        let (l, d) = unsafe {
+            (
+                std::slice::from_raw_parts(local.add(pos), n),
+                std::slice::from_raw_parts_mut(dst.add(pos), n),
+            )
+        };
+        oxccl_kernels::reduce_copy_bytes_with(r.dtype, r.combine, epi, &[l, recv], &mut [d])
+    }
+    .map_err(|e| format!("reduction failed: {e}"))
+}

@@ -1,0 +1,88 @@
+//! The 32 bytes that open every call's stream to each peer: what this rank is calling, so that
+//! ranks that disagree (another operation, count, dtype, op or root, or a skipped call) get an
+//! error instead of corrupt data.
+
+use crate::error::Error;
+
+const MAGIC: u32 = 0x4f58_4331; // "OXC1"
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub kind: u8,
+    pub dtype: u8,
+    pub op: u8,
+    /// How many calls this rank made with this peer before, in this direction.
+    pub seq: u64,
+    pub count: u64,
+    /// Root, peer, or the PreMulSum scalar's bits: whatever else must agree.
+    pub extra: u64,
+}
+
+pub(crate) const KIND_NAMES: [&str; 10] = [
+    "?",
+    "all_reduce",
+    "reduce_scatter",
+    "all_gather",
+    "broadcast",
+    "reduce",
+    "all_to_all",
+    "barrier",
+    "send/recv",
+    "all_reduce(small)",
+];
+
+impl Header {
+    pub const LEN: usize = 32;
+
+    pub fn to_bytes(self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        b[4] = self.kind;
+        b[5] = self.dtype;
+        b[6] = self.op;
+        b[8..16].copy_from_slice(&self.seq.to_le_bytes());
+        b[16..24].copy_from_slice(&self.count.to_le_bytes());
+        b[24..32].copy_from_slice(&self.extra.to_le_bytes());
+        b
+    }
+
+    /// Parses; a bad magic gives kind 0, which matches nothing.
+    pub fn from_bytes(b: &[u8; 32]) -> Self {
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        if u32::from_le_bytes(b[0..4].try_into().expect("4 bytes")) != MAGIC {
+            return Header::default();
+        }
+        Header {
+            kind: b[4],
+            dtype: b[5],
+            op: b[6],
+            seq: u64_at(8),
+            count: u64_at(16),
+            extra: u64_at(24),
+        }
+    }
+
+    fn describe(&self) -> String {
+        if self.kind == 0 {
+            return "something unreadable (not an oxccl stream, or out of step)".into();
+        }
+        let kind = KIND_NAMES.get(self.kind as usize).copied().unwrap_or("?");
+        format!(
+            "{kind}(count {}, dtype #{}, op #{}, extra {:#x}) as call #{}",
+            self.count, self.dtype, self.op, self.extra, self.seq
+        )
+    }
+
+    /// Compares what the peer sent with what this rank expects.
+    pub fn check(&self, got: &Header, op: &'static str, peer: usize) -> Result<(), Error> {
+        if self == got {
+            return Ok(());
+        }
+        Err(Error::Mismatch {
+            op,
+            peer,
+            mine: self.describe(),
+            theirs: got.describe(),
+        })
+    }
+}

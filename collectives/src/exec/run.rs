@@ -1,0 +1,220 @@
+//! Runs one rank's program of a [`Schedule`](crate::schedule::Schedule) on the engine.
+//!
+//! The work buffer of the schedule is `work` (the output where the collective allows, else
+//! scratch). Blocks the rank starts with are not copied into it first: until a block is
+//! written in `work` ("materialised"), sends read it from the input and reductions read their
+//! local operand from the input and write the result to `work`, which saves a full pass over
+//! memory. The caller copies whatever is still unmaterialised at the end.
+
+use super::engine::{Engine, RecvJob, RecvKind, Until};
+use super::plan::Plan;
+use crate::error::Error;
+use crate::schedule::{Blocks, Op};
+
+/// The memory of one call, in elements of `esize` bytes.
+pub(crate) struct Buffers {
+    /// The schedule's work buffer, `elems` elements.
+    pub work: *mut u8,
+    /// Where the rank's initial data is, covering elements `in_lo..in_hi` of the work buffer;
+    /// null or equal to `work` when there is nothing to read lazily.
+    pub input: *const u8,
+    pub in_lo: usize,
+    pub in_hi: usize,
+    pub elems: usize,
+    pub esize: usize,
+}
+
+impl Buffers {
+    fn at(&self, e: usize) -> *mut u8 {
+        self.work.wrapping_add(e * self.esize)
+    }
+
+    fn input_at(&self, e: usize) -> *const u8 {
+        self.input.wrapping_add((e - self.in_lo) * self.esize)
+    }
+}
+
+/// Per block: true once `work` holds the block's value.
+pub(crate) fn initial_materialized(plan: &Plan, b: &Buffers) -> Vec<bool> {
+    let blocks = plan.schedule.blocks;
+    let lazy_possible = !b.input.is_null() && !std::ptr::eq(b.input, b.work.cast_const());
+    (0..blocks)
+        .map(|i| {
+            let r = Blocks::one(i as u32).elems(b.elems, blocks);
+            !(lazy_possible && r.start >= b.in_lo && r.end <= b.in_hi && !r.is_empty())
+        })
+        .collect()
+}
+
+/// Maximal runs of `blocks` with the same materialised state: (elements, materialised).
+fn runs(
+    blocks: Blocks,
+    mat: &[bool],
+    elems: usize,
+    nblocks: usize,
+) -> impl Iterator<Item = (std::ops::Range<usize>, bool)> + '_ {
+    let mut i = blocks.start;
+    std::iter::from_fn(move || {
+        if i >= blocks.end() {
+            return None;
+        }
+        let state = mat[i as usize];
+        let start = i;
+        while i < blocks.end() && mat[i as usize] == state {
+            i += 1;
+        }
+        Some((Blocks::new(start, i - start).elems(elems, nblocks), state))
+    })
+}
+
+fn pad_for(bytes: usize) -> usize {
+    (8 - bytes % 8) % 8
+}
+
+/// Executes `plan` (headers already exchanged by the caller); leaves the engine idle.
+pub(crate) fn run(
+    engine: &mut Engine,
+    plan: &Plan,
+    b: &Buffers,
+    mat: &mut [bool],
+) -> Result<(), Error> {
+    let nb = plan.schedule.blocks;
+    let prog = &plan.schedule.programs[plan.rank];
+    let mut flat = 0;
+    for ops in prog.steps() {
+        for op in ops {
+            let is_final = plan.final_op[flat];
+            flat += 1;
+            post(engine, b, mat, nb, *op, is_final)?;
+        }
+        engine.drive(Until::Step)?;
+    }
+    engine.drive(Until::All)
+}
+
+fn post(
+    engine: &mut Engine,
+    b: &Buffers,
+    mat: &mut [bool],
+    nb: usize,
+    op: Op,
+    is_final: bool,
+) -> Result<(), Error> {
+    let blocks = op.blocks();
+    let total = blocks.elems(b.elems, nb).len() * b.esize;
+    let pad = pad_for(total);
+    match op {
+        Op::Send { to, blocks } => {
+            let mut left = total;
+            for (r, m) in runs(blocks, mat, b.elems, nb) {
+                let len = r.len() * b.esize;
+                if len == 0 {
+                    continue;
+                }
+                left -= len;
+                let ptr = if m {
+                    b.at(r.start).cast_const()
+                } else {
+                    b.input_at(r.start)
+                };
+                engine.send(to as usize, ptr, len, len, if left == 0 { pad } else { 0 });
+            }
+        }
+        Op::Recv { from, .. } | Op::RecvCopySend { from, .. } => {
+            let r = blocks.elems(b.elems, nb);
+            if total > 0 {
+                let fwd = op.send_to().map(|to| {
+                    (
+                        to as usize,
+                        engine.send(to as usize, b.at(r.start), total, 0, pad),
+                    )
+                });
+                engine.recv(
+                    from as usize,
+                    RecvJob {
+                        kind: RecvKind::Copy,
+                        dst: b.at(r.start),
+                        len: total,
+                        pos: 0,
+                        pad,
+                        fwd,
+                        in_step: true,
+                        cleared: false,
+                    },
+                );
+            }
+            mat[blocks.range()].iter_mut().for_each(|m| *m = true);
+        }
+        Op::RecvReduce { from, .. } | Op::RecvReduceSend { from, .. } => {
+            let mut left = total;
+            let pieces: Vec<_> = runs(blocks, mat, b.elems, nb).collect();
+            for (r, m) in pieces {
+                let len = r.len() * b.esize;
+                if len == 0 {
+                    continue;
+                }
+                left -= len;
+                let pad = if left == 0 { pad } else { 0 };
+                let local = if m {
+                    b.at(r.start).cast_const()
+                } else {
+                    b.input_at(r.start)
+                };
+                let fwd = op.send_to().map(|to| {
+                    (
+                        to as usize,
+                        engine.send(to as usize, b.at(r.start), len, 0, pad),
+                    )
+                });
+                engine.recv(
+                    from as usize,
+                    RecvJob {
+                        kind: RecvKind::Reduce {
+                            local,
+                            epilogue: is_final,
+                        },
+                        dst: b.at(r.start),
+                        len,
+                        pos: 0,
+                        pad,
+                        fwd,
+                        in_step: true,
+                        cleared: false,
+                    },
+                );
+            }
+            mat[blocks.range()].iter_mut().for_each(|m| *m = true);
+        }
+        Op::Copy { from, to } => {
+            let src = from.elems(b.elems, nb);
+            let dst = to.elems(b.elems, nb);
+            if src.len() != dst.len() {
+                return Err(Error::Protocol {
+                    op: engine.op,
+                    peer: engine.rank,
+                    detail: format!("schedule copies {} elements onto {}", src.len(), dst.len()),
+                });
+            }
+            let len = dst.len() * b.esize;
+            engine.drive(Until::NoSendReads(b.at(dst.start), len))?;
+            // The source blocks are all materialised or all lazy in the schedules we get; read
+            // each block from where it is.
+            for (k, i) in (from.start..from.end()).enumerate() {
+                let s = Blocks::one(i).elems(b.elems, nb);
+                let d = Blocks::one(to.start + k as u32).elems(b.elems, nb);
+                let n = s.len().min(d.len()) * b.esize;
+                let sp = if mat[i as usize] {
+                    b.at(s.start).cast_const()
+                } else {
+                    b.input_at(s.start)
+                };
+                // SAFETY: both ranges lie inside their buffers (block ranges of `elems`
+                // elements) and do not overlap (the schedule's Copy contract; distinct buffers
+                // when the source is the input); no queued send reads the destination.
+                unsafe { std::ptr::copy(sp, b.at(d.start), n) };
+            }
+            mat[to.range()].iter_mut().for_each(|m| *m = true);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! Communicator settings, from `OXCCL_*` environment variables or set in code.
+
+use crate::error::{Error, Result};
+use std::time::Duration;
+
+/// Which link to use between two ranks of one host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportChoice {
+    /// Shared memory between ranks of one host, TCP across hosts.
+    Auto,
+    /// Shared memory only (an error when two ranks are on different hosts).
+    Shm,
+    /// TCP between every pair, even on one host.
+    Tcp,
+}
+
+/// How the ranks of [`crate::Communicator::local`] talk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalTransport {
+    /// Rings in this process's memory (the default).
+    Memory,
+    /// Rings in shared-memory files, as between processes.
+    Shm,
+    /// TCP over 127.0.0.1.
+    Tcp,
+}
+
+/// Settings of a communicator. [`Options::from_env`] reads:
+///
+/// | variable | meaning | default |
+/// |---|---|---|
+/// | `OXCCL_TIMEOUT` | seconds without progress before a call fails (also bounds bootstrap) | 300 |
+/// | `OXCCL_ALGO` | force an algorithm: `ring`, `rhd`, `tree`, `dbtree`, `hier`, `hier:AxB` | tuner |
+/// | `OXCCL_CHUNK_BYTES` | pipeline chunk size of the schedules | 262144 |
+/// | `OXCCL_TRANSPORT` | `auto`, `shm` or `tcp` | `auto` |
+/// | `OXCCL_RING_BYTES` | shared-memory ring size per direction (power of two) | 1048576 |
+/// | `OXCCL_SMALL_BYTES` | all-reduce up to this size sends the whole vector to every peer | 16384 |
+/// | `OXCCL_SPIN` | idle polls before a waiting rank yields its core | 20000, or 50 when ranks outnumber cores |
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub timeout: Duration,
+    pub algorithm: Option<String>,
+    pub chunk_bytes: usize,
+    pub transport: TransportChoice,
+    pub ring_bytes: usize,
+    pub small_bytes: usize,
+    /// `None`: chosen from the number of local ranks and cores.
+    pub spin: Option<u32>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(300),
+            algorithm: None,
+            chunk_bytes: 256 << 10,
+            transport: TransportChoice::Auto,
+            ring_bytes: 1 << 20,
+            small_bytes: 16 << 10,
+            spin: None,
+        }
+    }
+}
+
+impl Options {
+    /// Defaults overridden by the `OXCCL_*` variables that are set.
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut o = Options::default();
+        let num = |k: &str| -> Result<Option<f64>> {
+            get(k)
+                .map(|v| {
+                    v.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|x| x.is_finite() && *x >= 0.0)
+                        .ok_or_else(|| {
+                            Error::Env(format!("{k}={v:?} is not a non-negative number"))
+                        })
+                })
+                .transpose()
+        };
+        if let Some(t) = num("OXCCL_TIMEOUT")? {
+            o.timeout = Duration::from_secs_f64(t.max(0.001));
+        }
+        if let Some(a) = get("OXCCL_ALGO").filter(|a| !a.trim().is_empty() && a.trim() != "auto") {
+            o.algorithm = Some(a.trim().to_string());
+        }
+        if let Some(c) = num("OXCCL_CHUNK_BYTES")? {
+            o.chunk_bytes = (c as usize).max(64);
+        }
+        if let Some(t) = get("OXCCL_TRANSPORT") {
+            o.transport = match t.trim().to_ascii_lowercase().as_str() {
+                "auto" | "" => TransportChoice::Auto,
+                "shm" => TransportChoice::Shm,
+                "tcp" => TransportChoice::Tcp,
+                other => {
+                    return Err(Error::Env(format!(
+                        "OXCCL_TRANSPORT={other:?}: expected auto, shm or tcp"
+                    )))
+                }
+            };
+        }
+        if let Some(r) = num("OXCCL_RING_BYTES")? {
+            let r = r as usize;
+            if !r.is_power_of_two() || r < 4096 {
+                return Err(Error::Env(format!(
+                    "OXCCL_RING_BYTES={r}: must be a power of two >= 4096"
+                )));
+            }
+            o.ring_bytes = r;
+        }
+        if let Some(s) = num("OXCCL_SMALL_BYTES")? {
+            o.small_bytes = s as usize;
+        }
+        if let Some(s) = num("OXCCL_SPIN")? {
+            o.spin = Some(s as u32);
+        }
+        Ok(o)
+    }
+
+    /// The idle polls before yielding, for `local_ranks` ranks sharing this host.
+    pub(crate) fn spin_for(&self, local_ranks: usize) -> u32 {
+        self.spin.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if local_ranks > cores {
+                50
+            } else {
+                20_000
+            }
+        })
+    }
+}
