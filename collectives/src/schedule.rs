@@ -165,6 +165,12 @@ impl Program {
         Self::default()
     }
 
+    /// Makes room for `ops` more ops in `steps` more steps (builders of large schedules).
+    pub fn reserve(&mut self, ops: usize, steps: usize) {
+        self.ops.reserve(ops);
+        self.step_starts.reserve(steps);
+    }
+
     /// Appends a step whose ops run concurrently. An empty step is kept (it does nothing).
     pub fn push_step(&mut self, ops: impl IntoIterator<Item = Op>) {
         self.step_starts.push(self.ops.len() as u32);

@@ -285,6 +285,8 @@ pub(crate) fn wavefront(program: &mut Program, lanes: &mut [StageTable], k: usiz
     let (Some(first), Some(last)) = (first, last) else {
         return;
     };
+    let total: usize = lanes.iter().map(|l| l.ops.len()).sum();
+    program.reserve(total * k, last + k - first);
     let mut ops = Vec::new();
     for t in first..last + k {
         // Chunks whose stage t - c lies in first..=last, newest first.
