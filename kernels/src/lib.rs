@@ -69,6 +69,7 @@
 
 mod api;
 mod cpu;
+pub mod cuda;
 mod element;
 mod types;
 
