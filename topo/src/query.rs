@@ -86,22 +86,34 @@ impl Topology {
         self.pci_parent(id).unwrap_or(id)
     }
 
-    /// Bonded NVLinks between two devices: direct links plus, through each NVSwitch, the
-    /// smaller of the two sides (what `nvidia-smi` reports as `NV#`).
-    pub fn nvlinks_between(&self, a: ObjId, b: ObjId) -> u32 {
+    /// NVLink (count, MB/s) between two devices: direct links, plus through the NVSwitch
+    /// fabric the smaller of the two devices' totals to switches. NVIDIA's switch fabrics are
+    /// non-blocking and trunked between baseboards (links hwloc's matrices do not list), so
+    /// this is what `nvidia-smi` reports as `NV#`: NV6 on a DGX-2, NV18 on HGX H100.
+    fn nvlink_sum(&self, a: ObjId, b: ObjId) -> (u32, u64) {
         let (a, b) = (self.device(a), self.device(b));
-        let links = |x: ObjId, y: ObjId| -> u32 {
-            self.links
-                .iter()
-                .filter(|l| l.kind == LinkKind::NVLink && ((l.a == x && l.b == y) || (l.a == y && l.b == x)))
-                .map(|l| l.count)
-                .sum()
-        };
-        let mut n = links(a, b);
-        for s in self.nvswitches() {
-            n += links(a, s).min(links(s, b));
+        let switches = self.nvswitches();
+        let mut direct = (0u32, 0u64);
+        let mut to_sw_a = (0u32, 0u64);
+        let mut to_sw_b = (0u32, 0u64);
+        for l in self.links.iter().filter(|l| l.kind == LinkKind::NVLink) {
+            let other = |x: ObjId| if l.a == x { Some(l.b) } else if l.b == x { Some(l.a) } else { None };
+            if other(a) == Some(b) {
+                direct = (direct.0 + l.count, direct.1 + l.bandwidth_mbs);
+            }
+            if other(a).is_some_and(|o| switches.contains(&o)) {
+                to_sw_a = (to_sw_a.0 + l.count, to_sw_a.1 + l.bandwidth_mbs);
+            }
+            if other(b).is_some_and(|o| switches.contains(&o)) {
+                to_sw_b = (to_sw_b.0 + l.count, to_sw_b.1 + l.bandwidth_mbs);
+            }
         }
-        n
+        (direct.0 + to_sw_a.0.min(to_sw_b.0), direct.1 + to_sw_a.1.min(to_sw_b.1))
+    }
+
+    /// Bonded NVLinks between two devices, as `nvidia-smi` counts them in `NV#`.
+    pub fn nvlinks_between(&self, a: ObjId, b: ObjId) -> u32 {
+        self.nvlink_sum(a, b).0
     }
 
     /// Path class between two devices (PCI devices or their OS devices).
@@ -143,17 +155,7 @@ impl Topology {
     pub fn path_bandwidth(&self, a: ObjId, b: ObjId) -> Option<f64> {
         let (a, b) = (self.device(a), self.device(b));
         if let PathClass::NvLink(_) = self.path_class(a, b) {
-            let bw = |x: ObjId, y: ObjId| -> u64 {
-                self.links
-                    .iter()
-                    .filter(|l| l.kind == LinkKind::NVLink && ((l.a == x && l.b == y) || (l.a == y && l.b == x)))
-                    .map(|l| l.bandwidth_mbs)
-                    .sum()
-            };
-            let mut total = bw(a, b);
-            for s in self.nvswitches() {
-                total += bw(a, s).min(bw(s, b));
-            }
+            let total = self.nvlink_sum(a, b).1;
             if total > 0 {
                 return Some(total as f64 / 1000.0);
             }

@@ -440,6 +440,40 @@ impl Topology {
         v
     }
 
+    /// Adds an `NVLinkBandwidth` matrix (MB/s, as hwloc's NVML backend writes it) built from
+    /// the NVLink links, when there are links and no such matrix yet: so links survive an
+    /// export to hwloc XML.
+    pub(crate) fn nvlink_matrix_from_links(&mut self) {
+        if self.distances.iter().any(|d| d.name == "NVLinkBandwidth") {
+            return;
+        }
+        let mut objs: Vec<ObjId> = Vec::new();
+        for l in self.links.iter().filter(|l| l.kind == LinkKind::NVLink) {
+            for e in [l.a, l.b] {
+                if !objs.contains(&e) {
+                    objs.push(e);
+                }
+            }
+        }
+        if objs.is_empty() {
+            return;
+        }
+        let n = objs.len();
+        let mut values = vec![0u64; n * n];
+        for l in self.links.iter().filter(|l| l.kind == LinkKind::NVLink) {
+            let i = objs.iter().position(|o| *o == l.a).unwrap_or(0);
+            let j = objs.iter().position(|o| *o == l.b).unwrap_or(0);
+            values[i * n + j] += l.bandwidth_mbs;
+            values[j * n + i] += l.bandwidth_mbs;
+        }
+        self.distances.push(Distances {
+            name: "NVLinkBandwidth".into(),
+            kind: DIST_FROM_OS | DIST_MEANS_BANDWIDTH | DIST_HETEROGENEOUS,
+            objects: objs,
+            values,
+        });
+    }
+
     /// A short label for an object: `Package L#0`, `PCI 0000:3b:00.0`, `mlx5_0`.
     pub fn label(&self, id: ObjId) -> String {
         let o = self.obj(id);

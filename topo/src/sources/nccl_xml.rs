@@ -95,6 +95,7 @@ pub fn parse(file: &str, data: &[u8]) -> Result<Topology, TopoError> {
         topo.links.push(Link { a: gpu, b: other, kind: LinkKind::NVLink, count, bandwidth_mbs: u64::from(count) * per_link });
     }
     topo.finalize();
+    topo.nvlink_matrix_from_links();
     Ok(topo)
 }
 
