@@ -11,6 +11,7 @@
 //! ```
 
 pub mod bitmap;
+pub mod cluster;
 pub mod error;
 pub mod matrix;
 pub mod object;
@@ -20,6 +21,7 @@ pub mod sources;
 pub mod topology;
 
 pub use bitmap::{Bitmap, CpuSet, NodeSet};
+pub use cluster::{Cluster, NetworkTier};
 pub use error::TopoError;
 pub use object::{ObjAttr, ObjId, ObjType, Object, OsDevType, PciAddr, PciInfo};
 pub use matrix::PathMatrix;

@@ -96,3 +96,15 @@ fn nearest_nic_and_local_cpus() {
     assert_eq!(cpus.to_list_string(), t.obj(t.objects_of_type(oxccl_topo::ObjType::Package)[0]).cpuset.to_list_string());
     assert!(t.path_bandwidth(g[0], nic).is_some_and(|b| b > 1.0));
 }
+
+/// A cluster of DGX-2H-like nodes: 16 GPUs per node, 8 nodes per leaf, 4 leaves.
+#[test]
+fn cluster_dimensions_from_real_nodes() {
+    let Some(root) = common::shared_dir() else { return };
+    let node = load(&root, "hwloc-xml/nvidia-dgx2h-16xV100-nvswitch.xml");
+    let tier = |name: &str, fanout| oxccl_topo::NetworkTier { name: name.into(), fanout, bandwidth_gbs: 12.5, latency_us: 1.5 };
+    let c = oxccl_topo::Cluster::uniform(node, 32, vec![tier("leaf", 8), tier("spine", 4)]).expect("cluster");
+    assert_eq!(c.dimensions().expect("dims"), vec![16, 8, 4]);
+    assert_eq!(c.world_size(), 512);
+    assert_eq!(c.intra_node_bandwidth(), Some(150.0));
+}
