@@ -23,12 +23,13 @@
 //! and that order is program order: the k-th message rank `a` sends to rank `b` (counting steps
 //! in order, and a step's ops in the order listed) is taken by the k-th receive from `a` in
 //! `b`'s program. So a plain send goes out when its step begins and a fused op's forward when
-//! its receive is done, but neither overtakes an earlier op's message to the same peer (the
-//! built-in algorithms never list a plain send to a peer after a fused op to it in one step, so
-//! posting a step's plain sends first and then completing its receives in op order, forwarding
-//! as you go, keeps this order). Within one step no block is written twice (receives, `Copy`
-//! targets), and no block a plain send or `Copy` reads is written; the verifier
-//! ([`crate::verify`]) rejects schedules that break this.
+//! its receive is done, but neither overtakes an earlier op's message to the same peer. (The
+//! built-in algorithms never list a plain send to a peer after a fused op to it in one step, and
+//! the fused ops of a step that forward to one peer all receive from one peer; so posting a
+//! step's plain sends when it begins and each forward when its receive completes keeps program
+//! order by itself.) Within one step no block is written twice (receives, `Copy` targets), and
+//! no block a plain send or `Copy` reads is written; the verifier ([`crate::verify`]) rejects
+//! schedules that break this.
 
 use serde::{Deserialize, Serialize};
 use std::ops::Range;

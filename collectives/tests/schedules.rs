@@ -355,19 +355,19 @@ fn an_incomplete_result_is_caught() {
     assert!(matches!(verify(&s), Err(VerifyError::Incomplete { .. })));
 }
 
-/// Within a step, plain sends to a peer are listed before fused forwards to it. Then an
-/// executor that posts a step's plain sends when it begins, and then completes its receives in
-/// op order, forwarding as it goes, sends in program order, which is the order receivers match
-/// in. (An executor that completes receives in arrival order must still hold a forward behind
-/// an earlier op's forward to the same peer: dbtree has such steps.)
+/// Within a step, no plain send to a peer follows a fused forward to it, and the forwards to
+/// one peer all receive from one peer. Receives from one peer complete in order, so an executor
+/// (or the simulator) that posts a step's plain sends when it begins and each forward when its
+/// receive completes sends in program order, which is the order receivers match in.
 fn posting_order_is_natural(s: &Schedule) -> Result<(), String> {
     for (r, prog) in s.programs.iter().enumerate() {
         for (st, ops) in prog.steps().enumerate() {
             for (i, op) in ops.iter().enumerate() {
-                let Some(to) = op.send_to() else { continue };
+                let (Some(to), Some(from)) = (op.send_to(), op.recv_from()) else {
+                    continue;
+                };
                 for later in &ops[i + 1..] {
-                    let fused_then_plain = op.recv_from().is_some() && later.recv_from().is_none();
-                    if later.send_to() == Some(to) && fused_then_plain {
+                    if later.send_to() == Some(to) && later.recv_from() != Some(from) {
                         return Err(format!("rank {r} step {st}: {op:?} then {later:?}"));
                     }
                 }

@@ -299,11 +299,39 @@ pub(crate) fn wavefront(program: &mut Program, lanes: &mut [StageTable], k: usiz
                 );
             }
         }
-        // An empty step does nothing; matching is per pair, not by step number.
-        if !ops.is_empty() {
-            program.push_step(ops.drain(..));
+        push_ordered(program, &mut ops);
+    }
+}
+
+/// Appends `ops` as one step, split where needed so that the fused ops of a step that forward
+/// to one peer all receive from one peer, and no plain send to a peer follows a forward to it.
+/// Receives from one peer complete in order, so any executor that posts plain sends when a step
+/// begins and forwards when their receives complete then sends in program order. (dbtree needs
+/// this where a rank forwards to the same peer in both trees.) An empty step is dropped: it
+/// does nothing, and matching is per pair, not by step number.
+fn push_ordered(program: &mut Program, ops: &mut Vec<Op>) {
+    // (destination, source) of the forwards in the step being built.
+    let mut forwards: Vec<(Rank, Rank)> = Vec::new();
+    let mut start = 0;
+    for i in 0..ops.len() {
+        let op = ops[i];
+        let Some(to) = op.send_to() else { continue };
+        let conflict = forwards
+            .iter()
+            .any(|&(t, f)| t == to && Some(f) != op.recv_from());
+        if conflict {
+            program.push_step(ops[start..i].iter().copied());
+            start = i;
+            forwards.clear();
+        }
+        if let Some(from) = op.recv_from() {
+            forwards.push((to, from));
         }
     }
+    if start < ops.len() {
+        program.push_step(ops[start..].iter().copied());
+    }
+    ops.clear();
 }
 
 /// `ranks` programs, each the wavefront of that rank's lanes.
