@@ -44,3 +44,16 @@ fn rdma_one_gib_message_over_the_software_model() {
     let make = || RdmaTransport::new(fabric.clone(), RdmaConfig::default());
     conformance::large_message(&make, &o, 1 << 30);
 }
+
+/// Chosen at run time through the object-safe wrapper, as a communicator would.
+#[test]
+fn rdma_behind_the_dyn_wrapper_carries_messages() {
+    use oxccl_transport::dynamic::DynTransport;
+    let fabric = SimVerbs::new();
+    let make = || {
+        Box::new(RdmaTransport::new(fabric.clone(), RdmaConfig::default())) as Box<dyn DynTransport>
+    };
+    let o = conformance::Options::default();
+    conformance::ping_pong(&make, &o);
+    conformance::peer_close_mid_message(&make, &o);
+}
