@@ -82,6 +82,7 @@ mod matching;
 pub mod rdma;
 mod region;
 pub mod shm;
+pub mod tcp;
 pub mod wait;
 
 pub use api::{
