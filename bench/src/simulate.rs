@@ -261,7 +261,9 @@ pub(crate) fn predict(
     };
     let mut best: Option<(usize, SimReport)> = None;
     for k in candidates {
+        let built = std::time::Instant::now();
         let s = cache.get(algo, ranks, k)?;
+        let built = built.elapsed();
         let total_ops: usize = s.programs.iter().map(|p| p.ops().len()).sum();
         let mut tick = |done: u64, total: u64| {
             if total_ops > 4_000_000 {
@@ -272,8 +274,20 @@ pub(crate) fn predict(
                 ));
             }
         };
+        let started = std::time::Instant::now();
         let rep = simulate_with_progress(net, s, bytes, elem, &mut tick)
             .with_context(|| format!("simulating {algo} at {bytes} bytes, pipeline {k}"))?;
+        if total_ops > 4_000_000 {
+            bar.suspend(|| {
+                eprintln!(
+                    "# {algo} on {ranks} ranks, {}, pipeline {k}: {total_ops} ops; schedule built in {:.2} s, simulated in {:.2} s ({} events)",
+                    human(bytes),
+                    built.as_secs_f64(),
+                    started.elapsed().as_secs_f64(),
+                    rep.events
+                )
+            });
+        }
         if best.as_ref().is_none_or(|(_, b)| rep.time < b.time) {
             best = Some((k, rep));
         }
@@ -384,7 +398,8 @@ pub(crate) fn human(bytes: u64) -> String {
     match bytes {
         b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{}G", b >> 30),
         b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}M", b >> 20),
-        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{}K", b >> 10),
+        b if (1 << 10..1_000_000).contains(&b) && b % (1 << 10) == 0 => format!("{}K", b >> 10),
+        b if b >= 1_000_000 => format!("{:.1}MB", b as f64 / 1e6),
         b => format!("{b}B"),
     }
 }
