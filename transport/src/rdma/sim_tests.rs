@@ -391,3 +391,67 @@ fn rnr_table_matches_the_spec_endpoints() {
     assert_eq!(rnr_delay(1), Duration::from_micros(10));
     assert_eq!(rnr_delay(31), Duration::from_micros(491_520));
 }
+
+#[test]
+fn one_completion_queue_shared_by_two_queue_pairs_names_each() {
+    let v = SimVerbs::new();
+    let ctx = v.open(None).unwrap();
+    let pd = ctx.alloc_pd().unwrap();
+    let shared = ctx.create_cq(16).unwrap();
+    let caps = QpCaps {
+        max_send_wr: 4,
+        max_recv_wr: 4,
+    };
+    let mut a = pd.create_qp(&shared, caps).unwrap();
+    let mut b = pd.create_qp(&shared.clone(), caps).unwrap();
+    let mr = pd.alloc_mr(64, Access::REMOTE_WRITE).unwrap();
+    let ea = QpEndpoint {
+        qp_num: a.qp_num(),
+        lid: 0,
+        gid: [0; 16],
+        psn: 5,
+    };
+    let eb = QpEndpoint {
+        qp_num: b.qp_num(),
+        lid: 0,
+        gid: [0; 16],
+        psn: 6,
+    };
+    for (qp, remote, psn) in [(&mut a, eb, 5), (&mut b, ea, 6)] {
+        qp.modify(QpTransition::Init { remote_write: true })
+            .unwrap();
+        qp.modify(QpTransition::Rtr {
+            remote,
+            min_rnr_timer: 1,
+        })
+        .unwrap();
+        qp.modify(QpTransition::Rts {
+            sq_psn: psn,
+            timeout: 1,
+            retry_cnt: 1,
+            rnr_retry: 7,
+        })
+        .unwrap();
+    }
+    b.post_recv(77).unwrap();
+    let wr = WriteWr {
+        wr_id: 1,
+        local: &mr,
+        local_offset: 0,
+        len: 8,
+        remote_addr: mr.addr() + 32,
+        rkey: mr.rkey(),
+        imm: Some(3),
+    };
+    a.post_write(wr).unwrap();
+    let wcs = poll_n(&shared, 2);
+    assert_eq!(wcs.len(), 2);
+    assert_eq!(
+        (wcs[0].qp_num, wcs[0].opcode),
+        (a.qp_num(), WcOpcode::RdmaWrite)
+    );
+    assert_eq!(
+        (wcs[1].qp_num, wcs[1].wr_id, wcs[1].imm_data),
+        (b.qp_num(), 77, Some(3))
+    );
+}
