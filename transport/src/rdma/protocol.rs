@@ -267,6 +267,7 @@ impl<V: Verbs> PreparedSide<V> {
             closed: false,
             dead: None,
             broken: None,
+            bad_frame: false,
             wcs: Vec::with_capacity(64),
             max_outstanding: 0,
         })
@@ -346,6 +347,8 @@ pub struct Engine<V: Verbs> {
     closed: bool,
     dead: Option<String>,
     broken: Option<String>,
+    /// `broken` because of what the peer wrote (reported as a bad frame).
+    bad_frame: bool,
     wcs: Vec<WorkCompletion>,
     max_outstanding: u64,
 }
@@ -377,9 +380,10 @@ impl<V: Verbs> Engine<V> {
             });
         }
         if let Some(reason) = &self.broken {
-            return Err(ProtoError::Broken {
-                peer: self.peer.clone(),
-                reason: reason.clone(),
+            let (peer, reason) = (self.peer.clone(), reason.clone());
+            return Err(match self.bad_frame {
+                true => ProtoError::BadFrame { peer, reason },
+                false => ProtoError::Broken { peer, reason },
             });
         }
         if self.peer_closed || self.dead.is_some() {
@@ -389,6 +393,14 @@ impl<V: Verbs> Engine<V> {
             });
         }
         Ok(())
+    }
+
+    /// The peer wrote a slot that fails its checks: the connection is closed for good.
+    fn bad_frame(&mut self, reason: String) {
+        if self.broken.is_none() {
+            self.bad_frame = true;
+        }
+        self.break_with(reason);
     }
 
     fn break_with(&mut self, reason: String) {
@@ -455,7 +467,7 @@ impl<V: Verbs> Engine<V> {
             (WR_CREDIT, _) => self.credit_inflight = false,
             (WR_RECV, WcOpcode::RecvRdmaWithImm) => {
                 let Some(imm) = wc.imm_data else {
-                    self.break_with("receive completion without immediate data".into());
+                    self.bad_frame("receive completion without immediate data".into());
                     return;
                 };
                 self.on_chunk(imm, wc.byte_len, direct);
@@ -489,7 +501,7 @@ impl<V: Verbs> Engine<V> {
         self.recv_seq += 1;
         let mut raw = [0u8; SLOT_HEADER];
         if byte_len as usize > self.local.slot_size as usize {
-            self.break_with(format!(
+            self.bad_frame(format!(
                 "a write of {byte_len} bytes overflows a {}-byte slot",
                 self.local.slot_size
             ));
@@ -502,7 +514,7 @@ impl<V: Verbs> Engine<V> {
         let (h, len) = match SlotHeader::decode(&raw, imm_data, byte_len) {
             Ok(x) => x,
             Err(reason) => {
-                self.break_with(format!("bad frame from {}: {reason}", self.peer));
+                self.bad_frame(reason);
                 return;
             }
         };
@@ -516,7 +528,7 @@ impl<V: Verbs> Engine<V> {
             Kind::Cont => self.on_cont(h, len, payload, direct),
         };
         if let Err(reason) = result {
-            self.break_with(format!("bad frame from {}: {reason}", self.peer));
+            self.bad_frame(reason);
             return;
         }
         self.consumed += 1;

@@ -289,7 +289,7 @@ fn bad_slot_contents_break_the_connection_with_bad_frame() {
     let mut buf = [0u8; 8];
     let err = recv(&mut eb, 0, &mut buf).unwrap_err();
     assert!(
-        matches!(err, ProtoError::Broken { ref reason, .. } if reason.contains("magic")),
+        matches!(err, ProtoError::BadFrame { ref reason, .. } if reason.contains("magic")),
         "{err}"
     );
 }
