@@ -106,6 +106,10 @@ pub struct ProtoConfig {
     pub timeout: u8,
     /// See `timeout`.
     pub retry_cnt: u8,
+    /// After this long without hearing from the peer, a zero-length RDMA WRITE probes it: its
+    /// ACK proves the peer's queue pair is alive, its failure (after the ACK timeout and
+    /// retries) reports a peer that died without saying CLOSE.
+    pub keepalive: Duration,
 }
 
 impl Default for ProtoConfig {
@@ -116,6 +120,7 @@ impl Default for ProtoConfig {
             rnr_retry: 7,
             timeout: 14,
             retry_cnt: 7,
+            keepalive: Duration::from_secs(1),
         }
     }
 }
@@ -141,6 +146,7 @@ impl ProtoConfig {
 const WR_DATA: u64 = 1 << 56;
 const WR_CREDIT: u64 = 2 << 56;
 const WR_RECV: u64 = 3 << 56;
+const WR_PROBE: u64 = 4 << 56;
 const WR_KIND: u64 = 0xff << 56;
 
 /// One side's verbs objects before the peer is known (queue pair in INIT, receives posted).
@@ -176,7 +182,7 @@ impl<V: Verbs> PreparedSide<V> {
             arena_len.ok_or_else(|| ProtoError::Config("arena size overflows".into()))?;
         let arena = pd.alloc_mr(arena_len, Access::REMOTE_WRITE).map_err(v)?;
         let caps = QpCaps {
-            max_send_wr: ring + 2,
+            max_send_wr: ring + 3,
             max_recv_wr: ring,
         };
         let mut qp = pd.create_qp(&cq, caps).map_err(v)?;
@@ -254,6 +260,9 @@ impl<V: Verbs> PreparedSide<V> {
             staging_owner: vec![None; ring_len(&remote) as usize],
             inflight: HashMap::new(),
             credit_inflight: false,
+            keepalive: self.cfg.keepalive,
+            last_heard: Instant::now(),
+            probe_inflight: false,
             advertised: 0,
             recv_seq: 0,
             consumed: 0,
@@ -331,6 +340,9 @@ pub struct Engine<V: Verbs> {
     staging_owner: Vec<Option<u64>>,
     inflight: HashMap<u64, u32>,
     credit_inflight: bool,
+    keepalive: Duration,
+    last_heard: Instant,
+    probe_inflight: bool,
     advertised: u64,
     // Receiving.
     recv_seq: u64,
@@ -444,6 +456,7 @@ impl<V: Verbs> Engine<V> {
             }
         };
         self.return_credits();
+        self.probe_if_quiet();
         Ok(())
     }
 
@@ -462,9 +475,11 @@ impl<V: Verbs> Engine<V> {
             }
             return;
         }
+        self.last_heard = Instant::now();
         match (wc.wr_id & WR_KIND, wc.opcode) {
             (WR_DATA, _) => self.complete_write(wc.wr_id),
             (WR_CREDIT, _) => self.credit_inflight = false,
+            (WR_PROBE, _) => self.probe_inflight = false,
             (WR_RECV, WcOpcode::RecvRdmaWithImm) => {
                 let Some(imm) = wc.imm_data else {
                     self.bad_frame("receive completion without immediate data".into());
@@ -624,6 +639,32 @@ impl<V: Verbs> Engine<V> {
             self.incoming.remove(&msg);
         }
         res.map_err(|e| format!("copying out of the receive arena: {e}"))
+    }
+
+    /// Posts a zero-length write when the peer has been silent for `keepalive`.
+    fn probe_if_quiet(&mut self) {
+        if self.probe_inflight || self.dead.is_some() || self.broken.is_some() {
+            return;
+        }
+        if self.last_heard.elapsed() < self.keepalive {
+            return;
+        }
+        let wr = WriteWr {
+            wr_id: WR_PROBE,
+            local: &self.staging,
+            local_offset: 0,
+            len: 0,
+            remote_addr: self.remote.arena_addr,
+            rkey: self.remote.arena_rkey,
+            imm: None,
+        };
+        match self.qp.post_write(wr) {
+            Ok(()) => {
+                self.probe_inflight = true;
+                self.last_heard = Instant::now();
+            }
+            Err(e) => self.break_with(format!("probing the peer: {e}")),
+        }
     }
 
     fn return_credits(&mut self) {

@@ -346,3 +346,29 @@ fn a_later_receive_does_not_fail_while_its_message_is_queued_behind_a_closed_pee
         Err(ProtoError::PeerClosed { .. })
     ));
 }
+
+#[test]
+fn a_peer_that_dies_without_close_is_found_by_the_keepalive_probe() {
+    // Without a connection manager's notice, only a write can find out the peer is gone.
+    let v = SimVerbs::with_config(crate::rdma::sim::SimConfig {
+        peer_death_notice: false,
+        ..Default::default()
+    });
+    let cfg = ProtoConfig {
+        keepalive: Duration::from_millis(20),
+        timeout: 10, // 4 ms ACK timeout
+        retry_cnt: 2,
+        ..small()
+    };
+    let (a, mut b) = pair_with(&v, cfg, cfg);
+    drop(a); // no CLOSE: the process died
+    let started = Instant::now();
+    let mut buf = [0u8; 8];
+    let err = recv(&mut b, 1, &mut buf).unwrap_err();
+    assert!(matches!(err, ProtoError::PeerClosed { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "found after {:?}",
+        started.elapsed()
+    );
+}
