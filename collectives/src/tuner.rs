@@ -26,7 +26,9 @@
 //! tree, dbtree, hier); `OXCCL_ALGO` (see [`algo_override`]) forces the
 //! algorithm, the model still picking its pipeline depth. The choice is logged at `info`.
 
-use crate::algorithms::{all_reduce_shape, double_binary_trees, Algorithm, AlgorithmError};
+use crate::algorithms::{
+    all_reduce_shape, binomial_tree, double_binary_trees, Algorithm, AlgorithmError,
+};
 use crate::schedule::Collective;
 use serde::{Deserialize, Serialize};
 
@@ -176,7 +178,11 @@ pub fn predict_pipelined(
             // The chain: one message per chunk per rank; a reduce adds up at every hop, so the
             // reduction rides the critical path with the transfer.
             _ => {
-                let gamma = if is_reduction { link.gamma_s_per_byte } else { 0.0 };
+                let gamma = if is_reduction {
+                    link.gamma_s_per_byte
+                } else {
+                    0.0
+                };
                 let hop = LinkParams {
                     beta_s_per_byte: link.beta_s_per_byte + gamma,
                     ..link
@@ -185,15 +191,19 @@ pub fn predict_pipelined(
             }
         },
         Algorithm::Tree => {
-            // Binomial: the root talks to ceil(log2 p) children per chunk.
+            // Binomial: the root talks to ceil(log2 p) children per chunk, one after another on
+            // its link. Latency and the reductions that cannot hide behind the next child's
+            // transfer are paid once per level of the tree, whose height is below
+            // ceil(log2 p) when p is not a power of two.
             let l = log2_ceil;
-            let reduced = if is_reduction { l * n } else { 0.0 };
-            let hops = if collective == Collective::AllReduce {
-                2.0 * l
+            let height = binomial_tree(ranks, 0).height() as f64;
+            let reduced = if is_reduction { height * n } else { 0.0 };
+            let phases = if collective == Collective::AllReduce {
+                2.0
             } else {
-                l
+                1.0
             };
-            pipelined(link, hops, k, l, n / k, reduced)
+            pipelined(link, phases * l, k, l, n / k, reduced) - phases * (l - height) * link.alpha_s
         }
         Algorithm::DoubleBinaryTree => {
             // The stage plan takes a node's two children one stage apart, but their messages
