@@ -13,7 +13,7 @@
 //! buffer* of all `b` blocks; what it holds at the start and must hold at the end depends on the
 //! [`Collective`] (each variant's documentation says).
 //!
-//! Each rank runs its [`Program`]: a list of [`Step`]s in order. The [`Op`]s of one step run
+//! Each rank runs its [`Program`]: a list of steps in order. The [`Op`]s of one step run
 //! concurrently: a step's sends read the work buffer as it was when the step began, its receives
 //! write it when they complete, and no block may be both sent and received by plain ops of one
 //! step. The fused ops ([`Op::RecvReduceSend`], [`Op::RecvCopySend`]) forward what they produced.

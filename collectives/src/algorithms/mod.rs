@@ -2,7 +2,7 @@
 //!
 //! Every algorithm is written the same way: for one chunk of the data it says which ops each rank
 //! runs at each *stage* (a message sent at stage `s` is received at stage `s + 1`), and
-//! [`wavefront`] lays `pipeline` chunks over those stages so that chunk `c` runs stage `s` at step
+//! `wavefront` lays `pipeline` chunks over those stages so that chunk `c` runs stage `s` at step
 //! `s + c`. That one rule pipelines chains and trees (a rank forwards chunk `c` while it receives
 //! chunk `c + 1`), and it keeps the per-pair message order identical on both ends, which the
 //! schedule's FIFO matching needs. Recursive halving-doubling does not pipeline (its messages
