@@ -1,8 +1,342 @@
-//! `oxccl-bench transport`.
+//! `oxccl-bench transport`: ping-pong latency and streaming bandwidth between two processes,
+//! in the columns of osu_latency and osu_bw (and of `shared/peers/mpi_pingpong.c`, so
+//! `shared/peers/compare.sh transport` lines them up with Open MPI).
+//!
+//! The parent process listens, spawns a copy of this binary as the peer (`--peer ADDR`, hidden)
+//! and both run the same schedule:
+//! * latency: `iters` blocking round trips of `bytes` each way; one-way latency is half the
+//!   mean round trip (10000 iterations up to 8 KiB, 1000 above, 10% warm-up first);
+//! * bandwidth: a window of `win` sends of `bytes` (64, or 4 from 16 MiB), then a 4-byte
+//!   acknowledgement, repeated (50 times, or 10 from 16 MiB); bandwidth = bytes moved / time.
+//!   Sends are posted together (`isend` borrows one buffer `win` times); the peer receives them
+//!   one after another into one buffer (a receive buffer can only be lent once at a time).
+//!
+//! Two processes, not two threads: that is the honest comparison with MPI ranks.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use oxccl_transport::dynamic::{DynAddress, DynTransport};
+use oxccl_transport::shm::Shm;
+use oxccl_transport::tcp::{Tcp, TcpConfig};
+use oxccl_transport::wait::{self, Deadline};
+use oxccl_transport::{Address, Connection, Listener, Post, Request, Transport};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Transports to measure: shm, tcp or all.
+    #[arg(long, default_value = "all")]
+    transport: String,
+    /// Tests to run: latency, bandwidth or all.
+    #[arg(long, default_value = "all")]
+    test: String,
+    /// Smallest latency message (bytes).
+    #[arg(long, default_value_t = 1)]
+    min_bytes: usize,
+    /// Largest latency message (bytes).
+    #[arg(long, default_value_t = 1 << 20)]
+    max_latency_bytes: usize,
+    /// Largest bandwidth message (bytes; bandwidth starts at 4 KiB).
+    #[arg(long, default_value_t = 64 << 20)]
+    max_bytes: usize,
+    /// Scale the iteration counts (e.g. 0.1 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    iters_scale: f64,
+    /// TCP sockets per connection (OXCCL_SOCKET_NSOCKS otherwise).
+    #[arg(long)]
+    nsocks: Option<usize>,
+    /// One JSON object per line instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Internal: run as the peer process, connecting to this hex-encoded address.
+    #[arg(long, hide = true)]
+    peer: Option<String>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("oxccl-bench transport is not built yet")
+/// Deadline of every step: generous, a stuck peer still ends the run.
+const STEP: Duration = Duration::from_secs(120);
+
+fn make(name: &str, nsocks: Option<usize>) -> anyhow::Result<Box<dyn DynTransport>> {
+    Ok(match name {
+        "shm" => Box::new(Shm::from_env()?),
+        "tcp" => {
+            let mut c = TcpConfig::from_env()?;
+            c.ip = Some(std::net::Ipv4Addr::LOCALHOST.into());
+            c.ifname = None;
+            if let Some(n) = nsocks {
+                c.nsocks = n;
+            }
+            Box::new(Tcp::with_config(c)?)
+        }
+        other => bail!("unknown transport {other:?} (shm, tcp)"),
+    })
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    Leader,
+    Peer,
+}
+
+fn latency_sizes(a: &Args) -> Vec<usize> {
+    let mut v = Vec::new();
+    let mut n = a.min_bytes.max(1);
+    while n <= a.max_latency_bytes {
+        v.push(n);
+        n *= 2;
+    }
+    v
+}
+
+fn bandwidth_sizes(a: &Args) -> Vec<usize> {
+    let mut v = Vec::new();
+    let mut n = 4096;
+    while n <= a.max_bytes {
+        v.push(n);
+        n *= 2;
+    }
+    v
+}
+
+fn scaled(n: usize, s: f64) -> usize {
+    ((n as f64 * s) as usize).max(2)
+}
+
+struct Row {
+    transport: &'static str,
+    test: &'static str,
+    bytes: usize,
+    iters: usize,
+    seconds: f64,
+    moved: f64,
+}
+
+/// One round of the latency test at `bytes`; returns seconds for `iters` round trips.
+fn latency<C: Connection>(c: &C, role: Role, buf: &mut [u8], iters: usize) -> anyhow::Result<f64> {
+    let warm = iters / 10;
+    let mut t0 = Instant::now();
+    for i in 0..iters + warm {
+        if i == warm {
+            t0 = Instant::now();
+        }
+        if role == Role::Leader {
+            wait::send(c, 1, buf, Deadline::after(STEP))?;
+            wait::recv(c, 1, buf, Deadline::after(STEP))?;
+        } else {
+            wait::recv(c, 1, buf, Deadline::after(STEP))?;
+            wait::send(c, 1, buf, Deadline::after(STEP))?;
+        }
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// One round of the bandwidth test; returns seconds for `iters` windows.
+fn bandwidth<C: Connection>(
+    c: &C,
+    role: Role,
+    buf: &mut [u8],
+    win: usize,
+    iters: usize,
+) -> anyhow::Result<f64> {
+    let warm = 2;
+    let mut ack = [0u8; 4];
+    let mut t0 = Instant::now();
+    for i in 0..iters + warm {
+        if i == warm {
+            t0 = Instant::now();
+        }
+        if role == Role::Leader {
+            let buf: &[u8] = buf;
+            let mut reqs = Vec::with_capacity(win);
+            for _ in 0..win {
+                let deadline = Deadline::after(STEP);
+                loop {
+                    match c.isend(2, buf)? {
+                        Post::Posted(r) => {
+                            reqs.push(r);
+                            break;
+                        }
+                        Post::Retry(_) => {
+                            for r in reqs.iter_mut() {
+                                r.test()?;
+                            }
+                            if deadline.expired() {
+                                bail!("isend kept answering retry");
+                            }
+                        }
+                    }
+                }
+            }
+            let mut dynreqs: Vec<&mut dyn Request> =
+                reqs.iter_mut().map(|r| r as &mut dyn Request).collect();
+            wait::wait_all(&mut dynreqs, Deadline::after(STEP), c.peer())?;
+            drop(reqs);
+            wait::recv(c, 3, &mut ack, Deadline::after(STEP))?;
+        } else {
+            for _ in 0..win {
+                wait::recv(c, 2, buf, Deadline::after(STEP))?;
+            }
+            wait::send(c, 3, &ack, Deadline::after(STEP))?;
+        }
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+fn schedule<C: Connection>(
+    a: &Args,
+    name: &'static str,
+    c: &C,
+    role: Role,
+    out: &mut dyn FnMut(Row),
+) -> anyhow::Result<()> {
+    let top = a.max_bytes.max(a.max_latency_bytes);
+    let mut buf = vec![0u8; top];
+    buf.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+    if a.test == "all" || a.test == "latency" {
+        for n in latency_sizes(a) {
+            let iters = scaled(if n <= 8192 { 10_000 } else { 1000 }, a.iters_scale);
+            let s = latency(c, role, &mut buf[..n], iters)?;
+            out(Row {
+                transport: name,
+                test: "latency",
+                bytes: n,
+                iters,
+                seconds: s / 2.0,
+                moved: (n * iters) as f64,
+            });
+        }
+    }
+    if a.test == "all" || a.test == "bandwidth" {
+        for n in bandwidth_sizes(a) {
+            let (win, iters) = if n >= 16 << 20 { (4, 10) } else { (64, 50) };
+            let iters = scaled(iters, a.iters_scale);
+            let s = bandwidth(c, role, &mut buf[..n], win, iters)?;
+            out(Row {
+                transport: name,
+                test: "bandwidth",
+                bytes: n,
+                iters: iters * win,
+                seconds: s,
+                moved: (n * win * iters) as f64,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn print_row(r: &Row, json: bool, last_test: &mut &'static str) {
+    let latency_us = r.seconds * 1e6 / r.iters as f64;
+    let gbps = r.moved / r.seconds / 1e9;
+    if json {
+        let v = serde_json::json!({
+            "transport": r.transport, "test": r.test, "bytes": r.bytes,
+            "latency_us": latency_us, "bandwidth_gbps": gbps, "iters": r.iters,
+        });
+        println!("{v}");
+    } else {
+        if *last_test != r.test {
+            if r.test == "latency" {
+                println!(
+                    "# oxccl {} latency (one way)\n# {:>12} {:>14}",
+                    r.transport, "size(B)", "latency(us)"
+                );
+            } else {
+                println!(
+                    "# oxccl {} bandwidth, window 64 (4 from 16 MiB)\n# {:>12} {:>14}",
+                    r.transport, "size(B)", "bw(GB/s)"
+                );
+            }
+            *last_test = r.test;
+        }
+        if r.test == "latency" {
+            println!("  {:>12} {:>14.2}", r.bytes, latency_us);
+        } else {
+            println!("  {:>12} {:>14.3}", r.bytes, gbps);
+        }
+    }
+    let _ = std::io::stdout().flush();
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> anyhow::Result<Vec<u8>> {
+    if s.len() & 1 == 1 {
+        bail!("odd-length hex address");
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).context("hex address"))
+        .collect()
+}
+
+fn run_peer(a: &Args, addr: &str) -> anyhow::Result<()> {
+    let addr = DynAddress::from_bytes(&unhex(addr)?)?;
+    let name: &'static str = match addr.transport() {
+        "shm" => "shm",
+        "tcp" => "tcp",
+        other => bail!("unknown transport {other:?}"),
+    };
+    let t = make(name, a.nsocks)?;
+    let c = wait::establish(t.connect(&addr)?, Deadline::after(STEP), &addr.to_string())?;
+    schedule(a, name, &c, Role::Peer, &mut |_| {})
+}
+
+fn run_leader(a: &Args, name: &'static str) -> anyhow::Result<()> {
+    let t = make(name, a.nsocks)?;
+    let mut l = t.listen()?;
+    let addr = hex(&l.address().to_bytes());
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("transport").arg("--peer").arg(&addr);
+    cmd.args(["--test", &a.test, "--min-bytes", &a.min_bytes.to_string()]);
+    cmd.args([
+        "--max-latency-bytes",
+        &a.max_latency_bytes.to_string(),
+        "--max-bytes",
+        &a.max_bytes.to_string(),
+    ]);
+    cmd.args(["--iters-scale", &a.iters_scale.to_string()]);
+    if let Some(n) = a.nsocks {
+        cmd.args(["--nsocks", &n.to_string()]);
+    }
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .spawn()
+        .context("spawning the peer process")?;
+    let result = (|| {
+        let c = wait::accept(&mut l, Deadline::after(STEP))?;
+        let mut last = "";
+        schedule(a, name, &c, Role::Leader, &mut |r| {
+            print_row(&r, a.json, &mut last)
+        })
+    })();
+    if result.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait().context("waiting for the peer process")?;
+    result?;
+    if !status.success() {
+        bail!("the peer process failed: {status}");
+    }
+    Ok(())
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(addr) = args.peer.clone() {
+        return run_peer(&args, &addr);
+    }
+    let which: Vec<&'static str> = match args.transport.as_str() {
+        "all" => vec!["shm", "tcp"],
+        "shm" => vec!["shm"],
+        "tcp" => vec!["tcp"],
+        other => bail!("unknown transport {other:?} (shm, tcp, all)"),
+    };
+    for name in which {
+        run_leader(&args, name)?;
+    }
+    Ok(())
 }

@@ -77,6 +77,7 @@ mod api;
 pub mod conformance;
 pub mod dynamic;
 mod error;
+pub mod fault;
 pub mod loopback;
 mod matching;
 pub mod rdma;
