@@ -111,6 +111,7 @@ impl RdmaConfig {
 
 /// RDMA over any [`Verbs`] backend: [`super::sim::SimVerbs`] here, rdma-core with the `rdma`
 /// feature. Values made from clones of one backend reach each other.
+#[derive(Clone)]
 pub struct RdmaTransport<V: Verbs + Clone> {
     verbs: V,
     config: RdmaConfig,
