@@ -1,7 +1,8 @@
 //! The symbolic verifier: runs every rank of a [`Schedule`] on sets of contributors instead of data.
 //!
 //! Each block of each rank's work buffer holds the set of ranks whose contribution it contains
-//! (a bitset). Messages carry the sender's sets at the time of sending through one FIFO per
+//! (a bitset), and which block of the buffer that data belongs to (a `Copy` can move it).
+//! Messages carry the sender's sets at the time of sending through one FIFO per
 //! ordered pair of ranks, matched in program order (see [`crate::schedule`]). Ranks advance a
 //! step once its receives are matched; the verifier steps every rank that can move until all
 //! are done, and reports:
@@ -10,7 +11,8 @@
 //!   block one of its plain sends reads) as [`VerifyError::Malformed`];
 //! * sending, or reducing into, a block that holds nothing ([`VerifyError::EmptyRead`]): its
 //!   bytes would be garbage;
-//! * a reduction that would count some rank twice ([`VerifyError::DoubleContribution`]);
+//! * a reduction that would count some rank twice ([`VerifyError::DoubleContribution`]), or
+//!   add up data of two different blocks ([`VerifyError::Misplaced`]);
 //! * a receive matched with a message of other blocks ([`VerifyError::Mismatch`]);
 //! * ranks left waiting with nothing in flight that they can take ([`VerifyError::Deadlock`]),
 //!   and messages nobody receives ([`VerifyError::Unreceived`]);
@@ -63,6 +65,18 @@ pub enum VerifyError {
         step: usize,
         op: usize,
         reason: String,
+    },
+    #[error(
+        "rank {rank} step {step} op {op}: reduces data of block {incoming} into block {block}, \
+         which holds data of block {holds}"
+    )]
+    Misplaced {
+        rank: Rank,
+        step: usize,
+        op: usize,
+        block: u32,
+        incoming: u32,
+        holds: u32,
     },
     #[error("rank {rank} step {step} op {op}: {what} block {block}, which holds nothing")]
     EmptyRead {
@@ -130,13 +144,15 @@ struct Message {
     blocks: Blocks,
     step: usize,
     sets: Vec<u64>,
+    origins: Vec<u32>,
 }
 
-/// Per rank, per block, a set of contributing ranks, stored flat.
+/// Per rank, per block, a set of contributing ranks and the block the data belongs to, flat.
 struct State {
     words: usize,
     blocks: usize,
     bits: Vec<u64>,
+    origin: Vec<u32>,
 }
 
 impl State {
@@ -148,6 +164,10 @@ impl State {
     fn set_mut(&mut self, rank: usize, block: usize) -> &mut [u64] {
         let at = (rank * self.blocks + block) * self.words;
         &mut self.bits[at..at + self.words]
+    }
+
+    fn origin_mut(&mut self, rank: usize, block: usize) -> &mut u32 {
+        &mut self.origin[rank * self.blocks + block]
     }
 }
 
@@ -161,6 +181,7 @@ pub fn verify(schedule: &Schedule) -> Result<VerifyReport, VerifyError> {
         words,
         blocks: nb,
         bits: vec![0; p * nb * words],
+        origin: (0..p).flat_map(|_| 0..nb as u32).collect(),
     };
     initial_state(schedule, &mut state);
 
@@ -187,10 +208,11 @@ pub fn verify(schedule: &Schedule) -> Result<VerifyReport, VerifyError> {
                 for op in ops {
                     if let Op::Copy { from, to } = *op {
                         for b in 0..from.len as usize {
-                            let src = state.set(r, from.start as usize + b).to_vec();
-                            state
-                                .set_mut(r, to.start as usize + b)
-                                .copy_from_slice(&src);
+                            let (src, dst) = (from.start as usize + b, to.start as usize + b);
+                            let set = state.set(r, src).to_vec();
+                            state.set_mut(r, dst).copy_from_slice(&set);
+                            let origin = *state.origin_mut(r, src);
+                            *state.origin_mut(r, dst) = origin;
                         }
                     }
                 }
@@ -241,6 +263,7 @@ pub fn verify(schedule: &Schedule) -> Result<VerifyReport, VerifyError> {
                     }
                     sets.extend_from_slice(set);
                 }
+                let origins = state.origin[r * nb..][blocks.range()].to_vec();
                 queues
                     .entry((r as Rank, to))
                     .or_default()
@@ -248,6 +271,7 @@ pub fn verify(schedule: &Schedule) -> Result<VerifyReport, VerifyError> {
                         blocks,
                         step: s,
                         sets,
+                        origins,
                     });
                 sent[r][i] = true;
                 messages += 1;
@@ -334,6 +358,8 @@ fn deliver(
     let words = state.words;
     for (j, b) in blocks.range().enumerate() {
         let incoming = &msg.sets[j * words..(j + 1) * words];
+        let (incoming_origin, holds) = (msg.origins[j], *state.origin_mut(r as usize, b));
+        *state.origin_mut(r as usize, b) = incoming_origin;
         let mine = state.set_mut(r as usize, b);
         if op.reduces() {
             if mine.iter().all(|&w| w == 0) {
@@ -343,6 +369,16 @@ fn deliver(
                     op: i,
                     block: b as u32,
                     what: "reduces into",
+                });
+            }
+            if incoming_origin != holds {
+                return Err(VerifyError::Misplaced {
+                    rank: r,
+                    step,
+                    op: i,
+                    block: b as u32,
+                    incoming: incoming_origin,
+                    holds,
                 });
             }
             if let Some((w, both)) = mine
@@ -498,6 +534,14 @@ fn check_final(s: &Schedule, state: &State) -> Result<(), VerifyError> {
                 Collective::Broadcast { root } => Some(Some(root as usize)),
             };
             let Some(want) = want else { continue };
+            let origin = state.origin[r * s.blocks + b];
+            if origin != b as u32 {
+                return Err(VerifyError::Incomplete {
+                    rank: r as Rank,
+                    block: b as u32,
+                    reason: format!("holds the data of block {origin}"),
+                });
+            }
             let set = state.set(r, b);
             let has = |i: usize| set[i / 64] >> (i % 64) & 1 == 1;
             let count: u32 = set.iter().map(|w| w.count_ones()).sum();
@@ -532,22 +576,33 @@ mod tests {
     use super::*;
     use crate::schedule::Program;
 
-    /// A 2-rank broadcast of 2 blocks in which rank 1 receives block 0 and copies it to block 1.
-    fn copy_broadcast(copy_from: u32) -> Schedule {
+    /// A 2-rank broadcast of 2 blocks: rank 1 receives both, copies block 0 over block 1, and
+    /// (with `repair`) receives block 1 again.
+    fn copy_broadcast(repair: bool) -> Schedule {
         let mut root = Program::new();
         root.push_step([Op::Send {
             to: 1,
-            blocks: Blocks::one(0),
+            blocks: Blocks::new(0, 2),
         }]);
         let mut leaf = Program::new();
         leaf.push_step([Op::Recv {
             from: 0,
-            blocks: Blocks::one(0),
+            blocks: Blocks::new(0, 2),
         }]);
         leaf.push_step([Op::Copy {
-            from: Blocks::one(copy_from),
-            to: Blocks::one(1 - copy_from),
+            from: Blocks::one(0),
+            to: Blocks::one(1),
         }]);
+        if repair {
+            root.push_step([Op::Send {
+                to: 1,
+                blocks: Blocks::one(1),
+            }]);
+            leaf.push_step([Op::Recv {
+                from: 0,
+                blocks: Blocks::one(1),
+            }]);
+        }
         Schedule {
             algorithm: "test".into(),
             collective: Collective::Broadcast { root: 0 },
@@ -559,28 +614,64 @@ mod tests {
     }
 
     #[test]
-    fn copies_move_contents() {
-        let report = verify(&copy_broadcast(0)).unwrap();
-        assert_eq!(report.messages, 1);
-        assert_eq!(report.per_rank[1].blocks_received, 1);
-        // Copying the block that holds nothing leaves rank 1 without root's data in block 1.
+    fn copies_move_data_between_blocks() {
+        let report = verify(&copy_broadcast(true)).unwrap();
+        assert_eq!(report.messages, 2);
+        assert_eq!(report.per_rank[1].blocks_received, 3);
+        // Without the repair, rank 1's block 1 holds block 0's data: full, but wrong.
+        let e = verify(&copy_broadcast(false)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                VerifyError::Incomplete {
+                    rank: 1,
+                    block: 1,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("data of block 0"));
+    }
+
+    #[test]
+    fn reducing_data_of_another_block_is_caught() {
+        // Rank 1 moves its block 1 onto block 0, then adds rank 0's block 0 to it.
+        let mut s = copy_broadcast(false);
+        s.collective = Collective::AllReduce;
+        s.programs[1] = Program::new();
+        s.programs[1].push_step([Op::Copy {
+            from: Blocks::one(1),
+            to: Blocks::one(0),
+        }]);
+        s.programs[1].push_step([Op::RecvReduce {
+            from: 0,
+            blocks: Blocks::new(0, 2),
+        }]);
         assert!(matches!(
-            verify(&copy_broadcast(1)),
-            Err(VerifyError::Incomplete { rank: 1, .. })
+            verify(&s),
+            Err(VerifyError::Misplaced {
+                rank: 1,
+                step: 1,
+                block: 0,
+                incoming: 0,
+                holds: 1,
+                ..
+            })
         ));
     }
 
     #[test]
     fn bad_shapes_are_errors() {
-        let mut s = copy_broadcast(0);
+        let mut s = copy_broadcast(true);
         s.programs.pop();
         assert!(matches!(verify(&s), Err(VerifyError::Shape(_))));
-        let mut s = copy_broadcast(0);
+        let mut s = copy_broadcast(true);
         s.collective = Collective::AllGather;
         assert!(matches!(verify(&s), Err(VerifyError::Shape(_))));
         s.owned = vec![Blocks::one(0), Blocks::one(0)];
         assert!(matches!(verify(&s), Err(VerifyError::Shape(_))));
-        let mut s = copy_broadcast(0);
+        let mut s = copy_broadcast(true);
         s.collective = Collective::Reduce { root: 2 };
         assert!(matches!(verify(&s), Err(VerifyError::Shape(_))));
     }
