@@ -28,30 +28,39 @@ pub(crate) unsafe fn run<T: Element, const OP: u8, const EPI: u8>(
         Some(x) => x,
         None => return,
     };
+    // Unaligned bytes are copied into aligned, typed blocks first, so that the arithmetic
+    // runs over plain slices that the compiler vectorises for the build target.
     let mut acc = [T::Acc::default(); BLOCK];
+    let mut tmp = [T::zeroed(); BLOCK];
     let mut i = start;
     while i < end {
         let n = BLOCK.min(end - i);
         let base = i * es;
-        for (j, a) in acc[..n].iter_mut().enumerate() {
-            // SAFETY: `i + j < end <= job.len`, so the element lies inside every source
-            // (Job contract); read_unaligned has no alignment requirement.
-            *a = unsafe { first.add(base + j * es).cast::<T>().read_unaligned() }.to_acc();
+        let load = |src: *const u8, tmp: &mut [T; BLOCK]| {
+            // SAFETY: elements [i, i + n) lie inside every source (Job contract, `end <=
+            // job.len`), `tmp` holds BLOCK >= n elements, and a local array cannot overlap
+            // caller memory.
+            unsafe {
+                std::ptr::copy_nonoverlapping(src.add(base), tmp.as_mut_ptr().cast::<u8>(), n * es)
+            }
+        };
+        load(*first, &mut tmp);
+        for (a, t) in acc[..n].iter_mut().zip(&tmp[..n]) {
+            *a = t.to_acc();
         }
         for s in rest {
-            for (j, a) in acc[..n].iter_mut().enumerate() {
-                // SAFETY: as above.
-                let v = unsafe { s.add(base + j * es).cast::<T>().read_unaligned() };
-                *a = T::combine::<OP>(*a, v.to_acc());
+            load(*s, &mut tmp);
+            for (a, t) in acc[..n].iter_mut().zip(&tmp[..n]) {
+                *a = T::combine::<OP>(*a, t.to_acc());
             }
         }
+        for (t, a) in tmp[..n].iter_mut().zip(&acc[..n]) {
+            *t = T::from_acc(T::epilogue::<EPI>(*a, epi));
+        }
         for d in job.dsts {
-            for (j, a) in acc[..n].iter().enumerate() {
-                let v = T::from_acc(T::epilogue::<EPI>(*a, epi));
-                // SAFETY: the element lies inside every destination (Job contract), and each
-                // element was read above before this write, so in-place jobs are fine.
-                unsafe { d.add(base + j * es).cast::<T>().write_unaligned(v) };
-            }
+            // SAFETY: elements [i, i + n) lie inside every destination (Job contract); every
+            // source element of this block was read above, so in-place jobs are fine.
+            unsafe { std::ptr::copy_nonoverlapping(tmp.as_ptr().cast::<u8>(), d.add(base), n * es) }
         }
         i += n;
     }

@@ -99,11 +99,19 @@ pub fn random_elem(dt: DataType, op: ReduceOp, rng: &mut StdRng, out: &mut Vec<u
 }
 
 /// `n` random elements placed at byte offset `mis` of a fresh buffer; returns the buffer.
+/// Past 8191 elements, a random block of 8191 (a prime, so the pattern never lines up with
+/// vector or page boundaries) is repeated, which keeps debug-mode tests fast.
 pub fn random_buf(dt: DataType, op: ReduceOp, n: usize, mis: usize, rng: &mut StdRng) -> Vec<u8> {
+    const BLOCK: usize = 8191;
     let mut v = vec![0xAAu8; mis];
     v.reserve(n * dt.size());
-    for _ in 0..n {
+    for _ in 0..n.min(BLOCK) {
         random_elem(dt, op, rng, &mut v);
+    }
+    let block = v[mis..].to_vec();
+    while v.len() < mis + n * dt.size() {
+        let want = (mis + n * dt.size() - v.len()).min(block.len());
+        v.extend_from_slice(&block[..want]);
     }
     v
 }
@@ -115,21 +123,20 @@ pub fn check(dt: DataType, op: ReduceOp, inputs: &[&[u8]], got: &[u8]) -> Result
     let n = got.len() / es;
     let k = inputs.len();
     let u = unit_roundoff(dt);
+    assert!(k <= 16, "check supports up to 16 inputs");
+    let mut f = [0f64; 16];
+    let mut v = [0i128; 16];
     for i in 0..n {
-        let xs: Vec<Num> = inputs
-            .iter()
-            .map(|b| decode(dt, &b[i * es..(i + 1) * es]))
-            .collect();
+        for (j, b) in inputs.iter().enumerate() {
+            match decode(dt, &b[i * es..(i + 1) * es]) {
+                Num::F(x) => f[j] = x,
+                Num::I(x) => v[j] = x,
+            }
+        }
         let g = decode(dt, &got[i * es..(i + 1) * es]);
         let ok = match g {
             Num::F(g) => {
-                let f: Vec<f64> = xs
-                    .iter()
-                    .map(|x| match x {
-                        Num::F(v) => *v,
-                        Num::I(_) => unreachable!(),
-                    })
-                    .collect();
+                let f = &f[..k];
                 let abs: f64 = f.iter().map(|v| v.abs()).sum();
                 let sum: f64 = f.iter().sum();
                 let (r, bound) = match op {
@@ -147,17 +154,13 @@ pub fn check(dt: DataType, op: ReduceOp, inputs: &[&[u8]], got: &[u8]) -> Result
                 if (g - r).abs() <= tol {
                     Ok(())
                 } else {
-                    Err(format!("got {g}, want {r} (tolerance {tol:e})"))
+                    Err(format!(
+                        "got {g}, want {r} (tolerance {tol:e}); inputs {f:?}"
+                    ))
                 }
             }
             Num::I(g) => {
-                let v: Vec<i128> = xs
-                    .iter()
-                    .map(|x| match x {
-                        Num::I(v) => *v,
-                        Num::F(_) => unreachable!(),
-                    })
-                    .collect();
+                let v = &v[..k];
                 let sum = wrap(dt, v.iter().sum());
                 let r = match op {
                     ReduceOp::Sum => sum,
@@ -172,14 +175,12 @@ pub fn check(dt: DataType, op: ReduceOp, inputs: &[&[u8]], got: &[u8]) -> Result
                 if g == r {
                     Ok(())
                 } else {
-                    Err(format!("got {g}, want {r}"))
+                    Err(format!("got {g}, want {r}; inputs {v:?}"))
                 }
             }
         };
         if let Err(e) = ok {
-            return Err(format!(
-                "{dt} {op} k={k} n={n}: element {i}: {e}; inputs {xs:?}"
-            ));
+            return Err(format!("{dt} {op} k={k} n={n}: element {i}: {e}"));
         }
     }
     Ok(())
