@@ -27,7 +27,7 @@
 //! algorithm, the model still picking its pipeline depth. The choice is logged at `info`.
 
 use crate::algorithms::{
-    all_reduce_shape, binomial_tree, double_binary_trees, Algorithm, AlgorithmError,
+    all_reduce_shape, binomial_tree, dims_fit, double_binary_trees, Algorithm, AlgorithmError,
 };
 use crate::schedule::Collective;
 use serde::{Deserialize, Serialize};
@@ -233,7 +233,7 @@ pub fn predict_pipelined(
         }
         Algorithm::Rhd => rhd(collective, ranks, n, link),
         Algorithm::Hierarchical(dims) => {
-            if dims.is_empty() || dims.iter().product::<usize>() != ranks {
+            if !dims_fit(dims, ranks) {
                 return f64::INFINITY;
             }
             hierarchical(collective, dims, n, k, params)
@@ -431,7 +431,7 @@ pub fn choose_with(
     params: &CostParams,
     dims: Option<&[usize]>,
 ) -> (Algorithm, usize) {
-    let dims = dims.filter(|d| d.len() > 1 && d.iter().product::<usize>() == ranks);
+    let dims = dims.filter(|d| d.len() > 1 && dims_fit(d, ranks));
     let forced = match forced {
         Some(Ok(Algorithm::Hierarchical(d))) if d.is_empty() => match dims {
             Some(d) => Some(Algorithm::Hierarchical(d.to_vec())),
@@ -599,7 +599,9 @@ mod tests {
         let dims = [8, 8];
         let (a, _) = model_choice(Collective::AllReduce, 64, 64 * MIB, &params, Some(&dims));
         assert_eq!(a, Algorithm::Hierarchical(vec![8, 8]));
-        // Dims that do not fit the rank count are not offered.
+        // Dims that do not fit the rank count are not offered, nor predicted.
+        let huge = Algorithm::Hierarchical(vec![1 << 32, 1 << 32, 16]);
+        assert!(predict(&huge, Collective::AllReduce, 16, 1, &params).is_infinite());
         let (a, _) = model_choice(Collective::AllReduce, 60, 64 * MIB, &params, Some(&dims));
         assert!(!matches!(a, Algorithm::Hierarchical(_)));
     }

@@ -152,7 +152,7 @@ impl Algorithm {
             Algorithm::Tree => tree::build(collective, ranks, pipeline),
             Algorithm::DoubleBinaryTree => dbtree::build(ranks, pipeline),
             Algorithm::Hierarchical(dims) => {
-                if dims.is_empty() || dims.contains(&0) || dims.iter().product::<usize>() != ranks {
+                if !dims_fit(dims, ranks) {
                     return Err(AlgorithmError::BadDims {
                         dims: dims.clone(),
                         ranks,
@@ -218,6 +218,12 @@ impl FromStr for Algorithm {
             }
         })
     }
+}
+
+/// Whether hierarchical `dims` are usable for `ranks` ranks: non-empty, and their product (which
+/// must not overflow) is the rank count.
+pub fn dims_fit(dims: &[usize], ranks: usize) -> bool {
+    !dims.is_empty() && dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) == Some(ranks)
 }
 
 /// What every builder returns: block count, owned ranges (reduce-scatter, all-gather), programs.
@@ -408,6 +414,12 @@ mod tests {
         ));
         assert!(matches!(
             Algorithm::Hierarchical(vec![]).schedule(ar, 4, 1),
+            Err(AlgorithmError::BadDims { .. })
+        ));
+        // A product that overflows is an error, not a panic.
+        let huge: Algorithm = "hier:4294967296x4294967296x16".parse().unwrap();
+        assert!(matches!(
+            huge.schedule(ar, 16, 1),
             Err(AlgorithmError::BadDims { .. })
         ));
     }
