@@ -25,6 +25,10 @@
 //!   connection) is tested. The [`wait`] helpers block with a deadline.
 //! * [`dynamic`]: object-safe mirrors ([`dynamic::DynTransport`]) to pick a fabric at run
 //!   time; `Box<dyn DynTransport>` is itself a [`Transport`].
+//! * [`fault::Faulty`] wraps any transport and injects delay, a dropped connection, a
+//!   corrupted byte or a stall, for reliability tests.
+//! * [`conformance`]: the suite every transport passes; `transport/README.md` is the porting
+//!   guide, with `examples/mailbox.rs` as a complete minimal transport.
 //!
 //! ## Contracts
 //!

@@ -4,7 +4,7 @@
 //! `/dev/shm`), mapped by both ends with `memmap2` and unlinked as soon as both have it
 //! mapped, so nothing is left behind even if a rank crashes later. It holds two
 //! single-producer single-consumer byte rings (one per direction, `OXCCL_SHM_RING_BYTES`
-//! each, default 4 MiB) with cache-line-separated head and tail counters ([`ring`] has the
+//! each, default 4 MiB) with cache-line-separated head and tail counters (`ring.rs` has the
 //! layout). Sends copy into the ring, receives copy out of it — or, with `irecv_view`, hand
 //! out slices of the ring itself that are given back to the sender when dropped (zero-copy).
 //!
