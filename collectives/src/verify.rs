@@ -171,6 +171,9 @@ impl State {
     }
 }
 
+/// The largest symbolic state [`verify`] allocates, in 64-bit words (4 GiB).
+const MAX_STATE_WORDS: u128 = 1 << 29;
+
 /// Checks `schedule` symbolically; see the module docs for what is checked.
 pub fn verify(schedule: &Schedule) -> Result<VerifyReport, VerifyError> {
     check_shape(schedule)?;
@@ -421,6 +424,17 @@ fn check_shape(s: &Schedule) -> Result<(), VerifyError> {
     if s.blocks == 0 || s.blocks > u32::MAX as usize {
         return shape(format!("{} blocks", s.blocks));
     }
+    // The symbolic state is ranks x blocks x ranks/64 words; refuse what would not fit.
+    let words = (s.ranks as u128) * (s.blocks as u128) * (s.ranks.div_ceil(64) as u128);
+    if words > MAX_STATE_WORDS {
+        return shape(format!(
+            "{} ranks x {} blocks is too large to verify ({words} words of state, at most \
+             {MAX_STATE_WORDS}); verify a smaller instance",
+            s.ranks, s.blocks
+        ));
+    }
+    // Blocks in range, computed without overflow (a malformed op may hold any u32s).
+    let in_range = |b: Blocks| b.len > 0 && b.start as u64 + b.len as u64 <= s.blocks as u64;
     let needs_owned = matches!(
         s.collective,
         Collective::ReduceScatter | Collective::AllGather
@@ -437,8 +451,7 @@ fn check_shape(s: &Schedule) -> Result<(), VerifyError> {
         let per = (s.blocks / s.ranks) as u32;
         let mut covered = vec![false; s.blocks];
         for (r, o) in s.owned.iter().enumerate() {
-            if o.len != per || o.end() as usize > s.blocks || covered[o.range()].iter().any(|&c| c)
-            {
+            if o.len != per || !in_range(*o) || covered[o.range()].iter().any(|&c| c) {
                 return shape(format!(
                     "rank {r} owns {o:?}: owned ranges must be {per} blocks each, disjoint, in range"
                 ));
@@ -451,7 +464,6 @@ fn check_shape(s: &Schedule) -> Result<(), VerifyError> {
             return shape(format!("root {root} of {} ranks", s.ranks));
         }
     }
-    let in_range = |b: Blocks| b.len > 0 && b.end() as usize <= s.blocks;
     for (r, prog) in s.programs.iter().enumerate() {
         for (st, ops) in prog.steps().enumerate() {
             let bad = |op: usize, reason: String| {
@@ -673,6 +685,20 @@ mod tests {
         assert!(matches!(verify(&s), Err(VerifyError::Shape(_))));
         let mut s = copy_broadcast(true);
         s.collective = Collective::Reduce { root: 2 };
+        assert!(matches!(verify(&s), Err(VerifyError::Shape(_))));
+        // Blocks near u32::MAX must not overflow a range computation.
+        let mut s = copy_broadcast(true);
+        s.programs[0] = Program::new();
+        s.programs[0].push_step([Op::Send {
+            to: 1,
+            blocks: Blocks::new(u32::MAX, 2),
+        }]);
+        assert!(matches!(
+            verify(&s),
+            Err(VerifyError::Malformed { rank: 0, .. })
+        ));
+        let mut s = copy_broadcast(true);
+        s.blocks = u32::MAX as usize;
         assert!(matches!(verify(&s), Err(VerifyError::Shape(_))));
     }
 
