@@ -437,3 +437,24 @@ impl Communicator {
         self.start(|c| c.barrier())
     }
 }
+
+impl Communicator {
+    /// The algorithm a call of `collective` moving `bytes` (the whole buffer) would use now:
+    /// an algorithm name (`ring`, `hier:4x2`, ...) or `direct` for the small-message all-reduce.
+    pub fn algorithm_for(
+        &self,
+        collective: crate::schedule::Collective,
+        bytes: usize,
+    ) -> Result<String> {
+        let inner = &self.inner;
+        if collective == crate::schedule::Collective::AllReduce
+            && inner.size > 1
+            && bytes <= inner.options.small_bytes
+            && inner.options.algorithm.is_none()
+        {
+            return Ok("direct".into());
+        }
+        crate::exec::select::choose(inner, "algorithm_for", collective, bytes)
+            .map(|a| a.to_string())
+    }
+}
