@@ -27,10 +27,11 @@
 //! algorithm, the model still picking its pipeline depth. The choice is logged at `info`.
 
 use crate::algorithms::{
-    all_reduce_shape, binomial_tree, dims_fit, double_binary_trees, Algorithm, AlgorithmError,
+    all_reduce_shape, dims_fit, double_binary_trees, Algorithm, AlgorithmError,
 };
 use crate::schedule::Collective;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// Hockney parameters of one kind of link, plus the local reduction cost.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -196,7 +197,7 @@ pub fn predict_pipelined(
             // transfer are paid once per level of the tree, whose height is below
             // ceil(log2 p) when p is not a power of two.
             let l = log2_ceil;
-            let height = binomial_tree(ranks, 0).height() as f64;
+            let height = binomial_height(ranks) as f64;
             let reduced = if is_reduction { height * n } else { 0.0 };
             let phases = if collective == Collective::AllReduce {
                 2.0
@@ -209,19 +210,12 @@ pub fn predict_pipelined(
             // The stage plan takes a node's two children one stage apart, but their messages
             // are in flight together: latency is paid once per level (up and down the taller
             // tree), while the stages still set how long the pipeline takes to fill.
-            let mut hops = 0;
-            let mut height = 0;
-            let mut load = vec![(0, 0, 0); ranks];
-            for tree in double_binary_trees(ranks) {
-                let (h, loads) = all_reduce_shape(&tree);
-                hops = hops.max(h);
-                height = height.max(tree.height());
-                for (total, one) in load.iter_mut().zip(loads) {
-                    *total = (total.0 + one.0, total.1 + one.1, total.2 + one.2);
-                }
-            }
-            let busiest = load.iter().map(|l| l.0.max(l.1)).max().unwrap_or(0);
-            let reductions = load.iter().map(|l| l.2).max().unwrap_or(0);
+            let DbtreeShape {
+                hops,
+                height,
+                busiest,
+                reductions,
+            } = dbtree_shape(ranks);
             pipelined(
                 link,
                 hops as f64,
@@ -239,6 +233,54 @@ pub fn predict_pipelined(
             hierarchical(collective, dims, n, k, params)
         }
     }
+}
+
+/// Height of the binomial tree on `p` ranks: relative rank `v` sits at depth `popcount(v)`, so
+/// the deepest is `p - 1` or the all-ones number just below the top bit.
+fn binomial_height(p: usize) -> u32 {
+    let top = p - 1;
+    top.count_ones()
+        .max((usize::BITS - top.leading_zeros()).saturating_sub(1))
+}
+
+/// What the cost model needs of the double binary trees on `p` ranks.
+#[derive(Clone, Copy)]
+struct DbtreeShape {
+    hops: usize,
+    height: usize,
+    busiest: usize,
+    reductions: usize,
+}
+
+/// Computed once per rank count and cached: [`choose`] runs per call, and building two trees
+/// over thousands of ranks for each of its pipeline depths would be the slowest part of a small
+/// all-reduce.
+fn dbtree_shape(ranks: usize) -> DbtreeShape {
+    thread_local! {
+        static CACHE: std::cell::RefCell<HashMap<usize, DbtreeShape>> = Default::default();
+    }
+    if let Some(shape) = CACHE.with(|c| c.borrow().get(&ranks).copied()) {
+        return shape;
+    }
+    let mut hops = 0;
+    let mut height = 0;
+    let mut load = vec![(0, 0, 0); ranks];
+    for tree in double_binary_trees(ranks) {
+        let (h, loads) = all_reduce_shape(&tree);
+        hops = hops.max(h);
+        height = height.max(tree.height());
+        for (total, one) in load.iter_mut().zip(loads) {
+            *total = (total.0 + one.0, total.1 + one.1, total.2 + one.2);
+        }
+    }
+    let shape = DbtreeShape {
+        hops,
+        height,
+        busiest: load.iter().map(|l| l.0.max(l.1)).max().unwrap_or(0),
+        reductions: load.iter().map(|l| l.2).max().unwrap_or(0),
+    };
+    CACHE.with(|c| c.borrow_mut().insert(ranks, shape));
+    shape
 }
 
 /// Thakur, Rabenseifner & Gropp 2005, section 4: halving-doubling on `p'` ranks plus the fold
@@ -656,6 +698,14 @@ mod tests {
             best_pipeline(&Algorithm::Tree, ar, 4, 1 << 40, &params).0,
             256
         );
+    }
+
+    #[test]
+    fn binomial_height_matches_the_tree() {
+        for p in 1..=300 {
+            let tree = crate::algorithms::binomial_tree(p, 0);
+            assert_eq!(binomial_height(p) as usize, tree.height(), "p={p}");
+        }
     }
 
     #[test]
