@@ -399,3 +399,87 @@ fn built_in_schedules_post_in_program_order_naturally() {
         }
     }
 }
+
+/// A small deterministic generator, so the fuzz cases below are reproducible.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+#[test]
+fn the_verifier_never_panics_on_mutated_schedules() {
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut caught = 0;
+    for case in 0..600 {
+        let p = 1 + rng.below(12) as usize;
+        let algs = Algorithm::all(None);
+        let a = &algs[rng.below(algs.len() as u64) as usize];
+        let cs: Vec<Collective> = collectives(p)
+            .into_iter()
+            .filter(|&c| a.supports(c))
+            .collect();
+        let c = cs[rng.below(cs.len() as u64) as usize];
+        let mut s = a.schedule(c, p, 1 + rng.below(3) as usize).unwrap();
+        // Mutate one rank's program: drop, duplicate, swap or corrupt an op.
+        let r = rng.below(p as u64) as usize;
+        let mut steps: Vec<Vec<Op>> = s.programs[r].steps().map(<[Op]>::to_vec).collect();
+        if steps.is_empty() {
+            continue;
+        }
+        let st = rng.below(steps.len() as u64) as usize;
+        let i = rng.below(steps[st].len() as u64) as usize;
+        match case % 5 {
+            0 => {
+                steps[st].remove(i);
+            }
+            1 => {
+                let op = steps[st][i];
+                steps[st].push(op);
+            }
+            2 => {
+                let other = rng.below(steps.len() as u64) as usize;
+                steps.swap(st, other);
+            }
+            3 => {
+                let peer = rng.below(p as u64 + 1) as u32;
+                let blocks =
+                    Blocks::new(rng.below(s.blocks as u64 + 1) as u32, rng.below(3) as u32);
+                steps[st][i] = match rng.below(4) {
+                    0 => Op::Send { to: peer, blocks },
+                    1 => Op::Recv { from: peer, blocks },
+                    2 => Op::RecvReduceSend {
+                        from: peer,
+                        to: peer,
+                        blocks,
+                    },
+                    _ => Op::Copy {
+                        from: blocks,
+                        to: Blocks::new(blocks.start.wrapping_add(1), blocks.len),
+                    },
+                };
+            }
+            _ => {
+                steps[st][i] = Op::Send {
+                    to: 0,
+                    blocks: Blocks::new(u32::MAX, u32::MAX),
+                };
+            }
+        }
+        let mut prog = Program::new();
+        for ops in steps {
+            prog.push_step(ops);
+        }
+        s.programs[r] = prog;
+        // Any answer will do, as long as it is an answer; most mutations are wrong.
+        if verify(&s).is_err() {
+            caught += 1;
+        }
+    }
+    assert!(caught > 400, "only {caught} of 600 mutations caught");
+}
