@@ -111,13 +111,19 @@ impl Bitmap {
     /// Indexes in increasing order (the finite part only).
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         self.words.iter().enumerate().flat_map(|(wi, &w)| {
-            (0..64u32).filter(move |b| w & (1u64 << b) != 0).map(move |b| wi as u32 * 64 + b)
+            (0..64u32)
+                .filter(move |b| w & (1u64 << b) != 0)
+                .map(move |b| wi as u32 * 64 + b)
         })
     }
 
     /// Smallest index set.
     pub fn first(&self) -> Option<u32> {
-        self.iter().next().or(if self.infinite { Some(self.words.len() as u32 * 64) } else { None })
+        self.iter().next().or(if self.infinite {
+            Some(self.words.len() as u32 * 64)
+        } else {
+            None
+        })
     }
 
     /// Union in place.
@@ -127,7 +133,11 @@ impl Bitmap {
             self.words.resize(other.words.len(), fill);
         }
         for (i, w) in self.words.iter_mut().enumerate() {
-            *w |= other.words.get(i).copied().unwrap_or(if other.infinite { u64::MAX } else { 0 });
+            *w |= other
+                .words
+                .get(i)
+                .copied()
+                .unwrap_or(if other.infinite { u64::MAX } else { 0 });
         }
         self.infinite |= other.infinite;
     }
@@ -151,7 +161,10 @@ impl Bitmap {
     }
 
     fn word(&self, i: usize) -> u64 {
-        self.words.get(i).copied().unwrap_or(if self.infinite { u64::MAX } else { 0 })
+        self.words
+            .get(i)
+            .copied()
+            .unwrap_or(if self.infinite { u64::MAX } else { 0 })
     }
 
     fn trim(&mut self) {
@@ -167,7 +180,10 @@ impl Bitmap {
         let mut offset = 0;
         for part in s.split(',') {
             let t = part.trim();
-            let err = |msg: &str| BitmapParseError { offset, msg: format!("{msg} in {t:?}") };
+            let err = |msg: &str| BitmapParseError {
+                offset,
+                msg: format!("{msg} in {t:?}"),
+            };
             if !t.is_empty() {
                 let num = |x: &str| -> Result<u32, BitmapParseError> {
                     let v: u64 = x.trim().parse().map_err(|_| err("not a number"))?;
@@ -235,18 +251,27 @@ impl Bitmap {
         let s = s.trim();
         let mut parts: Vec<&str> = s.split(',').collect();
         let mut b = Bitmap::new();
-        if parts.first().is_some_and(|p| p.eq_ignore_ascii_case("0xf...f")) {
+        if parts
+            .first()
+            .is_some_and(|p| p.eq_ignore_ascii_case("0xf...f"))
+        {
             b.infinite = true;
             parts.remove(0);
         }
         let n = parts.len();
         if n as u64 * 32 > MAX_INDEX {
-            return Err(BitmapParseError { offset: 0, msg: "mask too long".into() });
+            return Err(BitmapParseError {
+                offset: 0,
+                msg: "mask too long".into(),
+            });
         }
         let mut offset = if b.infinite { 8 } else { 0 };
         for (k, part) in parts.iter().enumerate() {
             let hex = part.trim();
-            let hex = hex.strip_prefix("0x").or_else(|| hex.strip_prefix("0X")).unwrap_or(hex);
+            let hex = hex
+                .strip_prefix("0x")
+                .or_else(|| hex.strip_prefix("0X"))
+                .unwrap_or(hex);
             let v = if hex.is_empty() {
                 0
             } else {
@@ -256,7 +281,10 @@ impl Bitmap {
                 })?
             };
             if v > u64::from(u32::MAX) && n > 1 {
-                return Err(BitmapParseError { offset, msg: format!("word wider than 32 bits: {part:?}") });
+                return Err(BitmapParseError {
+                    offset,
+                    msg: format!("word wider than 32 bits: {part:?}"),
+                });
             }
             let base = ((n - 1 - k) * 32) as u32;
             for bit in 0..64u32 {
@@ -288,7 +316,8 @@ impl Bitmap {
             words32.push(*w as u32);
             words32.push((*w >> 32) as u32);
         }
-        while words32.len() > 1 && words32.last() == Some(&if self.infinite { u32::MAX } else { 0 }) {
+        while words32.len() > 1 && words32.last() == Some(&if self.infinite { u32::MAX } else { 0 })
+        {
             words32.pop();
         }
         if words32.is_empty() {
@@ -321,7 +350,12 @@ impl Bitmap {
         while words32.len() < min_words.max(1) {
             words32.push(0);
         }
-        words32.iter().rev().map(|w| format!("{w:08x}")).collect::<Vec<_>>().join(",")
+        words32
+            .iter()
+            .rev()
+            .map(|w| format!("{w:08x}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
@@ -431,8 +465,16 @@ mod tests {
     fn mask_forms() {
         let b = Bitmap::parse_mask("0x3ffff000,,0x03ffff00").unwrap();
         assert!(b.is_set(8) && b.is_set(25) && !b.is_set(26) && b.is_set(64 + 12));
-        assert_eq!(Bitmap::parse_mask("0x0000ffff,0xffffffff").unwrap().to_list_string(), "0-47");
-        assert_eq!(Bitmap::parse_list("0-47").unwrap().to_mask_string(), "0x0000ffff,0xffffffff");
+        assert_eq!(
+            Bitmap::parse_mask("0x0000ffff,0xffffffff")
+                .unwrap()
+                .to_list_string(),
+            "0-47"
+        );
+        assert_eq!(
+            Bitmap::parse_list("0-47").unwrap().to_mask_string(),
+            "0x0000ffff,0xffffffff"
+        );
         assert_eq!(Bitmap::new().to_mask_string(), "0x00000000");
         let inf = Bitmap::parse_mask("0xf...f").unwrap();
         assert!(inf.is_infinite() && inf.is_set(1000));

@@ -35,23 +35,39 @@ impl Cluster {
     /// A cluster of the given nodes. Ranks per node default to the GPU count of the first
     /// node (1 if it has none); every node must have that many GPUs (or none).
     pub fn new(nodes: Vec<Topology>, tiers: Vec<NetworkTier>) -> Result<Cluster, TopoError> {
-        let first = nodes.first().ok_or_else(|| TopoError::Invalid("a cluster needs at least one node".into()))?;
+        let first = nodes
+            .first()
+            .ok_or_else(|| TopoError::Invalid("a cluster needs at least one node".into()))?;
         let g = first.gpus().len();
         for (i, n) in nodes.iter().enumerate() {
             if n.gpus().len() != g {
-                return Err(TopoError::Invalid(format!("node {i} has {} GPUs, node 0 has {g}: nodes must be alike", n.gpus().len())));
+                return Err(TopoError::Invalid(format!(
+                    "node {i} has {} GPUs, node 0 has {g}: nodes must be alike",
+                    n.gpus().len()
+                )));
             }
         }
         for t in &tiers {
             if t.fanout == 0 {
-                return Err(TopoError::Invalid(format!("tier {:?} has fanout 0", t.name)));
+                return Err(TopoError::Invalid(format!(
+                    "tier {:?} has fanout 0",
+                    t.name
+                )));
             }
         }
-        Ok(Cluster { nodes, tiers, ranks_per_node: g.max(1) })
+        Ok(Cluster {
+            nodes,
+            tiers,
+            ranks_per_node: g.max(1),
+        })
     }
 
     /// `n` copies of one node.
-    pub fn uniform(node: Topology, n: usize, tiers: Vec<NetworkTier>) -> Result<Cluster, TopoError> {
+    pub fn uniform(
+        node: Topology,
+        n: usize,
+        tiers: Vec<NetworkTier>,
+    ) -> Result<Cluster, TopoError> {
         Cluster::new(vec![node; n], tiers)
     }
 
@@ -137,18 +153,29 @@ mod tests {
     use crate::sources::synthetic;
 
     fn tier(name: &str, fanout: usize) -> NetworkTier {
-        NetworkTier { name: name.into(), fanout, bandwidth_gbs: 12.5, latency_us: 1.0 }
+        NetworkTier {
+            name: name.into(),
+            fanout,
+            bandwidth_gbs: 12.5,
+            latency_us: 1.0,
+        }
     }
 
     #[test]
     fn dimensions() {
         let node = synthetic::parse("pack:2 core:2 pu:1").unwrap();
-        let c = Cluster::uniform(node.clone(), 64, vec![tier("leaf", 16), tier("spine", 8)]).unwrap().with_ranks_per_node(4).unwrap();
+        let c = Cluster::uniform(node.clone(), 64, vec![tier("leaf", 16), tier("spine", 8)])
+            .unwrap()
+            .with_ranks_per_node(4)
+            .unwrap();
         assert_eq!(c.dimensions().unwrap(), vec![4, 16, 4]);
         assert_eq!(c.world_size(), 256);
         let c = Cluster::uniform(node.clone(), 1, vec![tier("leaf", 16)]).unwrap();
         assert_eq!(c.dimensions().unwrap(), vec![1]);
-        let c = Cluster::uniform(node.clone(), 96, vec![tier("leaf", 32), tier("spine", 4)]).unwrap().with_ranks_per_node(8).unwrap();
+        let c = Cluster::uniform(node.clone(), 96, vec![tier("leaf", 32), tier("spine", 4)])
+            .unwrap()
+            .with_ranks_per_node(8)
+            .unwrap();
         assert_eq!(c.dimensions().unwrap(), vec![8, 32, 3]);
         let c = Cluster::uniform(node.clone(), 10, vec![tier("leaf", 4)]).unwrap();
         assert!(c.dimensions().is_err());

@@ -44,12 +44,20 @@ impl TopoError {
     /// A parse error at a byte offset of `data`: the line and column are computed here.
     pub fn at_offset(file: &str, data: &[u8], offset: usize, msg: impl Into<String>) -> Self {
         let (line, column) = line_col(data, offset);
-        TopoError::Parse { file: file.to_string(), line, column, msg: msg.into() }
+        TopoError::Parse {
+            file: file.to_string(),
+            line,
+            column,
+            msg: msg.into(),
+        }
     }
 
     /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        TopoError::Io { file: path.display().to_string(), source }
+        TopoError::Io {
+            file: path.display().to_string(),
+            source,
+        }
     }
 }
 
@@ -58,7 +66,13 @@ pub fn line_col(data: &[u8], offset: usize) -> (usize, usize) {
     let offset = offset.min(data.len());
     let before = &data[..offset];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let col = offset - before.iter().rposition(|&b| b == b'\n').map(|p| p + 1).unwrap_or(0) + 1;
+    let col = offset
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map(|p| p + 1)
+            .unwrap_or(0)
+        + 1;
     (line, col)
 }
 

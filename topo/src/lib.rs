@@ -23,7 +23,7 @@ pub mod topology;
 pub use bitmap::{Bitmap, CpuSet, NodeSet};
 pub use cluster::{Cluster, NetworkTier};
 pub use error::TopoError;
-pub use object::{ObjAttr, ObjId, ObjType, Object, OsDevType, PciAddr, PciInfo};
 pub use matrix::PathMatrix;
+pub use object::{ObjAttr, ObjId, ObjType, Object, OsDevType, PciAddr, PciInfo};
 pub use query::PathClass;
 pub use topology::{Counts, Distances, Link, LinkKind, Topology};

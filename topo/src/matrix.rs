@@ -39,7 +39,8 @@ impl PathMatrix {
         let g = self.n_gpus();
         let rows = if gpu_rows { 0..g } else { g..g + self.n_nics() };
         let cols = if gpu_cols { 0..g } else { g..g + self.n_nics() };
-        rows.map(|i| cols.clone().map(|j| self.cells[i][j].to_string()).collect()).collect()
+        rows.map(|i| cols.clone().map(|j| self.cells[i][j].to_string()).collect())
+            .collect()
     }
 
     /// `nvidia-smi topo -m`-style text: tab-separated matrix, affinities, legend.
@@ -65,20 +66,32 @@ impl PathMatrix {
         out.truncate(trimmed);
         out.push('\n');
         for (i, l) in labels.iter().enumerate() {
-            let mut line = format!("{l}");
+            let mut line = l.to_string();
             for c in &self.cells[i] {
                 let s = c.to_string();
                 let _ = write!(line, "\t{}", if s == "X" { " X " } else { &s });
             }
             if i < self.n_gpus() {
                 if has_cpu {
-                    let _ = write!(line, "\t{}", self.cpu_affinity[i].as_deref().unwrap_or("N/A"));
+                    let _ = write!(
+                        line,
+                        "\t{}",
+                        self.cpu_affinity[i].as_deref().unwrap_or("N/A")
+                    );
                 }
                 if has_numa {
-                    let _ = write!(line, "\t{}", self.numa_affinity[i].as_deref().unwrap_or("N/A"));
+                    let _ = write!(
+                        line,
+                        "\t{}",
+                        self.numa_affinity[i].as_deref().unwrap_or("N/A")
+                    );
                 }
                 if let Some(ids) = &self.gpu_numa_id {
-                    let _ = write!(line, "\t{}", ids.get(i).map(String::as_str).unwrap_or("N/A"));
+                    let _ = write!(
+                        line,
+                        "\t{}",
+                        ids.get(i).map(String::as_str).unwrap_or("N/A")
+                    );
                 }
             }
             out.push_str(&line);
@@ -95,8 +108,12 @@ impl PathMatrix {
         if self.cells.iter().flatten().any(|c| *c == PathClass::Soc) {
             out.push_str("  SOC  = Path traverses a socket-level link (e.g. QPI)\n");
         }
-        let legend: Vec<(&String, &String)> =
-            self.nic_labels.iter().zip(&self.nic_names).filter(|(l, n)| l != n).collect();
+        let legend: Vec<(&String, &String)> = self
+            .nic_labels
+            .iter()
+            .zip(&self.nic_names)
+            .filter(|(l, n)| l != n)
+            .collect();
         if !legend.is_empty() {
             out.push_str("\nNIC Legend:\n\n");
             for (l, n) in legend {

@@ -269,7 +269,11 @@ pub struct PciAddr {
 
 impl fmt::Display for PciAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04x}:{:02x}:{:02x}.{:x}", self.domain, self.bus, self.dev, self.func)
+        write!(
+            f,
+            "{:04x}:{:02x}:{:02x}.{:x}",
+            self.domain, self.bus, self.dev, self.func
+        )
     }
 }
 
@@ -523,7 +527,10 @@ impl Object {
 
     /// The value of info `name`, if any.
     pub fn info(&self, name: &str) -> Option<&str> {
-        self.infos.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.infos
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// PCI attributes of a PCI device or of a PCI-to-PCI bridge's upstream function.

@@ -97,7 +97,15 @@ impl Topology {
         let mut to_sw_a = (0u32, 0u64);
         let mut to_sw_b = (0u32, 0u64);
         for l in self.links.iter().filter(|l| l.kind == LinkKind::NVLink) {
-            let other = |x: ObjId| if l.a == x { Some(l.b) } else if l.b == x { Some(l.a) } else { None };
+            let other = |x: ObjId| {
+                if l.a == x {
+                    Some(l.b)
+                } else if l.b == x {
+                    Some(l.a)
+                } else {
+                    None
+                }
+            };
             if other(a) == Some(b) {
                 direct = (direct.0 + l.count, direct.1 + l.bandwidth_mbs);
             }
@@ -108,7 +116,10 @@ impl Topology {
                 to_sw_b = (to_sw_b.0 + l.count, to_sw_b.1 + l.bandwidth_mbs);
             }
         }
-        (direct.0 + to_sw_a.0.min(to_sw_b.0), direct.1 + to_sw_a.1.min(to_sw_b.1))
+        (
+            direct.0 + to_sw_a.0.min(to_sw_b.0),
+            direct.1 + to_sw_a.1.min(to_sw_b.1),
+        )
     }
 
     /// Bonded NVLinks between two devices, as `nvidia-smi` counts them in `NV#`.
@@ -138,8 +149,17 @@ impl Topology {
             if lca_obj.is_host_bridge() {
                 return PathClass::Phb;
             }
-            let below = |up: &[ObjId]| up.iter().take_while(|x| **x != lca).filter(|x| self.obj(**x).kind == ObjType::Bridge).count();
-            return if below(&up_a) <= 1 && below(&up_b) <= 1 { PathClass::Pix } else { PathClass::Pxb };
+            let below = |up: &[ObjId]| {
+                up.iter()
+                    .take_while(|x| **x != lca)
+                    .filter(|x| self.obj(**x).kind == ObjType::Bridge)
+                    .count()
+            };
+            return if below(&up_a) <= 1 && below(&up_b) <= 1 {
+                PathClass::Pix
+            } else {
+                PathClass::Pxb
+            };
         }
         let na = &self.obj(self.non_io_ancestor(a)).nodeset;
         let nb = &self.obj(self.non_io_ancestor(b)).nodeset;
@@ -165,7 +185,12 @@ impl Topology {
         let lca = up_a.iter().copied().find(|x| up_b.contains(x));
         let mut on_path = vec![a, b];
         for up in [&up_a, &up_b] {
-            on_path.extend(up.iter().copied().take_while(|x| Some(*x) != lca).filter(|x| self.obj(*x).kind.is_io()));
+            on_path.extend(
+                up.iter()
+                    .copied()
+                    .take_while(|x| Some(*x) != lca)
+                    .filter(|x| self.obj(*x).kind.is_io()),
+            );
         }
         on_path
             .iter()
@@ -194,11 +219,25 @@ impl Topology {
     /// Finds a device by name: an OS device (`mlx5_0`, `cuda1`), a PCI address, or
     /// `GPUn` / `NICn` (the n-th GPU or NIC, as in the matrix).
     pub fn find_device(&self, name: &str) -> Result<ObjId, TopoError> {
-        if let Some(n) = name.strip_prefix("GPU").and_then(|n| n.parse::<usize>().ok()) {
-            return self.gpus().get(n).copied().ok_or_else(|| TopoError::NotFound(name.into()));
+        if let Some(n) = name
+            .strip_prefix("GPU")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            return self
+                .gpus()
+                .get(n)
+                .copied()
+                .ok_or_else(|| TopoError::NotFound(name.into()));
         }
-        if let Some(n) = name.strip_prefix("NIC").and_then(|n| n.parse::<usize>().ok()) {
-            return self.matrix_nics().get(n).copied().ok_or_else(|| TopoError::NotFound(name.into()));
+        if let Some(n) = name
+            .strip_prefix("NIC")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            return self
+                .matrix_nics()
+                .get(n)
+                .copied()
+                .ok_or_else(|| TopoError::NotFound(name.into()));
         }
         if let Some(d) = self.find_osdev(name) {
             return Ok(d);
@@ -215,7 +254,11 @@ impl Topology {
     /// when any has one, as `nvidia-smi` shows only RDMA NICs; else every NIC.
     pub fn matrix_nics(&self) -> Vec<ObjId> {
         let nics = self.nics();
-        let rdma = |n: &ObjId| self.osdevs_of(*n).iter().any(|d| self.obj(*d).osdev_type() == Some(OsDevType::OpenFabrics));
+        let rdma = |n: &ObjId| {
+            self.osdevs_of(*n)
+                .iter()
+                .any(|d| self.obj(*d).osdev_type() == Some(OsDevType::OpenFabrics))
+        };
         if nics.iter().any(rdma) {
             nics.into_iter().filter(rdma).collect()
         } else {
@@ -227,14 +270,25 @@ impl Topology {
     /// else its PCI address.
     pub fn device_name(&self, dev: ObjId) -> String {
         let devs = self.osdevs_of(dev);
-        for want in [OsDevType::OpenFabrics, OsDevType::Network, OsDevType::CoProc, OsDevType::Gpu] {
-            if let Some(d) = devs.iter().find(|d| self.obj(**d).osdev_type() == Some(want)) {
+        for want in [
+            OsDevType::OpenFabrics,
+            OsDevType::Network,
+            OsDevType::CoProc,
+            OsDevType::Gpu,
+        ] {
+            if let Some(d) = devs
+                .iter()
+                .find(|d| self.obj(**d).osdev_type() == Some(want))
+            {
                 if let Some(n) = &self.obj(*d).name {
                     return n.clone();
                 }
             }
         }
-        self.obj(dev).pci().map(|p| p.addr.to_string()).unwrap_or_else(|| self.label(dev))
+        self.obj(dev)
+            .pci()
+            .map(|p| p.addr.to_string())
+            .unwrap_or_else(|| self.label(dev))
     }
 
     /// The GPU/NIC matrix `nvidia-smi topo -m` would print for this topology.
@@ -242,16 +296,25 @@ impl Topology {
         let gpus = self.gpus();
         let nics = self.matrix_nics();
         let devs: Vec<ObjId> = gpus.iter().chain(&nics).copied().collect();
-        let cells = devs.iter().map(|a| devs.iter().map(|b| self.path_class(*a, *b)).collect()).collect();
+        let cells = devs
+            .iter()
+            .map(|a| devs.iter().map(|b| self.path_class(*a, *b)).collect())
+            .collect();
         PathMatrix {
             gpu_labels: (0..gpus.len()).map(|i| format!("GPU{i}")).collect(),
             nic_labels: (0..nics.len()).map(|i| format!("NIC{i}")).collect(),
             nic_names: nics.iter().map(|n| self.device_name(*n)).collect(),
             cells,
-            cpu_affinity: gpus.iter().map(|g| Some(self.local_cpuset(*g).to_list_string())).collect(),
+            cpu_affinity: gpus
+                .iter()
+                .map(|g| Some(self.local_cpuset(*g).to_list_string()))
+                .collect(),
             numa_affinity: gpus
                 .iter()
-                .map(|g| Some(self.obj(self.non_io_ancestor(*g)).nodeset.to_list_string()).filter(|s| !s.is_empty()))
+                .map(|g| {
+                    Some(self.obj(self.non_io_ancestor(*g)).nodeset.to_list_string())
+                        .filter(|s| !s.is_empty())
+                })
                 .collect(),
             gpu_numa_id: None,
         }

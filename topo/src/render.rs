@@ -49,7 +49,13 @@ pub fn describe(t: &Topology, id: ObjId) -> String {
             }
         },
         ObjAttr::Pci(p) => {
-            let _ = write!(s, "PCI L#{} {} ({})", o.logical_index, p.addr, p.class_name());
+            let _ = write!(
+                s,
+                "PCI L#{} {} ({})",
+                o.logical_index,
+                p.addr,
+                p.class_name()
+            );
             if p.link_speed > 0.0 {
                 let _ = write!(s, " link={:.2}GB/s", p.link_speed);
             }
@@ -58,7 +64,13 @@ pub fn describe(t: &Topology, id: ObjId) -> String {
             }
         }
         ObjAttr::OsDev(k) => {
-            let _ = write!(s, "{} L#{} \"{}\"", k.name(), o.logical_index, o.name.as_deref().unwrap_or("?"));
+            let _ = write!(
+                s,
+                "{} L#{} \"{}\"",
+                k.name(),
+                o.logical_index,
+                o.name.as_deref().unwrap_or("?")
+            );
         }
         _ => {
             let _ = write!(s, "{} L#{}", short_type(o.kind), o.logical_index);
@@ -102,7 +114,13 @@ pub fn tree(t: &Topology) -> String {
     }
     if !t.distances.is_empty() {
         for d in &t.distances {
-            let _ = writeln!(out, "distances {} (kind {}), {} objects:", d.name, d.kind, d.objects.len());
+            let _ = writeln!(
+                out,
+                "distances {} (kind {}), {} objects:",
+                d.name,
+                d.kind,
+                d.objects.len()
+            );
             let n = d.objects.len();
             for i in 0..n {
                 let row: Vec<String> = (0..n).map(|j| d.get(i, j).to_string()).collect();

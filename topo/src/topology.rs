@@ -153,7 +153,10 @@ impl Topology {
 
     /// Every object with its id, in arena order.
     pub fn iter(&self) -> impl Iterator<Item = (ObjId, &Object)> {
-        self.objs.iter().enumerate().map(|(i, o)| (ObjId(i as u32), o))
+        self.objs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (ObjId(i as u32), o))
     }
 
     /// Attaches `obj` under `parent`, in the list its type belongs to.
@@ -179,7 +182,12 @@ impl Topology {
     pub(crate) fn reparent(&mut self, id: ObjId, new_parent: ObjId) {
         if let Some(old) = self.objs[id.index()].parent {
             let o = &mut self.objs[old.index()];
-            for list in [&mut o.children, &mut o.memory_children, &mut o.io_children, &mut o.misc_children] {
+            for list in [
+                &mut o.children,
+                &mut o.memory_children,
+                &mut o.io_children,
+                &mut o.misc_children,
+            ] {
                 list.retain(|c| *c != id);
             }
         }
@@ -280,7 +288,11 @@ impl Topology {
 
     /// Objects of one type, in logical order.
     pub fn objects_of_type(&self, kind: ObjType) -> Vec<ObjId> {
-        let mut v: Vec<ObjId> = self.iter().filter(|(_, o)| o.kind == kind).map(|(i, _)| i).collect();
+        let mut v: Vec<ObjId> = self
+            .iter()
+            .filter(|(_, o)| o.kind == kind)
+            .map(|(i, _)| i)
+            .collect();
         v.sort_by_key(|i| self.obj(*i).logical_index);
         v
     }
@@ -330,12 +342,19 @@ impl Topology {
 
     /// The OS devices directly below `id`.
     pub fn osdevs_of(&self, id: ObjId) -> Vec<ObjId> {
-        self.obj(id).io_children.iter().copied().filter(|c| self.obj(*c).kind == ObjType::OSDev).collect()
+        self.obj(id)
+            .io_children
+            .iter()
+            .copied()
+            .filter(|c| self.obj(*c).kind == ObjType::OSDev)
+            .collect()
     }
 
     /// The OS device named `name` (`mlx5_0`, `cuda1`, `eth0` ...).
     pub fn find_osdev(&self, name: &str) -> Option<ObjId> {
-        self.iter().find(|(_, o)| o.kind == ObjType::OSDev && o.name.as_deref() == Some(name)).map(|(i, _)| i)
+        self.iter()
+            .find(|(_, o)| o.kind == ObjType::OSDev && o.name.as_deref() == Some(name))
+            .map(|(i, _)| i)
     }
 
     /// The PCI device (or bridge) at a bus address.
@@ -359,7 +378,9 @@ impl Topology {
             matches!(od.osdev_type(), Some(OsDevType::Gpu | OsDevType::CoProc))
                 && (class != 0x0300
                     || od.name.as_deref().is_some_and(|n| {
-                        ["cuda", "nvml", "rsmi", "opencl", "ze", "level0"].iter().any(|p| n.starts_with(p))
+                        ["cuda", "nvml", "rsmi", "opencl", "ze", "level0"]
+                            .iter()
+                            .any(|p| n.starts_with(p))
                     }))
         };
         matches!(class, 0x0300 | 0x0302 | 0x0380) && self.osdevs_of(id).iter().any(gpu_dev)
@@ -375,10 +396,12 @@ impl Topology {
         let class = o.pci().map(|p| p.class_id).unwrap_or(0);
         class >> 8 == 0x02
             || class == 0x0c06
-            || self
-                .osdevs_of(id)
-                .iter()
-                .any(|d| matches!(self.obj(*d).osdev_type(), Some(OsDevType::Network | OsDevType::OpenFabrics)))
+            || self.osdevs_of(id).iter().any(|d| {
+                matches!(
+                    self.obj(*d).osdev_type(),
+                    Some(OsDevType::Network | OsDevType::OpenFabrics)
+                )
+            })
     }
 
     /// Whether a PCI device is an NVIDIA NVSwitch (class 0680, vendor 10de, or subtype `NVSwitch`).
@@ -386,22 +409,32 @@ impl Topology {
         let o = self.obj(id);
         o.kind == ObjType::PCIDev
             && (o.subtype.as_deref() == Some("NVSwitch")
-                || o.pci().is_some_and(|p| p.class_id == 0x0680 && p.vendor_id == 0x10de))
+                || o.pci()
+                    .is_some_and(|p| p.class_id == 0x0680 && p.vendor_id == 0x10de))
     }
 
     /// GPUs in logical order of their PCI devices.
     pub fn gpus(&self) -> Vec<ObjId> {
-        self.objects_of_type(ObjType::PCIDev).into_iter().filter(|i| self.is_gpu(*i)).collect()
+        self.objects_of_type(ObjType::PCIDev)
+            .into_iter()
+            .filter(|i| self.is_gpu(*i))
+            .collect()
     }
 
     /// NICs in logical order.
     pub fn nics(&self) -> Vec<ObjId> {
-        self.objects_of_type(ObjType::PCIDev).into_iter().filter(|i| self.is_nic(*i)).collect()
+        self.objects_of_type(ObjType::PCIDev)
+            .into_iter()
+            .filter(|i| self.is_nic(*i))
+            .collect()
     }
 
     /// NVSwitches in logical order.
     pub fn nvswitches(&self) -> Vec<ObjId> {
-        self.objects_of_type(ObjType::PCIDev).into_iter().filter(|i| self.is_nvswitch(*i)).collect()
+        self.objects_of_type(ObjType::PCIDev)
+            .into_iter()
+            .filter(|i| self.is_nvswitch(*i))
+            .collect()
     }
 
     /// Counts of every kind of object, as hwloc would report them.
@@ -434,8 +467,11 @@ impl Topology {
 
     /// The bridges from the host bridge down to (excluding) `id`, top first.
     pub fn pci_path(&self, id: ObjId) -> Vec<ObjId> {
-        let mut v: Vec<ObjId> =
-            self.ancestors(id).into_iter().take_while(|a| self.obj(*a).kind == ObjType::Bridge).collect();
+        let mut v: Vec<ObjId> = self
+            .ancestors(id)
+            .into_iter()
+            .take_while(|a| self.obj(*a).kind == ObjType::Bridge)
+            .collect();
         v.reverse();
         v
     }
@@ -478,11 +514,17 @@ impl Topology {
     pub fn label(&self, id: ObjId) -> String {
         let o = self.obj(id);
         match (&o.attr, o.kind) {
-            (_, ObjType::OSDev) => o.name.clone().unwrap_or_else(|| format!("OSDev L#{}", o.logical_index)),
+            (_, ObjType::OSDev) => o
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("OSDev L#{}", o.logical_index)),
             (ObjAttr::Pci(p), _) => format!("PCI {}", p.addr),
             (ObjAttr::Bridge(b), _) => match &b.upstream {
                 Some(p) => format!("PCIBridge {}", p.addr),
-                None => format!("HostBridge {:04x}:[{:02x}-{:02x}]", b.domain, b.secondary_bus, b.subordinate_bus),
+                None => format!(
+                    "HostBridge {:04x}:[{:02x}-{:02x}]",
+                    b.domain, b.secondary_bus, b.subordinate_bus
+                ),
             },
             _ => format!("{} L#{}", o.kind, o.logical_index),
         }

@@ -7,35 +7,61 @@ use serde_json::Value;
 use std::process::Command;
 
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_oxccl-topo")).args(args).output().expect("run oxccl-topo");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_oxccl-topo"))
+        .args(args)
+        .output()
+        .expect("run oxccl-topo");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn rows(v: &Value) -> Vec<Vec<String>> {
     v.as_array()
         .into_iter()
         .flatten()
-        .map(|r| r.as_array().into_iter().flatten().map(|c| c.as_str().unwrap_or("").to_string()).collect())
+        .map(|r| {
+            r.as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c.as_str().unwrap_or("").to_string())
+                .collect()
+        })
         .collect()
 }
 
 /// For every nvidia-smi file, `--input FILE --matrix` prints the matrix of its facts.
 #[test]
 fn matrix_of_every_nvidia_smi_file() {
-    let Some(root) = common::shared_dir() else { return };
+    let Some(root) = common::shared_dir() else {
+        return;
+    };
     let dir = root.join("nvidia-smi");
     let mut n = 0;
-    for e in std::fs::read_dir(&dir).expect("read dir").filter_map(Result::ok) {
+    for e in std::fs::read_dir(&dir)
+        .expect("read dir")
+        .filter_map(Result::ok)
+    {
         let p = e.path();
         let facts_path = p.with_extension("facts.json");
         if p.extension().is_none_or(|x| x != "txt") || !facts_path.is_file() {
             continue; // licences and notes
         }
-        let facts: Value = serde_json::from_str(&std::fs::read_to_string(facts_path).expect("facts")).expect("json");
+        let facts: Value =
+            serde_json::from_str(&std::fs::read_to_string(facts_path).expect("facts"))
+                .expect("json");
         let (ok, out, err) = run(&["--input", p.to_str().expect("utf8"), "--matrix"]);
         assert!(ok, "{}: {err}", p.display());
-        let m = nvidia_smi::parse("stdout", &out).unwrap_or_else(|e| panic!("{}: output unreadable: {e}\n{out}", p.display()));
-        for (key, gr, gc) in [("gpu_gpu", true, true), ("gpu_nic", true, false), ("nic_gpu", false, true), ("nic_nic", false, false)] {
+        let m = nvidia_smi::parse("stdout", &out)
+            .unwrap_or_else(|e| panic!("{}: output unreadable: {e}\n{out}", p.display()));
+        for (key, gr, gc) in [
+            ("gpu_gpu", true, true),
+            ("gpu_nic", true, false),
+            ("nic_gpu", false, true),
+            ("nic_nic", false, false),
+        ] {
             if let Some(want) = facts.get(key) {
                 assert_eq!(m.block(gr, gc), rows(want), "{}: {key}", p.display());
             }
@@ -54,7 +80,8 @@ fn synthetic_json_and_xml() {
     assert_eq!(v["counts"]["numa_nodes"], 4);
     let (ok, out, _) = run(&["--input", "pack:1 core:2 pu:2", "--of", "xml"]);
     assert!(ok);
-    let t = oxccl_topo::sources::hwloc_xml::parse("cli", out.as_bytes()).expect("our XML reads back");
+    let t =
+        oxccl_topo::sources::hwloc_xml::parse("cli", out.as_bytes()).expect("our XML reads back");
     assert_eq!(t.counts().pus, 4);
     let (ok, out, _) = run(&["--input", "pack:1 core:2 pu:2"]);
     assert!(ok && out.contains("Package L#0") && out.contains("PU L#3"));
@@ -62,7 +89,9 @@ fn synthetic_json_and_xml() {
 
 #[test]
 fn path_query_and_nccl_output() {
-    let Some(root) = common::shared_dir() else { return };
+    let Some(root) = common::shared_dir() else {
+        return;
+    };
     let f = root.join("nccl-xml/ibm-cloud-gx3d-8xh100.xml");
     let f = f.to_str().expect("utf8");
     let (ok, out, err) = run(&["--input", f, "--path", "GPU0", "GPU7"]);
@@ -77,7 +106,11 @@ fn path_query_and_nccl_output() {
 fn bad_inputs_are_errors_not_panics() {
     let tmp = common::TempDir::new("cli");
     let bad = tmp.0.join("bad.xml");
-    std::fs::write(&bad, "<topology version=\"2.0\">\n  <object type=\"Machine\">\n    <object type=\"Package\"\n").expect("write");
+    std::fs::write(
+        &bad,
+        "<topology version=\"2.0\">\n  <object type=\"Machine\">\n    <object type=\"Package\"\n",
+    )
+    .expect("write");
     let (ok, _, err) = run(&["--input", bad.to_str().expect("utf8")]);
     assert!(!ok);
     assert!(err.contains("bad.xml:"), "{err}");

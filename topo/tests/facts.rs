@@ -43,7 +43,10 @@ fn check_case(folder: &str, facts_path: &Path) -> Vec<String> {
         "nvidia-smi" => bad.extend(check_nvidia_smi(&case, &files, &f)),
         "nccl-xml" => bad.extend(check_nccl(&case, &files, &f)),
         _ => {
-            for file in files.iter().filter(|p| p.extension().is_some_and(|e| e == "xml")) {
+            for file in files
+                .iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "xml"))
+            {
                 // hwloc v1 files carry a hwloc-made `.v2.xml` conversion with the same facts.
                 let mut variants = vec![file.clone()];
                 let v2 = file.with_extension("v2.xml");
@@ -51,7 +54,10 @@ fn check_case(folder: &str, facts_path: &Path) -> Vec<String> {
                     variants.push(v2);
                 }
                 for v in variants {
-                    let label = format!("{case} ({})", v.file_name().unwrap_or_default().to_string_lossy());
+                    let label = format!(
+                        "{case} ({})",
+                        v.file_name().unwrap_or_default().to_string_lossy()
+                    );
                     match oxccl_topo::sources::load_topology_file(&v) {
                         Ok(t) => bad.extend(common::check_hwloc_facts(&label, &t, &f)),
                         Err(e) => bad.push(format!("{label}: import failed: {e}")),
@@ -60,7 +66,11 @@ fn check_case(folder: &str, facts_path: &Path) -> Vec<String> {
             }
             if let Some(syn) = f.get("synthetic").and_then(Value::as_str) {
                 match oxccl_topo::sources::synthetic::parse(syn) {
-                    Ok(t) => bad.extend(common::check_hwloc_facts(&format!("{case} (synthetic string)"), &t, &f)),
+                    Ok(t) => bad.extend(common::check_hwloc_facts(
+                        &format!("{case} (synthetic string)"),
+                        &t,
+                        &f,
+                    )),
                     Err(e) => bad.push(format!("{case}: synthetic {syn:?} failed: {e}")),
                 }
             }
@@ -74,7 +84,14 @@ fn check_case(folder: &str, facts_path: &Path) -> Vec<String> {
 const SYSFS_SKIPPED: [&str; 1] = ["count misc"];
 
 fn check_sysfs(case: &str, facts: &Path, f: &Value) -> Vec<String> {
-    let tarball = facts.with_file_name(format!("{}.tar.bz2", facts.file_name().unwrap_or_default().to_string_lossy().trim_end_matches(".facts.json")));
+    let tarball = facts.with_file_name(format!(
+        "{}.tar.bz2",
+        facts
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .trim_end_matches(".facts.json")
+    ));
     if !tarball.is_file() {
         return vec![format!("{case}: {} missing", tarball.display())];
     }
@@ -99,7 +116,13 @@ fn strings(v: &Value) -> Vec<Vec<String>> {
     v.as_array()
         .into_iter()
         .flatten()
-        .map(|r| r.as_array().into_iter().flatten().map(|c| c.as_str().unwrap_or("").to_string()).collect())
+        .map(|r| {
+            r.as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c.as_str().unwrap_or("").to_string())
+                .collect()
+        })
         .collect()
 }
 
@@ -107,7 +130,12 @@ fn strings(v: &Value) -> Vec<Vec<String>> {
 /// `numa_affinity` and `nic_names` facts.
 fn compare_matrix(label: &str, m: &oxccl_topo::PathMatrix, f: &Value) -> Vec<String> {
     let mut bad = Vec::new();
-    for (key, gr, gc) in [("gpu_gpu", true, true), ("gpu_nic", true, false), ("nic_gpu", false, true), ("nic_nic", false, false)] {
+    for (key, gr, gc) in [
+        ("gpu_gpu", true, true),
+        ("gpu_nic", true, false),
+        ("nic_gpu", false, true),
+        ("nic_nic", false, false),
+    ] {
         if let Some(want) = f.get(key) {
             let got = m.block(gr, gc);
             if got != strings(want) {
@@ -115,13 +143,26 @@ fn compare_matrix(label: &str, m: &oxccl_topo::PathMatrix, f: &Value) -> Vec<Str
             }
         }
     }
-    let gpus: Vec<String> = f["gpus"].as_array().into_iter().flatten().filter_map(|g| g.as_str().map(str::to_string)).collect();
-    for (key, got) in [("cpu_affinity", &m.cpu_affinity), ("numa_affinity", &m.numa_affinity)] {
-        let Some(want) = f.get(key).and_then(Value::as_object) else { continue };
+    let gpus: Vec<String> = f["gpus"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.as_str().map(str::to_string))
+        .collect();
+    for (key, got) in [
+        ("cpu_affinity", &m.cpu_affinity),
+        ("numa_affinity", &m.numa_affinity),
+    ] {
+        let Some(want) = f.get(key).and_then(Value::as_object) else {
+            continue;
+        };
         for (i, g) in gpus.iter().enumerate() {
             let w = want.get(g).and_then(Value::as_str).map(str::to_string);
             if got.get(i).cloned().flatten() != w {
-                bad.push(format!("{label}: {key} {g}: got {:?}, want {w:?}", got.get(i)));
+                bad.push(format!(
+                    "{label}: {key} {g}: got {:?}, want {w:?}",
+                    got.get(i)
+                ));
             }
         }
     }
@@ -129,7 +170,10 @@ fn compare_matrix(label: &str, m: &oxccl_topo::PathMatrix, f: &Value) -> Vec<Str
         for (i, l) in m.nic_labels.iter().enumerate() {
             let want = names.get(l).and_then(Value::as_str).unwrap_or(l);
             if m.nic_names[i] != want {
-                bad.push(format!("{label}: NIC {l} name {} want {want}", m.nic_names[i]));
+                bad.push(format!(
+                    "{label}: NIC {l} name {} want {want}",
+                    m.nic_names[i]
+                ));
             }
         }
     }
@@ -180,7 +224,11 @@ fn check_nccl(case: &str, files: &[PathBuf], f: &Value) -> Vec<String> {
                 // Export and re-import: the same facts must hold.
                 let again = oxccl_topo::sources::nccl_xml::to_string(&t);
                 match oxccl_topo::sources::nccl_xml::parse("exported", again.as_bytes()) {
-                    Ok(t2) => bad.extend(common::check_nccl_facts(&format!("{case} (re-exported)"), &t2, f)),
+                    Ok(t2) => bad.extend(common::check_nccl_facts(
+                        &format!("{case} (re-exported)"),
+                        &t2,
+                        f,
+                    )),
                     Err(e) => bad.push(format!("{case}: exported XML unreadable: {e}")),
                 }
             }
@@ -192,7 +240,9 @@ fn check_nccl(case: &str, files: &[PathBuf], f: &Value) -> Vec<String> {
 
 #[test]
 fn every_shared_case_matches_its_facts() {
-    let Some(root) = common::shared_dir() else { return };
+    let Some(root) = common::shared_dir() else {
+        return;
+    };
     let mut folders: Vec<PathBuf> = std::fs::read_dir(&root)
         .expect("read shared dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -202,7 +252,11 @@ fn every_shared_case_matches_its_facts() {
     let mut bad = Vec::new();
     let mut n = 0;
     for folder in folders {
-        let name = folder.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let name = folder
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         for facts in facts_files(&folder) {
             n += 1;
             bad.extend(check_case(&name, &facts));
@@ -210,5 +264,10 @@ fn every_shared_case_matches_its_facts() {
     }
     println!("checked {n} cases");
     assert!(n > 0, "no .facts.json found under {}", root.display());
-    assert!(bad.is_empty(), "{} mismatches:\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} mismatches:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }

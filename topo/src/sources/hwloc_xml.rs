@@ -5,7 +5,9 @@
 use super::xmlutil::{self, Ctx, Elem};
 use crate::bitmap::{CpuSet, NodeSet};
 use crate::error::TopoError;
-use crate::object::{BridgeInfo, CacheInfo, CacheType, ObjAttr, ObjId, ObjType, Object, OsDevType, PciAddr, PciInfo};
+use crate::object::{
+    BridgeInfo, CacheInfo, CacheType, ObjAttr, ObjId, ObjType, Object, OsDevType, PciAddr, PciInfo,
+};
 use crate::topology::{Distances, Link, LinkKind, Topology, DIST_MEANS_BANDWIDTH};
 use std::collections::HashMap;
 
@@ -15,18 +17,38 @@ pub fn parse(file: &str, data: &[u8]) -> Result<Topology, TopoError> {
     let ctx = Ctx { file, data };
     match root.name.as_str() {
         "topology" => {}
-        "graphs" => return Err(TopoError::NcclGraphFile { file: file.to_string() }),
+        "graphs" => {
+            return Err(TopoError::NcclGraphFile {
+                file: file.to_string(),
+            })
+        }
         "system" => return Err(ctx.err(&root, "root <system> is NCCL topology XML, not hwloc XML")),
-        other => return Err(ctx.err(&root, format!("root element <{other}> is not hwloc's <topology>"))),
+        other => {
+            return Err(ctx.err(
+                &root,
+                format!("root element <{other}> is not hwloc's <topology>"),
+            ))
+        }
     }
     let v2 = root.attr("version").is_some_and(|v| !v.starts_with('1'));
-    let mut b = Builder { ctx, topo: Topology::new(), gp: HashMap::new(), v1_numa: Vec::new(), v1_dist: Vec::new(), seen_root: false, v2 };
+    let mut b = Builder {
+        ctx,
+        topo: Topology::new(),
+        gp: HashMap::new(),
+        v1_numa: Vec::new(),
+        v1_dist: Vec::new(),
+        seen_root: false,
+        v2,
+    };
     let mut dist2 = Vec::new();
     for c in &root.children {
         match c.name.as_str() {
             "object" => {
                 if b.seen_root {
-                    return Err(b.ctx.err(c, "more than one top-level object (multi-machine v1 files are not supported)"));
+                    return Err(b.ctx.err(
+                        c,
+                        "more than one top-level object (multi-machine v1 files are not supported)",
+                    ));
                 }
                 b.seen_root = true;
                 let r = b.topo.root();
@@ -42,7 +64,13 @@ pub fn parse(file: &str, data: &[u8]) -> Result<Topology, TopoError> {
     if !v2 {
         b.place_v1_numa();
     }
-    let Builder { ctx, mut topo, gp, v1_dist, .. } = b;
+    let Builder {
+        ctx,
+        mut topo,
+        gp,
+        v1_dist,
+        ..
+    } = b;
     topo.finalize();
     for d in dist2 {
         if let Some(m) = distances2(&ctx, d, &topo, &gp)? {
@@ -75,7 +103,9 @@ impl<'a> Builder<'a> {
         let kind = obj.kind;
         let id = if is_root {
             if kind != ObjType::Machine {
-                return Err(self.ctx.err(e, format!("top-level object is a {kind}, expected Machine")));
+                return Err(self
+                    .ctx
+                    .err(e, format!("top-level object is a {kind}, expected Machine")));
             }
             let r = self.topo.root();
             *self.topo.obj_mut(r) = obj;
@@ -87,7 +117,8 @@ impl<'a> Builder<'a> {
             self.gp.insert((kind, gp), id);
         }
         // A v1 NUMA node with children: hwloc 2 moves the children up to its parent.
-        let v1_numa_parent = kind == ObjType::NUMANode && e.children.iter().any(|c| c.name == "object");
+        let v1_numa_parent =
+            kind == ObjType::NUMANode && e.children.iter().any(|c| c.name == "object");
         let child_parent = if v1_numa_parent { parent } else { id };
         let io_before = self.topo.obj(child_parent).io_children.len();
         for c in &e.children {
@@ -132,8 +163,10 @@ impl<'a> Builder<'a> {
         let tname = c.req(e, "type")?;
         let kind = if tname == "Cache" {
             let depth = c.num::<u32>(e, "depth")?.unwrap_or(0);
-            let ct = CacheType::from_code(c.num::<u32>(e, "cache_type")?.unwrap_or(0)).unwrap_or(CacheType::Unified);
-            ObjType::cache(depth, ct).ok_or_else(|| c.err(e, format!("cache depth {depth} unsupported")))?
+            let ct = CacheType::from_code(c.num::<u32>(e, "cache_type")?.unwrap_or(0))
+                .unwrap_or(CacheType::Unified);
+            ObjType::cache(depth, ct)
+                .ok_or_else(|| c.err(e, format!("cache depth {depth} unsupported")))?
         } else {
             tname.parse::<ObjType>().map_err(|m| c.err(e, m))?
         };
@@ -156,9 +189,10 @@ impl<'a> Builder<'a> {
         o.name = e.attr("name").map(str::to_string);
         o.subtype = e.attr("subtype").map(str::to_string);
         o.attr = match kind {
-            ObjType::NUMANode => {
-                ObjAttr::Numa { local_memory: c.num::<u64>(e, "local_memory")?.unwrap_or(0), page_types: Vec::new() }
-            }
+            ObjType::NUMANode => ObjAttr::Numa {
+                local_memory: c.num::<u64>(e, "local_memory")?.unwrap_or(0),
+                page_types: Vec::new(),
+            },
             k if k.is_cache() => ObjAttr::Cache(CacheInfo {
                 size: c.num::<u64>(e, "cache_size")?.unwrap_or(0),
                 depth: c.num::<u32>(e, "depth")?.or(k.cache_level()).unwrap_or(0),
@@ -175,7 +209,8 @@ impl<'a> Builder<'a> {
             ObjType::Bridge => ObjAttr::Bridge(self.bridge(e)?),
             ObjType::OSDev => {
                 let code = c.num::<u32>(e, "osdev_type")?.unwrap_or(u32::MAX);
-                let t = OsDevType::from_code(code).ok_or_else(|| c.err(e, format!("unknown osdev_type {code}")))?;
+                let t = OsDevType::from_code(code)
+                    .ok_or_else(|| c.err(e, format!("unknown osdev_type {code}")))?;
                 ObjAttr::OsDev(t)
             }
             _ => ObjAttr::None,
@@ -187,11 +222,17 @@ impl<'a> Builder<'a> {
         let c = &self.ctx;
         let busid = c.req(e, "pci_busid")?;
         let addr: PciAddr = busid.parse().map_err(|m: String| c.err(e, m))?;
-        let mut p = PciInfo { addr, ..Default::default() };
+        let mut p = PciInfo {
+            addr,
+            ..Default::default()
+        };
         if let Some(t) = e.attr("pci_type") {
             // "0604 [1014:04c1] [0000:0000] 00"
             let bad = || c.err(e, format!("bad pci_type {t:?}"));
-            let f: Vec<&str> = t.split(|ch: char| ch == ' ' || ch == '[' || ch == ']' || ch == ':').filter(|s| !s.is_empty()).collect();
+            let f: Vec<&str> = t
+                .split([' ', '[', ']', ':'])
+                .filter(|s| !s.is_empty())
+                .collect();
             if f.len() < 6 {
                 return Err(bad());
             }
@@ -210,8 +251,16 @@ impl<'a> Builder<'a> {
     fn bridge(&self, e: &Elem) -> Result<BridgeInfo, TopoError> {
         let c = &self.ctx;
         let bt = e.attr("bridge_type").unwrap_or("1-1");
-        let upstream = if bt.starts_with('0') { None } else { Some(self.pci(e)?) };
-        let mut b = BridgeInfo { upstream, depth: c.num::<u32>(e, "depth")?.unwrap_or(0), ..Default::default() };
+        let upstream = if bt.starts_with('0') {
+            None
+        } else {
+            Some(self.pci(e)?)
+        };
+        let mut b = BridgeInfo {
+            upstream,
+            depth: c.num::<u32>(e, "depth")?.unwrap_or(0),
+            ..Default::default()
+        };
         if let Some(bp) = e.attr("bridge_pci") {
             // "0000:[00-01]"
             let bad = || c.err(e, format!("bad bridge_pci {bp:?}"));
@@ -269,8 +318,15 @@ pub(crate) fn place_memory(topo: &Topology, numa: ObjId) -> ObjId {
     cur
 }
 
-fn distances2(ctx: &Ctx, e: &Elem, topo: &Topology, gp: &HashMap<(ObjType, u64), ObjId>) -> Result<Option<Distances>, TopoError> {
-    let n: usize = ctx.num(e, "nbobjs")?.ok_or_else(|| ctx.err(e, "<distances2> lacks nbobjs"))?;
+fn distances2(
+    ctx: &Ctx,
+    e: &Elem,
+    topo: &Topology,
+    gp: &HashMap<(ObjType, u64), ObjId>,
+) -> Result<Option<Distances>, TopoError> {
+    let n: usize = ctx
+        .num(e, "nbobjs")?
+        .ok_or_else(|| ctx.err(e, "<distances2> lacks nbobjs"))?;
     if n > 65536 {
         return Err(ctx.err(e, "distance matrix too large"));
     }
@@ -282,61 +338,106 @@ fn distances2(ctx: &Ctx, e: &Elem, topo: &Topology, gp: &HashMap<(ObjType, u64),
             "indexes" => idx.extend(c.text.split_whitespace()),
             "u64values" => {
                 for v in c.text.split_whitespace() {
-                    vals.push(v.parse().map_err(|_| ctx.err(c, format!("bad distance value {v:?}")))?);
+                    vals.push(
+                        v.parse()
+                            .map_err(|_| ctx.err(c, format!("bad distance value {v:?}")))?,
+                    );
                 }
             }
             _ => {}
         }
     }
     if idx.len() != n || vals.len() != n * n {
-        return Err(ctx.err(e, format!("distance matrix wants {n} indexes and {} values, found {} and {}", n * n, idx.len(), vals.len())));
+        return Err(ctx.err(
+            e,
+            format!(
+                "distance matrix wants {n} indexes and {} values, found {} and {}",
+                n * n,
+                idx.len(),
+                vals.len()
+            ),
+        ));
     }
     let hetero = e.name == "distances2hetero";
     let by_os = e.attr("indexing") == Some("os");
-    let ty: Option<ObjType> = if hetero { None } else { Some(ctx.req(e, "type")?.parse().map_err(|m| ctx.err(e, m))?) };
+    let ty: Option<ObjType> = if hetero {
+        None
+    } else {
+        Some(ctx.req(e, "type")?.parse().map_err(|m| ctx.err(e, m))?)
+    };
     let mut objects = Vec::with_capacity(n);
     for s in idx {
         let (t, i) = match ty {
             Some(t) => (t, s),
             None => {
-                let (t, i) = s.split_once(':').ok_or_else(|| ctx.err(e, format!("bad hetero index {s:?}")))?;
+                let (t, i) = s
+                    .split_once(':')
+                    .ok_or_else(|| ctx.err(e, format!("bad hetero index {s:?}")))?;
                 (t.parse().map_err(|m| ctx.err(e, m))?, i)
             }
         };
-        let i: u64 = i.parse().map_err(|_| ctx.err(e, format!("bad index {s:?}")))?;
+        let i: u64 = i
+            .parse()
+            .map_err(|_| ctx.err(e, format!("bad index {s:?}")))?;
         let found = if by_os {
-            topo.iter().find(|(_, o)| o.kind == t && o.os_index == Some(i as u32)).map(|(id, _)| id)
+            topo.iter()
+                .find(|(_, o)| o.kind == t && o.os_index == Some(i as u32))
+                .map(|(id, _)| id)
         } else {
             gp.get(&(t, i)).copied()
         };
         match found {
             Some(id) => objects.push(id),
             None => {
-                tracing::warn!(file = ctx.file, "distance matrix names missing object {s}; matrix dropped");
+                tracing::warn!(
+                    file = ctx.file,
+                    "distance matrix names missing object {s}; matrix dropped"
+                );
                 return Ok(None);
             }
         }
     }
-    Ok(Some(Distances { name: e.attr("name").unwrap_or("").to_string(), kind, objects, values: vals }))
+    Ok(Some(Distances {
+        name: e.attr("name").unwrap_or("").to_string(),
+        kind,
+        objects,
+        values: vals,
+    }))
 }
 
-fn distances_v1(ctx: &Ctx, e: &Elem, topo: &Topology, holder: ObjId) -> Result<Option<Distances>, TopoError> {
+fn distances_v1(
+    ctx: &Ctx,
+    e: &Elem,
+    topo: &Topology,
+    holder: ObjId,
+) -> Result<Option<Distances>, TopoError> {
     let n: usize = ctx.num(e, "nbobjs")?.unwrap_or(0);
     let base: f64 = ctx.num(e, "latency_base")?.unwrap_or(1.0);
     let vals: Vec<u64> = e
         .children
         .iter()
         .filter(|c| c.name == "latency")
-        .map(|c| ctx.num::<f64>(c, "value").map(|v| (v.unwrap_or(0.0) * base).round() as u64))
+        .map(|c| {
+            ctx.num::<f64>(c, "value")
+                .map(|v| (v.unwrap_or(0.0) * base).round() as u64)
+        })
         .collect::<Result<_, _>>()?;
     let hs = &topo.obj(holder).nodeset;
     let mut numas: Vec<ObjId> = topo.objects_of_type(ObjType::NUMANode);
     numas.retain(|i| topo.obj(*i).nodeset.is_subset(hs));
     if numas.len() != n || vals.len() != n * n {
-        tracing::warn!(file = ctx.file, "v1 distance matrix of {n} objects does not match the NUMA nodes; dropped");
+        tracing::warn!(
+            file = ctx.file,
+            "v1 distance matrix of {n} objects does not match the NUMA nodes; dropped"
+        );
         return Ok(None);
     }
-    Ok(Some(Distances { name: "NUMALatency".into(), kind: 1 | 4, objects: numas, values: vals }))
+    Ok(Some(Distances {
+        name: "NUMALatency".into(),
+        kind: 1 | 4,
+        objects: numas,
+        values: vals,
+    }))
 }
 
 /// Bonded NVLink count from a bandwidth in MB/s: 25 GB/s per link for NVLink 2.0 and
@@ -367,7 +468,11 @@ pub(crate) fn links_from_distances(topo: &mut Topology) {
         if d.kind & DIST_MEANS_BANDWIDTH == 0 {
             continue;
         }
-        let ends: Vec<ObjId> = d.objects.iter().map(|o| topo.pci_parent(*o).unwrap_or(*o)).collect();
+        let ends: Vec<ObjId> = d
+            .objects
+            .iter()
+            .map(|o| topo.pci_parent(*o).unwrap_or(*o))
+            .collect();
         let n = ends.len();
         for i in 0..n {
             for j in i + 1..n {
@@ -379,7 +484,13 @@ pub(crate) fn links_from_distances(topo: &mut Topology) {
                     LinkKind::NVLink => nvlink_count(bw),
                     LinkKind::Xgmi => 1,
                 };
-                links.push(Link { a: ends[i], b: ends[j], kind, count, bandwidth_mbs: bw });
+                links.push(Link {
+                    a: ends[i],
+                    b: ends[j],
+                    kind,
+                    count,
+                    bandwidth_mbs: bw,
+                });
             }
         }
     }

@@ -13,19 +13,40 @@ pub fn to_string(t: &Topology) -> String {
     for d in &t.distances {
         let n = d.objects.len();
         let hetero = d.kind & DIST_HETEROGENEOUS != 0
-            || d.objects.windows(2).any(|w| t.obj(w[0]).kind != t.obj(w[1]).kind);
+            || d.objects
+                .windows(2)
+                .any(|w| t.obj(w[0]).kind != t.obj(w[1]).kind);
         let gp = |o: ObjId| o.index() + 1;
         if hetero {
-            let _ = writeln!(out, "  <distances2hetero nbobjs=\"{n}\" kind=\"{}\" name=\"{}\">", d.kind | DIST_HETEROGENEOUS, esc(&d.name));
-            let idx: Vec<String> = d.objects.iter().map(|o| format!("{}:{}", t.obj(*o).kind, gp(*o))).collect();
+            let _ = writeln!(
+                out,
+                "  <distances2hetero nbobjs=\"{n}\" kind=\"{}\" name=\"{}\">",
+                d.kind | DIST_HETEROGENEOUS,
+                esc(&d.name)
+            );
+            let idx: Vec<String> = d
+                .objects
+                .iter()
+                .map(|o| format!("{}:{}", t.obj(*o).kind, gp(*o)))
+                .collect();
             chunks(&mut out, "indexes", &idx);
         } else {
-            let kind = d.objects.first().map(|o| t.obj(*o).kind).unwrap_or(ObjType::NUMANode);
+            let kind = d
+                .objects
+                .first()
+                .map(|o| t.obj(*o).kind)
+                .unwrap_or(ObjType::NUMANode);
             let by_os = d.objects.iter().all(|o| t.obj(*o).os_index.is_some());
             let idx: Vec<String> = d
                 .objects
                 .iter()
-                .map(|o| if by_os { t.obj(*o).os_index.unwrap_or(0).to_string() } else { gp(*o).to_string() })
+                .map(|o| {
+                    if by_os {
+                        t.obj(*o).os_index.unwrap_or(0).to_string()
+                    } else {
+                        gp(*o).to_string()
+                    }
+                })
                 .collect();
             let _ = writeln!(
                 out,
@@ -38,7 +59,11 @@ pub fn to_string(t: &Topology) -> String {
         }
         let vals: Vec<String> = d.values.iter().map(u64::to_string).collect();
         chunks(&mut out, "u64values", &vals);
-        out.push_str(if hetero { "  </distances2hetero>\n" } else { "  </distances2>\n" });
+        out.push_str(if hetero {
+            "  </distances2hetero>\n"
+        } else {
+            "  </distances2>\n"
+        });
     }
     out.push_str("</topology>\n");
     out
@@ -52,7 +77,12 @@ fn chunks(out: &mut String, tag: &str, items: &[String]) {
             text.push_str(i);
             text.push(' ');
         }
-        let _ = writeln!(out, "    <{tag} length=\"{}\">{}</{tag}>", text.len(), esc(&text));
+        let _ = writeln!(
+            out,
+            "    <{tag} length=\"{}\">{}</{tag}>",
+            text.len(),
+            esc(&text)
+        );
     }
 }
 
@@ -139,7 +169,12 @@ fn object(t: &Topology, id: ObjId, depth: usize, out: &mut String) {
         let _ = writeln!(out, "{pad}  <page_type size=\"{size}\" count=\"{count}\"/>");
     }
     for (k, v) in &o.infos {
-        let _ = writeln!(out, "{pad}  <info name=\"{}\" value=\"{}\"/>", esc(k), esc(v));
+        let _ = writeln!(
+            out,
+            "{pad}  <info name=\"{}\" value=\"{}\"/>",
+            esc(k),
+            esc(v)
+        );
     }
     for k in kids {
         object(t, k, depth + 1, out);

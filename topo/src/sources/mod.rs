@@ -2,9 +2,9 @@
 //! format of an input.
 
 pub mod hwloc_xml;
-pub mod nvidia_smi;
 pub mod hwloc_xml_export;
 pub mod nccl_xml;
+pub mod nvidia_smi;
 pub mod synthetic;
 pub mod sysfs;
 pub mod sysfs_io;
@@ -50,7 +50,10 @@ pub fn detect(data: &[u8]) -> Option<Format> {
             rest = r;
             continue;
         }
-        let name: String = r.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        let name: String = r
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
         return match name.as_str() {
             "topology" => Some(Format::HwlocXml),
             "system" => Some(Format::NcclXml),

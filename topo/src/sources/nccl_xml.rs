@@ -21,8 +21,17 @@ pub fn parse(file: &str, data: &[u8]) -> Result<Topology, TopoError> {
     let ctx = Ctx { file, data };
     match root.name.as_str() {
         "system" => {}
-        "graphs" => return Err(TopoError::NcclGraphFile { file: file.to_string() }),
-        other => return Err(ctx.err(&root, format!("root element <{other}> is not NCCL's <system>"))),
+        "graphs" => {
+            return Err(TopoError::NcclGraphFile {
+                file: file.to_string(),
+            })
+        }
+        other => {
+            return Err(ctx.err(
+                &root,
+                format!("root element <{other}> is not NCCL's <system>"),
+            ))
+        }
     }
     let mut topo = Topology::new();
     let mut nvlinks: Vec<(ObjId, &Elem, u32)> = Vec::new();
@@ -42,8 +51,16 @@ pub fn parse(file: &str, data: &[u8]) -> Result<Topology, TopoError> {
         g.subtype = Some("NCCLCpu".into());
         g.cpuset = cpus.clone();
         g.nodeset = NodeSet::single(numaid);
-        g.attr = ObjAttr::Group { kind: 0, subkind: 0 };
-        for (k, info) in [("arch", "Architecture"), ("vendor", "CPUVendor"), ("familyid", "CPUFamilyNumber"), ("modelid", "CPUModelNumber")] {
+        g.attr = ObjAttr::Group {
+            kind: 0,
+            subkind: 0,
+        };
+        for (k, info) in [
+            ("arch", "Architecture"),
+            ("vendor", "CPUVendor"),
+            ("familyid", "CPUFamilyNumber"),
+            ("modelid", "CPUModelNumber"),
+        ] {
             if let Some(v) = cpu.attr(k) {
                 g.infos.push((info.into(), v.to_string()));
             }
@@ -52,7 +69,10 @@ pub fn parse(file: &str, data: &[u8]) -> Result<Topology, TopoError> {
         let mut numa = Object::new(ObjType::NUMANode).with_os_index(numaid);
         numa.cpuset = cpus.clone();
         numa.nodeset = NodeSet::single(numaid);
-        numa.attr = ObjAttr::Numa { local_memory: 0, page_types: Vec::new() };
+        numa.attr = ObjAttr::Numa {
+            local_memory: 0,
+            page_types: Vec::new(),
+        };
         topo.add(gid, numa);
         for p in cpus.iter() {
             let mut pu = Object::new(ObjType::PU).with_os_index(p);
@@ -64,7 +84,13 @@ pub fn parse(file: &str, data: &[u8]) -> Result<Topology, TopoError> {
                 "pci" => {
                     let addr = busid(&ctx, c)?;
                     let mut hb = Object::new(ObjType::Bridge);
-                    hb.attr = ObjAttr::Bridge(BridgeInfo { upstream: None, domain: addr.domain, secondary_bus: addr.bus, subordinate_bus: addr.bus, depth: 0 });
+                    hb.attr = ObjAttr::Bridge(BridgeInfo {
+                        upstream: None,
+                        domain: addr.domain,
+                        secondary_bus: addr.bus,
+                        subordinate_bus: addr.bus,
+                        depth: 0,
+                    });
                     let hb = topo.add(gid, hb);
                     pci(&ctx, c, &mut topo, hb, 1, &mut nvlinks)?;
                 }
@@ -79,7 +105,10 @@ pub fn parse(file: &str, data: &[u8]) -> Result<Topology, TopoError> {
     for (gpu, e, sm) in nvlinks {
         let target = busid(&ctx, e)?;
         let count: u32 = ctx.num(e, "count")?.unwrap_or(1);
-        let tclass = e.attr("tclass").and_then(|t| u32::from_str_radix(t.trim_start_matches("0x"), 16).ok()).unwrap_or(0);
+        let tclass = e
+            .attr("tclass")
+            .and_then(|t| u32::from_str_radix(t.trim_start_matches("0x"), 16).ok())
+            .unwrap_or(0);
         let other = match topo.find_pci(target) {
             Some(o) => o,
             None if tclass >> 8 == 0x0680 => nvswitch(&mut topo, target),
@@ -92,7 +121,13 @@ pub fn parse(file: &str, data: &[u8]) -> Result<Topology, TopoError> {
             continue;
         }
         let per_link = if sm > 0 && sm < 70 { 20_000 } else { 25_000 };
-        topo.links.push(Link { a: gpu, b: other, kind: LinkKind::NVLink, count, bandwidth_mbs: u64::from(count) * per_link });
+        topo.links.push(Link {
+            a: gpu,
+            b: other,
+            kind: LinkKind::NVLink,
+            count,
+            bandwidth_mbs: u64::from(count) * per_link,
+        });
     }
     topo.finalize();
     topo.nvlink_matrix_from_links();
@@ -111,17 +146,32 @@ impl Huge for CpuSet {
 
 fn nvswitch(topo: &mut Topology, addr: PciAddr) -> ObjId {
     let mut hb = Object::new(ObjType::Bridge);
-    hb.attr = ObjAttr::Bridge(BridgeInfo { upstream: None, domain: addr.domain, secondary_bus: addr.bus, subordinate_bus: addr.bus, depth: 0 });
+    hb.attr = ObjAttr::Bridge(BridgeInfo {
+        upstream: None,
+        domain: addr.domain,
+        secondary_bus: addr.bus,
+        subordinate_bus: addr.bus,
+        depth: 0,
+    });
     let root = topo.root();
     let hb = topo.add(root, hb);
     let mut o = Object::new(ObjType::PCIDev);
     o.subtype = Some("NVSwitch".into());
-    o.attr = ObjAttr::Pci(PciInfo { addr, class_id: 0x0680, vendor_id: 0x10de, ..Default::default() });
+    o.attr = ObjAttr::Pci(PciInfo {
+        addr,
+        class_id: 0x0680,
+        vendor_id: 0x10de,
+        ..Default::default()
+    });
     topo.add(hb, o)
 }
 
 fn busid(ctx: &Ctx, e: &Elem) -> Result<PciAddr, TopoError> {
-    let key = if e.name == "nvlink" { "target" } else { "busid" };
+    let key = if e.name == "nvlink" {
+        "target"
+    } else {
+        "busid"
+    };
     let b = ctx.req(e, key)?;
     b.parse().map_err(|m: String| ctx.err(e, m))
 }
@@ -134,14 +184,28 @@ fn hex_attr(ctx: &Ctx, e: &Elem, k: &str) -> Result<u32, TopoError> {
     }
 }
 
-fn pci<'a>(ctx: &Ctx, e: &'a Elem, topo: &mut Topology, parent: ObjId, depth: u32, nvlinks: &mut Vec<(ObjId, &'a Elem, u32)>) -> Result<(), TopoError> {
+fn pci<'a>(
+    ctx: &Ctx,
+    e: &'a Elem,
+    topo: &mut Topology,
+    parent: ObjId,
+    depth: u32,
+    nvlinks: &mut Vec<(ObjId, &'a Elem, u32)>,
+) -> Result<(), TopoError> {
     if depth > 64 {
         return Err(ctx.err(e, "<pci> nested deeper than 64"));
     }
     let addr = busid(ctx, e)?;
     let class = hex_attr(ctx, e, "class")?;
-    let gts: f32 = e.attr("link_speed").and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse().ok()).unwrap_or(0.0);
-    let width: u8 = e.attr("link_width").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let gts: f32 = e
+        .attr("link_speed")
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
+    let width: u8 = e
+        .attr("link_width")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let eff = if gts <= 5.0 { 0.8 } else { 128.0 / 130.0 };
     let info = PciInfo {
         addr,
@@ -159,7 +223,13 @@ fn pci<'a>(ctx: &Ctx, e: &'a Elem, topo: &mut Topology, parent: ObjId, depth: u3
     let mut o;
     if is_bridge {
         o = Object::new(ObjType::Bridge);
-        o.attr = ObjAttr::Bridge(BridgeInfo { upstream: Some(info), domain: addr.domain, secondary_bus: addr.bus, subordinate_bus: addr.bus, depth });
+        o.attr = ObjAttr::Bridge(BridgeInfo {
+            upstream: Some(info),
+            domain: addr.domain,
+            secondary_bus: addr.bus,
+            subordinate_bus: addr.bus,
+            depth,
+        });
     } else {
         o = Object::new(ObjType::PCIDev);
         o.attr = ObjAttr::Pci(info);
@@ -177,7 +247,11 @@ fn pci<'a>(ctx: &Ctx, e: &'a Elem, topo: &mut Topology, parent: ObjId, depth: u3
                 g.name = Some(format!("cuda{dev}"));
                 g.subtype = Some("CUDA".into());
                 g.attr = ObjAttr::OsDev(OsDevType::CoProc);
-                g.infos = c.attrs.iter().map(|(k, v)| (format!("NCCL_{k}"), v.clone())).collect();
+                g.infos = c
+                    .attrs
+                    .iter()
+                    .map(|(k, v)| (format!("NCCL_{k}"), v.clone()))
+                    .collect();
                 topo.add(id, g);
                 let sm: u32 = ctx.num(c, "sm")?.unwrap_or(0);
                 for l in c.children.iter().filter(|l| l.name == "nvlink") {
@@ -189,7 +263,10 @@ fn pci<'a>(ctx: &Ctx, e: &'a Elem, topo: &mut Topology, parent: ObjId, depth: u3
     }
     // NCCL fills <gpu> at run time; a bare 3D/VGA NVIDIA-style function is still a GPU.
     if !has_gpu && !is_bridge && class >> 16 == 0x03 {
-        let n = topo.iter().filter(|(_, o)| o.name.as_deref().is_some_and(|x| x.starts_with("cuda"))).count();
+        let n = topo
+            .iter()
+            .filter(|(_, o)| o.name.as_deref().is_some_and(|x| x.starts_with("cuda")))
+            .count();
         let mut g = Object::new(ObjType::OSDev);
         g.name = Some(format!("cuda{n}"));
         g.subtype = Some("CUDA".into());
@@ -201,7 +278,11 @@ fn pci<'a>(ctx: &Ctx, e: &'a Elem, topo: &mut Topology, parent: ObjId, depth: u3
 
 /// Whether a NCCL net name is an RDMA device rather than a socket interface.
 fn is_rdma(name: &str) -> bool {
-    ["mlx", "ib", "efa", "hfi", "bnxt_re", "irdma", "qedr", "rdma", "roce"].iter().any(|p| name.starts_with(p))
+    [
+        "mlx", "ib", "efa", "hfi", "bnxt_re", "irdma", "qedr", "rdma", "roce",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }
 
 fn nic(ctx: &Ctx, e: &Elem, topo: &mut Topology, parent: ObjId) -> Result<(), TopoError> {
@@ -209,8 +290,17 @@ fn nic(ctx: &Ctx, e: &Elem, topo: &mut Topology, parent: ObjId) -> Result<(), To
         let name = ctx.req(n, "name")?;
         let mut o = Object::new(ObjType::OSDev);
         o.name = Some(name.to_string());
-        o.attr = ObjAttr::OsDev(if is_rdma(name) { OsDevType::OpenFabrics } else { OsDevType::Network });
-        o.infos = n.attrs.iter().filter(|(k, _)| k != "name").map(|(k, v)| (format!("NCCL_{k}"), v.clone())).collect();
+        o.attr = ObjAttr::OsDev(if is_rdma(name) {
+            OsDevType::OpenFabrics
+        } else {
+            OsDevType::Network
+        });
+        o.infos = n
+            .attrs
+            .iter()
+            .filter(|(k, _)| k != "name")
+            .map(|(k, v)| (format!("NCCL_{k}"), v.clone()))
+            .collect();
         topo.add(parent, o);
     }
     Ok(())
@@ -234,9 +324,20 @@ pub fn to_string(t: &Topology) -> String {
     for n in &numas {
         let no = t.obj(*n);
         let os = no.os_index.unwrap_or(0);
-        let mut attrs = format!(" numaid=\"{os}\" affinity=\"{}\"", no.cpuset.bitmap().to_nccl_mask(words));
-        for (info, k) in [("Architecture", "arch"), ("CPUVendor", "vendor"), ("CPUFamilyNumber", "familyid"), ("CPUModelNumber", "modelid")] {
-            let near = t.ancestors(*n).into_iter().find_map(|a| t.obj(a).info(info));
+        let mut attrs = format!(
+            " numaid=\"{os}\" affinity=\"{}\"",
+            no.cpuset.bitmap().to_nccl_mask(words)
+        );
+        for (info, k) in [
+            ("Architecture", "arch"),
+            ("CPUVendor", "vendor"),
+            ("CPUFamilyNumber", "familyid"),
+            ("CPUModelNumber", "modelid"),
+        ] {
+            let near = t
+                .ancestors(*n)
+                .into_iter()
+                .find_map(|a| t.obj(a).info(info));
             if let Some(v) = near.or_else(|| t.iter().find_map(|(_, o)| o.info(info))) {
                 let _ = write!(attrs, " {k}=\"{}\"", esc(v));
             }
@@ -264,7 +365,11 @@ fn io_elem(t: &Topology, id: ObjId, depth: usize, out: &mut String) {
         }
         ObjType::Bridge | ObjType::PCIDev => {
             let p = o.pci().cloned().unwrap_or_default();
-            let speed = if p.link_gts > 0.0 { format!("{:.1} GT/s PCIe", p.link_gts) } else { String::new() };
+            let speed = if p.link_gts > 0.0 {
+                format!("{:.1} GT/s PCIe", p.link_gts)
+            } else {
+                String::new()
+            };
             let _ = write!(
                 out,
                 "{pad}<pci busid=\"{}\" class=\"0x{:04x}00\" vendor=\"0x{:04x}\" device=\"0x{:04x}\" subsystem_vendor=\"0x{:04x}\" subsystem_device=\"0x{:04x}\" link_speed=\"{speed}\" link_width=\"{}\"",
@@ -283,7 +388,12 @@ fn io_elem(t: &Topology, id: ObjId, depth: usize, out: &mut String) {
             let nets: Vec<ObjId> = kids
                 .iter()
                 .copied()
-                .filter(|k| matches!(t.obj(*k).osdev_type(), Some(OsDevType::OpenFabrics | OsDevType::Network)))
+                .filter(|k| {
+                    matches!(
+                        t.obj(*k).osdev_type(),
+                        Some(OsDevType::OpenFabrics | OsDevType::Network)
+                    )
+                })
                 .collect();
             nic_elem(t, &nets, depth + 1, out);
             for k in kids.iter().filter(|k| t.obj(**k).kind != ObjType::OSDev) {
@@ -291,7 +401,12 @@ fn io_elem(t: &Topology, id: ObjId, depth: usize, out: &mut String) {
             }
             let _ = writeln!(out, "{pad}</pci>");
         }
-        ObjType::OSDev if matches!(o.osdev_type(), Some(OsDevType::OpenFabrics | OsDevType::Network)) => {
+        ObjType::OSDev
+            if matches!(
+                o.osdev_type(),
+                Some(OsDevType::OpenFabrics | OsDevType::Network)
+            ) =>
+        {
             nic_elem(t, &[id], depth, out);
         }
         _ => {}
@@ -302,7 +417,10 @@ fn gpu_elem(t: &Topology, id: ObjId, depth: usize, out: &mut String) {
     let pad = "  ".repeat(depth);
     let gpus = t.gpus();
     let index = gpus.iter().position(|g| *g == id).unwrap_or(0);
-    let dev_os = t.osdevs_of(id).into_iter().find(|d| t.obj(*d).info("NCCL_dev").is_some());
+    let dev_os = t
+        .osdevs_of(id)
+        .into_iter()
+        .find(|d| t.obj(*d).info("NCCL_dev").is_some());
     let mut attrs = String::new();
     match dev_os {
         Some(d) => {
@@ -333,7 +451,10 @@ fn gpu_elem(t: &Topology, id: ObjId, depth: usize, out: &mut String) {
             Some(p) => (p.addr.to_string(), format!("0x{:04x}00", p.class_id)),
             None => continue,
         };
-        let _ = writeln!(out, "{pad}  <nvlink target=\"{target}\" count=\"{count}\" tclass=\"{tclass}\"/>");
+        let _ = writeln!(
+            out,
+            "{pad}  <nvlink target=\"{target}\" count=\"{count}\" tclass=\"{tclass}\"/>"
+        );
     }
     let _ = writeln!(out, "{pad}</gpu>");
 }
@@ -343,7 +464,11 @@ fn nic_elem(t: &Topology, nets: &[ObjId], depth: usize, out: &mut String) {
         return;
     }
     // NCCL lists RDMA devices when there are any; sockets otherwise.
-    let rdma: Vec<ObjId> = nets.iter().copied().filter(|n| t.obj(*n).osdev_type() == Some(OsDevType::OpenFabrics)).collect();
+    let rdma: Vec<ObjId> = nets
+        .iter()
+        .copied()
+        .filter(|n| t.obj(*n).osdev_type() == Some(OsDevType::OpenFabrics))
+        .collect();
     let chosen = if rdma.is_empty() { nets.to_vec() } else { rdma };
     let pad = "  ".repeat(depth);
     let _ = writeln!(out, "{pad}<nic>");

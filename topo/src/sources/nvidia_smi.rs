@@ -10,7 +10,9 @@ pub fn looks_like(text: &str) -> bool {
     text.lines().any(|l| {
         let mut w = l.split_whitespace();
         w.next() == Some("GPU0") || l.trim_start().starts_with("GPU0\t") || l.contains("\tGPU0")
-    }) && text.lines().any(|l| l.split_whitespace().next() == Some("GPU0"))
+    }) && text
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some("GPU0"))
 }
 
 /// Parses the matrix; `file` names the input in errors.
@@ -25,8 +27,15 @@ pub fn parse(file: &str, text: &str) -> Result<PathMatrix, TopoError> {
     let err = |off: usize, msg: String| TopoError::at_offset(file, data, off, msg);
     let hidx = lines
         .iter()
-        .position(|(_, l)| !l.trim_start().starts_with('#') && l.split_whitespace().next() == Some("GPU0"))
-        .ok_or_else(|| err(0, "no header line starting with GPU0 (not nvidia-smi topo -m output?)".into()))?;
+        .position(|(_, l)| {
+            !l.trim_start().starts_with('#') && l.split_whitespace().next() == Some("GPU0")
+        })
+        .ok_or_else(|| {
+            err(
+                0,
+                "no header line starting with GPU0 (not nvidia-smi topo -m output?)".into(),
+            )
+        })?;
     let (hoff, header) = lines[hidx];
     let words: Vec<&str> = header.split_whitespace().collect();
     let mut labels: Vec<String> = Vec::new();
@@ -48,7 +57,10 @@ pub fn parse(file: &str, text: &str) -> Result<PathMatrix, TopoError> {
             labels.push(w.to_string());
             i += 1;
         } else {
-            return Err(err(hoff, format!("unexpected header word {w:?} after the affinity columns")));
+            return Err(err(
+                hoff,
+                format!("unexpected header word {w:?} after the affinity columns"),
+            ));
         }
     }
     let n = labels.len();
@@ -83,12 +95,17 @@ pub fn parse(file: &str, text: &str) -> Result<PathMatrix, TopoError> {
         }
         let toks: Vec<&str> = line.split_whitespace().collect();
         let Some(first) = toks.first() else { continue };
-        let Some(row) = labels.iter().position(|l| l == first) else { continue };
+        let Some(row) = labels.iter().position(|l| l == first) else {
+            continue;
+        };
         if seen[row] {
             continue;
         }
         if toks.len() < n + 1 {
-            return Err(err(off, format!("row {first} has {} cells, expected {n}", toks.len() - 1)));
+            return Err(err(
+                off,
+                format!("row {first} has {} cells, expected {n}", toks.len() - 1),
+            ));
         }
         let mut from = line.find(first).unwrap_or(0) + first.len();
         for (j, tok) in toks[1..=n].iter().enumerate() {
@@ -97,7 +114,10 @@ pub fn parse(file: &str, text: &str) -> Result<PathMatrix, TopoError> {
             let col_off = off + pos;
             let c: PathClass = tok.parse().map_err(|m: String| err(col_off, m))?;
             if (j == row) != (c == PathClass::Same) {
-                return Err(err(col_off, format!("{first}: X must be on the diagonal only")));
+                return Err(err(
+                    col_off,
+                    format!("{first}: X must be on the diagonal only"),
+                ));
             }
             cells[row].push(c);
         }
@@ -139,7 +159,9 @@ mod tests {
         assert_eq!(m.block(true, false), vec![vec!["PIX"], vec!["SYS"]]);
         let again = parse("r", &m.render()).unwrap();
         assert_eq!(again, m);
-        let e = parse("bad.txt", "\tGPU0\tGPU1\nGPU0\t X \tFOO\nGPU1\tSYS\t X \n").unwrap_err().to_string();
+        let e = parse("bad.txt", "\tGPU0\tGPU1\nGPU0\t X \tFOO\nGPU1\tSYS\t X \n")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("bad.txt:2:"), "{e}");
         assert!(parse("short.txt", "\tGPU0\tGPU1\nGPU0\t X \n").is_err());
         assert!(parse("none.txt", "hello").is_err());

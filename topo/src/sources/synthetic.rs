@@ -33,7 +33,10 @@ struct Level {
 /// Whether `s` looks like a synthetic string rather than a file name.
 pub fn looks_synthetic(s: &str) -> bool {
     let t = s.trim();
-    !t.is_empty() && !t.contains('/') && t.split_whitespace().all(|w| w.contains(':') || w.starts_with('['))
+    !t.is_empty()
+        && !t.contains('/')
+        && t.split_whitespace()
+            .all(|w| w.contains(':') || w.starts_with('['))
 }
 
 /// Builds a topology from a synthetic string.
@@ -49,7 +52,11 @@ pub fn parse(s: &str) -> Result<Topology, TopoError> {
     let mut numas = Vec::new();
     strip_mems(&mut tree, &mut numas);
     let full = (tree.lo, tree.hi);
-    tree.children = tree.children.drain(..).flat_map(|c| normalize(c, full)).collect();
+    tree.children = tree
+        .children
+        .drain(..)
+        .flat_map(|c| normalize(c, full))
+        .collect();
     numas.sort_by_key(|n| n.os);
     for n in numas {
         place(&mut tree, n);
@@ -57,8 +64,12 @@ pub fn parse(s: &str) -> Result<Topology, TopoError> {
     let mut topo = Topology::new();
     let root = topo.root();
     topo.obj_mut(root).cpuset = range_set(tree.lo, tree.hi);
-    topo.obj_mut(root).infos.push(("Backend".into(), "Synthetic".into()));
-    topo.obj_mut(root).infos.push(("SyntheticDescription".into(), s.trim().to_string()));
+    topo.obj_mut(root)
+        .infos
+        .push(("Backend".into(), "Synthetic".into()));
+    topo.obj_mut(root)
+        .infos
+        .push(("SyntheticDescription".into(), s.trim().to_string()));
     for m in tree.mems {
         emit(&mut topo, root, m);
     }
@@ -127,16 +138,29 @@ fn split_token(tok: &str) -> (&str, Option<&str>, Option<&str>, usize) {
     }
 }
 
-fn parse_attrs(s: &str, off: usize, attrs: &str, kind: ObjType) -> Result<(Option<u64>, Option<u64>), TopoError> {
+fn parse_attrs(
+    s: &str,
+    off: usize,
+    attrs: &str,
+    kind: ObjType,
+) -> Result<(Option<u64>, Option<u64>), TopoError> {
     let (mut size, mut memory) = (None, None);
     let mut o = off;
     for kv in attrs.split(',') {
-        let (k, v) = kv.split_once('=').ok_or_else(|| perr(s, o, format!("attribute {kv:?} is not key=value")))?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| perr(s, o, format!("attribute {kv:?} is not key=value")))?;
         let val = parse_size(v).ok_or_else(|| perr(s, o, format!("bad size {v:?}")))?;
         match k.trim() {
             "size" if kind.is_cache() => size = Some(val),
             "memory" if kind == ObjType::NUMANode => memory = Some(val),
-            other => return Err(perr(s, o, format!("unknown attribute {other:?} for {kind}"))),
+            other => {
+                return Err(perr(
+                    s,
+                    o,
+                    format!("unknown attribute {other:?} for {kind}"),
+                ))
+            }
         }
         o += kv.len() + 1;
     }
@@ -151,10 +175,16 @@ fn parse_levels(s: &str) -> Result<(Vec<u64>, Vec<Level>), TopoError> {
         let off = pos + s[pos..].find(tok).unwrap_or(0);
         pos = off + tok.len();
         if let Some(inner) = tok.strip_prefix('[') {
-            let inner = inner.strip_suffix(']').ok_or_else(|| perr(s, off, "memory child lacks closing ']'"))?;
+            let inner = inner
+                .strip_suffix(']')
+                .ok_or_else(|| perr(s, off, "memory child lacks closing ']'"))?;
             let (name, count, attrs, aoff) = split_token(inner);
             if type_of(name) != Some(ObjType::NUMANode) || count.is_some() {
-                return Err(perr(s, off, format!("memory child {inner:?} must be [numa] or [numa(memory=SIZE)]")));
+                return Err(perr(
+                    s,
+                    off,
+                    format!("memory child {inner:?} must be [numa] or [numa(memory=SIZE)]"),
+                ));
             }
             let (_, memory) = match attrs {
                 Some(a) => parse_attrs(s, off + 1 + aoff, a, ObjType::NUMANode)?,
@@ -168,31 +198,45 @@ fn parse_levels(s: &str) -> Result<(Vec<u64>, Vec<Level>), TopoError> {
             continue;
         }
         let (name, count, attrs, aoff) = split_token(tok);
-        let kind = type_of(name).ok_or_else(|| perr(s, off, format!("unknown object type {name:?} in {tok:?}")))?;
+        let kind = type_of(name)
+            .ok_or_else(|| perr(s, off, format!("unknown object type {name:?} in {tok:?}")))?;
         let count = count.ok_or_else(|| perr(s, off, format!("{tok:?} lacks ':COUNT'")))?;
-        let count: u32 = count
-            .parse()
-            .ok()
-            .filter(|c| *c > 0)
-            .ok_or_else(|| perr(s, off + name.len() + 1, format!("bad count {count:?} (a positive integer)")))?;
+        let count: u32 = count.parse().ok().filter(|c| *c > 0).ok_or_else(|| {
+            perr(
+                s,
+                off + name.len() + 1,
+                format!("bad count {count:?} (a positive integer)"),
+            )
+        })?;
         if levels.last().is_some_and(|l| l.kind == ObjType::PU) {
             return Err(perr(s, off, "pu must be the last level"));
         }
-        if levels.iter().any(|l| l.kind == kind && kind != ObjType::Group) {
+        if levels
+            .iter()
+            .any(|l| l.kind == kind && kind != ObjType::Group)
+        {
             return Err(perr(s, off, format!("{kind} appears twice")));
         }
         let (size, memory) = match attrs {
             Some(a) => parse_attrs(s, off + aoff, a, kind)?,
             None => (None, None),
         };
-        levels.push(Level { kind, count, size, memory, mems: Vec::new() });
+        levels.push(Level {
+            kind,
+            count,
+            size,
+            memory,
+            mems: Vec::new(),
+        });
     }
     match levels.last() {
         Some(l) if l.kind == ObjType::PU => {}
         Some(_) => return Err(perr(s, s.trim_end().len(), "the last level must be pu")),
         None => return Err(perr(s, 0, "empty synthetic string")),
     }
-    let total = levels.iter().try_fold(1u64, |acc, l| acc.checked_mul(u64::from(l.count)));
+    let total = levels
+        .iter()
+        .try_fold(1u64, |acc, l| acc.checked_mul(u64::from(l.count)));
     if total.is_none_or(|t| t > MAX_PUS) {
         return Err(perr(s, 0, format!("more than {MAX_PUS} PUs")));
     }
@@ -218,16 +262,33 @@ impl Node {
             os,
             lo,
             hi,
-            attr: ObjAttr::Numa { local_memory: memory, page_types: vec![(4096, memory / 4096)] },
+            attr: ObjAttr::Numa {
+                local_memory: memory,
+                page_types: vec![(4096, memory / 4096)],
+            },
             children: Vec::new(),
             mems: Vec::new(),
         }
     }
 }
 
-fn build(levels: &[Level], depth: usize, next_pu: &mut u32, next_numa: &mut u32, mems: &[u64]) -> Result<Node, TopoError> {
+fn build(
+    levels: &[Level],
+    depth: usize,
+    next_pu: &mut u32,
+    next_numa: &mut u32,
+    mems: &[u64],
+) -> Result<Node, TopoError> {
     let lo = *next_pu;
-    let mut node = Node { kind: ObjType::Machine, os: 0, lo, hi: lo, attr: ObjAttr::None, children: Vec::new(), mems: Vec::new() };
+    let mut node = Node {
+        kind: ObjType::Machine,
+        os: 0,
+        lo,
+        hi: lo,
+        attr: ObjAttr::None,
+        children: Vec::new(),
+        mems: Vec::new(),
+    };
     let mut counters = [0u32; 20];
     build_children(&mut node, levels, depth, next_pu, next_numa, &mut counters)?;
     node.hi = *next_pu;
@@ -261,29 +322,69 @@ fn default_cache_size(level: u32) -> u64 {
     }
 }
 
-fn build_children(parent: &mut Node, levels: &[Level], depth: usize, next_pu: &mut u32, next_numa: &mut u32, counters: &mut [u32; 20]) -> Result<(), TopoError> {
-    let Some(l) = levels.get(depth) else { return Ok(()) };
+fn build_children(
+    parent: &mut Node,
+    levels: &[Level],
+    depth: usize,
+    next_pu: &mut u32,
+    next_numa: &mut u32,
+    counters: &mut [u32; 20],
+) -> Result<(), TopoError> {
+    let Some(l) = levels.get(depth) else {
+        return Ok(());
+    };
     for _ in 0..l.count {
         let lo = *next_pu;
         let slot = ObjType::ALL.iter().position(|t| *t == l.kind).unwrap_or(0);
         let os = counters[slot];
         counters[slot] += 1;
         let (kind, attr) = match l.kind {
-            ObjType::NUMANode => (ObjType::Group, ObjAttr::Group { kind: 1001, subkind: 0 }),
-            ObjType::Group => (ObjType::Group, ObjAttr::Group { kind: 10, subkind: 0 }),
+            ObjType::NUMANode => (
+                ObjType::Group,
+                ObjAttr::Group {
+                    kind: 1001,
+                    subkind: 0,
+                },
+            ),
+            ObjType::Group => (
+                ObjType::Group,
+                ObjAttr::Group {
+                    kind: 10,
+                    subkind: 0,
+                },
+            ),
             k if k.is_cache() => {
                 let level = k.cache_level().unwrap_or(1);
                 let ct = match k {
                     ObjType::L1Cache => CacheType::Data,
-                    ObjType::L1iCache | ObjType::L2iCache | ObjType::L3iCache => CacheType::Instruction,
+                    ObjType::L1iCache | ObjType::L2iCache | ObjType::L3iCache => {
+                        CacheType::Instruction
+                    }
                     _ => CacheType::Unified,
                 };
                 let size = l.size.unwrap_or_else(|| default_cache_size(level));
-                (k, ObjAttr::Cache(CacheInfo { size, depth: level, linesize: 64, associativity: 0, cache_type: ct }))
+                (
+                    k,
+                    ObjAttr::Cache(CacheInfo {
+                        size,
+                        depth: level,
+                        linesize: 64,
+                        associativity: 0,
+                        cache_type: ct,
+                    }),
+                )
             }
             k => (k, ObjAttr::None),
         };
-        let mut n = Node { kind, os, lo, hi: lo, attr, children: Vec::new(), mems: Vec::new() };
+        let mut n = Node {
+            kind,
+            os,
+            lo,
+            hi: lo,
+            attr,
+            children: Vec::new(),
+            mems: Vec::new(),
+        };
         if l.kind == ObjType::PU {
             *next_pu += 1;
         } else {
@@ -291,7 +392,8 @@ fn build_children(parent: &mut Node, levels: &[Level], depth: usize, next_pu: &m
         }
         n.hi = *next_pu;
         if l.kind == ObjType::NUMANode {
-            n.mems.push(Node::numa(0, l.memory.unwrap_or(1 << 30), n.lo, n.hi));
+            n.mems
+                .push(Node::numa(0, l.memory.unwrap_or(1 << 30), n.lo, n.hi));
             *next_numa += 1;
         }
         for m in &l.mems {
@@ -313,7 +415,11 @@ fn strip_mems(n: &mut Node, out: &mut Vec<Node>) {
 /// Drops redundant Groups (same PUs as the parent, or as their only child).
 fn normalize(mut n: Node, parent: (u32, u32)) -> Vec<Node> {
     let me = (n.lo, n.hi);
-    n.children = n.children.drain(..).flat_map(|c| normalize(c, me)).collect();
+    n.children = n
+        .children
+        .drain(..)
+        .flat_map(|c| normalize(c, me))
+        .collect();
     let same_as_child = n.children.len() == 1 && (n.children[0].lo, n.children[0].hi) == me;
     if n.kind == ObjType::Group && (me == parent || same_as_child) {
         n.children
@@ -332,7 +438,10 @@ fn place_at(n: &mut Node, numa: Node, is_root: bool) {
         n.mems.push(numa);
         return;
     }
-    let idx = n.children.iter().position(|c| c.kind != ObjType::PU && c.lo <= numa.lo && numa.hi <= c.hi);
+    let idx = n
+        .children
+        .iter()
+        .position(|c| c.kind != ObjType::PU && c.lo <= numa.lo && numa.hi <= c.hi);
     match idx {
         Some(i) => place_at(&mut n.children[i], numa, false),
         None => n.mems.push(numa),
@@ -374,7 +483,10 @@ mod tests {
     fn brief_example() {
         let t = parse("pack:2 numa:2 core:8 pu:2").unwrap();
         let c = t.counts();
-        assert_eq!((c.packages, c.groups, c.numa_nodes, c.cores, c.pus), (2, 4, 4, 32, 64));
+        assert_eq!(
+            (c.packages, c.groups, c.numa_nodes, c.cores, c.pus),
+            (2, 4, 4, 32, 64)
+        );
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub struct SysfsReader {
 impl SysfsReader {
     /// A reader for the tree at `root`.
     pub fn new(root: &Path) -> Self {
-        SysfsReader { root: root.to_path_buf() }
+        SysfsReader {
+            root: root.to_path_buf(),
+        }
     }
 
     /// The absolute path of `rel` below the root.
@@ -37,7 +39,11 @@ impl SysfsReader {
     pub fn read(&self, rel: &str) -> Option<String> {
         let p = self.path(rel);
         match std::fs::read(&p) {
-            Ok(b) => Some(String::from_utf8_lossy(&b).trim_matches(|c: char| c.is_whitespace() || c == '\0').to_string()),
+            Ok(b) => Some(
+                String::from_utf8_lossy(&b)
+                    .trim_matches(|c: char| c.is_whitespace() || c == '\0')
+                    .to_string(),
+            ),
             Err(e) => {
                 tracing::debug!("{}: {e}", p.display());
                 None
@@ -49,7 +55,10 @@ impl SysfsReader {
     pub fn read_expected(&self, rel: &str) -> Option<String> {
         let r = self.read(rel);
         if r.is_none() {
-            tracing::warn!("{} is missing or unreadable; topology will be incomplete", self.path(rel).display());
+            tracing::warn!(
+                "{} is missing or unreadable; topology will be incomplete",
+                self.path(rel).display()
+            );
         }
         r
     }
@@ -85,7 +94,10 @@ impl SysfsReader {
     /// Names of the entries of a directory, sorted.
     pub fn list_dir(&self, rel: &str) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.path(rel))
-            .map(|r| r.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned())).collect())
+            .map(|r| {
+                r.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -95,7 +107,10 @@ impl SysfsReader {
 /// Discovers the machine whose sysfs is at `root` (`/` for this one).
 pub fn discover(root: &Path) -> Result<Topology, TopoError> {
     if !root.is_dir() {
-        return Err(TopoError::io(root, std::io::Error::new(std::io::ErrorKind::NotFound, "fsroot is not a directory")));
+        return Err(TopoError::io(
+            root,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "fsroot is not a directory"),
+        ));
     }
     let r = SysfsReader::new(root);
     let mut topo = Topology::new();
@@ -161,10 +176,14 @@ fn cpu_objects(r: &SysfsReader, online: &CpuSet) -> Vec<Object> {
     for cpu in online.iter() {
         let base = format!("sys/devices/system/cpu/cpu{cpu}");
         let topo_dir = format!("{base}/topology");
-        let id = |f: &str| r.read(&format!("{topo_dir}/{f}")).and_then(|s| s.parse::<i64>().ok());
+        let id = |f: &str| {
+            r.read(&format!("{topo_dir}/{f}"))
+                .and_then(|s| s.parse::<i64>().ok())
+        };
         let set = |f: &str| {
             let mask = f.strip_suffix("_list").unwrap_or(f);
-            r.read_set(&format!("{topo_dir}/{f}"), &format!("{topo_dir}/{mask}")).map(|s| and(&s, online))
+            r.read_set(&format!("{topo_dir}/{f}"), &format!("{topo_dir}/{mask}"))
+                .map(|s| and(&s, online))
         };
         let pkg_set = set("package_cpus_list").or_else(|| set("core_siblings_list"));
         let pkg_id = id("physical_package_id").unwrap_or(0);
@@ -183,33 +202,41 @@ fn cpu_objects(r: &SysfsReader, online: &CpuSet) -> Vec<Object> {
             }
             _ => tracing::warn!("cpu{cpu}: no package information"),
         }
-        let core_set = set("core_cpus_list").or_else(|| set("thread_siblings_list")).unwrap_or_else(|| CpuSet::single(cpu));
+        let core_set = set("core_cpus_list")
+            .or_else(|| set("thread_siblings_list"))
+            .unwrap_or_else(|| CpuSet::single(cpu));
         let core_id = id("core_id").unwrap_or(i64::from(cpu));
-        seen.entry((ObjType::Core, core_set.to_list_string())).or_insert_with(|| {
-            let mut o = Object::new(ObjType::Core);
-            o.os_index = u32::try_from(core_id).ok();
-            o.cpuset = core_set.clone();
-            o
-        });
+        seen.entry((ObjType::Core, core_set.to_list_string()))
+            .or_insert_with(|| {
+                let mut o = Object::new(ObjType::Core);
+                o.os_index = u32::try_from(core_id).ok();
+                o.cpuset = core_set.clone();
+                o
+            });
         if let (Some(ds), Some(did)) = (set("die_cpus_list"), id("die_id")) {
             if did >= 0 && !ds.is_empty() {
-                seen.entry((ObjType::Die, ds.to_list_string())).or_insert_with(|| {
-                    let mut o = Object::new(ObjType::Die);
-                    o.os_index = u32::try_from(did).ok();
-                    o.cpuset = ds.clone();
-                    o
-                });
+                seen.entry((ObjType::Die, ds.to_list_string()))
+                    .or_insert_with(|| {
+                        let mut o = Object::new(ObjType::Die);
+                        o.os_index = u32::try_from(did).ok();
+                        o.cpuset = ds.clone();
+                        o
+                    });
             }
         }
         if let Some(cs) = set("cluster_cpus_list") {
             if !cs.is_empty() {
-                seen.entry((ObjType::Group, cs.to_list_string())).or_insert_with(|| {
-                    let mut o = Object::new(ObjType::Group);
-                    o.cpuset = cs.clone();
-                    o.subtype = Some("Cluster".into());
-                    o.attr = ObjAttr::Group { kind: 2, subkind: 0 };
-                    o
-                });
+                seen.entry((ObjType::Group, cs.to_list_string()))
+                    .or_insert_with(|| {
+                        let mut o = Object::new(ObjType::Group);
+                        o.cpuset = cs.clone();
+                        o.subtype = Some("Cluster".into());
+                        o.attr = ObjAttr::Group {
+                            kind: 2,
+                            subkind: 0,
+                        };
+                        o
+                    });
             }
         }
         for idx in r.list_dir(&format!("{base}/cache")) {
@@ -217,32 +244,52 @@ fn cpu_objects(r: &SysfsReader, online: &CpuSet) -> Vec<Object> {
                 continue;
             }
             let cd = format!("{base}/cache/{idx}");
-            let Some(level) = r.read(&format!("{cd}/level")).and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Some(level) = r
+                .read(&format!("{cd}/level"))
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
             let ct = match r.read(&format!("{cd}/type")).as_deref() {
                 Some("Data") => CacheType::Data,
                 Some("Instruction") => CacheType::Instruction,
                 _ => CacheType::Unified,
             };
-            let Some(kind) = ObjType::cache(level, ct) else { continue };
+            let Some(kind) = ObjType::cache(level, ct) else {
+                continue;
+            };
             let shared = r
-                .read_set(&format!("{cd}/shared_cpu_list"), &format!("{cd}/shared_cpu_map"))
+                .read_set(
+                    &format!("{cd}/shared_cpu_list"),
+                    &format!("{cd}/shared_cpu_map"),
+                )
                 .map(|s| and(&s, online))
                 .unwrap_or_else(|| CpuSet::single(cpu));
             if shared.is_empty() {
                 continue;
             }
-            seen.entry((kind, shared.to_list_string())).or_insert_with(|| {
-                let mut o = Object::new(kind);
-                o.cpuset = shared.clone();
-                o.attr = ObjAttr::Cache(CacheInfo {
-                    size: r.read(&format!("{cd}/size")).map(|s| cache_size(&s)).unwrap_or(0),
-                    depth: level,
-                    linesize: r.read(&format!("{cd}/coherency_line_size")).and_then(|s| s.parse().ok()).unwrap_or(0),
-                    associativity: r.read(&format!("{cd}/ways_of_associativity")).and_then(|s| s.parse().ok()).unwrap_or(0),
-                    cache_type: ct,
+            seen.entry((kind, shared.to_list_string()))
+                .or_insert_with(|| {
+                    let mut o = Object::new(kind);
+                    o.cpuset = shared.clone();
+                    o.attr = ObjAttr::Cache(CacheInfo {
+                        size: r
+                            .read(&format!("{cd}/size"))
+                            .map(|s| cache_size(&s))
+                            .unwrap_or(0),
+                        depth: level,
+                        linesize: r
+                            .read(&format!("{cd}/coherency_line_size"))
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0),
+                        associativity: r
+                            .read(&format!("{cd}/ways_of_associativity"))
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0),
+                        cache_type: ct,
+                    });
+                    o
                 });
-                o
-            });
         }
         let mut pu = Object::new(ObjType::PU).with_os_index(cpu);
         pu.cpuset = CpuSet::single(cpu);
@@ -251,13 +298,20 @@ fn cpu_objects(r: &SysfsReader, online: &CpuSet) -> Vec<Object> {
     let pkg_sets: Vec<CpuSet> = packages.values().map(|p| p.cpuset.clone()).collect();
     let mut out: Vec<Object> = packages.into_values().collect();
     // A die spanning its whole package adds nothing (hwloc only shows smaller dies).
-    out.extend(seen.into_values().filter(|o| !(o.kind == ObjType::Die && pkg_sets.contains(&o.cpuset))));
+    out.extend(
+        seen.into_values()
+            .filter(|o| !(o.kind == ObjType::Die && pkg_sets.contains(&o.cpuset))),
+    );
     out
 }
 
 /// hwloc merges a Group with any object of the same CPUs, and a one-core cluster is no group.
 fn drop_redundant_groups(objs: &mut Vec<Object>) {
-    let others: Vec<CpuSet> = objs.iter().filter(|o| o.kind != ObjType::Group).map(|o| o.cpuset.clone()).collect();
+    let others: Vec<CpuSet> = objs
+        .iter()
+        .filter(|o| o.kind != ObjType::Group)
+        .map(|o| o.cpuset.clone())
+        .collect();
     objs.retain(|o| o.kind != ObjType::Group || !others.contains(&o.cpuset));
 }
 
@@ -270,7 +324,9 @@ fn cpu_models(r: &SysfsReader) -> BTreeMap<u32, String> {
     };
     let mut cur: Option<u32> = None;
     for line in text.lines() {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let (k, v) = (k.trim(), v.trim());
         match k {
             "processor" => cur = v.parse().ok(),
@@ -308,11 +364,22 @@ fn type_order(t: ObjType) -> usize {
 /// Inserts objects under the smallest existing object containing their CPUs; larger sets
 /// and, for equal sets, higher types go first, so parents exist before children.
 pub(crate) fn insert_by_cpuset(topo: &mut Topology, mut objs: Vec<Object>) {
-    objs.sort_by_key(|o| (std::cmp::Reverse(o.cpuset.weight().unwrap_or(usize::MAX)), type_order(o.kind), o.cpuset.first()));
+    objs.sort_by_key(|o| {
+        (
+            std::cmp::Reverse(o.cpuset.weight().unwrap_or(usize::MAX)),
+            type_order(o.kind),
+            o.cpuset.first(),
+        )
+    });
     for o in objs {
         let mut cur = topo.root();
         loop {
-            let next = topo.obj(cur).children.iter().copied().find(|c| o.cpuset.is_subset(&topo.obj(*c).cpuset));
+            let next = topo
+                .obj(cur)
+                .children
+                .iter()
+                .copied()
+                .find(|c| o.cpuset.is_subset(&topo.obj(*c).cpuset));
             match next {
                 Some(n) => cur = n,
                 None => break,
@@ -331,7 +398,10 @@ pub(crate) fn insert_by_cpuset(topo: &mut Topology, mut objs: Vec<Object>) {
 
 fn machine_infos(r: &SysfsReader, topo: &mut Topology) {
     let root = topo.root();
-    let mut infos = vec![("Backend".to_string(), "Linux".to_string()), ("OSName".into(), "Linux".into())];
+    let mut infos = vec![
+        ("Backend".to_string(), "Linux".to_string()),
+        ("OSName".into(), "Linux".into()),
+    ];
     for (file, name) in [
         ("sys/class/dmi/id/product_name", "DMIProductName"),
         ("sys/class/dmi/id/sys_vendor", "DMISysVendor"),
@@ -352,7 +422,10 @@ fn gpu_numa_nodes(r: &SysfsReader) -> Vec<u32> {
     for gpu in r.list_dir("proc/driver/nvidia/gpus") {
         if let Some(st) = r.read(&format!("proc/driver/nvidia/gpus/{gpu}/numa_status")) {
             for line in st.lines() {
-                if let Some(n) = line.strip_prefix("Node:").and_then(|n| n.trim().parse().ok()) {
+                if let Some(n) = line
+                    .strip_prefix("Node:")
+                    .and_then(|n| n.trim().parse().ok())
+                {
                     v.push(n);
                 }
             }
@@ -378,14 +451,25 @@ fn numa_nodes(r: &SysfsReader, topo: &mut Topology, online: &CpuSet) -> Option<D
         tracing::warn!("no sys/devices/system/node/node*; assuming one NUMA node");
         let mem = r
             .read_expected("proc/meminfo")
-            .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).map(str::to_string))
-            .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<u64>().ok()))
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .map(str::to_string)
+            })
+            .and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse::<u64>().ok())
+            })
             .unwrap_or(0)
             * 1024;
         let mut o = Object::new(ObjType::NUMANode).with_os_index(0);
         o.cpuset = online.clone();
         o.nodeset = NodeSet::single(0);
-        o.attr = ObjAttr::Numa { local_memory: mem, page_types: Vec::new() };
+        o.attr = ObjAttr::Numa {
+            local_memory: mem,
+            page_types: Vec::new(),
+        };
         let id = topo.add(root, o);
         place(topo, id);
         return None;
@@ -393,30 +477,57 @@ fn numa_nodes(r: &SysfsReader, topo: &mut Topology, online: &CpuSet) -> Option<D
     let mut rows: Vec<Vec<u64>> = Vec::new();
     for &n in &nodes {
         let dir = format!("sys/devices/system/node/node{n}");
-        let cpus = r.read_set(&format!("{dir}/cpulist"), &format!("{dir}/cpumap")).map(|c| and(&c, online)).unwrap_or_default();
+        let cpus = r
+            .read_set(&format!("{dir}/cpulist"), &format!("{dir}/cpumap"))
+            .map(|c| and(&c, online))
+            .unwrap_or_default();
         let mem = r
             .read_expected(&format!("{dir}/meminfo"))
-            .and_then(|m| m.lines().find(|l| l.contains("MemTotal:")).map(str::to_string))
-            .and_then(|l| l.split_whitespace().nth(3).and_then(|k| k.parse::<u64>().ok()))
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.contains("MemTotal:"))
+                    .map(str::to_string)
+            })
+            .and_then(|l| {
+                l.split_whitespace()
+                    .nth(3)
+                    .and_then(|k| k.parse::<u64>().ok())
+            })
             .unwrap_or(0)
             * 1024;
         let mut pages = Vec::new();
         for hp in r.list_dir(&format!("{dir}/hugepages")) {
-            let size = hp.strip_prefix("hugepages-").and_then(|s| s.strip_suffix("kB")).and_then(|s| s.parse::<u64>().ok());
-            let count = r.read(&format!("{dir}/hugepages/{hp}/nr_hugepages")).and_then(|s| s.parse::<u64>().ok());
+            let size = hp
+                .strip_prefix("hugepages-")
+                .and_then(|s| s.strip_suffix("kB"))
+                .and_then(|s| s.parse::<u64>().ok());
+            let count = r
+                .read(&format!("{dir}/hugepages/{hp}/nr_hugepages"))
+                .and_then(|s| s.parse::<u64>().ok());
             if let (Some(s), Some(c)) = (size, count) {
                 pages.push((s * 1024, c));
             }
         }
         let mut o = Object::new(ObjType::NUMANode).with_os_index(n);
-        o.cpuset = if cpus.is_empty() { online.clone() } else { cpus };
+        o.cpuset = if cpus.is_empty() {
+            online.clone()
+        } else {
+            cpus
+        };
         o.nodeset = NodeSet::single(n);
-        o.attr = ObjAttr::Numa { local_memory: mem, page_types: pages };
+        o.attr = ObjAttr::Numa {
+            local_memory: mem,
+            page_types: pages,
+        };
         let id = topo.add(root, o);
         place(topo, id);
         let all: Vec<u64> = r
             .read(&format!("{dir}/distance"))
-            .map(|d| d.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+            .map(|d| {
+                d.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default();
         rows.push(all);
     }
@@ -427,15 +538,26 @@ fn numa_nodes(r: &SysfsReader, topo: &mut Topology, online: &CpuSet) -> Option<D
         .filter_map(|n| n.strip_prefix("node").and_then(|x| x.parse().ok()))
         .collect();
     all_nodes.sort_unstable();
-    let cols: Vec<usize> = nodes.iter().filter_map(|n| all_nodes.iter().position(|a| a == n)).collect();
+    let cols: Vec<usize> = nodes
+        .iter()
+        .filter_map(|n| all_nodes.iter().position(|a| a == n))
+        .collect();
     if nodes.len() < 2 || rows.iter().any(|r| r.len() != all_nodes.len()) {
         return None;
     }
-    let values: Vec<u64> = rows.iter().flat_map(|row| cols.iter().map(move |c| row[*c])).collect();
+    let values: Vec<u64> = rows
+        .iter()
+        .flat_map(|row| cols.iter().map(move |c| row[*c]))
+        .collect();
     let objects = topo.objects_of_type(ObjType::NUMANode);
     let mut objects = objects;
     objects.sort_by_key(|o| topo.obj(*o).os_index);
-    Some(Distances { name: "NUMALatency".into(), kind: DIST_FROM_OS | DIST_MEANS_LATENCY, objects, values })
+    Some(Distances {
+        name: "NUMALatency".into(),
+        kind: DIST_FROM_OS | DIST_MEANS_LATENCY,
+        objects,
+        values,
+    })
 }
 
 fn place(topo: &mut Topology, id: ObjId) {

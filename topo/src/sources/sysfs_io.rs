@@ -20,12 +20,19 @@ struct Dev {
 }
 
 fn hex(s: Option<String>) -> u32 {
-    s.and_then(|v| u32::from_str_radix(v.trim().trim_start_matches("0x"), 16).ok()).unwrap_or(0)
+    s.and_then(|v| u32::from_str_radix(v.trim().trim_start_matches("0x"), 16).ok())
+        .unwrap_or(0)
 }
 
 /// The PCI addresses in a resolved sysfs device path, top first.
 fn pci_components(p: &Path) -> Vec<PciAddr> {
-    p.components().filter_map(|c| c.as_os_str().to_str().and_then(|s| s.parse::<PciAddr>().ok())).collect()
+    p.components()
+        .filter_map(|c| {
+            c.as_os_str()
+                .to_str()
+                .and_then(|s| s.parse::<PciAddr>().ok())
+        })
+        .collect()
 }
 
 /// GB/s of a PCIe link from sysfs `current_link_speed` (`8.0 GT/s PCIe`) and width.
@@ -35,15 +42,40 @@ fn link_gbs(gts: f32, width: u8) -> f32 {
     gts * f32::from(width) * eff / 8.0
 }
 
+/// The first 0x1c bytes of a PCI config space (up to the bridge bus numbers).
+fn read_config_header(p: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(p).ok()?;
+    let mut buf = vec![0u8; 0x1c];
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(_) => return None,
+        }
+    }
+    buf.truncate(n);
+    Some(buf)
+}
+
 fn read_dev(r: &SysfsReader, name: &str, addr: PciAddr) -> Dev {
     let d = format!("sys/bus/pci/devices/{name}");
     let resolved = std::fs::canonicalize(r.path(&d)).unwrap_or_else(|_| r.path(&d));
     let comps = pci_components(&resolved);
-    let parent = comps.iter().rev().skip_while(|a| **a != addr).nth(1).copied();
+    let parent = comps
+        .iter()
+        .rev()
+        .skip_while(|a| **a != addr)
+        .nth(1)
+        .copied();
     let class = hex(r.read(&format!("{d}/class"))) >> 8;
-    let config = std::fs::read(r.path(&format!("{d}/config"))).ok();
-    let revision = r
-        .read(&format!("{d}/revision"))
+    let is_bridge = class == 0x0604 || class == 0x0609;
+    let revision_file = r.read(&format!("{d}/revision"));
+    // Config space reads trap to the hypervisor in VMs (about 1 ms each here): read only
+    // the header bytes, and only when the bus numbers or the revision are needed.
+    let config = if is_bridge || revision_file.is_none() { read_config_header(&r.path(&format!("{d}/config"))) } else { None };
+    let revision = revision_file
         .map(|s| hex(Some(s)) as u8)
         .or_else(|| config.as_ref().and_then(|c| c.get(8).copied()))
         .unwrap_or(0);
@@ -51,7 +83,10 @@ fn read_dev(r: &SysfsReader, name: &str, addr: PciAddr) -> Dev {
         .read(&format!("{d}/current_link_speed"))
         .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
         .unwrap_or(0.0);
-    let width: u8 = r.read(&format!("{d}/current_link_width")).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let width: u8 = r
+        .read(&format!("{d}/current_link_width"))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let info = PciInfo {
         addr,
         class_id: class as u16,
@@ -64,7 +99,6 @@ fn read_dev(r: &SysfsReader, name: &str, addr: PciAddr) -> Dev {
         link_width: width,
         link_gts: gts,
     };
-    let is_bridge = class == 0x0604 || class == 0x0609;
     let (secondary, subordinate) = match (&config, is_bridge) {
         (Some(c), true) if c.len() > 0x1a => (Some(c[0x19]), Some(c[0x1a])),
         _ => (None, None),
@@ -73,7 +107,10 @@ fn read_dev(r: &SysfsReader, name: &str, addr: PciAddr) -> Dev {
         info,
         parent,
         local: r.read_list(&format!("{d}/local_cpulist")),
-        numa: r.read(&format!("{d}/numa_node")).and_then(|s| s.parse::<i64>().ok()).and_then(|n| u32::try_from(n).ok()),
+        numa: r
+            .read(&format!("{d}/numa_node"))
+            .and_then(|s| s.parse::<i64>().ok())
+            .and_then(|n| u32::try_from(n).ok()),
         secondary,
         subordinate,
         is_bridge,
@@ -91,7 +128,12 @@ fn io_parent(topo: &Topology, local: &CpuSet) -> ObjId {
         if topo.obj(cur).cpuset == *local {
             return cur;
         }
-        let next = topo.obj(cur).children.iter().copied().find(|c| local.is_subset(&topo.obj(*c).cpuset));
+        let next = topo
+            .obj(cur)
+            .children
+            .iter()
+            .copied()
+            .find(|c| local.is_subset(&topo.obj(*c).cpuset));
         match next {
             Some(n) if !matches!(topo.obj(n).kind, ObjType::PU) => cur = n,
             _ => return cur,
@@ -147,8 +189,18 @@ pub(crate) fn discover_io(r: &SysfsReader, topo: &mut Topology) {
         }
         let parent = io_parent(topo, &local.unwrap_or_default());
         let mut hb = Object::new(ObjType::Bridge);
-        let sub = list.iter().map(|a| max_bus(&devs, &children, *a)).max().unwrap_or(bus);
-        hb.attr = ObjAttr::Bridge(BridgeInfo { upstream: None, domain, secondary_bus: bus, subordinate_bus: sub, depth: 0 });
+        let sub = list
+            .iter()
+            .map(|a| max_bus(&devs, &children, *a))
+            .max()
+            .unwrap_or(bus);
+        hb.attr = ObjAttr::Bridge(BridgeInfo {
+            upstream: None,
+            domain,
+            secondary_bus: bus,
+            subordinate_bus: sub,
+            depth: 0,
+        });
         let hb_id = topo.add(parent, hb);
         for a in list {
             add_dev(topo, &devs, &children, a, hb_id, 1, &mut ids);
@@ -157,7 +209,11 @@ pub(crate) fn discover_io(r: &SysfsReader, topo: &mut Topology) {
     os_devices(r, topo, &ids);
 }
 
-fn max_bus(devs: &BTreeMap<PciAddr, Dev>, children: &BTreeMap<Option<PciAddr>, Vec<PciAddr>>, a: PciAddr) -> u8 {
+fn max_bus(
+    devs: &BTreeMap<PciAddr, Dev>,
+    children: &BTreeMap<Option<PciAddr>, Vec<PciAddr>>,
+    a: PciAddr,
+) -> u8 {
     let d = &devs[&a];
     let mut m = d.subordinate.unwrap_or(a.bus);
     for c in children.get(&Some(a)).into_iter().flatten() {
@@ -180,9 +236,18 @@ fn add_dev(
     let mut o;
     if d.is_bridge {
         o = Object::new(ObjType::Bridge);
-        let sec = d.secondary.or_else(|| kids.iter().map(|k| k.bus).min()).unwrap_or(0);
+        let sec = d
+            .secondary
+            .or_else(|| kids.iter().map(|k| k.bus).min())
+            .unwrap_or(0);
         let sub = max_bus(devs, children, a);
-        o.attr = ObjAttr::Bridge(BridgeInfo { upstream: Some(d.info.clone()), domain: a.domain, secondary_bus: sec, subordinate_bus: sub, depth });
+        o.attr = ObjAttr::Bridge(BridgeInfo {
+            upstream: Some(d.info.clone()),
+            domain: a.domain,
+            secondary_bus: sec,
+            subordinate_bus: sub,
+            depth,
+        });
     } else {
         o = Object::new(ObjType::PCIDev);
         o.attr = ObjAttr::Pci(d.info.clone());
@@ -207,7 +272,13 @@ fn owner(r: &SysfsReader, rel: &str, ids: &BTreeMap<PciAddr, ObjId>) -> Option<(
     pci.map(|id| (id, text))
 }
 
-fn add_osdev(topo: &mut Topology, parent: ObjId, name: &str, kind: OsDevType, subtype: Option<&str>) {
+fn add_osdev(
+    topo: &mut Topology,
+    parent: ObjId,
+    name: &str,
+    kind: OsDevType,
+    subtype: Option<&str>,
+) {
     let mut o = Object::new(ObjType::OSDev);
     o.name = Some(name.to_string());
     o.subtype = subtype.map(str::to_string);
@@ -217,9 +288,17 @@ fn add_osdev(topo: &mut Topology, parent: ObjId, name: &str, kind: OsDevType, su
 
 fn os_devices(r: &SysfsReader, topo: &mut Topology, ids: &BTreeMap<PciAddr, ObjId>) {
     let root = topo.root();
-    for (class, kind) in [("net", OsDevType::Network), ("infiniband", OsDevType::OpenFabrics), ("dma", OsDevType::Dma)] {
+    for (class, kind) in [
+        ("net", OsDevType::Network),
+        ("infiniband", OsDevType::OpenFabrics),
+        ("dma", OsDevType::Dma),
+    ] {
         for name in r.list_dir(&format!("sys/class/{class}")) {
-            let dev = if class == "dma" { format!("sys/class/{class}/{name}") } else { format!("sys/class/{class}/{name}/device") };
+            let dev = if class == "dma" {
+                format!("sys/class/{class}/{name}")
+            } else {
+                format!("sys/class/{class}/{name}/device")
+            };
             if let Some((id, _)) = owner(r, &dev, ids) {
                 add_osdev(topo, id, &name, kind, None);
             }
@@ -238,14 +317,18 @@ fn os_devices(r: &SysfsReader, topo: &mut Topology, ids: &BTreeMap<PciAddr, ObjI
         if r.path(&format!("{rel}/partition")).exists() {
             continue;
         }
-        let Ok(p) = std::fs::canonicalize(r.path(&rel)) else { continue };
+        let Ok(p) = std::fs::canonicalize(r.path(&rel)) else {
+            continue;
+        };
         let text = p.to_string_lossy();
         if text.contains("/virtual/") {
             continue;
         }
         match owner(r, &rel, ids) {
             Some((id, _)) => add_osdev(topo, id, &name, OsDevType::Block, Some("Disk")),
-            None if text.contains("/ndbus") => add_osdev(topo, root, &name, OsDevType::Block, Some("NVM")),
+            None if text.contains("/ndbus") => {
+                add_osdev(topo, root, &name, OsDevType::Block, Some("NVM"))
+            }
             None => {}
         }
     }

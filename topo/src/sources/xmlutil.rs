@@ -23,7 +23,10 @@ pub struct Elem {
 impl Elem {
     /// The value of attribute `name`.
     pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -43,18 +46,20 @@ impl Ctx<'_> {
 
     /// A required attribute.
     pub fn req<'e>(&self, e: &'e Elem, name: &str) -> Result<&'e str, TopoError> {
-        e.attr(name).ok_or_else(|| self.err(e, format!("<{}> lacks attribute {name:?}", e.name)))
+        e.attr(name)
+            .ok_or_else(|| self.err(e, format!("<{}> lacks attribute {name:?}", e.name)))
     }
 
     /// An optional attribute parsed as a decimal number.
     pub fn num<T: std::str::FromStr>(&self, e: &Elem, name: &str) -> Result<Option<T>, TopoError> {
         match e.attr(name) {
             None => Ok(None),
-            Some(v) => v
-                .trim()
-                .parse::<T>()
-                .map(Some)
-                .map_err(|_| self.err(e, format!("attribute {name}={v:?} of <{}> is not a number", e.name))),
+            Some(v) => v.trim().parse::<T>().map(Some).map_err(|_| {
+                self.err(
+                    e,
+                    format!("attribute {name}={v:?} of <{}> is not a number", e.name),
+                )
+            }),
         }
     }
 }
@@ -81,11 +86,14 @@ pub fn parse(file: &str, data: &[u8]) -> Result<Elem, TopoError> {
                 let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
                 let mut attrs = Vec::new();
                 for a in e.attributes() {
-                    let a = a.map_err(|x| err_at(start, format!("bad attribute in <{name}>: {x}")))?;
+                    let a =
+                        a.map_err(|x| err_at(start, format!("bad attribute in <{name}>: {x}")))?;
                     let k = String::from_utf8_lossy(a.key.as_ref()).into_owned();
                     let v = a
                         .unescape_value()
-                        .map_err(|x| err_at(start, format!("bad attribute value in <{name}>: {x}")))?
+                        .map_err(|x| {
+                            err_at(start, format!("bad attribute value in <{name}>: {x}"))
+                        })?
                         .into_owned();
                     attrs.push((k, v));
                 }
@@ -94,7 +102,13 @@ pub fn parse(file: &str, data: &[u8]) -> Result<Elem, TopoError> {
                 while off < data.len() && data[off] != b'<' {
                     off += 1;
                 }
-                let el = Elem { name, attrs, children: Vec::new(), text: String::new(), offset: off };
+                let el = Elem {
+                    name,
+                    attrs,
+                    children: Vec::new(),
+                    text: String::new(),
+                    offset: off,
+                };
                 if matches!(ev, Event::Empty(_)) {
                     match stack.last_mut() {
                         Some(p) => p.children.push(el),
@@ -108,7 +122,9 @@ pub fn parse(file: &str, data: &[u8]) -> Result<Elem, TopoError> {
                 }
             }
             Event::End(_) => {
-                let el = stack.pop().ok_or_else(|| err_at(start, "closing tag without opening tag".into()))?;
+                let el = stack
+                    .pop()
+                    .ok_or_else(|| err_at(start, "closing tag without opening tag".into()))?;
                 match stack.last_mut() {
                     Some(p) => p.children.push(el),
                     None => root = Some(el),
@@ -116,7 +132,9 @@ pub fn parse(file: &str, data: &[u8]) -> Result<Elem, TopoError> {
             }
             Event::Text(t) => {
                 if let Some(p) = stack.last_mut() {
-                    let s = t.unescape().map_err(|x| err_at(start, format!("bad text: {x}")))?;
+                    let s = t
+                        .unescape()
+                        .map_err(|x| err_at(start, format!("bad text: {x}")))?;
                     if !p.text.is_empty() {
                         p.text.push(' ');
                     }
@@ -176,7 +194,10 @@ mod tests {
         let ok = parse("a.xml", b"<a x=\"1\">\n  <b y=\"2\"/>\n  <c>t 1</c>\n</a>").unwrap();
         assert_eq!(ok.children.len(), 2);
         assert_eq!(ok.children[1].text, "t 1");
-        assert_eq!(crate::error::line_col(b"<a>\n  <b", ok.children[0].offset).0, 2);
+        assert_eq!(
+            crate::error::line_col(b"<a>\n  <b", ok.children[0].offset).0,
+            2
+        );
         let e = parse("t.xml", b"<a>\n<b>\n").unwrap_err().to_string();
         assert!(e.starts_with("t.xml:3:1:"), "{e}");
         let e = parse("m.xml", b"<a>\n<b></c></a>").unwrap_err().to_string();

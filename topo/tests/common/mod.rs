@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 
 /// `../shared/topologies` seen from the crate, if present.
 pub fn shared_dir() -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/topologies"));
+    let p = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/topologies"
+    ));
     if p.is_dir() {
         Some(p)
     } else {
@@ -60,14 +63,22 @@ pub fn extract(tarball: &Path, dest: &Path) -> Result<PathBuf, String> {
         .filter(|p| p.is_dir())
         .collect();
     if dirs.len() != 1 {
-        return Err(format!("{} has {} top-level folders", tarball.display(), dirs.len()));
+        return Err(format!(
+            "{} has {} top-level folders",
+            tarball.display(),
+            dirs.len()
+        ));
     }
     Ok(dirs.remove(0))
 }
 
 /// Where `tool` is on PATH.
 pub fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(tool)).find(|p| p.is_file())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
 }
 
 fn s(v: &Value) -> String {
@@ -92,7 +103,11 @@ fn dist_name(t: &Topology, id: ObjId) -> String {
 pub fn device_record(t: &Topology, id: ObjId) -> Value {
     let o = t.obj(id);
     let p = o.pci().cloned().unwrap_or_default();
-    let mut osdevs: Vec<String> = t.osdevs_of(id).iter().filter_map(|d| t.obj(*d).name.clone()).collect();
+    let mut osdevs: Vec<String> = t
+        .osdevs_of(id)
+        .iter()
+        .filter_map(|d| t.obj(*d).name.clone())
+        .collect();
     osdevs.sort();
     let loc = t.non_io_ancestor(id);
     let lo = t.obj(loc);
@@ -103,7 +118,10 @@ pub fn device_record(t: &Topology, id: ObjId) -> Value {
             let bo = t.obj(*b);
             match bo.bridge() {
                 Some(br) if br.upstream.is_none() => {
-                    format!("hostbridge:{:04x}:[{:02x}-{:02x}]", br.domain, br.secondary_bus, br.subordinate_bus)
+                    format!(
+                        "hostbridge:{:04x}:[{:02x}-{:02x}]",
+                        br.domain, br.secondary_bus, br.subordinate_bus
+                    )
                 }
                 _ => bo.pci().map(|p| p.addr.to_string()).unwrap_or_default(),
             }
@@ -138,7 +156,8 @@ pub fn check_hwloc_facts(case: &str, t: &Topology, f: &Value) -> Vec<String> {
                         want.insert(ck.clone(), cv.as_u64().unwrap_or(0));
                     }
                 }
-                let got: BTreeMap<String, u64> = serde_json::from_value(c["caches"].clone()).unwrap();
+                let got: BTreeMap<String, u64> =
+                    serde_json::from_value(c["caches"].clone()).unwrap();
                 eq("caches".into(), format!("{got:?}"), format!("{want:?}"));
             } else {
                 eq(format!("count {k}"), s(&c[k]), s(v));
@@ -146,7 +165,12 @@ pub fn check_hwloc_facts(case: &str, t: &Topology, f: &Value) -> Vec<String> {
         }
     }
     let pk = t.objects_of_type(ObjType::Package);
-    for p in f.get("packages").and_then(Value::as_array).into_iter().flatten() {
+    for p in f
+        .get("packages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let l = p["logical"].as_u64().unwrap_or(0) as usize;
         let Some(&id) = pk.get(l) else {
             bad.push(format!("{case}: package L#{l} missing"));
@@ -155,16 +179,28 @@ pub fn check_hwloc_facts(case: &str, t: &Topology, f: &Value) -> Vec<String> {
         let o = t.obj(id);
         let mut eq = |what: &str, got: String, want: &Value| {
             if got != s(want) {
-                bad.push(format!("{case}: package L#{l} {what}: got {got}, want {}", s(want)));
+                bad.push(format!(
+                    "{case}: package L#{l} {what}: got {got}, want {}",
+                    s(want)
+                ));
             }
         };
-        eq("os_index", o.os_index.map(|i| i.to_string()).unwrap_or("null".into()), &p["os_index"]);
+        eq(
+            "os_index",
+            o.os_index.map(|i| i.to_string()).unwrap_or("null".into()),
+            &p["os_index"],
+        );
         eq("pus", o.cpuset.weight().unwrap_or(0).to_string(), &p["pus"]);
         eq("cpuset", o.cpuset.to_list_string(), &p["cpuset"]);
         eq("nodeset", o.nodeset.to_list_string(), &p["nodeset"]);
     }
     let nn = t.objects_of_type(ObjType::NUMANode);
-    for n in f.get("numa_nodes").and_then(Value::as_array).into_iter().flatten() {
+    for n in f
+        .get("numa_nodes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let l = n["logical"].as_u64().unwrap_or(0) as usize;
         let Some(&id) = nn.get(l) else {
             bad.push(format!("{case}: NUMA L#{l} missing"));
@@ -176,34 +212,70 @@ pub fn check_hwloc_facts(case: &str, t: &Topology, f: &Value) -> Vec<String> {
         });
         for k in ["os_index", "local_memory_bytes", "cpuset", "subtype"] {
             if got[k] != n[k] {
-                bad.push(format!("{case}: NUMA L#{l} {k}: got {}, want {}", got[k], n[k]));
+                bad.push(format!(
+                    "{case}: NUMA L#{l} {k}: got {}, want {}",
+                    got[k], n[k]
+                ));
             }
         }
     }
-    for (key, list) in [("gpus", t.gpus()), ("nics", t.nics()), ("nvswitches", t.nvswitches())] {
-        let Some(want) = f.get(key).and_then(Value::as_array) else { continue };
+    for (key, list) in [
+        ("gpus", t.gpus()),
+        ("nics", t.nics()),
+        ("nvswitches", t.nvswitches()),
+    ] {
+        let Some(want) = f.get(key).and_then(Value::as_array) else {
+            continue;
+        };
         if want.len() != list.len() {
-            bad.push(format!("{case}: {key}: got {}, want {}", list.len(), want.len()));
+            bad.push(format!(
+                "{case}: {key}: got {}, want {}",
+                list.len(),
+                want.len()
+            ));
             continue;
         }
         for (w, id) in want.iter().zip(&list) {
             let g = device_record(t, *id);
             for k in ["busid", "class", "vendor_device", "locality", "pci_path"] {
                 if g[k] != w[k] {
-                    bad.push(format!("{case}: {key} {} {k}: got {}, want {}", s(&w["busid"]), g[k], w[k]));
+                    bad.push(format!(
+                        "{case}: {key} {} {k}: got {}, want {}",
+                        s(&w["busid"]),
+                        g[k],
+                        w[k]
+                    ));
                 }
             }
-            let mut wo: Vec<String> = w["osdevs"].as_array().into_iter().flatten().map(s).collect();
+            let mut wo: Vec<String> = w["osdevs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(s)
+                .collect();
             wo.sort();
             if g["osdevs"] != serde_json::json!(wo) {
-                bad.push(format!("{case}: {key} {} osdevs: got {}, want {:?}", s(&w["busid"]), g["osdevs"], wo));
+                bad.push(format!(
+                    "{case}: {key} {} osdevs: got {}, want {:?}",
+                    s(&w["busid"]),
+                    g["osdevs"],
+                    wo
+                ));
             }
         }
     }
     if let Some(want) = f.get("os_devices").and_then(Value::as_array) {
         let mut w: Vec<String> = want
             .iter()
-            .map(|d| format!("{}|{}|{}|{}", s(&d["name"]), s(&d["type"]), s(&d["subtype"]), s(&d["parent_busid"])))
+            .map(|d| {
+                format!(
+                    "{}|{}|{}|{}",
+                    s(&d["name"]),
+                    s(&d["type"]),
+                    s(&d["subtype"]),
+                    s(&d["parent_busid"])
+                )
+            })
             .collect();
         let mut g: Vec<String> = t
             .objects_of_type(ObjType::OSDev)
@@ -228,27 +300,42 @@ pub fn check_hwloc_facts(case: &str, t: &Topology, f: &Value) -> Vec<String> {
         if w != g {
             let missing: Vec<_> = w.iter().filter(|x| !g.contains(x)).collect();
             let extra: Vec<_> = g.iter().filter(|x| !w.contains(x)).collect();
-            bad.push(format!("{case}: os_devices differ: missing {missing:?}, extra {extra:?}"));
+            bad.push(format!(
+                "{case}: os_devices differ: missing {missing:?}, extra {extra:?}"
+            ));
         }
     }
     if let Some(want) = f.get("pci_devices_by_class").and_then(Value::as_object) {
         let mut got: BTreeMap<String, u64> = BTreeMap::new();
         for id in t.objects_of_type(ObjType::PCIDev) {
-            *got.entry(t.obj(id).pci().map(|p| p.class_name()).unwrap_or_default()).or_insert(0) += 1;
+            *got.entry(t.obj(id).pci().map(|p| p.class_name()).unwrap_or_default())
+                .or_insert(0) += 1;
         }
-        let want: BTreeMap<String, u64> = want.iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect();
+        let want: BTreeMap<String, u64> = want
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+            .collect();
         if got != want {
-            bad.push(format!("{case}: pci_devices_by_class: got {got:?}, want {want:?}"));
+            bad.push(format!(
+                "{case}: pci_devices_by_class: got {got:?}, want {want:?}"
+            ));
         }
     }
     if let Some(want) = f.get("distances").and_then(Value::as_array) {
         if want.len() != t.distances.len() {
-            bad.push(format!("{case}: {} distance matrices, want {}", t.distances.len(), want.len()));
+            bad.push(format!(
+                "{case}: {} distance matrices, want {}",
+                t.distances.len(),
+                want.len()
+            ));
         }
         for w in want {
             let d = match w["name"].as_str() {
                 Some(n) => t.distances.iter().find(|d| d.name == n),
-                None => t.distances.iter().find(|d| d.objects.len() == w["objects"].as_array().map_or(0, |a| a.len())),
+                None => t
+                    .distances
+                    .iter()
+                    .find(|d| d.objects.len() == w["objects"].as_array().map_or(0, |a| a.len())),
             };
             let Some(d) = d else {
                 bad.push(format!("{case}: distance matrix {} missing", s(&w["name"])));
@@ -258,23 +345,41 @@ pub fn check_hwloc_facts(case: &str, t: &Topology, f: &Value) -> Vec<String> {
             let objs: Vec<String> = d
                 .objects
                 .iter()
-                .map(|&o| if by_os { t.obj(o).os_index.map(|i| i.to_string()).unwrap_or_default() } else { dist_name(t, o) })
+                .map(|&o| {
+                    if by_os {
+                        t.obj(o).os_index.map(|i| i.to_string()).unwrap_or_default()
+                    } else {
+                        dist_name(t, o)
+                    }
+                })
                 .collect();
-            let wobjs: Vec<String> = w["objects"].as_array().into_iter().flatten().map(s).collect();
+            let wobjs: Vec<String> = w["objects"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(s)
+                .collect();
             // facts.json keeps only the first 10 names of long matrices.
             if objs[..wobjs.len().min(objs.len())] != wobjs[..] {
-                bad.push(format!("{case}: distances {} objects: got {objs:?}, want {wobjs:?}", d.name));
+                bad.push(format!(
+                    "{case}: distances {} objects: got {objs:?}, want {wobjs:?}",
+                    d.name
+                ));
             }
             let n = d.objects.len();
-            let m: Vec<Vec<u64>> = (0..n).map(|i| (0..n).map(|j| d.get(i, j)).collect()).collect();
+            let m: Vec<Vec<u64>> = (0..n)
+                .map(|i| (0..n).map(|j| d.get(i, j)).collect())
+                .collect();
             if serde_json::json!(m) != w["matrix"] {
                 bad.push(format!("{case}: distances {} matrix differs", d.name));
             }
         }
     }
     if let Some(want) = f.get("cpu_models").and_then(Value::as_array) {
-        let mut got: Vec<String> =
-            t.iter().filter_map(|(_, o)| o.info("CPUModel").map(|m| m.trim().to_string())).collect();
+        let mut got: Vec<String> = t
+            .iter()
+            .filter_map(|(_, o)| o.info("CPUModel").map(|m| m.trim().to_string()))
+            .collect();
         got.sort();
         got.dedup();
         let mut w: Vec<String> = want.iter().map(s).collect();
@@ -296,13 +401,21 @@ pub fn check_nccl_facts(case: &str, t: &Topology, f: &Value) -> Vec<String> {
             Some(n) => {
                 let got = t.obj(*n).cpuset.to_list_string();
                 if got != s(&c["affinity_cpus"]) {
-                    bad.push(format!("{case}: cpu {id} affinity {got}, want {}", s(&c["affinity_cpus"])));
+                    bad.push(format!(
+                        "{case}: cpu {id} affinity {got}, want {}",
+                        s(&c["affinity_cpus"])
+                    ));
                 }
             }
             None => bad.push(format!("{case}: cpu numaid {id} missing")),
         }
     }
-    let numa_of = |id: ObjId| t.obj(t.non_io_ancestor(id)).nodeset.first().map(|x| x as u64);
+    let numa_of = |id: ObjId| {
+        t.obj(t.non_io_ancestor(id))
+            .nodeset
+            .first()
+            .map(|x| x as u64)
+    };
     let mut pci_count = 0;
     for p in f["pci_nodes"].as_array().into_iter().flatten() {
         pci_count += 1;
@@ -320,25 +433,59 @@ pub fn check_nccl_facts(case: &str, t: &Topology, f: &Value) -> Vec<String> {
         let o = t.obj(id);
         let class = format!("0x{:04x}00", o.pci().map(|x| x.class_id).unwrap_or(0));
         if class != s(&p["class"]) {
-            bad.push(format!("{case}: pci {addr} class {class}, want {}", s(&p["class"])));
+            bad.push(format!(
+                "{case}: pci {addr} class {class}, want {}",
+                s(&p["class"])
+            ));
         }
-        let parent = o.parent.and_then(|x| t.obj(x).pci().map(|q| q.addr.to_string())).unwrap_or("null".into());
+        let parent = o
+            .parent
+            .and_then(|x| t.obj(x).pci().map(|q| q.addr.to_string()))
+            .unwrap_or("null".into());
         if parent != s(&p["parent"]) {
-            bad.push(format!("{case}: pci {addr} parent {parent}, want {}", s(&p["parent"])));
+            bad.push(format!(
+                "{case}: pci {addr} parent {parent}, want {}",
+                s(&p["parent"])
+            ));
         }
         if numa_of(id) != p["numaid"].as_u64() {
-            bad.push(format!("{case}: pci {addr} numa {:?}, want {}", numa_of(id), p["numaid"]));
+            bad.push(format!(
+                "{case}: pci {addr} numa {:?}, want {}",
+                numa_of(id),
+                p["numaid"]
+            ));
         }
     }
-    let ours = t.objects_of_type(ObjType::PCIDev).len() + t.objects_of_type(ObjType::Bridge).iter().filter(|b| !t.obj(**b).is_host_bridge()).count()
-        - t.nvswitches().iter().filter(|n| f["pci_nodes"].as_array().is_none_or(|a| !a.iter().any(|p| p["busid"] == t.obj(**n).pci().map(|x| x.addr.to_string()).unwrap_or_default()))).count();
+    let ours = t.objects_of_type(ObjType::PCIDev).len()
+        + t.objects_of_type(ObjType::Bridge)
+            .iter()
+            .filter(|b| !t.obj(**b).is_host_bridge())
+            .count()
+        - t.nvswitches()
+            .iter()
+            .filter(|n| {
+                f["pci_nodes"].as_array().is_none_or(|a| {
+                    !a.iter().any(|p| {
+                        p["busid"]
+                            == t.obj(**n)
+                                .pci()
+                                .map(|x| x.addr.to_string())
+                                .unwrap_or_default()
+                    })
+                })
+            })
+            .count();
     if ours != pci_count {
         bad.push(format!("{case}: {ours} PCI nodes, want {pci_count}"));
     }
     let gpus = t.gpus();
     let want_gpus = f["gpus"].as_array().cloned().unwrap_or_default();
     if gpus.len() != want_gpus.len() {
-        bad.push(format!("{case}: {} GPUs, want {}", gpus.len(), want_gpus.len()));
+        bad.push(format!(
+            "{case}: {} GPUs, want {}",
+            gpus.len(),
+            want_gpus.len()
+        ));
     }
     for g in &want_gpus {
         let Some(id) = s(&g["busid"]).parse().ok().and_then(|a| t.find_pci(a)) else {
@@ -350,7 +497,11 @@ pub fn check_nccl_facts(case: &str, t: &Topology, f: &Value) -> Vec<String> {
         }
         if let Some(dev) = g.get("gpu").and_then(|x| x.get("dev")) {
             let want = format!("cuda{}", s(dev));
-            if !t.osdevs_of(id).iter().any(|d| t.obj(*d).name.as_deref() == Some(&want)) {
+            if !t
+                .osdevs_of(id)
+                .iter()
+                .any(|d| t.obj(*d).name.as_deref() == Some(&want))
+            {
                 bad.push(format!("{case}: GPU {} lacks {want}", s(&g["busid"])));
             }
         }
@@ -363,9 +514,19 @@ pub fn check_nccl_facts(case: &str, t: &Topology, f: &Value) -> Vec<String> {
             if tid == id {
                 continue;
             }
-            let got: u32 = t.links.iter().filter(|k| (k.a == id && k.b == tid) || (k.b == id && k.a == tid)).map(|k| k.count).sum();
+            let got: u32 = t
+                .links
+                .iter()
+                .filter(|k| (k.a == id && k.b == tid) || (k.b == id && k.a == tid))
+                .map(|k| k.count)
+                .sum();
             if u64::from(got) != l["count"].as_u64().unwrap_or(0) {
-                bad.push(format!("{case}: nvlink {} -> {}: {got}, want {}", s(&g["busid"]), s(&l["target"]), l["count"]));
+                bad.push(format!(
+                    "{case}: nvlink {} -> {}: {got}, want {}",
+                    s(&g["busid"]),
+                    s(&l["target"]),
+                    l["count"]
+                ));
             }
         }
     }
@@ -377,13 +538,23 @@ pub fn check_nccl_facts(case: &str, t: &Topology, f: &Value) -> Vec<String> {
                 bad.push(format!("{case}: net {name} missing"));
                 continue;
             };
-            let busid = t.pci_parent(d).and_then(|p| t.obj(p).pci().map(|x| x.addr.to_string())).unwrap_or("null".into());
+            let busid = t
+                .pci_parent(d)
+                .and_then(|p| t.obj(p).pci().map(|x| x.addr.to_string()))
+                .unwrap_or("null".into());
             if busid != s(&n["busid"]) {
-                bad.push(format!("{case}: net {name} on {busid}, want {}", s(&n["busid"])));
+                bad.push(format!(
+                    "{case}: net {name} on {busid}, want {}",
+                    s(&n["busid"])
+                ));
             }
         }
         if n["nets"].as_array().is_none_or(|a| a.is_empty()) {
-            let ok = s(&n["busid"]).parse().ok().and_then(|a| t.find_pci(a)).is_some_and(|id| t.is_nic(id));
+            let ok = s(&n["busid"])
+                .parse()
+                .ok()
+                .and_then(|a| t.find_pci(a))
+                .is_some_and(|id| t.is_nic(id));
             if !ok {
                 bad.push(format!("{case}: NIC {} missing", s(&n["busid"])));
             }
