@@ -145,7 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )?;
             bar.inc(1);
             if args.json {
-                println!("{}", json_line(algo, &rep, dtype, k, &spec.name));
+                println!("{}", json_line(algo, &rep, dtype, elem, k, &spec.name));
             } else {
                 bar.suspend(|| {
                     println!(
@@ -307,18 +307,28 @@ pub(crate) fn progress_bar(len: u64) -> ProgressBar {
     bar
 }
 
-fn json_line(algo: &Algorithm, rep: &SimReport, dtype: &str, k: usize, cluster: &str) -> String {
+fn json_line(
+    algo: &Algorithm,
+    rep: &SimReport,
+    dtype: &str,
+    elem: usize,
+    k: usize,
+    cluster: &str,
+) -> String {
     serde_json::json!({
-        "collective": "all_reduce",
+        "collective": "all-reduce",
         "algo": algo.to_string(),
         "ranks": rep.ranks,
         "bytes": rep.bytes,
+        "count": rep.bytes / elem as u64,
         "dtype": dtype,
         "op": "sum",
+        "root": -1,
         "time_us": rep.time * 1e6,
         "algbw_gbps": rep.algbw_gbps(),
         "busbw_gbps": rep.busbw_gbps(),
         "wrong": 0,
+        "iters": 0,
         "predicted": true,
         "pipeline": k,
         "cluster": cluster,

@@ -5,7 +5,8 @@
 //!
 //! Measurements are read as JSON (an array, or one object per line). A record is used when it
 //! names its transport (`transport`: "shm" or "tcp"), its size (`bytes` or `size`) and either a
-//! one-way time per message (`latency_us`, `time_us` or `lat_us`) or a bandwidth
+//! one-way time per message (`latency_us`, `time_us` or `lat_us`; ignored for records with
+//! `"test": "bandwidth"`, whose time per message is a streaming rate) or a bandwidth
 //! (`bandwidth_gbps`, `bw_gbps`, `gbps`, in GB/s, or `bandwidth_mbps`/`mb_s`, in MB/s).
 
 use super::{cluster, dtype_size, Args};
@@ -52,7 +53,11 @@ fn samples(text: &str) -> anyhow::Result<Vec<Sample>> {
         .filter_map(|v| {
             let transport = v.get("transport")?.as_str()?.to_ascii_lowercase();
             let bytes = num(v, &["bytes", "size"])?;
-            let time = num(v, &["latency_us", "time_us", "lat_us"]).map(|us| us * 1e-6);
+            // A streaming (bandwidth) test's time per message is not alpha + n beta.
+            let streaming = v.get("test").and_then(Value::as_str) == Some("bandwidth");
+            let time = num(v, &["latency_us", "time_us", "lat_us"])
+                .filter(|_| !streaming)
+                .map(|us| us * 1e-6);
             let bandwidth = num(v, &["bandwidth_gbps", "bw_gbps", "gbps"])
                 .map(|g| g * 1e9)
                 .or_else(|| num(v, &["bandwidth_mbps", "mb_s"]).map(|m| m * 1e6));
@@ -95,28 +100,59 @@ pub fn fit(points: &[(f64, f64)]) -> Option<Fit> {
     })
 }
 
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+/// Robust to the noise of a shared machine: alpha is the median one-way time of small messages
+/// (<= 1 KiB), beta the inverse of the median streaming bandwidth of large ones (>= 1 MiB, the
+/// sizes collectives care about); the least-squares [`fit`] fills in whichever is missing.
 fn fit_transport(all: &[Sample], name: &str) -> Option<Fit> {
     let mine: Vec<&Sample> = all.iter().filter(|s| s.transport.contains(name)).collect();
     let times: Vec<(f64, f64)> = mine
         .iter()
         .filter_map(|s| s.time.filter(|t| *t > 0.0).map(|t| (s.bytes, t)))
         .collect();
-    let mut f = fit(&times);
-    // A streaming bandwidth measurement is the better beta when there is one.
-    let best_bw = mine.iter().filter_map(|s| s.bandwidth).fold(0.0, f64::max);
-    if best_bw > 0.0 {
-        match &mut f {
-            Some(f) => f.beta = f.beta.min(1.0 / best_bw),
-            None => {
-                let bw: Vec<(f64, f64)> = mine
-                    .iter()
-                    .filter_map(|s| s.bandwidth.map(|b| (s.bytes, s.bytes / b)))
-                    .collect();
-                f = fit(&bw);
-            }
-        }
-    }
-    f
+    let ls = fit(&times);
+    let alpha = median(
+        times
+            .iter()
+            .filter(|p| p.0 <= 1024.0)
+            .map(|p| p.1)
+            .collect(),
+    )
+    .or(ls.map(|f| f.alpha))?;
+    let big_bw: Vec<f64> = mine
+        .iter()
+        .filter(|s| s.bytes >= (1 << 20) as f64)
+        .filter_map(|s| s.bandwidth)
+        .filter(|b| *b > 0.0)
+        .collect();
+    let big_lat: Vec<f64> = times
+        .iter()
+        .filter(|p| p.0 >= (256 << 10) as f64 && p.1 > alpha)
+        .map(|p| (p.1 - alpha) / p.0)
+        .collect();
+    let beta = median(big_bw)
+        .map(|bw| 1.0 / bw)
+        .or(median(big_lat))
+        .or(ls.map(|f| f.beta))
+        .or_else(|| {
+            let bw: Vec<(f64, f64)> = mine
+                .iter()
+                .filter_map(|s| s.bandwidth.map(|b| (s.bytes, s.bytes / b)))
+                .collect();
+            fit(&bw).map(|f| f.beta)
+        })?;
+    Some(Fit {
+        alpha,
+        beta,
+        points: mine.len(),
+    })
 }
 
 /// Output bytes per second of `dst[i] += src[i]` over 64 MiB of f32, best of 5.
@@ -246,12 +282,16 @@ fn compare(args: &Args, spec: &ClusterSpec) -> anyhow::Result<()> {
         "ranks", "algo", "bytes", "measured(us)", "predicted(us)", "pred/meas"
     );
     for &n in &args.compare_ranks {
-        let nstr = n.to_string();
+        let (nstr, fstr) = (n.to_string(), args.step_factor.to_string());
         let measured = match self_exe(&[
             "all-reduce",
             "--ranks",
             &nstr,
             "--json",
+            "--algo",
+            "ring",
+            "-f",
+            &fstr,
             "-b",
             &args.min_bytes,
             "-e",
@@ -307,16 +347,23 @@ mod tests {
     fn samples_accept_lines_and_arrays() {
         let lines = r#"{"transport":"shm","bytes":8,"latency_us":1.0}
 {"transport":"shm","bytes":1048576,"latency_us":101.0}
-{"transport":"tcp","bytes":1048576,"bandwidth_gbps":2.0}
+{"transport":"tcp","test":"bandwidth","bytes":1048576,"latency_us":3.0,"bandwidth_gbps":2.0}
 not json is skipped"#;
         let s = samples(lines).unwrap();
         assert_eq!(s.len(), 3);
         let shm = fit_transport(&s, "shm").unwrap();
-        assert!((shm.alpha - 1e-6).abs() < 1e-8 && shm.beta > 0.0);
+        assert!((shm.alpha - 1e-6).abs() < 1e-12, "{shm:?}");
+        assert!(
+            (shm.beta - 100e-6 / 1048576.0).abs() / shm.beta < 1e-6,
+            "{shm:?}"
+        );
+        // One streaming sample and no latency: no alpha to be had.
         assert!(fit_transport(&s, "tcp").is_none());
-        let arr = r#"[{"transport":"tcp","size":1,"time_us":10},{"transport":"tcp","size":1000000,"time_us":510}]"#;
+        let arr = r#"[{"transport":"tcp","size":1,"time_us":10},{"transport":"tcp","size":1000000,"time_us":510},
+            {"transport":"tcp","test":"bandwidth","size":4194304,"bandwidth_gbps":2.5}]"#;
         let t = fit_transport(&samples(arr).unwrap(), "tcp").unwrap();
-        assert!((1.0 / t.beta - 2e9).abs() / 2e9 < 0.01, "{t:?}");
+        assert!((t.alpha - 10e-6).abs() < 1e-12, "{t:?}");
+        assert!((1.0 / t.beta - 2.5e9).abs() / 2.5e9 < 1e-9, "{t:?}");
         let spec = machine_spec(4, shm, t, 10e9, "test");
         Network::new(&spec).unwrap();
     }
