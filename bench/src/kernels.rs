@@ -8,7 +8,6 @@
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use oxccl_kernels::{reduce_copy_bytes_opts, CpuBackend, DataType, Options, ReduceOp, StoreMode};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
@@ -134,7 +133,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let mut inputs: Vec<Vec<u8>> = (0..max_inputs).map(|_| vec![0u8; max_bytes]).collect();
     let mut out = vec![0u8; max_bytes];
-    let mut copy_cache: HashMap<usize, (f64, f64)> = HashMap::new();
+    let mut copy_out = vec![0u8; max_bytes];
+    let mut stream_out = vec![0u8; max_bytes];
 
     let total =
         (backends.len() * dtypes.len() * ops.len() * args.inputs.len() * sizes.len()) as u64;
@@ -179,26 +179,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     for &bytes in &sizes {
                         bar.set_message(format!("{backend} {dt} {op} x{k} {bytes}B"));
                         let bytes = bytes - bytes % dt.size();
-                        let (memcpy_gbps, stream_copy_gbps) = match copy_cache.get(&bytes) {
-                            Some(v) => *v,
-                            None => {
-                                let m = copy_bandwidth(
-                                    &inputs[0][..bytes],
-                                    &mut out[..bytes],
-                                    args.threads,
-                                    min_time,
-                                );
-                                let s = stream_copy_bandwidth(
-                                    &inputs[0][..bytes],
-                                    &mut out[..bytes],
-                                    args.threads,
-                                    min_time,
-                                )?;
-                                copy_cache.insert(bytes, (m, s));
-                                (m, s)
-                            }
-                        };
-                        let copy_gbps = memcpy_gbps.max(stream_copy_gbps);
                         let srcs: Vec<&[u8]> = inputs[..k].iter().map(|b| &b[..bytes]).collect();
                         let opts = Options {
                             backend: Some(backend),
@@ -207,17 +187,51 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         };
                         let (combine, epilogue) = op.split(k);
                         let dst = &mut out[..bytes];
-                        let secs = time_it(min_time, || {
-                            reduce_copy_bytes_opts(
-                                &opts,
-                                *dt,
-                                combine,
-                                epilogue,
-                                &srcs,
-                                &mut [&mut *dst],
-                            )
-                            .map(|_| ())
-                        })?;
+                        let copy_src = &inputs[0][..bytes];
+                        let copy_dst = &mut copy_out[..bytes];
+                        let stream_dst = &mut stream_out[..bytes];
+                        // The copies run in the same rounds as the kernel, so that load from
+                        // other processes affects both sides of the ratio alike.
+                        let copy_threads = copy_threads(bytes, args.threads);
+                        let stream_opts = Options {
+                            backend: None,
+                            stores: StoreMode::Streaming,
+                            threads: args.threads,
+                        };
+                        let [secs, memcpy_secs, stream_secs] = time_interleaved(
+                            min_time,
+                            [
+                                &mut || {
+                                    reduce_copy_bytes_opts(
+                                        &opts,
+                                        *dt,
+                                        combine,
+                                        epilogue,
+                                        &srcs,
+                                        &mut [&mut *dst],
+                                    )
+                                    .map_err(anyhow::Error::from)
+                                },
+                                &mut || {
+                                    memcpy(copy_src, &mut *copy_dst, copy_threads);
+                                    Ok(())
+                                },
+                                &mut || {
+                                    reduce_copy_bytes_opts(
+                                        &stream_opts,
+                                        DataType::U8,
+                                        ReduceOp::Sum,
+                                        oxccl_kernels::Epilogue::None,
+                                        &[copy_src],
+                                        &mut [&mut *stream_dst],
+                                    )
+                                    .map_err(anyhow::Error::from)
+                                },
+                            ],
+                        )?;
+                        let memcpy_gbps = 2.0 * bytes as f64 / memcpy_secs / 1e9;
+                        let stream_copy_gbps = 2.0 * bytes as f64 / stream_secs / 1e9;
+                        let copy_gbps = memcpy_gbps.max(stream_copy_gbps);
                         let gbps = ((k + 1) * bytes) as f64 / secs / 1e9;
                         let row = Row {
                             backend: backend.name().to_string(),
@@ -315,77 +329,60 @@ fn half_bits(f: f64, bf16: bool) -> u16 {
     }
 }
 
-/// Median seconds per call over 5 batches that together last at least `min_time`.
-fn time_it<E: std::error::Error + Send + Sync + 'static>(
+type Step<'a> = &'a mut dyn FnMut() -> anyhow::Result<()>;
+
+/// Median seconds per call of each function, over 5 rounds in which every function runs one
+/// batch in turn; a batch lasts about `min_time / 5`.
+fn time_interleaved<const N: usize>(
     min_time: Duration,
-    mut f: impl FnMut() -> Result<(), E>,
-) -> anyhow::Result<f64> {
-    let t0 = Instant::now();
-    f()?; // warm-up: faults pages in and trains the caches
-    let once = t0.elapsed().max(Duration::from_nanos(100));
-    let per_batch = min_time / 5;
-    let iters = (per_batch.as_secs_f64() / once.as_secs_f64())
-        .ceil()
-        .max(1.0) as usize;
-    let mut batches = Vec::with_capacity(5);
-    for _ in 0..5 {
-        let t = Instant::now();
-        for _ in 0..iters {
-            f()?;
-        }
-        batches.push(t.elapsed().as_secs_f64() / iters as f64);
+    mut fns: [Step<'_>; N],
+) -> anyhow::Result<[f64; N]> {
+    let mut iters = [1usize; N];
+    for (f, it) in fns.iter_mut().zip(iters.iter_mut()) {
+        let t0 = Instant::now();
+        f()?; // warm-up: faults pages in and trains the caches
+        let once = t0.elapsed().max(Duration::from_nanos(100));
+        *it = ((min_time / 5).as_secs_f64() / once.as_secs_f64())
+            .ceil()
+            .max(1.0) as usize;
     }
-    batches.sort_by(|a, b| a.total_cmp(b));
-    Ok(batches[2])
+    let mut samples: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(5));
+    for _ in 0..5 {
+        for ((f, it), out) in fns.iter_mut().zip(iters).zip(samples.iter_mut()) {
+            let t = Instant::now();
+            for _ in 0..it {
+                f()?;
+            }
+            out.push(t.elapsed().as_secs_f64() / it as f64);
+        }
+    }
+    Ok(samples.map(|mut v| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[2]
+    }))
 }
 
-/// Copy bandwidth (read + write) with non-temporal stores: the kernel with one input.
-fn stream_copy_bandwidth(
-    src: &[u8],
-    dst: &mut [u8],
-    threads: usize,
-    min_time: Duration,
-) -> anyhow::Result<f64> {
-    let opts = Options {
-        backend: None,
-        stores: StoreMode::Streaming,
-        threads,
-    };
-    let secs = time_it(min_time, || {
-        reduce_copy_bytes_opts(
-            &opts,
-            DataType::U8,
-            ReduceOp::Sum,
-            oxccl_kernels::Epilogue::None,
-            &[src],
-            &mut [&mut *dst],
-        )
-    })?;
-    Ok(2.0 * src.len() as f64 / secs / 1e9)
-}
-
-/// Copy bandwidth (read + write) of `copy_from_slice` over `threads` threads.
-fn copy_bandwidth(src: &[u8], dst: &mut [u8], threads: usize, min_time: Duration) -> f64 {
+/// Threads for the memcpy baseline: as many as the kernel may use for this size.
+fn copy_threads(bytes: usize, threads: usize) -> usize {
     let threads = match threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         t => t,
     };
-    let threads = threads
-        .min(src.len() / oxccl_kernels::MIN_BYTES_PER_THREAD)
-        .max(1);
+    threads
+        .min(bytes / oxccl_kernels::MIN_BYTES_PER_THREAD)
+        .max(1)
+}
+
+/// `copy_from_slice` (glibc `memcpy`) split over `threads` threads.
+fn memcpy(src: &[u8], dst: &mut [u8], threads: usize) {
+    if threads <= 1 {
+        dst.copy_from_slice(src);
+        return;
+    }
     let chunk = src.len().div_ceil(threads).max(1);
-    let secs = time_it::<std::convert::Infallible>(min_time, || {
-        if threads == 1 {
-            dst.copy_from_slice(src);
-        } else {
-            std::thread::scope(|s| {
-                for (d, c) in dst.chunks_mut(chunk).zip(src.chunks(chunk)) {
-                    s.spawn(move || d.copy_from_slice(c));
-                }
-            });
+    std::thread::scope(|s| {
+        for (d, c) in dst.chunks_mut(chunk).zip(src.chunks(chunk)) {
+            s.spawn(move || d.copy_from_slice(c));
         }
-        Ok(())
-    })
-    .unwrap_or(f64::NAN);
-    2.0 * src.len() as f64 / secs / 1e9
+    });
 }
