@@ -8,6 +8,7 @@
 
 mod calibrate;
 mod cluster;
+mod from_topo;
 mod model;
 mod plot;
 
@@ -22,8 +23,22 @@ use std::path::PathBuf;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Cluster description file (TOML, or JSON by extension); see bench/clusters/README.md.
-    #[arg(long, required_unless_present = "calibrate")]
+    #[arg(long, required_unless_present_any = ["calibrate", "topology"])]
     pub cluster: Option<PathBuf>,
+    /// Instead of --cluster: `--nodes` copies (default 1) of the node this topology describes
+    /// (hwloc XML, NCCL topology XML, or a synthetic string like "pack:2 core:8 pu:1"), built
+    /// through oxccl-topo's Cluster view, on one switch.
+    #[arg(long, conflicts_with = "cluster")]
+    pub topology: Option<String>,
+    /// With --topology: ranks per node (default: the node's GPU count, or 1).
+    #[arg(long)]
+    pub ranks_per_node: Option<usize>,
+    /// With --topology: NIC bandwidth in GB/s per direction.
+    #[arg(long, default_value_t = 12.5)]
+    pub nic_gb_s: f64,
+    /// With --topology: NIC-to-NIC latency in microseconds.
+    #[arg(long, default_value_t = 2.0)]
+    pub nic_latency_us: f64,
     /// Algorithms, comma separated: ring, rhd, tree, dbtree, hier:AxBxC (dims fastest first).
     #[arg(long, value_delimiter = ',', default_value = "ring,tree,rhd")]
     pub algo: Vec<String>,
@@ -82,8 +97,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.calibrate {
         return calibrate::run(&args);
     }
-    let path = args.cluster.clone().context("--cluster FILE is required")?;
-    let (spec, net) = cluster::load(&path, args.nodes)?;
+    let (spec, net) = match (&args.topology, &args.cluster) {
+        (Some(t), _) => {
+            let nodes = args.nodes.unwrap_or(1);
+            let spec = from_topo::load(
+                t,
+                nodes,
+                args.ranks_per_node,
+                args.nic_gb_s,
+                args.nic_latency_us,
+            )?;
+            let net = Network::new(&spec).with_context(|| format!("--topology {t}"))?;
+            (spec, net)
+        }
+        (None, Some(path)) => cluster::load(path, args.nodes)?,
+        (None, None) => anyhow::bail!("--cluster FILE or --topology is required"),
+    };
     let ranks = args.ranks.unwrap_or(net.devices());
     if ranks == 0 || ranks > net.devices() {
         anyhow::bail!(

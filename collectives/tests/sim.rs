@@ -473,3 +473,4 @@ fn intra_node_routes_prefer_direct_links_and_avoid_forwarding_through_devices() 
     close(send(1), 1e-6 + 1.0 / 40.0, 1e-9, "direct");
     close(send(2), 3e-6 + 1.0 / 20.0, 1e-9, "through both sockets");
 }
+

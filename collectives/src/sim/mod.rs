@@ -7,6 +7,7 @@
 //!
 //! - [`ClusterSpec`] is the file format (TOML or JSON through serde, unknown fields rejected),
 //!   validated so every error names its field; see [`spec`] for the fields and units.
+//!   (`oxccl-bench simulate --topology` derives one from `oxccl-topo`'s `Cluster` view.)
 //! - [`Network`] is the model: nodes of devices joined by links (NVLink, NVSwitch, PCIe, CPU
 //!   buses), NICs, and a two-level leaf/spine network with oversubscription, optionally
 //!   rail-optimised. Each link direction has a bandwidth; each route a latency (alpha); each device
