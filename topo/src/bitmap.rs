@@ -286,10 +286,16 @@ impl Bitmap {
                     msg: format!("word wider than 32 bits: {part:?}"),
                 });
             }
-            let base = ((n - 1 - k) * 32) as u32;
-            for bit in 0..64u32 {
-                if v & (1u64 << bit) != 0 {
-                    b.set(base + bit);
+            if v != 0 {
+                // Place the word directly: bit-by-bit setting is slow on wide masks.
+                let base = (n - 1 - k) * 32;
+                let (w, shift) = (base / 64, base % 64);
+                if b.words.len() < w + 2 {
+                    b.words.resize(w + 2, 0);
+                }
+                b.words[w] |= v << shift;
+                if shift > 0 {
+                    b.words[w + 1] |= v >> (64 - shift);
                 }
             }
             offset += part.len() + 1;

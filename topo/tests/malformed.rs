@@ -94,7 +94,7 @@ proptest! {
     }
 
     #[test]
-    fn random_synthetic_never_panics(s in "((pack|core|pu|numa|l[1-3][di]?|group|die|foo):[0-9]{1,2}(\\(size=[0-9]{1,3}[KMG]i?B\\))? |\\[numa(\\(memory=[0-9]GiB\\))?\\] ){0,6}") {
+    fn random_synthetic_never_panics(s in "((pack|core|pu|numa|l[1-3][di]?|group|die|foo):[0-9](\\(size=[0-9]{1,3}[KMG]i?B\\))? |\\[numa(\\(memory=[0-9]GiB\\))?\\] ){0,5}") {
         if let Ok(t) = synthetic::parse(&s) {
             prop_assert!(t.counts().pus >= 1);
         }
