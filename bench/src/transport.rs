@@ -50,6 +50,9 @@ pub struct Args {
     /// One JSON object per line instead of tables.
     #[arg(long)]
     json: bool,
+    /// Do not pin the two processes to CPUs 0 and 1 (Open MPI binds ranks to cores too).
+    #[arg(long)]
+    no_bind: bool,
     /// Internal: run as the peer process, connecting to this hex-encoded address.
     #[arg(long, hide = true)]
     peer: Option<String>,
@@ -259,6 +262,31 @@ fn print_row(r: &Row, json: bool, last_test: &mut &'static str) {
     let _ = std::io::stdout().flush();
 }
 
+/// Pins the calling process to one CPU (best effort: a failure only loses the pinning).
+fn bind_to(cpu: usize) {
+    // Online CPUs, not this process's mask (a child inherits its parent's pinning).
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    if n < 2 {
+        return;
+    }
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it, and
+    // sched_setaffinity only reads it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu % n, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        tracing::warn!(
+            cpu,
+            "could not pin to a CPU: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -280,6 +308,9 @@ fn run_peer(a: &Args, addr: &str) -> anyhow::Result<()> {
         "tcp" => "tcp",
         other => bail!("unknown transport {other:?}"),
     };
+    if !a.no_bind {
+        bind_to(1);
+    }
     let t = make(name, a.nsocks)?;
     let c = wait::establish(t.connect(&addr)?, Deadline::after(STEP), &addr.to_string())?;
     schedule(a, name, &c, Role::Peer, &mut |_| {})
@@ -302,6 +333,11 @@ fn run_leader(a: &Args, name: &'static str) -> anyhow::Result<()> {
     cmd.args(["--iters-scale", &a.iters_scale.to_string()]);
     if let Some(n) = a.nsocks {
         cmd.args(["--nsocks", &n.to_string()]);
+    }
+    if a.no_bind {
+        cmd.arg("--no-bind");
+    } else {
+        bind_to(0);
     }
     let mut child = cmd
         .stdout(Stdio::null())

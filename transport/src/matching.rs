@@ -8,8 +8,6 @@
 //! hash map here; a tag's entry leaves as soon as it has no receive waiting, so tags that are
 //! unique per operation do not pile up.
 
-use std::collections::VecDeque;
-
 use crate::api::Tag;
 
 /// Receive numbers are unique per connection (never reused, even across tags), so a finished
@@ -17,8 +15,8 @@ use crate::api::Tag;
 #[derive(Debug, Default)]
 pub(crate) struct Seqs {
     next: u64,
-    /// Per tag, the receives not yet matched, in posting order.
-    waiting: Vec<(Tag, VecDeque<u64>)>,
+    /// Receives not yet matched, in posting order (a flat list: it holds a handful).
+    waiting: Vec<(Tag, u64)>,
 }
 
 impl Seqs {
@@ -26,10 +24,7 @@ impl Seqs {
     pub(crate) fn post(&mut self, tag: Tag) -> u64 {
         let seq = self.next;
         self.next += 1;
-        match self.waiting.iter_mut().find(|(t, _)| *t == tag) {
-            Some((_, q)) => q.push_back(seq),
-            None => self.waiting.push((tag, VecDeque::from([seq]))),
-        }
+        self.waiting.push((tag, seq));
         seq
     }
 
@@ -38,7 +33,7 @@ impl Seqs {
         self.waiting
             .iter()
             .find(|(t, _)| *t == tag)
-            .is_some_and(|(_, q)| q.front() == Some(&seq))
+            .is_some_and(|(_, s)| *s == seq)
     }
 
     /// Receive `seq` of `tag` took its message (it must be the next).
@@ -52,14 +47,8 @@ impl Seqs {
     }
 
     fn remove(&mut self, tag: Tag, seq: u64) {
-        if let Some(i) = self.waiting.iter().position(|(t, _)| *t == tag) {
-            let q = &mut self.waiting[i].1;
-            if let Some(j) = q.iter().position(|&s| s == seq) {
-                q.remove(j);
-            }
-            if q.is_empty() {
-                self.waiting.swap_remove(i);
-            }
+        if let Some(i) = self.waiting.iter().position(|e| *e == (tag, seq)) {
+            self.waiting.remove(i);
         }
     }
 }

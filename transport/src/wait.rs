@@ -33,12 +33,36 @@ pub fn default_timeout() -> Result<Duration> {
 /// Spin, then yield, then sleep: the waiting policy of every blocking helper.
 #[derive(Debug, Clone)]
 pub struct Backoff {
-    step: u32,
+    polls: u32,
     started: Option<Instant>,
+    spin: Duration,
+    phase: Phase,
 }
 
-const SPIN_STEPS: u32 = 64;
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Spin,
+    Yield,
+    Sleep(Duration),
+}
+
 const YIELD_FOR: Duration = Duration::from_millis(20);
+/// Default of `OXCCL_SPIN_US`.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+/// How long a waiter spins before it starts yielding its core: `OXCCL_SPIN_US` microseconds
+/// (default 50; read once). Longer keeps latency low on a busy machine; shorter wastes less
+/// when ranks outnumber cores.
+pub fn spin_budget() -> Duration {
+    static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *SPIN.get_or_init(|| {
+        std::env::var("OXCCL_SPIN_US")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_micros)
+            .unwrap_or(DEFAULT_SPIN)
+    })
+}
 
 impl Default for Backoff {
     fn default() -> Self {
@@ -50,34 +74,42 @@ impl Backoff {
     /// A fresh backoff (starts spinning).
     pub fn new() -> Self {
         Backoff {
-            step: 0,
+            polls: 0,
             started: None,
+            spin: spin_budget(),
+            phase: Phase::Spin,
         }
     }
 
     /// Starts over after progress was made.
     pub fn reset(&mut self) {
-        self.step = 0;
+        self.polls = 0;
         self.started = None;
+        self.phase = Phase::Spin;
     }
 
-    /// Waits a little, longer each call.
+    /// Waits a little, longer as the wait goes on.
     pub fn snooze(&mut self) {
-        if self.step < SPIN_STEPS {
-            for _ in 0..(1u32 << (self.step / 8).min(6)) {
-                std::hint::spin_loop();
-            }
-            self.step += 1;
-            return;
+        self.polls = self.polls.wrapping_add(1);
+        // The clock is read only every 32 polls: it costs about as much as a poll.
+        if self.polls % 32 == 0 {
+            let now = Instant::now();
+            let idle = now - *self.started.get_or_insert(now);
+            self.phase = if idle < self.spin {
+                Phase::Spin
+            } else if idle < self.spin + YIELD_FOR {
+                Phase::Yield
+            } else {
+                // Grow from 50 us to 1 ms over the next ~100 ms of idleness.
+                Phase::Sleep(Duration::from_micros(
+                    (50 + idle.as_micros() as u64 / 100).min(1000),
+                ))
+            };
         }
-        let started = *self.started.get_or_insert_with(Instant::now);
-        let idle = started.elapsed();
-        if idle < YIELD_FOR {
-            std::thread::yield_now();
-        } else {
-            // Grow from 50 us to 1 ms over the next ~100 ms of idleness.
-            let us = (50 + idle.as_micros() as u64 / 100).min(1000);
-            std::thread::sleep(Duration::from_micros(us));
+        match self.phase {
+            Phase::Spin => std::hint::spin_loop(),
+            Phase::Yield => std::thread::yield_now(),
+            Phase::Sleep(d) => std::thread::sleep(d),
         }
     }
 }

@@ -22,7 +22,10 @@ use crate::error::{Error, Result};
 use crate::matching::Seqs;
 
 pub(super) const NAME: &str = "shm";
-const HDR: u64 = 16;
+/// Record header: marker (u64, written last), tag, length, bytes of data published with the
+/// header. Records start on 64-byte boundaries, so a small message shares the header's line.
+const HDR: u64 = 32;
+const REC_ALIGN: u64 = 64;
 /// Largest message length accepted from a header; anything above is a corrupted ring.
 pub(super) const MAX_MESSAGE: u64 = 1 << 40;
 /// The producer publishes `head` at least this often, so the consumer copies in parallel.
@@ -43,8 +46,8 @@ fn alloc_spill(len: usize) -> Result<Vec<u8>> {
     Ok(v)
 }
 
-fn align16(x: u64) -> u64 {
-    (x + 15) & !15
+fn align_rec(x: u64) -> u64 {
+    (x + REC_ALIGN - 1) & !(REC_ALIGN - 1)
 }
 
 pub(super) struct Tx {
@@ -222,21 +225,26 @@ impl ShmConnection {
         let cap = self.map.ring_bytes as u64;
         let ring = self.side;
         let len = buf.len();
-        let padded_end_extra = align16(len as u64) - len as u64;
         loop {
-            let (header_done, written) = *state;
-            let need: u64 = if !header_done {
-                HDR + (len as u64).min(PIECE as u64)
-            } else if written < len {
+            let (header_done, _) = *state;
+            let mut free = cap - (tx.head - tx.tail_cache);
+            let whole = align_rec(HDR + len as u64);
+            let need = if !header_done {
+                if len <= PIECE {
+                    whole
+                } else {
+                    HDR + 1
+                }
+            } else if state.1 < len {
                 1
             } else {
-                padded_end_extra
+                align_rec(tx.head) - tx.head
             };
-            let mut free = cap - (tx.head - tx.tail_cache);
             if free < need {
                 tx.tail_cache = self.map.tail(ring).load(Ordering::Acquire);
                 free = cap - (tx.head - tx.tail_cache);
-                if free < need.min(cap) || (!header_done && free < HDR) {
+                let least = if header_done { need } else { need.min(HDR + 1) };
+                if free < least || (len == 0 && free < whole) {
                     if self.peer_closed() {
                         return Err(
                             self.closed_error(format!(" during a {len}-byte send with tag {tag}"))
@@ -246,27 +254,49 @@ impl ShmConnection {
                 }
             }
             let mut head = tx.head;
+            let complete;
             if !header_done {
-                let mut hdr = [0u8; 16];
+                // The whole record at once when it is small and fits; otherwise a first piece
+                // strictly shorter than the message (so `first == len` means "complete").
+                let n = if len <= PIECE && free >= whole {
+                    len
+                } else {
+                    (len - 1).min((free - HDR) as usize).min(PIECE)
+                };
+                let mut hdr = [0u8; 24];
                 hdr[..8].copy_from_slice(&tag.to_ne_bytes());
-                hdr[8..].copy_from_slice(&(len as u64).to_ne_bytes());
-                // SAFETY: we are this ring's only producer and 16 bytes are free.
-                unsafe { self.map.write(ring, head, &hdr) };
-                head += HDR;
-                free -= HDR;
+                hdr[8..16].copy_from_slice(&(len as u64).to_ne_bytes());
+                hdr[16..].copy_from_slice(&(n as u64).to_ne_bytes());
+                // SAFETY: we are this ring's only producer and HDR + n bytes are free; the
+                // marker word (the first 8 bytes) is written below, atomically and last.
+                unsafe {
+                    self.map.write(ring, head + 8, &hdr);
+                    self.map.write(ring, head + HDR, &buf[..n]);
+                }
+                self.map
+                    .marker(ring, head)
+                    .store(head + 1, Ordering::Release);
                 state.0 = true;
-            }
-            let n = (len - state.1).min(free as usize).min(PIECE);
-            if n > 0 {
-                // SAFETY: only producer; n <= free bytes.
-                unsafe { self.map.write(ring, head, &buf[state.1..state.1 + n]) };
-                head += n as u64;
-                free -= n as u64;
-                state.1 += n;
-            }
-            let complete = state.1 == len && free >= padded_end_extra;
-            if complete {
-                head = align16(head);
+                state.1 = n;
+                complete = n == len;
+                head = if complete {
+                    head + whole
+                } else {
+                    head + HDR + n as u64
+                };
+            } else {
+                let n = (len - state.1).min(free as usize).min(PIECE);
+                if n > 0 {
+                    // SAFETY: only producer; n <= free bytes.
+                    unsafe { self.map.write(ring, head, &buf[state.1..state.1 + n]) };
+                    head += n as u64;
+                    free -= n as u64;
+                    state.1 += n;
+                }
+                complete = state.1 == len && free >= align_rec(head) - head;
+                if complete {
+                    head = align_rec(head);
+                }
             }
             tx.head = head;
             self.map.head(ring).store(head, Ordering::Release);
@@ -369,7 +399,7 @@ impl ShmConnection {
             if let Some(cur) = &rx.cur {
                 if cur.done == cur.len {
                     // All data consumed: skip the padding once the producer published it.
-                    let end = align16(rx.tail);
+                    let end = align_rec(rx.tail);
                     if rx.head_cache < end {
                         rx.head_cache = self.map.head(ring).load(Ordering::Acquire);
                         if rx.head_cache < end {
@@ -392,20 +422,21 @@ impl ShmConnection {
                     // read ahead on its behalf.
                     break;
                 }
-                if rx.head_cache - rx.tail < HDR {
-                    rx.head_cache = self.map.head(ring).load(Ordering::Acquire);
-                    if rx.head_cache - rx.tail < HDR {
-                        break;
-                    }
+                // A record is there once its marker holds its own position (plus one): one
+                // cache line carries the signal, the header and a small message.
+                if self.map.marker(ring, rx.tail).load(Ordering::Acquire) != rx.tail + 1 {
+                    break;
                 }
-                let mut hdr = [0u8; 16];
-                // SAFETY: 16 published bytes at tail; we are the only consumer.
-                unsafe { self.map.read(ring, rx.tail, &mut hdr) };
+                let mut hdr = [0u8; 24];
+                // SAFETY: the header was published by the marker's release store; we are the
+                // only consumer.
+                unsafe { self.map.read(ring, rx.tail + 8, &mut hdr) };
                 let t = u64::from_ne_bytes(hdr[..8].try_into().unwrap_or_default());
-                let len = u64::from_ne_bytes(hdr[8..].try_into().unwrap_or_default());
-                if len > MAX_MESSAGE {
+                let len = u64::from_ne_bytes(hdr[8..16].try_into().unwrap_or_default());
+                let first = u64::from_ne_bytes(hdr[16..].try_into().unwrap_or_default());
+                if len > MAX_MESSAGE || first > len {
                     let why = format!(
-                        "record header claims {len} bytes (limit {MAX_MESSAGE}): ring corrupted"
+                        "record header claims {len} bytes ({first} published): ring corrupted"
                     );
                     rx.failed = Some(why.clone());
                     return Err(Error::BadFrame {
@@ -414,6 +445,13 @@ impl ShmConnection {
                         reason: why,
                     });
                 }
+                // What the header's release published, without reading the producer's head.
+                let published = if first == len {
+                    align_rec(rx.tail + HDR + len)
+                } else {
+                    rx.tail + HDR + first
+                };
+                rx.head_cache = rx.head_cache.max(published);
                 let len = len as usize;
                 rx.tail += HDR;
                 if t != tag {

@@ -139,6 +139,16 @@ impl Mapping {
         self.u64_at(CTRL_OFFSET + ring * CTRL_STRIDE + 128)
     }
 
+    /// The record marker at stream position `pos` (8-aligned) of ring `ring`.
+    pub(crate) fn marker(&self, ring: usize, pos: u64) -> &AtomicU64 {
+        let at = (pos % self.ring_bytes as u64) as usize;
+        debug_assert!(at % 8 == 0);
+        // SAFETY: at is 8-aligned inside the ring (rings are page-aligned), the mapping lives
+        // as long as &self, and the word is only ever accessed atomically while a record's
+        // marker (the ring protocol keeps producer data writes away from the consumer's tail).
+        unsafe { &*(self.data(ring).add(at) as *const AtomicU64) }
+    }
+
     fn data(&self, ring: usize) -> *mut u8 {
         // SAFETY: both rings lie inside the mapping (file_len).
         unsafe { self.base.add(DATA_OFFSET + ring * self.ring_bytes) }
