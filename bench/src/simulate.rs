@@ -248,18 +248,29 @@ fn print_details(net: &Network, rep: &SimReport) {
 /// Schedules already built for one algorithm, by pipeline depth.
 #[derive(Default)]
 pub(crate) struct ScheduleCache {
-    by_pipeline: HashMap<(usize, usize), Schedule>,
+    /// Each schedule with the time it took to build.
+    by_pipeline: HashMap<(usize, usize), (Schedule, std::time::Duration)>,
 }
 
 impl ScheduleCache {
     fn get(&mut self, algo: &Algorithm, ranks: usize, k: usize) -> anyhow::Result<&Schedule> {
+        Ok(&self.get_timed(algo, ranks, k)?.0)
+    }
+
+    fn get_timed(
+        &mut self,
+        algo: &Algorithm,
+        ranks: usize,
+        k: usize,
+    ) -> anyhow::Result<&(Schedule, std::time::Duration)> {
         if !self.by_pipeline.contains_key(&(ranks, k)) {
+            // Keep memory bounded: one rank count at a time.
+            self.by_pipeline.retain(|&(r, _), _| r == ranks);
+            let started = std::time::Instant::now();
             let s = algo
                 .schedule(Collective::AllReduce, ranks, k)
                 .with_context(|| format!("building {algo} for {ranks} ranks"))?;
-            // Keep memory bounded: one rank count at a time.
-            self.by_pipeline.retain(|&(r, _), _| r == ranks);
-            self.by_pipeline.insert((ranks, k), s);
+            self.by_pipeline.insert((ranks, k), (s, started.elapsed()));
         }
         Ok(&self.by_pipeline[&(ranks, k)])
     }
@@ -293,9 +304,8 @@ pub(crate) fn predict(
     };
     let mut best: Option<(usize, SimReport)> = None;
     for k in candidates {
-        let built = std::time::Instant::now();
-        let s = cache.get(algo, ranks, k)?;
-        let built = built.elapsed();
+        let (s, built) = cache.get_timed(algo, ranks, k)?;
+        let built = *built;
         let total_ops: usize = s.programs.iter().map(|p| p.ops().len()).sum();
         let mut tick = |done: u64, total: u64| {
             if total_ops > 4_000_000 {
