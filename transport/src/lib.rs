@@ -50,7 +50,8 @@
 //!   the connection's thread. Connections keep what they need alive (`Arc`s), so the transport
 //!   and listener may be dropped first.
 //! * **Deadlines**: every blocking helper takes a [`wait::Deadline`]; the default is
-//!   `OXCCL_TIMEOUT` seconds, else [`wait::DEFAULT_TIMEOUT`] (60 s).
+//!   `OXCCL_TIMEOUT` seconds, else [`wait::DEFAULT_TIMEOUT`] (60 s). Waiting spins for
+//!   `OXCCL_SPIN_US` (50 us), then yields the core, then sleeps ([`wait::Backoff`]).
 //!
 //! ## Errors
 //!

@@ -1,7 +1,11 @@
 //! A `shm` connection: the sending and receiving halves of the ring protocol.
 //!
-//! A record is a 16-byte header (tag, length) followed by the data, padded to 16 bytes, so
-//! headers never straddle the ring's end. A message larger than the free space is streamed:
+//! A record starts on a 64-byte boundary with a 32-byte header — a marker word, tag, length,
+//! and how many data bytes were published with the header — followed by the data, padded to
+//! 64 bytes. The producer writes the marker (the record's own stream position plus one) last,
+//! with release ordering; the consumer polls the marker at its tail, so for a small message
+//! one cache line carries the signal, the header and the payload, and the consumer never
+//! touches the producer's `head` line. A message larger than the free space is streamed:
 //! the producer publishes `head` after every piece and the consumer copies (or hands out)
 //! what is published, so a 1 GiB message passes through a 4 MiB ring.
 //!

@@ -1,0 +1,105 @@
+//! `shm` between two processes: this test binary runs itself again as the peer.
+
+use std::process::Command;
+use std::time::Duration;
+
+use oxccl_transport::shm::{Shm, ShmAddress};
+use oxccl_transport::wait::{self, drain_view, Deadline};
+use oxccl_transport::{conformance, Address, Connection, Error, Listener, Transport};
+
+const PEER_ENV: &str = "OXCCL_TEST_SHM_PEER";
+const MODE_ENV: &str = "OXCCL_TEST_SHM_MODE";
+const SIZES: [usize; 4] = [8, 5000, 3 << 20, 9 << 20];
+
+fn dl() -> Deadline {
+    Deadline::after(Duration::from_secs(30))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn spawn_peer(addr: &ShmAddress, mode: &str) -> std::process::Child {
+    Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "peer_process", "--ignored", "--test-threads=1"])
+        .env(PEER_ENV, hex(&addr.to_bytes()))
+        .env(MODE_ENV, mode)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning the peer process")
+}
+
+#[test]
+fn shm_between_two_processes() {
+    let t = Shm::from_env().unwrap();
+    let mut l = t.listen().unwrap();
+    let mut child = spawn_peer(&l.address(), "echo");
+    let c = wait::accept(&mut l, dl()).expect("the peer process connects");
+    for (i, n) in SIZES.into_iter().enumerate() {
+        let msg = conformance::pattern(i as u64, n);
+        wait::send(&c, 1, &msg, dl()).unwrap();
+        // The echo comes back through a zero-copy view.
+        let mut v = c.irecv_view(2, n).unwrap().expect("view");
+        let mut got = vec![0u8; n];
+        drain_view(&mut v, dl(), c.peer(), |off, b| {
+            got[off..off + b.len()].copy_from_slice(b)
+        })
+        .unwrap();
+        drop(v);
+        assert!(got == msg, "echo of {n} bytes differs");
+    }
+    drop(c);
+    assert!(child.wait().unwrap().success(), "the peer process failed");
+}
+
+#[test]
+fn a_peer_process_that_dies_without_closing_is_noticed() {
+    let t = Shm::from_env().unwrap();
+    let mut l = t.listen().unwrap();
+    let mut child = spawn_peer(&l.address(), "abort");
+    let c = wait::accept(&mut l, dl()).expect("the peer process connects");
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        wait::recv(&c, 1, &mut buf, dl()).unwrap(),
+        5,
+        "the peer's message before it dies"
+    );
+    // Reap it, so its /proc entry goes away (a zombie still has one).
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the peer was meant to abort");
+    match wait::recv(&c, 1, &mut buf, dl()) {
+        Err(Error::PeerClosed { .. }) => {}
+        other => panic!("expected PeerClosed from a dead peer process, got {other:?}"),
+    }
+}
+
+/// The peer half of the tests above; does nothing unless started by them.
+#[test]
+#[ignore = "runs only as the child process of the shm_process tests"]
+fn peer_process() {
+    let Ok(addr) = std::env::var(PEER_ENV) else {
+        eprintln!("{PEER_ENV} not set: this is the child half of another test");
+        return;
+    };
+    let bytes: Vec<u8> = (0..addr.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&addr[i..i + 2], 16).unwrap())
+        .collect();
+    let addr = ShmAddress::from_bytes(&bytes).unwrap();
+    let t = Shm::from_env().unwrap();
+    let c = wait::establish(t.connect(&addr).unwrap(), dl(), "parent").unwrap();
+    if std::env::var(MODE_ENV).as_deref() == Ok("abort") {
+        wait::send(&c, 1, b"hello", dl()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        // Die without closing: no destructor runs, the close flag is never set.
+        std::process::abort();
+    }
+    for n in SIZES {
+        let mut buf = vec![0u8; n];
+        assert_eq!(wait::recv(&c, 1, &mut buf, dl()).unwrap(), n);
+        wait::send(&c, 2, &buf, dl()).unwrap();
+    }
+    // Wait for the parent to finish reading before closing.
+    let mut none = [0u8; 1];
+    let _ = wait::recv(&c, 9, &mut none, dl());
+}
