@@ -404,7 +404,19 @@ impl Communicator {
             return Err(st.engine.fail(e));
         }
         st.engine.op = op;
-        f(&mut st)
+        let out = f(&mut st);
+        if let Err(e) = &out {
+            if st.engine.poisoned.is_none() {
+                // Whatever failed mid-call left the streams out of step: tell the peers now
+                // rather than let them wait for the timeout.
+                let reason = Error::Aborted {
+                    op,
+                    reason: e.to_string(),
+                };
+                st.engine.fail(reason);
+            }
+        }
+        out
     }
 
     /// Runs `f` in line: with the ticket a `start_*` call reserved for this thread, or a new one.

@@ -196,7 +196,7 @@ unsafe fn finalize(
         let src = if mat[i] {
             b.work.wrapping_add(r.start * b.esize).cast_const()
         } else {
-            b.input.wrapping_add((r.start - b.in_lo) * b.esize)
+            b.input_at(r.start)
         };
         let (red, epi) = match red {
             Some(rd) if plan.epilogue_after[i] => (rd, rd.epilogue),
@@ -262,6 +262,7 @@ pub(crate) unsafe fn all_reduce(
         in_hi: count,
         elems: count,
         esize,
+        parts: None,
     };
     let hdr = header(KIND_ALL_REDUCE, Some(dtype), Some(op), count, 0);
     let mat = execute(st, &plan, hdr, &b, Some(red))?;
@@ -342,7 +343,7 @@ pub(crate) unsafe fn reduce_scatter(
     }
     let n = c * p;
     let plan = plan(inner, st, OP, Collective::ReduceScatter, n * esize)?;
-    let owned = owned_blocks(&plan, inner.rank, n, c, OP)?;
+    let (owned, parts) = ownership(&plan, inner.rank, n, c, OP)?;
     if st.scratch.len() < n * esize {
         st.scratch.resize(n * esize, 0);
     }
@@ -353,6 +354,7 @@ pub(crate) unsafe fn reduce_scatter(
         in_hi: n,
         elems: n,
         esize,
+        parts,
     };
     let hdr = header(KIND_REDUCE_SCATTER, Some(dtype), Some(op), c, 0);
     let mat = execute(st, &plan, hdr, &b, Some(red))?;
@@ -360,27 +362,42 @@ pub(crate) unsafe fn reduce_scatter(
     unsafe { finalize(&plan, &b, &mat, Some(red), owned, output) }
 }
 
-fn owned_blocks(plan: &Plan, rank: usize, n: usize, c: usize, op: &'static str) -> Result<Blocks> {
-    let owned = plan
-        .schedule
-        .owned(rank as u32)
-        .ok_or_else(|| Error::Algorithm {
-            op,
-            algo: plan.schedule.algorithm.clone(),
-            detail: format!("the schedule gives rank {rank} no blocks"),
-        })?;
-    let r = owned.elems(n, plan.schedule.blocks);
-    if r != (rank * c..(rank + 1) * c) {
-        return Err(Error::Algorithm {
-            op,
-            algo: plan.schedule.algorithm.clone(),
-            detail: format!(
-                "rank {rank} owns elements {r:?}, expected {:?}",
-                rank * c..(rank + 1) * c
-            ),
-        });
+/// This rank's owned blocks, and the part map when ownership is not in rank order: work part
+/// `j` holds the part of rank `map[j]`.
+#[allow(clippy::type_complexity)]
+fn ownership(
+    plan: &Plan,
+    rank: usize,
+    n: usize,
+    c: usize,
+    op: &'static str,
+) -> Result<(Blocks, Option<(usize, Vec<usize>)>)> {
+    let err = |detail: String| Error::Algorithm {
+        op,
+        algo: plan.schedule.algorithm.clone(),
+        detail,
+    };
+    let p = plan.schedule.ranks;
+    let mut map = vec![usize::MAX; p];
+    for q in 0..p {
+        let owned = plan
+            .schedule
+            .owned(q as u32)
+            .ok_or_else(|| err(format!("the schedule gives rank {q} no blocks")))?;
+        let r = owned.elems(n, plan.schedule.blocks);
+        if c == 0 {
+            continue;
+        }
+        if r.len() != c || r.start % c != 0 || map[r.start / c] != usize::MAX {
+            return Err(err(format!(
+                "rank {q} owns elements {r:?}, not one whole part of {c}"
+            )));
+        }
+        map[r.start / c] = q;
     }
-    Ok(owned)
+    let owned = plan.schedule.owned(rank as u32).expect("checked above");
+    let in_order = c == 0 || map.iter().enumerate().all(|(j, &q)| j == q);
+    Ok((owned, (!in_order).then_some((c, map))))
 }
 
 /// All-gather: `input` (`in_bytes`) lands at `rank * in_bytes` of `output`.
@@ -411,20 +428,54 @@ pub(crate) unsafe fn all_gather(
         return Ok(());
     }
     let plan = plan(inner, st, OP, Collective::AllGather, n * esize)?;
-    let owned = owned_blocks(&plan, me, n, c, OP)?;
-    let in_place = std::ptr::eq(input, my_slot.cast_const());
+    let (owned, parts) = ownership(&plan, me, n, c, OP)?;
+    let hdr = header(KIND_ALL_GATHER, Some(dtype), None, c, 0);
+    let lo = owned.elems(n, plan.schedule.blocks).start;
+    let Some((_, map)) = parts else {
+        let in_place = std::ptr::eq(input, my_slot.cast_const());
+        let b = Buffers {
+            work: output,
+            input: if in_place { std::ptr::null() } else { input },
+            in_lo: lo,
+            in_hi: lo + c,
+            elems: n,
+            esize,
+            parts: None,
+        };
+        let mat = execute(st, &plan, hdr, &b, None)?;
+        // SAFETY: my slot of output is the work buffer; input is disjoint or it (then not lazy).
+        return unsafe { finalize(&plan, &b, &mat, None, owned, my_slot) };
+    };
+    // Ownership out of rank order: gather in scratch, then move each part to its rank's place.
+    if st.scratch.len() < n * esize {
+        st.scratch.resize(n * esize, 0);
+    }
     let b = Buffers {
-        work: output,
-        input: if in_place { std::ptr::null() } else { input },
-        in_lo: me * c,
-        in_hi: (me + 1) * c,
+        work: st.scratch.as_mut_ptr(),
+        input,
+        in_lo: lo,
+        in_hi: lo + c,
         elems: n,
         esize,
+        parts: None,
     };
-    let hdr = header(KIND_ALL_GATHER, Some(dtype), None, c, 0);
     let mat = execute(st, &plan, hdr, &b, None)?;
-    // SAFETY: my slot of output is the work buffer; input is disjoint or it (then not lazy).
-    unsafe { finalize(&plan, &b, &mat, None, owned, my_slot) }
+    // SAFETY: my part goes to my slot of output; input is disjoint from scratch.
+    unsafe { finalize(&plan, &b, &mat, None, owned, my_slot)? };
+    for (j, &q) in map.iter().enumerate() {
+        if q != me {
+            // SAFETY: part j of scratch and part q of output are in bounds (n elements each)
+            // and in different buffers.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    b.work.add(j * in_bytes),
+                    output.add(q * in_bytes),
+                    in_bytes,
+                )
+            };
+        }
+    }
+    Ok(())
 }
 
 /// Broadcast of `bytes` in place from `root`.
@@ -459,6 +510,7 @@ pub(crate) unsafe fn broadcast(
         in_hi: 0,
         elems: n,
         esize,
+        parts: None,
     };
     let hdr = header(KIND_BROADCAST, Some(dtype), None, n, root as u64);
     execute(st, &plan, hdr, &b, None).map(|_| ())
@@ -513,6 +565,7 @@ pub(crate) unsafe fn reduce(
         in_hi: n,
         elems: n,
         esize,
+        parts: None,
     };
     let hdr = header(KIND_REDUCE, Some(dtype), Some(op), n, root as u64);
     let mat = execute(st, &plan, hdr, &b, Some(red))?;

@@ -22,6 +22,9 @@ pub(crate) struct Buffers {
     pub in_hi: usize,
     pub elems: usize,
     pub esize: usize,
+    /// When the schedule's ownership is not in rank order (hierarchical reduce-scatter):
+    /// the part size `c` and, per part of the work buffer, the part of the input it reads.
+    pub parts: Option<(usize, Vec<usize>)>,
 }
 
 impl Buffers {
@@ -29,8 +32,17 @@ impl Buffers {
         self.work.wrapping_add(e * self.esize)
     }
 
-    fn input_at(&self, e: usize) -> *const u8 {
+    pub(crate) fn input_at(&self, e: usize) -> *const u8 {
+        let e = match &self.parts {
+            Some((c, map)) => map[e / c] * c + e % c,
+            None => e,
+        };
         self.input.wrapping_add((e - self.in_lo) * self.esize)
+    }
+
+    /// Which input part element `e` of the work buffer reads (0 without a part map).
+    fn part(&self, e: usize) -> usize {
+        self.parts.as_ref().map_or(0, |(c, _)| e / c)
     }
 }
 
@@ -46,24 +58,32 @@ pub(crate) fn initial_materialized(plan: &Plan, b: &Buffers) -> Vec<bool> {
         .collect()
 }
 
-/// Maximal runs of `blocks` with the same materialised state: (elements, materialised).
-fn runs(
+/// Maximal runs of `blocks` with the same materialised state (and, with a part map, the same
+/// input part, so that a lazy run reads contiguous input): (elements, materialised).
+fn runs<'a>(
     blocks: Blocks,
-    mat: &[bool],
-    elems: usize,
+    mat: &'a [bool],
+    b: &'a Buffers,
     nblocks: usize,
-) -> impl Iterator<Item = (std::ops::Range<usize>, bool)> + '_ {
+) -> impl Iterator<Item = (std::ops::Range<usize>, bool)> + 'a {
     let mut i = blocks.start;
+    let key = move |k: u32| {
+        let e = Blocks::one(k).elems(b.elems, nblocks).start;
+        (mat[k as usize], b.part(e))
+    };
     std::iter::from_fn(move || {
         if i >= blocks.end() {
             return None;
         }
-        let state = mat[i as usize];
+        let state = key(i);
         let start = i;
-        while i < blocks.end() && mat[i as usize] == state {
+        while i < blocks.end() && key(i) == state {
             i += 1;
         }
-        Some((Blocks::new(start, i - start).elems(elems, nblocks), state))
+        Some((
+            Blocks::new(start, i - start).elems(b.elems, nblocks),
+            state.0,
+        ))
     })
 }
 
@@ -106,7 +126,7 @@ fn post(
     match op {
         Op::Send { to, blocks } => {
             let mut left = total;
-            for (r, m) in runs(blocks, mat, b.elems, nb) {
+            for (r, m) in runs(blocks, mat, b, nb) {
                 let len = r.len() * b.esize;
                 if len == 0 {
                     continue;
@@ -147,7 +167,7 @@ fn post(
         }
         Op::RecvReduce { from, .. } | Op::RecvReduceSend { from, .. } => {
             let mut left = total;
-            let pieces: Vec<_> = runs(blocks, mat, b.elems, nb).collect();
+            let pieces: Vec<_> = runs(blocks, mat, b, nb).collect();
             for (r, m) in pieces {
                 let len = r.len() * b.esize;
                 if len == 0 {
