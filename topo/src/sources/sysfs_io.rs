@@ -74,7 +74,11 @@ fn read_dev(r: &SysfsReader, name: &str, addr: PciAddr) -> Dev {
     let revision_file = r.read(&format!("{d}/revision"));
     // Config space reads trap to the hypervisor in VMs (about 1 ms each here): read only
     // the header bytes, and only when the bus numbers or the revision are needed.
-    let config = if is_bridge || revision_file.is_none() { read_config_header(&r.path(&format!("{d}/config"))) } else { None };
+    let config = if is_bridge || revision_file.is_none() {
+        read_config_header(&r.path(&format!("{d}/config")))
+    } else {
+        None
+    };
     let revision = revision_file
         .map(|s| hex(Some(s)) as u8)
         .or_else(|| config.as_ref().and_then(|c| c.get(8).copied()))
