@@ -103,13 +103,42 @@ fn check_sysfs(case: &str, facts: &Path, f: &Value) -> Vec<String> {
             return Vec::new();
         }
     };
-    match oxccl_topo::sources::sysfs::discover(&top) {
+    // The facts come from hwloc's Linux backend alone: no GPU devices from the NVIDIA driver.
+    let opts = oxccl_topo::sources::sysfs::Options {
+        nvidia_driver_gpus: false,
+    };
+    match oxccl_topo::sources::sysfs::discover_with(&top, &opts) {
         Ok(t) => common::check_hwloc_facts(&format!("{case} (sysfs)"), &t, f)
             .into_iter()
             .filter(|m| !SYSFS_SKIPPED.iter().any(|s| m.contains(&format!(": {s}:"))))
             .collect(),
         Err(e) => vec![format!("{case}: discovery failed: {e}")],
     }
+}
+
+/// With the NVIDIA driver's GPU list, the AC922 tree's six V100 functions become GPUs.
+#[test]
+fn nvidia_driver_gpus_from_proc() {
+    let Some(root) = common::shared_dir() else {
+        return;
+    };
+    let tarball = root.join("sysfs/ibm-ac922-power9-gpu-numanodes.tar.bz2");
+    let tmp = common::TempDir::new("nv");
+    let top = match common::extract(&tarball, &tmp.0) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("skipping: {e}");
+            return;
+        }
+    };
+    let t = oxccl_topo::sources::sysfs::discover(&top).expect("discover");
+    assert_eq!(t.gpus().len(), 6);
+    assert!(t.find_osdev("nvml5").is_some());
+    assert_eq!(
+        t.counts().numa_nodes,
+        2,
+        "GPU memory NUMA nodes stay hidden"
+    );
 }
 
 fn strings(v: &Value) -> Vec<Vec<String>> {

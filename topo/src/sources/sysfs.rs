@@ -104,8 +104,30 @@ impl SysfsReader {
     }
 }
 
-/// Discovers the machine whose sysfs is at `root` (`/` for this one).
+/// Discovery options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Add an `nvmlN` GPU OS device (N in PCI bus order, as NVML numbers them) to each
+    /// GPU the NVIDIA driver lists in `/proc/driver/nvidia/gpus`, so GPUs count as GPUs
+    /// without loading NVML. hwloc's Linux backend alone does not (turn off to compare).
+    pub nvidia_driver_gpus: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            nvidia_driver_gpus: true,
+        }
+    }
+}
+
+/// Discovers the machine whose sysfs is at `root` (`/` for this one), default options.
 pub fn discover(root: &Path) -> Result<Topology, TopoError> {
+    discover_with(root, &Options::default())
+}
+
+/// Discovers the machine whose sysfs is at `root` with explicit options.
+pub fn discover_with(root: &Path, opts: &Options) -> Result<Topology, TopoError> {
     if !root.is_dir() {
         return Err(TopoError::io(
             root,
@@ -123,7 +145,7 @@ pub fn discover(root: &Path) -> Result<Topology, TopoError> {
     machine_infos(&r, &mut topo);
     let numa = numa_nodes(&r, &mut topo, &online);
     topo.finalize();
-    super::sysfs_io::discover_io(&r, &mut topo);
+    super::sysfs_io::discover_io(&r, &mut topo, opts);
     topo.finalize();
     if let Some(d) = numa {
         topo.distances.push(d);

@@ -146,7 +146,7 @@ fn io_parent(topo: &Topology, local: &CpuSet) -> ObjId {
 }
 
 /// Adds the PCI tree and OS devices of the sysfs tree to `topo`.
-pub(crate) fn discover_io(r: &SysfsReader, topo: &mut Topology) {
+pub(crate) fn discover_io(r: &SysfsReader, topo: &mut Topology, opts: &super::sysfs::Options) {
     let mut devs: BTreeMap<PciAddr, Dev> = BTreeMap::new();
     for name in r.list_dir("sys/bus/pci/devices") {
         match name.parse::<PciAddr>() {
@@ -211,6 +211,32 @@ pub(crate) fn discover_io(r: &SysfsReader, topo: &mut Topology) {
         }
     }
     os_devices(r, topo, &ids);
+    if opts.nvidia_driver_gpus {
+        nvidia_gpus(r, topo, &ids);
+    }
+}
+
+/// GPUs the NVIDIA driver lists: an `nvmlN` OS device each, with the model when known.
+fn nvidia_gpus(r: &SysfsReader, topo: &mut Topology, ids: &BTreeMap<PciAddr, ObjId>) {
+    let mut addrs: Vec<(PciAddr, String)> = r
+        .list_dir("proc/driver/nvidia/gpus")
+        .into_iter()
+        .filter_map(|n| n.parse::<PciAddr>().ok().map(|a| (a, n)))
+        .collect();
+    addrs.sort();
+    for (i, (a, dir)) in addrs.into_iter().enumerate() {
+        let Some(&id) = ids.get(&a) else { continue };
+        let mut o = Object::new(ObjType::OSDev);
+        o.name = Some(format!("nvml{i}"));
+        o.subtype = Some("NVML".into());
+        o.attr = ObjAttr::OsDev(OsDevType::Gpu);
+        if let Some(info) = r.read(&format!("proc/driver/nvidia/gpus/{dir}/information")) {
+            if let Some(m) = info.lines().find_map(|l| l.strip_prefix("Model:")) {
+                o.infos.push(("GPUModel".into(), m.trim().to_string()));
+            }
+        }
+        topo.add(id, o);
+    }
 }
 
 fn max_bus(
