@@ -1,0 +1,192 @@
+//! Failures become errors on every rank, promptly: mismatched calls, a rank that aborts or never
+//! comes, a stranger at the store, a port in use.
+
+use oxccl_collectives::{Bootstrap, Communicator, DataType, Error, LocalTransport, Options, ReduceOp, StoreAddr};
+use std::time::{Duration, Instant};
+
+fn opts(timeout_s: f64) -> Options {
+    Options { timeout: Duration::from_secs_f64(timeout_s), ..Options::default() }
+}
+
+/// Runs `f(rank, comm)` on 2..p thread ranks and returns each rank's result and duration.
+fn each<T: Send + 'static>(
+    p: usize,
+    o: Options,
+    f: impl Fn(usize, Communicator) -> Result<T, Error> + Send + Sync + Clone + 'static,
+) -> Vec<(Result<T, Error>, Duration)> {
+    let comms = Communicator::local_with(p, LocalTransport::Memory, o).unwrap();
+    let hs: Vec<_> = comms
+        .into_iter()
+        .map(|c| {
+            let f = f.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let r = f(c.rank(), c);
+                (r, t.elapsed())
+            })
+        })
+        .collect();
+    hs.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn mismatched_calls_fail_on_every_rank() {
+    type Case = fn(usize, &Communicator) -> Result<(), Error>;
+    let cases: Vec<(&str, Case)> = vec![
+        ("count", |r, c| c.all_reduce(&vec![1f32; 10 + r], &mut vec![0f32; 10 + r], ReduceOp::Sum)),
+        ("dtype", |r, c| {
+            if r == 0 {
+                c.all_reduce(&[1f32; 4], &mut [0f32; 4], ReduceOp::Sum)
+            } else {
+                c.all_reduce(&[1i32; 4], &mut [0i32; 4], ReduceOp::Sum)
+            }
+        }),
+        ("op", |r, c| {
+            let op = if r == 1 { ReduceOp::Max } else { ReduceOp::Sum };
+            c.all_reduce(&[1f64; 3], &mut [0f64; 3], op)
+        }),
+        ("collective", |r, c| {
+            let mut b = vec![1u8; 64];
+            if r == 0 {
+                c.broadcast(&mut b, 0)
+            } else {
+                c.all_reduce_in_place(&mut b, ReduceOp::Sum)
+            }
+        }),
+        ("large count", |r, c| {
+            let n = 100_000 + r * 8;
+            c.all_reduce(&vec![1f32; n], &mut vec![0f32; n], ReduceOp::Sum)
+        }),
+        ("root", |r, c| c.broadcast(&mut [0u32; 5000], r % 2)),
+    ];
+    for (name, case) in cases {
+        // A rank whose own peers agreed may finish the call, but then the communicator is
+        // aborted under it: its next call fails.
+        let res = each(3, opts(20.0), move |r, c| case(r, &c).and_then(|()| c.barrier()));
+        for (r, (out, took)) in res.iter().enumerate() {
+            assert!(out.is_err(), "{name}: rank {r} succeeded");
+            assert!(*took < Duration::from_secs(10), "{name}: rank {r} took {took:?}");
+        }
+        assert!(
+            res.iter().any(|(o, _)| matches!(o, Err(Error::Mismatch { .. }))),
+            "{name}: no rank reported a mismatch: {:?}",
+            res.iter().map(|(o, _)| o.as_ref().err().map(ToString::to_string)).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn a_rank_that_never_comes_times_out_naming_it() {
+    let res = each(3, opts(0.5), |r, c| {
+        if r == 2 {
+            // Stay alive past the others' deadline without calling.
+            std::thread::sleep(Duration::from_secs(2));
+            return Ok(());
+        }
+        c.all_reduce(&vec![1f32; 50_000], &mut vec![0f32; 50_000], ReduceOp::Sum)
+    });
+    for (r, (out, took)) in res.iter().take(2).enumerate() {
+        let e = out.as_ref().expect_err("must fail");
+        assert!(*took < Duration::from_millis(1900), "rank {r} took {took:?}");
+        let msg = e.to_string();
+        assert!(msg.contains("all_reduce") && msg.contains("rank"), "rank {r}: {msg}");
+    }
+}
+
+#[test]
+fn abort_stops_the_peers_quickly() {
+    let res = each(4, opts(30.0), |r, c| {
+        if r == 3 {
+            std::thread::sleep(Duration::from_millis(100));
+            c.abort();
+            // Every later call fails at once.
+            let e = c.barrier().expect_err("aborted");
+            assert!(matches!(e, Error::Aborted { .. }), "{e}");
+            return Ok(());
+        }
+        c.all_reduce(&vec![1f32; 1 << 20], &mut vec![0f32; 1 << 20], ReduceOp::Sum)
+    });
+    for (r, (out, took)) in res.iter().take(3).enumerate() {
+        assert!(out.is_err(), "rank {r} succeeded");
+        assert!(*took < Duration::from_secs(10), "rank {r} took {took:?}");
+    }
+}
+
+#[test]
+fn abort_from_another_thread_interrupts_a_call() {
+    let res = each(2, opts(30.0), |r, c| {
+        if r == 0 {
+            let c2 = c.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                c2.abort();
+            });
+        } else {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Rank 1 waits for a message rank 0 never sends.
+        if r == 1 {
+            c.recv(&mut [0u8; 16], 0)
+        } else {
+            c.recv(&mut [0u8; 16], 1)
+        }
+    });
+    for (r, (out, took)) in res.iter().enumerate() {
+        assert!(out.is_err(), "rank {r}");
+        assert!(*took < Duration::from_secs(10), "rank {r} took {took:?}");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn ranks_meet_at_the_store_and_a_stranger_is_refused() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let o = opts(20.0);
+    let hs: Vec<_> = (0..3)
+        .map(|r| {
+            let (addr, o) = (addr.clone(), o.clone());
+            std::thread::spawn(move || {
+                let c = Communicator::init_with(Bootstrap::new(r, 3, StoreAddr::Tcp(addr), "the secret"), o).unwrap();
+                let mut x = [r as u64 + 1];
+                c.all_reduce_in_place(&mut x, ReduceOp::Sum).unwrap();
+                assert_eq!(x, [6]);
+                // One process: every pair shares memory.
+                for q in (0..3).filter(|&q| q != r) {
+                    assert_eq!(c.transport_to(q), Some(oxccl_collectives::LinkKind::Shm));
+                }
+                // Keep rank 0's store up while the stranger knocks.
+                std::thread::sleep(Duration::from_millis(500));
+                c.barrier().unwrap();
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let stranger = Communicator::init_with(Bootstrap::new(1, 3, StoreAddr::Tcp(addr.clone()), "guess"), opts(5.0));
+    let e = stranger.expect_err("a wrong secret must be refused");
+    assert!(matches!(e, Error::Refused { .. }), "{e}");
+    for h in hs {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let e = Communicator::init_with(Bootstrap::new(0, 2, StoreAddr::Tcp(addr), "s"), opts(2.0)).unwrap_err();
+    assert!(matches!(e, Error::AddrInUse { .. }), "{e}");
+    assert!(e.to_string().contains("in use"));
+}
+
+#[test]
+fn dtype_erased_calls_validate_dtype() {
+    let res = each(2, opts(5.0), |_, c| {
+        c.all_reduce_bytes(&[0u8; 6], &mut [0u8; 6], DataType::F32, ReduceOp::Sum)
+    });
+    for (out, _) in res {
+        assert!(matches!(out, Err(Error::Invalid { .. })));
+    }
+}
