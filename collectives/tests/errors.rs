@@ -1,11 +1,16 @@
 //! Failures become errors on every rank, promptly: mismatched calls, a rank that aborts or never
 //! comes, a stranger at the store, a port in use.
 
-use oxccl_collectives::{Bootstrap, Communicator, DataType, Error, LocalTransport, Options, ReduceOp, StoreAddr};
+use oxccl_collectives::{
+    Bootstrap, Communicator, DataType, Error, LocalTransport, Options, ReduceOp, StoreAddr,
+};
 use std::time::{Duration, Instant};
 
 fn opts(timeout_s: f64) -> Options {
-    Options { timeout: Duration::from_secs_f64(timeout_s), ..Options::default() }
+    Options {
+        timeout: Duration::from_secs_f64(timeout_s),
+        ..Options::default()
+    }
 }
 
 /// Runs `f(rank, comm)` on 2..p thread ranks and returns each rank's result and duration.
@@ -33,7 +38,9 @@ fn each<T: Send + 'static>(
 fn mismatched_calls_fail_on_every_rank() {
     type Case = fn(usize, &Communicator) -> Result<(), Error>;
     let cases: Vec<(&str, Case)> = vec![
-        ("count", |r, c| c.all_reduce(&vec![1f32; 10 + r], &mut vec![0f32; 10 + r], ReduceOp::Sum)),
+        ("count", |r, c| {
+            c.all_reduce(&vec![1f32; 10 + r], &mut vec![0f32; 10 + r], ReduceOp::Sum)
+        }),
         ("dtype", |r, c| {
             if r == 0 {
                 c.all_reduce(&[1f32; 4], &mut [0f32; 4], ReduceOp::Sum)
@@ -62,15 +69,23 @@ fn mismatched_calls_fail_on_every_rank() {
     for (name, case) in cases {
         // A rank whose own peers agreed may finish the call, but then the communicator is
         // aborted under it: its next call fails.
-        let res = each(3, opts(20.0), move |r, c| case(r, &c).and_then(|()| c.barrier()));
+        let res = each(3, opts(20.0), move |r, c| {
+            case(r, &c).and_then(|()| c.barrier())
+        });
         for (r, (out, took)) in res.iter().enumerate() {
             assert!(out.is_err(), "{name}: rank {r} succeeded");
-            assert!(*took < Duration::from_secs(10), "{name}: rank {r} took {took:?}");
+            assert!(
+                *took < Duration::from_secs(10),
+                "{name}: rank {r} took {took:?}"
+            );
         }
         assert!(
-            res.iter().any(|(o, _)| matches!(o, Err(Error::Mismatch { .. }))),
+            res.iter()
+                .any(|(o, _)| matches!(o, Err(Error::Mismatch { .. }))),
             "{name}: no rank reported a mismatch: {:?}",
-            res.iter().map(|(o, _)| o.as_ref().err().map(ToString::to_string)).collect::<Vec<_>>()
+            res.iter()
+                .map(|(o, _)| o.as_ref().err().map(ToString::to_string))
+                .collect::<Vec<_>>()
         );
     }
 }
@@ -87,9 +102,15 @@ fn a_rank_that_never_comes_times_out_naming_it() {
     });
     for (r, (out, took)) in res.iter().take(2).enumerate() {
         let e = out.as_ref().expect_err("must fail");
-        assert!(*took < Duration::from_millis(1900), "rank {r} took {took:?}");
+        assert!(
+            *took < Duration::from_millis(1900),
+            "rank {r} took {took:?}"
+        );
         let msg = e.to_string();
-        assert!(msg.contains("all_reduce") && msg.contains("rank"), "rank {r}: {msg}");
+        assert!(
+            msg.contains("all_reduce") && msg.contains("rank"),
+            "rank {r}: {msg}"
+        );
     }
 }
 
@@ -104,7 +125,11 @@ fn abort_stops_the_peers_quickly() {
             assert!(matches!(e, Error::Aborted { .. }), "{e}");
             return Ok(());
         }
-        c.all_reduce(&vec![1f32; 1 << 20], &mut vec![0f32; 1 << 20], ReduceOp::Sum)
+        c.all_reduce(
+            &vec![1f32; 1 << 20],
+            &mut vec![0f32; 1 << 20],
+            ReduceOp::Sum,
+        )
     });
     for (r, (out, took)) in res.iter().take(3).enumerate() {
         assert!(out.is_err(), "rank {r} succeeded");
@@ -138,7 +163,11 @@ fn abort_from_another_thread_interrupts_a_call() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -149,7 +178,11 @@ fn ranks_meet_at_the_store_and_a_stranger_is_refused() {
         .map(|r| {
             let (addr, o) = (addr.clone(), o.clone());
             std::thread::spawn(move || {
-                let c = Communicator::init_with(Bootstrap::new(r, 3, StoreAddr::Tcp(addr), "the secret"), o).unwrap();
+                let c = Communicator::init_with(
+                    Bootstrap::new(r, 3, StoreAddr::Tcp(addr), "the secret"),
+                    o,
+                )
+                .unwrap();
                 let mut x = [r as u64 + 1];
                 c.all_reduce_in_place(&mut x, ReduceOp::Sum).unwrap();
                 assert_eq!(x, [6]);
@@ -164,7 +197,10 @@ fn ranks_meet_at_the_store_and_a_stranger_is_refused() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(200));
-    let stranger = Communicator::init_with(Bootstrap::new(1, 3, StoreAddr::Tcp(addr.clone()), "guess"), opts(5.0));
+    let stranger = Communicator::init_with(
+        Bootstrap::new(1, 3, StoreAddr::Tcp(addr.clone()), "guess"),
+        opts(5.0),
+    );
     let e = stranger.expect_err("a wrong secret must be refused");
     assert!(matches!(e, Error::Refused { .. }), "{e}");
     for h in hs {
@@ -176,7 +212,8 @@ fn ranks_meet_at_the_store_and_a_stranger_is_refused() {
 fn a_port_in_use_is_a_clear_error() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
-    let e = Communicator::init_with(Bootstrap::new(0, 2, StoreAddr::Tcp(addr), "s"), opts(2.0)).unwrap_err();
+    let e = Communicator::init_with(Bootstrap::new(0, 2, StoreAddr::Tcp(addr), "s"), opts(2.0))
+        .unwrap_err();
     assert!(matches!(e, Error::AddrInUse { .. }), "{e}");
     assert!(e.to_string().contains("in use"));
 }

@@ -1,0 +1,366 @@
+//! Ranks as separate processes: this test binary starts copies of itself (the role in
+//! `OXCCL_TEST_ROLE`) with `OXCCL_*` bootstrap variables, as a launcher would.
+//!
+//! - three processes on one host run every collective over shared memory;
+//! - one of three processes is killed in the middle of a large all-reduce: the others fail
+//!   with an error naming the operation and a peer, within `OXCCL_TIMEOUT`;
+//! - two "hosts" (network namespaces joined by a veth pair) with two ranks each: the
+//!   hierarchical all-reduce runs over shm inside a namespace and TCP across (skipped, with the
+//!   reason printed, where namespaces cannot be made).
+
+use oxccl_collectives::schedule::Collective;
+use oxccl_collectives::{Communicator, LinkKind, ReduceOp};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn main() {
+    if let Ok(role) = std::env::var("OXCCL_TEST_ROLE") {
+        std::process::exit(child(&role));
+    }
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let tests: [(&str, fn()); 3] = [
+        ("three_processes_over_shm", three_processes_over_shm),
+        (
+            "killing_a_rank_fails_the_others_in_time",
+            killing_a_rank_fails_the_others_in_time,
+        ),
+        (
+            "two_hosts_in_network_namespaces",
+            two_hosts_in_network_namespaces,
+        ),
+    ];
+    for (name, t) in tests {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        println!("test {name} ...");
+        t();
+        println!("test {name} ... ok");
+    }
+}
+
+// ----- the ranks ---------------------------------------------------------------------------
+
+fn child(role: &str) -> i32 {
+    let comm = match Communicator::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rank init failed: {e}");
+            return 2;
+        }
+    };
+    let r = match role {
+        "ops" => ops(&comm),
+        "loop" => big_loop(&comm),
+        "hier" => hier(&comm),
+        other => Err(format!("unknown role {other}")),
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            println!("error: {e}");
+            3
+        }
+    }
+}
+
+fn ops(c: &Communicator) -> Result<(), String> {
+    let (p, me) = (c.size(), c.rank());
+    for q in (0..p).filter(|&q| q != me) {
+        if c.transport_to(q) != Some(LinkKind::Shm) {
+            return Err(format!(
+                "rank {me} reaches {q} over {:?}, not shm",
+                c.transport_to(q)
+            ));
+        }
+    }
+    for n in [1usize, 1000, 333_333] {
+        let input: Vec<f32> = (0..n).map(|i| ((me * 7 + i) % 100) as f32).collect();
+        let mut out = vec![0f32; n];
+        c.all_reduce(&input, &mut out, ReduceOp::Sum)
+            .map_err(|e| e.to_string())?;
+        for (i, v) in out.iter().enumerate() {
+            let want: f32 = (0..p).map(|q| ((q * 7 + i) % 100) as f32).sum();
+            if *v != want {
+                return Err(format!("all_reduce n={n} element {i}: {v} != {want}"));
+            }
+        }
+        let mut rs = vec![0f32; n];
+        let rs_in: Vec<f32> = (0..n * p).map(|i| (i % 13 + me) as f32).collect();
+        c.reduce_scatter(&rs_in, &mut rs, ReduceOp::Max)
+            .map_err(|e| e.to_string())?;
+        for (i, v) in rs.iter().enumerate() {
+            let want = ((me * n + i) % 13 + p - 1) as f32;
+            if *v != want {
+                return Err(format!("reduce_scatter n={n} element {i}: {v} != {want}"));
+            }
+        }
+        let mut ag = vec![0u32; n * p];
+        c.all_gather(&vec![me as u32; n], &mut ag)
+            .map_err(|e| e.to_string())?;
+        if ag.iter().enumerate().any(|(i, &v)| v != (i / n) as u32) {
+            return Err(format!("all_gather n={n} wrong"));
+        }
+        let mut b: Vec<u64> = if me == 1 {
+            (0..n as u64).collect()
+        } else {
+            vec![0; n]
+        };
+        c.broadcast(&mut b, 1).map_err(|e| e.to_string())?;
+        if b.iter().enumerate().any(|(i, &v)| v != i as u64) {
+            return Err(format!("broadcast n={n} wrong"));
+        }
+    }
+    c.barrier().map_err(|e| e.to_string())
+}
+
+fn big_loop(c: &Communicator) -> Result<(), String> {
+    let n = 8 << 20; // 32 MiB of f32
+    let input = vec![1f32; n];
+    let mut out = vec![0f32; n];
+    for i in 0.. {
+        c.all_reduce(&input, &mut out, ReduceOp::Sum)
+            .map_err(|e| e.to_string())?;
+        if i == 0 {
+            println!("started");
+        }
+    }
+    Ok(())
+}
+
+fn hier(c: &Communicator) -> Result<(), String> {
+    let (p, me) = (c.size(), c.rank());
+    let host = c.topology().host_of[me];
+    for q in (0..p).filter(|&q| q != me) {
+        let want = if c.topology().host_of[q] == host {
+            LinkKind::Shm
+        } else {
+            LinkKind::Tcp
+        };
+        if c.transport_to(q) != Some(want) {
+            return Err(format!(
+                "rank {me} reaches {q} over {:?}, expected {want:?}",
+                c.transport_to(q)
+            ));
+        }
+    }
+    let n = 1 << 20;
+    let algo = c
+        .algorithm_for(Collective::AllReduce, n * 4)
+        .map_err(|e| e.to_string())?;
+    if !algo.starts_with("hier:") {
+        return Err(format!(
+            "all-reduce of 4 MiB chose {algo}, expected the hierarchical one"
+        ));
+    }
+    let input: Vec<f32> = (0..n).map(|i| ((me * 31 + i) % 1000) as f32).collect();
+    let mut out = vec![0f32; n];
+    c.all_reduce(&input, &mut out, ReduceOp::Sum)
+        .map_err(|e| e.to_string())?;
+    for (i, v) in out.iter().enumerate() {
+        let want: f32 = (0..p).map(|q| ((q * 31 + i) % 1000) as f32).sum();
+        if *v != want {
+            return Err(format!("element {i}: {v} != {want}"));
+        }
+    }
+    println!(
+        "rank {me}: {algo}, links {:?}",
+        (0..p).map(|q| c.transport_to(q)).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+// ----- the launcher side -------------------------------------------------------------------
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Ranks(Vec<Child>);
+
+impl Drop for Ranks {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(
+    role: &str,
+    p: usize,
+    store: &str,
+    timeout_s: &str,
+    prefix: &dyn Fn(usize) -> Vec<String>,
+) -> Ranks {
+    let exe = std::env::current_exe().unwrap();
+    Ranks(
+        (0..p)
+            .map(|r| {
+                let mut argv = prefix(r);
+                argv.push(exe.display().to_string());
+                let mut cmd = Command::new(&argv[0]);
+                cmd.args(&argv[1..])
+                    .env("OXCCL_TEST_ROLE", role)
+                    .env("OXCCL_RANK", r.to_string())
+                    .env("OXCCL_SIZE", p.to_string())
+                    .env("OXCCL_STORE_ADDR", store)
+                    .env("OXCCL_SECRET", "processes-test")
+                    .env("OXCCL_TIMEOUT", timeout_s)
+                    .stdout(Stdio::piped());
+                cmd.spawn().unwrap()
+            })
+            .collect(),
+    )
+}
+
+/// Waits for every rank; returns (exit code, stdout) per rank. Fails past `limit`.
+fn wait_all(ranks: &mut Ranks, limit: Duration) -> Vec<(i32, String)> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    for (r, c) in ranks.0.iter_mut().enumerate() {
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                let mut s = String::new();
+                if let Some(o) = c.stdout.as_mut() {
+                    use std::io::Read;
+                    let _ = o.read_to_string(&mut s);
+                }
+                out.push((status.code().unwrap_or(-1), s));
+                break;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "rank {r} still running after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    out
+}
+
+fn three_processes_over_shm() {
+    let store = format!("127.0.0.1:{}", free_port());
+    let mut ranks = spawn("ops", 3, &store, "60", &|_| Vec::new());
+    for (r, (code, out)) in wait_all(&mut ranks, Duration::from_secs(120))
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(code, 0, "rank {r} failed: {out}");
+    }
+}
+
+fn killing_a_rank_fails_the_others_in_time() {
+    let store = format!("127.0.0.1:{}", free_port());
+    let timeout = 5.0;
+    let mut ranks = spawn("loop", 3, &store, &timeout.to_string(), &|_| Vec::new());
+    // Wait for rank 1 to finish one all-reduce, then kill it in the middle of the next ones.
+    let stdout = ranks.0[1].stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "started");
+    std::thread::sleep(Duration::from_millis(50));
+    ranks.0[1].kill().unwrap();
+    let killed_at = Instant::now();
+    let results = wait_all(&mut ranks, Duration::from_secs(60));
+    let took = killed_at.elapsed();
+    assert!(
+        took < Duration::from_secs_f64(timeout + 2.0),
+        "survivors took {took:?} to notice"
+    );
+    for r in [0, 2] {
+        let (code, out) = &results[r];
+        assert_eq!(
+            *code, 3,
+            "rank {r} should fail with an error, got code {code}: {out}"
+        );
+        assert!(
+            out.contains("all_reduce") && out.contains("rank"),
+            "rank {r}: {out}"
+        );
+        println!("  rank {r} after {took:?}: {}", out.trim());
+    }
+}
+
+/// Removes the namespaces even when the test fails.
+struct Netns(Vec<String>);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn two_hosts_in_network_namespaces() {
+    let tag = std::process::id() % 100_000;
+    let (a, b) = (format!("oxa{tag}"), format!("oxb{tag}"));
+    let guard = Netns(Vec::new());
+    let setup = || -> Result<Netns, String> {
+        let mut g = Netns(Vec::new());
+        ip(&["netns", "add", &a])?;
+        g.0.push(a.clone());
+        ip(&["netns", "add", &b])?;
+        g.0.push(b.clone());
+        let (va, vb) = (format!("va{tag}"), format!("vb{tag}"));
+        ip(&[
+            "link", "add", &va, "netns", &a, "type", "veth", "peer", "name", &vb, "netns", &b,
+        ])?;
+        ip(&["-n", &a, "addr", "add", "10.203.0.1/24", "dev", &va])?;
+        ip(&["-n", &b, "addr", "add", "10.203.0.2/24", "dev", &vb])?;
+        for (ns, dev) in [(&a, &va), (&b, &vb)] {
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(g)
+    };
+    let _guard = match setup() {
+        Ok(g) => {
+            drop(guard);
+            g
+        }
+        Err(e) => {
+            println!("  SKIPPED: cannot make network namespaces here ({e})");
+            return;
+        }
+    };
+    let store = "10.203.0.1:29701";
+    let prefix = |r: usize| -> Vec<String> {
+        let ns = if r < 2 { &a } else { &b };
+        vec!["ip".into(), "netns".into(), "exec".into(), ns.clone()]
+    };
+    let mut ranks = spawn("hier", 4, store, "30", &prefix);
+    for (r, (code, out)) in wait_all(&mut ranks, Duration::from_secs(120))
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(code, 0, "rank {r} failed: {out}");
+        println!("  {}", out.trim());
+    }
+}
