@@ -152,3 +152,35 @@ fn cluster_dimensions_from_real_nodes() {
     assert_eq!(c.world_size(), 512);
     assert_eq!(c.intra_node_bandwidth(), Some(150.0));
 }
+
+/// hwloc XML -> NCCL XML -> import keeps GPUs, NICs, NVLink counts and the classes NCCL's
+/// format can express (it has no host bridges, so PHB between root ports becomes NODE).
+#[test]
+fn nccl_export_round_trip_keeps_classes() {
+    let Some(root) = common::shared_dir() else {
+        return;
+    };
+    for rel in [
+        "hwloc-xml/llnl-lassen-ibm-ac922-power9-4xV100.xml",
+        "hwloc-xml/nvidia-dgx2h-16xV100-nvswitch.xml",
+        "hwloc-xml/llnl-pascal-broadwell-2xP100-ib.xml",
+    ] {
+        let t = load(&root, rel);
+        let xml = sources::nccl_xml::to_string(&t);
+        let back = sources::nccl_xml::parse("exported.xml", xml.as_bytes())
+            .unwrap_or_else(|e| panic!("{rel}: {e}\n{xml}"));
+        assert_eq!(back.gpus().len(), t.gpus().len(), "{rel}");
+        assert_eq!(back.nics().len(), t.nics().len(), "{rel}");
+        let (a, b) = (t.matrix(), back.matrix());
+        assert_eq!(a.nic_names, b.nic_names, "{rel}");
+        for i in 0..a.cells.len() {
+            for j in 0..a.cells.len() {
+                let want = match a.cells[i][j] {
+                    PathClass::Phb => PathClass::Node,
+                    c => c,
+                };
+                assert_eq!(b.cells[i][j], want, "{rel}: cell {i},{j}");
+            }
+        }
+    }
+}

@@ -496,3 +496,36 @@ pub(crate) fn links_from_distances(topo: &mut Topology) {
     }
     topo.links.extend(links);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nvlink_counts_from_bandwidth() {
+        assert_eq!(nvlink_count(0), 0);
+        assert_eq!(nvlink_count(20_000), 1); // NVLink 1.0
+        assert_eq!(nvlink_count(40_000), 2); // P100 pair (S822LC)
+        assert_eq!(nvlink_count(80_000), 4);
+        assert_eq!(nvlink_count(25_000), 1); // NVLink 2.0+
+        assert_eq!(nvlink_count(50_000), 2);
+        assert_eq!(nvlink_count(150_000), 6); // V100 to six NVSwitches
+        assert_eq!(nvlink_count(450_000), 18); // H100
+        assert_eq!(nvlink_count(26_000), 1);
+    }
+
+    #[test]
+    fn v1_numa_with_children_moves_up() {
+        let xml = br#"<topology><object type="Machine" os_index="0" cpuset="0x3" nodeset="0x1">
+          <object type="NUMANode" os_index="0" cpuset="0x3" nodeset="0x1" local_memory="1024">
+            <object type="Socket" os_index="0" cpuset="0x3" nodeset="0x1">
+              <object type="Cache" cpuset="0x3" nodeset="0x1" cache_size="1024" depth="2" cache_type="0">
+                <object type="Core" os_index="0" cpuset="0x3" nodeset="0x1">
+                  <object type="PU" os_index="0" cpuset="0x1"/><object type="PU" os_index="1" cpuset="0x2"/>
+                </object></object></object></object></object></topology>"#;
+        let t = parse("v1.xml", xml).unwrap();
+        let numa = t.objects_of_type(ObjType::NUMANode)[0];
+        assert_eq!(t.obj(t.obj(numa).parent.unwrap()).kind, ObjType::Package);
+        assert_eq!(t.counts().caches["L2Cache"], 1);
+    }
+}

@@ -232,6 +232,9 @@ fn pci<'a>(
         });
     } else {
         o = Object::new(ObjType::PCIDev);
+        if class >> 8 == 0x0680 {
+            o.subtype = Some("NVSwitch".into()); // NCCL's rule: class 0x068000 is an NVSwitch
+        }
         o.attr = ObjAttr::Pci(info);
     }
     let id = topo.add(parent, o);
@@ -306,7 +309,8 @@ fn nic(ctx: &Ctx, e: &Elem, topo: &mut Topology, parent: ObjId) -> Result<(), To
     Ok(())
 }
 
-/// Writes NCCL topology XML: one `<cpu>` per NUMA node with the I/O local to it.
+/// Writes NCCL topology XML: one `<cpu>` per NUMA node with the I/O local to it, keeping
+/// only the PCI paths that lead to GPUs, NICs and NVSwitches (as NCCL's own dumps do).
 pub fn to_string(t: &Topology) -> String {
     let mut out = String::from("<system version=\"1\">\n");
     let mut numas = t.objects_of_type(ObjType::NUMANode);
@@ -354,7 +358,25 @@ pub fn to_string(t: &Topology) -> String {
     out
 }
 
+/// Whether an I/O subtree holds a GPU, a NIC or an NVSwitch: NCCL files show only those.
+fn relevant(t: &Topology, id: ObjId) -> bool {
+    let o = t.obj(id);
+    if o.kind == ObjType::OSDev {
+        return matches!(
+            o.osdev_type(),
+            Some(OsDevType::OpenFabrics | OsDevType::Network)
+        );
+    }
+    t.is_gpu(id)
+        || t.is_nic(id)
+        || t.is_nvswitch(id)
+        || o.io_children.iter().any(|c| relevant(t, *c))
+}
+
 fn io_elem(t: &Topology, id: ObjId, depth: usize, out: &mut String) {
+    if !relevant(t, id) {
+        return;
+    }
     let o = t.obj(id);
     let pad = "  ".repeat(depth);
     match o.kind {
@@ -364,7 +386,10 @@ fn io_elem(t: &Topology, id: ObjId, depth: usize, out: &mut String) {
             }
         }
         ObjType::Bridge | ObjType::PCIDev => {
-            let p = o.pci().cloned().unwrap_or_default();
+            let mut p = o.pci().cloned().unwrap_or_default();
+            if t.is_nvswitch(id) {
+                p.class_id = 0x0680; // how NCCL recognises an NVSwitch
+            }
             let speed = if p.link_gts > 0.0 {
                 format!("{:.1} GT/s PCIe", p.link_gts)
             } else {
@@ -448,7 +473,14 @@ fn gpu_elem(t: &Topology, id: ObjId, depth: usize, out: &mut String) {
     for (other, count) in links {
         let o = t.obj(other);
         let (target, tclass) = match o.pci() {
-            Some(p) => (p.addr.to_string(), format!("0x{:04x}00", p.class_id)),
+            Some(p) => {
+                let class = if t.is_nvswitch(other) {
+                    0x0680
+                } else {
+                    p.class_id
+                };
+                (p.addr.to_string(), format!("0x{class:04x}00"))
+            }
             None => continue,
         };
         let _ = writeln!(
