@@ -155,7 +155,10 @@ pub fn discover_with(root: &Path, opts: &Options) -> Result<Topology, TopoError>
 
 fn online_cpus(r: &SysfsReader) -> CpuSet {
     if let Some(c) = r.read_list("sys/devices/system/cpu/online") {
-        return c;
+        if c.weight().is_some_and(|w| w <= 1 << 16) {
+            return c;
+        }
+        tracing::warn!("sys/devices/system/cpu/online lists more than 65536 CPUs; using the cpuN folders");
     }
     tracing::warn!("no sys/devices/system/cpu/online; using the cpuN folders");
     let mut c = CpuSet::new();
