@@ -1,5 +1,6 @@
 //! The sealed `Element` trait and the scalar arithmetic every backend falls back to.
 
+use crate::convert;
 use crate::types::{code, DataType, EpiParams};
 use half::{bf16, f16};
 
@@ -76,8 +77,21 @@ macro_rules! float_scalar {
 
 float_scalar!(f32, f32, DataType::F32, |x| x, |a| a);
 float_scalar!(f64, f64, DataType::F64, |x| x, |a| a);
-float_scalar!(f16, f32, DataType::F16, f16::to_f32, f16::from_f32);
-float_scalar!(bf16, f32, DataType::BF16, bf16::to_f32, bf16::from_f32);
+// The crate's own conversions (not `half`'s calls), so that the loops vectorise.
+float_scalar!(
+    f16,
+    f32,
+    DataType::F16,
+    |x: f16| convert::f16_to_f32(x.to_bits()),
+    |a| f16::from_bits(convert::f32_to_f16(a))
+);
+float_scalar!(
+    bf16,
+    f32,
+    DataType::BF16,
+    |x: bf16| convert::bf16_to_f32(x.to_bits()),
+    |a| bf16::from_bits(convert::f32_to_bf16(a))
+);
 
 macro_rules! int_scalar {
     ($t:ty, $dt:expr) => {

@@ -68,6 +68,7 @@
 //! ```
 
 mod api;
+mod convert;
 mod cpu;
 pub mod cuda;
 mod element;

@@ -60,52 +60,10 @@ struct F16(u16);
 #[repr(transparent)]
 struct Bf16(u16);
 
-#[inline(always)]
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h as u32) & 0x8000) << 16;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let man = (h & 0x3ff) as u32;
-    if exp == 0 {
-        // Zero or subnormal: man * 2^-24, exact in f32.
-        f32::from_bits((man as f32 * (1.0 / 16_777_216.0)).to_bits() | sign)
-    } else if exp == 31 {
-        f32::from_bits(sign | 0x7f80_0000 | (man << 13))
-    } else {
-        f32::from_bits(sign | ((exp + 112) << 23) | (man << 13))
-    }
-}
-
-#[inline(always)]
-fn f32_to_f16(f: f32) -> u16 {
-    let x = f.to_bits();
-    let sign = ((x >> 16) & 0x8000) as u16;
-    let ax = x & 0x7fff_ffff;
-    if ax > 0x7f80_0000 {
-        return sign | 0x7e00 | ((ax >> 13) & 0x3ff) as u16;
-    }
-    if ax >= 0x477f_f000 {
-        // 65520 and above round to infinity.
-        return sign | 0x7c00;
-    }
-    if ax >= 0x3880_0000 {
-        // Normal: round to nearest even at bit 13, then rebias the exponent (127 -> 15).
-        let r = ax + 0xfff + ((ax >> 13) & 1);
-        return sign | ((r - 0x3800_0000) >> 13) as u16;
-    }
-    // Subnormal or zero: the result is round(|f| * 2^24); adding 2^23 rounds to an integer
-    // with the hardware's round-to-nearest-even.
-    let v = f32::from_bits(ax) * 16_777_216.0;
-    sign | ((v + 8_388_608.0) - 8_388_608.0) as u16
-}
-
-#[inline(always)]
-fn f32_to_bf16(f: f32) -> u16 {
-    let x = f.to_bits();
-    if x & 0x7fff_ffff > 0x7f80_0000 {
-        return ((x >> 16) | 0x40) as u16;
-    }
-    ((x + 0x7fff + ((x >> 16) & 1)) >> 16) as u16
-}
+// The same conversions as the CPU side (and tested there against `half`, bit for bit).
+#[path = "../../src/convert.rs"]
+mod convert;
+use convert::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 
 macro_rules! float_elem {
     ($t:ty, $acc:ty, $lanes:expr, $to:expr, $from:expr, $lane:expr, $pack:expr) => {
@@ -218,7 +176,7 @@ float_elem!(
     Bf16,
     f32,
     8,
-    |x: Bf16| f32::from_bits((x.0 as u32) << 16),
+    |x: Bf16| bf16_to_f32(x.0),
     |a| Bf16(f32_to_bf16(a)),
     |w: &[u32; 4], l| Bf16(lane16(w, l)),
     |w: &mut [u32; 4], l, v: Bf16| pack16(w, l, v.0)

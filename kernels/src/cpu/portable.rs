@@ -1,5 +1,5 @@
-//! The portable backend: plain Rust over unaligned reads, in blocks so that the compiler can
-//! vectorise the per-source loops for whatever target it builds for. It is also the tail of
+//! The portable backend: plain Rust over unaligned reads of fixed-size arrays, which the
+//! compiler vectorises for whatever target it builds for. It is also the tail of
 //! every SIMD loop and the path for integer epilogues (which have no SIMD division).
 
 use super::Job;
@@ -8,9 +8,9 @@ use crate::types::{code, DataType, EpiParams};
 use half::{bf16, f16};
 use std::mem::size_of;
 
-/// Elements per block: small enough for the accumulator to stay in L1, large enough to
-/// amortise the loop over sources.
-const BLOCK: usize = 256;
+/// Elements per step: a fixed-size array the compiler unrolls and vectorises (SLP) for the
+/// build target's vector width, like one unrolled iteration of the SIMD driver.
+const W: usize = 16;
 
 /// Reduces elements `[start, end)` of `job`.
 ///
@@ -28,41 +28,42 @@ pub(crate) unsafe fn run<T: Element, const OP: u8, const EPI: u8>(
         Some(x) => x,
         None => return,
     };
-    // Unaligned bytes are copied into aligned, typed blocks first, so that the arithmetic
-    // runs over plain slices that the compiler vectorises for the build target.
-    let mut acc = [T::Acc::default(); BLOCK];
-    let mut tmp = [T::zeroed(); BLOCK];
     let mut i = start;
+    while i + W <= end {
+        let off = i * es;
+        // SAFETY: elements [i, i + W) lie inside every source and destination (Job contract,
+        // `end <= job.len`); unaligned array reads and writes have no alignment requirement;
+        // every source element is read before the destinations are written (in-place jobs).
+        unsafe {
+            let v = first.add(off).cast::<[T; W]>().read_unaligned();
+            let mut acc: [T::Acc; W] = std::array::from_fn(|j| v[j].to_acc());
+            for s in rest {
+                let v = s.add(off).cast::<[T; W]>().read_unaligned();
+                for (a, x) in acc.iter_mut().zip(v) {
+                    *a = T::combine::<OP>(*a, x.to_acc());
+                }
+            }
+            let out: [T; W] = std::array::from_fn(|j| T::from_acc(T::epilogue::<EPI>(acc[j], epi)));
+            for d in job.dsts {
+                d.add(off).cast::<[T; W]>().write_unaligned(out);
+            }
+        }
+        i += W;
+    }
     while i < end {
-        let n = BLOCK.min(end - i);
-        let base = i * es;
-        let load = |src: *const u8, tmp: &mut [T; BLOCK]| {
-            // SAFETY: elements [i, i + n) lie inside every source (Job contract, `end <=
-            // job.len`), `tmp` holds BLOCK >= n elements, and a local array cannot overlap
-            // caller memory.
-            unsafe {
-                std::ptr::copy_nonoverlapping(src.add(base), tmp.as_mut_ptr().cast::<u8>(), n * es)
+        let off = i * es;
+        // SAFETY: as above, for the single element `i < end`.
+        unsafe {
+            let mut a = first.add(off).cast::<T>().read_unaligned().to_acc();
+            for s in rest {
+                a = T::combine::<OP>(a, s.add(off).cast::<T>().read_unaligned().to_acc());
             }
-        };
-        load(*first, &mut tmp);
-        for (a, t) in acc[..n].iter_mut().zip(&tmp[..n]) {
-            *a = t.to_acc();
-        }
-        for s in rest {
-            load(*s, &mut tmp);
-            for (a, t) in acc[..n].iter_mut().zip(&tmp[..n]) {
-                *a = T::combine::<OP>(*a, t.to_acc());
+            let v = T::from_acc(T::epilogue::<EPI>(a, epi));
+            for d in job.dsts {
+                d.add(off).cast::<T>().write_unaligned(v);
             }
         }
-        for (t, a) in tmp[..n].iter_mut().zip(&acc[..n]) {
-            *t = T::from_acc(T::epilogue::<EPI>(*a, epi));
-        }
-        for d in job.dsts {
-            // SAFETY: elements [i, i + n) lie inside every destination (Job contract); every
-            // source element of this block was read above, so in-place jobs are fine.
-            unsafe { std::ptr::copy_nonoverlapping(tmp.as_ptr().cast::<u8>(), d.add(base), n * es) }
-        }
-        i += n;
+        i += 1;
     }
 }
 
