@@ -64,6 +64,9 @@ pub struct Args {
     /// of at least 64 KiB, as a tuner would choose.
     #[arg(long)]
     pub pipeline: Option<usize>,
+    /// Print every rank's finish time at the largest size.
+    #[arg(long)]
+    pub per_rank: bool,
     /// JSON lines instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -194,7 +197,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             last = Some(rep);
         }
         if let (false, Some(rep)) = (args.json, last) {
-            bar.suspend(|| print_details(&net, &rep));
+            bar.suspend(|| print_details(&net, &rep, args.per_rank));
         }
         curves.push((algo.to_string(), points));
     }
@@ -211,7 +214,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Per-tier link utilisation and rank finish spread of one simulation.
-fn print_details(net: &Network, rep: &SimReport) {
+fn print_details(net: &Network, rep: &SimReport, per_rank: bool) {
     println!(
         "# at {}: {} messages, {:.1} MB on the wire; per-tier link utilisation (busy time / collective time):",
         human(rep.bytes),
@@ -243,6 +246,11 @@ fn print_details(net: &Network, rep: &SimReport) {
         rep.rank_times[first] * 1e6,
         rep.rank_times[last] * 1e6
     );
+    if per_rank {
+        for (r, t) in rep.rank_times.iter().enumerate() {
+            println!("#   rank {r:>6} finished at {:>14.3} us", t * 1e6);
+        }
+    }
 }
 
 /// Schedules already built for one algorithm, by pipeline depth.
@@ -307,13 +315,17 @@ pub(crate) fn predict(
         let (s, built) = cache.get_timed(algo, ranks, k)?;
         let built = *built;
         let total_ops: usize = s.programs.iter().map(|p| p.ops().len()).sum();
+        // Without a terminal the bar is hidden: report every quarter on stderr instead.
+        let mut quarter = 0;
         let mut tick = |done: u64, total: u64| {
             if total_ops > 4_000_000 {
-                bar.set_message(format!(
-                    "{algo} {} k={k}: {:.0}% of {total} ops",
-                    human(bytes),
-                    done as f64 * 100.0 / total.max(1) as f64
-                ));
+                let pct = done as f64 * 100.0 / total.max(1) as f64;
+                let msg = format!("{algo} {} k={k}: {pct:.0}% of {total} ops", human(bytes));
+                if bar.is_hidden() && pct >= 25.0 * (quarter + 1) as f64 && pct < 100.0 {
+                    quarter = (pct / 25.0) as usize;
+                    eprintln!("# {msg}");
+                }
+                bar.set_message(msg);
             }
         };
         let started = std::time::Instant::now();
