@@ -386,6 +386,11 @@ fn errors_name_what_is_wrong() {
     let e = Network::new(&spec).unwrap_err().to_string();
     assert!(e.contains("node.reduce_gb_s"), "{e}");
 
+    let mut spec = ClusterSpec::flat("huge", 2, BW_GB_S, ALPHA_US, GAMMA_GB_S);
+    spec.nodes = usize::MAX;
+    let e = Network::new(&spec).unwrap_err().to_string();
+    assert!(e.contains("`nodes`"), "{e}");
+
     // Unknown and missing fields are named by the deserializer.
     let json = serde_json::to_string(&ClusterSpec::flat("x", 2, 1.0, 1.0, 1.0)).unwrap();
     let typo = json.replace("\"bandwidth_gb_s\"", "\"bandwith_gb_s\"");
@@ -473,4 +478,3 @@ fn intra_node_routes_prefer_direct_links_and_avoid_forwarding_through_devices() 
     close(send(1), 1e-6 + 1.0 / 40.0, 1e-9, "direct");
     close(send(2), 3e-6 + 1.0 / 20.0, 1e-9, "through both sockets");
 }
-

@@ -135,6 +135,11 @@ impl Default for NetworkSpec {
     }
 }
 
+/// Bounds that keep a model's arrays (and rank ids) within reason: 4 M nodes, 2^28 link
+/// directions (a few GB of per-link state).
+const MAX_NODES: usize = 1 << 22;
+const MAX_LINK_DIRECTIONS: usize = 1 << 28;
+
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SimError {
     SimError::InvalidSpec {
         field: field.into(),
@@ -176,17 +181,34 @@ impl ClusterSpec {
     /// Checks every value a file can get wrong; the error names the field (`node.links[2].
     /// bandwidth_gb_s`) and says why.
     pub fn validate(&self) -> Result<(), SimError> {
-        if self.nodes == 0 {
-            return Err(invalid("nodes", "must be at least 1"));
+        if self.nodes == 0 || self.nodes > MAX_NODES {
+            return Err(invalid(
+                "nodes",
+                format!("must be 1 to {MAX_NODES}, got {}", self.nodes),
+            ));
         }
         let n = &self.node;
         if n.devices == 0 {
             return Err(invalid("node.devices", "must be at least 1"));
         }
-        if n.devices > 4096 || n.nics.len() > 4096 || n.switches.len() > 4096 {
+        if n.devices > 4096
+            || n.nics.len() > 4096
+            || n.switches.len() > 4096
+            || n.links.len() > 65536
+        {
             return Err(invalid(
                 "node",
-                "more than 4096 devices, NICs or switches per node",
+                "more than 4096 devices, NICs or switches, or 65536 links, per node",
+            ));
+        }
+        let link_dirs = 2 * (n.links.len() + n.nics.len());
+        if self.nodes.saturating_mul(link_dirs) > MAX_LINK_DIRECTIONS {
+            return Err(invalid(
+                "nodes",
+                format!(
+                    "{} nodes x {link_dirs} link directions exceeds the model's {MAX_LINK_DIRECTIONS}",
+                    self.nodes
+                ),
             ));
         }
         positive("node.reduce_gb_s", n.reduce_gb_s)?;
