@@ -413,12 +413,31 @@ impl Topology {
                     .is_some_and(|p| p.class_id == 0x0680 && p.vendor_id == 0x10de))
     }
 
-    /// GPUs in logical order of their PCI devices.
+    /// GPUs in the order CUDA/NVML/ROCm number them (their `cudaN`, `nvmlN`, `rsmiN` OS
+    /// device), then in logical order: `GPU0` of a matrix is CUDA device 0.
     pub fn gpus(&self) -> Vec<ObjId> {
-        self.objects_of_type(ObjType::PCIDev)
+        let mut v: Vec<ObjId> = self
+            .objects_of_type(ObjType::PCIDev)
             .into_iter()
             .filter(|i| self.is_gpu(*i))
-            .collect()
+            .collect();
+        v.sort_by_key(|g| {
+            (
+                self.gpu_index(*g).unwrap_or(u32::MAX),
+                self.obj(*g).logical_index,
+            )
+        });
+        v
+    }
+
+    /// The runtime index of a GPU: N of its `cudaN`, `nvmlN` or `rsmiN` OS device.
+    pub fn gpu_index(&self, gpu: ObjId) -> Option<u32> {
+        self.osdevs_of(gpu).into_iter().find_map(|d| {
+            let name = self.obj(d).name.as_deref()?;
+            ["cuda", "nvml", "rsmi"]
+                .iter()
+                .find_map(|p| name.strip_prefix(p)?.parse::<u32>().ok())
+        })
     }
 
     /// NICs in logical order.

@@ -115,9 +115,14 @@ fn sysfs_with_missing_files_degrades() {
     assert_eq!((c.pus, c.numa_nodes), (1, 1));
     assert!(sources::sysfs::discover(std::path::Path::new("/nonexistent-root")).is_err());
 
-    let Some(root) = common::shared_dir() else { return };
+    let Some(root) = common::shared_dir() else {
+        return;
+    };
     let tmp = common::TempDir::new("holey-sysfs");
-    let top = match common::extract(&root.join("sysfs/nvidia-dgx-spark-gb10-arm.tar.bz2"), &tmp.0) {
+    let top = match common::extract(
+        &root.join("sysfs/nvidia-dgx-spark-gb10-arm.tar.bz2"),
+        &tmp.0,
+    ) {
         Ok(t) => t,
         Err(e) => {
             println!("skipping the holey-tree part: {e}");
@@ -140,7 +145,9 @@ fn sysfs_with_missing_files_degrades() {
     // Remove a deterministic pseudo-random third of the files, then truncate another tenth.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for f in &files {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         match (x >> 33) % 10 {
             0..=2 => {
                 let _ = std::fs::remove_file(f);

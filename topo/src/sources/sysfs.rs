@@ -158,7 +158,9 @@ fn online_cpus(r: &SysfsReader) -> CpuSet {
         if c.weight().is_some_and(|w| w <= 1 << 16) {
             return c;
         }
-        tracing::warn!("sys/devices/system/cpu/online lists more than 65536 CPUs; using the cpuN folders");
+        tracing::warn!(
+            "sys/devices/system/cpu/online lists more than 65536 CPUs; using the cpuN folders"
+        );
     }
     tracing::warn!("no sys/devices/system/cpu/online; using the cpuN folders");
     let mut c = CpuSet::new();

@@ -235,8 +235,17 @@ pub fn check_hwloc_facts(case: &str, t: &Topology, f: &Value) -> Vec<String> {
             ));
             continue;
         }
-        for (w, id) in want.iter().zip(&list) {
-            let g = device_record(t, *id);
+        // Matched by bus id: `gpus()` follows runtime (CUDA/ROCm) numbering, the facts
+        // follow hwloc's logical order.
+        for w in want {
+            let Some(g) = list
+                .iter()
+                .map(|id| device_record(t, *id))
+                .find(|g| g["busid"] == w["busid"])
+            else {
+                bad.push(format!("{case}: {key} {} missing", s(&w["busid"])));
+                continue;
+            };
             for k in ["busid", "class", "vendor_device", "locality", "pci_path"] {
                 if g[k] != w[k] {
                     bad.push(format!(
