@@ -101,12 +101,28 @@ pub fn describe(t: &Topology, id: ObjId) -> String {
     s
 }
 
-/// An lstopo-like indented tree of every object.
+/// An lstopo-like indented tree of every object. Like lstopo, a chain of objects that
+/// each have a single child and nothing else is printed on one line joined by ` + `.
 pub fn tree(t: &Topology) -> String {
     let mut out = String::new();
     let mut stack = vec![(t.root(), 0usize)];
-    while let Some((id, depth)) = stack.pop() {
-        let _ = writeln!(out, "{}{}", "  ".repeat(depth), describe(t, id));
+    while let Some((first, depth)) = stack.pop() {
+        let mut line = describe(t, first);
+        let mut id = first;
+        while id != t.root() {
+            let o = t.obj(id);
+            let lone = o.children.len() == 1
+                && o.memory_children.is_empty()
+                && o.io_children.is_empty()
+                && o.misc_children.is_empty();
+            if !lone {
+                break;
+            }
+            id = o.children[0];
+            line.push_str(" + ");
+            line.push_str(&describe(t, id));
+        }
+        let _ = writeln!(out, "{}{}", "  ".repeat(depth), line);
         let kids: Vec<ObjId> = t.all_children(id).collect();
         for k in kids.into_iter().rev() {
             stack.push((k, depth + 1));
