@@ -126,6 +126,11 @@ impl Topology {
         }
     }
 
+    /// Discovers this machine from `/sys` and `/proc` (see [`crate::sources::sysfs`]).
+    pub fn discover() -> Result<Topology, crate::TopoError> {
+        crate::sources::sysfs::discover(std::path::Path::new("/"))
+    }
+
     /// The Machine object.
     pub fn root(&self) -> ObjId {
         ObjId(0)
