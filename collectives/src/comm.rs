@@ -59,6 +59,10 @@ pub(crate) struct State {
     pub scratch: Vec<u8>,
     /// This call's header for each peer (stable addresses while jobs point at them).
     pub hdrs: Box<[[u8; 32]]>,
+    /// The outgoing message of the small-message path.
+    pub small_msg: Vec<u8>,
+    /// Every rank but this one, ascending.
+    pub others: Vec<usize>,
 }
 
 pub(crate) struct Inner {
@@ -132,6 +136,8 @@ impl Communicator {
                     plans: HashMap::new(),
                     scratch: Vec::new(),
                     hdrs: vec![[0u8; 32]; size].into_boxed_slice(),
+                    small_msg: Vec::new(),
+                    others: (0..size).filter(|&q| q != rank).collect(),
                 }),
                 options,
                 next_ticket: AtomicU64::new(0),

@@ -272,7 +272,11 @@ pub(crate) unsafe fn all_reduce(
 }
 
 /// Every rank sends its whole vector to every peer and reduces all of them in rank order (so
-/// every rank computes bit-identical results). One message per peer: the latency path.
+/// every rank computes bit-identical results). One message per peer, header included, and no
+/// job queues: the latency path.
+///
+/// # Safety
+/// As [`all_reduce`].
 unsafe fn small_all_reduce(
     inner: &Inner,
     st: &mut State,
@@ -284,11 +288,10 @@ unsafe fn small_all_reduce(
 ) -> Result<()> {
     let p = inner.size;
     let me = inner.rank;
-    let slot = bytes.next_multiple_of(8);
-    if st.scratch.len() < slot * p {
-        st.scratch.resize(slot * p, 0);
+    let len = Header::LEN + bytes.next_multiple_of(8);
+    if st.scratch.len() < len * p {
+        st.scratch.resize(len * p, 0);
     }
-    let scratch = st.scratch.as_mut_ptr();
     let hdr = header(
         KIND_SMALL_ALL_REDUCE,
         Some(dtype),
@@ -296,22 +299,35 @@ unsafe fn small_all_reduce(
         bytes / dtype.size(),
         0,
     );
-    st.engine.reduction = None;
-    st.engine.esize = 1;
-    begin(st, hdr, (0..p).filter(|&q| q != me));
-    for q in (0..p).filter(|&q| q != me) {
-        st.engine.send(q, input, bytes, bytes, pad_for(bytes));
-        recv_copy(&mut st.engine, q, scratch.wrapping_add(q * slot), bytes);
-    }
-    st.engine.drive(Until::All)?;
-    // SAFETY: input is valid for `bytes` bytes; the slot is inside scratch and disjoint from it.
-    unsafe { std::ptr::copy_nonoverlapping(input, scratch.add(me * slot), bytes) };
-    // SAFETY: every slot lies inside scratch (len >= slot * p); output is disjoint from
-    // scratch (the caller's buffer).
+    st.engine.mine = hdr;
+    // SAFETY: the caller's contract: input is valid for `bytes`.
+    let data = unsafe { std::slice::from_raw_parts(input, bytes) };
+    let State {
+        engine,
+        scratch,
+        small_msg,
+        others,
+        ..
+    } = st;
+    small_msg.clear();
+    small_msg.extend_from_slice(&hdr.to_bytes());
+    small_msg.extend_from_slice(data);
+    small_msg.resize(len, 0);
+    // Every rank makes every small all-reduce, so one counter numbers them for all peers.
+    let mut h = hdr;
+    h.seq = engine.small_seq;
+    small_msg[..Header::LEN].copy_from_slice(&h.to_bytes());
+    engine.exchange_all(others, small_msg, scratch, len, |q, got| {
+        let got = Header::from_bytes(got.try_into().expect("32 bytes"));
+        h.check(&got, "all_reduce", q)
+    })?;
+    engine.small_seq += 1;
+    scratch[me * len + Header::LEN..me * len + Header::LEN + bytes].copy_from_slice(data);
     let srcs: Vec<&[u8]> = (0..p)
-        .map(|q| unsafe { std::slice::from_raw_parts(scratch.add(q * slot), bytes) })
+        .map(|q| &scratch[q * len + Header::LEN..q * len + Header::LEN + bytes])
         .collect();
-    // SAFETY: the caller's contract.
+    // SAFETY: the caller's contract: output is valid for `bytes` and not borrowed elsewhere
+    // (scratch belongs to the state; `data` was copied out of input before this borrow).
     let out = unsafe { std::slice::from_raw_parts_mut(output, bytes) };
     let red = reduction(dtype, op, p);
     oxccl_kernels::reduce_copy_bytes_with(dtype, red.combine, red.epilogue, &srcs, &mut [out])

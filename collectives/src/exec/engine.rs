@@ -51,6 +51,28 @@ pub(crate) struct RecvJob {
     pub cleared: bool,
 }
 
+/// Bookkeeping of one wait.
+struct Waiter {
+    idle: u32,
+    progressed_since_check: bool,
+    last_progress: Instant,
+}
+
+impl Waiter {
+    fn new() -> Self {
+        Self {
+            idle: 0,
+            progressed_since_check: true,
+            last_progress: Instant::now(),
+        }
+    }
+
+    fn progress(&mut self) {
+        self.idle = 0;
+        self.progressed_since_check = true;
+    }
+}
+
 /// What [`Engine::drive`] waits for.
 #[derive(Clone, Copy)]
 pub(crate) enum Until {
@@ -80,6 +102,8 @@ pub(crate) struct Engine {
     is_active: Vec<bool>,
     next_id: u64,
     pub tx_seq: Vec<u64>,
+    /// Small all-reduces made so far (every rank makes each one).
+    pub small_seq: u64,
     pub rx_seq: Vec<u64>,
     /// Bytes of a header received so far, per peer.
     hdr_buf: Vec<[u8; Header::LEN]>,
@@ -95,6 +119,9 @@ pub(crate) struct Engine {
     pub op: &'static str,
     /// Description of the running call, for mismatch errors.
     pub mine: Header,
+    /// Per-peer progress of [`Engine::exchange_all`], kept to avoid allocating per call.
+    small_sent: Vec<usize>,
+    small_got: Vec<usize>,
     /// Set by [`crate::Communicator::abort`] from any thread.
     pub abort_flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -115,6 +142,7 @@ impl Engine {
             is_active: vec![false; p],
             next_id: 0,
             tx_seq: vec![0; p],
+            small_seq: 0,
             rx_seq: vec![0; p],
             hdr_buf: vec![[0; Header::LEN]; p],
             reduction: None,
@@ -126,6 +154,8 @@ impl Engine {
             poisoned: None,
             op: "",
             mine: Header::default(),
+            small_sent: Vec::with_capacity(p),
+            small_got: Vec::with_capacity(p),
             abort_flag: Default::default(),
         }
     }
@@ -199,9 +229,7 @@ impl Engine {
 
     /// Polls until `until` holds.
     pub fn drive(&mut self, until: Until) -> Result<(), Error> {
-        let mut idle: u32 = 0;
-        let mut progressed_since_check = true;
-        let mut last_progress = Instant::now();
+        let mut w = Waiter::new();
         loop {
             match until {
                 Until::All => {
@@ -230,53 +258,156 @@ impl Engine {
                 progressed |= self.progress_recvs(peer).map_err(|e| self.fail(e))?;
             }
             if progressed {
-                idle = 0;
-                progressed_since_check = true;
-                continue;
+                w.progress();
+            } else {
+                let peers = std::mem::take(&mut self.active);
+                let r = self.idle(&mut w, &peers, None);
+                self.active = peers;
+                r?;
             }
-            idle = idle.wrapping_add(1);
-            if idle < self.spin {
-                std::hint::spin_loop();
-                continue;
-            }
-            std::thread::yield_now();
-            if idle % 64 == 0 {
-                let now = Instant::now();
-                if progressed_since_check {
-                    progressed_since_check = false;
-                    last_progress = now;
-                }
-                if self.abort_flag.load(std::sync::atomic::Ordering::Relaxed) {
-                    let e = Error::Aborted {
+        }
+    }
+
+    /// One idle round: spin, then yield, then sleep; every so often check the abort flag,
+    /// the peers' liveness and the deadline. `blame` names the peer a timeout is about.
+    fn idle(&mut self, w: &mut Waiter, peers: &[usize], blame: Option<usize>) -> Result<(), Error> {
+        w.idle = w.idle.wrapping_add(1);
+        if w.idle < self.spin {
+            std::hint::spin_loop();
+            return Ok(());
+        }
+        std::thread::yield_now();
+        if w.idle % 64 != 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if w.progressed_since_check {
+            w.progressed_since_check = false;
+            w.last_progress = now;
+        }
+        if self.abort_flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let e = Error::Aborted {
+                op: self.op,
+                reason: "aborted by the user".into(),
+            };
+            return Err(self.fail(e));
+        }
+        if w.idle % 1024 == 0 {
+            for &peer in peers {
+                if let Some(Err(detail)) = self.links[peer].as_mut().map(Link::check_alive) {
+                    let e = Error::PeerFailed {
                         op: self.op,
-                        reason: "aborted by the user".into(),
+                        peer,
+                        detail,
                     };
                     return Err(self.fail(e));
                 }
-                if idle % 1024 == 0 {
-                    for i in 0..self.active.len() {
-                        let peer = self.active[i];
-                        if let Some(Err(detail)) = self.links[peer].as_mut().map(Link::check_alive)
-                        {
-                            let e = Error::PeerFailed {
-                                op: self.op,
-                                peer,
-                                detail,
-                            };
-                            return Err(self.fail(e));
-                        }
-                    }
-                }
-                if now.duration_since(last_progress) >= self.timeout {
-                    let e = self.timeout_error(now.duration_since(last_progress));
-                    return Err(self.fail(e));
-                }
-                if now.duration_since(last_progress) > Duration::from_millis(5) {
-                    // Long waits (a slow peer, an oversubscribed machine) should not burn a core.
-                    std::thread::sleep(Duration::from_micros(50));
-                }
             }
         }
+        let waited = now.duration_since(w.last_progress);
+        if waited >= self.timeout {
+            let e = match blame {
+                Some(peer) => Error::Timeout {
+                    op: self.op,
+                    peer,
+                    waiting: "for data from it",
+                    after: waited,
+                },
+                None => {
+                    self.active = peers.to_vec();
+                    self.timeout_error(waited)
+                }
+            };
+            return Err(self.fail(e));
+        }
+        if waited > Duration::from_millis(5) {
+            // Long waits (a slow peer, an oversubscribed machine) should not burn a core.
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        Ok(())
+    }
+
+    /// The latency path: writes `msg` to every peer in `peers` and reads `len` bytes from each
+    /// into `slots[peer * len..]`, checking each peer's first 32 bytes with `check` as soon as
+    /// they are in. One message per peer, no queues.
+    pub fn exchange_all(
+        &mut self,
+        peers: &[usize],
+        msg: &[u8],
+        slots: &mut [u8],
+        len: usize,
+        mut check: impl FnMut(usize, &[u8]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let op = self.op;
+        let n = peers.len();
+        self.small_sent.clear();
+        self.small_sent.resize(n, 0);
+        self.small_got.clear();
+        self.small_got.resize(n, 0);
+        let mut left = 2 * n;
+        let mut w = Waiter::new();
+        while left > 0 {
+            let mut progressed = false;
+            for (k, &q) in peers.iter().enumerate() {
+                let link = self.links[q].as_mut().expect("a peer without a link");
+                let sent = self.small_sent[k];
+                if sent < msg.len() {
+                    let r = link.write(&msg[sent..]);
+                    let m = r.map_err(|detail| Error::PeerFailed {
+                        op,
+                        peer: q,
+                        detail,
+                    });
+                    let m = m.map_err(|e| self.fail(e))?;
+                    if m > 0 {
+                        progressed = true;
+                        self.small_sent[k] += m;
+                        left -= usize::from(self.small_sent[k] == msg.len());
+                    }
+                }
+                let link = self.links[q].as_mut().expect("a peer without a link");
+                let got = self.small_got[k];
+                if got < len {
+                    let view = link.peek();
+                    let view = view.map_err(|detail| Error::PeerFailed {
+                        op,
+                        peer: q,
+                        detail,
+                    });
+                    let view = match view {
+                        Ok(v) => v,
+                        Err(e) => return Err(self.fail(e)),
+                    };
+                    let m = view.len().min(len - got);
+                    if m > 0 {
+                        let dst = &mut slots[q * len + got..q * len + got + m];
+                        dst.copy_from_slice(&view[..m]);
+                        link.consume(m);
+                        progressed = true;
+                        let now = got + m;
+                        self.small_got[k] = now;
+                        if got < Header::LEN && now >= Header::LEN {
+                            let h = &slots[q * len..q * len + Header::LEN];
+                            if let Err(e) = check(q, h) {
+                                return Err(self.fail(e));
+                            }
+                        }
+                        left -= usize::from(now == len);
+                    }
+                }
+            }
+            if progressed {
+                w.progress();
+            } else {
+                let blame = peers
+                    .iter()
+                    .enumerate()
+                    .find(|&(k, _)| self.small_got[k] < len)
+                    .map(|(_, &q)| q);
+                self.idle(&mut w, peers, blame)?;
+            }
+        }
+        Ok(())
     }
 
     fn timeout_error(&self, after: Duration) -> Error {
