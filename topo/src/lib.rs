@@ -54,7 +54,7 @@
 //! - `OXCCL_TOPO_KEEP_GPU_NUMA=1`: keep the NUMA nodes holding NVIDIA GPU memory (POWER9,
 //!   Grace), hidden by default as hwloc does.
 //! - `OXCCL_TOPO_FSROOT` (CLI only): the root to discover instead of `/`.
-//! - `OXCCL_LOG` (CLI only): `tracing` filter, default `warn`.
+//! - `OXCCL_DEBUG` (CLI only): `tracing` filter, default `warn`.
 //!
 //! ## Example
 //!
