@@ -39,7 +39,8 @@ pub struct Args {
     /// With --topology: NIC-to-NIC latency in microseconds.
     #[arg(long, default_value_t = 2.0)]
     pub nic_latency_us: f64,
-    /// Algorithms, comma separated: ring, rhd, tree, dbtree, hier:AxBxC (dims fastest first).
+    /// Algorithms, comma separated: ring, rhd, tree, dbtree, hier:AxBxC (dims fastest first), or
+    /// hier (dims from the cluster: devices per node, nodes per leaf, leaves).
     #[arg(long, value_delimiter = ',', default_value = "ring,tree,rhd")]
     pub algo: Vec<String>,
     /// Smallest size in bytes (suffixes K, M, G are powers of 1024).
@@ -124,7 +125,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             net.devices()
         );
     }
-    let algos = parse_algos(&args.algo)?;
+    let algos: Vec<Algorithm> = parse_algos(&args.algo)?
+        .into_iter()
+        .map(|a| resolve_hier(a, ranks, &net))
+        .collect();
     if let Some(m) = &args.model {
         return model::run(&args, m, &net, &algos);
     }
@@ -387,6 +391,35 @@ fn json_line(
     .to_string()
 }
 
+/// `hier` without dims takes them from the cluster, as the communicator takes them from the
+/// topology: devices per node, then nodes per leaf and leaves when the leaves divide the nodes
+/// evenly, else all nodes in one dimension.
+fn resolve_hier(algo: Algorithm, ranks: usize, net: &Network) -> Algorithm {
+    match algo {
+        Algorithm::Hierarchical(d) if d.is_empty() => {
+            let dpn = net.devices_per_node().min(ranks).max(1);
+            let nodes = ranks / dpn;
+            let npl = net
+                .spec()
+                .network
+                .as_ref()
+                .map_or(nodes, |n| n.nodes_per_leaf.min(nodes).max(1));
+            let mut dims = vec![dpn];
+            if nodes % npl == 0 && npl < nodes {
+                dims.extend([npl, nodes / npl]);
+            } else {
+                dims.push(nodes);
+            }
+            dims.retain(|&x| x > 1);
+            if dims.is_empty() {
+                dims.push(1);
+            }
+            Algorithm::Hierarchical(dims)
+        }
+        other => other,
+    }
+}
+
 pub(crate) fn parse_algos(names: &[String]) -> anyhow::Result<Vec<Algorithm>> {
     names
         .iter()
@@ -471,6 +504,25 @@ pub(crate) fn human(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_hier_takes_its_dims_from_the_cluster() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clusters");
+        let (_, dgx) = cluster::load(&path.join("dgx-h100-pod.toml"), None).unwrap();
+        let hier = Algorithm::Hierarchical(vec![]);
+        // 128 nodes, 32 per leaf: 8 x 32 x 4.
+        assert_eq!(
+            resolve_hier(hier.clone(), 1024, &dgx),
+            Algorithm::Hierarchical(vec![8, 32, 4])
+        );
+        // 64 nodes, 18 per leaf does not divide: 4 x 64.
+        let (_, ddl) = cluster::load(&path.join("ddl-2017.toml"), None).unwrap();
+        assert_eq!(
+            resolve_hier(hier, 256, &ddl),
+            Algorithm::Hierarchical(vec![4, 64])
+        );
+        assert_eq!(resolve_hier(Algorithm::Ring, 256, &ddl), Algorithm::Ring);
+    }
 
     #[test]
     fn sizes_parse_like_nccl_tests() {
