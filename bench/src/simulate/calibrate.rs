@@ -273,52 +273,135 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     compare(args, &spec)
 }
 
-/// Predicted against measured all-reduce for each `--compare-ranks` count.
+/// One measured all-reduce: ranks, algorithm, bytes, microseconds.
+type Measured = (usize, String, f64, f64);
+
+fn measure(args: &Args, n: usize) -> anyhow::Result<Vec<Measured>> {
+    let (nstr, fstr) = (n.to_string(), args.step_factor.to_string());
+    let out = self_exe(&[
+        "all-reduce",
+        "--ranks",
+        &nstr,
+        "--json",
+        "--algo",
+        "ring",
+        "-f",
+        &fstr,
+        "-b",
+        &args.min_bytes,
+        "-e",
+        &args.max_bytes,
+    ])?;
+    Ok(records(&out)?
+        .iter()
+        .filter_map(|v| {
+            let bytes = num(v, &["bytes", "size"])?;
+            let us = num(v, &["time_us"])?;
+            let algo = v.get("algo").and_then(Value::as_str).unwrap_or("ring");
+            Some((n, algo.to_string(), bytes, us))
+        })
+        .collect())
+}
+
+/// alpha and beta of the executor's own links, from its ring all-reduce on `p` ranks: the
+/// model's ring costs `2(p-1) alpha + n (2(p-1)/(p B) + (p-1)/p gamma)`, linear in `n`.
+fn fit_executor(rows: &[Measured], p: usize, gamma: f64) -> Option<Fit> {
+    let pts: Vec<(f64, f64)> = rows
+        .iter()
+        .filter(|r| r.0 == p && r.1 == "ring" && r.3 > 0.0)
+        .map(|r| (r.2, r.3 * 1e-6))
+        .collect();
+    let f = fit(&pts)?;
+    let pf = p as f64;
+    let alpha = f.alpha / (2.0 * (pf - 1.0));
+    let link = (f.beta - (pf - 1.0) / pf * gamma) * pf / (2.0 * (pf - 1.0));
+    // If the reduction alone explains the slope, charge it all to the links instead.
+    let beta = if link > 0.0 {
+        link
+    } else {
+        f.beta * pf / (2.0 * (pf - 1.0))
+    };
+    Some(Fit {
+        alpha,
+        beta,
+        points: pts.len(),
+    })
+}
+
+/// Predicted against measured all-reduce for each `--compare-ranks` count: once from the
+/// transport's alpha and beta, once from alpha and beta fitted to the executor's own ring on the
+/// smallest rank count (so the larger counts are genuine predictions).
 fn compare(args: &Args, spec: &ClusterSpec) -> anyhow::Result<()> {
-    let net = Network::new(spec)?;
     let (elem, _) = dtype_size(&args.dtype)?;
-    println!(
-        "#\n# {:>5} {:>6} {:>12} {:>14} {:>14} {:>8}",
-        "ranks", "algo", "bytes", "measured(us)", "predicted(us)", "pred/meas"
-    );
+    let mut rows = Vec::new();
     for &n in &args.compare_ranks {
-        let (nstr, fstr) = (n.to_string(), args.step_factor.to_string());
-        let measured = match self_exe(&[
-            "all-reduce",
-            "--ranks",
-            &nstr,
-            "--json",
-            "--algo",
-            "ring",
-            "-f",
-            &fstr,
-            "-b",
-            &args.min_bytes,
-            "-e",
-            &args.max_bytes,
-        ]) {
-            Ok(out) => out,
-            Err(e) => {
-                println!("#   {n} ranks: no measurement ({e:#})");
-                continue;
-            }
-        };
-        for v in records(&measured)? {
-            let (Some(bytes), Some(us)) = (num(&v, &["bytes", "size"]), num(&v, &["time_us"]))
-            else {
-                continue;
-            };
-            let algo_name = v.get("algo").and_then(Value::as_str).unwrap_or("ring");
-            let algo: Algorithm = algo_name.parse().unwrap_or(Algorithm::Ring);
-            let s = algo.schedule(Collective::AllReduce, n, 1)?;
-            let rep = simulate(&net, &s, bytes as u64, elem)?;
-            println!(
-                "  {n:>5} {algo_name:>6} {:>12} {us:>14.2} {:>14.2} {:>8.2}",
-                bytes as u64,
-                rep.time * 1e6,
-                rep.time * 1e6 / us
-            );
+        match measure(args, n) {
+            Ok(r) => rows.extend(r),
+            Err(e) => println!("#   {n} ranks: no measurement ({e:#})"),
         }
+    }
+    let transport_net = Network::new(spec)?;
+    let gamma = 1.0 / (spec.node.reduce_gb_s * 1e9);
+    let p0 = args.compare_ranks.iter().copied().filter(|&p| p >= 2).min();
+    let exec = p0.and_then(|p| Some((p, fit_executor(&rows, p, gamma)?)));
+    let exec_net = match exec {
+        Some((p, f)) => {
+            println!(
+                "# executor ring on {p} ranks: alpha {:.2} us, link {:.2} GB/s ({} points)",
+                f.alpha * 1e6,
+                1.0 / f.beta / 1e9,
+                f.points
+            );
+            let tcp = Fit {
+                alpha: spec.node.nics.first().map_or(0.0, |n| n.latency_us * 1e-6),
+                beta: spec
+                    .node
+                    .nics
+                    .first()
+                    .map_or(f.beta, |n| 1.0 / (n.bandwidth_gb_s * 1e9)),
+                points: 0,
+            };
+            let mut e = machine_spec(spec.node.devices, f, tcp, 1.0 / gamma, "executor fit");
+            e.name = "this-machine-executor-fit".into();
+            let out = args.out.with_file_name(format!(
+                "{}-executor.toml",
+                args.out
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("this-machine")
+            ));
+            cluster::save(&e, &out)?;
+            println!("# wrote {}", out.display());
+            Some(Network::new(&e)?)
+        }
+        None => None,
+    };
+    println!(
+        "#\n# {:>5} {:>6} {:>12} {:>14} {:>16} {:>8} {:>16} {:>8}",
+        "ranks",
+        "algo",
+        "bytes",
+        "measured(us)",
+        "pred:transport",
+        "ratio",
+        "pred:exec-fit",
+        "ratio"
+    );
+    for (n, algo_name, bytes, us) in &rows {
+        let algo: Algorithm = algo_name.parse().unwrap_or(Algorithm::Ring);
+        let s = algo.schedule(Collective::AllReduce, *n, 1)?;
+        let t = simulate(&transport_net, &s, *bytes as u64, elem)?.time * 1e6;
+        let e = match &exec_net {
+            Some(net) => simulate(net, &s, *bytes as u64, elem)?.time * 1e6,
+            None => f64::NAN,
+        };
+        let fitted = if Some(*n) == p0 { " (fit)" } else { "" };
+        println!(
+            "  {n:>5} {algo_name:>6} {:>12} {us:>14.2} {t:>16.2} {:>8.2} {e:>16.2} {:>8.2}{fitted}",
+            *bytes as u64,
+            t / us,
+            e / us
+        );
     }
     Ok(())
 }
@@ -366,5 +449,22 @@ not json is skipped"#;
         assert!((1.0 / t.beta - 2.5e9).abs() / 2.5e9 < 1e-9, "{t:?}");
         let spec = machine_spec(4, shm, t, 10e9, "test");
         Network::new(&spec).unwrap();
+    }
+
+    #[test]
+    fn executor_fit_inverts_the_ring_model() {
+        // Rows generated by the model itself must give back its alpha and link bandwidth.
+        let (alpha, bw, gamma) = (3e-6, 4e9, 1.0 / 10e9);
+        let rows: Vec<Measured> = [4096.0, 65536.0, 1048576.0, 16777216.0]
+            .iter()
+            .map(|&n| {
+                let t = 2.0 * alpha + n * (1.0 / bw + 0.5 * gamma);
+                (2, "ring".to_string(), n, t * 1e6)
+            })
+            .collect();
+        let f = fit_executor(&rows, 2, gamma).unwrap();
+        assert!((f.alpha - alpha).abs() / alpha < 1e-6, "{f:?}");
+        assert!((1.0 / f.beta - bw).abs() / bw < 1e-6, "{f:?}");
+        assert!(fit_executor(&rows, 4, gamma).is_none());
     }
 }
