@@ -455,6 +455,6 @@ impl Communicator {
             return Ok("direct".into());
         }
         crate::exec::select::choose(inner, "algorithm_for", collective, bytes)
-            .map(|a| a.to_string())
+            .map(|(a, k)| if k > 1 { format!("{a}/{k}") } else { a.to_string() })
     }
 }

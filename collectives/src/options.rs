@@ -30,8 +30,8 @@ pub enum LocalTransport {
 /// | variable | meaning | default |
 /// |---|---|---|
 /// | `OXCCL_TIMEOUT` | seconds without progress before a call fails (also bounds bootstrap) | 300 |
-/// | `OXCCL_ALGO` | force an algorithm: `ring`, `rhd`, `tree`, `dbtree`, `hier`, `hier:AxB` | tuner |
-/// | `OXCCL_CHUNK_BYTES` | pipeline chunk size of the schedules | 262144 |
+/// | `OXCCL_ALGO` | force an algorithm: `ring`, `rhd`, `tree`, `dbtree`, `hier`, `hier:AxB` (ignored, with a warning, for collectives it does not implement) | the tuner's choice |
+/// | `OXCCL_CHUNK_BYTES` | largest message of a pipelined schedule: the tuner pipelines at least this finely | 1048576 |
 /// | `OXCCL_TRANSPORT` | `auto`, `shm` or `tcp` | `auto` |
 /// | `OXCCL_RING_BYTES` | shared-memory ring size per direction (power of two) | 1048576 |
 /// | `OXCCL_SMALL_BYTES` | all-reduce up to this size sends the whole vector to every peer | 16384 |
@@ -53,7 +53,7 @@ impl Default for Options {
         Self {
             timeout: Duration::from_secs(300),
             algorithm: None,
-            chunk_bytes: 256 << 10,
+            chunk_bytes: 1 << 20,
             transport: TransportChoice::Auto,
             ring_bytes: 1 << 20,
             small_bytes: 16 << 10,

@@ -99,8 +99,7 @@ fn plan(
     collective: Collective,
     bytes: usize,
 ) -> Result<Arc<Plan>> {
-    let algo = select::choose(inner, op, collective, bytes)?;
-    let k = select::pipeline(inner, &algo, bytes);
+    let (algo, k) = select::choose(inner, op, collective, bytes)?;
     let key = (algo.to_string(), collective, k);
     if let Some(p) = st.plans.get(&key) {
         return Ok(p.clone());
