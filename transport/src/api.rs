@@ -163,6 +163,13 @@ pub trait Request {
     /// After completion or an error, further calls repeat the outcome's byte count or
     /// report [`crate::Error::Usage`].
     fn test(&mut self) -> Result<Option<usize>>;
+
+    /// Bytes moved so far (a counter that grows while a large message streams). Blocking
+    /// helpers use it to tell a slow transfer from an idle wait, so they keep spinning while
+    /// data moves. The default (0) is right for requests that complete in one step.
+    fn progress(&self) -> usize {
+        0
+    }
 }
 
 /// A zero-copy receive in progress. Call [`RecvView::next_chunk`] until

@@ -265,6 +265,9 @@ impl<R: Request + ?Sized> Request for Box<R> {
     fn test(&mut self) -> Result<Option<usize>> {
         (**self).test()
     }
+    fn progress(&self) -> usize {
+        (**self).progress()
+    }
 }
 
 impl<V: RecvView + ?Sized> RecvView for Box<V> {

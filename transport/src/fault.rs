@@ -281,6 +281,9 @@ impl<'a, C: Connection + 'a> Request for FaultySend<'a, C> {
         }
         Ok(None)
     }
+    fn progress(&self) -> usize {
+        self.inner.as_ref().map_or(0, Request::progress)
+    }
 }
 
 /// A receive that stops under a stall or a drop.
@@ -297,6 +300,9 @@ impl<'a, C: Connection + 'a> Request for FaultyRecv<'a, C> {
             return Ok(None);
         }
         self.inner.test()
+    }
+    fn progress(&self) -> usize {
+        self.inner.progress()
     }
 }
 

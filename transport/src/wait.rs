@@ -160,6 +160,7 @@ pub fn wait<R: Request + ?Sized>(
 ) -> Result<usize> {
     let mut backoff = Backoff::new();
     let mut polls = 0u32;
+    let mut moved = req.progress();
     loop {
         if let Some(n) = req.test()? {
             return Ok(n);
@@ -169,7 +170,14 @@ pub fn wait<R: Request + ?Sized>(
         if polls % 64 == 0 && deadline.expired() {
             return Err(deadline.error("transport", what, peer));
         }
-        backoff.snooze();
+        let now = req.progress();
+        if now != moved {
+            // Data is moving: a long transfer is not an idle wait, keep polling hot.
+            moved = now;
+            backoff.reset();
+        } else {
+            backoff.snooze();
+        }
     }
 }
 
@@ -183,15 +191,22 @@ pub fn wait_all(
 ) -> Result<Vec<usize>> {
     let mut done: Vec<Option<usize>> = vec![None; reqs.len()];
     let mut backoff = Backoff::new();
+    let mut moved = 0usize;
     loop {
         let mut progressed = false;
+        let mut now = 0usize;
         for (req, slot) in reqs.iter_mut().zip(done.iter_mut()) {
             if slot.is_none() {
                 if let Some(n) = req.test()? {
                     *slot = Some(n);
                     progressed = true;
                 }
+                now = now.wrapping_add(req.progress());
             }
+        }
+        if now != moved {
+            moved = now;
+            progressed = true;
         }
         if done.iter().all(Option::is_some) {
             return Ok(done.into_iter().flatten().collect());

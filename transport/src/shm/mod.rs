@@ -476,6 +476,9 @@ impl Request for ShmSend<'_> {
         }
         Ok(self.done.then_some(self.buf.len()))
     }
+    fn progress(&self) -> usize {
+        self.state.1 + usize::from(self.state.0)
+    }
 }
 
 impl Drop for ShmSend<'_> {
@@ -557,6 +560,9 @@ impl Request for ShmRecv<'_> {
                 Err(e)
             }
         }
+    }
+    fn progress(&self) -> usize {
+        self.done + usize::from(self.matched)
     }
 }
 

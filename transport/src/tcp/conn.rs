@@ -313,6 +313,14 @@ impl TcpConnection {
         }
     }
 
+    /// Bytes of send `seq` written so far (headers included).
+    pub(super) fn send_progress(&self, seq: u64) -> usize {
+        match &self.tx.borrow().cur {
+            Some((s, parts)) if *s == seq => parts.iter().map(|p| p.hdr_done + p.done).sum(),
+            _ => 0,
+        }
+    }
+
     pub(super) fn abandon_send(&self, seq: u64) {
         let mut tx = self.tx.borrow_mut();
         let started = tx.cur.as_ref().is_some_and(|c| c.0 == seq);

@@ -633,6 +633,7 @@ impl Connection for TcpConnection {
             seq,
             buf,
             matched: false,
+            done: 0,
             result: None,
             failed: false,
         }))
@@ -679,6 +680,13 @@ impl Request for TcpSend<'_> {
         }
         Ok(self.done.then_some(self.buf.len()))
     }
+    fn progress(&self) -> usize {
+        if self.done {
+            self.buf.len()
+        } else {
+            self.conn.send_progress(self.seq)
+        }
+    }
 }
 
 impl Drop for TcpSend<'_> {
@@ -697,6 +705,7 @@ pub struct TcpRecv<'a> {
     seq: u64,
     buf: &'a mut [u8],
     matched: bool,
+    done: usize,
     result: Option<usize>,
     failed: bool,
 }
@@ -718,6 +727,7 @@ impl Request for TcpRecv<'_> {
         {
             Ok(Pumped::Progress { done, len }) => {
                 self.matched = true;
+                self.done = done;
                 self.result = (done == len).then_some(len);
                 Ok(self.result)
             }
@@ -727,6 +737,9 @@ impl Request for TcpRecv<'_> {
                 Err(e)
             }
         }
+    }
+    fn progress(&self) -> usize {
+        self.done + usize::from(self.matched)
     }
 }
 
