@@ -273,6 +273,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     compare(args, &spec)
 }
 
+/// `ring/8` (the executor's name for ring with 8 chunks per block) -> ("ring", 8).
+fn split_algo(name: &str) -> (&str, usize) {
+    match name.split_once('/') {
+        Some((a, k)) => (a, k.parse().unwrap_or(1).max(1)),
+        None => (name, 1),
+    }
+}
+
 /// One measured all-reduce: ranks, algorithm, bytes, microseconds.
 type Measured = (usize, String, f64, f64);
 
@@ -308,7 +316,7 @@ fn measure(args: &Args, n: usize) -> anyhow::Result<Vec<Measured>> {
 fn fit_executor(rows: &[Measured], p: usize, gamma: f64) -> Option<Fit> {
     let pts: Vec<(f64, f64)> = rows
         .iter()
-        .filter(|r| r.0 == p && r.1 == "ring" && r.3 > 0.0)
+        .filter(|r| r.0 == p && split_algo(&r.1).0 == "ring" && r.3 > 0.0)
         .map(|r| (r.2, r.3 * 1e-6))
         .collect();
     let f = fit(&pts)?;
@@ -388,8 +396,9 @@ fn compare(args: &Args, spec: &ClusterSpec) -> anyhow::Result<()> {
         "ratio"
     );
     for (n, algo_name, bytes, us) in &rows {
-        let algo: Algorithm = algo_name.parse().unwrap_or(Algorithm::Ring);
-        let s = algo.schedule(Collective::AllReduce, *n, 1)?;
+        let (name, k) = split_algo(algo_name);
+        let algo: Algorithm = name.parse().unwrap_or(Algorithm::Ring);
+        let s = algo.schedule(Collective::AllReduce, *n, k)?;
         let t = simulate(&transport_net, &s, *bytes as u64, elem)?.time * 1e6;
         let e = match &exec_net {
             Some(net) => simulate(net, &s, *bytes as u64, elem)?.time * 1e6,
@@ -466,5 +475,7 @@ not json is skipped"#;
         assert!((f.alpha - alpha).abs() / alpha < 1e-6, "{f:?}");
         assert!((1.0 / f.beta - bw).abs() / bw < 1e-6, "{f:?}");
         assert!(fit_executor(&rows, 4, gamma).is_none());
+        assert_eq!(split_algo("ring/8"), ("ring", 8));
+        assert_eq!(split_algo("hier:4x2"), ("hier:4x2", 1));
     }
 }
