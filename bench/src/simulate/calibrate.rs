@@ -293,6 +293,8 @@ fn measure(args: &Args, n: usize) -> anyhow::Result<Vec<Measured>> {
         "--json",
         "--algo",
         "ring",
+        "--trials",
+        "5",
         "-f",
         &fstr,
         "-b",
