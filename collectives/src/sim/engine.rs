@@ -291,6 +291,15 @@ pub fn simulate_with_progress(
     }
     progress(total_ops, total_ops);
     let rank_times: Vec<f64> = sim.ranks.iter().map(|s| s.done).collect();
+    tracing::debug!(
+        algorithm = %schedule.algorithm,
+        ranks = p,
+        bytes,
+        events,
+        messages = sim.messages,
+        "simulated on `{}`",
+        net.spec().name
+    );
     Ok(SimReport {
         time: rank_times.iter().copied().fold(0.0, f64::max),
         rank_times,
