@@ -94,7 +94,7 @@ float_scalar!(
 );
 
 macro_rules! int_scalar {
-    ($t:ty, $dt:expr) => {
+    ($t:ty, $dt:expr, $div:expr) => {
         impl Element for $t {
             const DTYPE: DataType = $dt;
         }
@@ -122,8 +122,7 @@ macro_rules! int_scalar {
                 match EPI {
                     // Reducing the scalar modulo 2^bits first gives the same wrapped product.
                     code::EPI_SCALE => a.wrapping_mul(e.scale_int as $t),
-                    // i128 holds every value of every integer type and every divisor.
-                    code::EPI_DIVIDE => (a as i128 / e.divisor as i128) as $t,
+                    code::EPI_DIVIDE => ($div)(a, e.divisor),
                     _ => a,
                 }
             }
@@ -131,9 +130,30 @@ macro_rules! int_scalar {
     };
 }
 
-int_scalar!(i8, DataType::I8);
-int_scalar!(u8, DataType::U8);
-int_scalar!(i32, DataType::I32);
-int_scalar!(u32, DataType::U32);
-int_scalar!(i64, DataType::I64);
-int_scalar!(u64, DataType::U64);
+/// Truncating division of a value of at most 32 bits through f64, which vectorises where
+/// integer division does not. Exact: with `a = q * d + r`, the f64 quotient is off by at most
+/// `(|q| + 1) * 2^-53`, less than the `1 / d` that separates `a / d` from the next integer,
+/// because `(|q| + 1) * d <= |a| + d < 2^33` (and for `d >= 2^33` the quotient is below 1).
+#[inline(always)]
+fn div_small(a: f64, d: u64) -> f64 {
+    a / d as f64
+}
+
+/// Truncating division of an i64 by a divisor of up to 64 bits.
+#[inline(always)]
+fn div_i64(a: i64, d: u64) -> i64 {
+    if d > i64::MAX as u64 {
+        0
+    } else {
+        a / d as i64
+    }
+}
+
+int_scalar!(i8, DataType::I8, |a: i8, d| div_small(a as f64, d) as i8);
+int_scalar!(u8, DataType::U8, |a: u8, d| div_small(a as f64, d) as u8);
+int_scalar!(i32, DataType::I32, |a: i32, d| div_small(a as f64, d)
+    as i32);
+int_scalar!(u32, DataType::U32, |a: u32, d| div_small(a as f64, d)
+    as u32);
+int_scalar!(i64, DataType::I64, div_i64);
+int_scalar!(u64, DataType::U64, |a: u64, d: u64| a / d);

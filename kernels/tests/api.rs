@@ -258,3 +258,52 @@ fn checker_rejects_wrong_results() {
         }
     }
 }
+
+/// Integer Avg divides the wrapped sum with truncation toward zero, for extreme values and
+/// divisors too (the 8- and 32-bit paths divide through f64).
+#[test]
+fn integer_division_is_exact_at_the_edges() {
+    use oxccl_kernels::{reduce_copy_bytes_with, Epilogue};
+    fn go<T: Element + PartialEq + std::fmt::Debug>(vals: &[T], d: u64, want: impl Fn(T) -> T) {
+        let src: &[u8] = bytemuck::cast_slice(vals);
+        let mut out = vec![0u8; src.len()];
+        reduce_copy_bytes_with(
+            T::DTYPE,
+            ReduceOp::Sum,
+            Epilogue::Divide(d),
+            &[src],
+            &mut [&mut out],
+        )
+        .unwrap();
+        let got: Vec<T> = bytemuck::pod_collect_to_vec(&out);
+        let expect: Vec<T> = vals.iter().map(|v| want(*v)).collect();
+        assert_eq!(got, expect, "{} / {d}", T::DTYPE);
+    }
+    for d in [
+        1u64,
+        2,
+        3,
+        7,
+        127,
+        128,
+        255,
+        65_537,
+        (1 << 31) + 1,
+        u32::MAX as u64,
+        1 << 40,
+        u64::MAX,
+    ] {
+        let i32s = [i32::MIN, i32::MIN + 1, -7, -1, 1, 7, i32::MAX - 1, i32::MAX];
+        go(&i32s, d, |v| (v as i128 / d as i128) as i32);
+        let u32s = [1u32, 2, 7, u32::MAX - 1, u32::MAX, 1 << 31];
+        go(&u32s, d, |v| (v as u128 / d as u128) as u32);
+        go(&[i8::MIN, -1, 1, i8::MAX], d, |v| {
+            (v as i128 / d as i128) as i8
+        });
+        go(&[1u8, 128, u8::MAX], d, |v| (v as u128 / d as u128) as u8);
+        go(&[i64::MIN, -1, 1, i64::MAX], d, |v| {
+            (v as i128 / d as i128) as i64
+        });
+        go(&[1u64, u64::MAX - 1, u64::MAX], d, |v| v / d);
+    }
+}
