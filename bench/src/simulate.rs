@@ -95,6 +95,10 @@ pub struct Args {
     /// With --calibrate: compare predicted and measured all-reduce for these local rank counts.
     #[arg(long, value_delimiter = ',', default_value = "2,4")]
     pub compare_ranks: Vec<usize>,
+    /// With --calibrate: fit the executor's own alpha and beta on this rank count (default: the
+    /// smallest of --compare-ranks); the other counts are then predictions.
+    #[arg(long)]
+    pub fit_ranks: Option<usize>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
