@@ -352,7 +352,9 @@ fn compare(args: &Args, spec: &ClusterSpec) -> anyhow::Result<()> {
     }
     let transport_net = Network::new(spec)?;
     let gamma = 1.0 / (spec.node.reduce_gb_s * 1e9);
-    let p0 = args.compare_ranks.iter().copied().filter(|&p| p >= 2).min();
+    let p0 = args
+        .fit_ranks
+        .or_else(|| args.compare_ranks.iter().copied().filter(|&p| p >= 2).min());
     let exec = p0.and_then(|p| Some((p, fit_executor(&rows, p, gamma)?)));
     let exec_net = match exec {
         Some((p, f)) => {
