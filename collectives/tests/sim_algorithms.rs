@@ -62,7 +62,12 @@ fn bandwidth_optimal_algorithms_tend_to_two_p_minus_one_over_p_n_beta() {
     // alpha -> 0 and free reductions: ring, rhd and the hierarchical ring all move
     // 2 (p - 1) / p n bytes through each NIC.
     let n = 1u64 << 28;
-    for (algo, p) in [("ring", 8), ("rhd", 16), ("hier:4x4", 16), ("hier:2x3x4", 24)] {
+    for (algo, p) in [
+        ("ring", 8),
+        ("rhd", 16),
+        ("hier:4x4", 16),
+        ("hier:2x3x4", 24),
+    ] {
         let net = Network::new(&ClusterSpec::flat("free", p, BW_GB_S, 0.0, 1e9)).unwrap();
         let a: Algorithm = algo.parse().unwrap();
         let s = a.schedule(Collective::AllReduce, p, 1).unwrap();
@@ -104,7 +109,11 @@ fn every_algorithm_runs_on_a_two_level_cluster_without_deadlock() {
             assert!(r.time > 0.0 && r.rank_times.len() == 16, "{algo}");
             // Nothing finishes before the bandwidth bound of the NIC allows.
             let bound = 2.0 * 3.0 / 4.0 * 10e6 / (BW_GB_S * 1e9);
-            assert!(r.time >= bound * 0.999, "{algo} k={k}: {} < {bound}", r.time);
+            assert!(
+                r.time >= bound * 0.999,
+                "{algo} k={k}: {} < {bound}",
+                r.time
+            );
         }
     }
 }
