@@ -15,9 +15,11 @@ fn shm_passes_the_conformance_suite() {
 
 #[test]
 fn shm_with_a_tiny_ring_passes_the_conformance_suite() {
-    // 4 KiB rings: every message above a few KiB streams and wraps many times.
+    // 4 KiB rings and no single-copy path: every message above a few KiB streams through the
+    // ring and wraps many times.
     let cfg = ShmConfig {
         ring_bytes: 4096,
+        cma_min: 0,
         ..ShmConfig::default()
     };
     conformance::run_all(|| Shm::with_config(cfg.clone()).expect("config"));
@@ -31,4 +33,14 @@ fn shm_with_a_tiny_ring_passes_the_conformance_suite() {
 fn shm_one_gib_message() {
     let o = conformance::Options::default();
     conformance::large_message(&shm, &o, 1 << 30);
+}
+
+#[test]
+fn shm_with_single_copy_rendezvous_passes_the_conformance_suite() {
+    // Messages from 64 KiB on are read by the receiver straight out of the sender's memory.
+    let cfg = ShmConfig {
+        cma_min: 64 << 10,
+        ..ShmConfig::default()
+    };
+    conformance::run_all(|| Shm::with_config(cfg.clone()).expect("config"));
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::ring::Mapping;
+use super::ring::{Mapping, ACK_SLOTS};
 use crate::api::Tag;
 use crate::error::{Error, Result};
 use crate::matching::Seqs;
@@ -62,12 +62,47 @@ pub(super) struct Tx {
     active: u64,
     cancelled: Vec<u64>,
     broken: Option<String>,
+    rdv_next: u64,
+}
+
+/// Where a large message waits in the sender's memory (single-copy path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Rdv {
+    pid: u32,
+    addr: u64,
+    seq: u64,
+    pub(super) len: usize,
+}
+
+/// Progress of one send.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct SendState {
+    /// The record header is in the ring.
+    pub(super) header: bool,
+    /// Data bytes written into the ring.
+    pub(super) written: usize,
+    /// Sent by rendezvous with this sequence number: complete once acknowledged.
+    pub(super) rdv: Option<u64>,
 }
 
 struct Spill {
     data: Vec<u8>,
     filled: usize,
+    rdv: Option<Rdv>,
 }
+
+/// A message found waiting for a receive.
+pub(super) enum Taken {
+    /// Its bytes: (data, bytes filled, complete).
+    Bytes(Vec<u8>, usize, bool),
+    /// A rendezvous message, still in the sender's memory.
+    Rdv(Rdv),
+}
+
+/// `first` value of a rendezvous record header.
+const RDV_FIRST: u64 = u64::MAX;
+/// Acknowledgement slot values: 2s+1 pending, 2s+2 done, this: cancelled by the sender.
+const ACK_CANCELLED: u64 = u64::MAX;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Owner {
@@ -119,6 +154,8 @@ pub(super) enum Pumped {
     Progress { done: usize, len: usize },
     /// For a view: `len` published bytes at stream position `pos`, message offset `offset`.
     Visible { pos: u64, offset: usize, len: usize },
+    /// Matched a rendezvous message: the receive copies it from the sender itself.
+    Rendezvous(Rdv),
 }
 
 /// One end of a shared-memory connection.
@@ -130,11 +167,19 @@ pub struct ShmConnection {
     pub(super) tx: RefCell<Tx>,
     pub(super) rx: RefCell<Rx>,
     pub(super) chunk_out: Cell<bool>,
+    /// Messages of at least this many bytes go by rendezvous when the peer can read us.
+    pub(super) cma_min: usize,
 }
 
 impl ShmConnection {
-    pub(super) fn new(map: Arc<Mapping>, side: usize, peer: String) -> Self {
+    pub(super) fn new(map: Arc<Mapping>, side: usize, peer: String, cma_min: usize) -> Self {
         let peer_pid = map.pid(1 - side).load(Ordering::Acquire);
+        // Can we read the peer's memory? (Its probe address was published before the file
+        // was renamed into place or marked accepted.)
+        let addr = map.probe_addr(1 - side).load(Ordering::Acquire);
+        let ok = super::cma::probe(peer_pid, addr);
+        map.cma_ok(side)
+            .store(if ok { 1 } else { 2 }, Ordering::Release);
         ShmConnection {
             map,
             side,
@@ -147,6 +192,7 @@ impl ShmConnection {
                 active: 0,
                 cancelled: Vec::new(),
                 broken: None,
+                rdv_next: 0,
             }),
             rx: RefCell::new(Rx {
                 tail: 0,
@@ -161,6 +207,7 @@ impl ShmConnection {
                 failed: None,
             }),
             chunk_out: Cell::new(false),
+            cma_min,
         }
     }
 
@@ -215,8 +262,11 @@ impl ShmConnection {
         seq: u64,
         tag: Tag,
         buf: &[u8],
-        state: &mut (bool, usize),
+        state: &mut SendState,
     ) -> Result<bool> {
+        if let Some(s) = state.rdv {
+            return self.rdv_acked(s, tag, buf.len());
+        }
         let mut tx = self.tx.borrow_mut();
         while tx.cancelled.contains(&tx.active) {
             let a = tx.active;
@@ -229,8 +279,15 @@ impl ShmConnection {
         let cap = self.map.ring_bytes as u64;
         let ring = self.side;
         let len = buf.len();
+        if !state.header
+            && self.cma_min > 0
+            && len >= self.cma_min
+            && self.map.cma_ok(1 - self.side).load(Ordering::Acquire) == 1
+        {
+            return self.post_rdv(&mut tx, tag, buf, state);
+        }
         loop {
-            let (header_done, _) = *state;
+            let header_done = state.header;
             let mut free = cap - (tx.head - tx.tail_cache);
             let whole = align_rec(HDR + len as u64);
             let need = if !header_done {
@@ -239,7 +296,7 @@ impl ShmConnection {
                 } else {
                     HDR + 1
                 }
-            } else if state.1 < len {
+            } else if state.written < len {
                 1
             } else {
                 align_rec(tx.head) - tx.head
@@ -280,8 +337,8 @@ impl ShmConnection {
                 self.map
                     .marker(ring, head)
                     .store(head + 1, Ordering::Release);
-                state.0 = true;
-                state.1 = n;
+                state.header = true;
+                state.written = n;
                 complete = n == len;
                 head = if complete {
                     head + whole
@@ -289,15 +346,18 @@ impl ShmConnection {
                     head + HDR + n as u64
                 };
             } else {
-                let n = (len - state.1).min(free as usize).min(PIECE);
+                let n = (len - state.written).min(free as usize).min(PIECE);
                 if n > 0 {
                     // SAFETY: only producer; n <= free bytes.
-                    unsafe { self.map.write(ring, head, &buf[state.1..state.1 + n]) };
+                    unsafe {
+                        self.map
+                            .write(ring, head, &buf[state.written..state.written + n])
+                    };
                     head += n as u64;
                     free -= n as u64;
-                    state.1 += n;
+                    state.written += n;
                 }
-                complete = state.1 == len && free >= align_rec(head) - head;
+                complete = state.written == len && free >= align_rec(head) - head;
                 if complete {
                     head = align_rec(head);
                 }
@@ -311,8 +371,121 @@ impl ShmConnection {
         }
     }
 
-    /// A send that never reached the ring is skipped; one that partly did breaks the stream.
-    pub(super) fn abandon_send(&self, seq: u64, started: bool) {
+    /// Posts a rendezvous record: the receiver copies `buf` out of this process itself, and the
+    /// send completes when it acknowledges.
+    fn post_rdv(&self, tx: &mut Tx, tag: Tag, buf: &[u8], state: &mut SendState) -> Result<bool> {
+        let ring = self.side;
+        let s = tx.rdv_next;
+        let slot = self.map.ack(ring, s as usize);
+        if s >= ACK_SLOTS as u64 && slot.load(Ordering::Acquire) == 2 * (s - ACK_SLOTS as u64) + 1 {
+            // The slot's previous message is still being read.
+            return Ok(false);
+        }
+        let cap = self.map.ring_bytes as u64;
+        if cap - (tx.head - tx.tail_cache) < REC_ALIGN {
+            tx.tail_cache = self.map.tail(ring).load(Ordering::Acquire);
+            if cap - (tx.head - tx.tail_cache) < REC_ALIGN {
+                if self.peer_closed() {
+                    return Err(self.closed_error(format!(
+                        " during a {}-byte send with tag {tag}",
+                        buf.len()
+                    )));
+                }
+                return Ok(false);
+            }
+        }
+        let mut rec = [0u8; 48];
+        rec[..8].copy_from_slice(&tag.to_ne_bytes());
+        rec[8..16].copy_from_slice(&(buf.len() as u64).to_ne_bytes());
+        rec[16..24].copy_from_slice(&RDV_FIRST.to_ne_bytes());
+        rec[24..32].copy_from_slice(&u64::from(std::process::id()).to_ne_bytes());
+        rec[32..40].copy_from_slice(&(buf.as_ptr() as u64).to_ne_bytes());
+        rec[40..48].copy_from_slice(&s.to_ne_bytes());
+        slot.store(2 * s + 1, Ordering::Release);
+        let head = tx.head;
+        // SAFETY: only producer; a whole 64-byte record is free.
+        unsafe { self.map.write(ring, head + 8, &rec) };
+        self.map
+            .marker(ring, head)
+            .store(head + 1, Ordering::Release);
+        tx.head = head + REC_ALIGN;
+        self.map.head(ring).store(tx.head, Ordering::Release);
+        tx.rdv_next += 1;
+        tx.active += 1;
+        state.header = true;
+        state.rdv = Some(s);
+        self.rdv_acked(s, tag, buf.len())
+    }
+
+    fn rdv_acked(&self, s: u64, tag: Tag, len: usize) -> Result<bool> {
+        let v = self.map.ack(self.side, s as usize).load(Ordering::Acquire);
+        if v == 2 * s + 2 {
+            return Ok(true);
+        }
+        if self.peer_closed() {
+            return Err(self.closed_error(format!(
+                " before reading a {len}-byte message with tag {tag}"
+            )));
+        }
+        Ok(false)
+    }
+
+    /// The receiver's side: copies `dst.len()` bytes at offset `off` of a rendezvous message.
+    pub(super) fn rdv_read(&self, r: &Rdv, off: usize, dst: &mut [u8]) -> Result<()> {
+        super::cma::read(r.pid, r.addr + off as u64, dst).map_err(|e| {
+            let slot = self
+                .map
+                .ack(1 - self.side, r.seq as usize)
+                .load(Ordering::Acquire);
+            if slot == ACK_CANCELLED || e.raw_os_error() == Some(libc::ESRCH) {
+                self.closed_error(format!(
+                    " during a {}-byte message (it abandoned the send)",
+                    r.len
+                ))
+            } else {
+                Error::io(
+                    NAME,
+                    format!("reading a {}-byte message from {}", r.len, self.peer),
+                    e,
+                )
+            }
+        })
+    }
+
+    /// Acknowledges a rendezvous message (read, refused or dropped). Fails when the sender
+    /// gave up on it meanwhile: then what was read cannot be trusted.
+    pub(super) fn rdv_finish(&self, r: &Rdv) -> Result<()> {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let slot = self.map.ack(1 - self.side, r.seq as usize);
+        match slot.compare_exchange(
+            2 * r.seq + 1,
+            2 * r.seq + 2,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(self.closed_error(format!(
+                " during a {}-byte message (it abandoned the send)",
+                r.len
+            ))),
+        }
+    }
+
+    /// A send that never reached the ring is skipped; one that partly did breaks the stream;
+    /// a rendezvous send is withdrawn (the receiver then fails that one receive).
+    pub(super) fn abandon_send(&self, seq: u64, state: SendState) {
+        if let Some(s) = state.rdv {
+            let slot = self.map.ack(self.side, s as usize);
+            let _ = slot.compare_exchange(
+                2 * s + 1,
+                ACK_CANCELLED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            std::sync::atomic::fence(Ordering::SeqCst);
+            return;
+        }
+        let started = state.header;
         let mut tx = self.tx.borrow_mut();
         if started {
             tx.broken = Some(format!("send #{seq} was dropped half-written"));
@@ -328,7 +501,7 @@ impl ShmConnection {
     /// Takes a fully or partly spilled message for receive (tag, seq), if one is waiting.
     /// Returns (bytes, filled, complete); an incomplete spill is the message being read, which
     /// the caller then owns from byte `filled` on.
-    fn take_spill(&self, rx: &mut Rx, tag: Tag, seq: u64) -> Option<(Vec<u8>, usize, bool)> {
+    fn take_spill(&self, rx: &mut Rx, tag: Tag, seq: u64) -> Option<Taken> {
         if let Some(i) = rx.spilled_for.iter().position(|(k, _)| *k == (tag, seq)) {
             let (_, s) = rx.spilled_for.swap_remove(i);
             let complete = s.filled == s.data.len();
@@ -337,7 +510,7 @@ impl ShmConnection {
                     cur.owner = Owner::Recv(tag, seq);
                 }
             }
-            return Some((s.data, s.filled, complete));
+            return Some(Taken::Bytes(s.data, s.filled, complete));
         }
         if !rx.seqs.is_next(tag, seq) {
             return None;
@@ -351,6 +524,9 @@ impl ShmConnection {
             rx.unexpected.swap_remove(qi);
         }
         rx.seqs.take(tag, seq);
+        if let Some(r) = s.rdv {
+            return Some(Taken::Rdv(r));
+        }
         let complete = s.filled == s.data.len();
         if !complete {
             // Only the message being read can be incomplete.
@@ -358,10 +534,10 @@ impl ShmConnection {
                 cur.owner = Owner::Recv(tag, seq);
             }
         }
-        Some((s.data, s.filled, complete))
+        Some(Taken::Bytes(s.data, s.filled, complete))
     }
 
-    pub(super) fn spill_of(&self, tag: Tag, seq: u64) -> Option<(Vec<u8>, usize, bool)> {
+    pub(super) fn spill_of(&self, tag: Tag, seq: u64) -> Option<Taken> {
         let mut rx = self.rx.borrow_mut();
         self.take_spill(&mut rx, tag, seq)
     }
@@ -438,6 +614,36 @@ impl ShmConnection {
                 let t = u64::from_ne_bytes(hdr[..8].try_into().unwrap_or_default());
                 let len = u64::from_ne_bytes(hdr[8..16].try_into().unwrap_or_default());
                 let first = u64::from_ne_bytes(hdr[16..].try_into().unwrap_or_default());
+                if first == RDV_FIRST && len <= MAX_MESSAGE {
+                    let mut d = [0u8; 24];
+                    // SAFETY: a rendezvous record is published whole by its marker.
+                    unsafe { self.map.read(ring, rx.tail + HDR, &mut d) };
+                    let word =
+                        |i: usize| u64::from_ne_bytes(d[i..i + 8].try_into().unwrap_or_default());
+                    let r = Rdv {
+                        pid: word(0) as u32,
+                        addr: word(8),
+                        seq: word(16),
+                        len: len as usize,
+                    };
+                    rx.tail += REC_ALIGN;
+                    rx.head_cache = rx.head_cache.max(rx.tail);
+                    if t == tag {
+                        rx.seqs.take(tag, seq);
+                        self.publish_tail(rx);
+                        return Ok(Pumped::Rendezvous(r));
+                    }
+                    let spill = Spill {
+                        data: Vec::new(),
+                        filled: 0,
+                        rdv: Some(r),
+                    };
+                    match rx.unexpected.iter_mut().find(|(u, _)| *u == t) {
+                        Some((_, q)) => q.push_back(spill),
+                        None => rx.unexpected.push((t, VecDeque::from([spill]))),
+                    }
+                    continue;
+                }
                 if len > MAX_MESSAGE || first > len {
                     let why = format!(
                         "record header claims {len} bytes ({first} published): ring corrupted"
@@ -462,6 +668,7 @@ impl ShmConnection {
                     let spill = Spill {
                         data: alloc_spill(len)?,
                         filled: 0,
+                        rdv: None,
                     };
                     match rx.unexpected.iter_mut().find(|(u, _)| *u == t) {
                         Some((_, q)) => q.push_back(spill),
@@ -544,7 +751,14 @@ impl ShmConnection {
                 (Owner::Recv(t, s), _) => {
                     // Its receive is not the one being tested: keep the stream moving.
                     let data = alloc_spill(cur.len - cur.done)?;
-                    rx.spilled_for.push(((t, s), Spill { data, filled: 0 }));
+                    rx.spilled_for.push((
+                        (t, s),
+                        Spill {
+                            data,
+                            filled: 0,
+                            rdv: None,
+                        },
+                    ));
                     cur.owner = Owner::SpillFor(t, s, cur.done);
                 }
                 (Owner::SpillFor(t, s, base), _) => {
@@ -597,7 +811,7 @@ impl ShmConnection {
         let stalled = match outcome {
             Pumped::Waiting => true,
             Pumped::Progress { done, len } => done < len,
-            Pumped::Visible { .. } => false,
+            Pumped::Visible { .. } | Pumped::Rendezvous(_) => false,
         };
         if stalled {
             self.check_peer(rx, Some(me))?;

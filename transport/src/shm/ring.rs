@@ -4,8 +4,10 @@
 //!
 //! ```text
 //! 0       magic u64, version u32, ring_bytes u64 (at 16), state u32 (at 24), pid[2] u32 (at 32)
+//! 48      probe address[2] u64, 64: cma_ok[2] u32 (side s can read its peer: 1 yes, 2 no)
 //! 128     closed[0] u32      own cache line pair
 //! 256     closed[1] u32
+//! 1024    rendezvous acknowledgement slots: ring 0 (64 x u64), 1536: ring 1
 //! 4096    ring 0: head u64 (producer), 4096+128: tail u64 (consumer)
 //! 4608    ring 1: head, 4608+128: tail
 //! 8192    ring 0 data (ring_bytes), then ring 1 data (ring_bytes)
@@ -28,6 +30,9 @@ pub(crate) const VERSION: u32 = 1;
 pub(crate) const DATA_OFFSET: usize = 8192;
 const CTRL_OFFSET: usize = 4096;
 const CTRL_STRIDE: usize = 512;
+
+/// Rendezvous messages that may await acknowledgement at once, per direction.
+pub(crate) const ACK_SLOTS: usize = 64;
 
 pub(crate) const STATE_DIALING: u32 = 0;
 pub(crate) const STATE_ACCEPTED: u32 = 1;
@@ -92,6 +97,10 @@ impl Mapping {
         self.u64_at(16)
             .store(self.ring_bytes as u64, Ordering::Relaxed);
         self.u32_at(32).store(pid, Ordering::Relaxed);
+        self.probe_addr(0).store(
+            std::ptr::addr_of!(super::cma::PROBE) as u64,
+            Ordering::Relaxed,
+        );
         self.state().store(STATE_DIALING, Ordering::Release);
     }
 
@@ -124,6 +133,21 @@ impl Mapping {
 
     pub(crate) fn pid(&self, side: usize) -> &AtomicU32 {
         self.u32_at(32 + 4 * side)
+    }
+
+    /// Address of side `side`'s cross-memory-attach probe value.
+    pub(crate) fn probe_addr(&self, side: usize) -> &AtomicU64 {
+        self.u64_at(48 + 8 * side)
+    }
+
+    /// Whether side `side` can read its peer's memory (0 unknown, 1 yes, 2 no).
+    pub(crate) fn cma_ok(&self, side: usize) -> &AtomicU32 {
+        self.u32_at(64 + 4 * side)
+    }
+
+    /// Acknowledgement slot `slot` (of [`ACK_SLOTS`]) of rendezvous messages on ring `ring`.
+    pub(crate) fn ack(&self, ring: usize, slot: usize) -> &AtomicU64 {
+        self.u64_at(1024 + 512 * ring + 8 * (slot % ACK_SLOTS))
     }
 
     /// Set when side `side` closed (or dropped) its end.
