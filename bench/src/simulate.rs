@@ -32,7 +32,7 @@ pub struct Args {
     pub topology: Option<String>,
     /// With --topology: ranks per node (default: the node's GPU count, or 1).
     #[arg(long)]
-    pub ranks_per_node: Option<usize>,
+    pub ranks_per_node: Option<u32>,
     /// With --topology: NIC bandwidth in GB/s per direction.
     #[arg(long, default_value_t = 12.5)]
     pub nic_gb_s: f64,
@@ -44,11 +44,11 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "ring,tree,rhd")]
     pub algo: Vec<String>,
     /// Smallest size in bytes (suffixes K, M, G are powers of 1024).
-    #[arg(short = 'b', long = "minbytes", default_value = "1K")]
-    pub min_bytes: String,
+    #[arg(short = 'b', long = "minbytes", default_value = "1K", value_parser = parse_size)]
+    pub min_bytes: u64,
     /// Largest size in bytes.
-    #[arg(short = 'e', long = "maxbytes", default_value = "1G")]
-    pub max_bytes: String,
+    #[arg(short = 'e', long = "maxbytes", default_value = "1G", value_parser = parse_size)]
+    pub max_bytes: u64,
     /// Size multiplication factor between steps of the sweep.
     #[arg(short = 'f', long = "stepfactor", default_value_t = 2)]
     pub step_factor: u64,
@@ -57,14 +57,14 @@ pub struct Args {
     pub dtype: String,
     /// Resize the cluster to N nodes.
     #[arg(long)]
-    pub nodes: Option<usize>,
+    pub nodes: Option<u32>,
     /// Ranks to use (default: every device of the cluster).
     #[arg(long)]
-    pub ranks: Option<usize>,
+    pub ranks: Option<u32>,
     /// Pipeline depth (chunks per block stream); default: the best of 1, 4, 16, 64 with chunks
     /// of at least 64 KiB, as a tuner would choose.
     #[arg(long)]
-    pub pipeline: Option<usize>,
+    pub pipeline: Option<u32>,
     /// Print every rank's finish time at the largest size.
     #[arg(long)]
     pub per_rank: bool,
@@ -98,7 +98,7 @@ pub struct Args {
     /// With --calibrate: fit the executor's own alpha and beta on this rank count (default: the
     /// smallest of --compare-ranks); the other counts are then predictions.
     #[arg(long)]
-    pub fit_ranks: Option<usize>,
+    pub fit_ranks: Option<u32>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -107,21 +107,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let (spec, net) = match (&args.topology, &args.cluster) {
         (Some(t), _) => {
-            let nodes = args.nodes.unwrap_or(1);
+            let nodes = args.nodes.map_or(1, |n| n as usize);
             let spec = from_topo::load(
                 t,
                 nodes,
-                args.ranks_per_node,
+                args.ranks_per_node.map(|r| r as usize),
                 args.nic_gb_s,
                 args.nic_latency_us,
             )?;
             let net = Network::new(&spec).with_context(|| format!("--topology {t}"))?;
             (spec, net)
         }
-        (None, Some(path)) => cluster::load(path, args.nodes)?,
+        (None, Some(path)) => cluster::load(path, args.nodes.map(|n| n as usize))?,
         (None, None) => anyhow::bail!("--cluster FILE or --topology is required"),
     };
-    let ranks = args.ranks.unwrap_or(net.devices());
+    let ranks = args.ranks.map_or(net.devices(), |r| r as usize);
     if ranks == 0 || ranks > net.devices() {
         anyhow::bail!(
             "--ranks {ranks}: cluster `{}` has {} devices",
@@ -137,12 +137,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return model::run(&args, m, &net, &algos);
     }
     let (elem, dtype) = dtype_size(&args.dtype)?;
-    let sizes = sweep(
-        parse_size(&args.min_bytes)?,
-        parse_size(&args.max_bytes)?,
-        args.step_factor,
-        elem,
-    )?;
+    let sizes = sweep(args.min_bytes, args.max_bytes, args.step_factor, elem)?;
     if !args.json {
         println!(
             "# oxccl-bench simulate: cluster `{}` ({} nodes x {} devices), {ranks} ranks, all-reduce {dtype} sum, PREDICTED",
@@ -179,7 +174,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 ranks,
                 bytes,
                 elem,
-                args.pipeline,
+                args.pipeline.map(|k| k as usize),
                 &mut cache,
                 &bar,
             )?;
@@ -526,6 +521,17 @@ mod tests {
             Algorithm::Hierarchical(vec![4, 64])
         );
         assert_eq!(resolve_hier(Algorithm::Ring, 256, &ddl), Algorithm::Ring);
+    }
+
+    #[test]
+    fn args_stay_small_enough_for_the_dispatcher_enum() {
+        // main.rs holds every subcommand's Args in one enum: clippy::large_enum_variant fires
+        // when the largest is 200 bytes above the next (~170 bytes today).
+        assert!(
+            std::mem::size_of::<Args>() <= 336,
+            "{}",
+            std::mem::size_of::<Args>()
+        );
     }
 
     #[test]

@@ -286,6 +286,7 @@ type Measured = (usize, String, f64, f64);
 
 fn measure(args: &Args, n: usize) -> anyhow::Result<Vec<Measured>> {
     let (nstr, fstr) = (n.to_string(), args.step_factor.to_string());
+    let (b, e) = (args.min_bytes.to_string(), args.max_bytes.to_string());
     let out = self_exe(&[
         "all-reduce",
         "--ranks",
@@ -298,9 +299,9 @@ fn measure(args: &Args, n: usize) -> anyhow::Result<Vec<Measured>> {
         "-f",
         &fstr,
         "-b",
-        &args.min_bytes,
+        &b,
         "-e",
-        &args.max_bytes,
+        &e,
     ])?;
     Ok(records(&out)?
         .iter()
@@ -354,6 +355,7 @@ fn compare(args: &Args, spec: &ClusterSpec) -> anyhow::Result<()> {
     let gamma = 1.0 / (spec.node.reduce_gb_s * 1e9);
     let p0 = args
         .fit_ranks
+        .map(|p| p as usize)
         .or_else(|| args.compare_ranks.iter().copied().filter(|&p| p >= 2).min());
     let exec = p0.and_then(|p| Some((p, fit_executor(&rows, p, gamma)?)));
     let exec_net = match exec {

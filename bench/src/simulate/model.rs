@@ -114,7 +114,7 @@ pub fn run(args: &Args, name: &str, net: &Network, algos: &[Algorithm]) -> anyho
         for (i, algo) in algos.iter().enumerate() {
             let a = fit(algo, ranks, dpn);
             bar.set_message(format!("{a} on {ranks} ranks"));
-            let pipe = args.pipeline;
+            let pipe = args.pipeline.map(|k| k as usize);
             let (_, rep) = predict(net, &a, ranks, bytes, 4, pipe, &mut caches[i], &bar)?;
             let bucket_bytes = (bytes / buckets as u64).max(4) / 4 * 4;
             let (_, per_bucket) =
