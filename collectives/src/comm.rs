@@ -73,7 +73,7 @@ pub(crate) struct Inner {
     pub kinds: Vec<Option<LinkKind>>,
     pub state: Mutex<State>,
     next_ticket: AtomicU64,
-    turn: Mutex<u64>,
+    turn: Mutex<Turn>,
     turn_cv: Condvar,
     pub abort_flag: Arc<AtomicBool>,
     _store: Option<StoreServer>,
@@ -100,14 +100,40 @@ thread_local! {
     pub(crate) static RESERVED: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
 }
 
+/// Whose turn it is, and how many calls wait for theirs (notifying a condition variable costs a
+/// system call, which the common case of no waiters skips).
+#[derive(Default)]
+struct Turn {
+    now: u64,
+    waiters: u32,
+}
+
+impl Inner {
+    fn wait_turn(&self, ticket: u64) -> std::sync::MutexGuard<'_, Turn> {
+        let mut t = self.turn.lock().unwrap_or_else(|p| p.into_inner());
+        while t.now != ticket {
+            t.waiters += 1;
+            t = self.turn_cv.wait(t).unwrap_or_else(|p| p.into_inner());
+            t.waiters -= 1;
+        }
+        t
+    }
+
+    fn next_turn(&self) {
+        let mut t = self.turn.lock().unwrap_or_else(|p| p.into_inner());
+        t.now += 1;
+        if t.waiters > 0 {
+            self.turn_cv.notify_all();
+        }
+    }
+}
+
 /// Advances the turn when a call ends, even by panic, so later calls are not stuck.
 struct TurnGuard<'a>(&'a Inner);
 
 impl Drop for TurnGuard<'_> {
     fn drop(&mut self) {
-        let mut t = self.0.turn.lock().unwrap_or_else(|p| p.into_inner());
-        *t += 1;
-        self.0.turn_cv.notify_all();
+        self.0.next_turn();
     }
 }
 
@@ -141,7 +167,7 @@ impl Communicator {
                 }),
                 options,
                 next_ticket: AtomicU64::new(0),
-                turn: Mutex::new(0),
+                turn: Mutex::new(Turn::default()),
                 turn_cv: Condvar::new(),
                 abort_flag,
                 _store: store,
@@ -388,12 +414,7 @@ impl Communicator {
         f: impl FnOnce(&mut State) -> Result<R>,
     ) -> Result<R> {
         let inner = &*self.inner;
-        {
-            let mut t = inner.turn.lock().unwrap_or_else(|p| p.into_inner());
-            while *t != ticket {
-                t = inner.turn_cv.wait(t).unwrap_or_else(|p| p.into_inner());
-            }
-        }
+        drop(inner.wait_turn(ticket));
         let _guard = TurnGuard(inner);
         let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(reason) = &st.engine.poisoned {
@@ -437,13 +458,8 @@ impl Communicator {
 
     /// Lets the calls after `ticket` run when the call holding it never ran.
     pub(crate) fn skip_turn(&self, ticket: u64) {
-        let inner = &*self.inner;
-        let mut t = inner.turn.lock().unwrap_or_else(|p| p.into_inner());
-        while *t != ticket {
-            t = inner.turn_cv.wait(t).unwrap_or_else(|p| p.into_inner());
-        }
-        *t += 1;
-        inner.turn_cv.notify_all();
+        drop(self.inner.wait_turn(ticket));
+        self.inner.next_turn();
     }
 }
 

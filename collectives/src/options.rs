@@ -35,7 +35,7 @@ pub enum LocalTransport {
 /// | `OXCCL_TRANSPORT` | `auto`, `shm` or `tcp` | `auto` |
 /// | `OXCCL_RING_BYTES` | shared-memory ring size per direction (power of two) | 1048576 |
 /// | `OXCCL_SMALL_BYTES` | all-reduce up to this size sends the whole vector to every peer | 16384 |
-/// | `OXCCL_SPIN` | idle polls before a waiting rank yields its core | 20000, or 50 when ranks outnumber cores |
+/// | `OXCCL_SPIN` | idle polls before a waiting rank yields its core | 2000, or 50 when ranks outnumber cores |
 #[derive(Clone, Debug)]
 pub struct Options {
     pub timeout: Duration,
@@ -126,10 +126,12 @@ impl Options {
     pub(crate) fn spin_for(&self, local_ranks: usize) -> u32 {
         self.spin.unwrap_or_else(|| {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            // A few microseconds of polling covers a peer that is running; past that, the
+            // peer is probably descheduled and the core is better given away.
             if local_ranks > cores {
                 50
             } else {
-                20_000
+                2_000
             }
         })
     }

@@ -166,6 +166,7 @@ fn execute(
 ) -> Result<Vec<bool>> {
     st.engine.reduction = red;
     st.engine.esize = b.esize;
+    st.engine.stream = b.elems * b.esize >= oxccl_kernels::streaming_threshold_bytes();
     begin(st, hdr, plan.peers.iter().copied());
     let mut mat = run::initial_materialized(plan, b);
     run::run(&mut st.engine, plan, b, &mut mat)?;
@@ -322,14 +323,23 @@ unsafe fn small_all_reduce(
     })?;
     engine.small_seq += 1;
     scratch[me * len + Header::LEN..me * len + Header::LEN + bytes].copy_from_slice(data);
-    let srcs: Vec<&[u8]> = (0..p)
-        .map(|q| &scratch[q * len + Header::LEN..q * len + Header::LEN + bytes])
-        .collect();
+    // Up to 16 ranks without allocating.
+    let mut stack: [&[u8]; 16] = [&[]; 16];
+    let mut heap = Vec::new();
+    let srcs: &[&[u8]] = if p <= 16 {
+        for (q, s) in stack.iter_mut().enumerate().take(p) {
+            *s = &scratch[q * len + Header::LEN..q * len + Header::LEN + bytes];
+        }
+        &stack[..p]
+    } else {
+        heap.extend((0..p).map(|q| &scratch[q * len + Header::LEN..q * len + Header::LEN + bytes]));
+        &heap
+    };
     // SAFETY: the caller's contract: output is valid for `bytes` and not borrowed elsewhere
     // (scratch belongs to the state; `data` was copied out of input before this borrow).
     let out = unsafe { std::slice::from_raw_parts_mut(output, bytes) };
     let red = reduction(dtype, op, p);
-    oxccl_kernels::reduce_copy_bytes_with(dtype, red.combine, red.epilogue, &srcs, &mut [out])
+    oxccl_kernels::reduce_copy_bytes_with(dtype, red.combine, red.epilogue, srcs, &mut [out])
         .map_err(|e| Error::invalid("all_reduce", e.to_string()))
 }
 
@@ -610,6 +620,7 @@ pub(crate) unsafe fn all_to_all(
     let hdr = header(KIND_ALL_TO_ALL, Some(dtype), None, block / dtype.size(), 0);
     st.engine.reduction = None;
     st.engine.esize = 1;
+    st.engine.stream = false;
     begin(st, hdr, (0..p).filter(|&q| q != me));
     // Start with the next rank so that not everyone sends to rank 0 first.
     for k in 1..p {
@@ -639,6 +650,7 @@ pub(crate) fn barrier(inner: &Inner, st: &mut State) -> Result<()> {
     let me = inner.rank;
     st.engine.reduction = None;
     st.engine.esize = 1;
+    st.engine.stream = false;
     begin(
         st,
         header(KIND_BARRIER, None, None, 0, 0),
@@ -665,6 +677,7 @@ pub(crate) unsafe fn send(
     let hp = st.hdrs[peer].as_ptr();
     st.engine.reduction = None;
     st.engine.esize = 1;
+    st.engine.stream = false;
     st.engine.send(peer, hp, Header::LEN, Header::LEN, 0);
     st.engine.send(peer, data, bytes, bytes, pad_for(bytes));
     st.engine.drive(Until::All)
@@ -686,6 +699,7 @@ pub(crate) unsafe fn recv(
     st.engine.rx_seq[peer] += 1;
     st.engine.reduction = None;
     st.engine.esize = 1;
+    st.engine.stream = false;
     st.engine.mine = h;
     st.engine.recv(
         peer,

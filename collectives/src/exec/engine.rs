@@ -60,6 +60,8 @@ struct Waiter {
 
 impl Waiter {
     fn new() -> Self {
+        // `last_progress` is only read after a check has set it (progressed_since_check
+        // starts true), so no clock read is needed for calls that never wait long.
         Self {
             idle: 0,
             progressed_since_check: true,
@@ -109,6 +111,8 @@ pub(crate) struct Engine {
     hdr_buf: Vec<[u8; Header::LEN]>,
     pub reduction: Option<Reduction>,
     pub esize: usize,
+    /// The call's output is larger than the cache: copy it with streaming stores.
+    pub stream: bool,
     step_left: usize,
     total_left: usize,
     pub timeout: Duration,
@@ -147,6 +151,7 @@ impl Engine {
             hdr_buf: vec![[0; Header::LEN]; p],
             reduction: None,
             esize: 1,
+            stream: false,
             step_left: 0,
             total_left: 0,
             timeout,
@@ -530,6 +535,7 @@ impl Engine {
                 self.recvq[peer].front_mut().expect("front").cleared = true;
             }
             let reduction = self.reduction;
+            let stream = self.stream;
             let link = self.links[peer]
                 .as_mut()
                 .expect("a job for a peer without a link");
@@ -552,7 +558,7 @@ impl Engine {
                         // and no queued send reads it (cleared above).
                         let dst =
                             unsafe { std::slice::from_raw_parts_mut(job.dst.add(job.pos), take) };
-                        dst.copy_from_slice(&view[..take]);
+                        copy(stream, dst, &view[..take]);
                     }
                     RecvKind::Reduce { local, epilogue } => {
                         take -= take % esize;
@@ -605,6 +611,29 @@ impl Engine {
         }
         Ok(progressed)
     }
+}
+
+/// A received piece into its destination. Past the cache size, streaming stores skip the
+/// read-for-ownership of every destination line (the data is not read again soon).
+fn copy(stream: bool, dst: &mut [u8], src: &[u8]) {
+    if stream && dst.len() >= 4096 {
+        let opts = oxccl_kernels::Options {
+            stores: oxccl_kernels::StoreMode::Streaming,
+            ..oxccl_kernels::Options::default()
+        };
+        let one = oxccl_kernels::reduce_copy_bytes_opts(
+            &opts,
+            DataType::U8,
+            ReduceOp::Sum,
+            Epilogue::None,
+            &[src],
+            &mut [dst],
+        );
+        if one.is_ok() {
+            return;
+        }
+    }
+    dst.copy_from_slice(src);
 }
 
 /// `dst[pos..] = local[pos..] op recv` (Reduce with `local == dst` reduces in place).

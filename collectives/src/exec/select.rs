@@ -46,7 +46,13 @@ pub(crate) fn choose(
         tiers,
         max_message_bytes: Some(inner.options.chunk_bytes),
     };
-    let (algo, k) =
-        tuner::choose_with(forced, collective, inner.size, bytes, &params, dims.as_deref());
+    let (algo, k) = tuner::choose_with(
+        forced,
+        collective,
+        inner.size,
+        bytes,
+        &params,
+        dims.as_deref(),
+    );
     Ok((algo, k.clamp(1, 256)))
 }
