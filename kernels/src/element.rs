@@ -134,9 +134,18 @@ macro_rules! int_scalar {
 /// integer division does not. Exact: with `a = q * d + r`, the f64 quotient is off by at most
 /// `(|q| + 1) * 2^-53`, less than the `1 / d` that separates `a / d` from the next integer,
 /// because `(|q| + 1) * d <= |a| + d < 2^33` (and for `d >= 2^33` the quotient is below 1).
-#[inline(always)]
-fn div_small(a: f64, d: u64) -> f64 {
-    a / d as f64
+///
+/// The quotient is converted with `to_int_unchecked` rather than a saturating `as`, which
+/// keeps the loop vectorisable.
+macro_rules! div_small {
+    ($t:ty) => {
+        |a: $t, d: u64| {
+            let q = a as f64 / d as f64;
+            // SAFETY: `q` is finite (d >= 1) and |q| <= |a|, so its truncation (which the
+            // conversion performs) is in range of `$t`.
+            unsafe { q.to_int_unchecked::<$t>() }
+        }
+    };
 }
 
 /// Truncating division of an i64 by a divisor of up to 64 bits.
@@ -149,11 +158,9 @@ fn div_i64(a: i64, d: u64) -> i64 {
     }
 }
 
-int_scalar!(i8, DataType::I8, |a: i8, d| div_small(a as f64, d) as i8);
-int_scalar!(u8, DataType::U8, |a: u8, d| div_small(a as f64, d) as u8);
-int_scalar!(i32, DataType::I32, |a: i32, d| div_small(a as f64, d)
-    as i32);
-int_scalar!(u32, DataType::U32, |a: u32, d| div_small(a as f64, d)
-    as u32);
+int_scalar!(i8, DataType::I8, div_small!(i8));
+int_scalar!(u8, DataType::U8, div_small!(u8));
+int_scalar!(i32, DataType::I32, div_small!(i32));
+int_scalar!(u32, DataType::U32, div_small!(u32));
 int_scalar!(i64, DataType::I64, div_i64);
 int_scalar!(u64, DataType::U64, |a: u64, d: u64| a / d);
