@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use oxccl_transport::dynamic::{DynAddress, DynTransport};
+use oxccl_transport::dynamic::DynAddress;
 use oxccl_transport::shm::Shm;
 use oxccl_transport::tcp::{Tcp, TcpConfig};
 use oxccl_transport::wait::{self, Deadline};
@@ -61,20 +61,14 @@ pub struct Args {
 /// Deadline of every step: generous, a stuck peer still ends the run.
 const STEP: Duration = Duration::from_secs(120);
 
-fn make(name: &str, nsocks: Option<usize>) -> anyhow::Result<Box<dyn DynTransport>> {
-    Ok(match name {
-        "shm" => Box::new(Shm::from_env()?),
-        "tcp" => {
-            let mut c = TcpConfig::from_env()?;
-            c.ip = Some(std::net::Ipv4Addr::LOCALHOST.into());
-            c.ifname = None;
-            if let Some(n) = nsocks {
-                c.nsocks = n;
-            }
-            Box::new(Tcp::with_config(c)?)
-        }
-        other => bail!("unknown transport {other:?} (shm, tcp)"),
-    })
+fn tcp(nsocks: Option<usize>) -> anyhow::Result<Tcp> {
+    let mut c = TcpConfig::from_env()?;
+    c.ip = Some(std::net::Ipv4Addr::LOCALHOST.into());
+    c.ifname = None;
+    if let Some(n) = nsocks {
+        c.nsocks = n;
+    }
+    Ok(Tcp::with_config(c)?)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -119,17 +113,20 @@ struct Row {
 /// One round of the latency test at `bytes`; returns seconds for `iters` round trips.
 fn latency<C: Connection>(c: &C, role: Role, buf: &mut [u8], iters: usize) -> anyhow::Result<f64> {
     let warm = iters / 10;
+    // One deadline for the batch: reading the clock per message would cost more than a
+    // shared-memory hop.
+    let dl = Deadline::after(STEP);
     let mut t0 = Instant::now();
     for i in 0..iters + warm {
         if i == warm {
             t0 = Instant::now();
         }
         if role == Role::Leader {
-            wait::send(c, 1, buf, Deadline::after(STEP))?;
-            wait::recv(c, 1, buf, Deadline::after(STEP))?;
+            wait::send(c, 1, buf, dl)?;
+            wait::recv(c, 1, buf, dl)?;
         } else {
-            wait::recv(c, 1, buf, Deadline::after(STEP))?;
-            wait::send(c, 1, buf, Deadline::after(STEP))?;
+            wait::recv(c, 1, buf, dl)?;
+            wait::send(c, 1, buf, dl)?;
         }
     }
     Ok(t0.elapsed().as_secs_f64())
@@ -302,24 +299,39 @@ fn unhex(s: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 fn run_peer(a: &Args, addr: &str) -> anyhow::Result<()> {
-    let addr = DynAddress::from_bytes(&unhex(addr)?)?;
-    let name: &'static str = match addr.transport() {
-        "shm" => "shm",
-        "tcp" => "tcp",
-        other => bail!("unknown transport {other:?}"),
-    };
     if !a.no_bind {
         bind_to(1);
     }
-    let t = make(name, a.nsocks)?;
-    let c = wait::establish(t.connect(&addr)?, Deadline::after(STEP), &addr.to_string())?;
+    let addr = DynAddress::from_bytes(&unhex(addr)?)?;
+    match addr.transport() {
+        "shm" => peer_on(a, "shm", &Shm::from_env()?, &addr),
+        "tcp" => peer_on(a, "tcp", &tcp(a.nsocks)?, &addr),
+        other => bail!("unknown transport {other:?}"),
+    }
+}
+
+/// The peer's side, statically dispatched (no boxing per request, as a real user would run).
+fn peer_on<T: Transport>(
+    a: &Args,
+    name: &'static str,
+    t: &T,
+    addr: &DynAddress,
+) -> anyhow::Result<()> {
+    let inner = T::Address::from_bytes(addr.inner_bytes())?;
+    let c = wait::establish(t.connect(&inner)?, Deadline::after(STEP), &addr.to_string())?;
     schedule(a, name, &c, Role::Peer, &mut |_| {})
 }
 
 fn run_leader(a: &Args, name: &'static str) -> anyhow::Result<()> {
-    let t = make(name, a.nsocks)?;
+    match name {
+        "shm" => leader_on(a, name, &Shm::from_env()?),
+        _ => leader_on(a, name, &tcp(a.nsocks)?),
+    }
+}
+
+fn leader_on<T: Transport>(a: &Args, name: &'static str, t: &T) -> anyhow::Result<()> {
     let mut l = t.listen()?;
-    let addr = hex(&l.address().to_bytes());
+    let addr = hex(&DynAddress::new(name, &l.address()).to_bytes());
     let exe = std::env::current_exe().context("locating this binary")?;
     let mut cmd = Command::new(exe);
     cmd.arg("transport").arg("--peer").arg(&addr);
