@@ -1,6 +1,6 @@
 //! `tcp`: the fabric that works everywhere.
 //!
-//! A connection is `OXCCL_SOCKET_NSOCKS` TCP sockets (default 1), all `TCP_NODELAY` and
+//! A connection is `OXCCL_SOCKET_NSOCKS` TCP sockets (default 4), all `TCP_NODELAY` and
 //! nonblocking. Messages travel as checked frames ([`wire`]); large ones are striped over the
 //! sockets. Progress happens inside `test` with nonblocking `send`/`recv`; with several sockets
 //! a zero-timeout `poll(2)` picks the ready ones during setup. A general poller (`mio`,
@@ -49,7 +49,8 @@ pub struct TcpConfig {
     pub ifname: Option<String>,
     /// Port to listen on; 0 picks a free one.
     pub port: u16,
-    /// Sockets per connection, 1 to 16 (`OXCCL_SOCKET_NSOCKS`, default 1).
+    /// Sockets per connection, 1 to 16 (`OXCCL_SOCKET_NSOCKS`, default 4: on loopback here
+    /// four striped sockets moved 2-3x what one did, see `bench/results/transport.md`).
     pub nsocks: usize,
     /// Largest message accepted from a peer (`OXCCL_SOCKET_MAX_MESSAGE`, default 64 GiB).
     pub max_message: u64,
@@ -63,7 +64,7 @@ impl Default for TcpConfig {
             ip: None,
             ifname: None,
             port: 0,
-            nsocks: 1,
+            nsocks: 4,
             max_message: 64 << 30,
             stripe_min: 256 << 10,
         }
