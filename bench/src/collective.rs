@@ -162,12 +162,32 @@ fn launch(n: usize) -> anyhow::Result<()> {
             .with_context(|| format!("starting rank {r}"))?;
         children.push(child);
     }
+    // Wait for all; once one rank fails, stop the others (they would otherwise wait for it
+    // until OXCCL_TIMEOUT).
+    let mut status: Vec<Option<std::process::ExitStatus>> = vec![None; n];
     let mut failed = Vec::new();
-    for (r, mut c) in children.into_iter().enumerate() {
-        let status = c.wait()?;
-        if !status.success() {
-            failed.push(format!("rank {r}: {status}"));
+    while status.iter().any(Option::is_none) {
+        for (r, c) in children.iter_mut().enumerate() {
+            if status[r].is_none() {
+                if let Some(s) = c.try_wait()? {
+                    if !s.success() {
+                        failed.push(format!("rank {r}: {s}"));
+                    }
+                    status[r] = Some(s);
+                }
+            }
         }
+        if !failed.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            for (r, c) in children.iter_mut().enumerate() {
+                if status[r].is_none() && c.try_wait()?.is_none() {
+                    let _ = c.kill();
+                    status[r] = Some(c.wait()?);
+                    failed.push(format!("rank {r}: stopped"));
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     if !failed.is_empty() {
         bail!(

@@ -55,6 +55,8 @@ impl Topology {
 pub(crate) struct State {
     pub engine: Engine,
     pub plans: HashMap<(String, crate::schedule::Collective, usize), Arc<Plan>>,
+    /// The plan each (collective, size) got, so the tuner runs once per size.
+    pub by_size: HashMap<(crate::schedule::Collective, usize), Arc<Plan>>,
     /// Reused buffer space (reduce-scatter's work buffer, small-message staging).
     pub scratch: Vec<u8>,
     /// This call's header for each peer (stable addresses while jobs point at them).
@@ -160,6 +162,7 @@ impl Communicator {
                 state: Mutex::new(State {
                     engine,
                     plans: HashMap::new(),
+                    by_size: HashMap::new(),
                     scratch: Vec::new(),
                     hdrs: vec![[0u8; 32]; size].into_boxed_slice(),
                     small_msg: Vec::new(),

@@ -99,10 +99,18 @@ fn plan(
     collective: Collective,
     bytes: usize,
 ) -> Result<Arc<Plan>> {
+    // The tuner's choice is a pure function of (collective, size): remember it per size.
+    if let Some(p) = st.by_size.get(&(collective, bytes)) {
+        return Ok(p.clone());
+    }
     let (algo, k) = select::choose(inner, op, collective, bytes)?;
     let key = (algo.to_string(), collective, k);
     if let Some(p) = st.plans.get(&key) {
-        return Ok(p.clone());
+        let p = p.clone();
+        if st.by_size.len() < 4096 {
+            st.by_size.insert((collective, bytes), p.clone());
+        }
+        return Ok(p);
     }
     let err = |detail: String| Error::Algorithm {
         op,
@@ -115,6 +123,9 @@ fn plan(
     let plan = Arc::new(Plan::new(schedule, inner.rank).map_err(err)?);
     tracing::info!(op, algo = %algo, pipeline = k, ranks = inner.size, "new plan");
     st.plans.insert(key, plan.clone());
+    if st.by_size.len() < 4096 {
+        st.by_size.insert((collective, bytes), plan.clone());
+    }
     Ok(plan)
 }
 
