@@ -75,7 +75,7 @@ pub(crate) struct Inner {
     pub kinds: Vec<Option<LinkKind>>,
     pub state: Mutex<State>,
     next_ticket: AtomicU64,
-    turn: Mutex<Turn>,
+    turn: Turn,
     turn_cv: Condvar,
     pub abort_flag: Arc<AtomicBool>,
     _store: Option<StoreServer>,
@@ -102,29 +102,37 @@ thread_local! {
     pub(crate) static RESERVED: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
 }
 
-/// Whose turn it is, and how many calls wait for theirs (notifying a condition variable costs a
-/// system call, which the common case of no waiters skips).
+/// Whose turn it is (`now`) and how many calls sleep waiting for theirs. The common case, a
+/// call whose turn it already is, costs one atomic load and one increment: no lock, and no
+/// condition-variable system call unless someone sleeps.
 #[derive(Default)]
 struct Turn {
-    now: u64,
-    waiters: u32,
+    now: AtomicU64,
+    sleepers: std::sync::atomic::AtomicU32,
+    lock: Mutex<()>,
 }
 
 impl Inner {
-    fn wait_turn(&self, ticket: u64) -> std::sync::MutexGuard<'_, Turn> {
-        let mut t = self.turn.lock().unwrap_or_else(|p| p.into_inner());
-        while t.now != ticket {
-            t.waiters += 1;
-            t = self.turn_cv.wait(t).unwrap_or_else(|p| p.into_inner());
-            t.waiters -= 1;
+    fn wait_turn(&self, ticket: u64) {
+        let t = &self.turn;
+        if t.now.load(Ordering::SeqCst) == ticket {
+            return;
         }
-        t
+        let mut g = t.lock.lock().unwrap_or_else(|p| p.into_inner());
+        t.sleepers.fetch_add(1, Ordering::SeqCst);
+        while t.now.load(Ordering::SeqCst) != ticket {
+            g = self.turn_cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        t.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn next_turn(&self) {
-        let mut t = self.turn.lock().unwrap_or_else(|p| p.into_inner());
-        t.now += 1;
-        if t.waiters > 0 {
+        let t = &self.turn;
+        t.now.fetch_add(1, Ordering::SeqCst);
+        // A sleeper registers (under the lock) before it checks `now`, so either it sees the
+        // new turn or we see it and wake it; taking the lock orders the wake after its wait.
+        if t.sleepers.load(Ordering::SeqCst) > 0 {
+            let _g = t.lock.lock().unwrap_or_else(|p| p.into_inner());
             self.turn_cv.notify_all();
         }
     }
@@ -170,7 +178,7 @@ impl Communicator {
                 }),
                 options,
                 next_ticket: AtomicU64::new(0),
-                turn: Mutex::new(Turn::default()),
+                turn: Turn::default(),
                 turn_cv: Condvar::new(),
                 abort_flag,
                 _store: store,
@@ -417,7 +425,7 @@ impl Communicator {
         f: impl FnOnce(&mut State) -> Result<R>,
     ) -> Result<R> {
         let inner = &*self.inner;
-        drop(inner.wait_turn(ticket));
+        inner.wait_turn(ticket);
         let _guard = TurnGuard(inner);
         let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(reason) = &st.engine.poisoned {
@@ -461,7 +469,7 @@ impl Communicator {
 
     /// Lets the calls after `ticket` run when the call holding it never ran.
     pub(crate) fn skip_turn(&self, ticket: u64) {
-        drop(self.inner.wait_turn(ticket));
+        self.inner.wait_turn(ticket);
         self.inner.next_turn();
     }
 }

@@ -299,7 +299,8 @@ unsafe fn small_all_reduce(
 ) -> Result<()> {
     let p = inner.size;
     let me = inner.rank;
-    let len = Header::LEN + bytes.next_multiple_of(8);
+    // Whole cache lines: a message of up to 32 data bytes is exactly one line of the ring.
+    let len = (Header::LEN + bytes).next_multiple_of(64);
     if st.scratch.len() < len * p {
         st.scratch.resize(len * p, 0);
     }

@@ -55,17 +55,17 @@ pub(crate) struct RecvJob {
 struct Waiter {
     idle: u32,
     progressed_since_check: bool,
-    last_progress: Instant,
+    last_progress: Option<Instant>,
 }
 
 impl Waiter {
     fn new() -> Self {
         // `last_progress` is only read after a check has set it (progressed_since_check
-        // starts true), so no clock read is needed for calls that never wait long.
+        // starts true), so a call that never waits long reads no clock.
         Self {
             idle: 0,
             progressed_since_check: true,
-            last_progress: Instant::now(),
+            last_progress: None,
         }
     }
 
@@ -286,10 +286,11 @@ impl Engine {
             return Ok(());
         }
         let now = Instant::now();
-        if w.progressed_since_check {
+        if w.progressed_since_check || w.last_progress.is_none() {
             w.progressed_since_check = false;
-            w.last_progress = now;
+            w.last_progress = Some(now);
         }
+        let last = w.last_progress.unwrap_or(now);
         if self.abort_flag.load(std::sync::atomic::Ordering::Relaxed) {
             let e = Error::Aborted {
                 op: self.op,
@@ -309,7 +310,7 @@ impl Engine {
                 }
             }
         }
-        let waited = now.duration_since(w.last_progress);
+        let waited = now.duration_since(last);
         if waited >= self.timeout {
             let e = match blame {
                 Some(peer) => Error::Timeout {
