@@ -195,6 +195,9 @@ fn schedule<C: Connection>(
     let mut buf = vec![0u8; top];
     buf.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
     if a.test == "all" || a.test == "latency" {
+        // Warm up (caches, page tables, the CPUs' clocks) before the first timed size: the
+        // first tens of thousands of round trips run measurably slower here.
+        latency(c, role, &mut buf[..8], scaled(20_000, a.iters_scale))?;
         for n in latency_sizes(a) {
             let iters = scaled(if n <= 8192 { 10_000 } else { 1000 }, a.iters_scale);
             let s = latency(c, role, &mut buf[..n], iters)?;

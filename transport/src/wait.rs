@@ -158,6 +158,17 @@ pub fn wait<R: Request + ?Sized>(
     what: &str,
     peer: &str,
 ) -> Result<usize> {
+    wait_for(req, deadline, || what.to_string(), peer)
+}
+
+/// [`wait`] with the description built only if it is needed (an error): formatting one per
+/// message would cost more than a shared-memory hop.
+fn wait_for<R: Request + ?Sized>(
+    req: &mut R,
+    deadline: Deadline,
+    what: impl FnOnce() -> String,
+    peer: &str,
+) -> Result<usize> {
     let mut backoff = Backoff::new();
     let mut polls = 0u32;
     let mut moved = req.progress();
@@ -168,7 +179,7 @@ pub fn wait<R: Request + ?Sized>(
         // Reading the clock costs about as much as a poll: look at it once in a while.
         polls = polls.wrapping_add(1);
         if polls % 64 == 0 && deadline.expired() {
-            return Err(deadline.error("transport", what, peer));
+            return Err(deadline.error("transport", what(), peer));
         }
         let now = req.progress();
         if now != moved {
@@ -330,10 +341,10 @@ pub fn send<C: Connection>(conn: &C, tag: Tag, buf: &[u8], deadline: Deadline) -
         }
         backoff.snooze();
     };
-    wait(
+    wait_for(
         &mut req,
         deadline,
-        &format!("send with tag {tag}"),
+        || format!("send with tag {tag}"),
         conn.peer(),
     )
     .map(|_| ())
@@ -362,10 +373,10 @@ pub fn recv<C: Connection>(
         }
         backoff.snooze();
     };
-    wait(
+    wait_for(
         &mut req,
         deadline,
-        &format!("receive with tag {tag}"),
+        || format!("receive with tag {tag}"),
         conn.peer(),
     )
 }

@@ -15,7 +15,8 @@
 //!
 //! Side 0 (the dialer) writes ring 0 and reads ring 1. `head` and `tail` are monotonically
 //! increasing byte counts (they never wrap in practice: 2^64 bytes); the position in the ring
-//! is `count % ring_bytes`. Each sits on its own 128-byte line (two 64-byte lines: the adjacent
+//! is `count % ring_bytes` (a mask: `ring_bytes` is a power of two). Each sits on its own
+//! 128-byte line (two 64-byte lines: the adjacent
 //! line prefetcher pulls pairs), so producer and consumer never write the same line.
 
 use std::fs::File;
@@ -165,7 +166,7 @@ impl Mapping {
 
     /// The record marker at stream position `pos` (8-aligned) of ring `ring`.
     pub(crate) fn marker(&self, ring: usize, pos: u64) -> &AtomicU64 {
-        let at = (pos % self.ring_bytes as u64) as usize;
+        let at = (pos & (self.ring_bytes as u64 - 1)) as usize;
         debug_assert!(at % 8 == 0);
         // SAFETY: at is 8-aligned inside the ring (rings are page-aligned), the mapping lives
         // as long as &self, and the word is only ever accessed atomically while a record's
@@ -185,7 +186,7 @@ impl Mapping {
     /// (at most `ring_bytes` ahead of the consumer's tail).
     pub(crate) unsafe fn write(&self, ring: usize, pos: u64, src: &[u8]) {
         let cap = self.ring_bytes;
-        let at = (pos % cap as u64) as usize;
+        let at = (pos & (cap as u64 - 1)) as usize;
         let first = src.len().min(cap - at);
         let d = self.data(ring);
         // SAFETY: per the contract the range is free, inside the ring, and not read by the
@@ -203,7 +204,7 @@ impl Mapping {
     /// the producer (below an acquired head) and not yet released (at or above tail).
     pub(crate) unsafe fn read(&self, ring: usize, pos: u64, dst: &mut [u8]) {
         let cap = self.ring_bytes;
-        let at = (pos % cap as u64) as usize;
+        let at = (pos & (cap as u64 - 1)) as usize;
         let first = dst.len().min(cap - at);
         let d = self.data(ring);
         // SAFETY: per the contract the bytes are published and the producer will not touch
@@ -220,7 +221,7 @@ impl Mapping {
     /// # Safety
     /// As for [`Mapping::read`], and the bytes stay unreleased while the slice lives.
     pub(crate) unsafe fn view(&self, ring: usize, pos: u64, len: usize) -> &[u8] {
-        let at = (pos % self.ring_bytes as u64) as usize;
+        let at = (pos & (self.ring_bytes as u64 - 1)) as usize;
         debug_assert!(at + len <= self.ring_bytes);
         // SAFETY: per the contract the bytes are published, stable and inside the ring.
         unsafe { std::slice::from_raw_parts(self.data(ring).add(at), len) }
