@@ -22,8 +22,10 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let tests: [(&str, fn()); 3] = [
+    let tests: [(&str, fn()); 5] = [
         ("three_processes_over_shm", three_processes_over_shm),
+        ("torchrun_style_variables", torchrun_style_variables),
+        ("under_mpirun", under_mpirun),
         (
             "killing_a_rank_fails_the_others_in_time",
             killing_a_rank_fails_the_others_in_time,
@@ -257,6 +259,59 @@ fn three_processes_over_shm() {
     {
         assert_eq!(code, 0, "rank {r} failed: {out}");
     }
+}
+
+fn torchrun_style_variables() {
+    let port = free_port().to_string();
+    let exe = std::env::current_exe().unwrap();
+    let mut ranks = Ranks(
+        (0..3)
+            .map(|r| {
+                Command::new(&exe)
+                    .env("OXCCL_TEST_ROLE", "ops")
+                    .env("RANK", r.to_string())
+                    .env("WORLD_SIZE", "3")
+                    .env("LOCAL_RANK", r.to_string())
+                    .env("MASTER_ADDR", "127.0.0.1")
+                    .env("MASTER_PORT", &port)
+                    .env("OXCCL_TIMEOUT", "60")
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    for (r, (code, out)) in wait_all(&mut ranks, Duration::from_secs(120))
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(code, 0, "rank {r} failed: {out}");
+    }
+}
+
+fn under_mpirun() {
+    let found = Command::new("mpirun")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        println!("  SKIPPED: mpirun not found (apt-get install openmpi-bin)");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let child = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "3"])
+        .args(["-x", "OXCCL_TEST_ROLE=ops", "-x", "OXCCL_TIMEOUT=60"])
+        .arg(&exe)
+        .env_remove("OXCCL_RANK")
+        .env_remove("OXCCL_SIZE")
+        .env_remove("OXCCL_STORE_ADDR")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ranks = Ranks(vec![child]);
+    let (code, out) = wait_all(&mut ranks, Duration::from_secs(180)).remove(0);
+    assert_eq!(code, 0, "mpirun failed: {out}");
 }
 
 fn killing_a_rank_fails_the_others_in_time() {
