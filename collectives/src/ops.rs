@@ -454,7 +454,12 @@ impl Communicator {
         {
             return Ok("direct".into());
         }
-        crate::exec::select::choose(inner, "algorithm_for", collective, bytes)
-            .map(|(a, k)| if k > 1 { format!("{a}/{k}") } else { a.to_string() })
+        crate::exec::select::choose(inner, "algorithm_for", collective, bytes).map(|(a, k)| {
+            if k > 1 {
+                format!("{a}/{k}")
+            } else {
+                a.to_string()
+            }
+        })
     }
 }
