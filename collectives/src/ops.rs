@@ -51,6 +51,20 @@ fn check_dtype(op: &'static str, bytes: usize, dtype: DataType) -> Result<()> {
     Ok(())
 }
 
+/// Integer reductions can only scale by whole numbers (the kernels' contract); catching it
+/// here keeps a bad argument from aborting the communicator mid-call.
+fn check_op(op: &'static str, dtype: DataType, red: ReduceOp) -> Result<()> {
+    if let ReduceOp::PreMulSum(s) = red {
+        if !s.is_finite() || (!dtype.is_float() && s.fract() != 0.0) {
+            return Err(Error::invalid(
+                op,
+                format!("PreMulSum({s}) cannot scale {dtype} elements"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_peer(op: &'static str, peer: usize, size: usize, what: &str) -> Result<()> {
     if peer >= size {
         return Err(Error::invalid(
@@ -74,6 +88,7 @@ impl Communicator {
     ) -> Result<()> {
         const OP: &str = "all_reduce";
         check_dtype(OP, input.len(), dtype)?;
+        check_op(OP, dtype, op)?;
         check_len(OP, "output", output.len(), input.len())?;
         self.run(OP, |st| {
             // SAFETY: input and output are live borrows for the whole call (disjoint: & and &mut).
@@ -100,6 +115,7 @@ impl Communicator {
     ) -> Result<()> {
         const OP: &str = "all_reduce";
         check_dtype(OP, buf.len(), dtype)?;
+        check_op(OP, dtype, op)?;
         self.run(OP, |st| {
             let p = buf.as_mut_ptr();
             // SAFETY: buf is a live exclusive borrow; input == output is the in-place case.
@@ -118,6 +134,7 @@ impl Communicator {
     ) -> Result<()> {
         const OP: &str = "reduce_scatter";
         check_dtype(OP, output.len(), dtype)?;
+        check_op(OP, dtype, op)?;
         check_len(OP, "input", input.len(), output.len() * self.size())?;
         self.run(OP, |st| {
             // SAFETY: live, disjoint borrows of the checked sizes.
@@ -178,6 +195,7 @@ impl Communicator {
     ) -> Result<()> {
         const OP: &str = "reduce";
         check_dtype(OP, input.len(), dtype)?;
+        check_op(OP, dtype, op)?;
         check_peer(OP, root, self.size(), "root")?;
         if self.rank() == root {
             check_len(OP, "root's output", output.len(), input.len())?;
