@@ -265,7 +265,9 @@ fn typed_calls_and_bad_arguments() {
             .all_reduce_bytes(&[0u8; 3], &mut [0u8; 3], DataType::F32, ReduceOp::Sum)
             .is_err());
         // An integer PreMulSum needs an integral scale.
-        assert!(c.all_reduce(&v, &mut out, ReduceOp::PreMulSum(0.5)).is_err());
+        assert!(c
+            .all_reduce(&v, &mut out, ReduceOp::PreMulSum(0.5))
+            .is_err());
         // The communicator still works afterwards.
         c.all_reduce(&v, &mut out, ReduceOp::Max).unwrap();
         assert_eq!(out, (0..10).map(|i| i * 3).collect::<Vec<_>>());
