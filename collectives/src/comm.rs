@@ -6,11 +6,15 @@ use crate::bootstrap::{Bootstrap, StoreAddr};
 use crate::error::{Error, Result};
 use crate::exec::engine::Engine;
 use crate::exec::plan::Plan;
-use crate::link::{shm, tcp::TcpLink, Link, LinkKind};
-use crate::options::{LocalTransport, Options, TransportChoice};
+use crate::link::net::NetLink;
+use crate::link::{shm, Link, LinkKind};
+use crate::options::{LocalTransport, NetChoice, Options, TransportChoice};
+use oxccl_transport::dynamic::{DynAddress, DynConnection, DynListener, DynTransport};
+use oxccl_transport::tcp::{Tcp, TcpConfig};
+use oxccl_transport::wait::{self, Deadline};
+use oxccl_transport::{Address as _, Listener as _};
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -219,8 +223,8 @@ impl Communicator {
                     LocalTransport::Memory => shm::memory_pair(options.ring_bytes),
                     LocalTransport::Shm => shm::file_pair(&session, a, b, options.ring_bytes)
                         .map_err(|e| Error::io("creating a shared-memory link", e))?,
-                    LocalTransport::Tcp => {
-                        tcp_pair().map_err(|e| Error::io("connecting over 127.0.0.1", e))?
+                    LocalTransport::Tcp | LocalTransport::RdmaModel => {
+                        net_pair(transport, &options)?
                     }
                 };
                 links[a][b] = Some(la);
@@ -257,19 +261,19 @@ impl Communicator {
             store.set("session", random_hex(8).as_bytes())?;
         }
         let session = String::from_utf8_lossy(&store.wait("session", deadline)?).into_owned();
-        // Our TCP endpoint, on the interface that reaches rank 0.
+        // Our network endpoint, on the interface that reaches rank 0.
         let ip = store
             .local_ip()
-            .map_or("127.0.0.1".to_string(), |ip| ip.to_string());
-        let listener = TcpListener::bind((ip.as_str(), 0))
-            .map_err(|e| Error::io(format!("listening on {ip}"), e))?;
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        let fabric = net_fabric(options.net, Some(ip))?;
+        let mut listener = fabric
+            .dyn_listen()
+            .map_err(|e| Error::net(format!("listening on {ip}"), e))?;
         let me = format!(
             "{}\n{}\n{}",
             host_id(),
             std::process::id(),
-            listener
-                .local_addr()
-                .map_err(|e| Error::io("listener address", e))?
+            hex(&listener.address().to_bytes())
         );
         store.set(&format!("rank/{rank}"), me.as_bytes())?;
         let mut peers = Vec::with_capacity(size);
@@ -324,24 +328,35 @@ impl Communicator {
                 store.set(&format!("shm/{rank}/{q}"), b"1")?;
             }
         }
-        // 2. TCP: the higher rank connects to the lower one's listener.
+        // 2. Network: the higher rank connects to the lower one's listener and says who it is.
         for q in 0..rank {
             if !use_shm(q) {
-                let addr = &peers[q].2;
-                let mut s = TcpStream::connect(addr)
-                    .map_err(|e| Error::io(format!("connecting to rank {q} at {addr}"), e))?;
+                let addr = unhex(&peers[q].2)
+                    .and_then(|b| DynAddress::from_bytes(&b).ok())
+                    .ok_or_else(|| Error::Env(format!("rank {q} published a bad address")))?;
+                let what = || format!("connecting to rank {q} at {addr}");
+                let pending = fabric
+                    .dyn_connect(&addr)
+                    .map_err(|e| Error::net(what(), e))?;
+                let conn = wait::establish(pending, until(deadline), &addr.to_string())
+                    .map_err(|e| Error::net(what(), e))?;
                 let mut hello = session.as_bytes().to_vec();
                 hello.extend_from_slice(&(rank as u32).to_le_bytes());
-                s.write_all(&hello)
-                    .map_err(|e| Error::io(format!("greeting rank {q}"), e))?;
-                links[q] = Some(Link::Tcp(
-                    TcpLink::new(s).map_err(|e| Error::io("tcp link", e))?,
-                ));
+                wait::send(&conn, TAG_HELLO, &hello, until(deadline))
+                    .map_err(|e| Error::net(format!("greeting rank {q}"), e))?;
+                links[q] = Some(net_link(conn, fabric.dyn_name(), cap)?);
             }
         }
         let expected = (rank + 1..size).filter(|&q| !use_shm(q)).count();
         accept_peers(
-            &listener, &session, expected, rank, size, deadline, &mut links,
+            &mut listener,
+            fabric.dyn_name(),
+            &session,
+            expected,
+            (rank, size),
+            deadline,
+            cap,
+            &mut links,
         )?;
         // 3. Shared-memory files of lower ranks.
         for q in 0..rank {
@@ -519,46 +534,105 @@ fn open_store(b: &Bootstrap, deadline: Instant) -> Result<(Option<StoreServer>, 
     }
 }
 
+/// Tag of the first message on a network link: the job's session and the connecting rank.
+const TAG_HELLO: oxccl_transport::Tag = 0x6f78_6865_6c6c_6f00;
+
+fn until(deadline: Instant) -> Deadline {
+    Deadline::after(deadline.saturating_duration_since(Instant::now()))
+}
+
+/// The fabric that links this rank to ranks on other hosts, listening on `ip` when given.
+fn net_fabric(net: NetChoice, ip: Option<IpAddr>) -> Result<Box<dyn DynTransport>> {
+    match net {
+        NetChoice::Tcp => {
+            let mut config = TcpConfig::from_env().map_err(|e| Error::net("OXCCL_SOCKET_*", e))?;
+            if config.ifname.is_none() {
+                config.ip = ip;
+            }
+            Ok(Box::new(
+                Tcp::with_config(config).map_err(|e| Error::net("tcp fabric", e))?,
+            ))
+        }
+        NetChoice::Rdma => rdma_fabric(ip),
+    }
+}
+
+#[cfg(feature = "rdma")]
+fn rdma_fabric(ip: Option<IpAddr>) -> Result<Box<dyn DynTransport>> {
+    use oxccl_transport::rdma::{sideway_verbs::SidewayVerbs, RdmaConfig, RdmaTransport};
+    let mut config = RdmaConfig::from_env().map_err(|e| Error::net("OXCCL_IB_*", e))?;
+    if std::env::var_os("OXCCL_IB_SETUP_ADDR").is_none() {
+        if let Some(ip) = ip {
+            config.setup_addr = std::net::SocketAddr::new(ip, 0);
+        }
+    }
+    let verbs = SidewayVerbs::from_env().map_err(|e| Error::net("opening the RDMA device", e))?;
+    Ok(Box::new(RdmaTransport::new(verbs, config)))
+}
+
+#[cfg(not(feature = "rdma"))]
+fn rdma_fabric(_ip: Option<IpAddr>) -> Result<Box<dyn DynTransport>> {
+    Err(Error::Env(
+        "OXCCL_NET=rdma: this build has no RDMA support (build with the cargo feature `rdma`)"
+            .into(),
+    ))
+}
+
+fn net_link(conn: Box<dyn DynConnection>, fabric: &'static str, cap: usize) -> Result<Link> {
+    Ok(Link::Net(
+        NetLink::start(conn, fabric, cap).map_err(|e| Error::io("starting a proxy thread", e))?,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
 fn accept_peers(
-    listener: &TcpListener,
+    listener: &mut Box<dyn DynListener>,
+    fabric: &'static str,
     session: &str,
     mut expected: usize,
-    rank: usize,
-    size: usize,
+    (rank, size): (usize, usize),
     deadline: Instant,
+    cap: usize,
     links: &mut [Option<Link>],
 ) -> Result<()> {
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| Error::io("listener", e))?;
     while expected > 0 {
-        match listener.accept() {
-            Ok((mut s, from)) => {
-                s.set_nonblocking(false)
-                    .map_err(|e| Error::io("accepted socket", e))?;
-                s.set_read_timeout(Some(Duration::from_secs(5)))
-                    .map_err(|e| Error::io("accepted socket", e))?;
+        match listener
+            .poll_accept()
+            .map_err(|e| Error::net("accepting a peer", e))?
+        {
+            Some(pending) => {
+                // A stranger that connects and says nothing must not hold up the job.
+                let hello_deadline = until(deadline.min(Instant::now() + Duration::from_secs(5)));
+                let conn = match wait::establish(pending, hello_deadline, "an incoming peer") {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!("rank {rank} dropped an incoming connection: {e}");
+                        continue;
+                    }
+                };
                 let mut hello = vec![0u8; session.len() + 4];
-                if s.read_exact(&mut hello).is_err()
-                    || &hello[..session.len()] != session.as_bytes()
-                {
-                    tracing::warn!(%from, "rank {rank} ignored a connection that is not from this job");
+                let ok = matches!(
+                    wait::recv(&conn, TAG_HELLO, &mut hello, hello_deadline),
+                    Ok(n) if n == hello.len()
+                ) && &hello[..session.len()] == session.as_bytes();
+                if !ok {
+                    tracing::warn!(
+                        peer = conn.dyn_peer(),
+                        "rank {rank} ignored a connection that is not from this job"
+                    );
                     continue;
                 }
-                let q = u32::from_le_bytes(hello[session.len()..].try_into().expect("4 bytes"))
-                    as usize;
+                let mut q = [0u8; 4];
+                q.copy_from_slice(&hello[session.len()..]);
+                let q = u32::from_le_bytes(q) as usize;
                 if q <= rank || q >= size || links[q].is_some() {
-                    tracing::warn!(%from, q, "rank {rank} ignored an unexpected peer");
+                    tracing::warn!(q, "rank {rank} ignored an unexpected peer");
                     continue;
                 }
-                s.set_read_timeout(None)
-                    .map_err(|e| Error::io("accepted socket", e))?;
-                links[q] = Some(Link::Tcp(
-                    TcpLink::new(s).map_err(|e| Error::io("tcp link", e))?,
-                ));
+                links[q] = Some(net_link(conn, fabric, cap)?);
                 expected -= 1;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            None => {
                 if Instant::now() >= deadline {
                     return Err(Error::BootstrapTimeout {
                         what: format!("rank {rank} waiting for {expected} peers to connect"),
@@ -567,17 +641,49 @@ fn accept_peers(
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
-            Err(e) => return Err(Error::io("accepting a peer", e)),
         }
     }
     Ok(())
 }
 
-fn tcp_pair() -> std::io::Result<(Link, Link)> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    let a = TcpStream::connect(l.local_addr()?)?;
-    let (b, _) = l.accept()?;
-    Ok((Link::Tcp(TcpLink::new(a)?), Link::Tcp(TcpLink::new(b)?)))
+/// Two connected ends of a network fabric inside this process (thread ranks).
+fn net_pair(transport: LocalTransport, options: &Options) -> Result<(Link, Link)> {
+    let deadline = Deadline::after(options.timeout.min(Duration::from_secs(60)));
+    let (fabric, a, b): (&'static str, Box<dyn DynConnection>, Box<dyn DynConnection>) =
+        match transport {
+            LocalTransport::RdmaModel => {
+                use oxccl_transport::rdma::{sim::SimVerbs, RdmaConfig, RdmaTransport};
+                let t = RdmaTransport::new(SimVerbs::new(), RdmaConfig::default());
+                let (a, b) = wait::connect_pair(&t, &t.clone(), deadline)
+                    .map_err(|e| Error::net("connecting over the RDMA model", e))?;
+                ("rdma", Box::new(a), Box::new(b))
+            }
+            _ => {
+                let t = Tcp::with_config(TcpConfig::loopback())
+                    .map_err(|e| Error::net("tcp fabric", e))?;
+                let (a, b) = wait::connect_pair(&t, &t, deadline)
+                    .map_err(|e| Error::net("connecting over 127.0.0.1", e))?;
+                ("tcp", Box::new(a), Box::new(b))
+            }
+        };
+    Ok((
+        net_link(a, fabric, options.ring_bytes)?,
+        net_link(b, fabric, options.ring_bytes)?,
+    ))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Ranks share memory when they agree on this: same kernel boot, hostname, network and pid

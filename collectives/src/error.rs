@@ -26,6 +26,12 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A peer sent something that does not follow the protocol.
+    #[error("bootstrap: {what}: {source}")]
+    Net {
+        what: String,
+        #[source]
+        source: oxccl_transport::Error,
+    },
     #[error("{op}: protocol error from rank {peer}: {detail}")]
     Protocol {
         op: &'static str,
@@ -75,6 +81,13 @@ pub enum Error {
 impl Error {
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn net(what: impl Into<String>, source: oxccl_transport::Error) -> Self {
+        Error::Net {
             what: what.into(),
             source,
         }

@@ -87,5 +87,5 @@ pub use comm::{Communicator, Topology};
 pub use error::{Error, Result};
 pub use link::LinkKind;
 pub use ops::Pending;
-pub use options::{LocalTransport, Options, TransportChoice};
+pub use options::{LocalTransport, NetChoice, Options, TransportChoice};
 pub use oxccl_kernels::{DataType, Element, ReduceOp};

@@ -10,8 +10,17 @@ pub enum TransportChoice {
     Auto,
     /// Shared memory only (an error when two ranks are on different hosts).
     Shm,
-    /// TCP between every pair, even on one host.
+    /// The network fabric ([`NetChoice`]) between every pair, even on one host.
     Tcp,
+}
+
+/// Which `oxccl-transport` fabric links ranks on different hosts (`OXCCL_NET`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetChoice {
+    /// TCP sockets (the default; works everywhere).
+    Tcp,
+    /// ibverbs RDMA on the NIC `OXCCL_IB_DEVICE` (needs the cargo feature `rdma`).
+    Rdma,
 }
 
 /// How the ranks of [`crate::Communicator::local`] talk.
@@ -21,8 +30,11 @@ pub enum LocalTransport {
     Memory,
     /// Rings in shared-memory files, as between processes.
     Shm,
-    /// TCP over 127.0.0.1.
+    /// `oxccl-transport`'s TCP fabric over 127.0.0.1.
     Tcp,
+    /// `oxccl-transport`'s RDMA protocol over its in-process software model of RC verbs: the
+    /// whole network path of a cluster run (proxy, credits, write-with-immediate), without a NIC.
+    RdmaModel,
 }
 
 /// Settings of a communicator. [`Options::from_env`] reads:
@@ -32,7 +44,8 @@ pub enum LocalTransport {
 /// | `OXCCL_TIMEOUT` | seconds without progress before a call fails (also bounds bootstrap) | 300 |
 /// | `OXCCL_ALGO` | force an algorithm: `ring`, `rhd`, `tree`, `dbtree`, `hier`, `hier:AxB` (ignored, with a warning, for collectives it does not implement) | the tuner's choice |
 /// | `OXCCL_CHUNK_BYTES` | largest message of a pipelined schedule: the tuner pipelines at least this finely | 1048576 |
-/// | `OXCCL_TRANSPORT` | `auto`, `shm` or `tcp` | `auto` |
+/// | `OXCCL_TRANSPORT` | `auto` (shm on a host, the network fabric across), `shm`, or `tcp`/`net` (the network fabric everywhere) | `auto` |
+/// | `OXCCL_NET` | network fabric across hosts: `tcp` or `rdma` | `tcp` |
 /// | `OXCCL_RING_BYTES` | shared-memory ring size per direction (power of two) | 1048576 |
 /// | `OXCCL_SMALL_BYTES` | all-reduce up to this size sends the whole vector to every peer | 16384 |
 /// | `OXCCL_SPIN` | idle polls before a waiting rank yields its core | 2000, or 50 when ranks outnumber cores |
@@ -42,6 +55,7 @@ pub struct Options {
     pub algorithm: Option<String>,
     pub chunk_bytes: usize,
     pub transport: TransportChoice,
+    pub net: NetChoice,
     pub ring_bytes: usize,
     pub small_bytes: usize,
     /// `None`: chosen from the number of local ranks and cores.
@@ -55,6 +69,7 @@ impl Default for Options {
             algorithm: None,
             chunk_bytes: 1 << 20,
             transport: TransportChoice::Auto,
+            net: NetChoice::Tcp,
             ring_bytes: 1 << 20,
             small_bytes: 16 << 10,
             spin: None,
@@ -96,10 +111,21 @@ impl Options {
             o.transport = match t.trim().to_ascii_lowercase().as_str() {
                 "auto" | "" => TransportChoice::Auto,
                 "shm" => TransportChoice::Shm,
-                "tcp" => TransportChoice::Tcp,
+                "tcp" | "net" => TransportChoice::Tcp,
                 other => {
                     return Err(Error::Env(format!(
-                        "OXCCL_TRANSPORT={other:?}: expected auto, shm or tcp"
+                        "OXCCL_TRANSPORT={other:?}: expected auto, shm, tcp or net"
+                    )))
+                }
+            };
+        }
+        if let Some(n) = get("OXCCL_NET") {
+            o.net = match n.trim().to_ascii_lowercase().as_str() {
+                "tcp" | "socket" | "" => NetChoice::Tcp,
+                "rdma" | "ib" => NetChoice::Rdma,
+                other => {
+                    return Err(Error::Env(format!(
+                        "OXCCL_NET={other:?}: expected tcp or rdma"
                     )))
                 }
             };

@@ -5,12 +5,12 @@
 //! releases it. A failure (the peer aborted, the connection broke, the peer process is gone) is
 //! an `Err` with a description; the executor adds the operation and the peer.
 
+pub mod net;
 pub mod ring;
 pub mod shm;
-pub mod tcp;
 
+use net::NetLink;
 use ring::{RingReader, RingWriter};
-use tcp::TcpLink;
 
 /// How a link moves bytes (reported by [`crate::Communicator::transport_to`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,8 +19,12 @@ pub enum LinkKind {
     Memory,
     /// Rings in a shared file mapping (processes on one host).
     Shm,
-    /// A TCP connection.
+    /// `oxccl-transport`'s TCP fabric, through a proxy thread.
     Tcp,
+    /// `oxccl-transport`'s RDMA fabric (a NIC, or the software verbs model), through a proxy thread.
+    Rdma,
+    /// Another `oxccl-transport` fabric, by name, through a proxy thread.
+    Fabric(&'static str),
 }
 
 pub enum Link {
@@ -31,14 +35,19 @@ pub enum Link {
         pid: Option<u32>,
         kind: LinkKind,
     },
-    Tcp(TcpLink),
+    /// A connection of an `oxccl-transport` fabric, for ranks on other hosts.
+    Net(NetLink),
 }
 
 impl Link {
     pub fn kind(&self) -> LinkKind {
         match self {
             Link::Ring { kind, .. } => *kind,
-            Link::Tcp(_) => LinkKind::Tcp,
+            Link::Net(n) => match n.fabric() {
+                "tcp" => LinkKind::Tcp,
+                "rdma" => LinkKind::Rdma,
+                other => LinkKind::Fabric(other),
+            },
         }
     }
 
@@ -48,7 +57,7 @@ impl Link {
             Link::Ring { tx, .. } => tx
                 .write(data)
                 .map_err(|()| "the peer aborted (ring closed)".to_string()),
-            Link::Tcp(t) => t.write(data),
+            Link::Net(n) => n.tx.write(data).map_err(|()| net_failure(n)),
         }
     }
 
@@ -58,7 +67,9 @@ impl Link {
             Link::Ring { rx, .. } => rx
                 .peek()
                 .map_err(|()| "the peer aborted (ring closed)".to_string()),
-            Link::Tcp(t) => t.peek(),
+            Link::Net(NetLink { rx, failure, .. }) => {
+                rx.peek().map_err(|()| net::describe(failure))
+            }
         }
     }
 
@@ -66,7 +77,7 @@ impl Link {
     pub fn consume(&mut self, n: usize) {
         match self {
             Link::Ring { rx, .. } => rx.consume(n),
-            Link::Tcp(t) => t.consume(n),
+            Link::Net(l) => l.rx.consume(n),
         }
     }
 
@@ -77,7 +88,7 @@ impl Link {
                 tx.abort();
                 rx.abort();
             }
-            Link::Tcp(t) => t.abort(),
+            Link::Net(n) => n.abort(),
         }
     }
 
@@ -106,7 +117,16 @@ impl Link {
                 }
             }
             Link::Ring { tx, .. } if tx.aborted() => Err("the peer aborted (ring closed)".into()),
+            Link::Net(n) => match n.failure() {
+                Some(f) => Err(f),
+                None if n.tx.aborted() => Err(net_failure(n)),
+                None => Ok(()),
+            },
             _ => Ok(()),
         }
     }
+}
+
+fn net_failure(n: &NetLink) -> String {
+    net::describe(&n.failure)
 }

@@ -122,7 +122,6 @@ impl Ring {
     }
 }
 
-#[cfg(test)]
 /// Makes the two ends of ring `index` in `mem` (rings with a zeroed header start empty).
 pub fn ends(mem: &Arc<RingMem>, index: usize, cap: usize) -> (RingWriter, RingReader) {
     (

@@ -1,0 +1,294 @@
+//! Links to ranks on other hosts, through any `oxccl-transport` fabric (TCP, RDMA, a port).
+//!
+//! The executor wants a byte stream it can peek at and consume piecemeal; a fabric moves tagged
+//! messages whose requests borrow their buffers until they complete. A proxy thread per peer
+//! joins the two, as NCCL's proxy thread does for its network transports: the executor reads and
+//! writes a pair of in-memory rings, and the proxy moves what it finds there through the fabric.
+//! Each piece of the stream crosses the fabric as two messages, an 8-byte length (tag
+//! [`TAG_LEN`]) and the bytes themselves (tag [`TAG_DATA`]), so the receiving proxy can take the
+//! bytes with a zero-copy view of exactly that length. The extra copy into the ring is the price
+//! of the stream interface; on a network link the wire, not the copy, sets the pace.
+
+use super::ring::{self, RingMem, RingReader, RingWriter};
+use oxccl_transport::dynamic::{BoxView, DynConnection};
+use oxccl_transport::wait::Backoff;
+use oxccl_transport::{Post, RecvView, Request, Tag};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Tag of the 8-byte length that announces each piece of the stream.
+pub const TAG_LEN: Tag = 0x6f78_6c65_6e00_0001;
+/// Tag of the piece itself.
+pub const TAG_DATA: Tag = 0x6f78_6461_7461_0002;
+/// Largest piece the proxy moves at once.
+const PIECE: usize = 1 << 20;
+
+/// The executor's ends of a proxied link, and what the proxy saw go wrong.
+pub struct NetLink {
+    pub tx: RingWriter,
+    pub rx: RingReader,
+    pub failure: Arc<Mutex<Option<String>>>,
+    /// Set when the link is dropped: the proxy sends what is left, then closes.
+    closing: Arc<AtomicBool>,
+    fabric: &'static str,
+}
+
+/// What went wrong on a proxied link, for an error message.
+pub fn describe(failure: &Mutex<Option<String>>) -> String {
+    failure
+        .lock()
+        .ok()
+        .and_then(|f| f.clone())
+        .unwrap_or_else(|| "the peer closed the connection".into())
+}
+
+impl NetLink {
+    /// Starts the proxy thread for `conn` (a connection of fabric `fabric`), with rings of
+    /// `cap` bytes per direction.
+    pub fn start(
+        conn: Box<dyn DynConnection>,
+        fabric: &'static str,
+        cap: usize,
+    ) -> std::io::Result<Self> {
+        let mem = RingMem::heap(2, cap);
+        let (tx, to_net) = ring::ends(&mem, 0, cap);
+        let (from_net, rx) = ring::ends(&mem, 1, cap);
+        let failure = Arc::new(Mutex::new(None));
+        let closing = Arc::new(AtomicBool::new(false));
+        let proxy = Proxy {
+            to_net,
+            from_net,
+            failure: Arc::clone(&failure),
+            closing: Arc::clone(&closing),
+            assembly: Vec::new(),
+            pending: Vec::new(),
+            sent: 0,
+        };
+        std::thread::Builder::new()
+            .name(format!("oxccl-proxy-{}", conn.dyn_peer()))
+            .spawn(move || proxy.run(conn))?;
+        Ok(Self {
+            tx,
+            rx,
+            failure,
+            closing,
+            fabric,
+        })
+    }
+
+    /// The fabric's name (`tcp`, `rdma`, ...).
+    pub fn fabric(&self) -> &'static str {
+        self.fabric
+    }
+
+    /// Why the proxy gave up, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Stops the proxy at once, dropping what it has not sent; the peer sees the connection
+    /// close.
+    pub fn abort(&self) {
+        self.tx.abort();
+        self.rx.abort();
+    }
+}
+
+impl Drop for NetLink {
+    /// A communicator that finished its last call may still have bytes on their way (the last
+    /// barrier's message): the proxy sends them before it closes.
+    fn drop(&mut self) {
+        self.closing.store(true, Ordering::Release);
+    }
+}
+
+struct Proxy {
+    /// What the executor wrote, to send.
+    to_net: RingReader,
+    /// Where what arrived goes, for the executor.
+    from_net: RingWriter,
+    failure: Arc<Mutex<Option<String>>>,
+    closing: Arc<AtomicBool>,
+    /// The piece being received, put together by offset.
+    assembly: Vec<u8>,
+    /// A whole piece the executor's ring had no room for yet: `pending[sent..]`.
+    pending: Vec<u8>,
+    sent: usize,
+}
+
+/// The receiving half of the proxy: waiting for a length, then for that many bytes.
+enum Inbound<'c> {
+    Idle,
+    Len(BoxView<'c>, [u8; 8], usize),
+    Data(BoxView<'c>),
+}
+
+impl Proxy {
+    fn run(mut self, conn: Box<dyn DynConnection>) {
+        let result = self.pump(&*conn);
+        if let Err(e) = &result {
+            tracing::debug!(peer = conn.dyn_peer(), "proxy stops: {e}");
+            if let Ok(mut f) = self.failure.lock() {
+                *f = Some(format!("{} ({})", e, conn.dyn_peer()));
+            }
+        }
+        // Either side's end closes both rings, so the executor and the peer both notice.
+        self.to_net.abort();
+        self.from_net.abort();
+        let _ = conn.dyn_close();
+    }
+
+    /// Moves bytes both ways until the executor closes the link (Ok) or the fabric fails (Err).
+    fn pump(&mut self, conn: &dyn DynConnection) -> Result<(), String> {
+        let mut piece = vec![0u8; PIECE];
+        let mut inbound = Inbound::Idle;
+        let mut backoff = Backoff::new();
+        loop {
+            if self.from_net.aborted() {
+                return Ok(());
+            }
+            let n = {
+                let out = self.to_net.peek().map_err(|()| closed())?;
+                let n = out.len().min(PIECE);
+                piece[..n].copy_from_slice(&out[..n]);
+                n
+            };
+            if n == 0 {
+                if self.closing.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                if self.receive(conn, &mut inbound)? {
+                    backoff.reset();
+                } else {
+                    backoff.snooze();
+                }
+                continue;
+            }
+            self.to_net.consume(n);
+            let len = (n as u64).to_le_bytes();
+            let mut len_req = post_send(conn, TAG_LEN, &len, || self.receive(conn, &mut inbound))?;
+            let mut data_req = post_send(conn, TAG_DATA, &piece[..n], || {
+                self.receive(conn, &mut inbound)
+            })?;
+            let (mut len_done, mut data_done) = (false, false);
+            backoff.reset();
+            while !(len_done && data_done) {
+                len_done = len_done || len_req.test().map_err(|e| e.to_string())?.is_some();
+                data_done = data_done || data_req.test().map_err(|e| e.to_string())?.is_some();
+                // Keep receiving while sending: two proxies that only sent would deadlock on a
+                // fabric whose sends wait for the receiver.
+                if self.receive(conn, &mut inbound)? {
+                    backoff.reset();
+                } else if !(len_done && data_done) {
+                    if self.from_net.aborted() {
+                        return Ok(());
+                    }
+                    backoff.snooze();
+                }
+            }
+        }
+    }
+
+    /// Advances the receiving half; true if anything moved.
+    fn receive<'c>(
+        &mut self,
+        conn: &'c dyn DynConnection,
+        inbound: &mut Inbound<'c>,
+    ) -> Result<bool, String> {
+        let mut moved = false;
+        if self.sent < self.pending.len() {
+            let n = self
+                .from_net
+                .write(&self.pending[self.sent..])
+                .map_err(|()| closed())?;
+            self.sent += n;
+            moved |= n > 0;
+            if self.sent < self.pending.len() {
+                return Ok(moved);
+            }
+        }
+        loop {
+            match inbound {
+                Inbound::Idle => {
+                    match conn.dyn_irecv_view(TAG_LEN, 8).map_err(|e| e.to_string())? {
+                        Some(view) => *inbound = Inbound::Len(view, [0; 8], 0),
+                        None => return Ok(moved),
+                    }
+                }
+                Inbound::Len(view, bytes, got) => {
+                    while let Some(chunk) = view.next_chunk().map_err(|e| e.to_string())? {
+                        let at = chunk.offset();
+                        if at + chunk.len() > 8 {
+                            return Err("malformed stream length".into());
+                        }
+                        bytes[at..at + chunk.len()].copy_from_slice(&chunk);
+                        *got += chunk.len();
+                        moved = true;
+                    }
+                    if !view.is_complete() || *got < 8 {
+                        return Ok(moved);
+                    }
+                    let len = u64::from_le_bytes(*bytes);
+                    if len == 0 || len > PIECE as u64 {
+                        return Err(format!("malformed stream piece of {len} bytes"));
+                    }
+                    match conn
+                        .dyn_irecv_view(TAG_DATA, len as usize)
+                        .map_err(|e| e.to_string())?
+                    {
+                        Some(data) => *inbound = Inbound::Data(data),
+                        None => return Ok(moved),
+                    }
+                }
+                Inbound::Data(view) => {
+                    // A fabric may hand the chunks of one message out of order (TCP striped
+                    // over several sockets), so they are put in place by offset, and the piece
+                    // goes to the executor once it is whole.
+                    self.assembly.resize(view.len(), 0);
+                    while let Some(chunk) = view.next_chunk().map_err(|e| e.to_string())? {
+                        let at = chunk.offset();
+                        if at + chunk.len() > self.assembly.len() {
+                            return Err("malformed stream piece".into());
+                        }
+                        self.assembly[at..at + chunk.len()].copy_from_slice(&chunk);
+                        moved = true;
+                    }
+                    if !view.is_complete() {
+                        return Ok(moved);
+                    }
+                    *inbound = Inbound::Idle;
+                    let n = self.from_net.write(&self.assembly).map_err(|()| closed())?;
+                    if n < self.assembly.len() {
+                        std::mem::swap(&mut self.assembly, &mut self.pending);
+                        self.sent = n;
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Posts a send, receiving meanwhile while the fabric says "retry".
+fn post_send<'a>(
+    conn: &'a dyn DynConnection,
+    tag: Tag,
+    buf: &'a [u8],
+    mut meanwhile: impl FnMut() -> Result<bool, String>,
+) -> Result<oxccl_transport::dynamic::BoxRequest<'a>, String> {
+    let mut backoff = Backoff::new();
+    loop {
+        match conn.dyn_isend(tag, buf).map_err(|e| e.to_string())? {
+            Post::Posted(r) => return Ok(r),
+            Post::Retry(_) => {
+                if !meanwhile()? {
+                    backoff.snooze();
+                }
+            }
+        }
+    }
+}
+
+fn closed() -> String {
+    "the link was closed".to_string()
+}
