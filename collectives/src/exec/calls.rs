@@ -8,6 +8,7 @@ use super::header::Header;
 use super::plan::Plan;
 use super::run::{self, Buffers};
 use super::select;
+use super::tiny;
 use crate::comm::{Inner, State};
 use crate::error::{Error, Result};
 use crate::schedule::{Blocks, Collective};
@@ -260,7 +261,13 @@ pub(crate) unsafe fn all_reduce(
         // SAFETY: the caller's contract.
         return unsafe { finish_copy(red, red.epilogue, input, output, bytes) };
     }
-    if bytes <= inner.options.small_bytes && inner.options.algorithm.is_none() {
+    let small = bytes <= inner.options.small_bytes && inner.options.algorithm.is_none();
+    if small && bytes <= tiny::TINY_BYTES && st.engine.tiny {
+        let State { engine, others, .. } = st;
+        // SAFETY: the caller's contract.
+        return unsafe { tiny::all_reduce(engine, others, input, output, bytes, dtype, op) };
+    }
+    if small {
         // SAFETY: the caller's contract.
         return unsafe { small_all_reduce(inner, st, input, output, bytes, dtype, op) };
     }

@@ -52,14 +52,14 @@ pub(crate) struct RecvJob {
 }
 
 /// Bookkeeping of one wait.
-struct Waiter {
-    idle: u32,
+pub(super) struct Waiter {
+    pub idle: u32,
     progressed_since_check: bool,
     last_progress: Option<Instant>,
 }
 
 impl Waiter {
-    fn new() -> Self {
+    pub fn new() -> Self {
         // `last_progress` is only read after a check has set it (progressed_since_check
         // starts true), so a call that never waits long reads no clock.
         Self {
@@ -69,7 +69,7 @@ impl Waiter {
         }
     }
 
-    fn progress(&mut self) {
+    pub fn progress(&mut self) {
         self.idle = 0;
         self.progressed_since_check = true;
     }
@@ -98,7 +98,7 @@ pub(crate) struct Engine {
     pub rank: usize,
     pub links: Vec<Option<Link>>,
     sendq: Vec<VecDeque<SendJob>>,
-    recvq: Vec<VecDeque<RecvJob>>,
+    pub(super) recvq: Vec<VecDeque<RecvJob>>,
     /// Peers with queued work, in the order they were first used.
     active: Vec<usize>,
     is_active: Vec<bool>,
@@ -107,6 +107,10 @@ pub(crate) struct Engine {
     /// Small all-reduces made so far (every rank makes each one).
     pub small_seq: u64,
     pub rx_seq: Vec<u64>,
+    /// Every link has a mailbox (all peers share this host): tiny all-reduces use them.
+    pub tiny: bool,
+    /// Tiny all-reduces made so far (every rank makes each one, with every peer).
+    pub tiny_seq: u64,
     /// Bytes of a header received so far, per peer.
     hdr_buf: Vec<[u8; Header::LEN]>,
     pub reduction: Option<Reduction>,
@@ -137,6 +141,10 @@ unsafe impl Send for Engine {}
 impl Engine {
     pub fn new(rank: usize, links: Vec<Option<Link>>, timeout: Duration, spin: u32) -> Self {
         let p = links.len();
+        let tiny = links
+            .iter()
+            .enumerate()
+            .all(|(q, l)| q == rank || matches!(l, Some(Link::Ring { .. })));
         Self {
             rank,
             links,
@@ -148,6 +156,8 @@ impl Engine {
             tx_seq: vec![0; p],
             small_seq: 0,
             rx_seq: vec![0; p],
+            tiny,
+            tiny_seq: 0,
             hdr_buf: vec![[0; Header::LEN]; p],
             reduction: None,
             esize: 1,
@@ -265,6 +275,9 @@ impl Engine {
             if progressed {
                 w.progress();
             } else {
+                if w.idle % 64 == 63 {
+                    self.check_tiny_mismatch().map_err(|e| self.fail(e))?;
+                }
                 let peers = std::mem::take(&mut self.active);
                 let r = self.idle(&mut w, &peers, None);
                 self.active = peers;
@@ -275,7 +288,12 @@ impl Engine {
 
     /// One idle round: spin, then yield, then sleep; every so often check the abort flag,
     /// the peers' liveness and the deadline. `blame` names the peer a timeout is about.
-    fn idle(&mut self, w: &mut Waiter, peers: &[usize], blame: Option<usize>) -> Result<(), Error> {
+    pub(super) fn idle(
+        &mut self,
+        w: &mut Waiter,
+        peers: &[usize],
+        blame: Option<usize>,
+    ) -> Result<(), Error> {
         w.idle = w.idle.wrapping_add(1);
         if w.idle < self.spin {
             std::hint::spin_loop();

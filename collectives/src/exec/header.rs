@@ -62,7 +62,7 @@ impl Header {
         }
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         if self.kind == 0 {
             return "something unreadable (not an oxccl stream, or out of step)".into();
         }

@@ -7,3 +7,4 @@ pub(crate) mod header;
 pub(crate) mod plan;
 pub(crate) mod run;
 pub(crate) mod select;
+pub(crate) mod tiny;

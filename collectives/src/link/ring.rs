@@ -6,6 +6,11 @@
 //! after them, and the data from offset 4096. Positions only grow; `pos % cap` is the offset.
 //! The reader hands out a view straight into the ring, so a receive can be reduced from there
 //! into its destination without a copy.
+//!
+//! The header page also holds a two-slot mailbox (one cache line per slot, at [`MAILBOX`]):
+//! a whole tiny message (a sequence word, a fingerprint, up to [`MAILBOX_BYTES`] of payload)
+//! written by the ring's writer with one burst of stores and polled by its reader, so a tiny
+//! all-reduce moves one line per peer instead of a stream's data line plus its `tail` line.
 
 use memmap2::MmapMut;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -17,6 +22,13 @@ const FLAGS: usize = 256;
 /// Bytes before the data of each ring.
 pub const HEADER: usize = 4096;
 const ABORTED: u32 = 1;
+/// The two mailbox slots (128 bytes apart, off the `head`/`tail`/flag lines).
+pub const MAILBOX: usize = 512;
+const SLOT_STRIDE: usize = 128;
+/// A slot: a sequence word (u32; 0 = never written), a fingerprint (u32), a word that must
+/// also agree (u64), then the payload.
+pub const SLOT: usize = 64;
+pub const MAILBOX_BYTES: usize = SLOT - 16;
 
 #[repr(C, align(4096))]
 pub struct Page([u8; 4096]);
@@ -113,6 +125,17 @@ impl Ring {
         unsafe { &*(self.ctrl.add(FLAGS) as *const AtomicU32) }
     }
 
+    fn slot(&self, seq: u64) -> *mut u8 {
+        // SAFETY: MAILBOX + 2 * SLOT_STRIDE <= HEADER, so both slots lie in this ring's header.
+        unsafe { self.ctrl.add(MAILBOX + (seq % 2) as usize * SLOT_STRIDE) }
+    }
+
+    fn slot_seq(&self, seq: u64) -> &AtomicU32 {
+        // SAFETY: the slot is 128-aligned inside the mapping (see `slot`); its first word is
+        // only touched through this atomic by both ends.
+        unsafe { &*(self.slot(seq) as *const AtomicU32) }
+    }
+
     fn aborted(&self) -> bool {
         self.flags().load(Ordering::Relaxed) & ABORTED != 0
     }
@@ -183,6 +206,32 @@ impl RingWriter {
     pub fn aborted(&self) -> bool {
         self.ring.aborted()
     }
+
+    /// Posts tiny message number `seq` (counted from 0) to the mailbox: `fp` and `extra`
+    /// describe it, `data` (at most [`MAILBOX_BYTES`]) is its payload. The caller guarantees
+    /// the reader is done with message `seq - 2` (it shares the slot).
+    #[inline]
+    pub fn post(&mut self, seq: u64, fp: u32, extra: u64, data: &[u8]) {
+        assert!(data.len() <= MAILBOX_BYTES, "mailbox payload too large");
+        let mut line = [0u8; SLOT - 4];
+        line[..4].copy_from_slice(&fp.to_le_bytes());
+        line[4..12].copy_from_slice(&extra.to_le_bytes());
+        line[12..12 + data.len()].copy_from_slice(data);
+        let slot = self.ring.slot(seq);
+        // SAFETY: [slot + 4, slot + 64) is inside the header (see `slot`); the reader reads it
+        // only after the release store of the sequence word below, and not again once done
+        // with `seq - 2` (the caller's contract).
+        unsafe { std::ptr::copy_nonoverlapping(line.as_ptr(), slot.add(4), line.len()) };
+        self.ring
+            .slot_seq(seq)
+            .store(seq_word(seq), Ordering::Release);
+    }
+}
+
+/// What a slot's sequence word holds for message `seq`: never 0 (a fresh slot), and the two
+/// messages sharing a slot always differ.
+fn seq_word(seq: u64) -> u32 {
+    (seq % u64::from(u32::MAX - 1)) as u32 + 1
 }
 
 pub struct RingReader {
@@ -234,6 +283,31 @@ impl RingReader {
     pub fn abort(&self) {
         self.ring.abort();
     }
+
+    /// Stream bytes that arrived and are not consumed yet (`Err` once aborted and empty).
+    #[inline]
+    pub fn pending(&mut self) -> Result<bool, ()> {
+        Ok(!self.peek()?.is_empty())
+    }
+
+    /// Whether tiny message `seq` is in the mailbox.
+    #[inline]
+    pub fn posted(&self, seq: u64) -> bool {
+        self.ring.slot_seq(seq).load(Ordering::Acquire) == seq_word(seq)
+    }
+
+    /// Copies tiny message `seq` (fingerprint, extra word, payload) into `out` if it is in.
+    #[inline]
+    pub fn poll(&self, seq: u64, out: &mut [u8; SLOT - 4]) -> bool {
+        if !self.posted(seq) {
+            return false;
+        }
+        // SAFETY: the acquire load above saw the writer's release store that followed its
+        // writes of [slot + 4, slot + 64), and the writer leaves the slot alone until we are
+        // done with it (the `post` contract).
+        unsafe { std::ptr::copy_nonoverlapping(self.ring.slot(seq).add(4), out.as_mut_ptr(), 60) };
+        true
+    }
 }
 
 #[cfg(test)]
@@ -262,5 +336,26 @@ mod tests {
         assert_eq!(got, t.join().unwrap());
         r.abort();
         assert!(r.peek().is_err());
+    }
+
+    #[test]
+    fn mailbox_alternates_slots_and_keeps_the_stream_apart() {
+        let mem = RingMem::heap(1, 4096);
+        let (mut w, mut r) = ends(&mem, 0, 4096);
+        let mut out = [0u8; SLOT - 4];
+        assert!(!r.poll(0, &mut out));
+        for seq in 0..5u64 {
+            let data: Vec<u8> = (0..MAILBOX_BYTES as u8).map(|b| b ^ seq as u8).collect();
+            w.post(seq, 7 + seq as u32, !seq, &data);
+            assert!(r.poll(seq, &mut out));
+            assert!(!r.posted(seq + 1) && !r.posted(seq + 2));
+            assert_eq!(out[..4], (7 + seq as u32).to_le_bytes());
+            assert_eq!(out[4..12], (!seq).to_le_bytes());
+            assert_eq!(out[12..], data[..]);
+        }
+        assert_eq!(r.pending(), Ok(false));
+        w.write(&[1, 2, 3]).unwrap();
+        assert_eq!(r.pending(), Ok(true));
+        assert_eq!(seq_word(u64::from(u32::MAX - 1)), 1);
     }
 }

@@ -1,0 +1,207 @@
+//! The tiny all-reduce: up to [`TINY_BYTES`] per rank between ranks of one host, through
+//! each ring's mailbox (one cache line per message, see `link::ring`) instead of the stream.
+//!
+//! Every rank posts its whole vector, with a fingerprint of the call (dtype, op, size and the
+//! PreMulSum scalar), to every peer's mailbox and reduces the peers' messages in rank order,
+//! so every rank computes bit-identical results. Message `n` goes to slot `n % 2`: a rank
+//! posts message `n` only after reading every peer's message `n - 1`, which every peer posted
+//! only after reading ours of `n - 2`, so a slot is never overwritten while it is still read.
+//!
+//! Disagreement stays an error, as on the stream: a peer whose fingerprint differs is a
+//! mismatch; a peer that writes to the stream while this rank waits in its mailbox is making
+//! another call (calls end only once their stream bytes are read, so at the start of a call
+//! the stream holds nothing older); and a rank waiting for stream bytes from a peer that
+//! instead posted its next tiny message sees the same mismatch from its side
+//! ([`Engine::check_tiny_mismatch`]). The wait is bounded like every other one.
+
+use super::calls::{dtype_code, op_code, KIND_SMALL_ALL_REDUCE};
+use super::engine::{Engine, Waiter};
+use super::header::Header;
+use crate::error::{Error, Result};
+use crate::link::ring::SLOT;
+use crate::link::Link;
+use oxccl_kernels::{DataType, ReduceOp};
+
+/// The largest tiny all-reduce, in bytes per rank.
+pub(crate) use crate::link::ring::MAILBOX_BYTES as TINY_BYTES;
+
+/// Ranks whose messages fit on the stack.
+const STACK_RANKS: usize = 16;
+
+/// The fingerprint word: what every rank must agree on besides the PreMulSum scalar.
+fn fingerprint(dtype: DataType, op: ReduceOp, bytes: usize) -> u32 {
+    u32::from(dtype_code(dtype)) | u32::from(op_code(op).0) << 8 | (bytes as u32) << 16
+}
+
+/// The call a fingerprint describes, as a header, for the mismatch message.
+fn described(fp: u32, extra: u64, seq: u64) -> Header {
+    let dtype = (fp & 0xff) as u8;
+    let esize = DataType::ALL
+        .get(usize::from(dtype).wrapping_sub(1))
+        .map_or(1, |d| d.size());
+    Header {
+        kind: KIND_SMALL_ALL_REDUCE,
+        dtype,
+        op: (fp >> 8) as u8,
+        seq,
+        count: u64::from(fp >> 16) / esize as u64,
+        extra,
+    }
+}
+
+/// All-reduce of `bytes <= TINY_BYTES` through the mailboxes (`engine.tiny` must hold).
+///
+/// # Safety
+/// `input` valid for reads and `output` for writes of `bytes` bytes, equal or disjoint.
+pub(crate) unsafe fn all_reduce(
+    engine: &mut Engine,
+    others: &[usize],
+    input: *const u8,
+    output: *mut u8,
+    bytes: usize,
+    dtype: DataType,
+    op: ReduceOp,
+) -> Result<()> {
+    debug_assert!(engine.tiny && bytes <= TINY_BYTES);
+    let me = engine.rank;
+    let p = others.len() + 1;
+    let seq = engine.tiny_seq;
+    let fp = fingerprint(dtype, op, bytes);
+    let extra = op_code(op).1;
+    // SAFETY: the caller's contract.
+    let data = unsafe { std::slice::from_raw_parts(input, bytes) };
+    for &q in others {
+        if let Some(Link::Ring { tx, .. }) = engine.links[q].as_mut() {
+            tx.post(seq, fp, extra, data);
+        }
+    }
+    let mut stack = [[0u8; SLOT - 4]; STACK_RANKS];
+    let mut heap = Vec::new();
+    let msgs: &mut [[u8; SLOT - 4]] = if p <= STACK_RANKS {
+        &mut stack[..p]
+    } else {
+        heap.resize(p, [0u8; SLOT - 4]);
+        &mut heap
+    };
+    engine
+        .collect_tiny(others, seq, fp, extra, msgs)
+        .map_err(|e| engine.fail(e))?;
+    engine.tiny_seq += 1;
+    msgs[me][12..12 + bytes].copy_from_slice(data);
+    let mut srcs: [&[u8]; STACK_RANKS] = [&[]; STACK_RANKS];
+    let mut srcs_heap = Vec::new();
+    let srcs: &[&[u8]] = if p <= STACK_RANKS {
+        for (s, m) in srcs.iter_mut().zip(msgs.iter()) {
+            *s = &m[12..12 + bytes];
+        }
+        &srcs[..p]
+    } else {
+        srcs_heap.extend(msgs.iter().map(|m| &m[12..12 + bytes]));
+        &srcs_heap
+    };
+    // SAFETY: the caller's contract: output is valid for `bytes`; `data` was copied out of
+    // the input above, so an in-place call is not read through it any more.
+    let out = unsafe { std::slice::from_raw_parts_mut(output, bytes) };
+    let (combine, epilogue) = op.split(p);
+    oxccl_kernels::reduce_copy_bytes_with(dtype, combine, epilogue, srcs, &mut [out])
+        .map_err(|e| Error::invalid("all_reduce", e.to_string()))
+}
+
+impl Engine {
+    /// Waits for tiny message `seq` of every peer in `others` and copies it to `msgs[peer]`.
+    fn collect_tiny(
+        &mut self,
+        others: &[usize],
+        seq: u64,
+        fp: u32,
+        extra: u64,
+        msgs: &mut [[u8; SLOT - 4]],
+    ) -> Result<()> {
+        let op = self.op;
+        let mut left = others.len();
+        // Peers still to hear from are the first `left` of `order`.
+        let mut order_stack = [0usize; STACK_RANKS];
+        let mut order_heap = Vec::new();
+        let order: &mut [usize] = if others.len() <= STACK_RANKS {
+            order_stack[..others.len()].copy_from_slice(others);
+            &mut order_stack[..others.len()]
+        } else {
+            order_heap.extend_from_slice(others);
+            &mut order_heap
+        };
+        let mut w = Waiter::new();
+        while left > 0 {
+            let mut progressed = false;
+            let mut i = 0;
+            while i < left {
+                let q = order[i];
+                let Some(Link::Ring { rx, .. }) = self.links[q].as_mut() else {
+                    unreachable!("the tiny path runs only where every link is a ring")
+                };
+                if rx.poll(seq, &mut msgs[q]) {
+                    let got_fp = u32::from_le_bytes(msgs[q][..4].try_into().expect("4"));
+                    let got_extra = u64::from_le_bytes(msgs[q][4..12].try_into().expect("8"));
+                    if (got_fp, got_extra) != (fp, extra) {
+                        let mine = described(fp, extra, seq);
+                        return mine.check(&described(got_fp, got_extra, seq), op, q);
+                    }
+                    progressed = true;
+                    left -= 1;
+                    order.swap(i, left);
+                } else {
+                    // Stream bytes mean the peer is in another call, unless it posted right
+                    // after writing them (then the mailbox, read again, has our message).
+                    let pending = rx.pending().map_err(|()| Error::PeerFailed {
+                        op,
+                        peer: q,
+                        detail: "the peer aborted (ring closed)".into(),
+                    })?;
+                    if pending && !rx.posted(seq) {
+                        return Err(Error::Mismatch {
+                            op,
+                            peer: q,
+                            mine: described(fp, extra, seq).describe(),
+                            theirs: "another call (it wrote to the stream)".into(),
+                        });
+                    }
+                    i += 1;
+                }
+            }
+            if progressed {
+                w.progress();
+            } else if left > 0 {
+                let blame = order[0];
+                self.idle(&mut w, &order[..left], Some(blame))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Called while a stream call waits: a peer we expect stream bytes from, whose stream is
+    /// empty but who posted the next tiny all-reduce, is in another call.
+    pub(super) fn check_tiny_mismatch(&mut self) -> Result<()> {
+        if !self.tiny {
+            return Ok(());
+        }
+        let seq = self.tiny_seq;
+        for q in 0..self.links.len() {
+            if self.recvq[q].is_empty() {
+                continue;
+            }
+            let Some(Link::Ring { rx, .. }) = self.links[q].as_mut() else {
+                continue;
+            };
+            // The mailbox first: a peer that posted after writing to the stream has its
+            // stream bytes visible by then.
+            if rx.posted(seq) && rx.pending() == Ok(false) {
+                return Err(Error::Mismatch {
+                    op: self.op,
+                    peer: q,
+                    mine: self.mine.describe(),
+                    theirs: format!("a tiny all_reduce as small call #{seq}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
