@@ -2,6 +2,15 @@
 //! a clean `CudaUnavailable` error and the GPU tests print why they skip. With a GPU, every
 //! dtype x op runs on the device against the same reference as the CPU tests.
 
+/// Says why a test skips. The test harness captures `println!` of passing tests, so this writes
+/// to the terminal's stderr directly: a skip is never silent.
+macro_rules! skip {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod common;
 
 use oxccl_kernels::{cuda, KernelError};
@@ -9,7 +18,7 @@ use oxccl_kernels::{cuda, KernelError};
 #[test]
 fn probe_without_driver_is_a_clean_error() {
     match cuda::probe() {
-        Ok(n) => eprintln!("skipped: {n} CUDA device(s) present, so there is no error to check"),
+        Ok(n) => skip!("skipped: {n} CUDA device(s) present, so there is no error to check"),
         Err(e) => {
             assert!(matches!(e, KernelError::CudaUnavailable(_)), "{e:?}");
             let msg = e.to_string();
@@ -30,7 +39,7 @@ mod gpu {
             Ok(k) => Some(k),
             Err(e) => {
                 assert!(matches!(e, KernelError::CudaUnavailable(_)), "{e:?}");
-                eprintln!("skipped: {e}");
+                skip!("skipped: {e}");
                 None
             }
         }
@@ -39,7 +48,7 @@ mod gpu {
     #[test]
     fn new_without_driver_is_a_clean_error() {
         if let Some(k) = kernels() {
-            eprintln!("skipped: a CUDA device is present ({k:?})");
+            skip!("skipped: a CUDA device is present ({k:?})");
         }
     }
 

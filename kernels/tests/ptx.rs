@@ -3,6 +3,15 @@
 //! and the same nightly that produced it (`kernels/ptx/TOOLCHAIN`); otherwise the comparison
 //! is skipped with the reason printed.
 
+/// Says why a test skips. The test harness captures `println!` of passing tests, so this writes
+/// to the terminal's stderr directly: a skip is never silent.
+macro_rules! skip {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use std::path::Path;
 use std::process::Command;
 
@@ -36,7 +45,7 @@ fn committed_ptx_matches_its_source() {
     let version = match nightly {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
         _ => {
-            eprintln!("skipped: no nightly toolchain (`rustup toolchain install nightly`)");
+            skip!("skipped: no nightly toolchain (`rustup toolchain install nightly`)");
             return;
         }
     };
@@ -61,7 +70,7 @@ fn committed_ptx_matches_its_source() {
         })
         .unwrap_or(false);
     if !has_src {
-        eprintln!("skipped: nightly has no rust-src (`rustup +nightly component add rust-src`)");
+        skip!("skipped: nightly has no rust-src (`rustup +nightly component add rust-src`)");
         return;
     }
     let out = std::env::temp_dir().join(format!("oxccl-ptx-check-{}.ptx", std::process::id()));

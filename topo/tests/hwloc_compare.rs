@@ -1,6 +1,15 @@
 //! Comparisons with hwloc itself, run when `lstopo-no-graphics` is on PATH (Debian package
 //! `hwloc`); each test prints why it skips otherwise.
 
+/// Says why a test skips. The test harness captures `println!` of passing tests, so this writes
+/// to the terminal's stderr directly: a skip is never silent.
+macro_rules! skip {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod common;
 
 use oxccl_topo::sources::{self, hwloc_xml, hwloc_xml_export, synthetic, sysfs};
@@ -11,7 +20,7 @@ use std::process::Command;
 fn lstopo() -> Option<std::path::PathBuf> {
     let p = common::which("lstopo-no-graphics");
     if p.is_none() {
-        println!("skipping: lstopo-no-graphics not on PATH (install Debian's hwloc package)");
+        skip!("skipping: lstopo-no-graphics not on PATH (install Debian's hwloc package)");
     }
     p
 }
@@ -51,7 +60,7 @@ fn cpu_counts(t: &Topology) -> Vec<(ObjType, usize)> {
 fn live_discovery_matches_lstopo() {
     let Some(bin) = lstopo() else { return };
     if !Path::new("/sys/devices/system/cpu").is_dir() {
-        println!("skipping: no /sys/devices/system/cpu (not Linux?)");
+        skip!("skipping: no /sys/devices/system/cpu (not Linux?)");
         return;
     }
     let ours = sysfs::discover(Path::new("/")).expect("discover this machine");

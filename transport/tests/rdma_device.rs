@@ -3,6 +3,15 @@
 //! `OXCCL_IB_DEVICE=mlx5_0 cargo test -p oxccl-transport --features rdma -- --ignored`.
 #![cfg(feature = "rdma")]
 
+/// Says why a test skips. The test harness captures `println!` of passing tests, so this writes
+/// to the terminal's stderr directly: a skip is never silent.
+macro_rules! skip {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use oxccl_transport::conformance;
 use oxccl_transport::rdma::sideway_verbs::SidewayVerbs;
 use oxccl_transport::rdma::verbs::{
@@ -53,7 +62,7 @@ fn device() -> Option<String> {
 #[ignore = "needs an RDMA NIC; set OXCCL_IB_DEVICE"]
 fn write_with_immediate_between_two_queue_pairs_on_the_device() {
     let Some(dev) = device() else {
-        eprintln!("skipped: OXCCL_IB_DEVICE is not set");
+        skip!("skipped: OXCCL_IB_DEVICE is not set");
         return;
     };
     let v = SidewayVerbs::from_env().expect("OXCCL_IB_PORT / OXCCL_IB_GID_INDEX");
@@ -134,7 +143,7 @@ fn write_with_immediate_between_two_queue_pairs_on_the_device() {
 #[ignore = "needs an RDMA NIC; set OXCCL_IB_DEVICE"]
 fn rdma_on_the_device_passes_the_conformance_suite() {
     if device().is_none() {
-        eprintln!("skipped: OXCCL_IB_DEVICE is not set");
+        skip!("skipped: OXCCL_IB_DEVICE is not set");
         return;
     }
     conformance::run_all(|| {
