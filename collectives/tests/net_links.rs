@@ -27,7 +27,11 @@ fn check_ops(transport: LocalTransport, p: usize, n: usize) {
             let want: f32 = (0..p).map(|r| value(r, i)).sum();
             assert_eq!(x, want, "{transport:?} all_reduce rank {me} element {i}");
         }
-        let mut buf = if me == p - 1 { input.clone() } else { vec![0f32; n] };
+        let mut buf = if me == p - 1 {
+            input.clone()
+        } else {
+            vec![0f32; n]
+        };
         c.broadcast(&mut buf, p - 1).unwrap();
         for (i, &x) in buf.iter().enumerate() {
             assert_eq!(x, value(p - 1, i), "{transport:?} broadcast element {i}");
@@ -35,7 +39,11 @@ fn check_ops(transport: LocalTransport, p: usize, n: usize) {
         let mut gathered = vec![0f32; n * p];
         c.all_gather(&input, &mut gathered).unwrap();
         for (i, &x) in gathered.iter().enumerate() {
-            assert_eq!(x, value(i / n, i % n), "{transport:?} all_gather element {i}");
+            assert_eq!(
+                x,
+                value(i / n, i % n),
+                "{transport:?} all_gather element {i}"
+            );
         }
         c.barrier().unwrap();
     });
