@@ -29,7 +29,9 @@ const MODELS: &[Model] = &[Model {
 }];
 
 const DDL: f64 = 0.95;
-const FACEBOOK: f64 = 0.90;
+/// As PowerAI DDL's paper quotes Facebook's result at 256 GPUs (Goyal et al.'s own abstract
+/// says ~90% from 8 to 256 GPUs).
+const FACEBOOK: f64 = 0.89;
 
 /// Hierarchical dims for `ranks` when the requested ones do not fit: devices per node first,
 /// then the nodes split into as many balanced factors as were asked for.
@@ -168,7 +170,7 @@ pub fn run(args: &Args, name: &str, net: &Network, algos: &[Algorithm]) -> anyho
     }
     println!(
         "# Published at 256 GPUs: PowerAI DDL {:.0}% (Cho et al., arXiv:1708.02188, 2017; Caffe ResNet-50, 64 x S822LC); \
-         Facebook ~{:.0}% from 8 to 256 GPUs (Goyal et al., arXiv:1706.02677, 2017; Caffe2 ResNet-50, 32 x Big Basin)",
+         Facebook {:.0}% (Goyal et al., arXiv:1706.02677, 2017, \"~90% from 8 to 256 GPUs\"; Caffe2 ResNet-50, 32 x Big Basin)",
         DDL * 100.0,
         FACEBOOK * 100.0
     );
