@@ -111,6 +111,8 @@ pub(crate) struct Engine {
     pub tiny: bool,
     /// Tiny all-reduces made so far (every rank makes each one, with every peer).
     pub tiny_seq: u64,
+    /// The messages of the running tiny all-reduce, one per rank (kept between calls).
+    pub tiny_msgs: Vec<[u8; crate::link::ring::SLOT - 4]>,
     /// Bytes of a header received so far, per peer.
     hdr_buf: Vec<[u8; Header::LEN]>,
     pub reduction: Option<Reduction>,
@@ -158,6 +160,7 @@ impl Engine {
             rx_seq: vec![0; p],
             tiny,
             tiny_seq: 0,
+            tiny_msgs: Vec::new(),
             hdr_buf: vec![[0; Header::LEN]; p],
             reduction: None,
             esize: 1,

@@ -1,5 +1,5 @@
 //! The tiny all-reduce: up to [`TINY_BYTES`] per rank between ranks of one host, through
-//! each ring's mailbox (one cache line per message, see `link::ring`) instead of the stream.
+//! each ring's mailbox (one or two cache lines per message, see `link::ring`) instead of the stream.
 //!
 //! Every rank posts its whole vector, with a fingerprint of the call (dtype, op, size and the
 //! PreMulSum scalar), to every peer's mailbox and reduces the peers' messages in rank order,
@@ -75,36 +75,39 @@ pub(crate) unsafe fn all_reduce(
             tx.post(seq, fp, extra, data);
         }
     }
-    let mut stack = [[0u8; SLOT - 4]; STACK_RANKS];
-    let mut heap = Vec::new();
-    let msgs: &mut [[u8; SLOT - 4]] = if p <= STACK_RANKS {
-        &mut stack[..p]
-    } else {
-        heap.resize(p, [0u8; SLOT - 4]);
-        &mut heap
-    };
-    engine
-        .collect_tiny(others, seq, fp, extra, msgs)
-        .map_err(|e| engine.fail(e))?;
+    // Kept in the engine: no per-call zeroing or allocation.
+    let mut msgs = std::mem::take(&mut engine.tiny_msgs);
+    msgs.resize(p, [0u8; SLOT - 4]);
+    let got = engine.collect_tiny(others, seq, fp, extra, &mut msgs, bytes);
+    if let Err(e) = got {
+        engine.tiny_msgs = msgs;
+        return Err(engine.fail(e));
+    }
     engine.tiny_seq += 1;
     msgs[me][12..12 + bytes].copy_from_slice(data);
-    let mut srcs: [&[u8]; STACK_RANKS] = [&[]; STACK_RANKS];
-    let mut srcs_heap = Vec::new();
-    let srcs: &[&[u8]] = if p <= STACK_RANKS {
-        for (s, m) in srcs.iter_mut().zip(msgs.iter()) {
+    // SAFETY: the caller's contract: output is valid for `bytes`; `data` was copied out of
+    // the input above and is not read through any more, so an in-place call is fine.
+    let out = unsafe { std::slice::from_raw_parts_mut(output, bytes) };
+    // `out = rank 0's`, then `out op= ranks 1..p` in rank order: the same fold as reducing
+    // all of them at once, with fewer slices for the kernel to check (it formats a name for
+    // each, which costs more than the arithmetic at these sizes).
+    out.copy_from_slice(&msgs[0][12..12 + bytes]);
+    let mut stack: [&[u8]; STACK_RANKS] = [&[]; STACK_RANKS];
+    let mut heap = Vec::new();
+    let srcs: &[&[u8]] = if p <= STACK_RANKS + 1 {
+        for (s, m) in stack.iter_mut().zip(&msgs[1..]) {
             *s = &m[12..12 + bytes];
         }
-        &srcs[..p]
+        &stack[..p - 1]
     } else {
-        srcs_heap.extend(msgs.iter().map(|m| &m[12..12 + bytes]));
-        &srcs_heap
+        heap.extend(msgs[1..].iter().map(|m| &m[12..12 + bytes]));
+        &heap
     };
-    // SAFETY: the caller's contract: output is valid for `bytes`; `data` was copied out of
-    // the input above, so an in-place call is not read through it any more.
-    let out = unsafe { std::slice::from_raw_parts_mut(output, bytes) };
     let (combine, epilogue) = op.split(p);
-    oxccl_kernels::reduce_copy_bytes_with(dtype, combine, epilogue, srcs, &mut [out])
-        .map_err(|e| Error::invalid("all_reduce", e.to_string()))
+    let r = oxccl_kernels::reduce_bytes_with(dtype, combine, epilogue, out, srcs)
+        .map_err(|e| Error::invalid("all_reduce", e.to_string()));
+    engine.tiny_msgs = msgs;
+    r
 }
 
 impl Engine {
@@ -116,6 +119,7 @@ impl Engine {
         fp: u32,
         extra: u64,
         msgs: &mut [[u8; SLOT - 4]],
+        bytes: usize,
     ) -> Result<()> {
         let op = self.op;
         let mut left = others.len();
@@ -138,7 +142,7 @@ impl Engine {
                 let Some(Link::Ring { rx, .. }) = self.links[q].as_mut() else {
                     unreachable!("the tiny path runs only where every link is a ring")
                 };
-                if rx.poll(seq, &mut msgs[q]) {
+                if rx.poll(seq, &mut msgs[q], 12 + bytes) {
                     let got_fp = u32::from_le_bytes(msgs[q][..4].try_into().expect("4"));
                     let got_extra = u64::from_le_bytes(msgs[q][4..12].try_into().expect("8"));
                     if (got_fp, got_extra) != (fp, extra) {

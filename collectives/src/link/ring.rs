@@ -7,10 +7,11 @@
 //! The reader hands out a view straight into the ring, so a receive can be reduced from there
 //! into its destination without a copy.
 //!
-//! The header page also holds a two-slot mailbox (one cache line per slot, at [`MAILBOX`]):
+//! The header page also holds a two-slot mailbox (two cache lines per slot, at [`MAILBOX`]):
 //! a whole tiny message (a sequence word, a fingerprint, up to [`MAILBOX_BYTES`] of payload)
 //! written by the ring's writer with one burst of stores and polled by its reader, so a tiny
-//! all-reduce moves one line per peer instead of a stream's data line plus its `tail` line.
+//! all-reduce of up to 48 bytes moves one line per peer (the second line only past that)
+//! instead of a stream's data line plus its `tail` line.
 
 use memmap2::MmapMut;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -22,12 +23,13 @@ const FLAGS: usize = 256;
 /// Bytes before the data of each ring.
 pub const HEADER: usize = 4096;
 const ABORTED: u32 = 1;
-/// The two mailbox slots (128 bytes apart, off the `head`/`tail`/flag lines).
+/// The two mailbox slots (off the `head`/`tail`/flag lines; each slot is one 128-byte pair
+/// of lines, so the adjacent-line prefetcher never couples the two).
 pub const MAILBOX: usize = 512;
 const SLOT_STRIDE: usize = 128;
 /// A slot: a sequence word (u32; 0 = never written), a fingerprint (u32), a word that must
 /// also agree (u64), then the payload.
-pub const SLOT: usize = 64;
+pub const SLOT: usize = 128;
 pub const MAILBOX_BYTES: usize = SLOT - 16;
 
 #[repr(C, align(4096))]
@@ -213,15 +215,17 @@ impl RingWriter {
     #[inline]
     pub fn post(&mut self, seq: u64, fp: u32, extra: u64, data: &[u8]) {
         assert!(data.len() <= MAILBOX_BYTES, "mailbox payload too large");
-        let mut line = [0u8; SLOT - 4];
-        line[..4].copy_from_slice(&fp.to_le_bytes());
-        line[4..12].copy_from_slice(&extra.to_le_bytes());
-        line[12..12 + data.len()].copy_from_slice(data);
+        let mut head = [0u8; 12];
+        head[..4].copy_from_slice(&fp.to_le_bytes());
+        head[4..].copy_from_slice(&extra.to_le_bytes());
         let slot = self.ring.slot(seq);
-        // SAFETY: [slot + 4, slot + 64) is inside the header (see `slot`); the reader reads it
-        // only after the release store of the sequence word below, and not again once done
-        // with `seq - 2` (the caller's contract).
-        unsafe { std::ptr::copy_nonoverlapping(line.as_ptr(), slot.add(4), line.len()) };
+        // SAFETY: [slot + 4, slot + 16 + data.len()) is inside the slot, inside the header
+        // (see `slot`); the reader reads it only after the release store of the sequence word
+        // below, and not again once done with `seq - 2` (the caller's contract).
+        unsafe {
+            std::ptr::copy_nonoverlapping(head.as_ptr(), slot.add(4), head.len());
+            std::ptr::copy_nonoverlapping(data.as_ptr(), slot.add(16), data.len());
+        }
         self.ring
             .slot_seq(seq)
             .store(seq_word(seq), Ordering::Release);
@@ -296,16 +300,18 @@ impl RingReader {
         self.ring.slot_seq(seq).load(Ordering::Acquire) == seq_word(seq)
     }
 
-    /// Copies tiny message `seq` (fingerprint, extra word, payload) into `out` if it is in.
+    /// Copies the first `len` bytes of tiny message `seq` (fingerprint, extra word, payload)
+    /// into `out` if it is in.
     #[inline]
-    pub fn poll(&self, seq: u64, out: &mut [u8; SLOT - 4]) -> bool {
+    pub fn poll(&self, seq: u64, out: &mut [u8; SLOT - 4], len: usize) -> bool {
         if !self.posted(seq) {
             return false;
         }
+        let len = len.min(SLOT - 4);
         // SAFETY: the acquire load above saw the writer's release store that followed its
-        // writes of [slot + 4, slot + 64), and the writer leaves the slot alone until we are
-        // done with it (the `post` contract).
-        unsafe { std::ptr::copy_nonoverlapping(self.ring.slot(seq).add(4), out.as_mut_ptr(), 60) };
+        // writes of the slot, and the writer leaves the slot alone until we are done with it
+        // (the `post` contract); `len` is clamped to the slot.
+        unsafe { std::ptr::copy_nonoverlapping(self.ring.slot(seq).add(4), out.as_mut_ptr(), len) };
         true
     }
 }
@@ -343,11 +349,11 @@ mod tests {
         let mem = RingMem::heap(1, 4096);
         let (mut w, mut r) = ends(&mem, 0, 4096);
         let mut out = [0u8; SLOT - 4];
-        assert!(!r.poll(0, &mut out));
+        assert!(!r.poll(0, &mut out, SLOT - 4));
         for seq in 0..5u64 {
             let data: Vec<u8> = (0..MAILBOX_BYTES as u8).map(|b| b ^ seq as u8).collect();
             w.post(seq, 7 + seq as u32, !seq, &data);
-            assert!(r.poll(seq, &mut out));
+            assert!(r.poll(seq, &mut out, SLOT - 4));
             assert!(!r.posted(seq + 1) && !r.posted(seq + 2));
             assert_eq!(out[..4], (7 + seq as u32).to_le_bytes());
             assert_eq!(out[4..12], (!seq).to_le_bytes());
