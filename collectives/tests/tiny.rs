@@ -1,4 +1,4 @@
-//! The tiny all-reduce (up to 112 bytes per rank, through each shared-memory ring's mailbox):
+//! The tiny all-reduce (up to 368 bytes per rank, through each shared-memory ring's mailbox):
 //! every dtype and reduction at every tiny size, in place and out of place, many calls in a
 //! row (the two mailbox slots alternate), mixed with stream calls; disagreeing ranks get a
 //! mismatch, an absent rank a timeout naming it, a dead one an error, all within the deadline.
@@ -10,7 +10,7 @@ use oxccl_collectives::{Communicator, DataType, Error, LocalTransport, Options, 
 use std::time::{Duration, Instant};
 
 /// Bytes per rank the tiny path carries.
-const TINY: usize = 112;
+const TINY: usize = 368;
 
 fn ops_for(dtype: DataType) -> [ReduceOp; 6] {
     let scale = if dtype.is_float() { 0.5 } else { 3.0 };
@@ -146,7 +146,7 @@ fn disagreeing_ranks_get_a_mismatch() {
             c.all_reduce(&[1f32; 2], &mut [0f32; 2], op)
         }),
         ("largest tiny against small", |r, c| {
-            let n = if r == 0 { 28 } else { 29 };
+            let n = if r == 0 { 92 } else { 93 };
             c.all_reduce(&vec![1f32; n], &mut vec![0f32; n], ReduceOp::Sum)
         }),
         ("tiny against a stream all-reduce", |r, c| {

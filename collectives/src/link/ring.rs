@@ -7,11 +7,11 @@
 //! The reader hands out a view straight into the ring, so a receive can be reduced from there
 //! into its destination without a copy.
 //!
-//! The header page also holds a two-slot mailbox (two cache lines per slot, at [`MAILBOX`]):
+//! The header page also holds a two-slot mailbox (six cache lines per slot, at [`MAILBOX`]):
 //! a whole tiny message (a sequence word, a fingerprint, up to [`MAILBOX_BYTES`] of payload)
 //! written by the ring's writer with one burst of stores and polled by its reader, so a tiny
-//! all-reduce of up to 48 bytes moves one line per peer (the second line only past that)
-//! instead of a stream's data line plus its `tail` line.
+//! all-reduce of up to 48 bytes moves one line per peer (more lines only past that, fetched
+//! together) instead of a stream's data lines plus its `tail` line.
 
 use memmap2::MmapMut;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -23,13 +23,13 @@ const FLAGS: usize = 256;
 /// Bytes before the data of each ring.
 pub const HEADER: usize = 4096;
 const ABORTED: u32 = 1;
-/// The two mailbox slots (off the `head`/`tail`/flag lines; each slot is one 128-byte pair
+/// The two mailbox slots (off the `head`/`tail`/flag lines; each slot is whole 128-byte pairs
 /// of lines, so the adjacent-line prefetcher never couples the two).
 pub const MAILBOX: usize = 512;
-const SLOT_STRIDE: usize = 128;
+const SLOT_STRIDE: usize = SLOT;
 /// A slot: a sequence word (u32; 0 = never written), a fingerprint (u32), a word that must
 /// also agree (u64), then the payload.
-pub const SLOT: usize = 128;
+pub const SLOT: usize = 384;
 pub const MAILBOX_BYTES: usize = SLOT - 16;
 
 #[repr(C, align(4096))]
@@ -351,7 +351,7 @@ mod tests {
         let mut out = [0u8; SLOT - 4];
         assert!(!r.poll(0, &mut out, SLOT - 4));
         for seq in 0..5u64 {
-            let data: Vec<u8> = (0..MAILBOX_BYTES as u8).map(|b| b ^ seq as u8).collect();
+            let data: Vec<u8> = (0..MAILBOX_BYTES).map(|b| b as u8 ^ seq as u8).collect();
             w.post(seq, 7 + seq as u32, !seq, &data);
             assert!(r.poll(seq, &mut out, SLOT - 4));
             assert!(!r.posted(seq + 1) && !r.posted(seq + 2));
