@@ -1,5 +1,8 @@
 //! The tiny all-reduce: up to [`TINY_BYTES`] per rank between ranks of one host, through
-//! each ring's mailbox (one or two cache lines per message, see `link::ring`) instead of the stream.
+//! each ring's mailbox (see `link::ring`: one cache line carries up to 48 bytes, a few more
+//! lines up to 368) instead of the stream. Used when every link is a ring, the size is also
+//! within `OXCCL_SMALL_BYTES` and no `OXCCL_ALGO` is forced (ranks configured differently
+//! get a mismatch, below).
 //!
 //! Every rank posts its whole vector, with a fingerprint of the call (dtype, op, size and the
 //! PreMulSum scalar), to every peer's mailbox and reduces the peers' messages in rank order,
