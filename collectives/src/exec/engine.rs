@@ -53,7 +53,7 @@ pub(crate) struct RecvJob {
 
 /// Bookkeeping of one wait.
 pub(super) struct Waiter {
-    pub idle: u32,
+    idle: u32,
     progressed_since_check: bool,
     last_progress: Option<Instant>,
 }
