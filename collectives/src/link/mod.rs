@@ -117,11 +117,9 @@ impl Link {
                 }
             }
             Link::Ring { tx, .. } if tx.aborted() => Err("the peer aborted (ring closed)".into()),
-            Link::Net(n) => match n.failure() {
-                Some(f) => Err(f),
-                None if n.tx.aborted() => Err(net_failure(n)),
-                None => Ok(()),
-            },
+            // A closed connection is an error only when this rank waits for data on it, and
+            // then `peek` says so; here only the fabric's own failures count.
+            Link::Net(n) => n.failure().map_or(Ok(()), Err),
             _ => Ok(()),
         }
     }

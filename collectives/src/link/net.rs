@@ -125,11 +125,18 @@ enum Inbound<'c> {
 
 impl Proxy {
     fn run(mut self, conn: Box<dyn DynConnection>) {
-        let result = self.pump(&*conn);
-        if let Err(e) = &result {
-            tracing::debug!(peer = conn.dyn_peer(), "proxy stops: {e}");
+        let why = match self.pump(&*conn) {
+            Ok(()) | Err(Stop::Executor) => None,
+            // A peer that finished its last call closes its links; that is only an error for
+            // a rank that still waits for data from it, which the empty, closed ring tells.
+            Err(Stop::Peer(oxccl_transport::Error::PeerClosed { .. })) => None,
+            Err(Stop::Peer(e)) => Some(e.to_string()),
+            Err(Stop::Malformed(what)) => Some(format!("malformed stream from the peer: {what}")),
+        };
+        if let Some(why) = why {
+            tracing::debug!(peer = conn.dyn_peer(), "proxy stops: {why}");
             if let Ok(mut f) = self.failure.lock() {
-                *f = Some(format!("{} ({})", e, conn.dyn_peer()));
+                *f = Some(format!("{why} ({})", conn.dyn_peer()));
             }
         }
         // Either side's end closes both rings, so the executor and the peer both notice.
@@ -139,7 +146,7 @@ impl Proxy {
     }
 
     /// Moves bytes both ways until the executor closes the link (Ok) or the fabric fails (Err).
-    fn pump(&mut self, conn: &dyn DynConnection) -> Result<(), String> {
+    fn pump(&mut self, conn: &dyn DynConnection) -> Result<(), Stop> {
         let mut piece = vec![0u8; PIECE];
         let mut inbound = Inbound::Idle;
         let mut backoff = Backoff::new();
@@ -148,7 +155,7 @@ impl Proxy {
                 return Ok(());
             }
             let n = {
-                let out = self.to_net.peek().map_err(|()| closed())?;
+                let out = self.to_net.peek().map_err(|()| Stop::Executor)?;
                 let n = out.len().min(PIECE);
                 piece[..n].copy_from_slice(&out[..n]);
                 n
@@ -173,8 +180,8 @@ impl Proxy {
             let (mut len_done, mut data_done) = (false, false);
             backoff.reset();
             while !(len_done && data_done) {
-                len_done = len_done || len_req.test().map_err(|e| e.to_string())?.is_some();
-                data_done = data_done || data_req.test().map_err(|e| e.to_string())?.is_some();
+                len_done = len_done || len_req.test().map_err(Stop::Peer)?.is_some();
+                data_done = data_done || data_req.test().map_err(Stop::Peer)?.is_some();
                 // Keep receiving while sending: two proxies that only sent would deadlock on a
                 // fabric whose sends wait for the receiver.
                 if self.receive(conn, &mut inbound)? {
@@ -194,13 +201,13 @@ impl Proxy {
         &mut self,
         conn: &'c dyn DynConnection,
         inbound: &mut Inbound<'c>,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, Stop> {
         let mut moved = false;
         if self.sent < self.pending.len() {
             let n = self
                 .from_net
                 .write(&self.pending[self.sent..])
-                .map_err(|()| closed())?;
+                .map_err(|()| Stop::Executor)?;
             self.sent += n;
             moved |= n > 0;
             if self.sent < self.pending.len() {
@@ -209,17 +216,15 @@ impl Proxy {
         }
         loop {
             match inbound {
-                Inbound::Idle => {
-                    match conn.dyn_irecv_view(TAG_LEN, 8).map_err(|e| e.to_string())? {
-                        Some(view) => *inbound = Inbound::Len(view, [0; 8], 0),
-                        None => return Ok(moved),
-                    }
-                }
+                Inbound::Idle => match conn.dyn_irecv_view(TAG_LEN, 8).map_err(Stop::Peer)? {
+                    Some(view) => *inbound = Inbound::Len(view, [0; 8], 0),
+                    None => return Ok(moved),
+                },
                 Inbound::Len(view, bytes, got) => {
-                    while let Some(chunk) = view.next_chunk().map_err(|e| e.to_string())? {
+                    while let Some(chunk) = view.next_chunk().map_err(Stop::Peer)? {
                         let at = chunk.offset();
                         if at + chunk.len() > 8 {
-                            return Err("malformed stream length".into());
+                            return Err(Stop::Malformed("a stream length".into()));
                         }
                         bytes[at..at + chunk.len()].copy_from_slice(&chunk);
                         *got += chunk.len();
@@ -230,11 +235,11 @@ impl Proxy {
                     }
                     let len = u64::from_le_bytes(*bytes);
                     if len == 0 || len > PIECE as u64 {
-                        return Err(format!("malformed stream piece of {len} bytes"));
+                        return Err(Stop::Malformed(format!("a stream piece of {len} bytes")));
                     }
                     match conn
                         .dyn_irecv_view(TAG_DATA, len as usize)
-                        .map_err(|e| e.to_string())?
+                        .map_err(Stop::Peer)?
                     {
                         Some(data) => *inbound = Inbound::Data(data),
                         None => return Ok(moved),
@@ -245,10 +250,10 @@ impl Proxy {
                     // over several sockets), so they are put in place by offset, and the piece
                     // goes to the executor once it is whole.
                     self.assembly.resize(view.len(), 0);
-                    while let Some(chunk) = view.next_chunk().map_err(|e| e.to_string())? {
+                    while let Some(chunk) = view.next_chunk().map_err(Stop::Peer)? {
                         let at = chunk.offset();
                         if at + chunk.len() > self.assembly.len() {
-                            return Err("malformed stream piece".into());
+                            return Err(Stop::Malformed("a stream piece".into()));
                         }
                         self.assembly[at..at + chunk.len()].copy_from_slice(&chunk);
                         moved = true;
@@ -257,7 +262,10 @@ impl Proxy {
                         return Ok(moved);
                     }
                     *inbound = Inbound::Idle;
-                    let n = self.from_net.write(&self.assembly).map_err(|()| closed())?;
+                    let n = self
+                        .from_net
+                        .write(&self.assembly)
+                        .map_err(|()| Stop::Executor)?;
                     if n < self.assembly.len() {
                         std::mem::swap(&mut self.assembly, &mut self.pending);
                         self.sent = n;
@@ -274,11 +282,11 @@ fn post_send<'a>(
     conn: &'a dyn DynConnection,
     tag: Tag,
     buf: &'a [u8],
-    mut meanwhile: impl FnMut() -> Result<bool, String>,
-) -> Result<oxccl_transport::dynamic::BoxRequest<'a>, String> {
+    mut meanwhile: impl FnMut() -> Result<bool, Stop>,
+) -> Result<oxccl_transport::dynamic::BoxRequest<'a>, Stop> {
     let mut backoff = Backoff::new();
     loop {
-        match conn.dyn_isend(tag, buf).map_err(|e| e.to_string())? {
+        match conn.dyn_isend(tag, buf).map_err(Stop::Peer)? {
             Post::Posted(r) => return Ok(r),
             Post::Retry(_) => {
                 if !meanwhile()? {
@@ -289,6 +297,12 @@ fn post_send<'a>(
     }
 }
 
-fn closed() -> String {
-    "the link was closed".to_string()
+/// Why a proxy stops.
+enum Stop {
+    /// The executor closed or aborted the link.
+    Executor,
+    /// The fabric reported an error, or the peer closed the connection.
+    Peer(oxccl_transport::Error),
+    /// The peer's proxy sent something that is not a stream piece.
+    Malformed(String),
 }
