@@ -163,12 +163,12 @@ pub fn reduce_copy_bytes_opts(
         return Err(KernelError::NoOutputs);
     }
     let len = first.len();
-    check_len(dtype, "srcs[0]", len, len)?;
+    check_len(dtype, || "srcs[0]".into(), len, len)?;
     for (i, s) in srcs.iter().enumerate() {
-        check_len(dtype, &format!("srcs[{i}]"), s.len(), len)?;
+        check_len(dtype, || format!("srcs[{i}]"), s.len(), len)?;
     }
     for (i, d) in dsts.iter().enumerate() {
-        check_len(dtype, &format!("dsts[{i}]"), d.len(), len)?;
+        check_len(dtype, || format!("dsts[{i}]"), d.len(), len)?;
     }
     with_table(srcs.iter().map(|s| s.as_ptr()), |src_ptrs| {
         with_table(dsts.iter_mut().map(|d| d.as_mut_ptr()), |dst_ptrs| {
@@ -189,9 +189,9 @@ pub fn reduce_bytes_opts(
     srcs: &[&[u8]],
 ) -> Result<(), KernelError> {
     let len = dst.len();
-    check_len(dtype, "dst", len, len)?;
+    check_len(dtype, || "dst".into(), len, len)?;
     for (i, s) in srcs.iter().enumerate() {
-        check_len(dtype, &format!("srcs[{i}]"), s.len(), len)?;
+        check_len(dtype, || format!("srcs[{i}]"), s.len(), len)?;
     }
     let d = dst.as_mut_ptr();
     let all = std::iter::once(d.cast_const()).chain(srcs.iter().map(|s| s.as_ptr()));
@@ -234,17 +234,24 @@ fn with_table<P: Copy, R>(items: impl Iterator<Item = P>, f: impl FnOnce(&[P]) -
     }
 }
 
-fn check_len(dtype: DataType, what: &str, got: usize, expected: usize) -> Result<(), KernelError> {
+/// `what` names the slice in the error; it is a closure so that the check, which runs on every
+/// call, allocates nothing when the lengths are right (tiny all-reduces call this per message).
+fn check_len(
+    dtype: DataType,
+    what: impl Fn() -> String,
+    got: usize,
+    expected: usize,
+) -> Result<(), KernelError> {
     if got != expected {
         return Err(KernelError::LengthMismatch {
-            what: what.to_string(),
+            what: what(),
             got,
             expected,
         });
     }
     if !got.is_multiple_of(dtype.size()) {
         return Err(KernelError::RaggedLength {
-            what: what.to_string(),
+            what: what(),
             len: got,
             dtype,
             size: dtype.size(),
