@@ -202,6 +202,11 @@ impl Proxy {
         conn: &'c dyn DynConnection,
         inbound: &mut Inbound<'c>,
     ) -> Result<bool, Stop> {
+        // Every wait of the proxy passes here, so an aborted link stops it even while a send is
+        // stuck (a stalled peer, a fabric that keeps answering "retry").
+        if self.from_net.aborted() {
+            return Err(Stop::Executor);
+        }
         let mut moved = false;
         if self.sent < self.pending.len() {
             let n = self
