@@ -287,25 +287,11 @@ fn bind_to(cpu: usize) {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> anyhow::Result<Vec<u8>> {
-    if s.len() & 1 == 1 {
-        bail!("odd-length hex address");
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).context("hex address"))
-        .collect()
-}
-
 fn run_peer(a: &Args, addr: &str) -> anyhow::Result<()> {
     if !a.no_bind {
         bind_to(1);
     }
-    let addr = DynAddress::from_bytes(&unhex(addr)?)?;
+    let addr = DynAddress::from_text(addr)?;
     match addr.transport() {
         "shm" => peer_on(a, "shm", &Shm::from_env()?, &addr),
         "tcp" => peer_on(a, "tcp", &tcp(a.nsocks)?, &addr),
@@ -334,7 +320,7 @@ fn run_leader(a: &Args, name: &'static str) -> anyhow::Result<()> {
 
 fn leader_on<T: Transport>(a: &Args, name: &'static str, t: &T) -> anyhow::Result<()> {
     let mut l = t.listen()?;
-    let addr = hex(&DynAddress::new(name, &l.address()).to_bytes());
+    let addr = DynAddress::new(name, &l.address()).to_text();
     let exe = std::env::current_exe().context("locating this binary")?;
     let mut cmd = Command::new(exe);
     cmd.arg("transport").arg("--peer").arg(&addr);

@@ -273,7 +273,7 @@ impl Communicator {
             "{}\n{}\n{}",
             host_id(),
             std::process::id(),
-            hex(&listener.address().to_bytes())
+            listener.address().to_text()
         );
         store.set(&format!("rank/{rank}"), me.as_bytes())?;
         let mut peers = Vec::with_capacity(size);
@@ -331,9 +331,8 @@ impl Communicator {
         // 2. Network: the higher rank connects to the lower one's listener and says who it is.
         for q in 0..rank {
             if !use_shm(q) {
-                let addr = unhex(&peers[q].2)
-                    .and_then(|b| DynAddress::from_bytes(&b).ok())
-                    .ok_or_else(|| Error::Env(format!("rank {q} published a bad address")))?;
+                let addr = DynAddress::from_text(&peers[q].2)
+                    .map_err(|e| Error::net(format!("rank {q} published a bad address"), e))?;
                 let what = || format!("connecting to rank {q} at {addr}");
                 let pending = fabric
                     .dyn_connect(&addr)
@@ -670,20 +669,6 @@ fn net_pair(transport: LocalTransport, options: &Options) -> Result<(Link, Link)
         net_link(a, fabric, options.ring_bytes)?,
         net_link(b, fabric, options.ring_bytes)?,
     ))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Ranks share memory when they agree on this: same kernel boot, hostname, network and pid

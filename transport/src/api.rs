@@ -16,6 +16,37 @@ pub trait Address: Clone + fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// Parses bytes written by [`Address::to_bytes`]; bad bytes give
     /// [`crate::Error::BadAddress`], never a panic.
     fn from_bytes(bytes: &[u8]) -> Result<Self>;
+
+    /// The address as text (lower-case hex of [`Address::to_bytes`]), for stores, environment
+    /// variables and command lines that carry strings.
+    fn to_text(&self) -> String {
+        use fmt::Write as _;
+        self.to_bytes().iter().fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    }
+
+    /// Parses [`Address::to_text`]; text that is not even-length hex gives
+    /// [`crate::Error::BadAddress`].
+    fn from_text(text: &str) -> Result<Self> {
+        let bad = || crate::Error::BadAddress {
+            transport: "address",
+            reason: format!("{text:?} is not even-length hex"),
+        };
+        if text.len() % 2 != 0 {
+            return Err(bad());
+        }
+        let bytes = (0..text.len())
+            .step_by(2)
+            .map(|i| {
+                text.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(bad)?;
+        Self::from_bytes(&bytes)
+    }
 }
 
 /// The answer of a non-blocking setup step: done, or still pending (poll it again).
