@@ -57,7 +57,7 @@ impl Link {
             Link::Ring { tx, .. } => tx
                 .write(data)
                 .map_err(|()| "the peer aborted (ring closed)".to_string()),
-            Link::Net(n) => n.tx.write(data).map_err(|()| net_failure(n)),
+            Link::Net(n) => n.tx.write(data).map_err(|()| net::describe(&n.failure)),
         }
     }
 
@@ -123,8 +123,4 @@ impl Link {
             _ => Ok(()),
         }
     }
-}
-
-fn net_failure(n: &NetLink) -> String {
-    net::describe(&n.failure)
 }
