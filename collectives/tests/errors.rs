@@ -1,39 +1,13 @@
 //! Failures become errors on every rank, promptly: mismatched calls, a rank that aborts or never
 //! comes, a stranger at the store, a port in use.
 
-use oxccl_collectives::{
-    Bootstrap, Communicator, DataType, Error, LocalTransport, Options, ReduceOp, StoreAddr,
-};
-use std::time::{Duration, Instant};
+mod common;
 
-fn opts(timeout_s: f64) -> Options {
-    Options {
-        timeout: Duration::from_secs_f64(timeout_s),
-        ..Options::default()
-    }
-}
+use common::{assert_every_rank_failed_with_a_mismatch, each, opts};
+use oxccl_collectives::{Bootstrap, Communicator, DataType, Error, ReduceOp, StoreAddr};
+use std::time::Duration;
 
 /// Runs `f(rank, comm)` on 2..p thread ranks and returns each rank's result and duration.
-fn each<T: Send + 'static>(
-    p: usize,
-    o: Options,
-    f: impl Fn(usize, Communicator) -> Result<T, Error> + Send + Sync + Clone + 'static,
-) -> Vec<(Result<T, Error>, Duration)> {
-    let comms = Communicator::local_with(p, LocalTransport::Memory, o).unwrap();
-    let hs: Vec<_> = comms
-        .into_iter()
-        .map(|c| {
-            let f = f.clone();
-            std::thread::spawn(move || {
-                let t = Instant::now();
-                let r = f(c.rank(), c);
-                (r, t.elapsed())
-            })
-        })
-        .collect();
-    hs.into_iter().map(|h| h.join().unwrap()).collect()
-}
-
 #[test]
 fn mismatched_calls_fail_on_every_rank() {
     type Case = fn(usize, &Communicator) -> Result<(), Error>;
@@ -70,23 +44,9 @@ fn mismatched_calls_fail_on_every_rank() {
         // A rank whose own peers agreed may finish the call, but then the communicator is
         // aborted under it: its next call fails.
         let res = each(3, opts(20.0), move |r, c| {
-            case(r, &c).and_then(|()| c.barrier())
+            case(r, c).and_then(|()| c.barrier())
         });
-        for (r, (out, took)) in res.iter().enumerate() {
-            assert!(out.is_err(), "{name}: rank {r} succeeded");
-            assert!(
-                *took < Duration::from_secs(10),
-                "{name}: rank {r} took {took:?}"
-            );
-        }
-        assert!(
-            res.iter()
-                .any(|(o, _)| matches!(o, Err(Error::Mismatch { .. }))),
-            "{name}: no rank reported a mismatch: {:?}",
-            res.iter()
-                .map(|(o, _)| o.as_ref().err().map(ToString::to_string))
-                .collect::<Vec<_>>()
-        );
+        assert_every_rank_failed_with_a_mismatch(name, &res);
     }
 }
 

@@ -5,9 +5,11 @@
 
 mod common;
 
-use common::{check, data, expected, on_ranks};
+use common::{
+    assert_every_rank_failed_with_a_mismatch, check, data, each, expected, on_ranks, opts,
+};
 use oxccl_collectives::{Communicator, DataType, Error, LocalTransport, Options, ReduceOp};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Bytes per rank the tiny path carries.
 const TINY: usize = 368;
@@ -96,33 +98,7 @@ fn many_calls_in_a_row_alternate_slots_correctly() {
     }
 }
 
-fn opts(timeout_s: f64) -> Options {
-    Options {
-        timeout: Duration::from_secs_f64(timeout_s),
-        ..Options::default()
-    }
-}
-
 /// Runs `f(rank, comm)` on `p` thread ranks and returns each rank's result and duration.
-fn each(
-    p: usize,
-    o: Options,
-    f: impl Fn(usize, &Communicator) -> Result<(), Error> + Send + Sync + Clone + 'static,
-) -> Vec<(Result<(), Error>, Duration)> {
-    let comms = Communicator::local_with(p, LocalTransport::Memory, o).unwrap();
-    let hs: Vec<_> = comms
-        .into_iter()
-        .map(|c| {
-            let f = f.clone();
-            std::thread::spawn(move || {
-                let t = Instant::now();
-                (f(c.rank(), &c), t.elapsed())
-            })
-        })
-        .collect();
-    hs.into_iter().map(|h| h.join().unwrap()).collect()
-}
-
 #[test]
 fn disagreeing_ranks_get_a_mismatch() {
     type Case = fn(usize, &Communicator) -> Result<(), Error>;
@@ -173,21 +149,7 @@ fn disagreeing_ranks_get_a_mismatch() {
         let res = each(3, opts(20.0), move |r, c| {
             case(r, c).and_then(|()| c.barrier())
         });
-        for (r, (out, took)) in res.iter().enumerate() {
-            assert!(out.is_err(), "{name}: rank {r} succeeded");
-            assert!(
-                *took < Duration::from_secs(10),
-                "{name}: rank {r} took {took:?}"
-            );
-        }
-        assert!(
-            res.iter()
-                .any(|(o, _)| matches!(o, Err(Error::Mismatch { .. }))),
-            "{name}: no rank reported a mismatch: {:?}",
-            res.iter()
-                .map(|(o, _)| o.as_ref().err().map(ToString::to_string))
-                .collect::<Vec<_>>()
-        );
+        assert_every_rank_failed_with_a_mismatch(name, &res);
     }
 }
 
@@ -210,7 +172,7 @@ fn an_absent_rank_times_out_and_a_failed_one_stops_the_others() {
         assert!(matches!(e, Error::Timeout { peer: 2, .. }), "rank {r}: {e}");
     }
     // A rank that aborts makes the others' tiny calls fail long before their deadline.
-    let res = each(3, opts(30.0), |r, c| {
+    let res = each(3, opts(30.0), |r, c| -> Result<(), Error> {
         if r == 0 {
             std::thread::sleep(Duration::from_millis(100));
             c.abort();

@@ -3,7 +3,8 @@
 
 #![allow(dead_code)]
 
-use oxccl_collectives::{Communicator, DataType, LocalTransport, Options, ReduceOp};
+use oxccl_collectives::{Communicator, DataType, Error, LocalTransport, Options, ReduceOp};
+use std::time::{Duration, Instant};
 
 /// Runs `f` on each rank of a fresh thread communicator; panics (naming the rank) if any does.
 pub fn on_ranks<F>(p: usize, transport: LocalTransport, options: Options, f: F)
@@ -171,4 +172,55 @@ pub fn check(what: &str, dtype: DataType, got: &[u8], want: impl Fn(usize) -> f6
             "{what}: element {i}: got {g}, want {w}"
         );
     }
+}
+
+/// Default options with the given `OXCCL_TIMEOUT`, in seconds.
+pub fn opts(timeout_s: f64) -> Options {
+    Options {
+        timeout: Duration::from_secs_f64(timeout_s),
+        ..Options::default()
+    }
+}
+
+/// Runs `f` on each of `p` thread ranks (in-memory rings) and returns what each returned and
+/// how long it took, for tests where ranks are expected to fail.
+pub fn each<T: Send + 'static>(
+    p: usize,
+    o: Options,
+    f: impl Fn(usize, &Communicator) -> Result<T, Error> + Send + Sync + Clone + 'static,
+) -> Vec<(Result<T, Error>, Duration)> {
+    let comms = Communicator::local_with(p, LocalTransport::Memory, o).unwrap();
+    let hs: Vec<_> = comms
+        .into_iter()
+        .map(|c| {
+            let f = f.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                (f(c.rank(), &c), t.elapsed())
+            })
+        })
+        .collect();
+    hs.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// Every rank failed within 10 s, and at least one named the disagreement (`Error::Mismatch`).
+pub fn assert_every_rank_failed_with_a_mismatch<T>(
+    name: &str,
+    res: &[(Result<T, Error>, Duration)],
+) {
+    for (r, (out, took)) in res.iter().enumerate() {
+        assert!(out.is_err(), "{name}: rank {r} succeeded");
+        assert!(
+            *took < Duration::from_secs(10),
+            "{name}: rank {r} took {took:?}"
+        );
+    }
+    assert!(
+        res.iter()
+            .any(|(o, _)| matches!(o, Err(Error::Mismatch { .. }))),
+        "{name}: no rank reported a mismatch: {:?}",
+        res.iter()
+            .map(|(o, _)| o.as_ref().err().map(ToString::to_string))
+            .collect::<Vec<_>>()
+    );
 }
