@@ -332,6 +332,9 @@ fn hierarchical(
     params: &CostParams,
 ) -> f64 {
     let m = dims.len();
+    if collective == Collective::AllReduce {
+        return hierarchical_all_reduce(dims, n, k, params);
+    }
     let mut total = 0.0;
     let mut data = n;
     for (j, &d) in dims.iter().enumerate() {
@@ -366,6 +369,30 @@ fn hierarchical(
         data /= d;
     }
     total
+}
+
+/// The all-reduce runs its `k` chunks through every dim in one pipeline (see
+/// `algorithms::hier`): one chunk's trip through all the phases, then one more chunk per
+/// step of the busiest tier (its per-chunk bytes over every phase on it, plus one alpha).
+/// With `k = 1` that is the sum of the phases, as for reduce-scatter and all-gather.
+fn hierarchical_all_reduce(dims: &[usize], n: f64, k: f64, params: &CostParams) -> f64 {
+    let (mut trip, mut reduced_s, mut busiest) = (0.0, 0.0, 0.0f64);
+    let mut data = n;
+    for (j, &d) in dims.iter().enumerate() {
+        let link = params.tier(j);
+        let d = d as f64;
+        if d > 1.0 {
+            let msg = data / (d * k);
+            // Reduce-scatter and all-gather on the way in and out, or one ring all-reduce on
+            // the last dim: 2 (d - 1) hops either way, each carrying one message per chunk.
+            let hops = 2.0 * (d - 1.0);
+            trip += hops * (link.alpha_s + msg * link.beta_s_per_byte);
+            busiest = busiest.max(link.alpha_s + hops * msg * link.beta_s_per_byte);
+            reduced_s += (d - 1.0) / d * data * link.gamma_s_per_byte;
+        }
+        data /= d;
+    }
+    trip + (k - 1.0) * busiest + reduced_s
 }
 
 /// Predictions closer than this (relative) count as equal in [`choose`].

@@ -93,7 +93,9 @@ fn hier_is_correct_for_the_required_shapes() {
             Collective::ReduceScatter,
             Collective::AllGather,
         ] {
-            for k in [1, 2] {
+            // k = 3: chunks of the all-reduce overlap across dims (more chunks than stages in
+            // the 2-dim shapes).
+            for k in [1, 2, 3] {
                 check(&hier, c, p, k);
             }
         }

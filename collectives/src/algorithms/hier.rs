@@ -12,30 +12,20 @@
 //! number `x1 * (p/d1) + x2 * (p/(d1 d2)) + ... + xm` (dim 1 varies slowest in block order),
 //! `k` blocks each. That is not rank order, so reduce-scatter and all-gather report it in
 //! `Schedule::owned`.
+//!
+//! The all-reduce is pipelined *across* dims: the buffer is cut into `k` chunks of `p` blocks,
+//! and chunk `c` enters dim 2 one step after it leaves dim 1, while chunk `c + 1` is still in
+//! dim 1. With `k` well above the number of stages, NVLink, the node's bus and the network all
+//! carry data at the same time and the all-reduce takes about as long as its slowest tier alone;
+//! run one dim after the other, the tiers' times add up.
 
 use super::ring::{ring_table, RingKind};
-use super::{wavefront, Built};
+use super::{wavefront, wavefront_with, Built, StageTable};
 use crate::schedule::{Blocks, Collective, Program, Rank};
 
 pub(super) fn build(collective: Collective, dims: &[usize], k: usize) -> Built {
     let p: usize = dims.iter().product();
     let m = dims.len();
-    // stride[j]: rank distance between neighbours along dim j; width[j]: groups in a shard
-    // after reduce-scattering dims 0..=j (width[m-1] = 1).
-    let mut stride = vec![1; m];
-    let mut width = vec![p / dims[0]; m];
-    for j in 1..m {
-        stride[j] = stride[j - 1] * dims[j - 1];
-        width[j] = width[j - 1] / dims[j];
-    }
-    let coord = |r: usize, j: usize| (r / stride[j]) % dims[j];
-    // The shard rank r holds after reduce-scattering dims 0..j (j = 0: the whole buffer).
-    let shard = |r: usize, j: usize| -> Blocks {
-        let start: usize = (0..j).map(|i| coord(r, i) * width[i]).sum();
-        let len = if j == 0 { p } else { width[j - 1] };
-        Blocks::new((start * k) as u32, (len * k) as u32)
-    };
-
     let mut phases: Vec<(usize, RingKind)> = Vec::new();
     match collective {
         Collective::ReduceScatter => phases.extend((0..m).map(|j| (j, RingKind::ReduceScatter))),
@@ -46,31 +36,108 @@ pub(super) fn build(collective: Collective, dims: &[usize], k: usize) -> Built {
             phases.extend((0..m - 1).rev().map(|j| (j, RingKind::AllGather)));
         }
     }
+    let grid = Grid::new(dims);
 
-    let mut programs = vec![Program::new(); p];
-    for (j, kind) in phases {
-        let d = dims[j];
-        if d == 1 {
-            continue;
-        }
-        // One ring per set of ranks that differ only in coordinate j; its segments are the d
-        // parts of the shard they share.
-        for r0 in (0..p).filter(|&r| coord(r, j) == 0) {
-            let members: Vec<Rank> = (0..d).map(|x| (r0 + x * stride[j]) as Rank).collect();
-            let whole = shard(r0, j);
-            let part = whole.len / d as u32;
-            let segs: Vec<Blocks> = (0..d as u32)
-                .map(|x| Blocks::new(whole.start + x * part, part))
-                .collect();
-            for (i, &rank) in members.iter().enumerate() {
-                let table = ring_table(kind, &members, &segs, i);
+    if collective != Collective::AllReduce {
+        // Reduce-scatter and all-gather must leave each rank's shard contiguous, so the chunks
+        // cut each segment (as in the flat ring) and the dims run one after the other.
+        let mut programs = vec![Program::new(); p];
+        for &(j, kind) in &phases {
+            for (rank, table) in grid.phase_tables(j, kind, k) {
                 wavefront(&mut programs[rank as usize], &mut [table], k);
             }
         }
+        let owned = (0..p).map(|r| grid.shard(r, m, k)).collect();
+        return (p * k, owned, programs);
     }
-    let owned = match collective {
-        Collective::AllReduce => Vec::new(),
-        _ => (0..p).map(|r| shard(r, m)).collect(),
-    };
-    (p * k, owned, programs)
+
+    // All-reduce: chunk `c` is the whole algorithm on blocks `c * p..(c + 1) * p`, and the dims
+    // are chained stage after stage in one table, so the wavefront runs chunk `c` in dim `j + 1`
+    // while chunk `c + 1` is still in dim `j`: every tier's links work at once (DDL's point),
+    // and the inner dims' time hides behind the slowest tier instead of adding to it.
+    let mut tables = vec![StageTable::new(); p];
+    let mut offset = 0;
+    for &(j, kind) in &phases {
+        let mut len = 0;
+        for (rank, table) in grid.phase_tables(j, kind, 1) {
+            len = len.max(table.stages());
+            tables[rank as usize].append_shifted(table, offset);
+        }
+        offset += len;
+    }
+    let programs = tables
+        .into_iter()
+        .map(|table| {
+            let mut program = Program::new();
+            wavefront_with(&mut program, &mut [table], k, |b, c| {
+                Blocks::new(b.start + (c * p) as u32, b.len)
+            });
+            program
+        })
+        .collect();
+    (p * k, Vec::new(), programs)
+}
+
+/// Ranks as mixed-radix coordinates over the dims, and the shards they hold between phases.
+struct Grid<'a> {
+    dims: &'a [usize],
+    /// `stride[j]`: rank distance between neighbours along dim `j`.
+    stride: Vec<usize>,
+    /// `width[j]`: groups in a shard after reduce-scattering dims `0..=j` (`width[m-1] = 1`).
+    width: Vec<usize>,
+}
+
+impl<'a> Grid<'a> {
+    fn new(dims: &'a [usize]) -> Self {
+        let p: usize = dims.iter().product();
+        let m = dims.len();
+        let mut stride = vec![1; m];
+        let mut width = vec![p / dims[0]; m];
+        for j in 1..m {
+            stride[j] = stride[j - 1] * dims[j - 1];
+            width[j] = width[j - 1] / dims[j];
+        }
+        Self {
+            dims,
+            stride,
+            width,
+        }
+    }
+
+    fn coord(&self, r: usize, j: usize) -> usize {
+        (r / self.stride[j]) % self.dims[j]
+    }
+
+    /// The shard rank `r` holds after reduce-scattering dims `0..j` (`j = 0`: the whole
+    /// buffer), with `k` blocks per group.
+    fn shard(&self, r: usize, j: usize, k: usize) -> Blocks {
+        let p: usize = self.dims.iter().product();
+        let start: usize = (0..j).map(|i| self.coord(r, i) * self.width[i]).sum();
+        let len = if j == 0 { p } else { self.width[j - 1] };
+        Blocks::new((start * k) as u32, (len * k) as u32)
+    }
+
+    /// Every rank's stage table for phase `kind` along dim `j`: one ring per set of ranks that
+    /// differ only in coordinate `j`, its segments the `d` parts of the shard they share.
+    fn phase_tables(
+        &self,
+        j: usize,
+        kind: RingKind,
+        k: usize,
+    ) -> impl Iterator<Item = (Rank, StageTable)> + '_ {
+        let p: usize = self.dims.iter().product();
+        let d = self.dims[j];
+        (0..p)
+            .filter(move |&r| d > 1 && self.coord(r, j) == 0)
+            .flat_map(move |r0| {
+                let members: Vec<Rank> =
+                    (0..d).map(|x| (r0 + x * self.stride[j]) as Rank).collect();
+                let whole = self.shard(r0, j, k);
+                let part = whole.len / d as u32;
+                let segs: Vec<Blocks> = (0..d as u32)
+                    .map(|x| Blocks::new(whole.start + x * part, part))
+                    .collect();
+                (0..d).map(move |i| (members[i], ring_table(kind, &members, &segs, i)))
+            })
+    }
 }

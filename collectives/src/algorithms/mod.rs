@@ -242,6 +242,17 @@ impl StageTable {
         Self::default()
     }
 
+    /// One past the last stage that has an op (0 when empty).
+    pub(crate) fn stages(&self) -> usize {
+        self.ops.iter().map(|e| e.0 + 1).max().unwrap_or(0)
+    }
+
+    /// Adds `other`'s ops, each `offset` stages later (chains phases into one table).
+    pub(crate) fn append_shifted(&mut self, other: StageTable, offset: usize) {
+        self.ops
+            .extend(other.ops.into_iter().map(|(s, op)| (s + offset, op)));
+    }
+
     /// The ops at `stage` (the table sorted by stage).
     fn at(&self, stage: usize) -> &[(usize, Op)] {
         let lo = self.ops.partition_point(|e| e.0 < stage);
@@ -278,6 +289,17 @@ fn with_blocks(op: Op, blocks: Blocks) -> Op {
 /// chunk's plain sends come before the forwards of older chunks to the same peer: an executor
 /// that posts plain sends when a step begins then keeps program order.
 pub(crate) fn wavefront(program: &mut Program, lanes: &mut [StageTable], k: usize) {
+    wavefront_with(program, lanes, k, |blocks, c| chunk(blocks, c, k));
+}
+
+/// [`wavefront`] with the chunk layout given by `narrow(blocks, c)`: the blocks chunk `c` of
+/// an op that names `blocks` in the stage tables works on.
+pub(crate) fn wavefront_with(
+    program: &mut Program,
+    lanes: &mut [StageTable],
+    k: usize,
+    narrow: impl Fn(Blocks, usize) -> Blocks,
+) {
     for lane in lanes.iter_mut() {
         // Stable: ops of one stage keep the order they were added in.
         lane.ops.sort_by_key(|e| e.0);
@@ -301,7 +323,7 @@ pub(crate) fn wavefront(program: &mut Program, lanes: &mut [StageTable], k: usiz
                 ops.extend(
                     lane.at(t - c)
                         .iter()
-                        .map(|&(_, op)| with_blocks(op, chunk(op.blocks(), c, k))),
+                        .map(|&(_, op)| with_blocks(op, narrow(op.blocks(), c))),
                 );
             }
         }
