@@ -11,12 +11,14 @@ mod cluster;
 mod from_topo;
 mod model;
 mod plot;
+mod resnet;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use oxccl_collectives::algorithms::Algorithm;
 use oxccl_collectives::schedule::{Collective, Schedule};
 use oxccl_collectives::sim::{simulate_with_progress, Network, SimReport};
+use oxccl_collectives::tuner;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -61,8 +63,8 @@ pub struct Args {
     /// Ranks to use (default: every device of the cluster).
     #[arg(long)]
     pub ranks: Option<u32>,
-    /// Pipeline depth (chunks per block stream); default: the best of 1, 4, 16, 64 with chunks
-    /// of at least 64 KiB, as a tuner would choose.
+    /// Pipeline depth (chunks per block stream); default: the best of 1, 4, 16, 64 whose largest
+    /// message is at least 64 KiB, as a tuner would choose.
     #[arg(long)]
     pub pipeline: Option<u32>,
     /// Print every rank's finish time at the largest size.
@@ -80,9 +82,10 @@ pub struct Args {
     /// Compute time per step per device for --model, in ms (default: the model's P100 figure).
     #[arg(long)]
     pub compute_ms: Option<f64>,
-    /// Gradient buckets for --model's overlapped step (PyTorch DDP's 25 MB make 4 for ResNet-50).
-    #[arg(long, default_value_t = 4)]
-    pub buckets: usize,
+    /// Gradient bucket cap for --model, in MiB, as PyTorch DDP's `bucket_cap_mb` (0: one
+    /// all-reduce per tensor; a huge value: all gradients in one buffer).
+    #[arg(long, default_value_t = 25.0)]
+    pub bucket_mb: f64,
     /// Fit alpha and beta of this machine's shm and TCP transports and write a cluster file.
     #[arg(long)]
     pub calibrate: bool,
@@ -264,10 +267,6 @@ pub(crate) struct ScheduleCache {
 }
 
 impl ScheduleCache {
-    fn get(&mut self, algo: &Algorithm, ranks: usize, k: usize) -> anyhow::Result<&Schedule> {
-        Ok(&self.get_timed(algo, ranks, k)?.0)
-    }
-
     fn get_timed(
         &mut self,
         algo: &Algorithm,
@@ -304,12 +303,15 @@ pub(crate) fn predict(
     let candidates = match pipeline {
         Some(k) => vec![k],
         None => {
-            let b1 = cache.get(algo, ranks, 1)?.blocks.max(1) as u64;
-            let kmax = (bytes / (b1 * MIN_CHUNK)).clamp(1, 64) as usize;
-            let mut ks: Vec<usize> = [1, 4, 16, 64].into_iter().filter(|&k| k <= kmax).collect();
-            if !ks.contains(&kmax) {
-                ks.push(kmax);
-            }
+            // Depths whose largest message stays at least MIN_CHUNK (the simulator charges no
+            // per-message software cost, so it would otherwise pipeline without limit).
+            let largest = |k: usize| {
+                tuner::message_bytes(algo, Collective::AllReduce, ranks, bytes as usize, k) as u64
+            };
+            let ks: Vec<usize> = [1, 4, 16, 64]
+                .into_iter()
+                .filter(|&k| k == 1 || largest(k) >= MIN_CHUNK)
+                .collect();
             ks
         }
     };

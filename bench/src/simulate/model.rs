@@ -2,31 +2,39 @@
 //! the whole cluster.
 //!
 //! A step computes for `compute` (forward 1/3, backward 2/3, the usual 1:2) and all-reduces the
-//! gradients. Overlap off: step = compute + all-reduce(all gradients). Overlap on: the gradients
-//! are cut into `--buckets` equal buckets (PyTorch DDP's 25 MB buckets make 4 for ResNet-50);
-//! bucket `i` is ready after the forward pass and `(i + 1) / buckets` of the backward pass, and
-//! the buckets are all-reduced one after another as soon as they are ready, so at least the last
-//! bucket's all-reduce is exposed. Efficiency is compute / step (relative to one device) and
-//! step(1 node) / step(N nodes) (relative to one node, Facebook's baseline).
+//! model's gradients, grouped into buckets as PyTorch DDP groups them (see [`super::resnet`]:
+//! the real tensor list, reverse order, 1 MiB first bucket, `--bucket-mb` after it; 0 = one
+//! all-reduce per tensor). Overlap off: step = compute + every bucket's all-reduce, one after
+//! another. Overlap on: a bucket is ready when the backward pass has produced its last
+//! gradient (each layer's backward time in proportion to its multiply-adds), and the buckets
+//! are all-reduced in order as soon as they are ready, so what is exposed is the tail after the
+//! backward pass. Efficiency is compute / step (relative to one device) and step(1 node) /
+//! step(N nodes) (relative to one node, Facebook's baseline).
 
+use super::resnet::{buckets, resnet50, Bucket, Tensor};
 use super::{human, predict, progress_bar, Args, ScheduleCache};
 use oxccl_collectives::algorithms::Algorithm;
 use oxccl_collectives::sim::Network;
+use std::collections::HashMap;
 
 struct Model {
     name: &'static str,
-    params: u64,
+    tensors: fn() -> Vec<Tensor>,
     compute_ms: f64,
     source: &'static str,
 }
 
 const MODELS: &[Model] = &[Model {
     name: "resnet50",
-    params: 25_600_000,
+    tensors: resnet50,
     compute_ms: 120.0,
-    source: "ResNet-50: 25.6 M parameters (He et al. 2016); ~120 ms per step per P100 (fwd+bwd, \
-             32 images at ~260 images/s, Goyal et al. 2017)",
+    source: "ResNet-50 (He et al. 2016): 25.56 M parameters in 161 tensors; ~120 ms per step per \
+             P100 (fwd+bwd, 32 images at ~260 images/s, Goyal et al. 2017)",
 }];
+
+/// PyTorch DDP's first bucket (`dist._DEFAULT_FIRST_BUCKET_BYTES`): small, so the all-reduce
+/// starts early in the backward pass.
+const FIRST_BUCKET: u64 = 1 << 20;
 
 const DDL: f64 = 0.95;
 /// As PowerAI DDL's paper quotes Facebook's result at 256 GPUs (Goyal et al.'s own abstract
@@ -59,14 +67,13 @@ fn fit(algo: &Algorithm, ranks: usize, dpn: usize) -> Algorithm {
     }
 }
 
-/// Step time when `buckets` equal buckets, each all-reduced in `t_bucket`, become ready evenly
-/// through the backward pass and are all-reduced in order.
-fn overlapped(compute: f64, buckets: usize, t_bucket: f64) -> f64 {
+/// Step time when `buckets` (each all-reduced in `times[i]` seconds) are all-reduced in order,
+/// each as soon as the backward pass has produced it.
+fn overlapped(compute: f64, buckets: &[Bucket], times: &[f64]) -> f64 {
     let (forward, backward) = (compute / 3.0, compute * 2.0 / 3.0);
     let mut done = 0.0f64;
-    for i in 0..buckets {
-        let ready = forward + backward * (i + 1) as f64 / buckets as f64;
-        done = done.max(ready) + t_bucket;
+    for (b, t) in buckets.iter().zip(times) {
+        done = done.max(forward + backward * b.ready) + t;
     }
     done.max(compute)
 }
@@ -80,8 +87,13 @@ pub fn run(args: &Args, name: &str, net: &Network, algos: &[Algorithm]) -> anyho
     if !(compute.is_finite() && compute > 0.0) {
         anyhow::bail!("--compute-ms must be > 0");
     }
-    let bytes = model.params * 4;
-    let buckets = args.buckets.max(1);
+    if !(args.bucket_mb.is_finite() && args.bucket_mb >= 0.0) {
+        anyhow::bail!("--bucket-mb must be >= 0 (0: one all-reduce per tensor)");
+    }
+    let tensors = (model.tensors)();
+    let cap = (args.bucket_mb * (1u64 << 20) as f64).min(u64::MAX as f64) as u64;
+    let plan = buckets(&tensors, 4, FIRST_BUCKET.min(cap), cap);
+    let bytes: u64 = plan.iter().map(|b| b.bytes).sum();
     let dpn = net.devices_per_node();
     let nodes_total = net.spec().nodes;
     let mut counts: Vec<usize> = (0..)
@@ -90,16 +102,29 @@ pub fn run(args: &Args, name: &str, net: &Network, algos: &[Algorithm]) -> anyho
         .collect();
     counts.push(nodes_total);
     println!(
-        "# {} data-parallel on `{}`: {:.1} M fp32 gradients ({}) all-reduced per step, {:.0} ms compute per step per device, PREDICTED",
+        "# {} data-parallel on `{}`: {} fp32 gradients in {} tensors, {:.0} ms compute per step per device, PREDICTED",
         model.name,
         net.spec().name,
-        model.params as f64 / 1e6,
         human(bytes),
+        tensors.len(),
         compute * 1e3
     );
     println!("# ({})", model.source);
+    let sizes: Vec<String> = plan.iter().map(|b| human(b.bytes)).collect();
     println!(
-        "# eff = compute / step; off: step = compute + allreduce; on: {buckets} buckets all-reduced during the backward pass (2/3 of compute)"
+        "# {} buckets (DDP order, first <= {}, then --bucket-mb {}): {}",
+        plan.len(),
+        human(FIRST_BUCKET.min(cap)),
+        args.bucket_mb,
+        if plan.len() <= 12 {
+            sizes.join(", ")
+        } else {
+            format!("{} .. {}", sizes[0], sizes[sizes.len() - 1])
+        }
+    );
+    println!(
+        "# allreduce = every bucket, one after another; eff = compute / step; off: step = compute + allreduce; \
+         on: each bucket all-reduced as soon as the backward pass (2/3 of compute) has produced it"
     );
     print!("# {:>5} {:>5}", "nodes", "gpus");
     for a in algos {
@@ -108,6 +133,7 @@ pub fn run(args: &Args, name: &str, net: &Network, algos: &[Algorithm]) -> anyho
     println!();
     let bar = progress_bar((counts.len() * algos.len()) as u64);
     let mut caches: Vec<ScheduleCache> = algos.iter().map(|_| ScheduleCache::default()).collect();
+    let pipe = args.pipeline.map(|k| k as usize);
     let mut node1: Vec<(f64, f64)> = vec![(0.0, 0.0); algos.len()];
     let mut last_row = Vec::new();
     for &n in &counts {
@@ -116,27 +142,52 @@ pub fn run(args: &Args, name: &str, net: &Network, algos: &[Algorithm]) -> anyho
         for (i, algo) in algos.iter().enumerate() {
             let a = fit(algo, ranks, dpn);
             bar.set_message(format!("{a} on {ranks} ranks"));
-            let pipe = args.pipeline.map(|k| k as usize);
-            let (_, rep) = predict(net, &a, ranks, bytes, 4, pipe, &mut caches[i], &bar)?;
-            let bucket_bytes = (bytes / buckets as u64).max(4) / 4 * 4;
-            let (_, per_bucket) =
-                predict(net, &a, ranks, bucket_bytes, 4, pipe, &mut caches[i], &bar)?;
+            // Buckets of equal size (every per-tensor batch-norm pair) are simulated once.
+            let mut by_size: HashMap<u64, f64> = HashMap::new();
+            let mut times = Vec::with_capacity(plan.len());
+            for b in &plan {
+                let t = match by_size.get(&b.bytes) {
+                    Some(&t) => t,
+                    None => {
+                        let (_, rep) =
+                            predict(net, &a, ranks, b.bytes, 4, pipe, &mut caches[i], &bar)?;
+                        by_size.insert(b.bytes, rep.time);
+                        rep.time
+                    }
+                };
+                times.push(t);
+            }
+            let fused = match by_size.get(&bytes) {
+                Some(&t) => t,
+                None => {
+                    predict(net, &a, ranks, bytes, 4, pipe, &mut caches[i], &bar)?
+                        .1
+                        .time
+                }
+            };
             bar.inc(1);
-            let off = compute + rep.time;
-            let on = overlapped(compute, buckets, per_bucket.time);
+            let total: f64 = times.iter().sum();
+            let off = compute + total;
+            let on = overlapped(compute, &plan, &times);
             if n == 1 {
                 node1[i] = (off, on);
             }
-            row.push((a, rep.time, off, on));
+            row.push(Row {
+                algo: a,
+                fused,
+                total,
+                off,
+                on,
+            });
         }
         bar.suspend(|| {
             print!("  {n:>5} {ranks:>5}");
-            for (_, t, off, on) in &row {
+            for r in &row {
                 print!(
                     " | {:>20.2} {:>5.1}% {:>5.1}%",
-                    t * 1e3,
-                    compute / off * 100.0,
-                    compute / on * 100.0
+                    r.total * 1e3,
+                    compute / r.off * 100.0,
+                    compute / r.on * 100.0
                 );
             }
             println!();
@@ -146,28 +197,33 @@ pub fn run(args: &Args, name: &str, net: &Network, algos: &[Algorithm]) -> anyho
     bar.finish_and_clear();
     let gpus = nodes_total * dpn;
     println!("#\n# At {gpus} GPUs ({nodes_total} nodes), predicted:");
-    let mut best: Option<(usize, f64)> = None;
-    for (i, (a, t, off, on)) in last_row.iter().enumerate() {
+    for (i, r) in last_row.iter().enumerate() {
         println!(
-            "#   {:<14} all-reduce {:>8.2} ms; efficiency vs 1 GPU: {:>5.1}% (overlap off), {:>5.1}% (on); vs 1 node: {:>5.1}% (off), {:>5.1}% (on)",
-            a.to_string(),
-            t * 1e3,
-            compute / off * 100.0,
-            compute / on * 100.0,
-            node1[i].0 / off * 100.0,
-            node1[i].1 / on * 100.0
-        );
-        if best.is_none_or(|(_, bt)| *t < bt) {
-            best = Some((i, *t));
-        }
-    }
-    if let Some((i, _)) = best {
-        let (a, _, off, _) = &last_row[i];
-        println!(
-            "#   fastest: {a}, {:.1}% vs 1 GPU without overlap",
-            compute / off * 100.0
+            "#   {:<14} all gradients as one buffer {:>7.2} ms, in buckets {:>7.2} ms, exposed after backward {:>7.2} ms; \
+             efficiency vs 1 GPU: {:>5.1}% (overlap off), {:>5.1}% (on); vs 1 node: {:>5.1}% (off), {:>5.1}% (on)",
+            r.algo.to_string(),
+            r.fused * 1e3,
+            r.total * 1e3,
+            (r.on - compute) * 1e3,
+            compute / r.off * 100.0,
+            compute / r.on * 100.0,
+            node1[i].0 / r.off * 100.0,
+            node1[i].1 / r.on * 100.0
         );
     }
+    let fastest = |key: fn(&Row) -> f64| {
+        last_row
+            .iter()
+            .min_by(|a, b| key(a).total_cmp(&key(b)))
+            .map(|r| r.algo.to_string())
+            .unwrap_or_default()
+    };
+    println!(
+        "#   fastest: {} (one buffer), {} (buckets), {} (overlapped step)",
+        fastest(|r| r.fused),
+        fastest(|r| r.total),
+        fastest(|r| r.on)
+    );
     println!(
         "# Published at 256 GPUs: PowerAI DDL {:.0}% (Cho et al., arXiv:1708.02188, 2017; Caffe ResNet-50, 64 x S822LC); \
          Facebook {:.0}% (Goyal et al., arXiv:1706.02677, 2017, \"~90% from 8 to 256 GPUs\"; Caffe2 ResNet-50, 32 x Big Basin)",
@@ -177,18 +233,35 @@ pub fn run(args: &Args, name: &str, net: &Network, algos: &[Algorithm]) -> anyho
     Ok(())
 }
 
+struct Row {
+    algo: Algorithm,
+    /// All gradients all-reduced as one buffer.
+    fused: f64,
+    /// Every bucket, one after another.
+    total: f64,
+    /// Step time without and with overlap.
+    off: f64,
+    on: f64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn overlap_hides_all_but_the_last_bucket() {
+    fn overlap_hides_all_but_the_tail() {
+        let b = |ready: f64| Bucket {
+            bytes: 1,
+            ready,
+            tensors: 1,
+        };
+        let plan = [b(0.25), b(0.5), b(0.75), b(1.0)];
         // Fast buckets: only the last one is exposed.
-        assert!((overlapped(0.12, 4, 0.001) - 0.121).abs() < 1e-12);
-        // Slow buckets: they queue up behind each other.
-        let t = overlapped(0.12, 4, 0.05);
+        assert!((overlapped(0.12, &plan, &[0.001; 4]) - 0.121).abs() < 1e-12);
+        // Slow buckets: they queue up behind each other from the first one's ready time.
+        let t = overlapped(0.12, &plan, &[0.05; 4]);
         assert!((t - (0.04 + 0.02 + 4.0 * 0.05)).abs() < 1e-12, "{t}");
-        assert!(overlapped(0.12, 1, 0.0) >= 0.12);
+        assert!(overlapped(0.12, &[b(1.0)], &[0.0]) >= 0.12);
     }
 
     #[test]
