@@ -13,6 +13,7 @@
 
 use super::resnet::{buckets, resnet50, Bucket, Tensor};
 use super::{human, predict, progress_bar, Args, ScheduleCache};
+use indicatif::ProgressBar;
 use oxccl_collectives::algorithms::Algorithm;
 use oxccl_collectives::sim::Network;
 use std::collections::HashMap;
@@ -142,29 +143,10 @@ pub fn run(args: &Args, name: &str, net: &Network, algos: &[Algorithm]) -> anyho
         for (i, algo) in algos.iter().enumerate() {
             let a = fit(algo, ranks, dpn);
             bar.set_message(format!("{a} on {ranks} ranks"));
-            // Buckets of equal size (every per-tensor batch-norm pair) are simulated once.
-            let mut by_size: HashMap<u64, f64> = HashMap::new();
-            let mut times = Vec::with_capacity(plan.len());
-            for b in &plan {
-                let t = match by_size.get(&b.bytes) {
-                    Some(&t) => t,
-                    None => {
-                        let (_, rep) =
-                            predict(net, &a, ranks, b.bytes, 4, pipe, &mut caches[i], &bar)?;
-                        by_size.insert(b.bytes, rep.time);
-                        rep.time
-                    }
-                };
-                times.push(t);
-            }
-            let fused = match by_size.get(&bytes) {
-                Some(&t) => t,
-                None => {
-                    predict(net, &a, ranks, bytes, 4, pipe, &mut caches[i], &bar)?
-                        .1
-                        .time
-                }
-            };
+            let times = bucket_times(net, &a, ranks, &plan, pipe, &mut caches[i], &bar)?;
+            let fused = predict(net, &a, ranks, bytes, 4, pipe, &mut caches[i], &bar)?
+                .1
+                .time;
             bar.inc(1);
             let total: f64 = times.iter().sum();
             let off = compute + total;
@@ -233,6 +215,30 @@ pub fn run(args: &Args, name: &str, net: &Network, algos: &[Algorithm]) -> anyho
     Ok(())
 }
 
+/// Predicted all-reduce time of each bucket (fp32); buckets of equal size (every per-tensor
+/// batch-norm pair) are simulated once.
+fn bucket_times(
+    net: &Network,
+    algo: &Algorithm,
+    ranks: usize,
+    plan: &[Bucket],
+    pipeline: Option<usize>,
+    cache: &mut ScheduleCache,
+    bar: &ProgressBar,
+) -> anyhow::Result<Vec<f64>> {
+    let mut by_size: HashMap<u64, f64> = HashMap::new();
+    plan.iter()
+        .map(|b| {
+            if let Some(&t) = by_size.get(&b.bytes) {
+                return Ok(t);
+            }
+            let (_, rep) = predict(net, algo, ranks, b.bytes, 4, pipeline, cache, bar)?;
+            by_size.insert(b.bytes, rep.time);
+            Ok(rep.time)
+        })
+        .collect()
+}
+
 struct Row {
     algo: Algorithm,
     /// All gradients all-reduced as one buffer.
@@ -262,6 +268,33 @@ mod tests {
         let t = overlapped(0.12, &plan, &[0.05; 4]);
         assert!((t - (0.04 + 0.02 + 4.0 * 0.05)).abs() < 1e-12, "{t}");
         assert!(overlapped(0.12, &[b(1.0)], &[0.0]) >= 0.12);
+    }
+
+    /// Issue 6's acceptance on the shipped DDL description: ResNet-50's gradients, in DDP's
+    /// buckets, all-reduce faster with both hierarchical shapes than with the flat ring or the
+    /// binomial tree (simulated time: deterministic, not a wall-clock assertion).
+    #[test]
+    fn hier_beats_the_flat_ring_and_the_tree_on_ddl_with_resnet50_gradients() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clusters/ddl-2017.toml");
+        let (_, net) = super::super::cluster::load(&path, None).unwrap();
+        let plan = buckets(&resnet50(), 4, FIRST_BUCKET, 25 << 20);
+        let bar = ProgressBar::hidden();
+        let total = |name: &str| -> f64 {
+            let algo: Algorithm = name.parse().unwrap();
+            let mut cache = ScheduleCache::default();
+            bucket_times(&net, &algo, 256, &plan, None, &mut cache, &bar)
+                .unwrap()
+                .iter()
+                .sum()
+        };
+        let (ring, tree) = (total("ring"), total("tree"));
+        for hier in ["hier:4x8x8", "hier:4x16x4"] {
+            let t = total(hier);
+            assert!(
+                t < ring && t < tree,
+                "{hier} {t} vs ring {ring}, tree {tree}"
+            );
+        }
     }
 
     #[test]
