@@ -89,6 +89,7 @@ pub fn spec_from_topo(name: &str, cluster: &Cluster, d: TopoDefaults) -> Cluster
             nics: nic.map_or_else(Vec::new, |n| vec![n; nics]),
             reduce_gb_s: d.reduce_gb_s,
             copy_gb_s: None,
+            host: None,
         },
         network,
     }

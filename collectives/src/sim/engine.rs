@@ -22,9 +22,11 @@
 //! link's capacity is conserved exactly, the last of `k` equal flows finishes when it would under
 //! fair sharing, and the first ones finish earlier.
 
+use super::host::{node_terms, NodeTerms};
 use super::network::Network;
 use super::SimError;
 use crate::schedule::{Blocks, Collective, Op, Schedule};
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -194,6 +196,11 @@ struct Sim<'a> {
     wire_bytes: u64,
     reduce: f64,
     copy: f64,
+    /// Seconds per byte of each link direction in this simulation: the network's, with a host
+    /// node's intra-node links slowed by time-sharing and its memory server's rate set.
+    inv_bw: Cow<'a, [f64]>,
+    /// Per-node host terms; empty when the nodes have no host model.
+    host: Vec<NodeTerms>,
 }
 
 /// [`simulate`], calling `progress(ops_done, ops_total)` now and then (every ~4 M events).
@@ -241,7 +248,28 @@ pub fn simulate_with_progress(
         wire_bytes: 0,
         reduce: net.reduce_s_per_byte(),
         copy: net.copy_s_per_byte(),
+        inv_bw: Cow::Borrowed(net.inv_bw()),
+        host: Vec::new(),
     };
+    if let Some(h) = &net.spec().node.host {
+        let dpn = net.devices_per_node();
+        let terms = node_terms(h, net.spec().nodes, dpn, p, bytes);
+        let inv = sim.inv_bw.to_mut();
+        for (node, t) in terms.iter().enumerate() {
+            if t.cpu != 1.0 {
+                let base = node * net.per_node();
+                for l in base..base + net.per_node() {
+                    if net.intra_node(l) {
+                        inv[l] *= t.cpu;
+                    }
+                }
+            }
+            if let Some(m) = net.memory_server(node) {
+                inv[m] = t.mem;
+            }
+        }
+        sim.host = terms;
+    }
     for r in 0..p {
         sim.ready.push_back(pack(STEP, r, 0));
     }
@@ -392,9 +420,10 @@ impl Sim<'_> {
                 match *op {
                     Op::Send { to, blocks } => self.send(r, to as usize, blocks)?,
                     Op::Copy { to, .. } => {
-                        let cost = self.bytes(to) as f64 * self.copy;
+                        let b = self.bytes(to);
+                        let start = self.ranks[r].dev_free.max(self.now);
+                        let end = self.cpu_work(r, start, b, self.copy);
                         let s = &mut self.ranks[r];
-                        let end = s.dev_free.max(self.now) + cost;
                         s.dev_free = end;
                         s.step_end = s.step_end.max(end);
                     }
@@ -424,10 +453,10 @@ impl Sim<'_> {
         let o = self.sched.programs[r].ops()[op as usize];
         let mut t = self.now;
         if o.reduces() {
-            let cost = self.bytes(o.blocks()) as f64 * self.reduce;
-            let s = &mut self.ranks[r];
-            t = s.dev_free.max(t) + cost;
-            s.dev_free = t;
+            let b = self.bytes(o.blocks());
+            let start = self.ranks[r].dev_free.max(t);
+            t = self.cpu_work(r, start, b, self.reduce);
+            self.ranks[r].dev_free = t;
         }
         if o.send_to().is_some() {
             self.at(t, pack(FORWARD, r, op));
@@ -458,19 +487,50 @@ impl Sim<'_> {
         Ok(())
     }
 
+    /// `bytes` of CPU work (a reduction or copy at `s_per_byte`) by rank `r` that can start at
+    /// `start`; returns when it ends. On a host node it takes `cpu` times as long and its
+    /// memory traffic queues at the node's memory server, the two overlapping.
+    fn cpu_work(&mut self, r: usize, start: f64, bytes: u64, s_per_byte: f64) -> f64 {
+        let cost = bytes as f64 * s_per_byte;
+        if self.host.is_empty() {
+            return start + cost;
+        }
+        let node = r / self.net.devices_per_node();
+        let mut end = start + cost * self.host[node].cpu;
+        if let Some(m) = self.net.memory_server(node) {
+            let occupy = bytes as f64 * self.inv_bw[m];
+            let m_start = start.max(self.free[m]);
+            self.free[m] = m_start + occupy;
+            self.busy[m] += occupy;
+            end = end.max(m_start + occupy);
+        }
+        end
+    }
+
     fn send(&mut self, a: usize, b: usize, blocks: Blocks) -> Result<(), SimError> {
         let bytes = self.bytes(blocks);
         let now = self.now;
         let (mut head, mut tail) = (now, now);
-        let (free, busy, inv_bw) = (&mut self.free, &mut self.busy, self.net.inv_bw());
-        let latency = self.net.route(a, b, |l| {
+        let (free, busy, inv_bw) = (&mut self.free, &mut self.busy, &self.inv_bw);
+        let mut hop = |l: usize| {
             let start = head.max(free[l]);
             let occupy = bytes as f64 * inv_bw[l];
             free[l] = start + occupy;
             busy[l] += occupy;
             head = start;
             tail = tail.max(start + occupy);
-        });
+        };
+        let mut latency = self.net.route(a, b, &mut hop);
+        if !self.host.is_empty() {
+            let dpn = self.net.devices_per_node();
+            let (na, nb) = (a / dpn, b / dpn);
+            if na == nb {
+                if let Some(m) = self.net.memory_server(na) {
+                    hop(m);
+                }
+            }
+            latency += self.host[nb].switch;
+        }
         let arrival = tail + latency;
         self.messages += 1;
         self.wire_bytes += bytes;

@@ -46,6 +46,7 @@
 //!         nics: vec![],
 //!         reduce_gb_s: 100.0,
 //!         copy_gb_s: None,
+//!         host: None,
 //!     },
 //!     network: None,
 //! };
@@ -70,12 +71,13 @@
 //! ```
 
 pub mod engine;
+pub mod host;
 pub mod network;
 pub mod spec;
 
 pub use engine::{bus_factor, simulate, simulate_with_progress, SimReport, TierUse};
 pub use network::Network;
-pub use spec::{ClusterSpec, LinkSpec, NetworkSpec, NicSpec, NodeSpec};
+pub use spec::{ClusterSpec, HostSpec, LinkSpec, MemorySpec, NetworkSpec, NicSpec, NodeSpec};
 
 /// What can go wrong building a model or simulating a schedule.
 #[derive(Debug, thiserror::Error)]

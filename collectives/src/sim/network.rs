@@ -41,6 +41,9 @@ pub struct Network {
     leaf_base: usize,
     reduce_s_per_byte: f64,
     copy_s_per_byte: f64,
+    /// First of the per-node memory servers (one direction each), when the node has a host
+    /// memory model; their cost per byte is set per simulation.
+    mem_base: Option<usize>,
 }
 
 const GB: f64 = 1e9;
@@ -182,6 +185,15 @@ impl Network {
                 }
             }
         }
+        let mut mem_base = None;
+        if node.host.as_ref().is_some_and(|h| h.memory.is_some()) {
+            mem_base = Some(inv_bw.len());
+            let mem_tier = tier_of("memory");
+            for _ in 0..spec.nodes {
+                inv_bw.push(0.0);
+                tier.push(mem_tier);
+            }
+        }
         let copy = node.copy_gb_s.unwrap_or(node.reduce_gb_s);
         Ok(Self {
             spec: spec.clone(),
@@ -200,6 +212,7 @@ impl Network {
             leaf_base,
             reduce_s_per_byte: 1.0 / (node.reduce_gb_s * GB),
             copy_s_per_byte: 1.0 / (copy * GB),
+            mem_base,
         })
     }
 
@@ -235,7 +248,22 @@ impl Network {
         self.copy_s_per_byte
     }
 
-    /// Tier names (link kinds of the file, then `nic` and `spine`).
+    /// The memory server of `node`, when the nodes have a host memory model.
+    pub(crate) fn memory_server(&self, node: usize) -> Option<usize> {
+        self.mem_base.map(|b| b + node)
+    }
+
+    /// Whether link direction `link` is inside a node (not a NIC, spine or memory server).
+    pub(crate) fn intra_node(&self, link: usize) -> bool {
+        link < self.leaf_base && link % self.per_node < self.intra_links
+    }
+
+    /// Link directions per node (intra-node links, then NICs).
+    pub(crate) fn per_node(&self) -> usize {
+        self.per_node
+    }
+
+    /// Tier names (link kinds of the file, then `nic`, `spine` and `memory`).
     pub fn tiers(&self) -> &[String] {
         &self.tiers
     }
@@ -292,6 +320,9 @@ impl Network {
 
     /// A readable name for a link direction, for reports.
     pub fn link_name(&self, link: usize) -> String {
+        if let Some(m) = self.mem_base.filter(|&m| link >= m) {
+            return format!("node{} memory", link - m);
+        }
         if link >= self.leaf_base {
             let leaf = (link - self.leaf_base) / 2;
             let dir = if (link - self.leaf_base) % 2 == 0 {

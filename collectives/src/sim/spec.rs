@@ -69,6 +69,45 @@ pub struct NodeSpec {
     /// How fast one device copies, in GB/s (the `Copy` op); defaults to `reduce_gb_s`.
     #[serde(default)]
     pub copy_gb_s: Option<f64>,
+    /// Ranks are CPU processes sharing the node's cores and memory (no DMA engine); absent for
+    /// GPU nodes, whose copies and reductions do not compete for a host CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostSpec>,
+}
+
+/// A CPU host whose ranks do their own copies and reductions (see [`super::host`] for the model
+/// and its formulas).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    /// CPU cores the node's ranks share. With `r` ranks on the node and `r > cores`, each rank
+    /// gets `cores / r` of a core: its copies (intra-node link transfers), reductions and
+    /// `Copy` ops take `r / cores` times as long. Absent: every rank has a core of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<usize>,
+    /// Microseconds a rank on an oversubscribed node (`r > cores`) loses per message it
+    /// receives: the wait yields its core and the scheduler must bring it back.
+    #[serde(default)]
+    pub switch_us: f64,
+    /// The memory system every intra-node message and reduction of the node goes through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemorySpec>,
+}
+
+/// One shared memory system with one cache level in front of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemorySpec {
+    /// GB/s of message and reduction bytes the node sustains when they miss the cache (DRAM).
+    pub bandwidth_gb_s: f64,
+    /// The shared cache (last level), in bytes.
+    pub cache_bytes: u64,
+    /// GB/s of message and reduction bytes when they hit the cache.
+    pub cache_bandwidth_gb_s: f64,
+    /// Bytes each rank touches besides its input and output buffers (staging buffers, such as
+    /// the executor's shared-memory rings), counted in the working set.
+    #[serde(default)]
+    pub staging_bytes: u64,
 }
 
 /// A full-duplex link between two vertices of a node.
@@ -169,6 +208,28 @@ fn non_negative(field: &str, v: f64) -> Result<(), SimError> {
     }
 }
 
+impl HostSpec {
+    fn validate(&self) -> Result<(), SimError> {
+        if let Some(c) = self.cores {
+            if c == 0 || c > 1 << 20 {
+                return Err(invalid(
+                    "node.host.cores",
+                    format!("must be 1 to {}, got {c}", 1 << 20),
+                ));
+            }
+        }
+        non_negative("node.host.switch_us", self.switch_us)?;
+        if let Some(m) = &self.memory {
+            positive("node.host.memory.bandwidth_gb_s", m.bandwidth_gb_s)?;
+            positive(
+                "node.host.memory.cache_bandwidth_gb_s",
+                m.cache_bandwidth_gb_s,
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Vertex kinds of a node's graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Vertex {
@@ -214,6 +275,9 @@ impl ClusterSpec {
         positive("node.reduce_gb_s", n.reduce_gb_s)?;
         if let Some(c) = n.copy_gb_s {
             positive("node.copy_gb_s", c)?;
+        }
+        if let Some(h) = &n.host {
+            h.validate()?;
         }
         for (i, s) in n.switches.iter().enumerate() {
             if parse_builtin(s).is_some() {
@@ -330,6 +394,7 @@ impl ClusterSpec {
                 }],
                 reduce_gb_s,
                 copy_gb_s: None,
+                host: None,
             },
             network: None,
         }
