@@ -7,12 +7,16 @@
 //! `cores` (read from the OS), a shared-memory message or reduction goes through the node's
 //! memory system, whose rate depends on whether the working set fits the last-level cache
 //! (its size read from sysfs), and a rank on an oversubscribed node pays a scheduling delay per
-//! message. From the transport: alpha and beta of shm and TCP; from summing loops: the cache
-//! and DRAM rates. Then, to predict the executor (whose shared-memory links are its own rings,
-//! not the transport crate's), every parameter of that model is fitted at once to the
-//! executor's ring all-reduce at one rank count (`--fit-ranks`, default 3: the one count of
-//! 2-4 where this 2-core machine is both oversubscribed and measured stably), by least squares
-//! on the log of predicted over measured time, and the other rank counts are predictions.
+//! message. `this-machine.toml` takes alpha and beta of shm and TCP from the transport, the
+//! cache and DRAM rates from summing loops, and ideal time-sharing. The executor's
+//! shared-memory links are its own rings, not the transport crate's, so to predict the
+//! executor every parameter of the model (alpha, link bandwidth, memory and cache bandwidth,
+//! the cache share, sharing cost, switch latency) is fitted at once, by least squares on the
+//! log of predicted over measured time, to the executor's ring all-reduce at two rank counts:
+//! `cores` (no time-sharing) and `--fit-ranks` (default: the largest of `--compare-ranks`);
+//! the other counts are predictions (`this-machine-executor.toml`). All-reduce records
+//! (`oxccl-bench all-reduce --json` lines) in the `--from` file are used instead of running
+//! the all-reduce; several records of one size give their median.
 //!
 //! Measurements are read as JSON (an array, or one object per line). A record is used when it
 //! names its transport (`transport`: "shm" or "tcp"), its size (`bytes` or `size`) and either a
@@ -368,16 +372,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         hm.dram_rate / 1e9
     );
     let devices = args.compare_ranks.iter().copied().max().unwrap_or(4).max(2);
-    let host = host_spec(&hm, 0.0, hm.dram_rate, hm.cache_rate);
+    let host = host_spec(&hm, 1.0, 0.0, hm.dram_rate, hm.cache_rate);
     let spec = machine_spec(devices, shm, tcp, hm.cache_rate, Some(host), &source);
     cluster::save(&spec, &args.out)?;
     println!("# wrote {}", args.out.display());
     compare(args, &spec, &hm, &text)
 }
 
-fn host_spec(hm: &HostMeasure, switch: f64, mem: f64, cache: f64) -> HostSpec {
+fn host_spec(hm: &HostMeasure, share: f64, switch: f64, mem: f64, cache: f64) -> HostSpec {
     HostSpec {
         cores: Some(hm.cores),
+        sharing_cost: share,
         switch_us: switch * 1e6,
         memory: Some(MemorySpec {
             bandwidth_gb_s: mem / 1e9,
@@ -459,20 +464,33 @@ struct Ctx {
     elem: usize,
 }
 
-/// The parameters fitted to the executor's ring, in log space: alpha (s), link bandwidth,
-/// memory bandwidth and cache bandwidth (B/s), switch latency (s).
+/// The parameters fitted to the executor's ring (in log space): alpha (s), link bandwidth,
+/// memory bandwidth and cache bandwidth (B/s), sharing cost, switch latency (s), and the
+/// share of the last-level cache the collective gets (the machine's other processes use the
+/// rest; at most 1).
 #[derive(Clone, Copy, Debug)]
 struct ExecParams {
     alpha: f64,
     link: f64,
     mem: f64,
     cache: f64,
+    share: f64,
     switch: f64,
+    cache_share: f64,
 }
 
 impl ExecParams {
-    fn to_vec(self) -> [f64; 5] {
-        [self.alpha, self.link, self.mem, self.cache, self.switch].map(f64::ln)
+    fn to_vec(self) -> [f64; 7] {
+        [
+            self.alpha,
+            self.link,
+            self.mem,
+            self.cache,
+            self.share,
+            self.switch,
+            self.cache_share,
+        ]
+        .map(f64::ln)
     }
     fn from_vec(x: &[f64]) -> Self {
         Self {
@@ -480,7 +498,9 @@ impl ExecParams {
             link: x[1].exp(),
             mem: x[2].exp(),
             cache: x[3].exp(),
-            switch: x[4].exp(),
+            share: x[4].exp(),
+            switch: x[5].exp(),
+            cache_share: x[6].exp().min(1.0),
         }
     }
     fn spec(&self, c: &Ctx) -> ClusterSpec {
@@ -489,7 +509,11 @@ impl ExecParams {
             beta: 1.0 / self.link,
             points: 0,
         };
-        let host = host_spec(&c.hm, self.switch, self.mem, self.cache);
+        let hm = HostMeasure {
+            cache_bytes: (c.hm.cache_bytes as f64 * self.cache_share) as u64,
+            ..c.hm
+        };
+        let host = host_spec(&hm, self.share, self.switch, self.mem, self.cache);
         let mut e = machine_spec(c.devices, shm, c.tcp, c.gamma, Some(host), "executor fit");
         e.name = "this-machine-executor-fit".into();
         e
@@ -566,20 +590,20 @@ fn nelder_mead(f: &dyn Fn(&[f64]) -> f64, x0: &[f64], step: f64, iters: usize) -
     pts.swap_remove(0).0
 }
 
-/// Fits [`ExecParams`] to the executor's ring at `p` ranks, starting from the transport's
-/// alpha and the summing loop's rates.
+/// Fits [`ExecParams`] to the executor's ring at the rank counts `fit`, starting from `start`
+/// (the transport's alpha and beta and the summing loop's rates). Needs 3 sizes per count.
 fn fit_executor(
     rows: &[Measured],
-    p: usize,
+    fit: &[usize],
     start: ExecParams,
     c: &Ctx,
 ) -> Option<(ExecParams, usize)> {
     let mine: Vec<Measured> = rows
         .iter()
-        .filter(|r| r.0 == p && split_algo(&r.1).0 == "ring" && r.3 > 0.0)
+        .filter(|r| fit.contains(&r.0) && split_algo(&r.1).0 == "ring" && r.3 > 0.0)
         .cloned()
         .collect();
-    if mine.len() < 5 {
+    if fit.iter().any(|&p| mine.iter().filter(|r| r.0 == p).count() < 3) {
         return None;
     }
     let f = |x: &[f64]| {
@@ -618,22 +642,34 @@ fn compare(args: &Args, spec: &ClusterSpec, hm: &HostMeasure, text: &str) -> any
             Err(e) => println!("#   {n} ranks: no measurement ({e:#})"),
         }
     }
-    let p0 = args.fit_ranks.map_or(3, |p| p as usize);
-    if !args.compare_ranks.contains(&p0) {
+    // One count with a core per rank (the base rates) and one with more ranks than cores (the
+    // cost of time-sharing: `--fit-ranks`, default the largest compared count beyond the
+    // cores); the other counts are predictions.
+    let base = hm.cores.clamp(2, 64);
+    let largest = args.compare_ranks.iter().copied().max().unwrap_or(0);
+    let over = args
+        .fit_ranks
+        .map_or(largest, |p| p as usize)
+        .max(base + 1);
+    let fit_set = [base, over];
+    for p in fit_set {
+        if rows.iter().any(|r| r.0 == p) {
+            continue;
+        }
         let mine: Vec<Measured> = given
             .iter()
-            .filter(|r| r.0 == p0 && in_range(r))
+            .filter(|r| r.0 == p && in_range(r))
             .cloned()
             .collect();
         if mine.is_empty() {
-            rows.extend(measure(args, p0)?.into_iter().filter(in_range));
+            rows.extend(measure(args, p)?.into_iter().filter(in_range));
         } else {
             rows.extend(mine);
         }
     }
     let nic = spec.node.nics.first();
     let c = Ctx {
-        devices: spec.node.devices.max(p0),
+        devices: spec.node.devices.max(over),
         tcp: Fit {
             alpha: nic.map_or(0.0, |n| n.latency_us * 1e-6),
             beta: nic.map_or(1e-9, |n| 1.0 / (n.bandwidth_gb_s * 1e9)),
@@ -649,20 +685,25 @@ fn compare(args: &Args, spec: &ClusterSpec, hm: &HostMeasure, text: &str) -> any
         link: link.bandwidth_gb_s * 1e9,
         mem: hm.dram_rate,
         cache: hm.cache_rate,
+        share: 1.0,
         switch: 1e-6,
+        cache_share: 1.0,
     };
     let transport_pred = predict(spec, &rows, elem)?;
-    let exec = fit_executor(&rows, p0, start, &c);
+    let exec = fit_executor(&rows, &fit_set, start, &c);
     let exec_pred = match &exec {
         Some((f, points)) => {
             println!(
-                "# executor ring fitted on {p0} ranks ({points} sizes): alpha {:.2} us, link {:.2} GB/s, \
-                 switch {:.2} us, memory {:.2} GB/s, cache {:.2} GB/s",
+                "# executor ring fitted on {base} and {over} ranks ({points} rows): alpha {:.2} us, \
+                 link {:.2} GB/s, sharing cost {:.2}, switch {:.2} us, memory {:.2} GB/s, \
+                 cache {:.2} GB/s, {:.0}% of the cache",
                 f.alpha * 1e6,
                 f.link / 1e9,
+                f.share,
                 f.switch * 1e6,
                 f.mem / 1e9,
-                f.cache / 1e9
+                f.cache / 1e9,
+                f.cache_share * 100.0
             );
             let e = f.spec(&c);
             let out = args.out.with_file_name(format!(
@@ -677,7 +718,7 @@ fn compare(args: &Args, spec: &ClusterSpec, hm: &HostMeasure, text: &str) -> any
             predict(&e, &rows, elem)?
         }
         None => {
-            println!("# no executor fit: fewer than 5 ring sizes measured at {p0} ranks");
+            println!("# no executor fit: fewer than 3 ring sizes measured at {base} or {over} ranks");
             vec![f64::NAN; rows.len()]
         }
     };
@@ -695,7 +736,7 @@ fn compare(args: &Args, spec: &ClusterSpec, hm: &HostMeasure, text: &str) -> any
     let mut worst: Vec<(usize, f64, f64)> = Vec::new();
     for (i, (n, algo_name, bytes, us)) in rows.iter().enumerate() {
         let (t, e) = (transport_pred[i] * 1e6, exec_pred[i] * 1e6);
-        let fitted = if *n == p0 { " (fit)" } else { "" };
+        let fitted = if fit_set.contains(n) { " (fit)" } else { "" };
         println!(
             "  {n:>5} {algo_name:>7} {:>12} {us:>14.2} {t:>16.2} {:>8.2} {e:>16.2} {:>8.2}{fitted}",
             *bytes as u64,
@@ -767,8 +808,8 @@ not json is skipped"#;
 
     #[test]
     fn executor_fit_reproduces_its_own_model() {
-        // Rows the model itself predicts, at 3 ranks on a 2-core host, must be fitted back
-        // (to 2%: the fit stops when the simplex is small, not at zero error).
+        // Rows the model itself predicts, at 2 and 3 ranks on a 2-core host, must be fitted
+        // back (to 2%: the fit stops when the simplex is small, not at zero error).
         let hm = HostMeasure {
             cores: 2,
             cache_bytes: 8 << 20,
@@ -792,10 +833,12 @@ not json is skipped"#;
             link: 20e9,
             mem: 8e9,
             cache: 40e9,
-            switch: 2e-6,
+            share: 1.8,
+            switch: 4e-6,
+            cache_share: 0.5,
         };
-        let mut rows: Vec<Measured> = (0..7)
-            .map(|i| (3, "ring".to_string(), (4096u64 << (2 * i)) as f64, 0.0))
+        let mut rows: Vec<Measured> = (0..14)
+            .map(|i| (2 + i / 7, "ring".to_string(), (4096u64 << (2 * (i % 7))) as f64, 0.0))
             .collect();
         let times = predict(&truth.spec(&c), &rows, 4).unwrap();
         for (r, t) in rows.iter_mut().zip(&times) {
@@ -806,16 +849,18 @@ not json is skipped"#;
             link: 10e9,
             mem: 15e9,
             cache: 25e9,
+            share: 1.0,
             switch: 1e-6,
+            cache_share: 1.0,
         };
-        let (f, points) = fit_executor(&rows, 3, start, &c).unwrap();
-        assert_eq!(points, 7);
+        let (f, points) = fit_executor(&rows, &[2, 3], start, &c).unwrap();
+        assert_eq!(points, 14);
         let got = predict(&f.spec(&c), &rows, 4).unwrap();
         for (g, t) in got.iter().zip(&times) {
             assert!((g / t).ln().abs() < 0.02, "{f:?}: {g} vs {t}");
         }
-        assert!(fit_executor(&rows[..4], 3, start, &c).is_none());
-        assert!(fit_executor(&rows, 2, start, &c).is_none());
+        assert!(fit_executor(&rows[..9], &[2, 3], start, &c).is_none());
+        assert!(fit_executor(&rows, &[2, 4], start, &c).is_none());
         assert_eq!(split_algo("ring/8"), ("ring", 8));
         assert_eq!(split_algo("hier:4x2"), ("hier:4x2", 1));
     }

@@ -6,11 +6,13 @@
 //! For one simulation of a schedule over a buffer of `n` bytes, with `r` of its ranks on a
 //! node, the node's terms are:
 //!
-//! - **Time-sharing.** With `c = cores`, a rank gets `min(1, c / r)` of a core, so every piece
-//!   of CPU work on the node takes `k = max(1, r / c)` times as long: an intra-node link
-//!   transfer (a shared-memory copy), a reduction, a `Copy`.
-//! - **Scheduling.** On an oversubscribed node (`r > c`) a rank that waits yields its core; every
-//!   message it receives costs it `switch_us` more latency before it can act on it.
+//! - **Time-sharing.** With `c = cores` and `r > c`, each core runs `e = (r - c) / c` extra
+//!   ranks on average, and every piece of CPU work on the node (an intra-node link transfer,
+//!   that is a shared-memory copy; a reduction; a `Copy`) takes `k = 1 + sharing_cost * e` times
+//!   as long. `sharing_cost = 1` is ideal time-sharing (`k = r / c`: a rank gets `c / r` of a
+//!   core); larger values charge what spinning and yielding waiters waste. `k = 1` for `r <= c`.
+//! - **Scheduling.** On an oversubscribed node (`r > c`) a rank that waits yields its core;
+//!   every message it receives costs it `switch_us` more latency: the time to get a core back.
 //! - **Memory.** The node's intra-node messages and reductions all go through one FIFO server,
 //!   the memory system, like a link shared by every rank of the node. Its cost per byte depends
 //!   on whether the collective's working set on the node, `W = r (2 n + staging_bytes)` (each
@@ -27,20 +29,27 @@
 use super::spec::{HostSpec, MemorySpec};
 
 impl HostSpec {
-    /// How many times longer CPU work takes with `ranks` ranks on the node: `max(1, r / cores)`.
-    pub fn cpu_factor(&self, ranks: usize) -> f64 {
+    /// Extra ranks per core with `ranks` ranks on the node: `max(0, (r - cores) / cores)`.
+    pub fn extra_per_core(&self, ranks: usize) -> f64 {
         match self.cores {
-            Some(c) if ranks > c => ranks as f64 / c as f64,
-            _ => 1.0,
+            Some(c) if ranks > c => (ranks - c) as f64 / c as f64,
+            _ => 0.0,
         }
     }
 
+    /// How many times longer CPU work takes with `ranks` ranks on the node:
+    /// `1 + sharing_cost * extra_per_core`.
+    pub fn cpu_factor(&self, ranks: usize) -> f64 {
+        1.0 + self.sharing_cost * self.extra_per_core(ranks)
+    }
+
     /// Extra latency, in seconds, of each message received by a rank of a node with `ranks`
-    /// ranks: `switch_us` when the node is oversubscribed, else 0.
+    /// ranks: `switch_us` when the node is oversubscribed (`ranks > cores`), else 0.
     pub fn switch_s(&self, ranks: usize) -> f64 {
-        match self.cores {
-            Some(c) if ranks > c => self.switch_us * 1e-6,
-            _ => 0.0,
+        if self.extra_per_core(ranks) > 0.0 {
+            self.switch_us * 1e-6
+        } else {
+            0.0
         }
     }
 }
@@ -128,17 +137,22 @@ mod tests {
 
     #[test]
     fn oversubscription_scales_cpu_and_adds_switches() {
-        let h = HostSpec {
+        let mut h = HostSpec {
             cores: Some(2),
             switch_us: 3.0,
-            memory: None,
+            ..HostSpec::default()
         };
+        // Ideal time-sharing: r / c.
         assert_eq!(h.cpu_factor(1), 1.0);
         assert_eq!(h.cpu_factor(2), 1.0);
         assert_eq!(h.cpu_factor(3), 1.5);
         assert_eq!(h.cpu_factor(4), 2.0);
         assert_eq!(h.switch_s(2), 0.0);
+        assert!((h.switch_s(3) - 3e-6).abs() < 1e-18);
         assert!((h.switch_s(4) - 3e-6).abs() < 1e-18);
+        h.sharing_cost = 2.0;
+        assert_eq!(h.cpu_factor(3), 2.0);
+        assert_eq!(h.cpu_factor(4), 3.0);
         let none = HostSpec::default();
         assert_eq!(none.cpu_factor(64), 1.0);
         assert_eq!(none.switch_s(64), 0.0);

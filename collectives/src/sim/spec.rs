@@ -77,16 +77,21 @@ pub struct NodeSpec {
 
 /// A CPU host whose ranks do their own copies and reductions (see [`super::host`] for the model
 /// and its formulas).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostSpec {
-    /// CPU cores the node's ranks share. With `r` ranks on the node and `r > cores`, each rank
-    /// gets `cores / r` of a core: its copies (intra-node link transfers), reductions and
-    /// `Copy` ops take `r / cores` times as long. Absent: every rank has a core of its own.
+    /// CPU cores the node's ranks share. With `r > cores` ranks on the node, each core runs
+    /// `e = (r - cores) / cores` extra ranks on average, and every piece of a rank's CPU work
+    /// (intra-node link transfers, reductions, `Copy`) takes `1 + sharing_cost * e` times as
+    /// long. Absent: every rank has a core of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cores: Option<usize>,
-    /// Microseconds a rank on an oversubscribed node (`r > cores`) loses per message it
-    /// receives: the wait yields its core and the scheduler must bring it back.
+    /// What an extra rank costs the others, in cores: 1 is ideal time-sharing (a rank gets
+    /// `cores / r` of a core); above 1, waiting ranks that spin and yield waste the rest.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub sharing_cost: f64,
+    /// Microseconds a rank of an oversubscribed node (`r > cores`) loses per message it
+    /// receives: its wait yielded the core, and the scheduler must bring it back.
     #[serde(default)]
     pub switch_us: f64,
     /// The memory system every intra-node message and reduction of the node goes through.
@@ -163,6 +168,21 @@ fn one() -> f64 {
     1.0
 }
 
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
+}
+
+impl Default for HostSpec {
+    fn default() -> Self {
+        Self {
+            cores: None,
+            sharing_cost: 1.0,
+            switch_us: 0.0,
+            memory: None,
+        }
+    }
+}
+
 impl Default for NetworkSpec {
     fn default() -> Self {
         Self {
@@ -218,6 +238,7 @@ impl HostSpec {
                 ));
             }
         }
+        non_negative("node.host.sharing_cost", self.sharing_cost)?;
         non_negative("node.host.switch_us", self.switch_us)?;
         if let Some(m) = &self.memory {
             positive("node.host.memory.bandwidth_gb_s", m.bandwidth_gb_s)?;
