@@ -159,7 +159,7 @@ mod tests {
         // Ranks fill nodes in order: 5 ranks on nodes of 4 are 4 + 1.
         let t = node_terms(&h, 3, 4, 5, 1024);
         assert_eq!(t.len(), 3);
-        assert_eq!((t[0].cpu, t[1].cpu, t[2].cpu), (2.0, 1.0, 1.0));
+        assert_eq!((t[0].cpu, t[1].cpu, t[2].cpu), (3.0, 1.0, 1.0));
         assert_eq!(t[2].mem, 0.0);
     }
 }
