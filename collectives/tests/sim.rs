@@ -3,7 +3,9 @@
 //! (`sim_algorithms.rs` runs the library's own algorithms the same way.)
 
 use oxccl_collectives::schedule::{Blocks, Collective, Op, Program, Schedule};
-use oxccl_collectives::sim::{simulate, ClusterSpec, Network, NetworkSpec, SimError};
+use oxccl_collectives::sim::{
+    simulate, ClusterSpec, HostSpec, LinkSpec, MemorySpec, Network, NetworkSpec, NodeSpec, SimError,
+};
 
 const ALPHA_US: f64 = 5.0;
 const BW_GB_S: f64 = 10.0;
@@ -477,4 +479,209 @@ fn intra_node_routes_prefer_direct_links_and_avoid_forwarding_through_devices() 
     };
     close(send(1), 1e-6 + 1.0 / 40.0, 1e-9, "direct");
     close(send(2), 3e-6 + 1.0 / 20.0, 1e-9, "through both sockets");
+}
+
+/// One host node of `devices` ranks, each pair joined by a direct link (`bw_gb_s`, `lat_us`),
+/// reducing at `gamma_gb_s`, with the host terms `host`.
+fn host_node(
+    devices: usize,
+    bw_gb_s: f64,
+    lat_us: f64,
+    gamma_gb_s: f64,
+    host: HostSpec,
+) -> Network {
+    let mut links = Vec::new();
+    for a in 0..devices {
+        for b in a + 1..devices {
+            links.push(LinkSpec {
+                between: [format!("dev{a}"), format!("dev{b}")],
+                bandwidth_gb_s: bw_gb_s,
+                latency_us: lat_us,
+                kind: "shm".into(),
+            });
+        }
+    }
+    Network::new(&ClusterSpec {
+        name: "host".into(),
+        description: String::new(),
+        nodes: 1,
+        node: NodeSpec {
+            devices,
+            switches: vec![],
+            links,
+            nics: vec![],
+            reduce_gb_s: gamma_gb_s,
+            copy_gb_s: None,
+            host: Some(host),
+        },
+        network: None,
+    })
+    .unwrap()
+}
+
+#[test]
+fn host_memory_tier_follows_the_cache_formula() {
+    // Links and reductions far faster than memory: the 2-rank ring is the memory server's.
+    // Its 6 transfers of n/2 bytes (2 sends, 2 reductions, 2 forwards) queue there one after
+    // the other (each waits for the one before), so T = alpha + 3 n t_byte, where
+    // t_byte = h / cache_bw + (1 - h) / bw and h = min(1, cache / (2 (2 n + staging))).
+    let mem = MemorySpec {
+        bandwidth_gb_s: 8.0,
+        cache_bytes: 32 << 20,
+        cache_bandwidth_gb_s: 32.0,
+        staging_bytes: 1 << 20,
+    };
+    let host = HostSpec {
+        cores: Some(2),
+        memory: Some(mem.clone()),
+        ..HostSpec::default()
+    };
+    let net = host_node(2, 1e6, 0.5, 1e6, host);
+    for (n, in_cache) in [(4u64 << 20, true), (64 << 20, false), (256 << 20, false)] {
+        let w = 2.0 * (2.0 * n as f64 + (1 << 20) as f64);
+        let h = (mem.cache_bytes as f64 / w).min(1.0);
+        assert_eq!(h == 1.0, in_cache, "n={n}");
+        let t_byte = h / 32e9 + (1.0 - h) / 8e9;
+        let want = 0.5e-6 + 3.0 * n as f64 * t_byte;
+        let r = simulate(&net, &ring(2), n, 4).unwrap();
+        close(r.time, want, 0.01, &format!("host memory ring n={n}"));
+        close(
+            r.time - 0.5e-6,
+            3.0 * n as f64 * mem.s_per_byte(2, n),
+            1e-9,
+            "s_per_byte",
+        );
+        // The memory server is reported as its own tier, busy all along but for alpha.
+        let tiers = r.tiers(&net);
+        let m = tiers.iter().find(|t| t.tier == "memory").unwrap();
+        assert_eq!(m.links_used, 1);
+        assert!(m.max > 0.99 && m.max <= 1.0, "{m:?}");
+    }
+}
+
+#[test]
+fn host_oversubscription_scales_cpu_work_and_adds_switches() {
+    // Without a memory tier, the 2-rank ring costs 2 alpha + n / B + n gamma / 2 with a core
+    // per rank; on one core every copy and reduction takes k = 1 + sharing_cost times as long
+    // and every message waits `switch_us` more.
+    let (bw, lat, gamma, n) = (10.0, 2.0, 20.0, 8u64 << 20);
+    let base = host_node(
+        2,
+        bw,
+        lat,
+        gamma,
+        HostSpec {
+            cores: Some(2),
+            ..HostSpec::default()
+        },
+    );
+    let t0 = simulate(&base, &ring(2), n, 4).unwrap().time;
+    let (a, b, g) = (lat * 1e-6, 1.0 / (bw * 1e9), 1.0 / (gamma * 1e9));
+    let work = n as f64 * b + n as f64 * g / 2.0;
+    close(t0, 2.0 * a + work, 1e-9, "ring(2), a core per rank");
+    for (cost, switch_us) in [(1.0, 0.0), (1.0, 5.0), (2.5, 3.0)] {
+        let host = HostSpec {
+            cores: Some(1),
+            sharing_cost: cost,
+            switch_us,
+            memory: None,
+        };
+        let net = host_node(2, bw, lat, gamma, host);
+        let t = simulate(&net, &ring(2), n, 4).unwrap().time;
+        let k = 1.0 + cost;
+        let want = 2.0 * (a + switch_us * 1e-6) + k * work;
+        close(
+            t,
+            want,
+            1e-9,
+            &format!("ring(2) on one core, cost {cost}, switch {switch_us}"),
+        );
+    }
+}
+
+#[test]
+fn host_terms_absent_or_empty_change_nothing() {
+    // A host section without cores or memory simulates exactly as no host section (and so
+    // do the GPU cluster files, which have none).
+    let plain = flat(8);
+    let mut spec = plain.spec().clone();
+    spec.node.host = Some(HostSpec::default());
+    let with = Network::new(&spec).unwrap();
+    for n in SIZES {
+        let (x, y) = (
+            simulate(&plain, &ring(8), n, 4).unwrap(),
+            simulate(&with, &ring(8), n, 4).unwrap(),
+        );
+        assert_eq!(x.time.to_bits(), y.time.to_bits(), "n={n}");
+        assert_eq!(x.link_busy, y.link_busy);
+    }
+    // With more ranks than cores on a node, only that node's terms change.
+    spec.node.host = Some(HostSpec {
+        cores: Some(1),
+        switch_us: 1.0,
+        ..HostSpec::default()
+    });
+    let t = simulate(&Network::new(&spec).unwrap(), &ring(8), 1 << 20, 4).unwrap();
+    let u = simulate(&plain, &ring(8), 1 << 20, 4).unwrap();
+    assert_eq!(
+        t.time.to_bits(),
+        u.time.to_bits(),
+        "1 device per node: never oversubscribed"
+    );
+}
+
+#[test]
+fn host_errors_name_the_field() {
+    let good = host_node(2, 10.0, 1.0, 10.0, HostSpec::default())
+        .spec()
+        .clone();
+    let bad = |f: &dyn Fn(&mut HostSpec), field: &str| {
+        let mut s = good.clone();
+        let mut h = HostSpec {
+            cores: Some(2),
+            memory: Some(MemorySpec {
+                bandwidth_gb_s: 8.0,
+                cache_bytes: 1 << 20,
+                cache_bandwidth_gb_s: 30.0,
+                staging_bytes: 0,
+            }),
+            ..HostSpec::default()
+        };
+        Network::new(&ClusterSpec {
+            node: NodeSpec {
+                host: Some(h.clone()),
+                ..s.node.clone()
+            },
+            ..s.clone()
+        })
+        .unwrap();
+        f(&mut h);
+        s.node.host = Some(h);
+        match Network::new(&s) {
+            Err(SimError::InvalidSpec { field: got, reason }) => {
+                assert_eq!(got, field, "{reason}");
+            }
+            other => panic!("{field}: expected InvalidSpec, got {other:?}"),
+        }
+    };
+    bad(&|h| h.cores = Some(0), "node.host.cores");
+    bad(&|h| h.switch_us = -1.0, "node.host.switch_us");
+    bad(&|h| h.sharing_cost = f64::NAN, "node.host.sharing_cost");
+    bad(
+        &|h| h.memory.as_mut().unwrap().bandwidth_gb_s = 0.0,
+        "node.host.memory.bandwidth_gb_s",
+    );
+    bad(
+        &|h| h.memory.as_mut().unwrap().cache_bandwidth_gb_s = -3.0,
+        "node.host.memory.cache_bandwidth_gb_s",
+    );
+    // Unknown fields are rejected by name, defaults filled in.
+    let json = r#"{"cores": 2, "switch_us": 1.5, "turbo": true}"#;
+    let e = serde_json::from_str::<HostSpec>(json)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("turbo"), "{e}");
+    let h: HostSpec = serde_json::from_str(r#"{"cores": 2}"#).unwrap();
+    assert_eq!(h.sharing_cost, 1.0);
+    assert_eq!(h.switch_us, 0.0);
 }

@@ -410,7 +410,10 @@ fn measured_rows(text: &str, ranks: Option<usize>) -> anyhow::Result<Vec<Measure
     let mut by_size: Vec<(usize, String, f64, Vec<f64>)> = Vec::new();
     for v in records(text)? {
         let coll = v.get("collective").and_then(Value::as_str).unwrap_or("");
-        if !coll.replace(['_', '-'], "").eq_ignore_ascii_case("allreduce") {
+        if !coll
+            .replace(['_', '-'], "")
+            .eq_ignore_ascii_case("allreduce")
+        {
             continue;
         }
         let (Some(bytes), Some(us)) = (num(&v, &["bytes", "size"]), num(&v, &["time_us"])) else {
@@ -603,7 +606,10 @@ fn fit_executor(
         .filter(|r| fit.contains(&r.0) && split_algo(&r.1).0 == "ring" && r.3 > 0.0)
         .cloned()
         .collect();
-    if fit.iter().any(|&p| mine.iter().filter(|r| r.0 == p).count() < 3) {
+    if fit
+        .iter()
+        .any(|&p| mine.iter().filter(|r| r.0 == p).count() < 3)
+    {
         return None;
     }
     let f = |x: &[f64]| {
@@ -633,7 +639,10 @@ fn compare(args: &Args, spec: &ClusterSpec, hm: &HostMeasure, text: &str) -> any
             .cloned()
             .collect();
         if !mine.is_empty() {
-            println!("#   {n} ranks: {} measured sizes from the --from file", mine.len());
+            println!(
+                "#   {n} ranks: {} measured sizes from the --from file",
+                mine.len()
+            );
             rows.extend(mine);
             continue;
         }
@@ -647,10 +656,7 @@ fn compare(args: &Args, spec: &ClusterSpec, hm: &HostMeasure, text: &str) -> any
     // cores); the other counts are predictions.
     let base = hm.cores.clamp(2, 64);
     let largest = args.compare_ranks.iter().copied().max().unwrap_or(0);
-    let over = args
-        .fit_ranks
-        .map_or(largest, |p| p as usize)
-        .max(base + 1);
+    let over = args.fit_ranks.map_or(largest, |p| p as usize).max(base + 1);
     let fit_set = [base, over];
     for p in fit_set {
         if rows.iter().any(|r| r.0 == p) {
@@ -718,7 +724,9 @@ fn compare(args: &Args, spec: &ClusterSpec, hm: &HostMeasure, text: &str) -> any
             predict(&e, &rows, elem)?
         }
         None => {
-            println!("# no executor fit: fewer than 3 ring sizes measured at {base} or {over} ranks");
+            println!(
+                "# no executor fit: fewer than 3 ring sizes measured at {base} or {over} ranks"
+            );
             vec![f64::NAN; rows.len()]
         }
     };
@@ -755,7 +763,11 @@ fn compare(args: &Args, spec: &ClusterSpec, hm: &HostMeasure, text: &str) -> any
         let ok = lo >= 0.75 && hi <= 1.25;
         println!(
             "# {n} ranks: exec-fit ratio {lo:.2}..{hi:.2} ({})",
-            if ok { "all within 25%" } else { "NOT all within 25%" }
+            if ok {
+                "all within 25%"
+            } else {
+                "NOT all within 25%"
+            }
         );
     }
     Ok(())
@@ -838,7 +850,14 @@ not json is skipped"#;
             cache_share: 0.5,
         };
         let mut rows: Vec<Measured> = (0..14)
-            .map(|i| (2 + i / 7, "ring".to_string(), (4096u64 << (2 * (i % 7))) as f64, 0.0))
+            .map(|i| {
+                (
+                    2 + i / 7,
+                    "ring".to_string(),
+                    (4096u64 << (2 * (i % 7))) as f64,
+                    0.0,
+                )
+            })
             .collect();
         let times = predict(&truth.spec(&c), &rows, 4).unwrap();
         for (r, t) in rows.iter_mut().zip(&times) {

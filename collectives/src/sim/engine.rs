@@ -258,9 +258,9 @@ pub fn simulate_with_progress(
         for (node, t) in terms.iter().enumerate() {
             if t.cpu != 1.0 {
                 let base = node * net.per_node();
-                for l in base..base + net.per_node() {
+                for (l, v) in inv.iter_mut().enumerate().skip(base).take(net.per_node()) {
                     if net.intra_node(l) {
-                        inv[l] *= t.cpu;
+                        *v *= t.cpu;
                     }
                 }
             }
