@@ -280,8 +280,9 @@ pub fn machine_spec(
     );
     if let Some(h) = &host {
         description.push_str(&format!(
-            "; {} cores, switch {:.2} us",
+            "; {} cores, sharing cost {:.2}, switch {:.2} us",
             h.cores.unwrap_or(0),
+            h.sharing_cost,
             h.switch_us
         ));
         if let Some(m) = &h.memory {
@@ -333,6 +334,9 @@ fn self_exe(args: &[&str]) -> anyhow::Result<String> {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    if let Some(path) = &args.cluster {
+        return check(args, path);
+    }
     let (text, source) = match &args.from {
         Some(p) => (
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
@@ -624,13 +628,10 @@ fn fit_executor(
     Some((ExecParams::from_vec(&x), mine.len()))
 }
 
-/// Predicted against measured all-reduce for each `--compare-ranks` count: once on the
-/// transport-calibrated model, once on the model fitted to the executor's own ring at
-/// `--fit-ranks` ranks (so the other counts are genuine predictions).
-fn compare(args: &Args, spec: &ClusterSpec, hm: &HostMeasure, text: &str) -> anyhow::Result<()> {
-    let (elem, _) = dtype_size(&args.dtype)?;
+/// The measured all-reduce of each `--compare-ranks` count in the size range: from `given`
+/// (the `--from` file) where it has the count, else measured now.
+fn gather(args: &Args, given: &[Measured]) -> anyhow::Result<Vec<Measured>> {
     let in_range = |r: &Measured| r.2 >= args.min_bytes as f64 && r.2 <= args.max_bytes as f64;
-    let given: Vec<Measured> = measured_rows(text, None)?;
     let mut rows = Vec::new();
     for &n in &args.compare_ranks {
         let mine: Vec<Measured> = given
@@ -651,6 +652,54 @@ fn compare(args: &Args, spec: &ClusterSpec, hm: &HostMeasure, text: &str) -> any
             Err(e) => println!("#   {n} ranks: no measurement ({e:#})"),
         }
     }
+    Ok(rows)
+}
+
+/// `--calibrate --cluster FILE`: no fit; FILE's predictions against the all-reduce measured
+/// now (or read from `--from`), to see whether a calibrated model still holds.
+fn check(args: &Args, path: &std::path::Path) -> anyhow::Result<()> {
+    let (elem, _) = dtype_size(&args.dtype)?;
+    let (spec, _) = cluster::load(path, None)?;
+    let text = match &args.from {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        None => String::new(),
+    };
+    println!("# checking {} (no fit)", path.display());
+    let rows = gather(args, &measured_rows(&text, None)?)?;
+    let pred = predict(&spec, &rows, elem)?;
+    println!(
+        "# {:>5} {:>7} {:>12} {:>14} {:>14} {:>8}",
+        "ranks", "algo", "bytes", "measured(us)", "predicted(us)", "ratio"
+    );
+    let mut range: Vec<(usize, f64, f64)> = Vec::new();
+    for ((n, algo, bytes, us), p) in rows.iter().zip(&pred) {
+        let ratio = p * 1e6 / us;
+        println!(
+            "  {n:>5} {algo:>7} {:>12} {us:>14.2} {:>14.2} {ratio:>8.2}",
+            *bytes as u64,
+            p * 1e6
+        );
+        match range.iter_mut().find(|w| w.0 == *n) {
+            Some(w) => (w.1, w.2) = (w.1.min(ratio), w.2.max(ratio)),
+            None => range.push((*n, ratio, ratio)),
+        }
+    }
+    for (n, lo, hi) in range {
+        println!("# {n} ranks: ratio {lo:.2}..{hi:.2}");
+    }
+    Ok(())
+}
+
+/// Predicted against measured all-reduce for each `--compare-ranks` count: once on the
+/// transport-calibrated model, once on the model fitted to the executor's own ring at
+/// `--fit-ranks` ranks (so the other counts are genuine predictions).
+fn compare(args: &Args, spec: &ClusterSpec, hm: &HostMeasure, text: &str) -> anyhow::Result<()> {
+    let (elem, _) = dtype_size(&args.dtype)?;
+    let in_range = |r: &Measured| r.2 >= args.min_bytes as f64 && r.2 <= args.max_bytes as f64;
+    let given: Vec<Measured> = measured_rows(text, None)?;
+    let mut rows = gather(args, &given)?;
     // One count with a core per rank (the base rates) and one with more ranks than cores (the
     // cost of time-sharing: `--fit-ranks`, default the largest compared count beyond the
     // cores); the other counts are predictions.
