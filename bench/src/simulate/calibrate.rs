@@ -495,15 +495,16 @@ struct ExecParams {
 
 impl ExecParams {
     fn to_vec(self) -> [f64; 6] {
+        // The cache share through a logistic, so the fit sees no flat edge at 1.
+        let c = self.cache_share.clamp(1e-6, 1.0 - 1e-6);
         [
-            self.alpha,
-            self.link,
-            self.mem,
-            self.share,
-            self.switch,
-            self.cache_share,
+            self.alpha.ln(),
+            self.link.ln(),
+            self.mem.ln(),
+            self.share.ln(),
+            self.switch.ln(),
+            (c / (1.0 - c)).ln(),
         ]
-        .map(f64::ln)
     }
     fn from_vec(x: &[f64]) -> Self {
         Self {
@@ -512,7 +513,7 @@ impl ExecParams {
             mem: x[2].exp(),
             share: x[3].exp(),
             switch: x[4].exp(),
-            cache_share: x[5].exp().min(1.0),
+            cache_share: 1.0 / (1.0 + (-x[5]).exp()),
         }
     }
     fn spec(&self, c: &Ctx) -> ClusterSpec {
@@ -746,7 +747,7 @@ fn compare(args: &Args, spec: &ClusterSpec, hm: &HostMeasure, text: &str) -> any
         mem: hm.dram_rate,
         share: 1.0,
         switch: 1e-6,
-        cache_share: 1.0,
+        cache_share: 0.9,
     };
     let transport_pred = predict(spec, &rows, elem)?;
     let exec = fit_executor(&rows, &fit_set, start, &c);
@@ -921,7 +922,7 @@ not json is skipped"#;
             mem: 15e9,
             share: 1.0,
             switch: 1e-6,
-            cache_share: 1.0,
+            cache_share: 0.9,
         };
         let (f, points) = fit_executor(&rows, &[2, 3], start, &c).unwrap();
         assert_eq!(points, 14);
