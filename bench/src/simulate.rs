@@ -89,7 +89,9 @@ pub struct Args {
     /// Fit alpha and beta of this machine's shm and TCP transports and write a cluster file.
     #[arg(long)]
     pub calibrate: bool,
-    /// With --calibrate: read `oxccl-bench transport --json` output from FILE instead of running it.
+    /// With --calibrate: read `oxccl-bench transport --json` output (and `all-reduce --json`
+    /// lines, medians per size) from FILE instead of running them. With --cluster: check that
+    /// file's model against the measurements, without fitting.
     #[arg(long)]
     pub from: Option<PathBuf>,
     /// With --calibrate: where to write the cluster file.
@@ -98,8 +100,8 @@ pub struct Args {
     /// With --calibrate: compare predicted and measured all-reduce for these local rank counts.
     #[arg(long, value_delimiter = ',', default_value = "2,4")]
     pub compare_ranks: Vec<usize>,
-    /// With --calibrate: fit the executor's own alpha and beta on this rank count (default: the
-    /// smallest of --compare-ranks); the other counts are then predictions.
+    /// With --calibrate: fit the host model to the executor's ring at `cores` ranks and this
+    /// many (default: the largest of --compare-ranks); the other counts are predictions.
     #[arg(long)]
     pub fit_ranks: Option<u32>,
 }

@@ -13,6 +13,11 @@
 //!   rail-optimised. Each link direction has a bandwidth; each route a latency (alpha); each device
 //!   a reduction rate (gamma). Rank `r` runs on node `r / devices_per_node`, device
 //!   `r % devices_per_node`.
+//! - [`host`] is the optional host model of a node whose ranks are CPU processes (`[node.host]`
+//!   in the file): the ranks share `cores`, pay a scheduling delay per message when they
+//!   outnumber them, and their copies and reductions share one memory system whose rate
+//!   depends on whether the collective's working set fits the cache. `oxccl-bench simulate
+//!   --calibrate` fits it to this machine. Nodes without it (GPU nodes) are unaffected.
 //! - [`simulate`] executes a schedule with a discrete-event engine (see [`engine`] for the exact
 //!   semantics and the link-sharing model: FIFO per link direction, which conserves capacity
 //!   exactly and approximates max-min fair sharing).
