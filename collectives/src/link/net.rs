@@ -6,8 +6,9 @@
 //! writes a pair of in-memory rings, and the proxy moves what it finds there through the fabric.
 //! Each piece of the stream crosses the fabric as two messages, an 8-byte length (tag
 //! [`TAG_LEN`]) and the bytes themselves (tag [`TAG_DATA`]), so the receiving proxy can take the
-//! bytes with a zero-copy view of exactly that length. The extra copy into the ring is the price
-//! of the stream interface; on a network link the wire, not the copy, sets the pace.
+//! bytes with a zero-copy view of exactly that length. Outgoing pieces are sent straight from
+//! the executor's ring; incoming ones are copied into it once, the price of the stream
+//! interface (on a network link the wire, not the copy, sets the pace).
 
 use super::ring::{self, RingMem, RingReader, RingWriter};
 use oxccl_transport::dynamic::{BoxView, DynConnection};
@@ -57,12 +58,14 @@ impl NetLink {
         let closing = Arc::new(AtomicBool::new(false));
         let proxy = Proxy {
             to_net,
-            from_net,
+            inbox: Inbox {
+                from_net,
+                assembly: Vec::new(),
+                pending: Vec::new(),
+                sent: 0,
+            },
             failure: Arc::clone(&failure),
             closing: Arc::clone(&closing),
-            assembly: Vec::new(),
-            pending: Vec::new(),
-            sent: 0,
         };
         std::thread::Builder::new()
             .name(format!("oxccl-proxy-{}", conn.dyn_peer()))
@@ -103,12 +106,19 @@ impl Drop for NetLink {
 }
 
 struct Proxy {
-    /// What the executor wrote, to send.
+    /// What the executor wrote, to send (straight from the ring: the executor does not reuse
+    /// the space until the proxy consumes it, after the fabric is done with it).
     to_net: RingReader,
-    /// Where what arrived goes, for the executor.
-    from_net: RingWriter,
+    inbox: Inbox,
     failure: Arc<Mutex<Option<String>>>,
     closing: Arc<AtomicBool>,
+}
+
+/// The receiving half of the proxy, a separate value so that it can run while a send borrows
+/// the executor's outgoing ring.
+struct Inbox {
+    /// Where what arrived goes, for the executor.
+    from_net: RingWriter,
     /// The piece being received, put together by offset.
     assembly: Vec<u8>,
     /// A whole piece the executor's ring had no room for yet: `pending[sent..]`.
@@ -141,61 +151,62 @@ impl Proxy {
         }
         // Either side's end closes both rings, so the executor and the peer both notice.
         self.to_net.abort();
-        self.from_net.abort();
+        self.inbox.from_net.abort();
         let _ = conn.dyn_close();
     }
 
     /// Moves bytes both ways until the executor closes the link (Ok) or the fabric fails (Err).
     fn pump(&mut self, conn: &dyn DynConnection) -> Result<(), Stop> {
-        let mut piece = vec![0u8; PIECE];
         let mut inbound = Inbound::Idle;
         let mut backoff = Backoff::new();
+        let inbox = &mut self.inbox;
         loop {
-            if self.from_net.aborted() {
+            if inbox.from_net.aborted() {
                 return Ok(());
             }
-            let n = {
-                let out = self.to_net.peek().map_err(|()| Stop::Executor)?;
-                let n = out.len().min(PIECE);
-                piece[..n].copy_from_slice(&out[..n]);
-                n
-            };
+            let out = self.to_net.peek().map_err(|()| Stop::Executor)?;
+            let n = out.len().min(PIECE);
             if n == 0 {
                 if self.closing.load(Ordering::Acquire) {
                     return Ok(());
                 }
-                if self.receive(conn, &mut inbound)? {
+                if inbox.receive(conn, &mut inbound)? {
                     backoff.reset();
                 } else {
                     backoff.snooze();
                 }
                 continue;
             }
-            self.to_net.consume(n);
             let len = (n as u64).to_le_bytes();
-            let mut len_req = post_send(conn, TAG_LEN, &len, || self.receive(conn, &mut inbound))?;
-            let mut data_req = post_send(conn, TAG_DATA, &piece[..n], || {
-                self.receive(conn, &mut inbound)
-            })?;
-            let (mut len_done, mut data_done) = (false, false);
-            backoff.reset();
-            while !(len_done && data_done) {
-                len_done = len_done || len_req.test().map_err(Stop::Peer)?.is_some();
-                data_done = data_done || data_req.test().map_err(Stop::Peer)?.is_some();
-                // Keep receiving while sending: two proxies that only sent would deadlock on a
-                // fabric whose sends wait for the receiver.
-                if self.receive(conn, &mut inbound)? {
-                    backoff.reset();
-                } else if !(len_done && data_done) {
-                    if self.from_net.aborted() {
-                        return Ok(());
+            {
+                let mut len_req =
+                    post_send(conn, TAG_LEN, &len, || inbox.receive(conn, &mut inbound))?;
+                let mut data_req = post_send(conn, TAG_DATA, &out[..n], || {
+                    inbox.receive(conn, &mut inbound)
+                })?;
+                let (mut len_done, mut data_done) = (false, false);
+                backoff.reset();
+                while !(len_done && data_done) {
+                    len_done = len_done || len_req.test().map_err(Stop::Peer)?.is_some();
+                    data_done = data_done || data_req.test().map_err(Stop::Peer)?.is_some();
+                    // Keep receiving while sending: two proxies that only sent would deadlock
+                    // on a fabric whose sends wait for the receiver.
+                    if inbox.receive(conn, &mut inbound)? {
+                        backoff.reset();
+                    } else if !(len_done && data_done) {
+                        if inbox.from_net.aborted() {
+                            return Ok(());
+                        }
+                        backoff.snooze();
                     }
-                    backoff.snooze();
                 }
             }
+            self.to_net.consume(n);
         }
     }
+}
 
+impl Inbox {
     /// Advances the receiving half; true if anything moved.
     fn receive<'c>(
         &mut self,
