@@ -6,7 +6,7 @@ use crate::bootstrap::{Bootstrap, StoreAddr};
 use crate::error::{Error, Result};
 use crate::exec::engine::Engine;
 use crate::exec::plan::Plan;
-use crate::link::net::NetLink;
+use crate::link::net::{proxy_spin, NetLink};
 use crate::link::{shm, Link, LinkKind};
 use crate::options::{LocalTransport, NetChoice, Options, TransportChoice};
 use oxccl_transport::dynamic::{DynAddress, DynConnection, DynListener, DynTransport};
@@ -224,7 +224,8 @@ impl Communicator {
                     LocalTransport::Shm => shm::file_pair(&session, a, b, options.ring_bytes)
                         .map_err(|e| Error::io("creating a shared-memory link", e))?,
                     LocalTransport::Tcp | LocalTransport::RdmaModel => {
-                        net_pair(transport, &options)?
+                        // n executors and n (n - 1) proxies in this process.
+                        net_pair(transport, &options, proxy_spin(n * n))?
                     }
                 };
                 links[a][b] = Some(la);
@@ -317,6 +318,10 @@ impl Communicator {
         }
         let mut links: Vec<Option<Link>> = (0..size).map(|_| None).collect();
         let cap = options.ring_bytes;
+        // This host runs an executor per local rank and a proxy per network link of each.
+        let local = (0..size).filter(|&q| same_host(q)).count();
+        let net_peers = (0..size).filter(|&q| q != rank && !use_shm(q)).count();
+        let spin = proxy_spin(local * (1 + net_peers));
         // 1. Shared-memory files we own (we are the lower rank).
         for q in rank + 1..size {
             if use_shm(q) {
@@ -343,7 +348,7 @@ impl Communicator {
                 hello.extend_from_slice(&(rank as u32).to_le_bytes());
                 wait::send(&conn, TAG_HELLO, &hello, until(deadline))
                     .map_err(|e| Error::net(format!("greeting rank {q}"), e))?;
-                links[q] = Some(net_link(conn, fabric.dyn_name(), cap)?);
+                links[q] = Some(net_link(conn, fabric.dyn_name(), cap, spin)?);
             }
         }
         let expected = (rank + 1..size).filter(|&q| !use_shm(q)).count();
@@ -354,7 +359,7 @@ impl Communicator {
             expected,
             (rank, size),
             deadline,
-            cap,
+            (cap, spin),
             &mut links,
         )?;
         // 3. Shared-memory files of lower ranks.
@@ -577,9 +582,15 @@ fn rdma_fabric(_ip: Option<IpAddr>) -> Result<Box<dyn DynTransport>> {
     ))
 }
 
-fn net_link(conn: Box<dyn DynConnection>, fabric: &'static str, cap: usize) -> Result<Link> {
+fn net_link(
+    conn: Box<dyn DynConnection>,
+    fabric: &'static str,
+    cap: usize,
+    spin: Duration,
+) -> Result<Link> {
     Ok(Link::Net(
-        NetLink::start(conn, fabric, cap).map_err(|e| Error::io("starting a proxy thread", e))?,
+        NetLink::start(conn, fabric, cap, spin)
+            .map_err(|e| Error::io("starting a proxy thread", e))?,
     ))
 }
 
@@ -591,7 +602,7 @@ fn accept_peers(
     mut expected: usize,
     (rank, size): (usize, usize),
     deadline: Instant,
-    cap: usize,
+    (cap, spin): (usize, Duration),
     links: &mut [Option<Link>],
 ) -> Result<()> {
     while expected > 0 {
@@ -628,7 +639,7 @@ fn accept_peers(
                     tracing::warn!(q, "rank {rank} ignored an unexpected peer");
                     continue;
                 }
-                links[q] = Some(net_link(conn, fabric, cap)?);
+                links[q] = Some(net_link(conn, fabric, cap, spin)?);
                 expected -= 1;
             }
             None => {
@@ -646,7 +657,7 @@ fn accept_peers(
 }
 
 /// Two connected ends of a network fabric inside this process (thread ranks).
-fn net_pair(transport: LocalTransport, options: &Options) -> Result<(Link, Link)> {
+fn net_pair(transport: LocalTransport, options: &Options, spin: Duration) -> Result<(Link, Link)> {
     let deadline = Deadline::after(options.timeout.min(Duration::from_secs(60)));
     let (fabric, a, b): (&'static str, Box<dyn DynConnection>, Box<dyn DynConnection>) =
         match transport {
@@ -666,8 +677,8 @@ fn net_pair(transport: LocalTransport, options: &Options) -> Result<(Link, Link)
             }
         };
     Ok((
-        net_link(a, fabric, options.ring_bytes)?,
-        net_link(b, fabric, options.ring_bytes)?,
+        net_link(a, fabric, options.ring_bytes, spin)?,
+        net_link(b, fabric, options.ring_bytes, spin)?,
     ))
 }
 

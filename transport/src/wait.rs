@@ -81,6 +81,14 @@ impl Backoff {
         }
     }
 
+    /// A fresh backoff that spins for `spin` (instead of [`spin_budget`]) before it yields.
+    pub fn with_spin(spin: Duration) -> Self {
+        Backoff {
+            spin,
+            ..Self::new()
+        }
+    }
+
     /// Starts over after progress was made.
     pub fn reset(&mut self) {
         self.polls = 0;

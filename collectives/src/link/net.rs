@@ -15,7 +15,9 @@ use oxccl_transport::dynamic::{BoxView, DynConnection};
 use oxccl_transport::wait::Backoff;
 use oxccl_transport::{Post, RecvView, Request, Tag};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Tag of the 8-byte length that announces each piece of the stream.
 pub const TAG_LEN: Tag = 0x6f78_6c65_6e00_0001;
@@ -31,8 +33,13 @@ pub struct NetLink {
     pub failure: Arc<Mutex<Option<String>>>,
     /// Set when the link is dropped: the proxy sends what is left, then closes.
     closing: Arc<AtomicBool>,
+    /// Disconnected when the proxy thread ends (its sender is dropped).
+    finished: mpsc::Receiver<()>,
     fabric: &'static str,
 }
+
+/// How long dropping a link waits for its proxy to hand the last bytes to the fabric.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What went wrong on a proxied link, for an error message.
 pub fn describe(failure: &Mutex<Option<String>>) -> String {
@@ -45,11 +52,13 @@ pub fn describe(failure: &Mutex<Option<String>>) -> String {
 
 impl NetLink {
     /// Starts the proxy thread for `conn` (a connection of fabric `fabric`), with rings of
-    /// `cap` bytes per direction.
+    /// `cap` bytes per direction; an idle proxy polls for `spin` before it yields its core (see
+    /// [`proxy_spin`]).
     pub fn start(
         conn: Box<dyn DynConnection>,
         fabric: &'static str,
         cap: usize,
+        spin: Duration,
     ) -> std::io::Result<Self> {
         let mem = RingMem::heap(2, cap);
         let (tx, to_net) = ring::ends(&mem, 0, cap);
@@ -66,15 +75,21 @@ impl NetLink {
             },
             failure: Arc::clone(&failure),
             closing: Arc::clone(&closing),
+            spin,
         };
+        let (done, finished) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name(format!("oxccl-proxy-{}", conn.dyn_peer()))
-            .spawn(move || proxy.run(conn))?;
+            .spawn(move || {
+                let _done = done;
+                proxy.run(conn)
+            })?;
         Ok(Self {
             tx,
             rx,
             failure,
             closing,
+            finished,
             fabric,
         })
     }
@@ -99,9 +114,18 @@ impl NetLink {
 
 impl Drop for NetLink {
     /// A communicator that finished its last call may still have bytes on their way (the last
-    /// barrier's message): the proxy sends them before it closes.
+    /// barrier's message): the proxy sends them before it closes, and the drop waits for that
+    /// (up to [`FLUSH_TIMEOUT`]), since a process that exits first takes its proxy threads with
+    /// it and its peers would find the connection closed before the last message.
     fn drop(&mut self) {
         self.closing.store(true, Ordering::Release);
+        if self.finished.recv_timeout(FLUSH_TIMEOUT) == Err(RecvTimeoutError::Timeout) {
+            tracing::warn!(
+                "a {} proxy did not finish sending within {FLUSH_TIMEOUT:?}; closing it",
+                self.fabric
+            );
+            self.abort();
+        }
     }
 }
 
@@ -112,6 +136,21 @@ struct Proxy {
     inbox: Inbox,
     failure: Arc<Mutex<Option<String>>>,
     closing: Arc<AtomicBool>,
+    spin: Duration,
+}
+
+/// How long an idle proxy polls before it yields its core: the transport's `OXCCL_SPIN_US`,
+/// except when this host's `threads` (executors and proxies) outnumber its cores and the
+/// variable is not set. A spinning proxy then holds the core that its own rank, or the rank it
+/// waits for, needs: measured on 2 cores, 4 ranks over TCP, 8 B all-reduce 833 us spinning
+/// 50 us against 237 us not spinning.
+pub fn proxy_spin(threads: usize) -> Duration {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads > cores && std::env::var_os("OXCCL_SPIN_US").is_none() {
+        Duration::ZERO
+    } else {
+        oxccl_transport::wait::spin_budget()
+    }
 }
 
 /// The receiving half of the proxy, a separate value so that it can run while a send borrows
@@ -158,7 +197,8 @@ impl Proxy {
     /// Moves bytes both ways until the executor closes the link (Ok) or the fabric fails (Err).
     fn pump(&mut self, conn: &dyn DynConnection) -> Result<(), Stop> {
         let mut inbound = Inbound::Idle;
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::with_spin(self.spin);
+        let spin = self.spin;
         let inbox = &mut self.inbox;
         loop {
             if inbox.from_net.aborted() {
@@ -179,9 +219,10 @@ impl Proxy {
             }
             let len = (n as u64).to_le_bytes();
             {
-                let mut len_req =
-                    post_send(conn, TAG_LEN, &len, || inbox.receive(conn, &mut inbound))?;
-                let mut data_req = post_send(conn, TAG_DATA, &out[..n], || {
+                let mut len_req = post_send(conn, TAG_LEN, &len, spin, || {
+                    inbox.receive(conn, &mut inbound)
+                })?;
+                let mut data_req = post_send(conn, TAG_DATA, &out[..n], spin, || {
                     inbox.receive(conn, &mut inbound)
                 })?;
                 let (mut len_done, mut data_done) = (false, false);
@@ -298,9 +339,10 @@ fn post_send<'a>(
     conn: &'a dyn DynConnection,
     tag: Tag,
     buf: &'a [u8],
+    spin: Duration,
     mut meanwhile: impl FnMut() -> Result<bool, Stop>,
 ) -> Result<oxccl_transport::dynamic::BoxRequest<'a>, Stop> {
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::with_spin(spin);
     loop {
         match conn.dyn_isend(tag, buf).map_err(Stop::Peer)? {
             Post::Posted(r) => return Ok(r),
