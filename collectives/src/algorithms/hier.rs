@@ -81,6 +81,8 @@ pub(super) fn build(collective: Collective, dims: &[usize], k: usize) -> Built {
 /// Ranks as mixed-radix coordinates over the dims, and the shards they hold between phases.
 struct Grid<'a> {
     dims: &'a [usize],
+    /// Ranks: the product of the dims.
+    p: usize,
     /// `stride[j]`: rank distance between neighbours along dim `j`.
     stride: Vec<usize>,
     /// `width[j]`: groups in a shard after reduce-scattering dims `0..=j` (`width[m-1] = 1`).
@@ -99,6 +101,7 @@ impl<'a> Grid<'a> {
         }
         Self {
             dims,
+            p,
             stride,
             width,
         }
@@ -111,9 +114,8 @@ impl<'a> Grid<'a> {
     /// The shard rank `r` holds after reduce-scattering dims `0..j` (`j = 0`: the whole
     /// buffer), with `k` blocks per group.
     fn shard(&self, r: usize, j: usize, k: usize) -> Blocks {
-        let p: usize = self.dims.iter().product();
         let start: usize = (0..j).map(|i| self.coord(r, i) * self.width[i]).sum();
-        let len = if j == 0 { p } else { self.width[j - 1] };
+        let len = if j == 0 { self.p } else { self.width[j - 1] };
         Blocks::new((start * k) as u32, (len * k) as u32)
     }
 
@@ -125,9 +127,8 @@ impl<'a> Grid<'a> {
         kind: RingKind,
         k: usize,
     ) -> impl Iterator<Item = (Rank, StageTable)> + '_ {
-        let p: usize = self.dims.iter().product();
         let d = self.dims[j];
-        (0..p)
+        (0..self.p)
             .filter(move |&r| d > 1 && self.coord(r, j) == 0)
             .flat_map(move |r0| {
                 let members: Vec<Rank> =

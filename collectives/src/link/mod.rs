@@ -81,6 +81,14 @@ impl Link {
         }
     }
 
+    /// Starts an orderly close: a network link's proxy sends what is left (dropping the link
+    /// then waits for it). Nothing to do for rings in memory.
+    pub fn close(&self) {
+        if let Link::Net(n) = self {
+            n.close();
+        }
+    }
+
     /// Tells the peer this rank gives up: it sees an error at its next wait on this link.
     pub fn abort(&mut self) {
         match self {

@@ -104,6 +104,12 @@ impl NetLink {
         self.failure.lock().ok().and_then(|f| f.clone())
     }
 
+    /// Lets the proxy send what is left and close, without waiting for it (dropping the link
+    /// waits). Closing every link of a communicator first lets their proxies flush together.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
     /// Stops the proxy at once, dropping what it has not sent; the peer sees the connection
     /// close.
     pub fn abort(&self) {
@@ -118,7 +124,7 @@ impl Drop for NetLink {
     /// (up to [`FLUSH_TIMEOUT`]), since a process that exits first takes its proxy threads with
     /// it and its peers would find the connection closed before the last message.
     fn drop(&mut self) {
-        self.closing.store(true, Ordering::Release);
+        self.close();
         if self.finished.recv_timeout(FLUSH_TIMEOUT) == Err(RecvTimeoutError::Timeout) {
             tracing::warn!(
                 "a {} proxy did not finish sending within {FLUSH_TIMEOUT:?}; closing it",
