@@ -4,6 +4,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 
 use crate::error::Result;
+use crate::stream::{Stream, StreamConfig};
 
 /// A message tag. Messages with the same tag on one connection are matched in the order they
 /// were sent and posted; messages with different tags may be received in any order.
@@ -181,6 +182,22 @@ pub trait Connection: Send {
     /// sees [`crate::Error::PeerClosed`] on receives that nothing can satisfy. Dropping a
     /// connection closes it too, ignoring errors.
     fn close(self) -> Result<()>;
+
+    /// This connection as a byte stream ([`crate::stream`]), for a collective's executor.
+    /// `fabric` is the transport's [`Transport::name`]. The default starts the generic proxy
+    /// ([`crate::stream::ProxyStream`]), so every fabric has a stream face; fabrics whose
+    /// ends share memory override it with a native ring. Call it when no message is in
+    /// flight, on both ends.
+    fn into_stream(self, fabric: &'static str, config: &StreamConfig) -> Result<Box<dyn Stream>>
+    where
+        Self: Sized + 'static,
+    {
+        Ok(Box::new(crate::stream::ProxyStream::start(
+            Box::new(self),
+            fabric,
+            config,
+        )?))
+    }
 }
 
 /// A posted operation. Progress happens inside `test` (there is no background thread), so a

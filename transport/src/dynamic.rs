@@ -13,6 +13,7 @@ use crate::api::{
     Setup, Tag, Transport,
 };
 use crate::error::{Error, Result};
+use crate::stream::{Stream, StreamConfig};
 
 /// A boxed request.
 pub type BoxRequest<'a> = Box<dyn Request + 'a>;
@@ -61,6 +62,12 @@ pub trait DynConnection: Send {
     fn dyn_irecv_view(&self, tag: Tag, len: usize) -> Result<Option<BoxView<'_>>>;
     /// See [`Connection::close`].
     fn dyn_close(self: Box<Self>) -> Result<()>;
+    /// See [`Connection::into_stream`].
+    fn dyn_into_stream(
+        self: Box<Self>,
+        fabric: &'static str,
+        config: &StreamConfig,
+    ) -> Result<Box<dyn Stream>>;
 }
 
 /// An address of a run-time-chosen fabric: the fabric's name and its address bytes.
@@ -231,7 +238,7 @@ where
     }
 }
 
-impl<C: Connection> DynConnection for C {
+impl<C: Connection + 'static> DynConnection for C {
     fn dyn_peer(&self) -> &str {
         self.peer()
     }
@@ -255,6 +262,13 @@ impl<C: Connection> DynConnection for C {
         Ok(self
             .irecv_view(tag, len)?
             .map(|v| Box::new(v) as BoxView<'_>))
+    }
+    fn dyn_into_stream(
+        self: Box<Self>,
+        fabric: &'static str,
+        config: &StreamConfig,
+    ) -> Result<Box<dyn Stream>> {
+        (*self).into_stream(fabric, config)
     }
     fn dyn_close(self: Box<Self>) -> Result<()> {
         (*self).close()
@@ -322,6 +336,9 @@ impl Connection for Box<dyn DynConnection> {
     }
     fn irecv_view(&self, tag: Tag, len: usize) -> Result<Option<BoxView<'_>>> {
         (**self).dyn_irecv_view(tag, len)
+    }
+    fn into_stream(self, fabric: &'static str, config: &StreamConfig) -> Result<Box<dyn Stream>> {
+        self.dyn_into_stream(fabric, config)
     }
     fn close(self) -> Result<()> {
         <dyn DynConnection>::dyn_close(self)

@@ -88,6 +88,7 @@ mod matching;
 pub mod rdma;
 mod region;
 pub mod shm;
+pub mod stream;
 pub mod tcp;
 pub mod wait;
 
@@ -97,3 +98,4 @@ pub use api::{
 };
 pub use error::{Error, Result};
 pub use region::HostRegion;
+pub use stream::{Mailbox, Stream, StreamConfig};

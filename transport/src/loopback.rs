@@ -19,6 +19,8 @@ use crate::api::{
 use crate::error::{Error, Result};
 use crate::matching::Seqs;
 use crate::region::HostRegion;
+use crate::stream::ring::HeapBlock;
+use crate::stream::{RingStream, Stream, StreamConfig};
 
 const NAME: &str = "loopback";
 const MAGIC: &[u8; 4] = b"oxlb";
@@ -101,6 +103,8 @@ struct Pair {
     dirs: [Mutex<Dir>; 2],
     state: AtomicU8,
     id: u64,
+    /// The ring pair of the stream face and its size, made by the first end to convert.
+    rings: Mutex<Option<(Arc<HeapBlock>, usize)>>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -199,6 +203,7 @@ impl Transport for Loopback {
             dirs: Default::default(),
             state: AtomicU8::new(DIALING),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            rings: Mutex::new(None),
         });
         lock(&queue).push_back(pair.clone());
         Ok(LoopbackPending(PendingState::Dialing(pair, *addr)))
@@ -321,6 +326,22 @@ impl Connection for LoopbackConnection {
             msg: None,
             handed: false,
         }))
+    }
+
+    /// Native: both ends share one ring pair in this process's memory, made by the first end
+    /// to convert (with its `config.ring_bytes`).
+    fn into_stream(self, _fabric: &'static str, config: &StreamConfig) -> Result<Box<dyn Stream>> {
+        config.validate()?;
+        let (block, cap) = lock(&self.pair.rings)
+            .get_or_insert_with(|| (HeapBlock::new(config.ring_bytes), config.ring_bytes))
+            .clone();
+        let ends = block.ends(cap, self.side);
+        Ok(Box::new(RingStream::new(
+            ends,
+            NAME,
+            self.peer.clone(),
+            None,
+        )))
     }
 
     fn close(self) -> Result<()> {

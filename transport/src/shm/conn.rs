@@ -171,6 +171,8 @@ pub struct ShmConnection {
     pub(super) chunk_out: Cell<bool>,
     /// Messages of at least this many bytes go by rendezvous when the peer can read us.
     pub(super) cma_min: usize,
+    /// The rings now belong to a stream (`into_stream`): dropping this leaves them open.
+    pub(super) detached: bool,
 }
 
 impl ShmConnection {
@@ -210,6 +212,7 @@ impl ShmConnection {
             }),
             chunk_out: Cell::new(false),
             cma_min,
+            detached: false,
         }
     }
 
@@ -239,7 +242,7 @@ impl ShmConnection {
         }
         self.peer_pid != 0
             && self.peer_pid != std::process::id()
-            && !std::path::Path::new(&format!("/proc/{}", self.peer_pid)).exists()
+            && !crate::stream::process_alive(self.peer_pid)
     }
 
     // ---- sending ----
@@ -870,6 +873,30 @@ impl ShmConnection {
         Err(self.closed_error(during))
     }
 
+    /// Checks that no message is in flight either way (what a stream needs to start from
+    /// these rings) and publishes how far this end read.
+    pub(super) fn quiesce(&self) -> Result<()> {
+        let tx = self.tx.borrow();
+        let mut rx = self.rx.borrow_mut();
+        let busy = if tx.broken.is_some() {
+            Some("the connection is broken")
+        } else if tx.active != tx.next_seq || self.chunk_out.get() {
+            Some("a send or a zero-copy chunk is still out")
+        } else if rx.cur.is_some() || !rx.unexpected.is_empty() || !rx.spilled_for.is_empty() {
+            Some("a message arrived that nobody received")
+        } else {
+            None
+        };
+        if let Some(why) = busy {
+            return Err(Error::Usage {
+                transport: NAME,
+                reason: format!("a connection becomes a stream with no message in flight: {why}"),
+            });
+        }
+        self.publish_tail(&mut rx);
+        Ok(())
+    }
+
     /// Called when a zero-copy chunk of `n` bytes is dropped.
     pub(super) fn release_chunk(&self, n: usize) {
         let mut rx = self.rx.borrow_mut();
@@ -902,6 +929,9 @@ impl ShmConnection {
 
 impl Drop for ShmConnection {
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         self.map.closed(self.side).store(1, Ordering::Release);
     }
 }

@@ -3,8 +3,8 @@
 //! A connection is one file in a listener's directory under `OXCCL_SHM_DIR` (default
 //! `/dev/shm`), mapped by both ends with `memmap2` and unlinked as soon as both have it
 //! mapped, so nothing is left behind even if a rank crashes later. It holds two
-//! single-producer single-consumer byte rings (one per direction, `OXCCL_SHM_RING_BYTES`
-//! each, default 4 MiB) with cache-line-separated head and tail counters (`ring.rs` has the
+//! single-producer single-consumer byte rings (one per direction, `OXCCL_RING_BYTES`
+//! each, default 1 MiB) with cache-line-separated head and tail counters (`ring.rs` has the
 //! layout). Sends copy into the ring, receives copy out of it — or, with `irecv_view`, hand
 //! out slices of the ring itself that are given back to the sender when dropped (zero-copy).
 //!
@@ -19,6 +19,7 @@
 mod cma;
 mod conn;
 mod ring;
+mod stream;
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -38,8 +39,9 @@ use crate::api::{
 use crate::error::{Error, Result};
 use crate::region::HostRegion;
 
-/// Default ring size per direction.
-pub const DEFAULT_RING_BYTES: usize = 4 << 20;
+/// Default ring size per direction: the stream face's, one size for every ring
+/// (`OXCCL_RING_BYTES`).
+pub const DEFAULT_RING_BYTES: usize = crate::stream::DEFAULT_RING_BYTES;
 /// Default size from which messages go by single-copy rendezvous: off (0). On the machine
 /// this was tuned on (a 2-vCPU KVM guest), `process_vm_readv` moved 3-4 GB/s while the ring's
 /// two pipelined copies moved 6-11 GB/s (`bench/results/transport.md`); turn it on with
@@ -52,7 +54,7 @@ pub struct ShmConfig {
     /// Directory for connection files (`OXCCL_SHM_DIR`; default `/dev/shm`, else the temp dir).
     pub dir: PathBuf,
     /// Bytes per ring and direction, a power of two from 4 KiB to 1 GiB
-    /// (`OXCCL_SHM_RING_BYTES`, default 4 MiB).
+    /// (`OXCCL_RING_BYTES`, default [`DEFAULT_RING_BYTES`]).
     pub ring_bytes: usize,
     /// Messages of at least this many bytes are copied once, by the receiver, straight out of
     /// the sender's memory (`process_vm_readv`) instead of twice through the ring, when the
@@ -76,19 +78,13 @@ impl Default for ShmConfig {
 }
 
 impl ShmConfig {
-    /// Defaults overridden by `OXCCL_SHM_DIR` and `OXCCL_SHM_RING_BYTES`.
+    /// Defaults overridden by `OXCCL_SHM_DIR`, `OXCCL_RING_BYTES` and `OXCCL_SHM_CMA_MIN`.
     pub fn from_env() -> Result<Self> {
         let mut c = ShmConfig::default();
         if let Ok(d) = std::env::var("OXCCL_SHM_DIR") {
             c.dir = PathBuf::from(d);
         }
-        if let Ok(v) = std::env::var("OXCCL_SHM_RING_BYTES") {
-            c.ring_bytes = v.trim().parse().map_err(|_| Error::Config {
-                var: "OXCCL_SHM_RING_BYTES",
-                value: v.clone(),
-                reason: "expected a number of bytes".into(),
-            })?;
-        }
+        c.ring_bytes = crate::stream::ring_bytes_from_env()?;
         if let Ok(v) = std::env::var("OXCCL_SHM_CMA_MIN") {
             c.cma_min = v.trim().parse().map_err(|_| Error::Config {
                 var: "OXCCL_SHM_CMA_MIN",
@@ -101,15 +97,7 @@ impl ShmConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        let r = self.ring_bytes;
-        if !r.is_power_of_two() || !(4096..=1 << 30).contains(&r) {
-            return Err(Error::Config {
-                var: "OXCCL_SHM_RING_BYTES",
-                value: r.to_string(),
-                reason: "must be a power of two from 4096 to 1073741824".into(),
-            });
-        }
-        Ok(())
+        crate::stream::check_ring_bytes(self.ring_bytes)
     }
 }
 
@@ -477,6 +465,15 @@ impl Connection for ShmConnection {
             rdv: None,
             staging: Vec::new(),
         }))
+    }
+
+    /// Native: the stream runs over this connection's own rings (see [`crate::stream`]).
+    fn into_stream(
+        self,
+        _fabric: &'static str,
+        _config: &crate::stream::StreamConfig,
+    ) -> Result<Box<dyn crate::stream::Stream>> {
+        Ok(Box::new(self.stream()?))
     }
 
     fn close(self) -> Result<()> {

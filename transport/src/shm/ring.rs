@@ -10,8 +10,13 @@
 //! 1024    rendezvous acknowledgement slots: ring 0 (64 x u64), 1536: ring 1
 //! 4096    ring 0: head u64 (producer), 4096+128: tail u64 (consumer)
 //! 4608    ring 1: head, 4608+128: tail
+//! 5120    the stream face's mailboxes (ring 0, then ring 1 at 6144)
 //! 8192    ring 0 data (ring_bytes), then ring 1 data (ring_bytes)
 //! ```
+//!
+//! From 128 on this is the ring layout of `crate::stream::ring`, the one every native stream
+//! uses: the message face below writes records into the rings, the stream face
+//! (`ShmConnection::into_stream`) plain bytes.
 //!
 //! Side 0 (the dialer) writes ring 0 and reads ring 1. `head` and `tail` are monotonically
 //! increasing byte counts (they never wrap in practice: 2^64 bytes); the position in the ring
@@ -28,9 +33,9 @@ use crate::error::{Error, Result};
 
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"oxccshm1");
 pub(crate) const VERSION: u32 = 1;
-pub(crate) const DATA_OFFSET: usize = 8192;
-const CTRL_OFFSET: usize = 4096;
-const CTRL_STRIDE: usize = 512;
+use crate::stream::ring as layout;
+
+pub(crate) const DATA_OFFSET: usize = layout::HEADER;
 
 /// Rendezvous messages that may await acknowledgement at once, per direction.
 pub(crate) const ACK_SLOTS: usize = 64;
@@ -40,7 +45,7 @@ pub(crate) const STATE_ACCEPTED: u32 = 1;
 
 /// Bytes of the shared file for rings of `ring_bytes`.
 pub(crate) fn file_len(ring_bytes: usize) -> usize {
-    DATA_OFFSET + 2 * ring_bytes
+    layout::block_len(ring_bytes)
 }
 
 /// A mapped connection file.
@@ -153,15 +158,20 @@ impl Mapping {
 
     /// Set when side `side` closed (or dropped) its end.
     pub(crate) fn closed(&self, side: usize) -> &AtomicU32 {
-        self.u32_at(128 * (side + 1))
+        self.u32_at(layout::closed_at(side))
     }
 
     pub(crate) fn head(&self, ring: usize) -> &AtomicU64 {
-        self.u64_at(CTRL_OFFSET + ring * CTRL_STRIDE)
+        self.u64_at(layout::head_at(ring))
     }
 
     pub(crate) fn tail(&self, ring: usize) -> &AtomicU64 {
-        self.u64_at(CTRL_OFFSET + ring * CTRL_STRIDE + 128)
+        self.u64_at(layout::tail_at(ring))
+    }
+
+    /// The start of the mapping (for the stream face, which shares its layout).
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.base
     }
 
     /// The record marker at stream position `pos` (8-aligned) of ring `ring`.
@@ -176,7 +186,7 @@ impl Mapping {
 
     fn data(&self, ring: usize) -> *mut u8 {
         // SAFETY: both rings lie inside the mapping (file_len).
-        unsafe { self.base.add(DATA_OFFSET + ring * self.ring_bytes) }
+        unsafe { self.base.add(layout::data_at(ring, self.ring_bytes)) }
     }
 
     /// Copies `src` into ring `ring` at stream position `pos`, wrapping at the end.

@@ -10,6 +10,14 @@
 //!
 //! The checks use threads for the two ends (a connection is `Send`), except setup, which is
 //! polled from one thread to prove that listen, connect and accept never block.
+//!
+//! The `stream_*` checks cover the stream face ([`crate::stream`]): a fabric that keeps the
+//! default [`Connection::into_stream`] is checked through the generic proxy, one that
+//! overrides it on its own ring.
+
+mod stream;
+
+pub use stream::{stream_abort, stream_close, stream_mailbox, stream_roundtrip};
 
 use std::time::Duration;
 
@@ -46,12 +54,18 @@ impl Default for Options {
 }
 
 /// Runs every check with [`Options::default`].
-pub fn run_all<T: Transport>(make: impl Fn() -> T) {
+pub fn run_all<T: Transport>(make: impl Fn() -> T)
+where
+    T::Connection: 'static,
+{
     run_all_with(make, &Options::default())
 }
 
 /// Runs every check.
-pub fn run_all_with<T: Transport>(make: impl Fn() -> T, opts: &Options) {
+pub fn run_all_with<T: Transport>(make: impl Fn() -> T, opts: &Options)
+where
+    T::Connection: 'static,
+{
     type Check<'c, T> = &'c dyn Fn(&dyn Fn() -> T, &Options);
     let checks: &[(&str, Check<'_, T>)] = &[
         ("address_roundtrip", &|m, _| address_roundtrip(m)),
@@ -71,6 +85,10 @@ pub fn run_all_with<T: Transport>(make: impl Fn() -> T, opts: &Options) {
         }),
         ("several_connections", &|m, o| several_connections(m, o)),
         ("region", &|m, o| region(m, o)),
+        ("stream_roundtrip", &|m, o| stream_roundtrip(m, o)),
+        ("stream_close", &|m, o| stream_close(m, o)),
+        ("stream_abort", &|m, o| stream_abort(m, o)),
+        ("stream_mailbox", &|m, o| stream_mailbox(m, o)),
     ];
     let make: &dyn Fn() -> T = &make;
     for (name, check) in checks {
@@ -93,16 +111,19 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-fn pair<T: Transport>(make: &dyn Fn() -> T, o: &Options) -> (T::Connection, T::Connection) {
+pub(crate) fn pair<T: Transport>(
+    make: &dyn Fn() -> T,
+    o: &Options,
+) -> (T::Connection, T::Connection) {
     let (a, b) = (make(), make());
     connect_pair(&a, &b, Deadline::after(o.timeout)).expect("connection setup between two ranks")
 }
 
-fn dl(o: &Options) -> Deadline {
+pub(crate) fn dl(o: &Options) -> Deadline {
     Deadline::after(o.timeout)
 }
 
-fn must<V>(r: Result<V>, what: &str) -> V {
+pub(crate) fn must<V>(r: Result<V>, what: &str) -> V {
     r.unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
@@ -110,7 +131,7 @@ fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
     a.iter().zip(b).position(|(x, y)| x != y)
 }
 
-fn assert_same(got: &[u8], want: &[u8], what: &str) {
+pub(crate) fn assert_same(got: &[u8], want: &[u8], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     if let Some(i) = first_diff(got, want) {
         panic!("{what}: first wrong byte at offset {i} of {}", want.len());
@@ -460,7 +481,7 @@ pub fn timeout<T: Transport>(make: &dyn Fn() -> T, o: &Options) {
     assert_eq!(&buf, b"after-to");
 }
 
-fn expect_closed(r: Result<usize>, what: &str) {
+pub(crate) fn expect_closed(r: Result<usize>, what: &str) {
     match r {
         Err(Error::PeerClosed { .. }) | Err(Error::Broken { .. }) => {}
         Err(Error::Timeout { .. }) => {

@@ -1,0 +1,282 @@
+//! The stream face: a connection as an ordered byte stream that a collective writes into and
+//! reduces straight out of (NCCL's connection FIFO).
+//!
+//! The message face ([`crate::Connection`]) moves tagged messages whose requests borrow their
+//! buffers; a collective's executor wants something simpler and faster: per peer, one byte
+//! stream in each direction, non-blocking, where a receive is a view of what arrived
+//! ([`Stream::peek`]) that the executor reduces from and then releases ([`Stream::consume`]).
+//!
+//! Every connection becomes a stream with [`crate::Connection::into_stream`]:
+//!
+//! * `shm` and `loopback` implement it natively over one ring pair (the layout in
+//!   `stream/ring.rs`: for `shm` the very rings of the connection's file, so the view is the
+//!   shared memory itself), with a mailbox per direction for whole tiny messages
+//!   ([`Stream::mailbox`]).
+//! * Every other fabric (TCP, RDMA, a port) gets the default: the generic proxy
+//!   ([`proxy`]), a thread per connection that moves what the executor writes into an
+//!   in-memory ring through the fabric's messages, and what arrives into the executor's
+//!   incoming ring, as NCCL's proxy thread does for its network transports.
+//!
+//! ## Contract (checked by [`crate::conformance`])
+//!
+//! * Bytes arrive in order, exactly once, whatever the split of writes and consumes.
+//! * `write` takes what fits (possibly 0) and never blocks; `peek` shows contiguous arrived
+//!   bytes (possibly none) and never blocks; `consume(n)` releases the first `n` of them.
+//! * Closing or dropping one end (or aborting it) lets the peer read what was written before,
+//!   then its `peek` fails with [`Error::PeerClosed`] (a fabric failure is that failure,
+//!   carried as the error itself, so [`Error::is_fatal`] and the source chain survive).
+//!   [`Stream::check_alive`] notices a dead peer process or a failed fabric while idle.
+//! * A connection becomes a stream only when no message is in flight on it; both ends must
+//!   convert (messages before that, e.g. a greeting, are fine).
+
+mod proxy;
+pub(crate) mod ring;
+
+pub use proxy::{proxy_spin, ProxyStream, PIECE, TAG_DATA, TAG_LEN};
+pub use ring::{MailboxMessage, MAILBOX_BYTES};
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use ring::{RingReader, RingWriter};
+
+/// Default bytes per ring and direction (`OXCCL_RING_BYTES`).
+pub const DEFAULT_RING_BYTES: usize = 1 << 20;
+
+/// How streams are built: the ring size of in-memory rings (`loopback`, the proxy's; `shm`
+/// rings have the size of the connection's file, set by the same variable) and how long an
+/// idle proxy polls before it yields its core.
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    /// Bytes per ring and direction, a power of two from 4 KiB to 1 GiB.
+    pub ring_bytes: usize,
+    /// How long an idle proxy polls before it yields (see [`proxy_spin`]).
+    pub spin: Duration,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            ring_bytes: DEFAULT_RING_BYTES,
+            spin: crate::wait::spin_budget(),
+        }
+    }
+}
+
+impl StreamConfig {
+    /// The defaults, with `OXCCL_RING_BYTES` when set.
+    pub fn from_env() -> Result<Self> {
+        Ok(StreamConfig {
+            ring_bytes: ring_bytes_from_env()?,
+            ..StreamConfig::default()
+        })
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        check_ring_bytes(self.ring_bytes)
+    }
+}
+
+/// `OXCCL_RING_BYTES`, else [`DEFAULT_RING_BYTES`].
+pub fn ring_bytes_from_env() -> Result<usize> {
+    match std::env::var("OXCCL_RING_BYTES") {
+        Err(_) => Ok(DEFAULT_RING_BYTES),
+        Ok(v) => {
+            let r = v.trim().parse().map_err(|_| Error::Config {
+                var: "OXCCL_RING_BYTES",
+                value: v.clone(),
+                reason: "expected a number of bytes".into(),
+            })?;
+            check_ring_bytes(r)?;
+            Ok(r)
+        }
+    }
+}
+
+pub(crate) fn check_ring_bytes(r: usize) -> Result<()> {
+    if ring::valid_cap(r) {
+        Ok(())
+    } else {
+        Err(Error::Config {
+            var: "OXCCL_RING_BYTES",
+            value: r.to_string(),
+            reason: "must be a power of two from 4096 to 1073741824".into(),
+        })
+    }
+}
+
+/// One end of a byte stream between two ranks (see the module documentation).
+pub trait Stream: Send {
+    /// The fabric underneath (`shm`, `loopback`, `tcp`, `rdma`, ...).
+    fn fabric(&self) -> &'static str;
+    /// The peer, as the fabric describes it.
+    fn peer(&self) -> &str;
+    /// Copies as much of `data` as fits without waiting; how many bytes.
+    fn write(&mut self, data: &[u8]) -> Result<usize>;
+    /// The bytes that arrived and are contiguous (possibly none), without waiting.
+    fn peek(&mut self) -> Result<&[u8]>;
+    /// Releases the first `n` bytes of the last view (at most its length).
+    fn consume(&mut self, n: usize);
+    /// The mailbox for whole tiny messages, on fabrics that have one (`shm`, `loopback`).
+    fn mailbox(&mut self) -> Option<Mailbox<'_>> {
+        None
+    }
+    /// Slow checks for an idle waiter: is the peer (its process, the fabric) still there?
+    fn check_alive(&mut self) -> Result<()>;
+    /// Starts an orderly close without waiting: what was written still reaches the peer
+    /// (dropping the stream waits for that where a proxy must send it).
+    fn close(&mut self);
+    /// Gives up at once: the peer sees the stream closed at its next wait.
+    fn abort(&mut self);
+}
+
+/// The mailbox of a native stream: whole tiny messages, two slots per direction, polled by
+/// sequence number (message `n` goes to slot `n % 2`; the sender posts `n` only after the
+/// receiver is done with `n - 2`, which the tiny all-reduce's rounds guarantee).
+pub struct Mailbox<'a> {
+    tx: &'a mut RingWriter,
+    rx: &'a mut RingReader,
+    fabric: &'static str,
+    peer: &'a str,
+}
+
+impl Mailbox<'_> {
+    /// Posts message `seq` with fingerprint `fp`, an `extra` word and up to
+    /// [`MAILBOX_BYTES`] of payload.
+    pub fn post(&mut self, seq: u64, fp: u32, extra: u64, data: &[u8]) -> Result<()> {
+        self.tx
+            .post(seq, fp, extra, data)
+            .map_err(|()| Error::TooLarge {
+                transport: "mailbox",
+                len: data.len(),
+                limit: MAILBOX_BYTES,
+            })
+    }
+    /// Whether the peer's message `seq` is in.
+    pub fn posted(&self, seq: u64) -> bool {
+        self.rx.posted(seq)
+    }
+    /// Copies the first `len` bytes of message `seq` (fingerprint, extra word, payload) into
+    /// `out` if it is in.
+    pub fn poll(&self, seq: u64, out: &mut MailboxMessage, len: usize) -> bool {
+        self.rx.poll(seq, out, len)
+    }
+    /// Whether stream bytes wait to be read ([`Error::PeerClosed`] once the stream is
+    /// closed and empty).
+    pub fn stream_pending(&mut self) -> Result<bool> {
+        self.rx.pending().map_err(|()| Error::PeerClosed {
+            transport: self.fabric,
+            peer: self.peer.to_string(),
+            during: " while a mailbox waited".into(),
+        })
+    }
+}
+
+/// Checks whether process `pid` of this host is still running (a zombie counts as gone).
+pub(crate) fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => {
+            // The state follows the parenthesised command name.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next());
+            !matches!(state, Some('Z') | Some('X'))
+        }
+    }
+}
+
+/// A native stream: the two ends of a ring pair in memory both ranks see.
+pub(crate) struct RingStream {
+    tx: RingWriter,
+    rx: RingReader,
+    fabric: &'static str,
+    peer: String,
+    /// The peer's process where it is another process of this host, to notice its death.
+    peer_pid: Option<u32>,
+}
+
+impl RingStream {
+    pub(crate) fn new(
+        (tx, rx): (RingWriter, RingReader),
+        fabric: &'static str,
+        peer: String,
+        peer_pid: Option<u32>,
+    ) -> Self {
+        RingStream {
+            tx,
+            rx,
+            fabric,
+            peer,
+            peer_pid: peer_pid.filter(|&p| p != 0 && p != std::process::id()),
+        }
+    }
+
+    fn closed(&self, during: &str) -> Error {
+        Error::PeerClosed {
+            transport: self.fabric,
+            peer: self.peer.clone(),
+            during: during.to_string(),
+        }
+    }
+}
+
+impl Stream for RingStream {
+    fn fabric(&self) -> &'static str {
+        self.fabric
+    }
+    fn peer(&self) -> &str {
+        &self.peer
+    }
+    #[inline]
+    fn write(&mut self, data: &[u8]) -> Result<usize> {
+        self.tx
+            .write(data)
+            .map_err(|()| self.closed(" while a stream write waited"))
+    }
+    #[inline]
+    fn peek(&mut self) -> Result<&[u8]> {
+        match self.rx.peek() {
+            Ok(v) => Ok(v),
+            Err(()) => Err(Error::PeerClosed {
+                transport: self.fabric,
+                peer: self.peer.clone(),
+                during: " while a stream read waited".into(),
+            }),
+        }
+    }
+    #[inline]
+    fn consume(&mut self, n: usize) {
+        self.rx.consume(n);
+    }
+    fn mailbox(&mut self) -> Option<Mailbox<'_>> {
+        Some(Mailbox {
+            tx: &mut self.tx,
+            rx: &mut self.rx,
+            fabric: self.fabric,
+            peer: &self.peer,
+        })
+    }
+    fn check_alive(&mut self) -> Result<()> {
+        // A peer that finished is an error only for a read that waits on it (`peek` says so).
+        if self.tx.aborted() {
+            return Err(self.closed(" (it aborted)"));
+        }
+        match self.peer_pid {
+            Some(pid) if !process_alive(pid) => {
+                Err(self.closed(&format!(" (its process {pid} has exited)")))
+            }
+            _ => Ok(()),
+        }
+    }
+    fn close(&mut self) {}
+    fn abort(&mut self) {
+        self.tx.abort();
+    }
+}
+
+impl Drop for RingStream {
+    fn drop(&mut self) {
+        self.tx.close();
+    }
+}

@@ -1,0 +1,439 @@
+//! The one ring layout of oxccl: two single-producer single-consumer byte rings (one per
+//! direction) and their control words in one block of memory, a shared file mapping for `shm`
+//! (where the message face's records use the same rings) or a heap block for `loopback` and
+//! the proxy.
+//!
+//! Layout (offsets in bytes; the first 4096 belong to whoever owns the block, e.g. the `shm`
+//! file header):
+//!
+//! ```text
+//! 128 * (s + 1)   closed[s] u32: side s closed or aborted its end (own 128-byte line)
+//! 4096 + 512 r    head of ring r: bytes produced (u64), own 128-byte line pair
+//! + 128           tail of ring r: bytes consumed (u64), own 128-byte line pair
+//! 5120 + 1024 r   mailbox of ring r: two slots of SLOT bytes
+//! 8192 + r * cap  data of ring r
+//! ```
+//!
+//! Side `s` writes ring `s` and reads ring `1 - s`. Positions only grow; `pos % cap` is the
+//! offset (`cap` is a power of two). Each counter sits on its own pair of 128-byte lines, so
+//! the adjacent-line prefetcher never makes producer and consumer share one. The reader hands
+//! out a view straight into the ring, so a receive is reduced from there into its
+//! destination without a copy.
+//!
+//! The mailbox carries a whole tiny message (a sequence word, a fingerprint, up to
+//! [`MAILBOX_BYTES`] of payload) written by the ring's writer in one burst of stores and
+//! polled by its reader, so a tiny all-reduce of up to 48 bytes moves one line per peer
+//! instead of a stream's data lines plus its `head` line.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Bytes before the data of the first ring.
+pub(crate) const HEADER: usize = 8192;
+const CTRL: usize = 4096;
+const CTRL_STRIDE: usize = 512;
+const MAILBOXES: usize = 5120;
+const MAILBOX_STRIDE: usize = 1024;
+/// A mailbox slot: a sequence word (u32; 0 = never written), a fingerprint (u32), a word that
+/// must also agree (u64), then the payload. Whole 128-byte line pairs, so the two slots never
+/// share a prefetch pair.
+pub const SLOT: usize = 384;
+/// Largest mailbox payload.
+pub const MAILBOX_BYTES: usize = SLOT - 16;
+/// What [`crate::stream::Mailbox::poll`] copies out: fingerprint, extra word, payload.
+pub type MailboxMessage = [u8; SLOT - 4];
+
+/// Offset of side `side`'s closed flag.
+pub(crate) const fn closed_at(side: usize) -> usize {
+    128 * (side + 1)
+}
+/// Offset of ring `ring`'s produced count.
+pub(crate) const fn head_at(ring: usize) -> usize {
+    CTRL + ring * CTRL_STRIDE
+}
+/// Offset of ring `ring`'s consumed count.
+pub(crate) const fn tail_at(ring: usize) -> usize {
+    head_at(ring) + 128
+}
+/// Offset of ring `ring`'s data.
+pub(crate) const fn data_at(ring: usize, cap: usize) -> usize {
+    HEADER + ring * cap
+}
+/// Bytes of a block holding two rings of `cap` bytes.
+pub(crate) const fn block_len(cap: usize) -> usize {
+    HEADER + 2 * cap
+}
+
+/// Whether `cap` is a valid ring size.
+pub(crate) fn valid_cap(cap: usize) -> bool {
+    cap.is_power_of_two() && (4096..=1 << 30).contains(&cap)
+}
+
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+/// A zeroed heap block for two rings (rings with a zeroed block start empty).
+pub(crate) struct HeapBlock {
+    _pages: Vec<Page>,
+    base: *mut u8,
+}
+
+// SAFETY: the block is only reached through raw pointers whose concurrent use follows the ring
+// protocol (one writer, one reader, positions published with release/acquire).
+unsafe impl Send for HeapBlock {}
+// SAFETY: as above.
+unsafe impl Sync for HeapBlock {}
+
+impl HeapBlock {
+    pub(crate) fn new(cap: usize) -> Arc<Self> {
+        let mut pages: Vec<Page> = (0..block_len(cap) / 4096)
+            .map(|_| Page([0; 4096]))
+            .collect();
+        let base = pages.as_mut_ptr().cast::<u8>();
+        Arc::new(HeapBlock {
+            _pages: pages,
+            base,
+        })
+    }
+
+    /// The two ends of side `side`.
+    pub(crate) fn ends(self: &Arc<Self>, cap: usize, side: usize) -> (RingWriter, RingReader) {
+        // SAFETY: the block is block_len(cap) bytes, 4096-aligned, zeroed at creation, and kept
+        // alive by the Arc each end holds.
+        unsafe { ends(self.base, cap, side, self.clone()) }
+    }
+}
+
+/// Shared pointers into one ring and the two closed flags.
+struct Ring {
+    /// Keeps the memory alive as long as this end.
+    _keep: Arc<dyn Send + Sync>,
+    base: *mut u8,
+    index: usize,
+    side: usize,
+    data: *mut u8,
+    cap: usize,
+}
+
+// SAFETY: see HeapBlock; each end is owned by one thread at a time.
+unsafe impl Send for Ring {}
+
+impl Ring {
+    fn atomic64(&self, at: usize) -> &AtomicU64 {
+        // SAFETY: `at` is a 128-aligned control offset below HEADER of a 4096-aligned block
+        // that `_keep` holds alive (the `ends` contract); atomics are the only way both ends
+        // touch it.
+        unsafe { &*(self.base.add(at) as *const AtomicU64) }
+    }
+
+    fn head(&self) -> &AtomicU64 {
+        self.atomic64(head_at(self.index))
+    }
+
+    fn tail(&self) -> &AtomicU64 {
+        self.atomic64(tail_at(self.index))
+    }
+
+    fn closed(&self, side: usize) -> &AtomicU32 {
+        // SAFETY: as atomic64, for a u32 flag on its own line.
+        unsafe { &*(self.base.add(closed_at(side)) as *const AtomicU32) }
+    }
+
+    fn slot(&self, seq: u64) -> *mut u8 {
+        let at = MAILBOXES + self.index * MAILBOX_STRIDE + (seq % 2) as usize * SLOT;
+        // SAFETY: both slots of both rings end below HEADER, inside the block.
+        unsafe { self.base.add(at) }
+    }
+
+    fn slot_seq(&self, seq: u64) -> &AtomicU32 {
+        // SAFETY: the slot is 128-aligned inside the block (see `slot`); its first word is only
+        // touched through this atomic by both ends.
+        unsafe { &*(self.slot(seq) as *const AtomicU32) }
+    }
+
+    /// Either side closed or aborted.
+    fn closed_any(&self) -> bool {
+        self.closed(0).load(Ordering::Acquire) | self.closed(1).load(Ordering::Acquire) != 0
+    }
+
+    /// Either side aborted (gave up, rather than finished).
+    fn aborted_any(&self) -> bool {
+        self.closed(0).load(Ordering::Acquire) == ABORTED
+            || self.closed(1).load(Ordering::Acquire) == ABORTED
+    }
+
+    fn close(&self) {
+        self.closed(self.side).fetch_max(CLOSED, Ordering::Release);
+    }
+
+    fn abort(&self) {
+        self.closed(self.side).store(ABORTED, Ordering::Release);
+    }
+}
+
+/// Values of a closed flag: the side finished (what it wrote is still delivered), or gave up.
+const CLOSED: u32 = 1;
+const ABORTED: u32 = 2;
+
+/// The writer of ring `side` and the reader of ring `1 - side` of the block at `base`.
+///
+/// # Safety
+/// `base` is 4096-aligned, points to [`block_len`]`(cap)` bytes that `keep` keeps alive, laid
+/// out as the module documentation says; nobody else writes ring `side` or reads ring
+/// `1 - side` of it; `cap` is a power of two of at least 4096.
+pub(crate) unsafe fn ends(
+    base: *mut u8,
+    cap: usize,
+    side: usize,
+    keep: Arc<dyn Send + Sync>,
+) -> (RingWriter, RingReader) {
+    debug_assert!(valid_cap(cap) && side < 2 && base as usize % 4096 == 0);
+    let ring = |index: usize| Ring {
+        _keep: keep.clone(),
+        base,
+        index,
+        side,
+        // SAFETY: data_at(index, cap) + cap <= block_len(cap), inside the block.
+        data: unsafe { base.add(data_at(index, cap)) },
+        cap,
+    };
+    let w = ring(side);
+    let r = ring(1 - side);
+    let head = w.head().load(Ordering::Acquire);
+    let cached_tail = w.tail().load(Ordering::Acquire);
+    let tail = r.tail().load(Ordering::Acquire);
+    (
+        RingWriter {
+            ring: w,
+            head,
+            cached_tail,
+        },
+        RingReader {
+            ring: r,
+            tail,
+            cached_head: tail,
+        },
+    )
+}
+
+/// The producing end of a ring.
+pub struct RingWriter {
+    ring: Ring,
+    head: u64,
+    cached_tail: u64,
+}
+
+impl RingWriter {
+    /// Copies as much of `data` as fits; returns how many bytes, or `Err` when either side
+    /// closed the rings and nothing fits.
+    #[inline]
+    pub(crate) fn write(&mut self, data: &[u8]) -> Result<usize, ()> {
+        let cap = self.ring.cap as u64;
+        let mut space = cap - (self.head - self.cached_tail);
+        if (space as usize) < data.len() {
+            self.cached_tail = self.ring.tail().load(Ordering::Acquire);
+            space = cap - (self.head - self.cached_tail);
+        }
+        let n = data.len().min(space as usize);
+        if n == 0 {
+            return if self.ring.closed_any() {
+                Err(())
+            } else {
+                Ok(0)
+            };
+        }
+        let off = (self.head % cap) as usize;
+        let first = n.min(self.ring.cap - off);
+        // SAFETY: [off, off + first) and [0, n - first) lie in the data area, and the reader
+        // does not read them until `head` is published below (they are free space: the reader
+        // consumed them, as cached_tail proves).
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ring.data.add(off), first);
+            std::ptr::copy_nonoverlapping(data.as_ptr().add(first), self.ring.data, n - first);
+        }
+        self.head += n as u64;
+        self.ring.head().store(self.head, Ordering::Release);
+        Ok(n)
+    }
+
+    /// Marks this side closed: the peer sees an error once it has read what is here.
+    pub(crate) fn close(&self) {
+        self.ring.close();
+    }
+
+    /// Marks this side aborted: the peer's idle check fails at once.
+    pub(crate) fn abort(&self) {
+        self.ring.abort();
+    }
+
+    /// Either side aborted.
+    pub(crate) fn aborted(&self) -> bool {
+        self.ring.aborted_any()
+    }
+
+    /// Posts tiny message number `seq` (counted from 0) to the mailbox: `fp` and `extra`
+    /// describe it, `data` (at most [`MAILBOX_BYTES`]) is its payload. The caller guarantees
+    /// the reader is done with message `seq - 2` (it shares the slot).
+    #[inline]
+    pub(crate) fn post(&mut self, seq: u64, fp: u32, extra: u64, data: &[u8]) -> Result<(), ()> {
+        if data.len() > MAILBOX_BYTES {
+            return Err(());
+        }
+        let mut head = [0u8; 12];
+        head[..4].copy_from_slice(&fp.to_le_bytes());
+        head[4..].copy_from_slice(&extra.to_le_bytes());
+        let slot = self.ring.slot(seq);
+        // SAFETY: [slot + 4, slot + 16 + data.len()) is inside the slot (checked length); the
+        // reader reads it only after the release store of the sequence word below, and not
+        // again once done with `seq - 2` (the caller's contract).
+        unsafe {
+            std::ptr::copy_nonoverlapping(head.as_ptr(), slot.add(4), head.len());
+            std::ptr::copy_nonoverlapping(data.as_ptr(), slot.add(16), data.len());
+        }
+        self.ring
+            .slot_seq(seq)
+            .store(seq_word(seq), Ordering::Release);
+        Ok(())
+    }
+}
+
+/// What a slot's sequence word holds for message `seq`: never 0 (a fresh slot), and the two
+/// messages sharing a slot always differ.
+fn seq_word(seq: u64) -> u32 {
+    (seq % u64::from(u32::MAX - 1)) as u32 + 1
+}
+
+/// The consuming end of a ring.
+pub struct RingReader {
+    ring: Ring,
+    tail: u64,
+    cached_head: u64,
+}
+
+impl RingReader {
+    /// The readable bytes that are contiguous in the ring (possibly none); `Err` once either
+    /// side closed and nothing is left.
+    #[inline]
+    pub(crate) fn peek(&mut self) -> Result<&[u8], ()> {
+        if self.cached_head == self.tail {
+            self.cached_head = self.ring.head().load(Ordering::Acquire);
+            if self.cached_head == self.tail {
+                if !self.ring.closed_any() {
+                    return Ok(&[]);
+                }
+                // Bytes published before the close flag are visible after it.
+                self.cached_head = self.ring.head().load(Ordering::Acquire);
+                if self.cached_head == self.tail {
+                    return Err(());
+                }
+            }
+        }
+        let cap = self.ring.cap as u64;
+        let off = (self.tail % cap) as usize;
+        let len = ((self.cached_head - self.tail) as usize).min(self.ring.cap - off);
+        // SAFETY: [off, off + len) was published by the writer (acquire load of head) and the
+        // writer will not overwrite it before `tail` moves past it in `consume`.
+        Ok(unsafe { std::slice::from_raw_parts(self.ring.data.add(off), len) })
+    }
+
+    /// Marks `n` bytes of the last view as read (at most what it showed).
+    #[inline]
+    pub(crate) fn consume(&mut self, n: usize) {
+        let n = (n as u64).min(self.cached_head - self.tail);
+        self.tail += n;
+        self.ring.tail().store(self.tail, Ordering::Release);
+    }
+
+    /// Stream bytes that arrived and are not consumed yet (`Err` once closed and empty).
+    #[inline]
+    pub(crate) fn pending(&mut self) -> Result<bool, ()> {
+        Ok(!self.peek()?.is_empty())
+    }
+
+    /// Whether tiny message `seq` is in the mailbox.
+    #[inline]
+    pub(crate) fn posted(&self, seq: u64) -> bool {
+        self.ring.slot_seq(seq).load(Ordering::Acquire) == seq_word(seq)
+    }
+
+    /// Copies the first `len` bytes of tiny message `seq` (fingerprint, extra word, payload)
+    /// into `out` if it is in.
+    #[inline]
+    pub(crate) fn poll(&self, seq: u64, out: &mut MailboxMessage, len: usize) -> bool {
+        if !self.posted(seq) {
+            return false;
+        }
+        let len = len.min(SLOT - 4);
+        // SAFETY: the acquire load above saw the writer's release store that followed its
+        // writes of the slot, and the writer leaves the slot alone until we are done with it
+        // (the `post` contract); `len` is clamped to the slot.
+        unsafe { std::ptr::copy_nonoverlapping(self.ring.slot(seq).add(4), out.as_mut_ptr(), len) };
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_arrive_in_order_across_wraps() {
+        let block = HeapBlock::new(4096);
+        let (mut w, _) = block.ends(4096, 0);
+        let (_, mut r) = block.ends(4096, 1);
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let t = std::thread::spawn(move || {
+            let mut sent = 0;
+            while sent < data.len() {
+                sent += w.write(&data[sent..(sent + 1000).min(data.len())]).unwrap();
+            }
+            data
+        });
+        let mut got = Vec::new();
+        while got.len() < 100_000 {
+            let v = r.peek().unwrap();
+            let n = v.len().min(777);
+            got.extend_from_slice(&v[..n]);
+            r.consume(n);
+        }
+        let (w, _) = block.ends(4096, 0);
+        assert_eq!(got, t.join().unwrap());
+        w.abort();
+        assert!(r.peek().is_err());
+    }
+
+    #[test]
+    fn mailbox_alternates_slots_and_keeps_the_stream_apart() {
+        let block = HeapBlock::new(4096);
+        let (mut w, _) = block.ends(4096, 0);
+        let (_, mut r) = block.ends(4096, 1);
+        let mut out = [0u8; SLOT - 4];
+        assert!(!r.poll(0, &mut out, SLOT - 4));
+        for seq in 0..5u64 {
+            let data: Vec<u8> = (0..MAILBOX_BYTES).map(|b| b as u8 ^ seq as u8).collect();
+            w.post(seq, 7 + seq as u32, !seq, &data).unwrap();
+            assert!(r.poll(seq, &mut out, SLOT - 4));
+            assert!(!r.posted(seq + 1) && !r.posted(seq + 2));
+            assert_eq!(out[..4], (7 + seq as u32).to_le_bytes());
+            assert_eq!(out[4..12], (!seq).to_le_bytes());
+            assert_eq!(out[12..], data[..]);
+        }
+        assert!(w.post(9, 0, 0, &[0; MAILBOX_BYTES + 1]).is_err());
+        assert_eq!(r.pending(), Ok(false));
+        w.write(&[1, 2, 3]).unwrap();
+        assert_eq!(r.pending(), Ok(true));
+        assert_eq!(seq_word(u64::from(u32::MAX - 1)), 1);
+    }
+
+    #[test]
+    fn a_close_still_delivers_what_was_written() {
+        let block = HeapBlock::new(4096);
+        let (mut w, _) = block.ends(4096, 0);
+        let (_, mut r) = block.ends(4096, 1);
+        assert_eq!(w.write(&[5; 10]), Ok(10));
+        w.close();
+        assert_eq!(r.peek().map(<[u8]>::len), Ok(10));
+        r.consume(10);
+        assert!(r.peek().is_err());
+    }
+}
