@@ -6,12 +6,11 @@ use crate::bootstrap::{Bootstrap, StoreAddr};
 use crate::error::{Error, Result};
 use crate::exec::engine::Engine;
 use crate::exec::plan::Plan;
-use crate::link::net::{proxy_spin, NetLink};
-use crate::link::{shm, Link, LinkKind};
-use crate::options::{LocalTransport, NetChoice, Options, TransportChoice};
-use oxccl_transport::dynamic::{DynAddress, DynConnection, DynListener, DynTransport};
-use oxccl_transport::tcp::{Tcp, TcpConfig};
-use oxccl_transport::wait::{self, Deadline};
+use crate::link::connect::{self, Endpoint};
+use crate::link::{Link, LinkKind};
+use crate::options::{LocalTransport, Options, TransportChoice};
+use oxccl_transport::dynamic::DynAddress;
+use oxccl_transport::stream::proxy_spin;
 use oxccl_transport::{Address as _, Listener as _};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -202,7 +201,6 @@ impl Communicator {
     }
 
     /// `n` thread ranks over the chosen transport.
-    #[allow(clippy::needless_range_loop)]
     pub fn local_with(
         n: usize,
         transport: LocalTransport,
@@ -214,24 +212,7 @@ impl Communicator {
                 "a communicator needs at least one rank",
             ));
         }
-        let mut links: Vec<Vec<Option<Link>>> =
-            (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
-        let session = random_hex(8);
-        for a in 0..n {
-            for b in a + 1..n {
-                let (la, lb) = match transport {
-                    LocalTransport::Memory => shm::memory_pair(options.ring_bytes),
-                    LocalTransport::Shm => shm::file_pair(&session, a, b, options.ring_bytes)
-                        .map_err(|e| Error::io("creating a shared-memory link", e))?,
-                    LocalTransport::Tcp | LocalTransport::RdmaModel => {
-                        // n executors and n (n - 1) proxies in this process.
-                        net_pair(transport, &options, proxy_spin(n * n))?
-                    }
-                };
-                links[a][b] = Some(la);
-                links[b][a] = Some(lb);
-            }
-        }
+        let links = connect::local_links(n, transport, &options)?;
         let topology = Topology {
             host_of: vec![0; n],
         };
@@ -266,15 +247,28 @@ impl Communicator {
         let ip = store
             .local_ip()
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-        let fabric = net_fabric(options.net, Some(ip))?;
-        let mut listener = fabric
-            .dyn_listen()
-            .map_err(|e| Error::net(format!("listening on {ip}"), e))?;
+        // Two fabrics: the network one, and shared memory for the peers of this host (where
+        // this host has a usable shared-memory directory, OXCCL_SHM_DIR).
+        let mut endpoints = vec![Endpoint::new(
+            connect::net_fabric(options.net, Some(ip))?,
+            &options,
+            Duration::ZERO,
+        )?];
+        match connect::shm_fabric(&options)
+            .and_then(|shm| Endpoint::new(Box::new(shm), &options, Duration::ZERO))
+        {
+            Ok(e) => endpoints.push(e),
+            Err(e) => tracing::debug!("no shared-memory listener: {e}"),
+        }
+        let addresses: Vec<String> = endpoints
+            .iter()
+            .map(|e| e.listener.address().to_text())
+            .collect();
         let me = format!(
             "{}\n{}\n{}",
             host_id(),
             std::process::id(),
-            listener.address().to_text()
+            addresses.join(" ")
         );
         store.set(&format!("rank/{rank}"), me.as_bytes())?;
         let mut peers = Vec::with_capacity(size);
@@ -316,63 +310,36 @@ impl Communicator {
                 )));
             }
         }
-        let mut links: Vec<Option<Link>> = (0..size).map(|_| None).collect();
-        let cap = options.ring_bytes;
         // This host runs an executor per local rank and a proxy per network link of each.
         let local = (0..size).filter(|&q| same_host(q)).count();
         let net_peers = (0..size).filter(|&q| q != rank && !use_shm(q)).count();
-        let spin = proxy_spin(local * (1 + net_peers));
-        // 1. Shared-memory files we own (we are the lower rank).
-        for q in rank + 1..size {
-            if use_shm(q) {
-                let p = shm::path(&session, rank, q);
-                links[q] = Some(
-                    shm::create(&p, cap, peers[q].1)
-                        .map_err(|e| Error::io(format!("creating {}", p.display()), e))?,
-                );
-                store.set(&format!("shm/{rank}/{q}"), b"1")?;
-            }
+        endpoints[NET].config.spin = proxy_spin(local * (1 + net_peers));
+        if (0..size).any(|q| q != rank && use_shm(q)) && endpoints.len() <= SHM {
+            return Err(Error::Env(
+                "ranks on this host need shared memory, but no shared-memory listener could \
+                 be opened here (OXCCL_SHM_DIR?)"
+                    .into(),
+            ));
         }
-        // 2. Network: the higher rank connects to the lower one's listener and says who it is.
-        for q in 0..rank {
-            if !use_shm(q) {
-                let addr = DynAddress::from_text(&peers[q].2)
-                    .map_err(|e| Error::net(format!("rank {q} published a bad address"), e))?;
-                let what = || format!("connecting to rank {q} at {addr}");
-                let pending = fabric
-                    .dyn_connect(&addr)
-                    .map_err(|e| Error::net(what(), e))?;
-                let conn = wait::establish(pending, until(deadline), &addr.to_string())
-                    .map_err(|e| Error::net(what(), e))?;
-                let mut hello = session.as_bytes().to_vec();
-                hello.extend_from_slice(&(rank as u32).to_le_bytes());
-                wait::send(&conn, TAG_HELLO, &hello, until(deadline))
-                    .map_err(|e| Error::net(format!("greeting rank {q}"), e))?;
-                links[q] = Some(net_link(conn, fabric.dyn_name(), cap, spin)?);
-            }
-        }
-        let expected = (rank + 1..size).filter(|&q| !use_shm(q)).count();
-        accept_peers(
-            &mut listener,
-            fabric.dyn_name(),
-            &session,
-            expected,
+        let fabric_of = |q: usize| if use_shm(q) { SHM } else { NET };
+        let address_of = |q: usize, fabric: usize| {
+            let text = peers[q].2.split(' ').nth(fabric).unwrap_or("");
+            DynAddress::from_text(text).map_err(|e| {
+                Error::net(
+                    format!("rank {q} published no usable address for fabric {fabric}"),
+                    e,
+                )
+            })
+        };
+        let links = connect::connect_all(
             (rank, size),
+            &session,
+            &mut endpoints,
+            &fabric_of,
+            &address_of,
             deadline,
-            (cap, spin),
-            &mut links,
         )?;
-        // 3. Shared-memory files of lower ranks.
-        for q in 0..rank {
-            if use_shm(q) {
-                store.wait(&format!("shm/{q}/{rank}"), deadline)?;
-                let p = shm::path(&session, q, rank);
-                links[q] = Some(
-                    shm::open(&p, cap, peers[q].1)
-                        .map_err(|e| Error::io(format!("opening {}", p.display()), e))?,
-                );
-            }
-        }
+        drop(endpoints);
         store.set(&format!("ready/{rank}"), b"1")?;
         for q in 0..size {
             store.wait(&format!("ready/{q}"), deadline)?;
@@ -538,149 +505,9 @@ fn open_store(b: &Bootstrap, deadline: Instant) -> Result<(Option<StoreServer>, 
     }
 }
 
-/// Tag of the first message on a network link: the job's session and the connecting rank.
-const TAG_HELLO: oxccl_transport::Tag = 0x6f78_6865_6c6c_6f00;
-
-fn until(deadline: Instant) -> Deadline {
-    Deadline::after(deadline.saturating_duration_since(Instant::now()))
-}
-
-/// The fabric that links this rank to ranks on other hosts, listening on `ip` when given.
-fn net_fabric(net: NetChoice, ip: Option<IpAddr>) -> Result<Box<dyn DynTransport>> {
-    match net {
-        NetChoice::Tcp => {
-            let mut config = TcpConfig::from_env().map_err(|e| Error::net("OXCCL_SOCKET_*", e))?;
-            if config.ifname.is_none() {
-                config.ip = ip;
-            }
-            Ok(Box::new(
-                Tcp::with_config(config).map_err(|e| Error::net("tcp fabric", e))?,
-            ))
-        }
-        NetChoice::Rdma => rdma_fabric(ip),
-    }
-}
-
-#[cfg(feature = "rdma")]
-fn rdma_fabric(ip: Option<IpAddr>) -> Result<Box<dyn DynTransport>> {
-    use oxccl_transport::rdma::{sideway_verbs::SidewayVerbs, RdmaConfig, RdmaTransport};
-    let mut config = RdmaConfig::from_env().map_err(|e| Error::net("OXCCL_IB_*", e))?;
-    if std::env::var_os("OXCCL_IB_SETUP_ADDR").is_none() {
-        if let Some(ip) = ip {
-            config.setup_addr = std::net::SocketAddr::new(ip, 0);
-        }
-    }
-    let verbs = SidewayVerbs::from_env().map_err(|e| Error::net("opening the RDMA device", e))?;
-    Ok(Box::new(RdmaTransport::new(verbs, config)))
-}
-
-#[cfg(not(feature = "rdma"))]
-fn rdma_fabric(_ip: Option<IpAddr>) -> Result<Box<dyn DynTransport>> {
-    Err(Error::Env(
-        "OXCCL_NET=rdma: this build has no RDMA support (build with the cargo feature `rdma`)"
-            .into(),
-    ))
-}
-
-fn net_link(
-    conn: Box<dyn DynConnection>,
-    fabric: &'static str,
-    cap: usize,
-    spin: Duration,
-) -> Result<Link> {
-    Ok(Link::Net(
-        NetLink::start(conn, fabric, cap, spin)
-            .map_err(|e| Error::io("starting a proxy thread", e))?,
-    ))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn accept_peers(
-    listener: &mut Box<dyn DynListener>,
-    fabric: &'static str,
-    session: &str,
-    mut expected: usize,
-    (rank, size): (usize, usize),
-    deadline: Instant,
-    (cap, spin): (usize, Duration),
-    links: &mut [Option<Link>],
-) -> Result<()> {
-    while expected > 0 {
-        match listener
-            .poll_accept()
-            .map_err(|e| Error::net("accepting a peer", e))?
-        {
-            Some(pending) => {
-                // A stranger that connects and says nothing must not hold up the job.
-                let hello_deadline = until(deadline.min(Instant::now() + Duration::from_secs(5)));
-                let conn = match wait::establish(pending, hello_deadline, "an incoming peer") {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!("rank {rank} dropped an incoming connection: {e}");
-                        continue;
-                    }
-                };
-                let mut hello = vec![0u8; session.len() + 4];
-                let ok = matches!(
-                    wait::recv(&conn, TAG_HELLO, &mut hello, hello_deadline),
-                    Ok(n) if n == hello.len()
-                ) && &hello[..session.len()] == session.as_bytes();
-                if !ok {
-                    tracing::warn!(
-                        peer = conn.dyn_peer(),
-                        "rank {rank} ignored a connection that is not from this job"
-                    );
-                    continue;
-                }
-                let mut q = [0u8; 4];
-                q.copy_from_slice(&hello[session.len()..]);
-                let q = u32::from_le_bytes(q) as usize;
-                if q <= rank || q >= size || links[q].is_some() {
-                    tracing::warn!(q, "rank {rank} ignored an unexpected peer");
-                    continue;
-                }
-                links[q] = Some(net_link(conn, fabric, cap, spin)?);
-                expected -= 1;
-            }
-            None => {
-                if Instant::now() >= deadline {
-                    return Err(Error::BootstrapTimeout {
-                        what: format!("rank {rank} waiting for {expected} peers to connect"),
-                        after: Duration::ZERO,
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Two connected ends of a network fabric inside this process (thread ranks).
-fn net_pair(transport: LocalTransport, options: &Options, spin: Duration) -> Result<(Link, Link)> {
-    let deadline = Deadline::after(options.timeout.min(Duration::from_secs(60)));
-    let (fabric, a, b): (&'static str, Box<dyn DynConnection>, Box<dyn DynConnection>) =
-        match transport {
-            LocalTransport::RdmaModel => {
-                use oxccl_transport::rdma::{sim::SimVerbs, RdmaConfig, RdmaTransport};
-                let t = RdmaTransport::new(SimVerbs::new(), RdmaConfig::default());
-                let (a, b) = wait::connect_pair(&t, &t.clone(), deadline)
-                    .map_err(|e| Error::net("connecting over the RDMA model", e))?;
-                ("rdma", Box::new(a), Box::new(b))
-            }
-            _ => {
-                let t = Tcp::with_config(TcpConfig::loopback())
-                    .map_err(|e| Error::net("tcp fabric", e))?;
-                let (a, b) = wait::connect_pair(&t, &t, deadline)
-                    .map_err(|e| Error::net("connecting over 127.0.0.1", e))?;
-                ("tcp", Box::new(a), Box::new(b))
-            }
-        };
-    Ok((
-        net_link(a, fabric, options.ring_bytes, spin)?,
-        net_link(b, fabric, options.ring_bytes, spin)?,
-    ))
-}
+/// The endpoints of a rank between processes: the network fabric, then shared memory.
+const NET: usize = 0;
+const SHM: usize = 1;
 
 /// Ranks share memory when they agree on this: same kernel boot, hostname, network and pid
 /// namespaces (two network namespaces on one machine count as two hosts).

@@ -56,12 +56,14 @@ pub enum Error {
         waiting: &'static str,
         after: Duration,
     },
-    /// The connection to a peer broke, or the peer process died or aborted.
-    #[error("{op}: connection to rank {peer} failed: {detail}")]
+    /// The connection to a peer broke, or the peer process died or aborted; `source` is the
+    /// transport's error (its [`oxccl_transport::Error::is_fatal`] and chain intact).
+    #[error("{op}: connection to rank {peer} failed: {source}")]
     PeerFailed {
         op: &'static str,
         peer: usize,
-        detail: String,
+        #[source]
+        source: oxccl_transport::Error,
     },
     /// The caller's arguments are wrong (buffer lengths, root out of range, ...).
     #[error("{op}: invalid argument: {detail}")]
@@ -90,6 +92,14 @@ impl Error {
         Error::Net {
             what: what.into(),
             source,
+        }
+    }
+
+    /// The transport's error underneath, for failures of a link or of connection setup.
+    pub fn transport_error(&self) -> Option<&oxccl_transport::Error> {
+        match self {
+            Error::PeerFailed { source, .. } | Error::Net { source, .. } => Some(source),
+            _ => None,
         }
     }
 

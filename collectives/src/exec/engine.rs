@@ -112,7 +112,7 @@ pub(crate) struct Engine {
     /// Tiny all-reduces made so far (every rank makes each one, with every peer).
     pub tiny_seq: u64,
     /// The messages of the running tiny all-reduce, one per rank (kept between calls).
-    pub tiny_msgs: Vec<[u8; crate::link::ring::SLOT - 4]>,
+    pub tiny_msgs: Vec<oxccl_transport::stream::MailboxMessage>,
     /// Bytes of a header received so far, per peer.
     hdr_buf: Vec<[u8; Header::LEN]>,
     pub reduction: Option<Reduction>,
@@ -144,7 +144,7 @@ impl Drop for Engine {
     /// Every network link starts flushing before the first one's drop waits for its proxy, so a
     /// communicator's links finish in parallel rather than one after another.
     fn drop(&mut self) {
-        for link in self.links.iter().flatten() {
+        for link in self.links.iter_mut().flatten() {
             link.close();
         }
     }
@@ -153,10 +153,11 @@ impl Drop for Engine {
 impl Engine {
     pub fn new(rank: usize, links: Vec<Option<Link>>, timeout: Duration, spin: u32) -> Self {
         let p = links.len();
+        let mut links = links;
         let tiny = links
-            .iter()
+            .iter_mut()
             .enumerate()
-            .all(|(q, l)| q == rank || matches!(l, Some(Link::Ring { .. })));
+            .all(|(q, l)| q == rank || l.as_mut().is_some_and(|l| l.mailbox().is_some()));
         Self {
             rank,
             links,
@@ -331,11 +332,11 @@ impl Engine {
         }
         if w.idle % 1024 == 0 {
             for &peer in peers {
-                if let Some(Err(detail)) = self.links[peer].as_mut().map(Link::check_alive) {
+                if let Some(Err(source)) = self.links[peer].as_mut().map(Link::check_alive) {
                     let e = Error::PeerFailed {
                         op: self.op,
                         peer,
-                        detail,
+                        source,
                     };
                     return Err(self.fail(e));
                 }
@@ -390,10 +391,10 @@ impl Engine {
                 let sent = self.small_sent[k];
                 if sent < msg.len() {
                     let r = link.write(&msg[sent..]);
-                    let m = r.map_err(|detail| Error::PeerFailed {
+                    let m = r.map_err(|source| Error::PeerFailed {
                         op,
                         peer: q,
-                        detail,
+                        source,
                     });
                     let m = m.map_err(|e| self.fail(e))?;
                     if m > 0 {
@@ -406,10 +407,10 @@ impl Engine {
                 let got = self.small_got[k];
                 if got < len {
                     let view = link.peek();
-                    let view = view.map_err(|detail| Error::PeerFailed {
+                    let view = view.map_err(|source| Error::PeerFailed {
                         op,
                         peer: q,
-                        detail,
+                        source,
                     });
                     let view = match view {
                         Ok(v) => v,
@@ -524,7 +525,7 @@ impl Engine {
             };
             let n = link
                 .write(chunk)
-                .map_err(|detail| Error::PeerFailed { op, peer, detail })?;
+                .map_err(|source| Error::PeerFailed { op, peer, source })?;
             if n == 0 {
                 break;
             }
@@ -573,7 +574,7 @@ impl Engine {
                 .expect("a job for a peer without a link");
             let view = link
                 .peek()
-                .map_err(|detail| Error::PeerFailed { op, peer, detail })?;
+                .map_err(|source| Error::PeerFailed { op, peer, source })?;
             if view.is_empty() {
                 break;
             }

@@ -1,5 +1,5 @@
 //! The tiny all-reduce: up to [`TINY_BYTES`] per rank between ranks of one host, through
-//! each ring's mailbox (see `link::ring`: one cache line carries up to 48 bytes, a few more
+//! each link's mailbox (see `oxccl_transport::stream`: one cache line carries up to 48 bytes, a few more
 //! lines up to 368) instead of the stream. Used when every link is a ring, the size is also
 //! within `OXCCL_SMALL_BYTES` and no `OXCCL_ALGO` is forced (ranks configured differently
 //! get a mismatch, below).
@@ -21,12 +21,11 @@ use super::calls::{dtype_code, op_code, KIND_SMALL_ALL_REDUCE};
 use super::engine::{Engine, Waiter};
 use super::header::Header;
 use crate::error::{Error, Result};
-use crate::link::ring::SLOT;
-use crate::link::Link;
 use oxccl_kernels::{DataType, ReduceOp};
+use oxccl_transport::stream::MailboxMessage;
 
 /// The largest tiny all-reduce, in bytes per rank.
-pub(crate) use crate::link::ring::MAILBOX_BYTES as TINY_BYTES;
+pub(crate) use oxccl_transport::stream::MAILBOX_BYTES as TINY_BYTES;
 
 /// Ranks whose messages fit on the stack.
 const STACK_RANKS: usize = 16;
@@ -74,13 +73,14 @@ pub(crate) unsafe fn all_reduce(
     // SAFETY: the caller's contract.
     let data = unsafe { std::slice::from_raw_parts(input, bytes) };
     for &q in others {
-        if let Some(Link::Ring { tx, .. }) = engine.links[q].as_mut() {
-            tx.post(seq, fp, extra, data);
+        if let Some(mut mailbox) = engine.links[q].as_mut().and_then(|l| l.mailbox()) {
+            let posted = mailbox.post(seq, fp, extra, data);
+            posted.map_err(|e| Error::invalid("all_reduce", e.to_string()))?;
         }
     }
     // Kept in the engine: no per-call zeroing or allocation.
     let mut msgs = std::mem::take(&mut engine.tiny_msgs);
-    msgs.resize(p, [0u8; SLOT - 4]);
+    msgs.resize(p, [0u8; std::mem::size_of::<MailboxMessage>()]);
     let got = engine.collect_tiny(others, seq, fp, extra, &mut msgs, bytes);
     if let Err(e) = got {
         engine.tiny_msgs = msgs;
@@ -121,7 +121,7 @@ impl Engine {
         seq: u64,
         fp: u32,
         extra: u64,
-        msgs: &mut [[u8; SLOT - 4]],
+        msgs: &mut [MailboxMessage],
         bytes: usize,
     ) -> Result<()> {
         let op = self.op;
@@ -142,10 +142,10 @@ impl Engine {
             let mut i = 0;
             while i < left {
                 let q = order[i];
-                let Some(Link::Ring { rx, .. }) = self.links[q].as_mut() else {
-                    unreachable!("the tiny path runs only where every link is a ring")
+                let Some(mut mailbox) = self.links[q].as_mut().and_then(|l| l.mailbox()) else {
+                    unreachable!("the tiny path runs only where every link has a mailbox")
                 };
-                if rx.poll(seq, &mut msgs[q], 12 + bytes) {
+                if mailbox.poll(seq, &mut msgs[q], 12 + bytes) {
                     let got_fp = u32::from_le_bytes(msgs[q][..4].try_into().expect("4"));
                     let got_extra = u64::from_le_bytes(msgs[q][4..12].try_into().expect("8"));
                     if (got_fp, got_extra) != (fp, extra) {
@@ -158,12 +158,14 @@ impl Engine {
                 } else {
                     // Stream bytes mean the peer is in another call, unless it posted right
                     // after writing them (then the mailbox, read again, has our message).
-                    let pending = rx.pending().map_err(|()| Error::PeerFailed {
-                        op,
-                        peer: q,
-                        detail: "the peer aborted (ring closed)".into(),
-                    })?;
-                    if pending && !rx.posted(seq) {
+                    let pending = mailbox
+                        .stream_pending()
+                        .map_err(|source| Error::PeerFailed {
+                            op,
+                            peer: q,
+                            source,
+                        })?;
+                    if pending && !mailbox.posted(seq) {
                         return Err(Error::Mismatch {
                             op,
                             peer: q,
@@ -195,12 +197,12 @@ impl Engine {
             if self.recvq[q].is_empty() {
                 continue;
             }
-            let Some(Link::Ring { rx, .. }) = self.links[q].as_mut() else {
+            let Some(mut mailbox) = self.links[q].as_mut().and_then(|l| l.mailbox()) else {
                 continue;
             };
             // The mailbox first: a peer that posted after writing to the stream has its
             // stream bytes visible by then.
-            if rx.posted(seq) && rx.pending() == Ok(false) {
+            if mailbox.posted(seq) && matches!(mailbox.stream_pending(), Ok(false)) {
                 return Err(Error::Mismatch {
                     op: self.op,
                     peer: q,

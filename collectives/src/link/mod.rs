@@ -1,134 +1,88 @@
-//! Byte streams between two ranks, one per peer, in order: what the executor moves chunks over.
+//! A link to one peer: the transport's stream face ([`oxccl_transport::stream`]), one per
+//! peer, in order: what the executor moves chunks over.
 //!
 //! Each link is non-blocking in both directions: `write` takes what fits, `peek` shows what has
-//! arrived (as a view straight into the shared-memory ring where there is one), `consume`
-//! releases it. A failure (the peer aborted, the connection broke, the peer process is gone) is
-//! an `Err` with a description; the executor adds the operation and the peer.
+//! arrived (a view straight into the shared-memory ring where there is one), `consume`
+//! releases it. A failure (the peer aborted, the connection broke, the peer process is gone)
+//! is the transport's typed [`oxccl_transport::Error`]; the executor wraps it with the
+//! operation and the peer ([`crate::Error::PeerFailed`], which keeps it as its `source`).
 
-pub mod net;
-pub mod ring;
-pub mod shm;
+pub(crate) mod connect;
 
-use net::NetLink;
-use ring::{RingReader, RingWriter};
+use oxccl_transport::{Mailbox, Stream};
 
 /// How a link moves bytes (reported by [`crate::Communicator::transport_to`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkKind {
-    /// Rings in this process's memory (ranks that are threads).
+    /// A ring pair in this process's memory (ranks that are threads).
     Memory,
-    /// Rings in a shared file mapping (processes on one host).
+    /// The ring pair of a shared-memory connection (processes on one host).
     Shm,
-    /// `oxccl-transport`'s TCP fabric, through a proxy thread.
+    /// `oxccl-transport`'s TCP fabric, through its stream proxy.
     Tcp,
-    /// `oxccl-transport`'s RDMA fabric (a NIC, or the software verbs model), through a proxy thread.
+    /// `oxccl-transport`'s RDMA fabric (a NIC, or the software verbs model), through its
+    /// stream proxy.
     Rdma,
-    /// Another `oxccl-transport` fabric, by name, through a proxy thread.
+    /// Another `oxccl-transport` fabric, by name, through its stream proxy.
     Fabric(&'static str),
 }
 
-pub enum Link {
-    Ring {
-        tx: RingWriter,
-        rx: RingReader,
-        /// The peer's process id where it is another process of this host, to notice its death.
-        pid: Option<u32>,
-        kind: LinkKind,
-    },
-    /// A connection of an `oxccl-transport` fabric, for ranks on other hosts.
-    Net(NetLink),
+/// The result of a link operation: the transport's own error on failure.
+pub(crate) type LinkResult<T> = Result<T, oxccl_transport::Error>;
+
+pub(crate) struct Link {
+    stream: Box<dyn Stream>,
 }
 
 impl Link {
+    pub fn new(stream: Box<dyn Stream>) -> Self {
+        Link { stream }
+    }
+
     pub fn kind(&self) -> LinkKind {
-        match self {
-            Link::Ring { kind, .. } => *kind,
-            Link::Net(n) => match n.fabric() {
-                "tcp" => LinkKind::Tcp,
-                "rdma" => LinkKind::Rdma,
-                other => LinkKind::Fabric(other),
-            },
+        match self.stream.fabric() {
+            "loopback" => LinkKind::Memory,
+            "shm" => LinkKind::Shm,
+            "tcp" => LinkKind::Tcp,
+            "rdma" => LinkKind::Rdma,
+            other => LinkKind::Fabric(other),
         }
     }
 
     #[inline]
-    pub fn write(&mut self, data: &[u8]) -> Result<usize, String> {
-        match self {
-            Link::Ring { tx, .. } => tx
-                .write(data)
-                .map_err(|()| "the peer aborted (ring closed)".to_string()),
-            Link::Net(n) => n.tx.write(data).map_err(|()| net::describe(&n.failure)),
-        }
+    pub fn write(&mut self, data: &[u8]) -> LinkResult<usize> {
+        self.stream.write(data)
     }
 
     #[inline]
-    pub fn peek(&mut self) -> Result<&[u8], String> {
-        match self {
-            Link::Ring { rx, .. } => rx
-                .peek()
-                .map_err(|()| "the peer aborted (ring closed)".to_string()),
-            Link::Net(NetLink { rx, failure, .. }) => {
-                rx.peek().map_err(|()| net::describe(failure))
-            }
-        }
+    pub fn peek(&mut self) -> LinkResult<&[u8]> {
+        self.stream.peek()
     }
 
     #[inline]
     pub fn consume(&mut self, n: usize) {
-        match self {
-            Link::Ring { rx, .. } => rx.consume(n),
-            Link::Net(l) => l.rx.consume(n),
-        }
+        self.stream.consume(n);
     }
 
-    /// Starts an orderly close: a network link's proxy sends what is left (dropping the link
-    /// then waits for it). Nothing to do for rings in memory.
-    pub fn close(&self) {
-        if let Link::Net(n) = self {
-            n.close();
-        }
+    /// The mailbox for whole tiny messages, where the link has one (rings on this host).
+    #[inline]
+    pub fn mailbox(&mut self) -> Option<Mailbox<'_>> {
+        self.stream.mailbox()
+    }
+
+    /// Starts an orderly close: a proxied link sends what is left (dropping the link then
+    /// waits for it).
+    pub fn close(&mut self) {
+        self.stream.close();
     }
 
     /// Tells the peer this rank gives up: it sees an error at its next wait on this link.
     pub fn abort(&mut self) {
-        match self {
-            Link::Ring { tx, rx, .. } => {
-                tx.abort();
-                rx.abort();
-            }
-            Link::Net(n) => n.abort(),
-        }
+        self.stream.abort();
     }
 
     /// Slow checks run while waiting: is the peer still there?
-    pub fn check_alive(&mut self) -> Result<(), String> {
-        match self {
-            Link::Ring {
-                tx, pid: Some(pid), ..
-            } => {
-                if tx.aborted() {
-                    return Err("the peer aborted (ring closed)".into());
-                }
-                match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-                    Err(_) => Err(format!("the peer process {pid} has exited")),
-                    Ok(stat) => {
-                        // The state follows the parenthesised command name.
-                        let state = stat
-                            .rsplit_once(')')
-                            .and_then(|(_, r)| r.trim_start().chars().next());
-                        if matches!(state, Some('Z') | Some('X')) {
-                            Err(format!("the peer process {pid} has exited"))
-                        } else {
-                            Ok(())
-                        }
-                    }
-                }
-            }
-            Link::Ring { tx, .. } if tx.aborted() => Err("the peer aborted (ring closed)".into()),
-            // A closed connection is an error only when this rank waits for data on it, and
-            // then `peek` says so; here only the fabric's own failures count.
-            Link::Net(n) => n.failure().map_or(Ok(()), Err),
-            _ => Ok(()),
-        }
+    pub fn check_alive(&mut self) -> LinkResult<()> {
+        self.stream.check_alive()
     }
 }
