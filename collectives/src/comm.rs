@@ -5,7 +5,7 @@ use crate::bootstrap::store::{StoreClient, StoreServer};
 use crate::bootstrap::{Bootstrap, StoreAddr};
 use crate::error::{Error, Result};
 use crate::exec::engine::Engine;
-use crate::exec::plan::Plan;
+use crate::exec::{Group, State};
 use crate::link::connect::{self, Endpoint};
 use crate::link::{Link, LinkKind};
 use crate::options::{LocalTransport, Options, TransportChoice};
@@ -54,22 +54,6 @@ impl Topology {
     }
 }
 
-/// The state calls run on, behind the communicator's lock.
-pub(crate) struct State {
-    pub engine: Engine,
-    pub plans: HashMap<(String, crate::schedule::Collective, usize), Arc<Plan>>,
-    /// The plan each (collective, size) got, so the tuner runs once per size.
-    pub by_size: HashMap<(crate::schedule::Collective, usize), Arc<Plan>>,
-    /// Reused buffer space (reduce-scatter's work buffer, small-message staging).
-    pub scratch: Vec<u8>,
-    /// This call's header for each peer (stable addresses while jobs point at them).
-    pub hdrs: Box<[[u8; 32]]>,
-    /// The outgoing message of the small-message path.
-    pub small_msg: Vec<u8>,
-    /// Every rank but this one, ascending.
-    pub others: Vec<usize>,
-}
-
 pub(crate) struct Inner {
     pub rank: usize,
     pub size: usize,
@@ -82,6 +66,21 @@ pub(crate) struct Inner {
     turn_cv: Condvar,
     pub abort_flag: Arc<AtomicBool>,
     _store: Option<StoreServer>,
+}
+
+impl Group for Inner {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn options(&self) -> &Options {
+        &self.options
+    }
+    fn topology(&self) -> &Topology {
+        &self.topology
+    }
 }
 
 /// A group of ranks that run collectives together. Cheap to clone (a shared handle); calls

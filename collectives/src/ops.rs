@@ -94,7 +94,7 @@ impl Communicator {
             // SAFETY: input and output are live borrows for the whole call (disjoint: & and &mut).
             unsafe {
                 calls::all_reduce(
-                    &self.inner,
+                    &*self.inner,
                     st,
                     input.as_ptr(),
                     output.as_mut_ptr(),
@@ -119,7 +119,7 @@ impl Communicator {
         self.run(OP, |st| {
             let p = buf.as_mut_ptr();
             // SAFETY: buf is a live exclusive borrow; input == output is the in-place case.
-            unsafe { calls::all_reduce(&self.inner, st, p, p, buf.len(), dtype, op) }
+            unsafe { calls::all_reduce(&*self.inner, st, p, p, buf.len(), dtype, op) }
         })
     }
 
@@ -140,7 +140,7 @@ impl Communicator {
             // SAFETY: live, disjoint borrows of the checked sizes.
             unsafe {
                 calls::reduce_scatter(
-                    &self.inner,
+                    &*self.inner,
                     st,
                     input.as_ptr(),
                     output.as_mut_ptr(),
@@ -161,7 +161,7 @@ impl Communicator {
             // SAFETY: live, disjoint borrows of the checked sizes.
             unsafe {
                 calls::all_gather(
-                    &self.inner,
+                    &*self.inner,
                     st,
                     input.as_ptr(),
                     output.as_mut_ptr(),
@@ -179,7 +179,7 @@ impl Communicator {
         check_peer(OP, root, self.size(), "root")?;
         self.run(OP, |st| {
             // SAFETY: a live exclusive borrow.
-            unsafe { calls::broadcast(&self.inner, st, buf.as_mut_ptr(), buf.len(), dtype, root) }
+            unsafe { calls::broadcast(&*self.inner, st, buf.as_mut_ptr(), buf.len(), dtype, root) }
         })
     }
 
@@ -204,7 +204,7 @@ impl Communicator {
             // SAFETY: live, disjoint borrows; output is only used at root, where it was checked.
             unsafe {
                 calls::reduce(
-                    &self.inner,
+                    &*self.inner,
                     st,
                     input.as_ptr(),
                     output.as_mut_ptr(),
@@ -234,7 +234,7 @@ impl Communicator {
             // SAFETY: live, disjoint borrows of the checked sizes.
             unsafe {
                 calls::all_to_all(
-                    &self.inner,
+                    &*self.inner,
                     st,
                     input.as_ptr(),
                     output.as_mut_ptr(),
@@ -280,7 +280,7 @@ impl Communicator {
 
     /// Returns once every rank has entered the barrier.
     pub fn barrier(&self) -> Result<()> {
-        self.run("barrier", |st| calls::barrier(&self.inner, st))
+        self.run("barrier", |st| calls::barrier(&*self.inner, st))
     }
 
     // ----- typed ---------------------------------------------------------------------------
@@ -472,7 +472,7 @@ impl Communicator {
         {
             return Ok("direct".into());
         }
-        crate::exec::select::choose(inner, "algorithm_for", collective, bytes).map(|(a, k)| {
+        crate::exec::select::choose(&**inner, "algorithm_for", collective, bytes).map(|(a, k)| {
             if k > 1 {
                 format!("{a}/{k}")
             } else {

@@ -4,44 +4,19 @@
 //! function documents what it needs from them, and the safe wrappers in `ops.rs` guarantee it.
 
 use super::engine::{Engine, RecvJob, RecvKind, Reduction, Until};
-use super::header::Header;
+use super::header::{
+    dtype_code, op_code, Header, KIND_ALL_GATHER, KIND_ALL_REDUCE, KIND_ALL_TO_ALL, KIND_BARRIER,
+    KIND_BROADCAST, KIND_P2P, KIND_REDUCE, KIND_REDUCE_SCATTER, KIND_SMALL_ALL_REDUCE,
+};
 use super::plan::Plan;
 use super::run::{self, Buffers};
 use super::select;
 use super::tiny;
-use crate::comm::{Inner, State};
+use super::{Group, State};
 use crate::error::{Error, Result};
 use crate::schedule::{Blocks, Collective};
 use oxccl_kernels::{DataType, Epilogue, ReduceOp};
 use std::sync::Arc;
-
-pub(crate) const KIND_ALL_REDUCE: u8 = 1;
-pub(crate) const KIND_REDUCE_SCATTER: u8 = 2;
-pub(crate) const KIND_ALL_GATHER: u8 = 3;
-pub(crate) const KIND_BROADCAST: u8 = 4;
-pub(crate) const KIND_REDUCE: u8 = 5;
-pub(crate) const KIND_ALL_TO_ALL: u8 = 6;
-pub(crate) const KIND_BARRIER: u8 = 7;
-pub(crate) const KIND_P2P: u8 = 8;
-pub(crate) const KIND_SMALL_ALL_REDUCE: u8 = 9;
-
-pub(crate) fn dtype_code(d: DataType) -> u8 {
-    DataType::ALL
-        .iter()
-        .position(|&x| x == d)
-        .map_or(0, |i| i as u8 + 1)
-}
-
-pub(crate) fn op_code(op: ReduceOp) -> (u8, u64) {
-    match op {
-        ReduceOp::Sum => (1, 0),
-        ReduceOp::Prod => (2, 0),
-        ReduceOp::Min => (3, 0),
-        ReduceOp::Max => (4, 0),
-        ReduceOp::Avg => (5, 0),
-        ReduceOp::PreMulSum(s) => (6, s.to_bits()),
-    }
-}
 
 fn header(
     kind: u8,
@@ -94,7 +69,7 @@ fn recv_copy(engine: &mut Engine, from: usize, dst: *mut u8, len: usize) {
 }
 
 fn plan(
-    inner: &Inner,
+    inner: &dyn Group,
     st: &mut State,
     op: &'static str,
     collective: Collective,
@@ -119,10 +94,10 @@ fn plan(
         detail,
     };
     let schedule = algo
-        .schedule(collective, inner.size, k)
+        .schedule(collective, inner.size(), k)
         .map_err(|e| err(e.to_string()))?;
-    let plan = Arc::new(Plan::new(schedule, inner.rank).map_err(err)?);
-    tracing::info!(op, algo = %algo, pipeline = k, ranks = inner.size, "new plan");
+    let plan = Arc::new(Plan::new(schedule, inner.rank()).map_err(err)?);
+    tracing::info!(op, algo = %algo, pipeline = k, ranks = inner.size(), "new plan");
     st.plans.insert(key, plan.clone());
     if st.by_size.len() < 4096 {
         st.by_size.insert((collective, bytes), plan.clone());
@@ -244,7 +219,7 @@ fn reduction(dtype: DataType, op: ReduceOp, contributors: usize) -> Reduction {
 /// `input` valid for reads and `output` for writes of `bytes` bytes, equal or disjoint, and
 /// untouched by anyone else during the call.
 pub(crate) unsafe fn all_reduce(
-    inner: &Inner,
+    inner: &dyn Group,
     st: &mut State,
     input: *const u8,
     output: *mut u8,
@@ -253,7 +228,7 @@ pub(crate) unsafe fn all_reduce(
     op: ReduceOp,
 ) -> Result<()> {
     const OP: &str = "all_reduce";
-    let p = inner.size;
+    let p = inner.size();
     let esize = dtype.size();
     let count = bytes / esize;
     let red = reduction(dtype, op, p);
@@ -261,7 +236,7 @@ pub(crate) unsafe fn all_reduce(
         // SAFETY: the caller's contract.
         return unsafe { finish_copy(red, red.epilogue, input, output, bytes) };
     }
-    let small = bytes <= inner.options.small_bytes && inner.options.algorithm.is_none();
+    let small = bytes <= inner.options().small_bytes && inner.options().algorithm.is_none();
     if small && bytes <= tiny::TINY_BYTES && st.engine.tiny {
         let State { engine, others, .. } = st;
         // SAFETY: the caller's contract.
@@ -296,7 +271,7 @@ pub(crate) unsafe fn all_reduce(
 /// # Safety
 /// As [`all_reduce`].
 unsafe fn small_all_reduce(
-    inner: &Inner,
+    inner: &dyn Group,
     st: &mut State,
     input: *const u8,
     output: *mut u8,
@@ -304,8 +279,8 @@ unsafe fn small_all_reduce(
     dtype: DataType,
     op: ReduceOp,
 ) -> Result<()> {
-    let p = inner.size;
-    let me = inner.rank;
+    let p = inner.size();
+    let me = inner.rank();
     // Whole cache lines: a message of up to 32 data bytes is exactly one line of the ring.
     let len = (Header::LEN + bytes).next_multiple_of(64);
     if st.scratch.len() < len * p {
@@ -368,7 +343,7 @@ unsafe fn small_all_reduce(
 /// As [`all_reduce`], with `input` of `size * out_bytes` and `output` of `out_bytes` bytes,
 /// disjoint.
 pub(crate) unsafe fn reduce_scatter(
-    inner: &Inner,
+    inner: &dyn Group,
     st: &mut State,
     input: *const u8,
     output: *mut u8,
@@ -377,7 +352,7 @@ pub(crate) unsafe fn reduce_scatter(
     op: ReduceOp,
 ) -> Result<()> {
     const OP: &str = "reduce_scatter";
-    let p = inner.size;
+    let p = inner.size();
     let esize = dtype.size();
     let c = out_bytes / esize;
     let red = reduction(dtype, op, p);
@@ -387,7 +362,7 @@ pub(crate) unsafe fn reduce_scatter(
     }
     let n = c * p;
     let plan = plan(inner, st, OP, Collective::ReduceScatter, n * esize)?;
-    let (owned, parts) = ownership(&plan, inner.rank, n, c, OP)?;
+    let (owned, parts) = ownership(&plan, inner.rank(), n, c, OP)?;
     if st.scratch.len() < n * esize {
         st.scratch.resize(n * esize, 0);
     }
@@ -450,7 +425,7 @@ fn ownership(
 /// `input` valid for `in_bytes`, `output` for `size * in_bytes`; `input` either disjoint from
 /// `output` or exactly this rank's slot of it.
 pub(crate) unsafe fn all_gather(
-    inner: &Inner,
+    inner: &dyn Group,
     st: &mut State,
     input: *const u8,
     output: *mut u8,
@@ -458,11 +433,11 @@ pub(crate) unsafe fn all_gather(
     dtype: DataType,
 ) -> Result<()> {
     const OP: &str = "all_gather";
-    let p = inner.size;
+    let p = inner.size();
     let esize = dtype.size();
     let c = in_bytes / esize;
     let n = c * p;
-    let me = inner.rank;
+    let me = inner.rank();
     let my_slot = output.wrapping_add(me * in_bytes);
     if p == 1 {
         if !std::ptr::eq(input, my_slot.cast_const()) {
@@ -527,7 +502,7 @@ pub(crate) unsafe fn all_gather(
 /// # Safety
 /// `buf` valid for reads and writes of `bytes`.
 pub(crate) unsafe fn broadcast(
-    inner: &Inner,
+    inner: &dyn Group,
     st: &mut State,
     buf: *mut u8,
     bytes: usize,
@@ -535,7 +510,7 @@ pub(crate) unsafe fn broadcast(
     root: usize,
 ) -> Result<()> {
     const OP: &str = "broadcast";
-    if inner.size == 1 {
+    if inner.size() == 1 {
         return Ok(());
     }
     let esize = dtype.size();
@@ -567,7 +542,7 @@ pub(crate) unsafe fn broadcast(
 /// from `input`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn reduce(
-    inner: &Inner,
+    inner: &dyn Group,
     st: &mut State,
     input: *const u8,
     output: *mut u8,
@@ -577,8 +552,8 @@ pub(crate) unsafe fn reduce(
     root: usize,
 ) -> Result<()> {
     const OP: &str = "reduce";
-    let p = inner.size;
-    let me = inner.rank;
+    let p = inner.size();
+    let me = inner.rank();
     let esize = dtype.size();
     let n = bytes / esize;
     let red = reduction(dtype, op, p);
@@ -627,15 +602,15 @@ pub(crate) unsafe fn reduce(
 /// # Safety
 /// `input` and `output` valid for `size * block` bytes and disjoint.
 pub(crate) unsafe fn all_to_all(
-    inner: &Inner,
+    inner: &dyn Group,
     st: &mut State,
     input: *const u8,
     output: *mut u8,
     block: usize,
     dtype: DataType,
 ) -> Result<()> {
-    let p = inner.size;
-    let me = inner.rank;
+    let p = inner.size();
+    let me = inner.rank();
     let hdr = header(KIND_ALL_TO_ALL, Some(dtype), None, block / dtype.size(), 0);
     st.engine.reduction = None;
     st.engine.esize = 1;
@@ -665,15 +640,15 @@ pub(crate) unsafe fn all_to_all(
 }
 
 /// Returns once every rank has called it.
-pub(crate) fn barrier(inner: &Inner, st: &mut State) -> Result<()> {
-    let me = inner.rank;
+pub(crate) fn barrier(inner: &dyn Group, st: &mut State) -> Result<()> {
+    let me = inner.rank();
     st.engine.reduction = None;
     st.engine.esize = 1;
     st.engine.stream = false;
     begin(
         st,
         header(KIND_BARRIER, None, None, 0, 0),
-        (0..inner.size).filter(|&q| q != me),
+        (0..inner.size()).filter(|&q| q != me),
     );
     st.engine.drive(Until::All)
 }

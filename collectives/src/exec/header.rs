@@ -3,6 +3,7 @@
 //! error instead of corrupt data.
 
 use crate::error::Error;
+use oxccl_kernels::{DataType, ReduceOp};
 
 const MAGIC: u32 = 0x4f58_4331; // "OXC1"
 
@@ -16,6 +17,35 @@ pub(crate) struct Header {
     pub count: u64,
     /// Root, peer, or the PreMulSum scalar's bits: whatever else must agree.
     pub extra: u64,
+}
+
+/// What a header's `kind` byte says (an index of [`KIND_NAMES`]).
+pub(crate) const KIND_ALL_REDUCE: u8 = 1;
+pub(crate) const KIND_REDUCE_SCATTER: u8 = 2;
+pub(crate) const KIND_ALL_GATHER: u8 = 3;
+pub(crate) const KIND_BROADCAST: u8 = 4;
+pub(crate) const KIND_REDUCE: u8 = 5;
+pub(crate) const KIND_ALL_TO_ALL: u8 = 6;
+pub(crate) const KIND_BARRIER: u8 = 7;
+pub(crate) const KIND_P2P: u8 = 8;
+pub(crate) const KIND_SMALL_ALL_REDUCE: u8 = 9;
+
+pub(crate) fn dtype_code(d: DataType) -> u8 {
+    DataType::ALL
+        .iter()
+        .position(|&x| x == d)
+        .map_or(0, |i| i as u8 + 1)
+}
+
+pub(crate) fn op_code(op: ReduceOp) -> (u8, u64) {
+    match op {
+        ReduceOp::Sum => (1, 0),
+        ReduceOp::Prod => (2, 0),
+        ReduceOp::Min => (3, 0),
+        ReduceOp::Max => (4, 0),
+        ReduceOp::Avg => (5, 0),
+        ReduceOp::PreMulSum(s) => (6, s.to_bits()),
+    }
 }
 
 pub(crate) const KIND_NAMES: [&str; 10] = [

@@ -1,21 +1,21 @@
 //! Which algorithm and how many pipeline chunks a call uses: the tuner's cost model over this
 //! communicator's links, or `OXCCL_ALGO` / [`crate::Options::algorithm`] where it applies.
 
+use super::Group;
 use crate::algorithms::Algorithm;
-use crate::comm::Inner;
 use crate::error::{Error, Result};
 use crate::schedule::Collective;
 use crate::tuner::{self, CostParams, LinkParams};
 
 /// The algorithm and pipeline depth for `collective` moving `bytes` (the whole buffer).
 pub(crate) fn choose(
-    inner: &Inner,
+    inner: &dyn Group,
     op: &'static str,
     collective: Collective,
     bytes: usize,
 ) -> Result<(Algorithm, usize)> {
-    let dims = inner.topology.hier_dims();
-    let forced = match &inner.options.algorithm {
+    let dims = inner.topology().hier_dims();
+    let forced = match &inner.options().algorithm {
         None => None,
         Some(name) => {
             let algo: Algorithm =
@@ -39,17 +39,17 @@ pub(crate) fn choose(
     };
     // Tier 0 joins the ranks of a host, tier 1 the hosts.
     let mut tiers = vec![LinkParams::SHM];
-    if inner.topology.hosts() > 1 {
+    if inner.topology().hosts() > 1 {
         tiers.push(LinkParams::TCP);
     }
     let params = CostParams {
         tiers,
-        max_message_bytes: Some(inner.options.chunk_bytes),
+        max_message_bytes: Some(inner.options().chunk_bytes),
     };
     let (algo, k) = tuner::choose_with(
         forced,
         collective,
-        inner.size,
+        inner.size(),
         bytes,
         &params,
         dims.as_deref(),

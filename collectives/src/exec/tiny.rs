@@ -17,9 +17,8 @@
 //! instead posted its next tiny message sees the same mismatch from its side
 //! ([`Engine::check_tiny_mismatch`]). The wait is bounded like every other one.
 
-use super::calls::{dtype_code, op_code, KIND_SMALL_ALL_REDUCE};
 use super::engine::{Engine, Waiter};
-use super::header::Header;
+use super::header::{dtype_code, op_code, Header, KIND_SMALL_ALL_REDUCE};
 use crate::error::{Error, Result};
 use oxccl_kernels::{DataType, ReduceOp};
 use oxccl_transport::stream::MailboxMessage;
