@@ -1,8 +1,8 @@
 //! The conformance suite over the RDMA protocol on the software verbs model (no NIC needed).
 
 use oxccl_transport::conformance;
-use oxccl_transport::rdma::protocol::ProtoConfig;
 use oxccl_transport::rdma::sim::SimVerbs;
+use oxccl_transport::rdma::ProtoConfig;
 use oxccl_transport::rdma::{RdmaConfig, RdmaTransport};
 
 #[test]

@@ -3,7 +3,7 @@
 //! reduction rate) with a plain summing loop, write a cluster file for this machine, and compare
 //! predicted against measured all-reduce (`oxccl-bench all-reduce --ranks N --json`).
 //!
-//! The model is the simulator's host model (`oxccl_collectives::sim::host`): the ranks share
+//! The model is the simulator's host model (`collectives/src/sim/host.rs`): the ranks share
 //! `cores` (read from the OS), a shared-memory message or reduction goes through the node's
 //! memory system, whose rate depends on whether the working set fits the last-level cache
 //! (its size read from sysfs), and a rank on an oversubscribed node pays a scheduling delay per

@@ -6,19 +6,19 @@
 //! description file.
 //!
 //! - [`ClusterSpec`] is the file format (TOML or JSON through serde, unknown fields rejected),
-//!   validated so every error names its field; see [`spec`] for the fields and units.
+//!   validated so every error names its field; see `spec.rs` for the fields and units.
 //!   (`oxccl-bench simulate --topology` derives one from `oxccl-topo`'s `Cluster` view.)
 //! - [`Network`] is the model: nodes of devices joined by links (NVLink, NVSwitch, PCIe, CPU
 //!   buses), NICs, and a two-level leaf/spine network with oversubscription, optionally
 //!   rail-optimised. Each link direction has a bandwidth; each route a latency (alpha); each device
 //!   a reduction rate (gamma). Rank `r` runs on node `r / devices_per_node`, device
 //!   `r % devices_per_node`.
-//! - [`host`] is the optional host model of a node whose ranks are CPU processes (`[node.host]`
+//! - `host` is the optional host model of a node whose ranks are CPU processes (`[node.host]`
 //!   in the file): the ranks share `cores`, pay a scheduling delay per message when they
 //!   outnumber them, and their copies and reductions share one memory system whose rate
 //!   depends on whether the collective's working set fits the cache. `oxccl-bench simulate
 //!   --calibrate` fits it to this machine. Nodes without it (GPU nodes) are unaffected.
-//! - [`simulate`] executes a schedule with a discrete-event engine (see [`engine`] for the exact
+//! - [`simulate`] executes a schedule with a discrete-event engine (see `engine.rs` for the exact
 //!   semantics and the link-sharing model: FIFO per link direction, which conserves capacity
 //!   exactly and approximates max-min fair sharing).
 //!
@@ -75,10 +75,10 @@
 //! # Ok::<(), oxccl_collectives::sim::SimError>(())
 //! ```
 
-pub mod engine;
-pub mod host;
-pub mod network;
-pub mod spec;
+mod engine;
+mod host;
+mod network;
+mod spec;
 
 pub use engine::{bus_factor, simulate, simulate_with_progress, SimReport, TierUse};
 pub use network::Network;

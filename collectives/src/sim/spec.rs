@@ -75,7 +75,7 @@ pub struct NodeSpec {
     pub host: Option<HostSpec>,
 }
 
-/// A CPU host whose ranks do their own copies and reductions (see [`super::host`] for the model
+/// A CPU host whose ranks do their own copies and reductions (see `host.rs` for the model
 /// and its formulas).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -6,10 +6,10 @@
 //!   lkey/rkey, a completion queue shared by a queue pair's send and receive sides, the RC state
 //!   machine RESET -> INIT -> RTR -> RTS (-> ERR), RDMA WRITE with or without immediate,
 //!   zero-length receives, polling), and [`QpEndpoint`](verbs::QpEndpoint) /
-//!   [`ConnInfo`](wire::ConnInfo) exchanged as checked bytes. Two implementations:
+//!   `ConnInfo` (`wire.rs`) exchanged as checked bytes. Two implementations:
 //!   [`sim::SimVerbs`], an in-process model of RC semantics (always built; what the tests run
 //!   on), and `sideway_verbs::SidewayVerbs` (feature `rdma`), rdma-core loaded at run time.
-//! - [`protocol`]: the state machine, written once against the interface. Each side owns a
+//! - `protocol`: the state machine, written once against the interface. Each side owns a
 //!   ring of slots the peer writes into; a message goes out as one write-with-immediate per
 //!   slot (header with tag and length, then payload); the receiver copies slots out and returns
 //!   credits by RDMA-writing a counter, so a sender never overruns a slot nor an unposted
@@ -50,13 +50,23 @@
 //! ```
 
 mod connection;
+// The protocol engine and its wire format are internals; tests of them and model studies
+// reach them with the `testing` feature.
+#[cfg(feature = "testing")]
 pub mod protocol;
+#[cfg(not(feature = "testing"))]
+mod protocol;
 #[cfg(feature = "rdma")]
 pub mod sideway_verbs;
 pub mod sim;
 mod transport;
 pub mod verbs;
+#[cfg(feature = "testing")]
 pub mod wire;
+#[cfg(not(feature = "testing"))]
+mod wire;
+
+pub use protocol::ProtoConfig;
 
 pub use connection::{RdmaConnection, RdmaRecv, RdmaSend, RdmaView};
 pub use transport::{RdmaAddress, RdmaConfig, RdmaListener, RdmaPending, RdmaTransport};

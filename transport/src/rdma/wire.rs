@@ -142,7 +142,7 @@ impl ConnInfo {
     pub const LEN: usize = 8 + QpEndpoint::LEN + 8 + 4 + 4 + 4;
 
     /// Fixed-size little-endian encoding.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(self) -> Vec<u8> {
         let mut b = Vec::with_capacity(Self::LEN);
         b.extend_from_slice(&MAGIC.to_le_bytes());
         b.extend_from_slice(&[VERSION, 0, 0, 0]);

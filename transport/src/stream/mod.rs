@@ -13,7 +13,7 @@
 //!   shared memory itself), with a mailbox per direction for whole tiny messages
 //!   ([`Stream::mailbox`]).
 //! * Every other fabric (TCP, RDMA, a port) gets the default: the generic proxy
-//!   ([`proxy`]), a thread per connection that moves what the executor writes into an
+//!   ([`ProxyStream`]), a thread per connection that moves what the executor writes into an
 //!   in-memory ring through the fabric's messages, and what arrives into the executor's
 //!   incoming ring, as NCCL's proxy thread does for its network transports.
 //!

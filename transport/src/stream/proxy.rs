@@ -196,7 +196,7 @@ impl Stream for ProxyStream {
 impl Drop for ProxyStream {
     /// A communicator that finished its last call may still have bytes on their way (the last
     /// barrier's message): the proxy sends them before it closes, and the drop waits for that
-    /// (up to [`FLUSH_TIMEOUT`]), since a process that exits first takes its proxy threads with
+    /// (up to `FLUSH_TIMEOUT`), since a process that exits first takes its proxy threads with
     /// it and its peers would find the connection closed before the last message.
     fn drop(&mut self) {
         self.close();
