@@ -183,6 +183,12 @@ impl Topology {
     /// (ranks per NUMA node, NUMA nodes per host), given that hosts are regular blocks.
     fn numa_level(&self, per_host: usize) -> std::result::Result<(usize, usize), String> {
         let p = self.size();
+        if let Some(r) = (0..p).find(|&r| self.ranks[r].cpus.is_empty()) {
+            return Err(format!(
+                "rank {r}'s NUMA node is unknown (no map: thread ranks, or CPUs outside \
+                 OXCCL_TOPO_FILE's)"
+            ));
+        }
         if let Some(r) = (0..p).find(|&r| self.ranks[r].numa.is_none()) {
             return Err(format!(
                 "rank {r} is not within one NUMA node (CPUs {:?}; bind ranks with OXCCL_BIND=numa \
@@ -381,6 +387,7 @@ mod tests {
                 .map(|&(h, n)| Locality {
                     host: h.into(),
                     hostname: h.into(),
+                    cpus: "0".into(),
                     numa: n,
                     ..Locality::default()
                 })

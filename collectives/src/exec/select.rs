@@ -25,15 +25,13 @@ pub(crate) fn choose(
                         algo: name.clone(),
                         detail: e.to_string(),
                     })?;
-            if matches!(&algo, Algorithm::Hierarchical(d) if d.is_empty()) {
-                if let Err(why) = inner.topology.hier() {
-                    return Err(Error::Algorithm {
-                        op,
-                        algo: name.clone(),
-                        detail: format!("no dims from the map: {why}; give them (hier:AxB)"),
-                    });
-                }
-            }
+            let algo = tuner::resolve_forced(algo, inner.size, inner.topology.hier()).map_err(
+                |detail| Error::Algorithm {
+                    op,
+                    algo: name.clone(),
+                    detail,
+                },
+            )?;
             Some(Ok(algo))
         }
     };
