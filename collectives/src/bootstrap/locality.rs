@@ -158,7 +158,16 @@ pub(crate) fn exchange(
     let size = host_of.len();
     let local: Vec<usize> = (0..size).filter(|&q| host_of[q] == host_of[rank]).collect();
     let index = local.iter().position(|&q| q == rank).unwrap_or(0);
-    let (map, source) = load_host_map(options.topo_file.as_deref())?;
+    let (map, source) = match load_host_map(options.topo_file.as_deref()) {
+        Ok(m) => m,
+        // A host whose sysfs cannot be read still runs, with its ranks' places unknown; a
+        // file the user named must be right.
+        Err(e) if options.topo_file.is_none() => {
+            tracing::warn!("{e}; this rank's NUMA node, GPUs and NICs are unknown");
+            (oxccl_topo::Topology::new(), "none".to_string())
+        }
+        Err(e) => return Err(e),
+    };
     let mut cpus =
         affinity::current().map_err(|e| Error::io("reading this rank's CPU affinity", e))?;
     if let Some(target) = bind_target(&map, &cpus, options.bind, index, local.len())? {
