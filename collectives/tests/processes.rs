@@ -550,32 +550,47 @@ fn two_numa_nodes_from_a_topology_file() {
         return;
     }
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/two-numa.xml");
-    let store = format!("127.0.0.1:{}", free_port());
-    let prefix = |_| -> Vec<String> {
-        [
-            "env",
-            &format!("OXCCL_TOPO_FILE={file}"),
-            "OXCCL_BIND=numa",
-            "OXCCL_ALGO=hier",
-            "OXCCL_DEBUG=oxccl_collectives=info",
-        ]
-        .map(String::from)
-        .to_vec()
-    };
-    let mut ranks = spawn("numa", 4, &store, "60", &prefix);
-    let outs = wait_all(&mut ranks, Duration::from_secs(120));
-    for (r, (code, out)) in outs.iter().enumerate() {
-        assert_eq!(*code, 0, "rank {r} failed: {out}");
-        for line in out.lines().filter(|l| {
-            l.contains("hier dims") || l.contains("where rank") || l.starts_with("rank ")
-        }) {
-            println!("  {}", line.trim());
+    // The ranks' NUMA nodes come from their CPU binding: made by OXCCL_BIND, then by the
+    // launcher (`taskset`, as `mpirun --bind-to numa` would), where taskset exists.
+    let has_taskset = Command::new("taskset").arg("-V").output().is_ok();
+    for binder in ["OXCCL_BIND=numa", "taskset"] {
+        if binder == "taskset" && !has_taskset {
+            println!("  SKIPPED the taskset run: no taskset here");
+            continue;
         }
+        println!("  ranks bound by {binder}");
+        let store = format!("127.0.0.1:{}", free_port());
+        let prefix = |r: usize| -> Vec<String> {
+            let mut argv: Vec<String> = [
+                "env",
+                &format!("OXCCL_TOPO_FILE={file}"),
+                "OXCCL_ALGO=hier",
+                "OXCCL_DEBUG=oxccl_collectives=info",
+            ]
+            .map(String::from)
+            .to_vec();
+            if binder == "taskset" {
+                argv.extend(["taskset", "-c", if r < 2 { "0" } else { "1" }].map(String::from));
+            } else {
+                argv.insert(1, binder.into());
+            }
+            argv
+        };
+        let mut ranks = spawn("numa", 4, &store, "60", &prefix);
+        let outs = wait_all(&mut ranks, Duration::from_secs(120));
+        for (r, (code, out)) in outs.iter().enumerate() {
+            assert_eq!(*code, 0, "rank {r} failed: {out}");
+            for line in out.lines().filter(|l| {
+                l.contains("hier dims") || l.contains("where rank") || l.starts_with("rank ")
+            }) {
+                println!("  {}", line.trim());
+            }
+        }
+        let want = "hier dims 2x2 from the map: 2 ranks per NUMA node x 2 NUMA nodes";
+        assert!(
+            outs[0].1.contains(want),
+            "rank 0 did not log {want:?}: {}",
+            outs[0].1
+        );
     }
-    let want = "hier dims 2x2 from the map: 2 ranks per NUMA node x 2 NUMA nodes";
-    assert!(
-        outs[0].1.contains(want),
-        "rank 0 did not log {want:?}: {}",
-        outs[0].1
-    );
 }

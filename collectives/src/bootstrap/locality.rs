@@ -270,6 +270,30 @@ mod tests {
     }
 
     #[test]
+    fn an_nccl_topology_file_gives_the_gpus_and_nics_near_a_rank() {
+        let file = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/two-numa-gpus.nccl.xml"
+        );
+        let (m, _) = load_host_map(Some(file)).unwrap();
+        let on = |cpus: &str| locality_on(&m, &CpuSet::parse_list(cpus).unwrap(), file);
+        let l = on("5");
+        assert_eq!((l.numa, l.cpus.as_str()), (Some(1), "5"));
+        assert_eq!(
+            (l.gpus, l.nics),
+            (vec!["cuda1".to_string()], vec!["mlx5_1".to_string()])
+        );
+        let l = on("0-3");
+        assert_eq!(
+            (l.numa, l.gpus, l.nics),
+            (Some(0), vec!["cuda0".into()], vec!["mlx5_0".into()])
+        );
+        // Unbound: no NUMA node, and every device is near one of its CPUs.
+        let l = on("0-7");
+        assert_eq!((l.numa, l.gpus.len(), l.nics.len()), (None, 2, 2));
+    }
+
+    #[test]
     fn bad_topology_files_are_clear_errors() {
         let e = load_host_map(Some("/nonexistent/topo.xml"))
             .unwrap_err()
