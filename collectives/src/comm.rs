@@ -8,7 +8,8 @@ use crate::exec::engine::Engine;
 use crate::exec::{Group, State};
 use crate::link::connect::{self, Endpoint};
 use crate::link::{Link, LinkKind};
-use crate::options::{LocalTransport, Options, TransportChoice};
+use crate::map::{fabric_for, Fabric, Topology};
+use crate::options::{LocalTransport, Options};
 use oxccl_transport::dynamic::DynAddress;
 use oxccl_transport::stream::proxy_spin;
 use oxccl_transport::{Address as _, Listener as _};
@@ -17,42 +18,6 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-
-/// Where the ranks are: which host each rank is on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Topology {
-    /// Host index of every rank (hosts numbered in order of their lowest rank).
-    pub host_of: Vec<usize>,
-}
-
-impl Topology {
-    pub fn hosts(&self) -> usize {
-        self.host_of.iter().max().map_or(0, |&h| h + 1)
-    }
-
-    /// Ranks on `host`, ascending.
-    pub fn ranks_on(&self, host: usize) -> Vec<usize> {
-        (0..self.host_of.len())
-            .filter(|&r| self.host_of[r] == host)
-            .collect()
-    }
-
-    /// Dimensions for the hierarchical all-reduce, fastest-varying first: `[ranks per host,
-    /// hosts]` when every host has the same number of ranks and a host's ranks are
-    /// consecutive; `None` otherwise (or with one host).
-    pub fn hier_dims(&self) -> Option<Vec<usize>> {
-        let hosts = self.hosts();
-        let p = self.host_of.len();
-        if hosts <= 1 || p % hosts != 0 {
-            return None;
-        }
-        let per = p / hosts;
-        // Hosts are numbered by lowest rank, so "consecutive blocks of `per`" means host h
-        // holds ranks h*per..(h+1)*per.
-        let blocked = (0..p).all(|r| self.host_of[r] == r / per);
-        blocked.then(|| vec![per, hosts])
-    }
-}
 
 pub(crate) struct Inner {
     pub rank: usize,
@@ -212,9 +177,7 @@ impl Communicator {
             ));
         }
         let links = connect::local_links(n, transport, &options)?;
-        let topology = Topology {
-            host_of: vec![0; n],
-        };
+        let topology = Topology::one_process(n);
         Ok(links
             .into_iter()
             .enumerate()
@@ -265,7 +228,7 @@ impl Communicator {
             .collect();
         let me = format!(
             "{}\n{}\n{}",
-            host_id(),
+            crate::bootstrap::locality::host_id(),
             std::process::id(),
             addresses.join(" ")
         );
@@ -296,21 +259,14 @@ impl Communicator {
                 }
             })
             .collect();
-        let same_host = |q: usize| host_of[q] == host_of[rank];
-        let use_shm = |q: usize| match options.transport {
-            TransportChoice::Tcp => false,
-            TransportChoice::Auto => same_host(q),
-            TransportChoice::Shm => true,
-        };
-        if options.transport == TransportChoice::Shm {
-            if let Some(q) = (0..size).find(|&q| !same_host(q)) {
-                return Err(Error::Env(format!(
-                    "OXCCL_TRANSPORT=shm but rank {q} is on another host"
-                )));
-            }
-        }
+        let map =
+            crate::bootstrap::locality::exchange(&mut store, rank, &host_of, &options, deadline)?;
+        let fabric_of: Vec<Fabric> = (0..size)
+            .map(|q| fabric_for(&map, &options, rank, q))
+            .collect::<Result<_>>()?;
+        let use_shm = |q: usize| fabric_of[q] == Fabric::Shm;
         // This host runs an executor per local rank and a proxy per network link of each.
-        let local = (0..size).filter(|&q| same_host(q)).count();
+        let local = map.ranks_on(map.host_of[rank]).len();
         let net_peers = (0..size).filter(|&q| q != rank && !use_shm(q)).count();
         endpoints[NET].config.spin = proxy_spin(local * (1 + net_peers));
         if (0..size).any(|q| q != rank && use_shm(q)) && endpoints.len() <= SHM {
@@ -355,13 +311,7 @@ impl Communicator {
             hosts = hosts.len(),
             "communicator ready"
         );
-        Ok(Self::build(
-            rank,
-            Topology { host_of },
-            links,
-            options,
-            server,
-        ))
+        Ok(Self::build(rank, map, links, options, server))
     }
 
     pub fn rank(&self) -> usize {
@@ -507,28 +457,6 @@ fn open_store(b: &Bootstrap, deadline: Instant) -> Result<(Option<StoreServer>, 
 /// The endpoints of a rank between processes: the network fabric, then shared memory.
 const NET: usize = 0;
 const SHM: usize = 1;
-
-/// Ranks share memory when they agree on this: same kernel boot, hostname, network and pid
-/// namespaces (two network namespaces on one machine count as two hosts).
-pub(crate) fn host_id() -> String {
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
-    };
-    let link = |p: &str| {
-        std::fs::read_link(p)
-            .map(|s| s.display().to_string())
-            .unwrap_or_default()
-    };
-    format!(
-        "{}/{}/{}/{}",
-        read("/proc/sys/kernel/hostname"),
-        read("/proc/sys/kernel/random/boot_id"),
-        link("/proc/self/ns/net"),
-        link("/proc/self/ns/pid")
-    )
-}
 
 pub(crate) fn random_hex(bytes: usize) -> String {
     use rand::RngCore;

@@ -23,8 +23,12 @@
 //!   `srun`, `torchrun`, `oxccl-bench --ranks N` or by hand with `OXCCL_RANK`, `OXCCL_SIZE`,
 //!   `OXCCL_STORE_ADDR` ([`Bootstrap`] lists the variables). Rank 0 serves a small TCP store
 //!   where the ranks exchange addresses; every rank proves it knows the job's secret
-//!   (`OXCCL_SECRET`), and a stranger is refused. Ranks of one host (same kernel boot id,
-//!   hostname, network and pid namespace) talk over shared-memory rings, others over TCP.
+//!   (`OXCCL_SECRET`), and a stranger is refused. Each rank reports where it runs on its
+//!   host's `oxccl-topo` map (host, package, NUMA node, cores, GPUs and NICs near it;
+//!   `OXCCL_TOPO_FILE`, `OXCCL_BIND`), and every rank gets the whole [`Topology`] ([`map`]).
+//!   The fabric of each pair is the first that can connect it on that map: shared-memory
+//!   rings within a host (same kernel boot id, hostname, network and pid namespace), the
+//!   network fabric across.
 //!
 //! ## Contracts
 //! - Every rank makes the same calls in the same order, with the same counts, dtypes, ops and
@@ -75,6 +79,7 @@ mod comm;
 pub mod error;
 mod exec;
 mod link;
+pub mod map;
 mod ops;
 pub mod options;
 pub mod schedule;
@@ -83,9 +88,10 @@ pub mod tuner;
 pub mod verify;
 
 pub use bootstrap::{Bootstrap, StoreAddr};
-pub use comm::{Communicator, Topology};
+pub use comm::Communicator;
 pub use error::{Error, Result};
 pub use link::LinkKind;
+pub use map::{Locality, Topology};
 pub use ops::Pending;
-pub use options::{LocalTransport, NetChoice, Options, TransportChoice};
+pub use options::{Bind, LocalTransport, NetChoice, Options, TransportChoice};
 pub use oxccl_kernels::{DataType, Element, ReduceOp};

@@ -23,6 +23,28 @@ pub enum NetChoice {
     Rdma,
 }
 
+/// Whether each rank pins itself to cores at init (`OXCCL_BIND`, as `mpirun --bind-to`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bind {
+    /// Leave the CPU affinity the launcher gave.
+    None,
+    /// The `i`-th of a host's `n` ranks on core `i * cores / n` of the cores it may use.
+    Core,
+    /// The `i`-th of a host's `n` ranks on the CPUs of NUMA node `i * nodes / n`: consecutive
+    /// ranks share a node, as the hierarchical all-reduce's NUMA level wants.
+    Numa,
+}
+
+impl std::fmt::Display for Bind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Bind::None => "none",
+            Bind::Core => "core",
+            Bind::Numa => "numa",
+        })
+    }
+}
+
 /// How the ranks of [`crate::Communicator::local`] talk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LocalTransport {
@@ -49,6 +71,8 @@ pub enum LocalTransport {
 /// | `OXCCL_RING_BYTES` | shared-memory ring size per direction (power of two) | 1048576 |
 /// | `OXCCL_SMALL_BYTES` | all-reduce up to this size sends the whole vector to every peer | 16384 |
 /// | `OXCCL_SPIN` | idle polls before a waiting rank yields its core | 2000, or 50 when ranks outnumber cores |
+/// | `OXCCL_TOPO_FILE` | the host's map: an hwloc XML or NCCL topology XML file (as `NCCL_TOPO_FILE`), or an hwloc synthetic string | discovered from sysfs |
+/// | `OXCCL_BIND` | pin each rank at init: `none`, `core`, `numa` ([`Bind`]) | `none` |
 #[derive(Clone, Debug)]
 pub struct Options {
     pub timeout: Duration,
@@ -60,6 +84,9 @@ pub struct Options {
     pub small_bytes: usize,
     /// `None`: chosen from the number of local ranks and cores.
     pub spin: Option<u32>,
+    /// The host's map (`OXCCL_TOPO_FILE`): a file or synthetic string; `None` discovers it.
+    pub topo_file: Option<String>,
+    pub bind: Bind,
 }
 
 impl Default for Options {
@@ -73,6 +100,8 @@ impl Default for Options {
             ring_bytes: 1 << 20,
             small_bytes: 16 << 10,
             spin: None,
+            topo_file: None,
+            bind: Bind::None,
         }
     }
 }
@@ -144,6 +173,19 @@ impl Options {
         }
         if let Some(s) = num("OXCCL_SPIN")? {
             o.spin = Some(s as u32);
+        }
+        o.topo_file = get("OXCCL_TOPO_FILE").filter(|f| !f.trim().is_empty());
+        if let Some(b) = get("OXCCL_BIND") {
+            o.bind = match b.trim().to_ascii_lowercase().as_str() {
+                "none" | "" => Bind::None,
+                "core" => Bind::Core,
+                "numa" => Bind::Numa,
+                other => {
+                    return Err(Error::Env(format!(
+                        "OXCCL_BIND={other:?}: expected none, core or numa"
+                    )))
+                }
+            };
         }
         Ok(o)
     }

@@ -491,6 +491,29 @@ pub fn choose(
     choose_with(algo_override(), collective, ranks, bytes, params, dims)
 }
 
+/// A forced algorithm made concrete for a communicator of `ranks` ranks whose map gives
+/// `map_dims` (or says why it gives none): `hier` takes the map's dims, and given dims must
+/// multiply to the rank count. The error says why, for `Error::Algorithm`.
+pub fn resolve_forced(
+    algo: Algorithm,
+    ranks: usize,
+    map_dims: Result<Vec<usize>, String>,
+) -> Result<Algorithm, String> {
+    match algo {
+        Algorithm::Hierarchical(d) if d.is_empty() => map_dims
+            .map(Algorithm::Hierarchical)
+            .map_err(|why| format!("no dims from the map: {why}; give them (hier:AxB)")),
+        Algorithm::Hierarchical(d) if !dims_fit(&d, ranks) => Err(format!(
+            "dims {} multiply to {}, not to the communicator's {ranks} ranks",
+            crate::map::dims_text(&d),
+            d.iter()
+                .try_fold(1usize, |a, &x| a.checked_mul(x))
+                .map_or("too much".into(), |n| n.to_string())
+        )),
+        a => Ok(a),
+    }
+}
+
 /// [`choose`] with the override given rather than read from the environment.
 pub fn choose_with(
     forced: Option<Result<Algorithm, AlgorithmError>>,

@@ -187,3 +187,37 @@ fn dtype_erased_calls_validate_dtype() {
         assert!(matches!(out, Err(Error::Invalid { .. })));
     }
 }
+
+#[test]
+fn bad_hier_settings_are_clear_errors() {
+    use oxccl_collectives::schedule::Collective;
+    use oxccl_collectives::LocalTransport;
+    let ask = |algo: &str| {
+        let options = oxccl_collectives::Options {
+            algorithm: Some(algo.into()),
+            ..opts(5.0)
+        };
+        let ranks = Communicator::local_with(4, LocalTransport::Memory, options).unwrap();
+        ranks[0].algorithm_for(Collective::AllReduce, 1 << 20)
+    };
+    for (algo, want) in [
+        // Thread ranks: one host, no NUMA nodes known, so the map has no levels.
+        ("hier", "no dims from the map: the map has one level only"),
+        (
+            "hier:3x3",
+            "dims 3x3 multiply to 9, not to the communicator's 4 ranks",
+        ),
+        ("hier:2x", "unknown algorithm"),
+        ("hier:0x4", "unknown algorithm"),
+    ] {
+        match ask(algo) {
+            Err(e) => {
+                let text = e.to_string();
+                eprintln!("{algo}: {text}");
+                assert!(text.contains(want), "{algo}: {text}");
+            }
+            Ok(chosen) => panic!("OXCCL_ALGO={algo} was accepted as {chosen}"),
+        }
+    }
+    assert!(ask("hier:2x2").unwrap().starts_with("hier:2x2"));
+}

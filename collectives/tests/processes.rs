@@ -8,7 +8,9 @@
 //!   byte (a link's proxy flushes before the process ends);
 //! - two "hosts" (network namespaces joined by a veth pair) with two ranks each: the
 //!   hierarchical all-reduce runs over shm inside a namespace and TCP across (skipped, with the
-//!   reason printed, where namespaces cannot be made).
+//!   reason printed, where namespaces cannot be made);
+//! - four processes on a made-up host of two NUMA nodes (`OXCCL_TOPO_FILE`, bound with
+//!   `OXCCL_BIND=numa`): `hier` takes its dims, 2x2, from the map.
 
 use oxccl_collectives::schedule::Collective;
 use oxccl_collectives::{Communicator, LinkKind, ReduceOp};
@@ -24,7 +26,7 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let tests: [(&str, fn()); 6] = [
+    let tests: [(&str, fn()); 7] = [
         ("three_processes_over_shm", three_processes_over_shm),
         ("torchrun_style_variables", torchrun_style_variables),
         ("under_mpirun", under_mpirun),
@@ -40,6 +42,10 @@ fn main() {
             "two_hosts_in_network_namespaces",
             two_hosts_in_network_namespaces,
         ),
+        (
+            "two_numa_nodes_from_a_topology_file",
+            two_numa_nodes_from_a_topology_file,
+        ),
     ];
     for (name, t) in tests {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
@@ -54,6 +60,14 @@ fn main() {
 // ----- the ranks ---------------------------------------------------------------------------
 
 fn child(role: &str) -> i32 {
+    if let Ok(filter) = std::env::var("OXCCL_DEBUG") {
+        // To stdout, which the parent reads and checks.
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stdout)
+            .with_ansi(false)
+            .init();
+    }
     let comm = match Communicator::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -65,6 +79,7 @@ fn child(role: &str) -> i32 {
         "ops" => ops(&comm),
         "loop" => big_loop(&comm),
         "hier" => hier(&comm),
+        "numa" => numa(&comm),
         "last-send" => last_send(&comm),
         other => Err(format!("unknown role {other}")),
     };
@@ -130,6 +145,56 @@ fn ops(c: &Communicator) -> Result<(), String> {
 /// Ends with a tiny all-reduce (each rank sends its value to every peer, then receives) and
 /// exits the moment it returns: a rank that has all it needs may exit while its own last
 /// message is still in its proxy's ring.
+/// Four ranks bound two per NUMA node of `tests/data/two-numa.xml`, with `OXCCL_ALGO=hier`.
+fn numa(c: &Communicator) -> Result<(), String> {
+    use rand::{Rng, SeedableRng};
+    let (p, me) = (c.size(), c.rank());
+    let map = c.topology();
+    let nodes: Vec<Option<u32>> = map.ranks.iter().map(|l| l.numa).collect();
+    if nodes != [Some(0), Some(0), Some(1), Some(1)] {
+        return Err(format!("NUMA nodes of the ranks: {nodes:?}"));
+    }
+    if map.hier_dims() != Some(vec![2, 2]) {
+        return Err(format!(
+            "hier dims {:?}: {}",
+            map.hier_dims(),
+            map.describe_hier()
+        ));
+    }
+    if let Some(q) = (0..p).find(|&q| q != me && c.transport_to(q) != Some(LinkKind::Shm)) {
+        return Err(format!("rank {q} reached over {:?}", c.transport_to(q)));
+    }
+    let n = 1 << 20;
+    let algo = c
+        .algorithm_for(Collective::AllReduce, n * 4)
+        .map_err(|e| e.to_string())?;
+    if !algo.starts_with("hier:2x2") {
+        return Err(format!("OXCCL_ALGO=hier chose {algo}, expected hier:2x2"));
+    }
+    // Random integers below 2^24 / 4: every sum is exact in f32, so the tolerance is zero.
+    let data = |q: usize| -> Vec<f32> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x6e75_6d61 + q as u64);
+        (0..n).map(|_| rng.gen_range(0..1_000_000) as f32).collect()
+    };
+    let mut out = vec![0f32; n];
+    c.all_reduce(&data(me), &mut out, ReduceOp::Sum)
+        .map_err(|e| e.to_string())?;
+    let mut want = vec![0f32; n];
+    for q in 0..p {
+        for (w, x) in want.iter_mut().zip(data(q)) {
+            *w += x;
+        }
+    }
+    if let Some(i) = (0..n).find(|&i| out[i] != want[i]) {
+        return Err(format!("element {i}: {} != {}", out[i], want[i]));
+    }
+    println!(
+        "rank {me}: NUMA node {:?}, CPUs {}, {algo}",
+        map.ranks[me].numa, map.ranks[me].cpus
+    );
+    Ok(())
+}
+
 fn last_send(c: &Communicator) -> Result<(), String> {
     let (p, me) = (c.size(), c.rank());
     if (0..p).any(|q| q != me && c.transport_to(q) != Some(LinkKind::Tcp)) {
@@ -199,8 +264,9 @@ fn hier(c: &Communicator) -> Result<(), String> {
         }
     }
     println!(
-        "rank {me}: {algo}, links {:?}",
-        (0..p).map(|q| c.transport_to(q)).collect::<Vec<_>>()
+        "rank {me}: {algo}, links {:?}; {}",
+        (0..p).map(|q| c.transport_to(q)).collect::<Vec<_>>(),
+        c.topology().describe_hier()
     );
     Ok(())
 }
@@ -466,5 +532,65 @@ fn two_hosts_in_network_namespaces() {
     {
         assert_eq!(code, 0, "rank {r} failed: {out}");
         println!("  {}", out.trim());
+    }
+}
+
+fn two_numa_nodes_from_a_topology_file() {
+    // The file's two NUMA nodes hold PUs 0 and 1, which the ranks must be able to run on.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let affinity = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let allowed = affinity
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if cpus < 2 || !(allowed.starts_with("0-") || allowed.starts_with("0,1")) {
+        println!("  SKIPPED: needs CPUs 0 and 1 (this process may run on {allowed:?})");
+        return;
+    }
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/two-numa.xml");
+    // The ranks' NUMA nodes come from their CPU binding: made by OXCCL_BIND, then by the
+    // launcher (`taskset`, as `mpirun --bind-to numa` would), where taskset exists.
+    let has_taskset = Command::new("taskset").arg("-V").output().is_ok();
+    for binder in ["OXCCL_BIND=numa", "taskset"] {
+        if binder == "taskset" && !has_taskset {
+            println!("  SKIPPED the taskset run: no taskset here");
+            continue;
+        }
+        println!("  ranks bound by {binder}");
+        let store = format!("127.0.0.1:{}", free_port());
+        let prefix = |r: usize| -> Vec<String> {
+            let mut argv: Vec<String> = [
+                "env",
+                &format!("OXCCL_TOPO_FILE={file}"),
+                "OXCCL_ALGO=hier",
+                "OXCCL_DEBUG=oxccl_collectives=info",
+            ]
+            .map(String::from)
+            .to_vec();
+            if binder == "taskset" {
+                argv.extend(["taskset", "-c", if r < 2 { "0" } else { "1" }].map(String::from));
+            } else {
+                argv.insert(1, binder.into());
+            }
+            argv
+        };
+        let mut ranks = spawn("numa", 4, &store, "60", &prefix);
+        let outs = wait_all(&mut ranks, Duration::from_secs(120));
+        for (r, (code, out)) in outs.iter().enumerate() {
+            assert_eq!(*code, 0, "rank {r} failed: {out}");
+            for line in out.lines().filter(|l| {
+                l.contains("hier dims") || l.contains("where rank") || l.starts_with("rank ")
+            }) {
+                println!("  {}", line.trim());
+            }
+        }
+        let want = "hier dims 2x2 from the map: 2 ranks per NUMA node x 2 NUMA nodes";
+        assert!(
+            outs[0].1.contains(want),
+            "rank 0 did not log {want:?}: {}",
+            outs[0].1
+        );
     }
 }

@@ -13,6 +13,8 @@
 //! one); otherwise it is derived from the launcher's job id, which keeps other jobs out but not
 //! a process that can read this job's environment.
 
+mod affinity;
+pub mod locality;
 pub mod store;
 
 use crate::error::{Error, Result};

@@ -5,7 +5,7 @@ use super::Group;
 use crate::algorithms::Algorithm;
 use crate::error::{Error, Result};
 use crate::schedule::Collective;
-use crate::tuner::{self, CostParams, LinkParams};
+use crate::tuner::{self, CostParams};
 
 /// The algorithm and pipeline depth for `collective` moving `bytes` (the whole buffer).
 pub(crate) fn choose(
@@ -25,25 +25,18 @@ pub(crate) fn choose(
                         algo: name.clone(),
                         detail: e.to_string(),
                     })?;
-            if matches!(&algo, Algorithm::Hierarchical(d) if d.is_empty()) && dims.is_none() {
-                return Err(Error::Algorithm {
+            let algo = tuner::resolve_forced(algo, inner.size(), inner.topology().hier()).map_err(
+                |detail| Error::Algorithm {
                     op,
                     algo: name.clone(),
-                    detail: "`hier` needs several hosts with the same number of consecutive \
-                             ranks; give the dims (hier:AxB)"
-                        .into(),
-                });
-            }
+                    detail,
+                },
+            )?;
             Some(Ok(algo))
         }
     };
-    // Tier 0 joins the ranks of a host, tier 1 the hosts.
-    let mut tiers = vec![LinkParams::SHM];
-    if inner.topology().hosts() > 1 {
-        tiers.push(LinkParams::TCP);
-    }
     let params = CostParams {
-        tiers,
+        tiers: crate::map::tiers(inner.topology(), inner.options()),
         max_message_bytes: Some(inner.options().chunk_bytes),
     };
     let (algo, k) = tuner::choose_with(
