@@ -26,6 +26,9 @@
 //!   (`OXCCL_SECRET`), and a stranger is refused. Ranks of one host (same kernel boot id,
 //!   hostname, network and pid namespace) talk over shared-memory rings, others over TCP.
 //!
+//! - [`Communicator::split`] / [`Communicator::dup`]: child communicators of a communicator
+//!   (a collective; bootstrapped through a new store for now).
+//!
 //! ## Contracts
 //! - Every rank makes the same calls in the same order, with the same counts, dtypes, ops and
 //!   roots. A call opens each stream it uses with a 32-byte header saying what it is; a rank
@@ -79,6 +82,7 @@ mod ops;
 pub mod options;
 pub mod schedule;
 pub mod sim;
+mod split;
 pub mod tuner;
 pub mod verify;
 
