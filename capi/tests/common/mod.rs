@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod groups;
+
 use oxccl::*;
 use std::ffi::CStr;
 
@@ -79,10 +81,19 @@ pub fn init_ranks(n: usize) -> Vec<Comm> {
         .collect()
 }
 
-/// Reproducible random bytes of one rank and call.
+/// Reproducible random bytes of one rank and call (splitmix64: fast even unoptimised, unlike
+/// a cryptographic generator, and the tests move many MiB of them).
 pub fn random_bytes(seed: u64, rank: usize, len: usize) -> Vec<u8> {
-    use rand::{Rng, SeedableRng};
-    let mut rng =
-        rand::rngs::StdRng::seed_from_u64(seed ^ (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    (0..len).map(|_| rng.gen()).collect()
+    let mut x = seed.wrapping_mul(0xA076_1D64_78BD_642F)
+        ^ (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        v.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    v.truncate(len);
+    v
 }
