@@ -51,3 +51,11 @@ fn version_constants_match_the_crate() {
     );
     assert_eq!(got, code);
 }
+
+#[test]
+fn pkg_config_file_has_the_crate_version() {
+    let pc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("oxccl.pc"))
+        .expect("capi/oxccl.pc");
+    let want = format!("Version: {}", env!("CARGO_PKG_VERSION"));
+    assert!(pc.lines().any(|l| l == want), "oxccl.pc lacks {want:?}");
+}
