@@ -142,7 +142,9 @@ oxcclResult_t oxcclGetVersion(int *version);
 // Makes rank `rank` of an `nranks`-rank communicator, meeting the other ranks through the store
 // named by `commId` (from `oxcclGetUniqueId`). Returns when every rank has joined (or
 // `OXCCL_TIMEOUT` has passed). Rank 0 serves the store, so it must run on the host whose process
-// made the id. Settings come from the `OXCCL_*` environment variables.
+// made the id. Settings come from the `OXCCL_*` environment variables. Inside a group, the
+// communicator is made at `oxcclGroupEnd` (so one thread can make every rank of a job, as with
+// NCCL), and `*comm` is written then.
 //
 // # Safety
 // `comm` is NULL (an error) or valid for a write of one `oxcclComm_t`.
@@ -180,7 +182,8 @@ oxcclResult_t oxcclCommUserRank(oxcclComm_t comm, int *rank);
 // it). Ranks of a new communicator are ordered by `key`, ties by their rank in `comm`.
 // `color == OXCCL_SPLIT_NOCOLOR` joins none (`*newcomm` becomes NULL). `config` may be NULL.
 // For now each new communicator is bootstrapped through a store of its own, started by its
-// rank 0 (`comm` stays usable, and independent of the new ones).
+// rank 0 (`comm` stays usable, and independent of the new ones). Inside a group, the split
+// happens at `oxcclGroupEnd`, which writes `*newcomm`.
 //
 // # Safety
 // `newcomm` is valid for a write of one `oxcclComm_t`; `config` is NULL or points to an

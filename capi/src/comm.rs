@@ -1,5 +1,6 @@
 //! Making, querying and ending communicators; versions and error strings.
 
+use crate::group::{defer_creation, Creation};
 use crate::handle::{entry, last_error, lookup, register, unregister, Failure};
 use crate::id;
 use crate::{
@@ -37,7 +38,9 @@ pub unsafe extern "C" fn oxcclGetVersion(version: *mut c_int) -> oxcclResult_t {
 /// Makes rank `rank` of an `nranks`-rank communicator, meeting the other ranks through the store
 /// named by `commId` (from `oxcclGetUniqueId`). Returns when every rank has joined (or
 /// `OXCCL_TIMEOUT` has passed). Rank 0 serves the store, so it must run on the host whose process
-/// made the id. Settings come from the `OXCCL_*` environment variables.
+/// made the id. Settings come from the `OXCCL_*` environment variables. Inside a group, the
+/// communicator is made at `oxcclGroupEnd` (so one thread can make every rank of a job, as with
+/// NCCL), and `*comm` is written then.
 ///
 /// # Safety
 /// `comm` is NULL (an error) or valid for a write of one `oxcclComm_t`.
@@ -62,14 +65,21 @@ pub unsafe extern "C" fn oxcclCommInitRank(
             .ok_or_else(|| Failure::invalid(format!("rank {rank} is not in 0..{size}")))?;
         let job = id::parse(&commId)?;
         let options = Options::from_env().map_err(Failure::from)?;
-        let bootstrap = Bootstrap::new(me, size, job.store_addr(), job.secret.clone());
-        let made = Communicator::init_with(bootstrap, options);
-        if me == 0 {
-            // Rank 0's store now holds the port (or failed): the id's hold can go.
-            id::release(&job.store);
+        let out = comm as usize;
+        let create: Creation = Box::new(move || {
+            let bootstrap = Bootstrap::new(me, size, job.store_addr(), job.secret.clone());
+            let made = Communicator::init_with(bootstrap, options);
+            if me == 0 {
+                // Rank 0's store now holds the port (or failed): the id's hold can go.
+                id::release(&job.store);
+            }
+            // SAFETY: checked non-NULL above; the caller's promise.
+            unsafe { put(out as *mut oxcclComm_t, register(made?), "comm") }
+        });
+        match defer_creation(None, "oxcclCommInitRank", create) {
+            Some(create) => create(),
+            None => Ok(()),
         }
-        // SAFETY: non-NULL, and the caller's promise.
-        unsafe { put(comm, register(made?), "comm") }
     })
 }
 
@@ -139,7 +149,8 @@ pub unsafe extern "C" fn oxcclCommUserRank(comm: oxcclComm_t, rank: *mut c_int) 
 /// it). Ranks of a new communicator are ordered by `key`, ties by their rank in `comm`.
 /// `color == OXCCL_SPLIT_NOCOLOR` joins none (`*newcomm` becomes NULL). `config` may be NULL.
 /// For now each new communicator is bootstrapped through a store of its own, started by its
-/// rank 0 (`comm` stays usable, and independent of the new ones).
+/// rank 0 (`comm` stays usable, and independent of the new ones). Inside a group, the split
+/// happens at `oxcclGroupEnd`, which writes `*newcomm`.
 ///
 /// # Safety
 /// `newcomm` is valid for a write of one `oxcclComm_t`; `config` is NULL or points to an
@@ -169,10 +180,17 @@ pub unsafe extern "C" fn oxcclCommSplit(
                 ))
             })?),
         };
-        let child = state.comm.split(color, i64::from(key))?;
-        let handle = child.map_or(std::ptr::null_mut(), register);
-        // SAFETY: non-NULL, and the caller's promise.
-        unsafe { put(newcomm, handle, "newcomm") }
+        let out = newcomm as usize;
+        let create: Creation = Box::new(move || {
+            let child = state.comm.split(color, i64::from(key))?;
+            let handle = child.map_or(std::ptr::null_mut(), register);
+            // SAFETY: checked non-NULL above; the caller's promise.
+            unsafe { put(out as *mut oxcclComm_t, handle, "newcomm") }
+        });
+        match defer_creation(Some(comm), "oxcclCommSplit", create) {
+            Some(create) => create(),
+            None => Ok(()),
+        }
     })
 }
 

@@ -1,7 +1,10 @@
 //! `oxcclGroupStart` / `oxcclGroupEnd`: calls posted in between run when the outermost
 //! `oxcclGroupEnd` is reached, which returns when all of them are done.
 //!
-//! The group is per thread, as NCCL's. At the end, each communicator's calls run on a thread of
+//! The group is per thread, as NCCL's. At the end, communicator creations posted in it
+//! (`oxcclCommInitRank`, `oxcclCommSplit`) run first, all at once on threads of their own (one
+//! thread may create every rank of a job, NCCL's single-process pattern; *comm is written when
+//! `oxcclGroupEnd` returns), the splits of one parent in posting order. Then each communicator's calls run on a thread of
 //! their own (one thread may drive several ranks of a job, as NCCL's single-process multi-device
 //! pattern does), in this order: first the collectives, in the order they were posted (every
 //! rank posts the same collectives in the same order, so they match), then all the sends and
@@ -40,10 +43,35 @@ use oxccl_collectives::Communicator;
 use std::cell::RefCell;
 use std::sync::Arc;
 
+/// A communicator creation (`oxcclCommInitRank`, `oxcclCommSplit`) posted to a group.
+pub(crate) type Creation = Box<dyn FnOnce() -> Result<(), Failure> + Send>;
+
 #[derive(Default)]
 struct Group {
     depth: usize,
     posted: Vec<(usize, Arc<CommState>, Op)>,
+    /// With the parent's handle for splits (which run in posting order per parent), and the
+    /// function's name for its error.
+    creations: Vec<(Option<usize>, &'static str, Creation)>,
+}
+
+/// Posts `create` when the thread is inside a group (it runs at the group's end, concurrently
+/// with the other creations, so that one thread can create every rank of a job as in NCCL's
+/// single-process pattern); outside a group, gives it back to be run now.
+pub(crate) fn defer_creation(
+    parent: Option<oxcclComm_t>,
+    function: &'static str,
+    create: Creation,
+) -> Option<Creation> {
+    GROUP.with(|g| {
+        let mut g = g.borrow_mut();
+        if g.depth == 0 {
+            return Some(create);
+        }
+        g.creations
+            .push((parent.map(|h| h as usize), function, create));
+        None
+    })
 }
 
 thread_local! {
@@ -93,7 +121,10 @@ pub extern "C" fn oxcclGroupEnd() -> oxcclResult_t {
                 0 => Err(Failure::usage("no oxcclGroupStart to end")),
                 1 => {
                     g.depth = 0;
-                    Ok(Some(std::mem::take(&mut g.posted)))
+                    Ok(Some((
+                        std::mem::take(&mut g.creations),
+                        std::mem::take(&mut g.posted),
+                    )))
                 }
                 _ => {
                     g.depth -= 1;
@@ -102,10 +133,65 @@ pub extern "C" fn oxcclGroupEnd() -> oxcclResult_t {
             }
         })?;
         match posted {
-            Some(posted) => run_group(posted),
+            Some((creations, posted)) => {
+                let created = run_creations(creations);
+                let ran = run_group(posted);
+                created.and(ran)
+            }
             None => Ok(()),
         }
     })
+}
+
+/// Runs the posted creations: those of one parent in order on one thread, each other one on a
+/// thread of its own, all at once (every rank of a job must be joining for any to finish).
+fn run_creations(creations: Vec<(Option<usize>, &'static str, Creation)>) -> Result<(), Failure> {
+    let mut lanes: Vec<(Option<usize>, Vec<(&'static str, Creation)>)> = Vec::new();
+    for (parent, function, create) in creations {
+        match lanes
+            .iter_mut()
+            .find(|(p, _)| parent.is_some() && *p == parent)
+        {
+            Some((_, lane)) => lane.push((function, create)),
+            None => lanes.push((parent, vec![(function, create)])),
+        }
+    }
+    let failures: Vec<(Option<usize>, &'static str, Failure)> = std::thread::scope(|s| {
+        let threads: Vec<_> = lanes
+            .into_iter()
+            .map(|(parent, lane)| {
+                s.spawn(move || {
+                    lane.into_iter()
+                        .filter_map(|(function, create)| {
+                            create().err().map(|f| (parent, function, f))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| {
+                t.join().unwrap_or_else(|_| {
+                    vec![(
+                        None,
+                        "oxcclGroupEnd",
+                        Failure::new(
+                            oxcclResult_t::oxcclInternalError,
+                            "internal error (please report): a group thread panicked",
+                        ),
+                    )]
+                })
+            })
+            .collect()
+    });
+    let mut first = None;
+    for (parent, function, f) in failures {
+        let handle = parent.map_or(std::ptr::null_mut(), |h| h as oxcclComm_t);
+        record(function, handle, &f);
+        first.get_or_insert(f);
+    }
+    first.map_or(Ok(()), Err)
 }
 
 fn run_group(posted: Vec<(usize, Arc<CommState>, Op)>) -> Result<(), Failure> {
