@@ -143,10 +143,13 @@ pub extern "C" fn oxcclGroupEnd() -> oxcclResult_t {
     })
 }
 
+/// A parent's splits in order (or one init), with the functions' names.
+type Lane = (Option<usize>, Vec<(&'static str, Creation)>);
+
 /// Runs the posted creations: those of one parent in order on one thread, each other one on a
 /// thread of its own, all at once (every rank of a job must be joining for any to finish).
 fn run_creations(creations: Vec<(Option<usize>, &'static str, Creation)>) -> Result<(), Failure> {
-    let mut lanes: Vec<(Option<usize>, Vec<(&'static str, Creation)>)> = Vec::new();
+    let mut lanes: Vec<Lane> = Vec::new();
     for (parent, function, create) in creations {
         match lanes
             .iter_mut()
