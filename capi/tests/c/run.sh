@@ -12,6 +12,11 @@ lib=$PWD/target/$profile
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
+# The header alone, as strict C99 and as C++11 (cbindgen's cpp_compat).
+printf '#include "oxccl.h"\nint main(void) { oxcclConfig_t c = OXCCL_CONFIG_INITIALIZER; return c.blocking - 1; }\n' > "$out/header.c"
+cc -std=c99 -Wall -Wextra -pedantic -Werror -fsyntax-only -I capi/include "$out/header.c"
+c++ -std=c++11 -Wall -Wextra -pedantic -Werror -fsyntax-only -I capi/include -x c++ "$out/header.c"
+
 pc() { PKG_CONFIG_PATH=$PWD/capi pkg-config --define-variable=libdir="$lib" "$@" oxccl; }
 cc -std=c11 -Wall -Wextra -Werror -o "$out/allreduce" capi/examples/allreduce.c $(pc --cflags --libs)
 cc -std=c11 -Wall -Wextra -Werror -o "$out/allreduce_static" capi/examples/allreduce.c \
