@@ -17,6 +17,15 @@ printf '#include "oxccl.h"\nint main(void) { oxcclConfig_t c = OXCCL_CONFIG_INIT
 cc -std=c99 -Wall -Wextra -pedantic -Werror -fsyntax-only -I capi/include "$out/header.c"
 c++ -std=c++11 -Wall -Wextra -pedantic -Werror -fsyntax-only -I capi/include -x c++ "$out/header.c"
 
+# Every function the header declares is exported by liboxccl.so, and nothing else is.
+declared=$(grep -oE '\boxccl[A-Za-z]+\(' capi/include/oxccl.h | tr -d '(' | sort -u)
+exported=$(nm -D --defined-only "$lib/liboxccl.so" | awk '{print $3}' | sort -u)
+if [ "$declared" != "$exported" ]; then
+  diff <(echo "$declared") <(echo "$exported") || true
+  echo "oxccl.h and liboxccl.so disagree (left: declared, right: exported)" >&2
+  exit 1
+fi
+
 pc() { PKG_CONFIG_PATH=$PWD/capi pkg-config --define-variable=libdir="$lib" "$@" oxccl; }
 cc -std=c11 -Wall -Wextra -Werror -o "$out/allreduce" capi/examples/allreduce.c $(pc --cflags --libs)
 cc -std=c11 -Wall -Wextra -Werror -o "$out/allreduce_static" capi/examples/allreduce.c \
