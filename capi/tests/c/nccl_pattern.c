@@ -152,10 +152,13 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < ring_bytes; i++) out[i] = pattern(world_rank, i);
   memset(in, 0, ring_bytes);
   int next = (world_rank + 1) % nranks, prev = (world_rank + nranks - 1) % nranks;
+  MPI_Barrier(MPI_COMM_WORLD);
+  double start = MPI_Wtime();
   CHECK(oxcclGroupStart());
   CHECK(oxcclSend(out, ring_bytes, oxcclUint8, next, comm, NULL));
   CHECK(oxcclRecv(in, ring_bytes, oxcclUint8, prev, comm, NULL));
   CHECK(oxcclGroupEnd());
+  double seconds = MPI_Wtime() - start;
   for (size_t i = 0; i < ring_bytes; i++)
     EXPECT(in[i] == pattern(prev, i), "ring exchange byte %zu from rank %d", i, prev);
 
@@ -169,8 +172,9 @@ int main(int argc, char **argv) {
   CHECK(oxcclCommDestroy(half_comm));
   CHECK(oxcclCommDestroy(comm));
   if (world_rank == 0)
-    printf("nccl_pattern: %d ranks: all-reduce, collectives, split, %zu MiB group ring exchange: OK\n",
-           nranks, ring_bytes >> 20);
+    printf("nccl_pattern: %d ranks: all-reduce, collectives, split, %zu MiB group ring exchange "
+           "(%.1f ms on rank 0, %.2f GB/s each way): OK\n",
+           nranks, ring_bytes >> 20, seconds * 1e3, (double)ring_bytes / seconds / 1e9);
   free(out);
   free(in);
   free(everyone);
