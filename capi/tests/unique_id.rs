@@ -10,6 +10,10 @@ use common::ok;
 use oxccl::*;
 use std::net::SocketAddr;
 
+/// Held by each test for its whole run: one of them sets `OXCCL_COMM_ID`, which the library
+/// reads (with the other `OXCCL_*` variables) on every thread.
+static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn make() -> oxcclUniqueId {
     let mut id = oxcclUniqueId { internal: [0; 128] };
     ok(unsafe { oxcclGetUniqueId(&mut id) }, std::ptr::null_mut());
@@ -40,6 +44,7 @@ fn free(addr: SocketAddr) -> bool {
 
 #[test]
 fn ids_differ_and_hold_their_port_until_rank_0_serves() {
+    let _env = ENV.lock().unwrap_or_else(|p| p.into_inner());
     let (a, b) = (make(), make());
     assert_ne!(a.internal[6..38], b.internal[6..38], "secrets differ");
     assert_ne!(address(&a), address(&b), "ports differ");
@@ -65,4 +70,55 @@ fn ids_differ_and_hold_their_port_until_rank_0_serves() {
         free(addr),
         "destroying rank 0 frees the port (the id's hold ended with its init)"
     );
+}
+
+#[test]
+fn comm_id_variable_names_the_store() {
+    let _env = ENV.lock().unwrap_or_else(|p| p.into_inner());
+    let free_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let want: SocketAddr = format!("127.0.0.1:{free_port}").parse().unwrap();
+    std::env::set_var("OXCCL_COMM_ID", want.to_string());
+    let id = make();
+    std::env::remove_var("OXCCL_COMM_ID");
+    assert_eq!(address(&id), want);
+    let threads: Vec<_> = (0..2)
+        .map(|r| {
+            std::thread::spawn(move || {
+                let mut comm: oxcclComm_t = std::ptr::null_mut();
+                ok(unsafe { oxcclCommInitRank(&mut comm, 2, id, r) }, comm);
+                let (mut rank, x) = (-1, [r as f64; 3]);
+                ok(unsafe { oxcclCommUserRank(comm, &mut rank) }, comm);
+                assert_eq!(rank, r);
+                let mut y = [0f64; 3];
+                let (f64_, sum) = (
+                    oxcclDataType::oxcclFloat64 as i32,
+                    oxcclRedOp::oxcclSum as i32,
+                );
+                let null = std::ptr::null_mut();
+                ok(
+                    unsafe {
+                        oxcclAllReduce(
+                            x.as_ptr().cast(),
+                            y.as_mut_ptr().cast(),
+                            3,
+                            f64_,
+                            sum,
+                            comm,
+                            null,
+                        )
+                    },
+                    comm,
+                );
+                assert_eq!(y, [1.0; 3]);
+                ok(oxcclCommDestroy(comm), comm);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
 }
