@@ -30,6 +30,9 @@
 //!   rings within a host (same kernel boot id, hostname, network and pid namespace), the
 //!   network fabric across.
 //!
+//! - [`Communicator::split`] / [`Communicator::dup`]: child communicators of a communicator
+//!   (a collective; bootstrapped through a new store for now).
+//!
 //! ## Contracts
 //! - Every rank makes the same calls in the same order, with the same counts, dtypes, ops and
 //!   roots. A call opens each stream it uses with a 32-byte header saying what it is; a rank
@@ -84,6 +87,7 @@ mod ops;
 pub mod options;
 pub mod schedule;
 pub mod sim;
+mod split;
 pub mod tuner;
 pub mod verify;
 

@@ -1,0 +1,116 @@
+//! `Communicator::split` and `dup` on thread ranks: who lands in which child, in which order,
+//! and that each child works on its own (an all-reduce and an all-gather of the parent ranks,
+//! checked element by element).
+
+mod common;
+
+use common::on_ranks;
+use oxccl_collectives::{Communicator, LocalTransport, Options, ReduceOp};
+
+/// Splits `p` ranks with `plan(rank) -> (color, key)` and checks every child against the
+/// membership the plan implies.
+fn check_split(p: usize, transport: LocalTransport, plan: fn(usize) -> (Option<u32>, i64)) {
+    on_ranks(
+        p,
+        transport,
+        Options::default(),
+        move |comm: Communicator| {
+            let me = comm.rank();
+            let (color, key) = plan(me);
+            let child = comm.split(color, key).expect("split");
+            let Some(color) = color else {
+                assert!(child.is_none(), "rank {me} opted out but joined a child");
+                // The parent is still usable after a split.
+                let mut v = [me as u64 + 1];
+                comm.all_reduce_in_place(&mut v, ReduceOp::Sum)
+                    .expect("parent");
+                return;
+            };
+            let child = child.expect("a rank with a color joins a child");
+            let mut members: Vec<usize> = (0..p).filter(|&q| plan(q).0 == Some(color)).collect();
+            members.sort_by_key(|&q| (plan(q).1, q));
+            assert_eq!(child.size(), members.len(), "rank {me}: child size");
+            assert_eq!(
+                members[child.rank()],
+                me,
+                "rank {me}: child rank {}",
+                child.rank()
+            );
+            // Who is who in the child, from the child itself.
+            let mut parents = vec![0u64; members.len()];
+            child
+                .all_gather(&[me as u64], &mut parents)
+                .expect("all_gather");
+            let want: Vec<u64> = members.iter().map(|&q| q as u64).collect();
+            assert_eq!(parents, want, "rank {me}: child order");
+            // A reduction on data that differs per rank and element.
+            let input: Vec<i64> = (0..1000)
+                .map(|i| (me as i64 * 7919 + i * 31) % 1009 - 500)
+                .collect();
+            let mut sum = vec![0i64; input.len()];
+            child.all_reduce(&input, &mut sum, ReduceOp::Sum).unwrap();
+            for (i, s) in sum.iter().enumerate() {
+                let want: i64 = members
+                    .iter()
+                    .map(|&q| (q as i64 * 7919 + i as i64 * 31) % 1009 - 500)
+                    .sum();
+                assert_eq!(*s, want, "rank {me}: element {i}");
+            }
+            // The parent still works, with the child alive.
+            let mut v = [me as u64 + 1];
+            comm.all_reduce_in_place(&mut v, ReduceOp::Sum)
+                .expect("parent");
+            assert_eq!(v[0], (p * (p + 1) / 2) as u64);
+        },
+    );
+}
+
+#[test]
+fn halves() {
+    for p in [2, 3, 4, 5] {
+        check_split(p, LocalTransport::Memory, |r| {
+            (Some(u32::from(r >= 2)), r as i64)
+        });
+    }
+}
+
+#[test]
+fn evens_and_odds_with_reversed_keys() {
+    check_split(5, LocalTransport::Memory, |r| {
+        (Some((r % 2) as u32), -(r as i64))
+    });
+}
+
+#[test]
+fn equal_keys_keep_the_parent_order() {
+    check_split(4, LocalTransport::Shm, |_| (Some(7), 0));
+}
+
+#[test]
+fn singletons() {
+    check_split(3, LocalTransport::Memory, |r| (Some(r as u32 * 10), 0));
+}
+
+#[test]
+fn opting_out() {
+    check_split(4, LocalTransport::Tcp, |r| {
+        (if r == 1 { None } else { Some(3) }, r as i64)
+    });
+    // Everyone opts out: no child anywhere, the parent still works.
+    check_split(3, LocalTransport::Memory, |_| (None, 0));
+}
+
+#[test]
+fn dup_is_independent_of_the_parent() {
+    on_ranks(3, LocalTransport::Memory, Options::default(), |comm| {
+        let dup = comm.dup().expect("dup");
+        assert_eq!((dup.rank(), dup.size()), (comm.rank(), comm.size()));
+        let mut a = [comm.rank() as u32 + 1; 5];
+        dup.all_reduce_in_place(&mut a, ReduceOp::Prod).unwrap();
+        assert_eq!(a, [6; 5]);
+        drop(comm);
+        let mut b = [dup.rank() as f64];
+        dup.all_reduce_in_place(&mut b, ReduceOp::Max).unwrap();
+        assert_eq!(b, [2.0]);
+    });
+}
