@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod collective;
 mod kernels;
+mod plot;
 mod simulate;
 mod transport;
 
@@ -30,13 +31,24 @@ enum Command {
     AllGather(collective::Args),
     /// Broadcast sweep, nccl-tests style.
     Broadcast(collective::Args),
+    /// Reduce sweep, nccl-tests style.
+    Reduce(collective::Args),
     /// All-to-all sweep, nccl-tests style.
     AllToAll(collective::Args),
+    /// Draw bus bandwidth against size for saved runs (`--json` output or nccl-tests text).
+    Plot(plot::Args),
     /// Predict collective times on a model of a cluster.
     Simulate(simulate::Args),
 }
 
 fn main() -> anyhow::Result<()> {
+    // Die quietly on a closed pipe (`oxccl-bench ... | head`), as C tools like nccl-tests do,
+    // instead of panicking in println!.
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     init_logging();
     let cli = Cli::parse();
     match cli.command {
@@ -46,7 +58,9 @@ fn main() -> anyhow::Result<()> {
         Command::ReduceScatter(args) => collective::run(collective::Which::ReduceScatter, args),
         Command::AllGather(args) => collective::run(collective::Which::AllGather, args),
         Command::Broadcast(args) => collective::run(collective::Which::Broadcast, args),
+        Command::Reduce(args) => collective::run(collective::Which::Reduce, args),
         Command::AllToAll(args) => collective::run(collective::Which::AllToAll, args),
+        Command::Plot(args) => plot::run(args),
         Command::Simulate(args) => simulate::run(args),
     }
 }
