@@ -49,7 +49,9 @@ fn main() -> anyhow::Result<()> {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    init_logging();
+    // OXCCL_DEBUG & co. as in any program using the crates, `warn` by default; logs go to
+    // stderr (or OXCCL_DEBUG_FILE) so tables and JSON on stdout stay clean.
+    oxccl_collectives::logging::install_cli("warn");
     let cli = Cli::parse();
     match cli.command {
         Command::Kernels(args) => kernels::run(args),
@@ -63,16 +65,4 @@ fn main() -> anyhow::Result<()> {
         Command::Plot(args) => plot::run(args),
         Command::Simulate(args) => simulate::run(args),
     }
-}
-
-/// `OXCCL_DEBUG` works like `NCCL_DEBUG` (`warn`, `info`, `trace`, or a full `tracing` filter);
-/// logs go to stderr so tables and JSON on stdout stay clean.
-fn init_logging() {
-    let filter = std::env::var("OXCCL_DEBUG").unwrap_or_else(|_| "warn".to_string());
-    let filter = tracing_subscriber::EnvFilter::try_new(filter.to_ascii_lowercase())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -75,6 +75,7 @@ mod comm;
 pub mod error;
 mod exec;
 mod link;
+pub mod logging;
 mod ops;
 pub mod options;
 pub mod schedule;

@@ -54,7 +54,8 @@
 //! - `OXCCL_TOPO_KEEP_GPU_NUMA=1`: keep the NUMA nodes holding NVIDIA GPU memory (POWER9,
 //!   Grace), hidden by default as hwloc does.
 //! - `OXCCL_TOPO_FSROOT` (CLI only): the root to discover instead of `/`.
-//! - `OXCCL_DEBUG` (CLI only): `tracing` filter, default `warn`.
+//! - `OXCCL_DEBUG`, `OXCCL_DEBUG_SUBSYS`, `OXCCL_DEBUG_FILE` (CLI only): logging as in
+//!   `oxccl-collectives` (`TOPO` is this crate's subsystem), default `warn`.
 //!
 //! ## Example
 //!

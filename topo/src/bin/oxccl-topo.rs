@@ -94,13 +94,7 @@ fn run(cli: &Cli) -> Result<String, TopoError> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OXCCL_DEBUG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    oxccl_collectives::logging::install_cli("warn");
     let cli = Cli::parse();
     match run(&cli) {
         Ok(text) => {
