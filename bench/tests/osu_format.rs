@@ -4,6 +4,9 @@
 
 use std::process::Command;
 
+/// One OSU table: its title, its column header, its (size, value) rows.
+type Table = (String, String, Vec<(u64, f64)>);
+
 #[test]
 fn osu_tables_latency_bw_bibw() {
     let out = Command::new(env!("CARGO_BIN_EXE_oxccl-bench"))
@@ -29,7 +32,7 @@ fn osu_tables_latency_bw_bibw() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    let mut tables: Vec<(String, String, Vec<(u64, f64)>)> = Vec::new();
+    let mut tables: Vec<Table> = Vec::new();
     for line in text.lines() {
         if let Some(h) = line.strip_prefix("# ") {
             if h.starts_with("Size") {
