@@ -126,6 +126,10 @@ pub struct Args {
     /// Seconds without progress before a call fails (OXCCL_TIMEOUT otherwise).
     #[arg(short = 'T', long = "timeout")]
     timeout: Option<u64>,
+    /// Repeat each timed loop this many times and report the median (an oxccl extension for
+    /// noisy machines; 1 is nccl-tests' single loop).
+    #[arg(long, default_value_t = 1)]
+    trials: usize,
     /// Force an algorithm (ring, rhd, tree, dbtree, hier, hier:AxB); default: chosen per size.
     #[arg(long)]
     algo: Option<String>,
@@ -640,10 +644,15 @@ fn sweep(
                 let one = over_ranks(comm, one, 3)?;
                 ((0.1 / one.max(1e-9)) as usize).clamp(1, 1_000_000)
             };
-            let secs = time_calls(comm, &c, &mut b, iters, args.agg_iters)?;
-            let secs = over_ranks(comm, secs, args.average)?;
+            let mut trials = Vec::with_capacity(args.trials.max(1));
+            for _ in 0..args.trials.max(1) {
+                let t = time_calls(comm, &c, &mut b, iters, args.agg_iters)?;
+                trials.push(over_ranks(comm, t, args.average)?);
+            }
+            trials.sort_by(f64::total_cmp);
+            let secs = trials[trials.len() / 2];
             let algbw = size as f64 / secs / 1e9;
-            iters_done += iters * args.agg_iters;
+            iters_done += iters * args.agg_iters * args.trials.max(1);
             halves.push(Half {
                 time_us: secs * 1e6,
                 algbw,
