@@ -4,7 +4,7 @@
 //!
 //! Ranks come from `--ranks N` (this binary starts N copies of itself on this host, with a
 //! generated secret), from a launcher (`mpirun`, `srun`, `torchrun`, or `OXCCL_RANK`/`OXCCL_SIZE`/
-//! `OXCCL_STORE_ADDR`), from `-t N` (N threads of this process), or are a single rank. Only
+//! `OXCCL_STORE_ADDR`), or are a single rank; `-t N` makes each process N thread ranks. Only
 //! rank 0 prints.
 //!
 //! Timing as nccl-tests: per size and half, `-w` warm-up calls, a barrier, then `-n` iterations
@@ -117,7 +117,8 @@ pub struct Args {
     /// so 0 and 1 time the same thing).
     #[arg(short = 'z', long = "blocking", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
     blocking: u8,
-    /// Ranks as threads of this process (nccl-tests' threads per process; one rank each).
+    /// Ranks per process, as threads (nccl-tests' threads per process: a job of P processes
+    /// has P x t ranks).
     #[arg(short = 't', long = "nthreads", default_value_t = 1)]
     nthreads: usize,
     /// GPUs per thread: only 1 (a rank works on host memory).
@@ -250,10 +251,7 @@ pub fn run(which: Which, args: Args) -> anyhow::Result<()> {
         Ok(b) if args.nthreads == 1 => {
             vec![Communicator::init_with(b, options).context("joining the job")?]
         }
-        Ok(_) => bail!(
-            "-t {}: thread ranks need a single process (no launcher, no --ranks)",
-            args.nthreads
-        ),
+        Ok(b) => join_as_threads(&b, args.nthreads, &options)?,
         Err(_) => Communicator::local_with(
             args.nthreads,
             oxccl_collectives::LocalTransport::Memory,
@@ -304,6 +302,38 @@ pub fn run(which: Which, args: Args) -> anyhow::Result<()> {
         crate::plot::write(path, &format!("{} bus bandwidth", which.name()), &curves)?;
     }
     Ok(())
+}
+
+/// nccl-tests' processes x threads: this process's `t` threads are ranks `rank * t ..` of a
+/// job of `size * t` ranks.
+fn join_as_threads(
+    b: &Bootstrap,
+    t: usize,
+    options: &Options,
+) -> anyhow::Result<Vec<Communicator>> {
+    let joined: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..t)
+            .map(|i| {
+                let mut bi = b.clone();
+                bi.rank = b.rank * t + i;
+                bi.size = b.size * t;
+                bi.local_rank = b.local_rank.map(|l| l * t + i);
+                s.spawn(move || Communicator::init_with(bi, options.clone()))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(oxccl_collectives::Error::Env("a rank panicked".into()))
+                })
+            })
+            .collect()
+    });
+    joined
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .context("joining the job")
 }
 
 /// Aborts every communicator of this process when dropped (by an error or a panic).

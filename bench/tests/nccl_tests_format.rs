@@ -192,3 +192,30 @@ fn plot_renders_a_readable_chart() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn processes_times_threads_make_the_ranks() {
+    let table = run_ok(bench().args([
+        "all-gather",
+        "--ranks",
+        "2",
+        "-t",
+        "2",
+        "-b",
+        "1K",
+        "-e",
+        "4K",
+        "-n",
+        "2",
+        "-w",
+        "0",
+    ]));
+    let ranks: Vec<&str> = table.lines().filter(|l| l.starts_with("#  Rank")).collect();
+    assert_eq!(ranks.len(), 4, "{table}");
+    // Two ranks per process: ranks 0 and 1 share a pid, 2 and 3 another.
+    let pid = |l: &str| l.split_whitespace().nth(6).unwrap().to_string();
+    assert_eq!(pid(ranks[0]), pid(ranks[1]));
+    assert_eq!(pid(ranks[2]), pid(ranks[3]));
+    assert_ne!(pid(ranks[0]), pid(ranks[2]));
+    assert!(table.contains("# Out of bounds values : 0 OK"), "{table}");
+}
