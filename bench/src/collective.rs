@@ -290,12 +290,18 @@ pub fn run(which: Which, args: Args) -> anyhow::Result<()> {
     // Only rank 0 has rows; in a launched job the other processes draw nothing.
     let has_rank0 = comms.iter().any(|c| c.rank() == 0);
     if let (Some(path), true) = (&args.plot, has_rank0) {
-        let mut curves = vec![(
-            format!("oxccl {} ({} ranks)", which.name(), comms[0].size()),
-            rows.iter()
-                .map(|r| (r.size as u64, r.out_of_place.busbw))
-                .collect(),
-        )];
+        // One line per (type, op) sweep of the run (out of place, as nccl-tests' plots).
+        let mut curves: Vec<crate::plot::Curve> = Vec::new();
+        for r in &rows {
+            let mut label = format!("oxccl {} ({} ranks)", which.name(), r.ranks);
+            if combos.len() > 1 {
+                label += &format!(" {} {}", r.dtype, r.redop);
+            }
+            match curves.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, pts)) => pts.push((r.size as u64, r.out_of_place.busbw)),
+                None => curves.push((label, vec![(r.size as u64, r.out_of_place.busbw)])),
+            }
+        }
         for f in &args.plot_with {
             curves.extend(crate::plot::read_runs(f)?);
         }
