@@ -59,7 +59,11 @@ fn osu_tables_latency_bw_bibw() {
     for (_, _, rows) in &tables {
         let sizes: Vec<u64> = rows.iter().map(|r| r.0).collect();
         assert_eq!(sizes, [1, 2, 4, 8, 16, 32, 64, 128, 256]);
-        assert!(rows.iter().all(|r| r.1 > 0.0), "{rows:?}");
+        // Values only need to be numbers: at 1 B a loaded machine rounds MB/s to 0.00.
+        assert!(
+            rows.iter().all(|r| r.1.is_finite() && r.1 >= 0.0),
+            "{rows:?}"
+        );
     }
 }
 

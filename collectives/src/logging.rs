@@ -20,12 +20,12 @@ use std::cell::Cell;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::link::LinkKind;
@@ -294,16 +294,16 @@ fn install(setting: &str) {
         Err(e) => (tracing_subscriber::EnvFilter::new("warn"), Some(e)),
     };
     let host = host_name();
-    let mut file_error = None;
-    let file = std::env::var("OXCCL_DEBUG_FILE").ok().and_then(|pattern| {
-        let path = expand_file_name(&pattern, host, std::process::id());
-        std::fs::File::create(&path)
-            .map_err(|e| file_error = Some(format!("{path}: {e}")))
-            .ok()
-    });
+    let file = std::env::var("OXCCL_DEBUG_FILE")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(|pattern| LazyFile {
+            path: expand_file_name(&pattern, host, std::process::id()),
+            file: OnceLock::new(),
+        });
     let ansi = file.is_none() && std::io::stderr().is_terminal();
     let writer = match file {
-        Some(f) => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(f)),
+        Some(f) => tracing_subscriber::fmt::writer::BoxMakeWriter::new(f),
         None => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
     };
     let subscriber = tracing_subscriber::fmt()
@@ -322,8 +322,51 @@ fn install(setting: &str) {
     if !unknown.is_empty() {
         tracing::warn!("OXCCL_DEBUG_SUBSYS: unknown subsystems {unknown:?} ignored");
     }
-    if let Some(e) = file_error {
-        tracing::warn!("OXCCL_DEBUG_FILE: cannot create {e}; logging to stderr");
+}
+
+/// `OXCCL_DEBUG_FILE`, created at the first line: a process that logs nothing (a launcher
+/// such as `oxccl-bench --ranks`) leaves no empty file beside the ranks' files.
+struct LazyFile {
+    path: String,
+    file: OnceLock<Option<Mutex<std::fs::File>>>,
+}
+
+struct LazyFileWriter<'a>(&'a LazyFile);
+
+impl std::io::Write for LazyFileWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let file = self
+            .0
+            .file
+            .get_or_init(|| match std::fs::File::create(&self.0.path) {
+                Ok(f) => Some(Mutex::new(f)),
+                Err(e) => {
+                    eprintln!(
+                        "oxccl: OXCCL_DEBUG_FILE: cannot create {}: {e}; logging to stderr",
+                        self.0.path
+                    );
+                    None
+                }
+            });
+        match file {
+            // One formatted line per write: the lock keeps threads' lines whole.
+            Some(f) => f.lock().unwrap_or_else(|p| p.into_inner()).write(buf),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.0.file.get() {
+            Some(Some(f)) => f.lock().unwrap_or_else(|p| p.into_inner()).flush(),
+            _ => std::io::stderr().flush(),
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for LazyFile {
+    type Writer = LazyFileWriter<'a>;
+    fn make_writer(&'a self) -> Self::Writer {
+        LazyFileWriter(self)
     }
 }
 
