@@ -124,6 +124,19 @@ pub struct Args {
     /// GPUs per thread: only 1 (a rank works on host memory).
     #[arg(short = 'g', long = "ngpus", default_value_t = 1)]
     ngpus: usize,
+    /// Report the calling thread's CPU time instead of wall time (1): how much of a core a call
+    /// burns, polling included.
+    #[arg(short = 'C', long = "report_cputime", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    report_cputime: u8,
+    /// Initialise the ranks of a process in parallel: accepted (they always are).
+    #[arg(short = 'p', long = "parallel_init", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    parallel_init: u8,
+    /// CUDA graph launches: only 0 (host memory has no graphs).
+    #[arg(short = 'G', long = "cudagraph", default_value_t = 0)]
+    cudagraph: usize,
+    /// Buffer registration: only 0 (host buffers need none).
+    #[arg(short = 'R', long = "local_register", default_value_t = 0)]
+    local_register: u8,
     /// Seconds without progress before a call fails (OXCCL_TIMEOUT otherwise).
     #[arg(short = 'T', long = "timeout")]
     timeout: Option<u64>,
@@ -236,6 +249,9 @@ pub fn run(which: Which, args: Args) -> anyhow::Result<()> {
             "-g {}: ranks work on host memory, one per thread (-g 1)",
             args.ngpus
         );
+    }
+    if args.cudagraph != 0 || args.local_register != 0 {
+        bail!("-G and -R need GPU buffers; ranks work on host memory (-G 0 -R 0)");
     }
     if let Some(n) = args.ranks {
         return launch(n);
@@ -564,10 +580,11 @@ fn sweep_all(
                     println!("{l}");
                 }
                 println!(
-                    "#\n# oxccl {} {}: {p} ranks, algorithm {}, time {} over ranks (-a {}), blocking {}",
+                    "#\n# oxccl {} {}: {p} ranks, algorithm {}, {} time {} over ranks (-a {}), blocking {}",
                     env!("CARGO_PKG_VERSION"),
                     which.name(),
                     args.algo.as_deref().unwrap_or("chosen per size"),
+                    if args.report_cputime != 0 { "CPU" } else { "wall" },
                     ["of rank 0", "averaged", "minimum", "maximum"][usize::from(args.average)],
                     args.average,
                     args.blocking
@@ -605,20 +622,41 @@ fn sweep_all(
     Ok(if print { all_rows } else { Vec::new() })
 }
 
-/// Times `iters` iterations of `agg` calls after a barrier; returns seconds per call on this rank.
+/// Times `iters` iterations of `agg` calls after a barrier; returns seconds per call on this
+/// rank (wall time, or the thread's CPU time).
 fn time_calls(
     comm: &Communicator,
     c: &data::Call,
     b: &mut data::Bufs,
     iters: usize,
     agg: usize,
+    cpu_time: bool,
 ) -> anyhow::Result<f64> {
     comm.barrier()?;
-    let t = Instant::now();
+    let (t, cpu0) = (Instant::now(), thread_cpu_seconds());
     for _ in 0..iters * agg {
         data::call(comm, c, b)?;
     }
-    Ok(t.elapsed().as_secs_f64() / (iters * agg) as f64)
+    let secs = if cpu_time {
+        thread_cpu_seconds() - cpu0
+    } else {
+        t.elapsed().as_secs_f64()
+    };
+    Ok(secs / (iters * agg) as f64)
+}
+
+/// CPU time of the calling thread (`-C 1`).
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer to a local.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 /// One sweep over sizes for one (type, op); rank 0 prints each row as it is measured.
@@ -676,13 +714,20 @@ fn sweep(
             let iters = if args.iters > 0 {
                 args.iters
             } else {
-                let one = time_calls(comm, &c, &mut b, 1, 1)?;
+                let one = time_calls(comm, &c, &mut b, 1, 1, false)?;
                 let one = over_ranks(comm, one, 3)?;
                 ((0.1 / one.max(1e-9)) as usize).clamp(1, 1_000_000)
             };
             let mut trials = Vec::with_capacity(args.trials.max(1));
             for _ in 0..args.trials.max(1) {
-                let t = time_calls(comm, &c, &mut b, iters, args.agg_iters)?;
+                let t = time_calls(
+                    comm,
+                    &c,
+                    &mut b,
+                    iters,
+                    args.agg_iters,
+                    args.report_cputime != 0,
+                )?;
                 trials.push(over_ranks(comm, t, args.average)?);
             }
             trials.sort_by(f64::total_cmp);

@@ -112,6 +112,15 @@ fn csv_has_one_line_per_size_and_the_header() {
         "0",
         "--csv",
     ]));
+    // nccl-tests' other flags that have a host meaning, or only one value here, are accepted.
+    let with_flags = run_ok(
+        bench()
+            .args(["all-reduce", "-t", "2", "-e", "64", "-n", "1"])
+            .args([
+                "-C", "1", "-p", "1", "-G", "0", "-R", "0", "-z", "1", "-a", "2", "--csv",
+            ]),
+    );
+    assert_eq!(with_flags.lines().count(), 1 + 4, "{with_flags}");
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 4, "{csv}");
     assert!(lines[0].starts_with("collective,ranks,size,count,type,redop,root,time_us,"));
@@ -218,4 +227,14 @@ fn processes_times_threads_make_the_ranks() {
     assert_eq!(pid(ranks[2]), pid(ranks[3]));
     assert_ne!(pid(ranks[0]), pid(ranks[2]));
     assert!(table.contains("# Out of bounds values : 0 OK"), "{table}");
+}
+
+#[test]
+fn gpu_only_flags_are_refused_clearly() {
+    for flags in [["-G", "1"], ["-R", "1"], ["-g", "2"]] {
+        let out = bench().arg("all-reduce").args(flags).output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("host memory"), "{flags:?}: {err}");
+    }
 }
