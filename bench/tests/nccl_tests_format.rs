@@ -238,3 +238,35 @@ fn gpu_only_flags_are_refused_clearly() {
         assert!(err.contains("host memory"), "{flags:?}: {err}");
     }
 }
+
+#[test]
+fn every_type_and_op_checks_out_at_twelve_ranks() {
+    // Twelve ranks overflow int8 under mulsum: the check must expect the wrapped value.
+    let table = run_ok(bench().args([
+        "all-reduce",
+        "-t",
+        "12",
+        "-b",
+        "1K",
+        "-e",
+        "1K",
+        "-n",
+        "1",
+        "-w",
+        "0",
+        "-d",
+        "all",
+        "-o",
+        "all",
+    ]));
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 10 * 6, "{table}");
+    assert!(rows.iter().all(|r| r[8] == "0" && r[12] == "0"), "{table}");
+    assert_eq!(rows[0][2..4], ["int8", "sum"]);
+    assert_eq!(rows[59][2..4], ["bfloat16", "mulsum"]);
+    assert!(table.contains("# Out of bounds values : 0 OK"));
+}

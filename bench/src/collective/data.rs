@@ -55,18 +55,34 @@ pub fn fill(dtype: DataType, buf: &mut [u8], f: impl Fn(usize) -> f64) {
     }
 }
 
+/// An integer result as the integer type holds it: two's-complement wrap-around, as the
+/// kernels' integer arithmetic (sums of many ranks, or `mulsum`'s scaling, can overflow int8).
+fn wrap(dtype: DataType, v: f64) -> f64 {
+    let n = v as i128;
+    match dtype {
+        DataType::I8 => n as i8 as f64,
+        DataType::U8 => n as u8 as f64,
+        DataType::I32 => n as i32 as f64,
+        DataType::U32 => n as u32 as f64,
+        DataType::I64 => n as i64 as f64,
+        DataType::U64 => n as u64 as f64,
+        _ => v,
+    }
+}
+
 /// The reduction of every rank's value at index `i`, as the kernels compute it.
 fn expected(which: Which, op: ReduceOp, dtype: DataType, p: usize, i: usize) -> f64 {
     let vals = (0..p).map(|r| value(which, op, r, i));
-    let sum: f64 = vals.clone().sum();
+    let sum = wrap(dtype, vals.clone().sum());
     match op {
         ReduceOp::Sum => sum,
-        ReduceOp::Prod => vals.product(),
+        ReduceOp::Prod => wrap(dtype, vals.product()),
         ReduceOp::Min => vals.fold(f64::INFINITY, f64::min),
         ReduceOp::Max => vals.fold(f64::NEG_INFINITY, f64::max),
         ReduceOp::Avg if dtype.is_float() => sum / p as f64,
         ReduceOp::Avg => (sum as i64 / p as i64) as f64,
-        ReduceOp::PreMulSum(s) => sum * s,
+        ReduceOp::PreMulSum(s) if dtype.is_float() => sum * s,
+        ReduceOp::PreMulSum(s) => wrap(dtype, sum * s),
     }
 }
 
