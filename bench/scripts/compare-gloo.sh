@@ -18,8 +18,8 @@ PEERS=${PEERS:-$(cd "$(dirname "$0")/../../.." && pwd)/shared/peers}
 [ -x "$VENV/bin/python" ] || { echo "no torch venv at $VENV: bash $PEERS/run-all.sh install" >&2; exit 2; }
 echo "# $(date -u +%H:%M:%S) loadavg $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 gloo=$("$VENV/bin/python" "$PEERS/gloo_allreduce.py" --np "$np" --op allreduce -e "$MAXB")
-shm=$("$OX" all-reduce --ranks "$np" -b 8 -e "$MAXB" --json)
-tcp=$(OXCCL_TRANSPORT=tcp OXCCL_SOCKET_IFNAME=lo "$OX" all-reduce --ranks "$np" -b 8 -e "$MAXB" --json)
+shm=$("$OX" all-reduce --ranks "$np" -b 8 -e "$MAXB" -n 0 --trials 3 --json)
+tcp=$(OXCCL_TRANSPORT=tcp OXCCL_SOCKET_IFNAME=lo "$OX" all-reduce --ranks "$np" -b 8 -e "$MAXB" -n 0 --trials 3 --json)
 echo "# $(date -u +%H:%M:%S) loadavg $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 python3 - "$gloo" "$shm" "$tcp" "$np" <<'PY'
 import json, sys

@@ -1,14 +1,25 @@
-//! `oxccl-bench all-reduce | reduce-scatter | all-gather | broadcast | all-to-all`: an
-//! nccl-tests-style sweep over sizes, with the same flags and columns.
+//! `oxccl-bench all-reduce | reduce-scatter | all-gather | broadcast | reduce | all-to-all`: an
+//! nccl-tests sweep over sizes, with its flags, its columns (out of place, then in place) and its
+//! summary lines.
 //!
 //! Ranks come from `--ranks N` (this binary starts N copies of itself on this host, with a
 //! generated secret), from a launcher (`mpirun`, `srun`, `torchrun`, or `OXCCL_RANK`/`OXCCL_SIZE`/
-//! `OXCCL_STORE_ADDR`), or are a single rank. Only rank 0 prints.
+//! `OXCCL_STORE_ADDR`), or are a single rank; `-t N` makes each process N thread ranks. Only
+//! rank 0 prints.
+//!
+//! Timing as nccl-tests: per size and half, `-w` warm-up calls, a barrier, then `-n` iterations
+//! of `-m` calls each; a rank's time is its elapsed time over `n * m`, and `-a` combines the
+//! ranks' times (0: rank 0's, 1: average, 2: minimum, 3: maximum).
+
+mod data;
+mod report;
 
 use anyhow::{bail, Context};
 use oxccl_collectives::schedule::Collective;
 use oxccl_collectives::{Bootstrap, Communicator, DataType, Options, ReduceOp};
-use std::time::Instant;
+use report::{Format, Half, Row};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug)]
 pub enum Which {
@@ -16,6 +27,7 @@ pub enum Which {
     ReduceScatter,
     AllGather,
     Broadcast,
+    Reduce,
     AllToAll,
 }
 
@@ -26,6 +38,7 @@ impl Which {
             Which::ReduceScatter => "reduce-scatter",
             Which::AllGather => "all-gather",
             Which::Broadcast => "broadcast",
+            Which::Reduce => "reduce",
             Which::AllToAll => "all-to-all",
         }
     }
@@ -36,12 +49,27 @@ impl Which {
         match self {
             Which::AllReduce => 2.0 * (p - 1.0) / p,
             Which::ReduceScatter | Which::AllGather | Which::AllToAll => (p - 1.0) / p,
-            Which::Broadcast => 1.0,
+            Which::Broadcast | Which::Reduce => 1.0,
         }
     }
 
     fn reduces(self) -> bool {
-        matches!(self, Which::AllReduce | Which::ReduceScatter)
+        matches!(
+            self,
+            Which::AllReduce | Which::ReduceScatter | Which::Reduce
+        )
+    }
+
+    fn rooted(self) -> bool {
+        matches!(self, Which::Broadcast | Which::Reduce)
+    }
+
+    /// Sizes are rounded down to a multiple of this (nccl-tests does the same).
+    fn unit(self, es: usize, p: usize) -> usize {
+        match self {
+            Which::AllReduce | Which::Broadcast | Which::Reduce => es,
+            _ => es * p,
+        }
     }
 }
 
@@ -51,41 +79,92 @@ pub struct Args {
     #[arg(short = 'b', long = "minbytes", default_value = "8", value_parser = parse_size)]
     min_bytes: usize,
     /// Largest size in bytes.
-    #[arg(short = 'e', long = "maxbytes", default_value = "256M", value_parser = parse_size)]
+    #[arg(short = 'e', long = "maxbytes", default_value = "32M", value_parser = parse_size)]
     max_bytes: usize,
-    /// Size multiplication factor between sizes.
+    /// Size multiplication factor between sizes (1: add -i bytes instead).
     #[arg(short = 'f', long = "stepfactor", default_value_t = 2)]
     step_factor: usize,
-    /// Timed iterations per trial (0: enough for about 0.1 s).
-    #[arg(short = 'n', long = "iters", default_value_t = 0)]
+    /// Size increment between sizes when -f is 1.
+    #[arg(short = 'i', long = "stepbytes", default_value = "1M", value_parser = parse_size)]
+    step_bytes: usize,
+    /// Timed iterations per size (0: enough for about 0.1 s).
+    #[arg(short = 'n', long = "iters", default_value_t = 20)]
     iters: usize,
     /// Warm-up iterations.
     #[arg(short = 'w', long = "warmup_iters", default_value_t = 5)]
     warmup: usize,
-    /// Check results (1) or not (0).
+    /// Calls per timed iteration (nccl-tests aggregates them in a group; here they run back to
+    /// back, and the time is per call).
+    #[arg(short = 'm', long = "agg_iters", default_value_t = 1)]
+    agg_iters: usize,
+    /// Check results (1) or not (0: #wrong is N/A).
     #[arg(short = 'c', long = "check", default_value_t = 1)]
     check: u8,
-    /// Data type (float, double, half, bfloat16, int8, uint8, int32, uint32, int64, uint64).
+    /// Data type (float, double, half, bfloat16, int8, uint8, int32, uint32, int64, uint64), or
+    /// `all` for each in nccl-tests' order.
     #[arg(short = 'd', long = "datatype", default_value = "float")]
     dtype: String,
-    /// Reduction (sum, prod, min, max, avg, premulsum).
+    /// Reduction (sum, prod, min, max, avg, mulsum, premulsum(S)), or `all`.
     #[arg(short = 'o', long = "op", default_value = "sum")]
     op: String,
-    /// Root of broadcast.
+    /// Root of broadcast and reduce.
     #[arg(short = 'r', long = "root", default_value_t = 0)]
     root: usize,
+    /// Time reported: 0 rank 0's, 1 the average over ranks, 2 the minimum, 3 the maximum.
+    #[arg(short = 'a', long = "average", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=3))]
+    average: u8,
+    /// Blocking collectives (accepted for nccl-tests' command lines: every host call blocks,
+    /// so 0 and 1 time the same thing).
+    #[arg(short = 'z', long = "blocking", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    blocking: u8,
+    /// Ranks per process, as threads (nccl-tests' threads per process: a job of P processes
+    /// has P x t ranks).
+    #[arg(short = 't', long = "nthreads", default_value_t = 1)]
+    nthreads: usize,
+    /// GPUs per thread: only 1 (a rank works on host memory).
+    #[arg(short = 'g', long = "ngpus", default_value_t = 1)]
+    ngpus: usize,
+    /// Report the calling thread's CPU time instead of wall time (1): how much of a core a call
+    /// burns, polling included.
+    #[arg(short = 'C', long = "report_cputime", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    report_cputime: u8,
+    /// Initialise the ranks of a process in parallel: accepted (they always are).
+    #[arg(short = 'p', long = "parallel_init", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    parallel_init: u8,
+    /// CUDA graph launches: only 0 (host memory has no graphs).
+    #[arg(short = 'G', long = "cudagraph", default_value_t = 0)]
+    cudagraph: usize,
+    /// Buffer registration: only 0 (host buffers need none).
+    #[arg(short = 'R', long = "local_register", default_value_t = 0)]
+    local_register: u8,
+    /// Seconds without progress before a call fails (OXCCL_TIMEOUT otherwise).
+    #[arg(short = 'T', long = "timeout")]
+    timeout: Option<u64>,
+    /// Repeat each timed loop this many times and report the median (an oxccl extension for
+    /// noisy machines; 1 is nccl-tests' single loop).
+    #[arg(long, default_value_t = 1)]
+    trials: usize,
     /// Force an algorithm (ring, rhd, tree, dbtree, hier, hier:AxB); default: chosen per size.
     #[arg(long)]
     algo: Option<String>,
+    /// Add the chosen algorithm as a last column (a comment line gives it anyway).
+    #[arg(long)]
+    show_algo: bool,
     /// Start this many local processes of this binary.
     #[arg(long)]
     ranks: Option<usize>,
-    /// One JSON object per size on stdout instead of the table.
-    #[arg(long)]
+    /// One JSON object per row on stdout instead of the table.
+    #[arg(long, conflicts_with = "csv")]
     json: bool,
-    /// Trials per size; the median is reported.
-    #[arg(long, default_value_t = 3)]
-    trials: usize,
+    /// CSV (one header line, then one line per row) on stdout instead of the table.
+    #[arg(long)]
+    csv: bool,
+    /// Also draw busbw against size into this file (.svg or .png).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Other runs to draw beside this one (`--json` output or nccl-tests-style text).
+    #[arg(long = "plot-with", requires = "plot")]
+    plot_with: Vec<PathBuf>,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -97,15 +176,82 @@ fn parse_size(s: &str) -> Result<usize, String> {
         _ => (s, 1),
     };
     num.parse::<usize>()
-        .map(|n| n * mult)
-        .map_err(|_| format!("{s:?} is not a size (e.g. 8, 64K, 256M)"))
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size (e.g. 8, 64K, 256M)"))
+}
+
+/// nccl-tests' `-d all` order.
+const ALL_TYPES: [DataType; 10] = [
+    DataType::I8,
+    DataType::U8,
+    DataType::I32,
+    DataType::U32,
+    DataType::I64,
+    DataType::U64,
+    DataType::F16,
+    DataType::F32,
+    DataType::F64,
+    DataType::BF16,
+];
+
+const OP_NAMES: [&str; 6] = ["sum", "prod", "max", "min", "avg", "mulsum"];
+
+/// nccl-tests' `mulsum` is a pre-multiplied sum; the scalar is integral for the integer types.
+fn mulsum(dtype: DataType) -> ReduceOp {
+    ReduceOp::PreMulSum(if dtype.is_float() { 0.5 } else { 2.0 })
+}
+
+fn parse_op(s: &str, dtype: DataType) -> anyhow::Result<ReduceOp> {
+    if s.eq_ignore_ascii_case("mulsum") {
+        return Ok(mulsum(dtype));
+    }
+    s.parse().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The (type, op) pairs of the run, in nccl-tests' order.
+fn combos(which: Which, args: &Args) -> anyhow::Result<Vec<(DataType, String)>> {
+    let types: Vec<DataType> = if args.dtype.eq_ignore_ascii_case("all") {
+        ALL_TYPES.to_vec()
+    } else {
+        vec![args.dtype.parse().map_err(|e| anyhow::anyhow!("{e}"))?]
+    };
+    let ops: Vec<String> = if !which.reduces() {
+        vec!["sum".into()]
+    } else if args.op.eq_ignore_ascii_case("all") {
+        OP_NAMES.iter().map(|s| s.to_string()).collect()
+    } else {
+        vec![args.op.clone()]
+    };
+    let mut v = Vec::new();
+    for &t in &types {
+        for o in &ops {
+            parse_op(o, t)?;
+            v.push((t, o.clone()));
+        }
+    }
+    Ok(v)
 }
 
 pub fn run(which: Which, args: Args) -> anyhow::Result<()> {
-    let dtype: DataType = args.dtype.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let op: ReduceOp = args.op.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-    if args.step_factor < 2 || args.min_bytes > args.max_bytes {
-        bail!("need -f >= 2 and -b <= -e");
+    let combos = combos(which, &args)?;
+    if args.min_bytes > args.max_bytes || args.step_factor == 0 {
+        bail!("need -b <= -e and -f >= 1");
+    }
+    if args.step_factor == 1 && args.step_bytes == 0 {
+        bail!("-f 1 needs -i > 0");
+    }
+    if args.agg_iters == 0 || args.nthreads == 0 {
+        bail!("-m and -t must be at least 1");
+    }
+    if args.ngpus != 1 {
+        bail!(
+            "-g {}: ranks work on host memory, one per thread (-g 1)",
+            args.ngpus
+        );
+    }
+    if args.cudagraph != 0 || args.local_register != 0 {
+        bail!("-G and -R need GPU buffers; ranks work on host memory (-G 0 -R 0)");
     }
     if let Some(n) = args.ranks {
         return launch(n);
@@ -114,13 +260,113 @@ pub fn run(which: Which, args: Args) -> anyhow::Result<()> {
     if let Some(a) = &args.algo {
         options.algorithm = Some(a.clone());
     }
-    let comm = match Bootstrap::from_env() {
-        Ok(b) => Communicator::init_with(b, options).context("joining the job")?,
-        Err(_) => Communicator::local_with(1, oxccl_collectives::LocalTransport::Memory, options)?
-            .pop()
-            .expect("one rank"),
+    if let Some(t) = args.timeout {
+        options.timeout = Duration::from_secs(t.max(1));
+    }
+    let comms = match Bootstrap::from_env() {
+        Ok(b) if args.nthreads == 1 => {
+            vec![Communicator::init_with(b, options).context("joining the job")?]
+        }
+        Ok(b) => join_as_threads(&b, args.nthreads, &options)?,
+        Err(_) => Communicator::local_with(
+            args.nthreads,
+            oxccl_collectives::LocalTransport::Memory,
+            options,
+        )?,
     };
-    sweep(&comm, which, &args, dtype, op)
+    let runs: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = comms
+            .iter()
+            .map(|c| {
+                let (comms, args, combos) = (&comms, &args, &combos);
+                s.spawn(move || {
+                    // A thread rank that fails or panics stops the others at once, instead of
+                    // leaving them to wait for it until the timeout.
+                    let guard = AbortOnDrop(comms);
+                    let r = sweep_all(c, which, args, combos);
+                    if r.is_ok() {
+                        std::mem::forget(guard);
+                    }
+                    r
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a rank panicked")))
+            })
+            .collect()
+    });
+    let mut rows = Vec::new();
+    for r in runs {
+        rows.extend(r?);
+    }
+    // Only rank 0 has rows; in a launched job the other processes draw nothing.
+    let has_rank0 = comms.iter().any(|c| c.rank() == 0);
+    if let (Some(path), true) = (&args.plot, has_rank0) {
+        // One line per (type, op) sweep of the run (out of place, as nccl-tests' plots).
+        let mut curves: Vec<crate::plot::Curve> = Vec::new();
+        for r in &rows {
+            let mut label = format!("oxccl {} ({} ranks)", which.name(), r.ranks);
+            if combos.len() > 1 {
+                label += &format!(" {} {}", r.dtype, r.redop);
+            }
+            match curves.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, pts)) => pts.push((r.size as u64, r.out_of_place.busbw)),
+                None => curves.push((label, vec![(r.size as u64, r.out_of_place.busbw)])),
+            }
+        }
+        for f in &args.plot_with {
+            curves.extend(crate::plot::read_runs(f)?);
+        }
+        crate::plot::write(path, &format!("{} bus bandwidth", which.name()), &curves)?;
+    }
+    Ok(())
+}
+
+/// nccl-tests' processes x threads: this process's `t` threads are ranks `rank * t ..` of a
+/// job of `size * t` ranks.
+fn join_as_threads(
+    b: &Bootstrap,
+    t: usize,
+    options: &Options,
+) -> anyhow::Result<Vec<Communicator>> {
+    let joined: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..t)
+            .map(|i| {
+                let mut bi = b.clone();
+                bi.rank = b.rank * t + i;
+                bi.size = b.size * t;
+                bi.local_rank = b.local_rank.map(|l| l * t + i);
+                s.spawn(move || Communicator::init_with(bi, options.clone()))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(oxccl_collectives::Error::Env("a rank panicked".into()))
+                })
+            })
+            .collect()
+    });
+    joined
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .context("joining the job")
+}
+
+/// Aborts every communicator of this process when dropped (by an error or a panic).
+struct AbortOnDrop<'a>(&'a [Communicator]);
+
+impl Drop for AbortOnDrop<'_> {
+    fn drop(&mut self) {
+        for c in self.0 {
+            c.abort();
+        }
+    }
 }
 
 /// Starts `n` copies of this process with `OXCCL_*` variables and waits for them.
@@ -139,7 +385,7 @@ fn launch(n: usize) -> anyhow::Result<()> {
         h.write_u128(Instant::now().elapsed().as_nanos() ^ u128::from(std::process::id()));
         format!("{:016x}{:016x}", h.finish(), s.build_hasher().finish())
     };
-    // Drop --ranks N / --ranks=N from our own arguments.
+    // Drop --ranks N / --ranks=N from our own arguments; only rank 0 draws the plot.
     let mut child_args = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -178,7 +424,7 @@ fn launch(n: usize) -> anyhow::Result<()> {
             }
         }
         if !failed.is_empty() {
-            std::thread::sleep(std::time::Duration::from_millis(500));
+            std::thread::sleep(Duration::from_millis(500));
             for (r, c) in children.iter_mut().enumerate() {
                 if status[r].is_none() && c.try_wait()?.is_none() {
                     let _ = c.kill();
@@ -187,7 +433,7 @@ fn launch(n: usize) -> anyhow::Result<()> {
                 }
             }
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(5));
     }
     if !failed.is_empty() {
         bail!(
@@ -199,165 +445,8 @@ fn launch(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A value unique-ish per (rank, index), exactly representable in every type and small enough
-/// that sums over many ranks stay exact.
-fn value(which: Which, op: ReduceOp, rank: usize, i: usize) -> f64 {
-    if which.reduces() && op == ReduceOp::Prod {
-        return 1.0 + ((rank + i) % 2) as f64;
-    }
-    ((rank * 131 + i * 7) % 13) as f64
-}
-
-fn encode(dtype: DataType, v: f64, out: &mut [u8]) {
-    match dtype {
-        DataType::F32 => out.copy_from_slice(&(v as f32).to_le_bytes()),
-        DataType::F64 => out.copy_from_slice(&v.to_le_bytes()),
-        DataType::F16 => out.copy_from_slice(&half::f16::from_f64(v).to_le_bytes()),
-        DataType::BF16 => out.copy_from_slice(&half::bf16::from_f64(v).to_le_bytes()),
-        DataType::I8 => out.copy_from_slice(&(v as i8).to_le_bytes()),
-        DataType::U8 => out.copy_from_slice(&(v as u8).to_le_bytes()),
-        DataType::I32 => out.copy_from_slice(&(v as i32).to_le_bytes()),
-        DataType::U32 => out.copy_from_slice(&(v as u32).to_le_bytes()),
-        DataType::I64 => out.copy_from_slice(&(v as i64).to_le_bytes()),
-        DataType::U64 => out.copy_from_slice(&(v as u64).to_le_bytes()),
-    }
-}
-
-fn decode(dtype: DataType, b: &[u8]) -> f64 {
-    match dtype {
-        DataType::F32 => f32::from_le_bytes(b.try_into().unwrap()) as f64,
-        DataType::F64 => f64::from_le_bytes(b.try_into().unwrap()),
-        DataType::F16 => half::f16::from_le_bytes(b.try_into().unwrap()).to_f64(),
-        DataType::BF16 => half::bf16::from_le_bytes(b.try_into().unwrap()).to_f64(),
-        DataType::I8 => i8::from_le_bytes(b.try_into().unwrap()) as f64,
-        DataType::U8 => u8::from_le_bytes(b.try_into().unwrap()) as f64,
-        DataType::I32 => i32::from_le_bytes(b.try_into().unwrap()) as f64,
-        DataType::U32 => u32::from_le_bytes(b.try_into().unwrap()) as f64,
-        DataType::I64 => i64::from_le_bytes(b.try_into().unwrap()) as f64,
-        DataType::U64 => u64::from_le_bytes(b.try_into().unwrap()) as f64,
-    }
-}
-
-fn fill(dtype: DataType, buf: &mut [u8], f: impl Fn(usize) -> f64) {
-    let es = dtype.size();
-    for (i, chunk) in buf.chunks_exact_mut(es).enumerate() {
-        encode(dtype, f(i), chunk);
-    }
-}
-
-/// The reduction of every rank's value at index `i`, as the kernels compute it.
-fn expected(which: Which, op: ReduceOp, dtype: DataType, p: usize, i: usize) -> f64 {
-    let vals = (0..p).map(|r| value(which, op, r, i));
-    let sum: f64 = vals.clone().sum();
-    match op {
-        ReduceOp::Sum => sum,
-        ReduceOp::Prod => vals.product(),
-        ReduceOp::Min => vals.fold(f64::INFINITY, f64::min),
-        ReduceOp::Max => vals.fold(f64::NEG_INFINITY, f64::max),
-        ReduceOp::Avg if dtype.is_float() => sum / p as f64,
-        ReduceOp::Avg => (sum as i64 / p as i64) as f64,
-        ReduceOp::PreMulSum(s) => sum * s,
-    }
-}
-
-fn close(dtype: DataType, got: f64, want: f64) -> bool {
-    let tol = match dtype {
-        DataType::F16 => 1e-3,
-        DataType::BF16 => 8e-3,
-        DataType::F32 => 1e-6,
-        DataType::F64 => 1e-12,
-        _ => 0.0,
-    };
-    (got - want).abs() <= tol * want.abs().max(1.0)
-}
-
-struct Bufs {
-    input: Vec<u8>,
-    output: Vec<u8>,
-}
-
-/// Sizes (input, output) in bytes of one call moving `size` bytes in all.
-fn shapes(which: Which, size: usize, p: usize) -> (usize, usize) {
-    match which {
-        Which::AllReduce | Which::Broadcast | Which::AllToAll => (size, size),
-        Which::ReduceScatter => (size, size / p),
-        Which::AllGather => (size / p, size),
-    }
-}
-
-fn call(
-    comm: &Communicator,
-    which: Which,
-    b: &mut Bufs,
-    dtype: DataType,
-    op: ReduceOp,
-    root: usize,
-) -> oxccl_collectives::Result<()> {
-    match which {
-        Which::AllReduce => comm.all_reduce_bytes(&b.input, &mut b.output, dtype, op),
-        Which::ReduceScatter => comm.reduce_scatter_bytes(&b.input, &mut b.output, dtype, op),
-        Which::AllGather => comm.all_gather_bytes(&b.input, &mut b.output, dtype),
-        Which::Broadcast => comm.broadcast_bytes(&mut b.output, dtype, root),
-        Which::AllToAll => comm.all_to_all_bytes(&b.input, &mut b.output, dtype),
-    }
-}
-
-/// Runs one checked call; returns the number of wrong elements on this rank.
-fn check(
-    comm: &Communicator,
-    which: Which,
-    b: &mut Bufs,
-    dtype: DataType,
-    op: ReduceOp,
-    root: usize,
-) -> anyhow::Result<u64> {
-    let (p, me, es) = (comm.size(), comm.rank(), dtype.size());
-    fill(dtype, &mut b.input, |i| value(which, op, me, i));
-    fill(dtype, &mut b.output, |_| 0.0);
-    if let Which::Broadcast = which {
-        fill(dtype, &mut b.output, |i| value(which, op, me, i));
-    }
-    call(comm, which, b, dtype, op, root)?;
-    let n_out = b.output.len() / es;
-    let block = b.input.len() / es / p.max(1);
-    let mut wrong = 0;
-    for i in 0..n_out {
-        let want = match which {
-            Which::AllReduce => expected(which, op, dtype, p, i),
-            Which::ReduceScatter => expected(which, op, dtype, p, me * n_out + i),
-            Which::AllGather => value(which, op, i / (n_out / p), i % (n_out / p)),
-            Which::Broadcast => value(which, op, root, i),
-            Which::AllToAll => value(which, op, i / block, me * block + i % block),
-        };
-        let got = decode(dtype, &b.output[i * es..(i + 1) * es]);
-        if !close(dtype, got, want) {
-            wrong += 1;
-        }
-    }
-    Ok(wrong)
-}
-
-fn max_over_ranks(comm: &Communicator, v: f64) -> anyhow::Result<f64> {
-    let mut out = [0.0f64];
-    comm.all_reduce(&[v], &mut out, ReduceOp::Max)?;
-    Ok(out[0])
-}
-
-fn sweep(
-    comm: &Communicator,
-    which: Which,
-    args: &Args,
-    dtype: DataType,
-    op: ReduceOp,
-) -> anyhow::Result<()> {
-    let (p, me, es) = (comm.size(), comm.rank(), dtype.size());
-    if args.root >= p {
-        bail!("root {} is not a rank of {p}", args.root);
-    }
-    let unit = match which {
-        Which::AllReduce | Which::Broadcast => es,
-        _ => es * p,
-    };
+fn sizes(which: Which, args: &Args, es: usize, p: usize) -> Vec<usize> {
+    let unit = which.unit(es, p);
     let mut sizes = Vec::new();
     let mut s = args.min_bytes;
     while s <= args.max_bytes {
@@ -365,10 +454,223 @@ fn sweep(
         if rounded > 0 && sizes.last() != Some(&rounded) {
             sizes.push(rounded);
         }
-        s = s.saturating_mul(args.step_factor);
+        let next = if args.step_factor > 1 {
+            s.saturating_mul(args.step_factor)
+        } else {
+            s.saturating_add(args.step_bytes)
+        };
+        if next == s {
+            break;
+        }
+        s = next;
+    }
+    sizes
+}
+
+/// Combines one value over the ranks: `Sum`, `Min`, `Max`, or rank 0's (`-a 0`).
+fn over_ranks(comm: &Communicator, v: f64, how: u8) -> anyhow::Result<f64> {
+    let p = comm.size() as f64;
+    let mut out = [0.0f64];
+    match how {
+        0 => {
+            let mut b = [v];
+            comm.broadcast(&mut b, 0)?;
+            out = b;
+        }
+        1 => {
+            comm.all_reduce(&[v], &mut out, ReduceOp::Sum)?;
+            out[0] /= p;
+        }
+        2 => comm.all_reduce(&[v], &mut out, ReduceOp::Min)?,
+        _ => comm.all_reduce(&[v], &mut out, ReduceOp::Max)?,
+    }
+    Ok(out[0])
+}
+
+fn sum_over_ranks(comm: &Communicator, v: u64) -> anyhow::Result<u64> {
+    let mut out = [0u64];
+    comm.all_reduce(&[v], &mut out, ReduceOp::Sum)?;
+    Ok(out[0])
+}
+
+/// The `# Using devices` lines: every rank's pid and host, gathered to rank 0.
+fn device_lines(comm: &Communicator) -> anyhow::Result<Vec<String>> {
+    const HOST: usize = 56;
+    let mut mine = [0u8; 8 + HOST];
+    mine[..8].copy_from_slice(&u64::from(std::process::id()).to_le_bytes());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let hb = host.as_bytes();
+    let n = hb.len().min(HOST);
+    mine[8..8 + n].copy_from_slice(&hb[..n]);
+    let mut all = vec![0u8; mine.len() * comm.size()];
+    comm.all_gather_bytes(&mine, &mut all, DataType::U8)?;
+    let links: Vec<String> = {
+        let mut k: Vec<String> = (0..comm.size())
+            .filter(|&q| q != comm.rank())
+            .filter_map(|q| comm.transport_to(q))
+            .map(|k| format!("{k:?}").to_lowercase())
+            .collect();
+        k.sort();
+        k.dedup();
+        k
+    };
+    Ok(all
+        .chunks_exact(8 + HOST)
+        .enumerate()
+        .map(|(r, c)| {
+            let mut pid = [0u8; 8];
+            pid.copy_from_slice(&c[..8]);
+            let host = String::from_utf8_lossy(&c[8..])
+                .trim_end_matches('\0')
+                .to_string();
+            format!(
+                "#  Rank {r:2} Group  0 Pid {:6} on {host:>10} device cpu [rank 0's links: {}]",
+                u64::from_le_bytes(pid),
+                if links.is_empty() {
+                    "-".into()
+                } else {
+                    links.join(",")
+                }
+            )
+        })
+        .collect())
+}
+
+fn format_of(args: &Args) -> Format {
+    if args.json {
+        Format::Json
+    } else if args.csv {
+        Format::Csv
+    } else {
+        Format::Table
+    }
+}
+
+/// Every (type, op) sweep of the run on this rank; rank 0 prints and returns the rows.
+fn sweep_all(
+    comm: &Communicator,
+    which: Which,
+    args: &Args,
+    combos: &[(DataType, String)],
+) -> anyhow::Result<Vec<Row>> {
+    let (p, me) = (comm.size(), comm.rank());
+    if args.root >= p {
+        bail!("root {} is not a rank of {p}", args.root);
     }
     let print = me == 0;
-    let algo_name = args.algo.clone().unwrap_or_else(|| "auto".into());
+    let format = format_of(args);
+    let devices = device_lines(comm)?;
+    if print {
+        match format {
+            Format::Table => {
+                let step = if args.step_factor > 1 {
+                    format!("{}(factor)", args.step_factor)
+                } else {
+                    format!("{}(bytes)", args.step_bytes)
+                };
+                println!(
+                    "# nThread {} nGpus {} minBytes {} maxBytes {} step: {step} warmup iters: {} iters: {} agg iters: {} validation: {} graph: 0",
+                    args.nthreads, args.ngpus, args.min_bytes, args.max_bytes, args.warmup,
+                    args.iters, args.agg_iters, args.check
+                );
+                println!("#\n# Using devices");
+                for l in &devices {
+                    println!("{l}");
+                }
+                println!(
+                    "#\n# oxccl {} {}: {p} ranks, algorithm {}, {} time {} over ranks (-a {}), blocking {}",
+                    env!("CARGO_PKG_VERSION"),
+                    which.name(),
+                    args.algo.as_deref().unwrap_or("chosen per size"),
+                    if args.report_cputime != 0 { "CPU" } else { "wall" },
+                    ["of rank 0", "averaged", "minimum", "maximum"][usize::from(args.average)],
+                    args.average,
+                    args.blocking
+                );
+                println!("{}", report::table_header(args.show_algo));
+            }
+            Format::Csv => println!("{}", report::CSV_HEADER),
+            Format::Json => {}
+        }
+    }
+    let (mut all_rows, mut total_wrong) = (Vec::new(), 0u64);
+    for (dtype, op_name) in combos {
+        let op = parse_op(op_name, *dtype)?;
+        let rows = sweep(comm, which, args, *dtype, op, op_name)?;
+        total_wrong += rows
+            .iter()
+            .map(|r| r.out_of_place.wrong.unwrap_or(0) + r.in_place.wrong.unwrap_or(0))
+            .sum::<u64>();
+        if print && format == Format::Table && !rows.is_empty() {
+            println!("{}", report::algo_line(&rows));
+        }
+        all_rows.extend(rows);
+    }
+    if print && format == Format::Table {
+        let bws: Vec<f64> = all_rows
+            .iter()
+            .flat_map(|r| [r.out_of_place.busbw, r.in_place.busbw])
+            .collect();
+        let avg = bws.iter().sum::<f64>() / bws.len().max(1) as f64;
+        println!("{}", report::summary(total_wrong, avg));
+    }
+    if total_wrong > 0 {
+        bail!("{total_wrong} wrong values");
+    }
+    Ok(if print { all_rows } else { Vec::new() })
+}
+
+/// Times `iters` iterations of `agg` calls after a barrier; returns seconds per call on this
+/// rank (wall time, or the thread's CPU time).
+fn time_calls(
+    comm: &Communicator,
+    c: &data::Call,
+    b: &mut data::Bufs,
+    iters: usize,
+    agg: usize,
+    cpu_time: bool,
+) -> anyhow::Result<f64> {
+    comm.barrier()?;
+    let (t, cpu0) = (Instant::now(), thread_cpu_seconds());
+    for _ in 0..iters * agg {
+        data::call(comm, c, b)?;
+    }
+    let secs = if cpu_time {
+        thread_cpu_seconds() - cpu0
+    } else {
+        t.elapsed().as_secs_f64()
+    };
+    Ok(secs / (iters * agg) as f64)
+}
+
+/// CPU time of the calling thread (`-C 1`).
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer to a local.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// One sweep over sizes for one (type, op); rank 0 prints each row as it is measured.
+fn sweep(
+    comm: &Communicator,
+    which: Which,
+    args: &Args,
+    dtype: DataType,
+    op: ReduceOp,
+    op_name: &str,
+) -> anyhow::Result<Vec<Row>> {
+    let (p, me, es) = (comm.size(), comm.rank(), dtype.size());
+    let print = me == 0;
+    let format = format_of(args);
     let coll = match which {
         Which::AllReduce => Some(Collective::AllReduce),
         Which::ReduceScatter => Some(Collective::ReduceScatter),
@@ -376,35 +678,9 @@ fn sweep(
         Which::Broadcast => Some(Collective::Broadcast {
             root: args.root as u32,
         }),
-        Which::AllToAll => None,
+        Which::Reduce | Which::AllToAll => None,
     };
-    if print && !args.json {
-        let kinds: Vec<String> = (0..p)
-            .filter(|&q| q != me)
-            .filter_map(|q| comm.transport_to(q))
-            .map(|k| format!("{k:?}"))
-            .collect();
-        let mut kinds_sorted = kinds.clone();
-        kinds_sorted.sort();
-        kinds_sorted.dedup();
-        println!(
-            "# oxccl-bench {}: {p} ranks, algo {algo_name}, links {}, dtype {dtype}, op {op}",
-            which.name(),
-            if kinds_sorted.is_empty() {
-                "-".into()
-            } else {
-                kinds_sorted.join(",")
-            }
-        );
-        println!(
-            "# {:>12} {:>12} {:>9} {:>7} {:>6} {:>8} {:>11} {:>8} {:>8} {:>7}",
-            "size", "count", "type", "redop", "root", "algo", "time", "algbw", "busbw", "#wrong"
-        );
-        println!(
-            "# {:>12} {:>12} {:>9} {:>7} {:>6} {:>8} {:>11} {:>8} {:>8} {:>7}",
-            "(B)", "(elements)", "", "", "", "", "(us)", "(GB/s)", "(GB/s)", ""
-        );
-    }
+    let sizes = sizes(which, args, es, p);
     let bar = (print && sizes.len() > 4).then(|| {
         let b = indicatif::ProgressBar::new(sizes.len() as u64);
         b.set_style(
@@ -413,103 +689,102 @@ fn sweep(
         );
         b
     });
-    let mut total_wrong = 0u64;
+    let mut rows = Vec::with_capacity(sizes.len());
     for &size in &sizes {
-        let (ib, ob) = shapes(which, size, p);
-        let mut b = Bufs {
-            input: vec![0u8; ib],
-            output: vec![0u8; ob],
-        };
-        let wrong_local = if args.check != 0 {
-            check(comm, which, &mut b, dtype, op, args.root)?
-        } else {
-            0
-        };
-        let wrong = max_over_ranks(comm, wrong_local as f64)? as u64;
-        total_wrong += wrong;
-        for _ in 0..args.warmup {
-            call(comm, which, &mut b, dtype, op, args.root)?;
-        }
-        let iters = if args.iters > 0 {
-            args.iters
-        } else {
-            comm.barrier()?;
-            let t = Instant::now();
-            call(comm, which, &mut b, dtype, op, args.root)?;
-            let one = max_over_ranks(comm, t.elapsed().as_secs_f64())?;
-            ((0.1 / one.max(1e-9)) as usize).clamp(1, 1_000_000)
-        };
-        let mut trials = Vec::with_capacity(args.trials.max(1));
-        for _ in 0..args.trials.max(1) {
-            comm.barrier()?;
-            let t = Instant::now();
-            for _ in 0..iters {
-                call(comm, which, &mut b, dtype, op, args.root)?;
+        let mut b = data::Bufs::new(which, size, p);
+        let mut halves = Vec::with_capacity(2);
+        let mut iters_done = 0;
+        for in_place in [false, true] {
+            let c = data::Call {
+                which,
+                in_place,
+                dtype,
+                op,
+                root: args.root,
+            };
+            let wrong = if args.check != 0 {
+                let w = data::check(comm, &c, &mut b)?;
+                Some(sum_over_ranks(comm, w)?)
+            } else {
+                None
+            };
+            for _ in 0..args.warmup {
+                data::call(comm, &c, &mut b)?;
             }
-            trials.push(max_over_ranks(
-                comm,
-                t.elapsed().as_secs_f64() / iters as f64,
-            )?);
+            let iters = if args.iters > 0 {
+                args.iters
+            } else {
+                let one = time_calls(comm, &c, &mut b, 1, 1, false)?;
+                let one = over_ranks(comm, one, 3)?;
+                ((0.1 / one.max(1e-9)) as usize).clamp(1, 1_000_000)
+            };
+            let mut trials = Vec::with_capacity(args.trials.max(1));
+            for _ in 0..args.trials.max(1) {
+                let t = time_calls(
+                    comm,
+                    &c,
+                    &mut b,
+                    iters,
+                    args.agg_iters,
+                    args.report_cputime != 0,
+                )?;
+                trials.push(over_ranks(comm, t, args.average)?);
+            }
+            trials.sort_by(f64::total_cmp);
+            let secs = trials[trials.len() / 2];
+            let algbw = size as f64 / secs / 1e9;
+            iters_done += iters * args.agg_iters * args.trials.max(1);
+            halves.push(Half {
+                time_us: secs * 1e6,
+                algbw,
+                busbw: algbw * which.bus_factor(p),
+                wrong,
+            });
         }
-        trials.sort_by(f64::total_cmp);
-        let secs = trials[trials.len() / 2];
-        let algbw = size as f64 / secs / 1e9;
-        let busbw = algbw * which.bus_factor(p);
-        let algo_used = match coll {
+        let algo = match coll {
             Some(c) => comm.algorithm_for(c, size).unwrap_or_else(|_| "?".into()),
             None => "direct".into(),
         };
+        let row = Row {
+            collective: which.name(),
+            ranks: p,
+            size,
+            count: size / es,
+            dtype: dtype.name(),
+            redop: if which.reduces() {
+                OP_NAMES
+                    .iter()
+                    .find(|n| n.eq_ignore_ascii_case(op_name))
+                    .copied()
+                    .unwrap_or(op.name())
+            } else {
+                "none"
+            },
+            root: if which.rooted() { args.root as i64 } else { -1 },
+            out_of_place: halves[0],
+            in_place: halves[1],
+            algo,
+            iters: iters_done,
+        };
         if print {
-            let root = if matches!(which, Which::Broadcast) {
-                args.root as i64
-            } else {
-                -1
-            };
-            let opname = if which.reduces() { op.name() } else { "none" };
-            if let Some(bar) = &bar {
-                bar.inc(1);
-                bar.set_message(format!("{size} B"));
-            }
-            let line = if args.json {
-                serde_json::json!({
-                    "collective": which.name(), "algo": algo_used, "ranks": p, "bytes": size,
-                    "count": size / es, "dtype": dtype.name(), "op": opname, "root": root,
-                    "time_us": secs * 1e6, "algbw_gbps": algbw, "busbw_gbps": busbw,
-                    "wrong": wrong, "iters": iters * trials.len(),
-                })
-                .to_string()
-            } else {
-                format!(
-                    "{:>14} {:>12} {:>9} {:>7} {:>6} {:>8} {:>11.2} {:>8.3} {:>8.3} {:>7}",
-                    size,
-                    size / es,
-                    dtype.name(),
-                    opname,
-                    root,
-                    algo_used,
-                    secs * 1e6,
-                    algbw,
-                    busbw,
-                    wrong
-                )
+            let line = match format {
+                Format::Table => report::table_row(&row, args.show_algo),
+                Format::Csv => report::csv_row(&row),
+                Format::Json => report::json_row(&row),
             };
             match &bar {
-                Some(bar) => bar.suspend(|| println!("{line}")),
+                Some(bar) => {
+                    bar.inc(1);
+                    bar.set_message(format!("{size} B"));
+                    bar.suspend(|| println!("{line}"));
+                }
                 None => println!("{line}"),
             }
         }
+        rows.push(row);
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    if print && !args.json {
-        println!(
-            "# out of bounds values: {total_wrong} ({})",
-            if total_wrong == 0 { "OK" } else { "FAILED" }
-        );
-    }
-    if total_wrong > 0 {
-        bail!("{total_wrong} wrong values");
-    }
-    Ok(())
+    Ok(rows)
 }

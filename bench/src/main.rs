@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod collective;
 mod kernels;
+mod plot;
 mod simulate;
 mod transport;
 
@@ -30,14 +31,27 @@ enum Command {
     AllGather(collective::Args),
     /// Broadcast sweep, nccl-tests style.
     Broadcast(collective::Args),
+    /// Reduce sweep, nccl-tests style.
+    Reduce(collective::Args),
     /// All-to-all sweep, nccl-tests style.
     AllToAll(collective::Args),
+    /// Draw bus bandwidth against size for saved runs (`--json` output or nccl-tests text).
+    Plot(plot::Args),
     /// Predict collective times on a model of a cluster.
     Simulate(simulate::Args),
 }
 
 fn main() -> anyhow::Result<()> {
-    init_logging();
+    // Die quietly on a closed pipe (`oxccl-bench ... | head`), as C tools like nccl-tests do,
+    // instead of panicking in println!.
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    // OXCCL_DEBUG & co. as in any program using the crates, `warn` by default; logs go to
+    // stderr (or OXCCL_DEBUG_FILE) so tables and JSON on stdout stay clean.
+    oxccl_collectives::logging::install_cli("warn");
     let cli = Cli::parse();
     match cli.command {
         Command::Kernels(args) => kernels::run(args),
@@ -46,19 +60,9 @@ fn main() -> anyhow::Result<()> {
         Command::ReduceScatter(args) => collective::run(collective::Which::ReduceScatter, args),
         Command::AllGather(args) => collective::run(collective::Which::AllGather, args),
         Command::Broadcast(args) => collective::run(collective::Which::Broadcast, args),
+        Command::Reduce(args) => collective::run(collective::Which::Reduce, args),
         Command::AllToAll(args) => collective::run(collective::Which::AllToAll, args),
+        Command::Plot(args) => plot::run(args),
         Command::Simulate(args) => simulate::run(args),
     }
-}
-
-/// `OXCCL_DEBUG` works like `NCCL_DEBUG` (`warn`, `info`, `trace`, or a full `tracing` filter);
-/// logs go to stderr so tables and JSON on stdout stay clean.
-fn init_logging() {
-    let filter = std::env::var("OXCCL_DEBUG").unwrap_or_else(|_| "warn".to_string());
-    let filter = tracing_subscriber::EnvFilter::try_new(filter.to_ascii_lowercase())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

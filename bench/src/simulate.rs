@@ -10,7 +10,6 @@ mod calibrate;
 mod cluster;
 mod from_topo;
 mod model;
-mod plot;
 mod resnet;
 
 use anyhow::Context;
@@ -73,7 +72,7 @@ pub struct Args {
     /// JSON lines instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Write an SVG plot of busbw against size, one line per algorithm.
+    /// Write a plot (.svg or .png) of busbw against size, one line per algorithm.
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// Predict data-parallel training scaling for a model (resnet50).
@@ -215,7 +214,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "all-reduce busbw on {} ({ranks} ranks), predicted",
             spec.name
         );
-        plot::write_svg(p, &title, &curves)?;
+        crate::plot::write(p, &title, &curves)?;
         eprintln!("wrote {}", p.display());
     }
     Ok(())

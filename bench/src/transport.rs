@@ -11,6 +11,14 @@
 //!   Sends are posted together (`isend` borrows one buffer `win` times); the peer receives them
 //!   one after another into one buffer (a receive buffer can only be lent once at a time).
 //!
+//! * bibw (`--test bibw`): both sides post a window of sends and receive a window at once,
+//!   as osu_bibw; bandwidth counts both directions.
+//!
+//! `--osu` prints OSU's tables instead: `# Size  Latency (us)` / `# Size  Bandwidth (MB/s)`
+//! (MB = 10^6 bytes), sizes from 1 B to 4 MiB, and OSU's iteration counts (latency 10000 and
+//! 1000 warm-up up to 8 KiB, 1000 and 100 above; bandwidth 100 and 10 windows of 64 up to
+//! 8 KiB, 20 and 2 above); `-m [MIN:]MAX`, `-i`, `-x` and `-W` set them as in OSU.
+//!
 //! Two processes, not two threads: that is the honest comparison with MPI ranks.
 
 use std::io::Write;
@@ -29,9 +37,25 @@ pub struct Args {
     /// Transports to measure: shm, tcp or all.
     #[arg(long, default_value = "all")]
     transport: String,
-    /// Tests to run: latency, bandwidth or all.
+    /// Tests to run: latency, bandwidth, bibw or all (all: latency and bandwidth, plus bibw
+    /// with --osu).
     #[arg(long, default_value = "all")]
     test: String,
+    /// OSU micro-benchmarks' output, units (MB/s) and sizes (from 1 B).
+    #[arg(long)]
+    osu: bool,
+    /// Message sizes as OSU's `-m`: `MAX` or `MIN:MAX` (suffixes K, M, G).
+    #[arg(short = 'm', long = "message-size", value_parser = parse_range)]
+    message_size: Option<(usize, usize)>,
+    /// Timed iterations per size (OSU's `-i`; default: the counts above, by size).
+    #[arg(short = 'i', long = "iterations")]
+    iterations: Option<usize>,
+    /// Warm-up iterations per size (OSU's `-x`).
+    #[arg(short = 'x', long = "warmup")]
+    warmup: Option<usize>,
+    /// Messages in flight per bandwidth iteration (OSU's `-W`; default 64, 4 from 16 MiB).
+    #[arg(short = 'W', long = "window-size")]
+    window: Option<usize>,
     /// Smallest latency message (bytes).
     #[arg(long, default_value_t = 1)]
     min_bytes: usize,
@@ -77,24 +101,109 @@ enum Role {
     Peer,
 }
 
-fn latency_sizes(a: &Args) -> Vec<usize> {
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&s[..s.len() - 1], 1usize << 10),
+        Some('M') => (&s[..s.len() - 1], 1 << 20),
+        Some('G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size (e.g. 1, 64K, 4M)"))
+}
+
+/// OSU's `-m`: `MAX` or `MIN:MAX`.
+fn parse_range(s: &str) -> Result<(usize, usize), String> {
+    let (lo, hi) = match s.split_once(':') {
+        Some((lo, hi)) => (parse_size(lo)?, parse_size(hi)?),
+        None => (1, parse_size(s)?),
+    };
+    if lo > hi || hi == 0 {
+        return Err(format!("{s:?}: need MIN <= MAX and MAX >= 1"));
+    }
+    Ok((lo.max(1), hi))
+}
+
+/// OSU's default largest message.
+const OSU_MAX: usize = 4 << 20;
+
+fn powers_of_two(lo: usize, hi: usize) -> Vec<usize> {
     let mut v = Vec::new();
-    let mut n = a.min_bytes.max(1);
-    while n <= a.max_latency_bytes {
+    let mut n = lo.max(1);
+    while n <= hi {
         v.push(n);
-        n *= 2;
+        match n.checked_mul(2) {
+            Some(m) => n = m,
+            None => break,
+        }
     }
     v
 }
 
-fn bandwidth_sizes(a: &Args) -> Vec<usize> {
-    let mut v = Vec::new();
-    let mut n = 4096;
-    while n <= a.max_bytes {
-        v.push(n);
-        n *= 2;
+fn latency_sizes(a: &Args) -> Vec<usize> {
+    match (a.message_size, a.osu) {
+        (Some((lo, hi)), _) => powers_of_two(lo, hi),
+        (None, true) => powers_of_two(1, OSU_MAX),
+        (None, false) => powers_of_two(a.min_bytes, a.max_latency_bytes),
     }
-    v
+}
+
+fn bandwidth_sizes(a: &Args) -> Vec<usize> {
+    match (a.message_size, a.osu) {
+        (Some((lo, hi)), _) => powers_of_two(lo, hi),
+        (None, true) => powers_of_two(1, OSU_MAX),
+        (None, false) => powers_of_two(4096, a.max_bytes),
+    }
+}
+
+/// (timed, warm-up) iterations of the latency test at `n` bytes.
+fn latency_iters(a: &Args, n: usize) -> (usize, usize) {
+    let (iters, warm) = if a.osu {
+        if n <= 8192 {
+            (10_000, 1000)
+        } else {
+            (1000, 100)
+        }
+    } else {
+        let i = scaled(if n <= 8192 { 10_000 } else { 1000 }, a.iters_scale);
+        (i, i / 10)
+    };
+    (
+        a.iterations.unwrap_or(iters).max(1),
+        a.warmup.unwrap_or(warm),
+    )
+}
+
+/// (window, timed, warm-up) iterations of the bandwidth tests at `n` bytes.
+fn bandwidth_iters(a: &Args, n: usize) -> (usize, usize, usize) {
+    let win = a
+        .window
+        .unwrap_or(if n >= 16 << 20 { 4 } else { 64 })
+        .max(1);
+    let (iters, warm) = if a.osu {
+        if n <= 8192 {
+            (100, 10)
+        } else {
+            (20, 2)
+        }
+    } else {
+        (
+            scaled(if n >= 16 << 20 { 10 } else { 50 }, a.iters_scale),
+            2,
+        )
+    };
+    (
+        win,
+        a.iterations.unwrap_or(iters).max(1),
+        a.warmup.unwrap_or(warm),
+    )
+}
+
+fn wants(a: &Args, test: &str) -> bool {
+    a.test == test || (a.test == "all" && (test != "bibw" || a.osu))
 }
 
 fn scaled(n: usize, s: f64) -> usize {
@@ -111,8 +220,13 @@ struct Row {
 }
 
 /// One round of the latency test at `bytes`; returns seconds for `iters` round trips.
-fn latency<C: Connection>(c: &C, role: Role, buf: &mut [u8], iters: usize) -> anyhow::Result<f64> {
-    let warm = iters / 10;
+fn latency<C: Connection>(
+    c: &C,
+    role: Role,
+    buf: &mut [u8],
+    iters: usize,
+    warm: usize,
+) -> anyhow::Result<f64> {
     // One deadline for the batch: reading the clock per message would cost more than a
     // shared-memory hop.
     let dl = Deadline::after(STEP);
@@ -139,8 +253,8 @@ fn bandwidth<C: Connection>(
     buf: &mut [u8],
     win: usize,
     iters: usize,
+    warm: usize,
 ) -> anyhow::Result<f64> {
-    let warm = 2;
     let mut ack = [0u8; 4];
     let mut t0 = Instant::now();
     for i in 0..iters + warm {
@@ -184,6 +298,74 @@ fn bandwidth<C: Connection>(
     Ok(t0.elapsed().as_secs_f64())
 }
 
+/// Posts the next of `win` sends if the fabric takes it, and tests the posted ones.
+fn pump_sends<'a, C: Connection>(
+    c: &'a C,
+    buf: &'a [u8],
+    sends: &mut Vec<C::SendRequest<'a>>,
+    win: usize,
+) -> anyhow::Result<()> {
+    if sends.len() < win {
+        if let Post::Posted(r) = c.isend(4, buf)? {
+            sends.push(r);
+        }
+    }
+    for r in sends.iter_mut() {
+        r.test()?;
+    }
+    Ok(())
+}
+
+/// One round of the bidirectional test (both roles alike): a window of sends and a window of
+/// receives in flight together; returns seconds for `iters` windows.
+fn bibw<C: Connection>(
+    c: &C,
+    sbuf: &[u8],
+    rbuf: &mut [u8],
+    win: usize,
+    iters: usize,
+    warm: usize,
+) -> anyhow::Result<f64> {
+    let mut t0 = Instant::now();
+    for i in 0..iters + warm {
+        if i == warm {
+            t0 = Instant::now();
+        }
+        let dl = Deadline::after(STEP);
+        let mut sends = Vec::with_capacity(win);
+        for _ in 0..win {
+            // A receive buffer is lent to one receive at a time; the sends progress meanwhile.
+            let mut b: &mut [u8] = rbuf;
+            let mut r = loop {
+                match c.irecv(4, b)? {
+                    Post::Posted(r) => break r,
+                    Post::Retry(back) => b = back,
+                }
+                pump_sends(c, sbuf, &mut sends, win)?;
+                if dl.expired() {
+                    bail!("bibw: no receive slot within {STEP:?}");
+                }
+            };
+            while r.test()?.is_none() {
+                pump_sends(c, sbuf, &mut sends, win)?;
+                if dl.expired() {
+                    bail!("bibw: a receive made no progress within {STEP:?}");
+                }
+            }
+        }
+        while sends.len() < win {
+            pump_sends(c, sbuf, &mut sends, win)?;
+            if dl.expired() {
+                bail!("bibw: sends not posted within {STEP:?}");
+            }
+        }
+        let mut dynreqs: Vec<&mut dyn Request> =
+            sends.iter_mut().map(|r| r as &mut dyn Request).collect();
+        wait::wait_all(&mut dynreqs, dl, c.peer())?;
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
 fn schedule<C: Connection>(
     a: &Args,
     name: &'static str,
@@ -191,16 +373,23 @@ fn schedule<C: Connection>(
     role: Role,
     out: &mut dyn FnMut(Row),
 ) -> anyhow::Result<()> {
-    let top = a.max_bytes.max(a.max_latency_bytes);
+    let top = latency_sizes(a)
+        .into_iter()
+        .chain(bandwidth_sizes(a))
+        .max()
+        .unwrap_or(1);
     let mut buf = vec![0u8; top];
     buf.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
-    if a.test == "all" || a.test == "latency" {
+    if wants(a, "latency") {
         // Warm up (caches, page tables, the CPUs' clocks) before the first timed size: the
         // first tens of thousands of round trips run measurably slower here.
-        latency(c, role, &mut buf[..8], scaled(20_000, a.iters_scale))?;
+        if !a.osu {
+            let n = scaled(20_000, a.iters_scale);
+            latency(c, role, &mut buf[..8.min(top)], n, n / 10)?;
+        }
         for n in latency_sizes(a) {
-            let iters = scaled(if n <= 8192 { 10_000 } else { 1000 }, a.iters_scale);
-            let s = latency(c, role, &mut buf[..n], iters)?;
+            let (iters, warm) = latency_iters(a, n);
+            let s = latency(c, role, &mut buf[..n], iters, warm)?;
             out(Row {
                 transport: name,
                 test: "latency",
@@ -211,11 +400,10 @@ fn schedule<C: Connection>(
             });
         }
     }
-    if a.test == "all" || a.test == "bandwidth" {
+    if wants(a, "bandwidth") {
         for n in bandwidth_sizes(a) {
-            let (win, iters) = if n >= 16 << 20 { (4, 10) } else { (64, 50) };
-            let iters = scaled(iters, a.iters_scale);
-            let s = bandwidth(c, role, &mut buf[..n], win, iters)?;
+            let (win, iters, warm) = bandwidth_iters(a, n);
+            let s = bandwidth(c, role, &mut buf[..n], win, iters, warm)?;
             out(Row {
                 transport: name,
                 test: "bandwidth",
@@ -226,13 +414,54 @@ fn schedule<C: Connection>(
             });
         }
     }
+    if wants(a, "bibw") {
+        let mut rbuf = vec![0u8; top];
+        for n in bandwidth_sizes(a) {
+            let (win, iters, warm) = bandwidth_iters(a, n);
+            let s = bibw(c, &buf[..n], &mut rbuf[..n], win, iters, warm)?;
+            out(Row {
+                transport: name,
+                test: "bibw",
+                bytes: n,
+                iters: iters * win,
+                seconds: s,
+                moved: (2 * n * win * iters) as f64,
+            });
+        }
+    }
     Ok(())
 }
 
-fn print_row(r: &Row, json: bool, last_test: &mut &'static str) {
+/// OSU's header lines of each test.
+fn osu_header(r: &Row) -> String {
+    let (title, column) = match r.test {
+        "latency" => ("Latency", "# Size          Latency (us)"),
+        "bandwidth" => ("Bandwidth", "# Size      Bandwidth (MB/s)"),
+        _ => ("Bi-Directional Bandwidth", "# Size      Bandwidth (MB/s)"),
+    };
+    format!(
+        "# OSU-style oxccl {} {title} Test (oxccl-bench {})\n{column}",
+        r.transport,
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+fn print_row(r: &Row, json: bool, osu: bool, last_test: &mut &'static str) {
     let latency_us = r.seconds * 1e6 / r.iters as f64;
     let gbps = r.moved / r.seconds / 1e9;
-    if json {
+    if osu && !json {
+        if *last_test != r.test {
+            println!("{}", osu_header(r));
+            *last_test = r.test;
+        }
+        // OSU's "%-10d%18.2f"; bandwidth in MB/s of 10^6 bytes.
+        let v = if r.test == "latency" {
+            latency_us
+        } else {
+            gbps * 1e3
+        };
+        println!("{:<10}{v:>18.2}", r.bytes);
+    } else if json {
         let v = serde_json::json!({
             "transport": r.transport, "test": r.test, "bytes": r.bytes,
             "latency_us": latency_us, "bandwidth_gbps": gbps, "iters": r.iters,
@@ -247,8 +476,8 @@ fn print_row(r: &Row, json: bool, last_test: &mut &'static str) {
                 );
             } else {
                 println!(
-                    "# oxccl {} bandwidth, window 64 (4 from 16 MiB)\n# {:>12} {:>14}",
-                    r.transport, "size(B)", "bw(GB/s)"
+                    "# oxccl {} {}, window 64 (4 from 16 MiB)\n# {:>12} {:>14}",
+                    r.transport, r.test, "size(B)", "bw(GB/s)"
                 );
             }
             *last_test = r.test;
@@ -332,6 +561,17 @@ fn leader_on<T: Transport>(a: &Args, name: &'static str, t: &T) -> anyhow::Resul
         &a.max_bytes.to_string(),
     ]);
     cmd.args(["--iters-scale", &a.iters_scale.to_string()]);
+    if a.osu {
+        cmd.arg("--osu");
+    }
+    if let Some((lo, hi)) = a.message_size {
+        cmd.args(["-m", &format!("{lo}:{hi}")]);
+    }
+    for (flag, v) in [("-i", a.iterations), ("-x", a.warmup), ("-W", a.window)] {
+        if let Some(v) = v {
+            cmd.args([flag, &v.to_string()]);
+        }
+    }
     if let Some(n) = a.nsocks {
         cmd.args(["--nsocks", &n.to_string()]);
     }
@@ -348,7 +588,7 @@ fn leader_on<T: Transport>(a: &Args, name: &'static str, t: &T) -> anyhow::Resul
         let c = wait::accept(&mut l, Deadline::after(STEP))?;
         let mut last = "";
         schedule(a, name, &c, Role::Leader, &mut |r| {
-            print_row(&r, a.json, &mut last)
+            print_row(&r, a.json, a.osu, &mut last)
         })
     })();
     if result.is_err() {
@@ -365,6 +605,12 @@ fn leader_on<T: Transport>(a: &Args, name: &'static str, t: &T) -> anyhow::Resul
 pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(addr) = args.peer.clone() {
         return run_peer(&args, &addr);
+    }
+    if !["all", "latency", "bandwidth", "bibw"].contains(&args.test.as_str()) {
+        bail!(
+            "unknown test {:?} (latency, bandwidth, bibw, all)",
+            args.test
+        );
     }
     let which: Vec<&'static str> = match args.transport.as_str() {
         "all" => vec!["shm", "tcp"],

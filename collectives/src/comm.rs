@@ -123,7 +123,8 @@ impl Communicator {
         store: Option<StoreServer>,
     ) -> Self {
         let size = links.len();
-        let kinds = links.iter().map(|l| l.as_ref().map(Link::kind)).collect();
+        let kinds: Vec<_> = links.iter().map(|l| l.as_ref().map(Link::kind)).collect();
+        crate::logging::communicator_created(rank, &kinds);
         let local = topology.ranks_on(topology.host_of[rank]).len();
         let abort_flag = Arc::new(AtomicBool::new(false));
         let mut engine = Engine::new(rank, links, options.timeout, options.spin_for(local));
@@ -170,6 +171,7 @@ impl Communicator {
         transport: LocalTransport,
         options: Options,
     ) -> Result<Vec<Communicator>> {
+        crate::logging::install_from_env();
         if n == 0 {
             return Err(Error::invalid(
                 "local",
@@ -197,6 +199,7 @@ impl Communicator {
     }
 
     pub fn init_with(b: Bootstrap, options: Options) -> Result<Communicator> {
+        crate::logging::install_from_env();
         let deadline = Instant::now() + options.timeout.min(Duration::from_secs(600));
         let (rank, size) = (b.rank, b.size);
         let (server, addr) = open_store(&b, deadline)?;
@@ -360,6 +363,7 @@ impl Communicator {
         f: impl FnOnce(&mut State) -> Result<R>,
     ) -> Result<R> {
         let inner = &*self.inner;
+        let _rank = crate::logging::RankScope::enter(inner.rank);
         inner.wait_turn(ticket);
         let _guard = TurnGuard(inner);
         let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());

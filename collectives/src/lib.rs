@@ -83,6 +83,7 @@ pub mod error;
 mod exec;
 mod link;
 pub mod map;
+pub mod logging;
 mod ops;
 pub mod options;
 pub mod schedule;

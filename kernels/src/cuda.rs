@@ -3,10 +3,11 @@
 //!
 //! The device kernels are Rust (`kernels/device/`), compiled by nightly rustc's
 //! `nvptx64-nvidia-cuda` target to the PTX committed in `kernels/ptx/oxccl_kernels.ptx`, which
-//! is embedded in this crate and JIT-compiled by the driver when [`CudaKernels::new`] loads
+//! is embedded in this crate and JIT-compiled by the driver when `CudaKernels::new` loads
 //! it (PTX ISA 7.0, `sm_70` and newer). The host side is `cudarc`, which loads `libcuda` at
-//! run time: the feature builds on machines without CUDA, and [`CudaKernels::new`] returns
-//! [`KernelError::CudaUnavailable`] when there is no driver or no device.
+//! run time: the feature builds on machines without CUDA, and `CudaKernels::new` returns
+//! [`KernelError::CudaUnavailable`] when there is no driver or no device. (`CudaKernels` exists
+//! only with the feature, so these names are not links.)
 //!
 //! One launch reads at most 8 inputs and writes at most 4 outputs; longer lists are chained
 //! through the first output (which then holds partial results between launches).

@@ -458,6 +458,8 @@ fn measure(args: &Args, n: usize) -> anyhow::Result<Vec<Measured>> {
         "ring",
         "--trials",
         "5",
+        "-n",
+        "0",
         "-f",
         &fstr,
         "-b",
