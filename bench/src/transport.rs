@@ -11,6 +11,10 @@
 //!   Sends are posted together (`isend` borrows one buffer `win` times); the peer receives them
 //!   one after another into one buffer (a receive buffer can only be lent once at a time).
 //!
+//! `--face stream` runs the same tests on the stream face (`Connection::into_stream`), the
+//! path the collectives take: shm natively on its connection's rings, tcp through the
+//! transport's proxy; a message is `bytes` written into the stream and read back out of it.
+//!
 //! Two processes, not two threads: that is the honest comparison with MPI ranks.
 
 use std::io::Write;
@@ -21,8 +25,10 @@ use anyhow::{bail, Context};
 use oxccl_transport::dynamic::DynAddress;
 use oxccl_transport::shm::Shm;
 use oxccl_transport::tcp::{Tcp, TcpConfig};
-use oxccl_transport::wait::{self, Deadline};
-use oxccl_transport::{Address, Connection, Listener, Post, Request, Transport};
+use oxccl_transport::wait::{self, Backoff, Deadline};
+use oxccl_transport::{
+    Address, Connection, Listener, Post, Request, Stream, StreamConfig, Transport,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -32,6 +38,10 @@ pub struct Args {
     /// Tests to run: latency, bandwidth or all.
     #[arg(long, default_value = "all")]
     test: String,
+    /// Which face of the connection: `message` (tagged isend/irecv) or `stream` (the byte
+    /// stream the collectives move their data over: write, peek, consume).
+    #[arg(long, default_value = "message")]
+    face: String,
     /// Smallest latency message (bytes).
     #[arg(long, default_value_t = 1)]
     min_bytes: usize,
@@ -184,10 +194,153 @@ fn bandwidth<C: Connection>(
     Ok(t0.elapsed().as_secs_f64())
 }
 
+/// Writes all of `data` into the stream.
+fn stream_write(s: &mut dyn Stream, data: &[u8], dl: Deadline) -> anyhow::Result<()> {
+    let mut sent = 0;
+    let mut backoff = Backoff::new();
+    while sent < data.len() {
+        let n = s.write(&data[sent..])?;
+        sent += n;
+        if n > 0 {
+            backoff.reset();
+        } else {
+            if dl.expired() {
+                bail!("the stream peer stopped reading");
+            }
+            backoff.snooze();
+        }
+    }
+    Ok(())
+}
+
+/// Reads exactly `buf.len()` bytes from the stream into `buf` (what a receive costs; a
+/// collective reduces out of the view instead, at the same single pass over the bytes).
+fn stream_read(s: &mut dyn Stream, buf: &mut [u8], dl: Deadline) -> anyhow::Result<()> {
+    let mut got = 0;
+    let mut backoff = Backoff::new();
+    while got < buf.len() {
+        let view = s.peek()?;
+        let n = view.len().min(buf.len() - got);
+        buf[got..got + n].copy_from_slice(&view[..n]);
+        s.consume(n);
+        got += n;
+        if n > 0 {
+            backoff.reset();
+        } else {
+            if dl.expired() {
+                bail!("the stream peer stopped writing");
+            }
+            backoff.snooze();
+        }
+    }
+    Ok(())
+}
+
+/// The latency test on the stream face.
+fn stream_latency(
+    s: &mut dyn Stream,
+    role: Role,
+    buf: &mut [u8],
+    iters: usize,
+) -> anyhow::Result<f64> {
+    let warm = iters / 10;
+    let dl = Deadline::after(STEP);
+    let mut t0 = Instant::now();
+    for i in 0..iters + warm {
+        if i == warm {
+            t0 = Instant::now();
+        }
+        if role == Role::Leader {
+            stream_write(s, buf, dl)?;
+            stream_read(s, buf, dl)?;
+        } else {
+            stream_read(s, buf, dl)?;
+            stream_write(s, buf, dl)?;
+        }
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// The bandwidth test on the stream face: `win` messages' worth of bytes, then an ack.
+fn stream_bandwidth(
+    s: &mut dyn Stream,
+    role: Role,
+    buf: &mut [u8],
+    win: usize,
+    iters: usize,
+) -> anyhow::Result<f64> {
+    let warm = 2;
+    let mut ack = [0u8; 4];
+    let mut t0 = Instant::now();
+    for i in 0..iters + warm {
+        if i == warm {
+            t0 = Instant::now();
+        }
+        let dl = Deadline::after(STEP);
+        if role == Role::Leader {
+            for _ in 0..win {
+                stream_write(s, buf, dl)?;
+            }
+            stream_read(s, &mut ack, dl)?;
+        } else {
+            for _ in 0..win {
+                stream_read(s, buf, dl)?;
+            }
+            stream_write(s, &ack, dl)?;
+        }
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// One side's tests on the face `a.face` of `c`.
+fn run_face<C: Connection + 'static>(
+    a: &Args,
+    name: &'static str,
+    c: C,
+    role: Role,
+    out: &mut dyn FnMut(Row),
+) -> anyhow::Result<()> {
+    match a.face.as_str() {
+        "message" => schedule(a, name, &mut Face::Message(&c), role, out),
+        "stream" => {
+            let mut s = c.into_stream(name, &StreamConfig::from_env()?)?;
+            schedule(a, name, &mut Face::<C>::Stream(&mut *s), role, out)
+        }
+        other => bail!("unknown face {other:?} (message, stream)"),
+    }
+}
+
+/// What the tests run on.
+enum Face<'a, C> {
+    Message(&'a C),
+    Stream(&'a mut dyn Stream),
+}
+
+impl<C: Connection> Face<'_, C> {
+    fn latency(&mut self, role: Role, buf: &mut [u8], iters: usize) -> anyhow::Result<f64> {
+        match self {
+            Face::Message(c) => latency(*c, role, buf, iters),
+            Face::Stream(s) => stream_latency(*s, role, buf, iters),
+        }
+    }
+    fn bandwidth(
+        &mut self,
+        role: Role,
+        buf: &mut [u8],
+        win: usize,
+        iters: usize,
+    ) -> anyhow::Result<f64> {
+        match self {
+            Face::Message(c) => bandwidth(*c, role, buf, win, iters),
+            Face::Stream(s) => stream_bandwidth(*s, role, buf, win, iters),
+        }
+    }
+}
+
 fn schedule<C: Connection>(
     a: &Args,
     name: &'static str,
-    c: &C,
+    c: &mut Face<'_, C>,
     role: Role,
     out: &mut dyn FnMut(Row),
 ) -> anyhow::Result<()> {
@@ -197,10 +350,10 @@ fn schedule<C: Connection>(
     if a.test == "all" || a.test == "latency" {
         // Warm up (caches, page tables, the CPUs' clocks) before the first timed size: the
         // first tens of thousands of round trips run measurably slower here.
-        latency(c, role, &mut buf[..8], scaled(20_000, a.iters_scale))?;
+        c.latency(role, &mut buf[..8], scaled(20_000, a.iters_scale))?;
         for n in latency_sizes(a) {
             let iters = scaled(if n <= 8192 { 10_000 } else { 1000 }, a.iters_scale);
-            let s = latency(c, role, &mut buf[..n], iters)?;
+            let s = c.latency(role, &mut buf[..n], iters)?;
             out(Row {
                 transport: name,
                 test: "latency",
@@ -215,7 +368,7 @@ fn schedule<C: Connection>(
         for n in bandwidth_sizes(a) {
             let (win, iters) = if n >= 16 << 20 { (4, 10) } else { (64, 50) };
             let iters = scaled(iters, a.iters_scale);
-            let s = bandwidth(c, role, &mut buf[..n], win, iters)?;
+            let s = c.bandwidth(role, &mut buf[..n], win, iters)?;
             out(Row {
                 transport: name,
                 test: "bandwidth",
@@ -229,12 +382,12 @@ fn schedule<C: Connection>(
     Ok(())
 }
 
-fn print_row(r: &Row, json: bool, last_test: &mut &'static str) {
+fn print_row(r: &Row, face: &str, json: bool, last_test: &mut &'static str) {
     let latency_us = r.seconds * 1e6 / r.iters as f64;
     let gbps = r.moved / r.seconds / 1e9;
     if json {
         let v = serde_json::json!({
-            "transport": r.transport, "test": r.test, "bytes": r.bytes,
+            "transport": r.transport, "face": face, "test": r.test, "bytes": r.bytes,
             "latency_us": latency_us, "bandwidth_gbps": gbps, "iters": r.iters,
         });
         println!("{v}");
@@ -242,12 +395,12 @@ fn print_row(r: &Row, json: bool, last_test: &mut &'static str) {
         if *last_test != r.test {
             if r.test == "latency" {
                 println!(
-                    "# oxccl {} latency (one way)\n# {:>12} {:>14}",
+                    "# oxccl {} {face} latency (one way)\n# {:>12} {:>14}",
                     r.transport, "size(B)", "latency(us)"
                 );
             } else {
                 println!(
-                    "# oxccl {} bandwidth, window 64 (4 from 16 MiB)\n# {:>12} {:>14}",
+                    "# oxccl {} {face} bandwidth, window 64 (4 from 16 MiB)\n# {:>12} {:>14}",
                     r.transport, "size(B)", "bw(GB/s)"
                 );
             }
@@ -300,7 +453,7 @@ fn run_peer(a: &Args, addr: &str) -> anyhow::Result<()> {
 }
 
 /// The peer's side, statically dispatched (no boxing per request, as a real user would run).
-fn peer_on<T: Transport>(
+fn peer_on<T: Transport<Connection: 'static>>(
     a: &Args,
     name: &'static str,
     t: &T,
@@ -308,7 +461,7 @@ fn peer_on<T: Transport>(
 ) -> anyhow::Result<()> {
     let inner = T::Address::from_bytes(addr.inner_bytes())?;
     let c = wait::establish(t.connect(&inner)?, Deadline::after(STEP), &addr.to_string())?;
-    schedule(a, name, &c, Role::Peer, &mut |_| {})
+    run_face(a, name, c, Role::Peer, &mut |_| {})
 }
 
 fn run_leader(a: &Args, name: &'static str) -> anyhow::Result<()> {
@@ -318,13 +471,18 @@ fn run_leader(a: &Args, name: &'static str) -> anyhow::Result<()> {
     }
 }
 
-fn leader_on<T: Transport>(a: &Args, name: &'static str, t: &T) -> anyhow::Result<()> {
+fn leader_on<T: Transport<Connection: 'static>>(
+    a: &Args,
+    name: &'static str,
+    t: &T,
+) -> anyhow::Result<()> {
     let mut l = t.listen()?;
     let addr = DynAddress::new(name, &l.address()).to_text();
     let exe = std::env::current_exe().context("locating this binary")?;
     let mut cmd = Command::new(exe);
     cmd.arg("transport").arg("--peer").arg(&addr);
     cmd.args(["--test", &a.test, "--min-bytes", &a.min_bytes.to_string()]);
+    cmd.args(["--face", &a.face]);
     cmd.args([
         "--max-latency-bytes",
         &a.max_latency_bytes.to_string(),
@@ -347,8 +505,8 @@ fn leader_on<T: Transport>(a: &Args, name: &'static str, t: &T) -> anyhow::Resul
     let result = (|| {
         let c = wait::accept(&mut l, Deadline::after(STEP))?;
         let mut last = "";
-        schedule(a, name, &c, Role::Leader, &mut |r| {
-            print_row(&r, a.json, &mut last)
+        run_face(a, name, c, Role::Leader, &mut |r| {
+            print_row(&r, &a.face, a.json, &mut last)
         })
     })();
     if result.is_err() {
