@@ -19,6 +19,10 @@
 //! 1000 warm-up up to 8 KiB, 1000 and 100 above; bandwidth 100 and 10 windows of 64 up to
 //! 8 KiB, 20 and 2 above); `-m [MIN:]MAX`, `-i`, `-x` and `-W` set them as in OSU.
 //!
+//! `--face stream` runs latency and bandwidth on the stream face (`Connection::into_stream`), the
+//! path the collectives take: shm natively on its connection's rings, tcp through the
+//! transport's proxy ([`stream`]).
+//!
 //! Two processes, not two threads: that is the honest comparison with MPI ranks.
 
 use std::io::Write;
@@ -31,6 +35,9 @@ use oxccl_transport::shm::Shm;
 use oxccl_transport::tcp::{Tcp, TcpConfig};
 use oxccl_transport::wait::{self, Deadline};
 use oxccl_transport::{Address, Connection, Listener, Post, Request, Transport};
+use stream::{run_face, Face};
+
+mod stream;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -56,6 +63,10 @@ pub struct Args {
     /// Messages in flight per bandwidth iteration (OSU's `-W`; default 64, 4 from 16 MiB).
     #[arg(short = 'W', long = "window-size")]
     window: Option<usize>,
+    /// Which face of the connection: `message` (tagged isend/irecv) or `stream` (the byte
+    /// stream the collectives move their data over: write, peek, consume).
+    #[arg(long, default_value = "message")]
+    face: String,
     /// Smallest latency message (bytes).
     #[arg(long, default_value_t = 1)]
     min_bytes: usize,
@@ -369,7 +380,7 @@ fn bibw<C: Connection>(
 fn schedule<C: Connection>(
     a: &Args,
     name: &'static str,
-    c: &C,
+    c: &mut Face<'_, C>,
     role: Role,
     out: &mut dyn FnMut(Row),
 ) -> anyhow::Result<()> {
@@ -385,11 +396,11 @@ fn schedule<C: Connection>(
         // first tens of thousands of round trips run measurably slower here.
         if !a.osu {
             let n = scaled(20_000, a.iters_scale);
-            latency(c, role, &mut buf[..8.min(top)], n, n / 10)?;
+            c.latency(role, &mut buf[..8.min(top)], n, n / 10)?;
         }
         for n in latency_sizes(a) {
             let (iters, warm) = latency_iters(a, n);
-            let s = latency(c, role, &mut buf[..n], iters, warm)?;
+            let s = c.latency(role, &mut buf[..n], iters, warm)?;
             out(Row {
                 transport: name,
                 test: "latency",
@@ -403,7 +414,7 @@ fn schedule<C: Connection>(
     if wants(a, "bandwidth") {
         for n in bandwidth_sizes(a) {
             let (win, iters, warm) = bandwidth_iters(a, n);
-            let s = bandwidth(c, role, &mut buf[..n], win, iters, warm)?;
+            let s = c.bandwidth(role, &mut buf[..n], win, iters, warm)?;
             out(Row {
                 transport: name,
                 test: "bandwidth",
@@ -418,7 +429,7 @@ fn schedule<C: Connection>(
         let mut rbuf = vec![0u8; top];
         for n in bandwidth_sizes(a) {
             let (win, iters, warm) = bandwidth_iters(a, n);
-            let s = bibw(c, &buf[..n], &mut rbuf[..n], win, iters, warm)?;
+            let s = c.bibw(&buf[..n], &mut rbuf[..n], win, iters, warm)?;
             out(Row {
                 transport: name,
                 test: "bibw",
@@ -446,7 +457,7 @@ fn osu_header(r: &Row) -> String {
     )
 }
 
-fn print_row(r: &Row, json: bool, osu: bool, last_test: &mut &'static str) {
+fn print_row(r: &Row, face: &str, json: bool, osu: bool, last_test: &mut &'static str) {
     let latency_us = r.seconds * 1e6 / r.iters as f64;
     let gbps = r.moved / r.seconds / 1e9;
     if osu && !json {
@@ -463,7 +474,7 @@ fn print_row(r: &Row, json: bool, osu: bool, last_test: &mut &'static str) {
         println!("{:<10}{v:>18.2}", r.bytes);
     } else if json {
         let v = serde_json::json!({
-            "transport": r.transport, "test": r.test, "bytes": r.bytes,
+            "transport": r.transport, "face": face, "test": r.test, "bytes": r.bytes,
             "latency_us": latency_us, "bandwidth_gbps": gbps, "iters": r.iters,
         });
         println!("{v}");
@@ -471,12 +482,12 @@ fn print_row(r: &Row, json: bool, osu: bool, last_test: &mut &'static str) {
         if *last_test != r.test {
             if r.test == "latency" {
                 println!(
-                    "# oxccl {} latency (one way)\n# {:>12} {:>14}",
+                    "# oxccl {} {face} latency (one way)\n# {:>12} {:>14}",
                     r.transport, "size(B)", "latency(us)"
                 );
             } else {
                 println!(
-                    "# oxccl {} {}, window 64 (4 from 16 MiB)\n# {:>12} {:>14}",
+                    "# oxccl {} {face} {}, window 64 (4 from 16 MiB)\n# {:>12} {:>14}",
                     r.transport, r.test, "size(B)", "bw(GB/s)"
                 );
             }
@@ -529,7 +540,7 @@ fn run_peer(a: &Args, addr: &str) -> anyhow::Result<()> {
 }
 
 /// The peer's side, statically dispatched (no boxing per request, as a real user would run).
-fn peer_on<T: Transport>(
+fn peer_on<T: Transport<Connection: 'static>>(
     a: &Args,
     name: &'static str,
     t: &T,
@@ -537,7 +548,7 @@ fn peer_on<T: Transport>(
 ) -> anyhow::Result<()> {
     let inner = T::Address::from_bytes(addr.inner_bytes())?;
     let c = wait::establish(t.connect(&inner)?, Deadline::after(STEP), &addr.to_string())?;
-    schedule(a, name, &c, Role::Peer, &mut |_| {})
+    run_face(a, name, c, Role::Peer, &mut |_| {})
 }
 
 fn run_leader(a: &Args, name: &'static str) -> anyhow::Result<()> {
@@ -547,7 +558,11 @@ fn run_leader(a: &Args, name: &'static str) -> anyhow::Result<()> {
     }
 }
 
-fn leader_on<T: Transport>(a: &Args, name: &'static str, t: &T) -> anyhow::Result<()> {
+fn leader_on<T: Transport<Connection: 'static>>(
+    a: &Args,
+    name: &'static str,
+    t: &T,
+) -> anyhow::Result<()> {
     let mut l = t.listen()?;
     let addr = DynAddress::new(name, &l.address()).to_text();
     let exe = std::env::current_exe().context("locating this binary")?;
@@ -561,6 +576,7 @@ fn leader_on<T: Transport>(a: &Args, name: &'static str, t: &T) -> anyhow::Resul
         &a.max_bytes.to_string(),
     ]);
     cmd.args(["--iters-scale", &a.iters_scale.to_string()]);
+    cmd.args(["--face", &a.face]);
     if a.osu {
         cmd.arg("--osu");
     }
@@ -587,8 +603,8 @@ fn leader_on<T: Transport>(a: &Args, name: &'static str, t: &T) -> anyhow::Resul
     let result = (|| {
         let c = wait::accept(&mut l, Deadline::after(STEP))?;
         let mut last = "";
-        schedule(a, name, &c, Role::Leader, &mut |r| {
-            print_row(&r, a.json, a.osu, &mut last)
+        run_face(a, name, c, Role::Leader, &mut |r| {
+            print_row(&r, &a.face, a.json, a.osu, &mut last)
         })
     })();
     if result.is_err() {

@@ -279,6 +279,8 @@ impl Communicator {
                     .into(),
             ));
         }
+        // The one decision of which fabric connects this rank and rank `q` (`use_shm` above);
+        // everything else about making the link is `connect::connect_all`'s.
         let fabric_of = |q: usize| if use_shm(q) { SHM } else { NET };
         let address_of = |q: usize, fabric: usize| {
             let text = peers[q].2.split(' ').nth(fabric).unwrap_or("");

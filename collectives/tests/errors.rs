@@ -120,6 +120,16 @@ fn abort_from_another_thread_interrupts_a_call() {
         assert!(out.is_err(), "rank {r}");
         assert!(*took < Duration::from_secs(10), "rank {r} took {took:?}");
     }
+    // Rank 1 learns it from its link: the transport's own error, kept as the source.
+    let e = res[1].0.as_ref().expect_err("rank 1 failed");
+    assert!(matches!(e, Error::PeerFailed { peer: 0, .. }), "{e}");
+    let source = e.transport_error().expect("the transport's error");
+    assert!(source.is_fatal(), "{source}");
+    assert!(
+        matches!(source, oxccl_transport::Error::PeerClosed { .. }),
+        "{source}"
+    );
+    assert!(std::error::Error::source(e).is_some());
 }
 
 fn free_port() -> u16 {

@@ -23,6 +23,11 @@
 //! * [`Request::test`] drives progress and reports completion with the byte count. There is no
 //!   background thread: a request progresses only while it (or another request of the same
 //!   connection) is tested. The [`wait`] helpers block with a deadline.
+//! * [`stream`]: the stream face. [`Connection::into_stream`] turns any connection into a
+//!   [`Stream`] (write / peek / consume, and a [`Mailbox`] for whole tiny messages where the
+//!   ends share memory): what a collective's executor moves its bytes over. `shm` and
+//!   `loopback` implement it on one ring layout, every other fabric through the generic
+//!   proxy ([`stream::ProxyStream`]).
 //! * [`dynamic`]: object-safe mirrors ([`dynamic::DynTransport`]) to pick a fabric at run
 //!   time; `Box<dyn DynTransport>` is itself a [`Transport`].
 //! * [`fault::Faulty`] wraps any transport and injects delay, a dropped connection, a

@@ -84,6 +84,14 @@ impl ShmConfig {
             c.dir = PathBuf::from(d);
         }
         c.ring_bytes = crate::stream::ring_bytes_from_env()?;
+        if let Ok(v) = std::env::var("OXCCL_SHM_RING_BYTES") {
+            // One ring size for every ring now; a value that would be ignored is an error.
+            return Err(Error::Config {
+                var: "OXCCL_SHM_RING_BYTES",
+                value: v,
+                reason: "replaced by OXCCL_RING_BYTES (one size for every ring)".into(),
+            });
+        }
         if let Ok(v) = std::env::var("OXCCL_SHM_CMA_MIN") {
             c.cma_min = v.trim().parse().map_err(|_| Error::Config {
                 var: "OXCCL_SHM_CMA_MIN",

@@ -118,26 +118,7 @@ impl ProxyStream {
 
     /// The proxy's failure if it had one, else "the peer closed".
     fn error(&self, during: &str) -> Error {
-        let mut f = match self.failure.lock() {
-            Ok(f) => f,
-            Err(p) => p.into_inner(),
-        };
-        if let Some(e) = f.error.take() {
-            f.text = Some(e.to_string());
-            return e;
-        }
-        match &f.text {
-            Some(t) => Error::Broken {
-                transport: self.fabric,
-                peer: self.peer.clone(),
-                reason: t.clone(),
-            },
-            None => Error::PeerClosed {
-                transport: self.fabric,
-                peer: self.peer.clone(),
-                during: during.to_string(),
-            },
-        }
+        failure_error(&self.failure, self.fabric, &self.peer, during)
     }
 
     fn failed(&self) -> bool {
@@ -163,14 +144,10 @@ impl Stream for ProxyStream {
     }
     #[inline]
     fn peek(&mut self) -> Result<&[u8]> {
-        // Two steps so that the error path can borrow `self` again.
-        if self.rx.peek().is_err() {
-            return Err(self.error(" while a stream read waited"));
-        }
-        self.rx.peek().map_err(|()| Error::Usage {
-            transport: self.fabric,
-            reason: "stream closed between two looks".into(),
-        })
+        let (failure, fabric, peer) = (&self.failure, self.fabric, &self.peer);
+        self.rx
+            .peek()
+            .map_err(|()| failure_error(failure, fabric, peer, " while a stream read waited"))
     }
     #[inline]
     fn consume(&mut self, n: usize) {
@@ -207,6 +184,36 @@ impl Drop for ProxyStream {
             );
             self.abort();
         }
+    }
+}
+
+/// The proxy's failure if it had one (the error itself the first time, then its text), else
+/// "the peer closed".
+fn failure_error(
+    failure: &Mutex<Failure>,
+    fabric: &'static str,
+    peer: &str,
+    during: &str,
+) -> Error {
+    let mut f = match failure.lock() {
+        Ok(f) => f,
+        Err(p) => p.into_inner(),
+    };
+    if let Some(e) = f.error.take() {
+        f.text = Some(e.to_string());
+        return e;
+    }
+    match &f.text {
+        Some(t) => Error::Broken {
+            transport: fabric,
+            peer: peer.to_string(),
+            reason: t.clone(),
+        },
+        None => Error::PeerClosed {
+            transport: fabric,
+            peer: peer.to_string(),
+            during: during.to_string(),
+        },
     }
 }
 

@@ -1,0 +1,176 @@
+//! The tests on the stream face (`Connection::into_stream`): the path the collectives take,
+//! shm natively on its connection's rings, tcp through the transport's proxy. A message is
+//! `bytes` written into the stream and read back out of it.
+
+use super::{bandwidth, bibw, latency, schedule, Role, Row, STEP};
+use anyhow::bail;
+use oxccl_transport::wait::{Backoff, Deadline};
+use oxccl_transport::{Connection, Stream, StreamConfig};
+use std::time::Instant;
+
+/// What the tests run on: the message face (tagged isend/irecv) or the stream face.
+pub(super) enum Face<'a, C> {
+    Message(&'a C),
+    Stream(&'a mut dyn Stream),
+}
+
+/// One side's tests on the face `face` of `c`.
+pub(super) fn run_face<C: Connection + 'static>(
+    a: &super::Args,
+    name: &'static str,
+    c: C,
+    role: Role,
+    out: &mut dyn FnMut(Row),
+) -> anyhow::Result<()> {
+    match a.face.as_str() {
+        "message" => schedule(a, name, &mut Face::Message(&c), role, out),
+        "stream" => {
+            let mut s = c.into_stream(name, &StreamConfig::from_env()?)?;
+            schedule(a, name, &mut Face::<C>::Stream(&mut *s), role, out)
+        }
+        other => bail!("unknown face {other:?} (message, stream)"),
+    }
+}
+
+impl<C: Connection> Face<'_, C> {
+    pub(super) fn latency(
+        &mut self,
+        role: Role,
+        buf: &mut [u8],
+        iters: usize,
+        warm: usize,
+    ) -> anyhow::Result<f64> {
+        match self {
+            Face::Message(c) => latency(*c, role, buf, iters, warm),
+            Face::Stream(s) => stream_latency(*s, role, buf, iters, warm),
+        }
+    }
+
+    pub(super) fn bandwidth(
+        &mut self,
+        role: Role,
+        buf: &mut [u8],
+        win: usize,
+        iters: usize,
+        warm: usize,
+    ) -> anyhow::Result<f64> {
+        match self {
+            Face::Message(c) => bandwidth(*c, role, buf, win, iters, warm),
+            Face::Stream(s) => stream_bandwidth(*s, role, buf, win, iters, warm),
+        }
+    }
+
+    pub(super) fn bibw(
+        &mut self,
+        sbuf: &[u8],
+        rbuf: &mut [u8],
+        win: usize,
+        iters: usize,
+        warm: usize,
+    ) -> anyhow::Result<f64> {
+        match self {
+            Face::Message(c) => bibw(*c, sbuf, rbuf, win, iters, warm),
+            // A stream is one ordered byte pipe per direction; both sides writing a window
+            // before reading would need the ring to hold it, so bibw is a message-face test.
+            Face::Stream(_) => bail!("bibw runs on the message face only (--face message)"),
+        }
+    }
+}
+
+/// Writes all of `data` into the stream.
+fn stream_write(s: &mut dyn Stream, data: &[u8], dl: Deadline) -> anyhow::Result<()> {
+    let mut sent = 0;
+    let mut backoff = Backoff::new();
+    while sent < data.len() {
+        let n = s.write(&data[sent..])?;
+        sent += n;
+        if n > 0 {
+            backoff.reset();
+        } else {
+            if dl.expired() {
+                bail!("the stream peer stopped reading");
+            }
+            backoff.snooze();
+        }
+    }
+    Ok(())
+}
+
+/// Reads exactly `buf.len()` bytes from the stream into `buf` (what a receive costs; a
+/// collective reduces out of the view instead, at the same single pass over the bytes).
+fn stream_read(s: &mut dyn Stream, buf: &mut [u8], dl: Deadline) -> anyhow::Result<()> {
+    let mut got = 0;
+    let mut backoff = Backoff::new();
+    while got < buf.len() {
+        let view = s.peek()?;
+        let n = view.len().min(buf.len() - got);
+        buf[got..got + n].copy_from_slice(&view[..n]);
+        s.consume(n);
+        got += n;
+        if n > 0 {
+            backoff.reset();
+        } else {
+            if dl.expired() {
+                bail!("the stream peer stopped writing");
+            }
+            backoff.snooze();
+        }
+    }
+    Ok(())
+}
+
+/// The latency test on the stream face.
+fn stream_latency(
+    s: &mut dyn Stream,
+    role: Role,
+    buf: &mut [u8],
+    iters: usize,
+    warm: usize,
+) -> anyhow::Result<f64> {
+    let dl = Deadline::after(STEP);
+    let mut t0 = Instant::now();
+    for i in 0..iters + warm {
+        if i == warm {
+            t0 = Instant::now();
+        }
+        if role == Role::Leader {
+            stream_write(s, buf, dl)?;
+            stream_read(s, buf, dl)?;
+        } else {
+            stream_read(s, buf, dl)?;
+            stream_write(s, buf, dl)?;
+        }
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// The bandwidth test on the stream face: `win` messages' worth of bytes, then an ack.
+fn stream_bandwidth(
+    s: &mut dyn Stream,
+    role: Role,
+    buf: &mut [u8],
+    win: usize,
+    iters: usize,
+    warm: usize,
+) -> anyhow::Result<f64> {
+    let mut ack = [0u8; 4];
+    let mut t0 = Instant::now();
+    for i in 0..iters + warm {
+        if i == warm {
+            t0 = Instant::now();
+        }
+        let dl = Deadline::after(STEP);
+        if role == Role::Leader {
+            for _ in 0..win {
+                stream_write(s, buf, dl)?;
+            }
+            stream_read(s, &mut ack, dl)?;
+        } else {
+            for _ in 0..win {
+                stream_read(s, buf, dl)?;
+            }
+            stream_write(s, &ack, dl)?;
+        }
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
