@@ -301,7 +301,8 @@ impl Engine {
     }
 
     /// One idle round: spin, then yield, then sleep; every so often check the abort flag,
-    /// the peers' liveness and the deadline. `blame` names the peer a timeout is about.
+    /// the peers' liveness and the deadline. `blame` names the peer a timeout is about; without
+    /// it (the scheduled path) only the `peers` with queued jobs are checked for liveness.
     pub(super) fn idle(
         &mut self,
         w: &mut Waiter,
@@ -332,7 +333,20 @@ impl Engine {
         }
         if w.idle % 1024 == 0 {
             for &peer in peers {
+                // A peer whose part of this call is done may have exited already (it had all it
+                // needed from us): only a peer we still wait on can fail this call.
+                if blame.is_none() && self.sendq[peer].is_empty() && self.recvq[peer].is_empty() {
+                    continue;
+                }
                 if let Some(Err(source)) = self.links[peer].as_mut().map(Link::check_alive) {
+                    // What it wrote before it exited may still sit in the stream: read that
+                    // first (the next pass does), and fail only on an empty stream.
+                    let unread = self.links[peer]
+                        .as_mut()
+                        .is_some_and(|l| l.peek().is_ok_and(|v| !v.is_empty()));
+                    if unread {
+                        continue;
+                    }
                     let e = Error::PeerFailed {
                         op: self.op,
                         peer,
