@@ -200,6 +200,8 @@ impl Communicator {
 
     pub fn init_with(b: Bootstrap, options: Options) -> Result<Communicator> {
         crate::logging::install_from_env();
+        // Every line of the bootstrap (locality, the map's dims) carries this rank.
+        let _rank = crate::logging::RankScope::enter(b.rank);
         let deadline = Instant::now() + options.timeout.min(Duration::from_secs(600));
         let (rank, size) = (b.rank, b.size);
         let (server, addr) = open_store(&b, deadline)?;
