@@ -93,7 +93,7 @@ class _Work(dist._Work):
     is the list of output tensors. `post` (copies out of staging buffers) runs once, when
     the call has succeeded, before anyone sees it done."""
 
-    def __init__(self, outputs, native=None, post=None, pyfuture=None):
+    def __init__(self, outputs, native=None, post=None, pyfuture=None, pending=False):
         super().__init__()
         self._outputs = outputs
         self._post = post
@@ -105,7 +105,7 @@ class _Work(dist._Work):
             native.add_done_callback(self._complete)
         elif pyfuture is not None:
             pyfuture.add_done_callback(lambda f: self._complete(f.exception()))
-        else:
+        elif not pending:
             self._complete(None)
 
     def _complete(self, error):
@@ -144,6 +144,26 @@ class _Work(dist._Work):
 
     def get_future(self):
         return self._future
+
+
+def _all_of(outputs, works):
+    """One work that completes when all of `works` have (with the first error, if any)."""
+    parent = _Work(outputs, pending=True)
+    left = [len(works)]
+    lock = threading.Lock()
+
+    def one(_fut):
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            parent._complete(next((w._error for w in works if w._error is not None), None))
+
+    if not works:
+        parent._complete(None)
+    for w in works:
+        w._future.add_done_callback(one)
+    return parent
 
 
 def _check(t, call):
@@ -340,6 +360,14 @@ class OxcclBackend(C10DBackend):
         )
         return _Work([output], w, back)
 
+    def all_gather_single_coalesced(self, outputs, inputs, opts):
+        works = [self.all_gather_single(o, i, opts) for o, i in zip(outputs, inputs)]
+        return _all_of(outputs, works)
+
+    def allgather_coalesced(self, output_lists, input_tensors, opts):
+        works = [self.allgather([o], [i], opts) for o, i in zip(output_lists, input_tensors)]
+        return _all_of(output_lists, works)
+
     def reduce_scatter(self, output_tensors, input_tensors, opts):
         out = self._one(output_tensors, "reduce_scatter")
         ins = self._one(input_tensors, "reduce_scatter")
@@ -371,6 +399,10 @@ class OxcclBackend(C10DBackend):
             self._async(opts),
         )
         return _Work([output], w, back)
+
+    def reduce_scatter_single_coalesced(self, outputs, inputs, opts):
+        works = [self.reduce_scatter_single(o, i, opts) for o, i in zip(outputs, inputs)]
+        return _all_of(outputs, works)
 
     def _all_to_all_parts(self, ins, outs, opts, result, after=None):
         """Part q of `ins` (1-D) goes to rank q, which keeps it in `outs[sender]` (1-D).
