@@ -61,7 +61,8 @@ def torch_dtype_name(t) -> str:
 
 
 def tensor_bytes(t):
-    """A uint8 numpy view of a contiguous CPU tensor's memory (it keeps the tensor alive)."""
+    """The memory of a contiguous CPU tensor in the native module's raw form
+    `(address, nbytes, owner)`: no copy, and the tensor stays alive while a call uses it."""
     if t.device.type != "cpu":
         raise OxcclInvalidError(f"oxccl works on CPU tensors, not {t.device}")
     if not t.is_contiguous():
@@ -69,19 +70,7 @@ def tensor_bytes(t):
             f"tensor of shape {tuple(t.shape)} and strides {t.stride()} is not contiguous "
             "(call .contiguous())"
         )
-    return t.detach().reshape(-1).view(_u8()).numpy()
-
-
-_U8 = None
-
-
-def _u8():
-    global _U8
-    if _U8 is None:
-        import torch
-
-        _U8 = torch.uint8
-    return _U8
+    return (t.data_ptr(), t.nbytes, t)
 
 
 def _format_dtype(fmt: str, itemsize: int) -> str | None:

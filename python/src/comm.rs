@@ -1,10 +1,11 @@
 //! `oxccl._oxccl.Communicator`: the Rust communicator's collectives on Python buffers.
 
-use crate::work::{Queue, Slot, Work};
+use crate::work::{Held, Queue, Slot, Work};
 use crate::{invalid, parse_dtype, parse_op, py_err, Failure};
 use oxccl_collectives::{Bootstrap, Communicator, Error, LinkKind, Options, StoreAddr};
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,17 +20,38 @@ struct Region {
 }
 
 impl Region {
-    fn of(buf: &PyBuffer<u8>, writable: bool, op: &str, what: &str) -> PyResult<Region> {
+    /// The memory of `obj`: a buffer-protocol object, or the raw form `(address, nbytes,
+    /// owner)` that oxccl's own Python wrappers make from a contiguous CPU tensor (`owner`
+    /// keeps that memory alive; reading a tensor's address is ~40x cheaper than exporting
+    /// a buffer through numpy, which matters for small messages).
+    fn of(
+        obj: &Bound<'_, PyAny>,
+        writable: bool,
+        op: &str,
+        what: &str,
+        held: &mut Vec<Held>,
+    ) -> PyResult<Region> {
+        if let Ok(t) = obj.downcast::<PyTuple>() {
+            let (addr, len, owner): (usize, usize, PyObject) = t.extract()?;
+            if addr == 0 && len > 0 {
+                return Err(invalid(op, format!("{what} has a null address")));
+            }
+            held.push(Held::Owner(owner));
+            return Ok(Region { addr, len });
+        }
+        let buf = PyBuffer::<u8>::get(obj)?;
         if !buf.is_c_contiguous() {
             return Err(invalid(op, format!("{what} is not contiguous")));
         }
         if writable && buf.readonly() {
             return Err(invalid(op, format!("{what} is read-only")));
         }
-        Ok(Region {
+        let r = Region {
             addr: buf.buf_ptr() as usize,
             len: buf.len_bytes(),
-        })
+        };
+        held.push(Held::Buffer(buf));
+        Ok(r)
     }
 
     const EMPTY: Region = Region { addr: 0, len: 0 };
@@ -111,7 +133,7 @@ impl PyCommunicator {
         &self,
         py: Python<'_>,
         op: &'static str,
-        bufs: Vec<PyBuffer<u8>>,
+        bufs: Vec<Held>,
         async_op: bool,
         f: impl FnOnce(&Communicator) -> Result<(), Error> + Send + 'static,
     ) -> PyResult<Option<Py<Work>>> {
@@ -230,8 +252,8 @@ impl PyCommunicator {
     fn all_reduce(
         &self,
         py: Python<'_>,
-        input: PyBuffer<u8>,
-        output: PyBuffer<u8>,
+        input: &Bound<'_, PyAny>,
+        output: &Bound<'_, PyAny>,
         dtype: &str,
         op: &str,
         scale: f64,
@@ -239,10 +261,11 @@ impl PyCommunicator {
     ) -> PyResult<Option<Py<Work>>> {
         const OP: &str = "all_reduce";
         let (dt, red) = (parse_dtype(dtype)?, parse_op(op, scale)?);
-        let i = Region::of(&input, false, OP, "input")?;
-        let o = Region::of(&output, true, OP, "output")?;
+        let mut held = Vec::new();
+        let i = Region::of(input, false, OP, "input", &mut held)?;
+        let o = Region::of(output, true, OP, "output", &mut held)?;
         let same = i.addr == o.addr && i.len == o.len;
-        self.dispatch(py, OP, vec![input, output], async_op, move |c| {
+        self.dispatch(py, OP, held, async_op, move |c| {
             // SAFETY: both buffers are pinned until this returns (dispatch's contract).
             unsafe {
                 if same {
@@ -261,8 +284,8 @@ impl PyCommunicator {
     fn reduce_scatter(
         &self,
         py: Python<'_>,
-        input: PyBuffer<u8>,
-        output: PyBuffer<u8>,
+        input: &Bound<'_, PyAny>,
+        output: &Bound<'_, PyAny>,
         dtype: &str,
         op: &str,
         scale: f64,
@@ -270,9 +293,10 @@ impl PyCommunicator {
     ) -> PyResult<Option<Py<Work>>> {
         const OP: &str = "reduce_scatter";
         let (dt, red) = (parse_dtype(dtype)?, parse_op(op, scale)?);
-        let i = Region::of(&input, false, OP, "input")?;
-        let o = Region::of(&output, true, OP, "output")?;
-        self.dispatch(py, OP, vec![input, output], async_op, move |c| {
+        let mut held = Vec::new();
+        let i = Region::of(input, false, OP, "input", &mut held)?;
+        let o = Region::of(output, true, OP, "output", &mut held)?;
+        self.dispatch(py, OP, held, async_op, move |c| {
             // SAFETY: pinned until this returns; an overlapping input is copied first.
             unsafe { c.reduce_scatter_bytes(&i.input_apart_from(o), o.bytes_mut(), dt, red) }
         })
@@ -283,16 +307,17 @@ impl PyCommunicator {
     fn all_gather(
         &self,
         py: Python<'_>,
-        input: PyBuffer<u8>,
-        output: PyBuffer<u8>,
+        input: &Bound<'_, PyAny>,
+        output: &Bound<'_, PyAny>,
         dtype: &str,
         async_op: bool,
     ) -> PyResult<Option<Py<Work>>> {
         const OP: &str = "all_gather";
         let dt = parse_dtype(dtype)?;
-        let i = Region::of(&input, false, OP, "input")?;
-        let o = Region::of(&output, true, OP, "output")?;
-        self.dispatch(py, OP, vec![input, output], async_op, move |c| {
+        let mut held = Vec::new();
+        let i = Region::of(input, false, OP, "input", &mut held)?;
+        let o = Region::of(output, true, OP, "output", &mut held)?;
+        self.dispatch(py, OP, held, async_op, move |c| {
             // SAFETY: pinned until this returns; an overlapping input is copied first.
             unsafe { c.all_gather_bytes(&i.input_apart_from(o), o.bytes_mut(), dt) }
         })
@@ -303,15 +328,16 @@ impl PyCommunicator {
     fn broadcast(
         &self,
         py: Python<'_>,
-        buf: PyBuffer<u8>,
+        buf: &Bound<'_, PyAny>,
         dtype: &str,
         root: usize,
         async_op: bool,
     ) -> PyResult<Option<Py<Work>>> {
         const OP: &str = "broadcast";
         let dt = parse_dtype(dtype)?;
-        let b = Region::of(&buf, true, OP, "buffer")?;
-        self.dispatch(py, OP, vec![buf], async_op, move |c| {
+        let mut held = Vec::new();
+        let b = Region::of(buf, true, OP, "buffer", &mut held)?;
+        self.dispatch(py, OP, held, async_op, move |c| {
             // SAFETY: pinned until this returns.
             unsafe { c.broadcast_bytes(b.bytes_mut(), dt, root) }
         })
@@ -324,8 +350,8 @@ impl PyCommunicator {
     fn reduce(
         &self,
         py: Python<'_>,
-        input: PyBuffer<u8>,
-        output: Option<PyBuffer<u8>>,
+        input: &Bound<'_, PyAny>,
+        output: Option<&Bound<'_, PyAny>>,
         dtype: &str,
         root: usize,
         op: &str,
@@ -334,17 +360,15 @@ impl PyCommunicator {
     ) -> PyResult<Option<Py<Work>>> {
         const OP: &str = "reduce";
         let (dt, red) = (parse_dtype(dtype)?, parse_op(op, scale)?);
-        let i = Region::of(&input, false, OP, "input")?;
-        let mut bufs = vec![input];
+        let mut held = Vec::new();
+        let i = Region::of(input, false, OP, "input", &mut held)?;
         let o = match output {
             Some(out) if root == self.comm.rank() => {
-                let o = Region::of(&out, true, OP, "output")?;
-                bufs.push(out);
-                o
+                Region::of(out, true, OP, "output", &mut held)?
             }
             _ => Region::EMPTY,
         };
-        self.dispatch(py, OP, bufs, async_op, move |c| {
+        self.dispatch(py, OP, held, async_op, move |c| {
             // SAFETY: pinned until this returns; an overlapping input is copied first.
             unsafe { c.reduce_bytes(&i.input_apart_from(o), o.bytes_mut(), dt, red, root) }
         })
@@ -356,16 +380,17 @@ impl PyCommunicator {
     fn all_to_all(
         &self,
         py: Python<'_>,
-        input: PyBuffer<u8>,
-        output: PyBuffer<u8>,
+        input: &Bound<'_, PyAny>,
+        output: &Bound<'_, PyAny>,
         dtype: &str,
         async_op: bool,
     ) -> PyResult<Option<Py<Work>>> {
         const OP: &str = "all_to_all";
         let dt = parse_dtype(dtype)?;
-        let i = Region::of(&input, false, OP, "input")?;
-        let o = Region::of(&output, true, OP, "output")?;
-        self.dispatch(py, OP, vec![input, output], async_op, move |c| {
+        let mut held = Vec::new();
+        let i = Region::of(input, false, OP, "input", &mut held)?;
+        let o = Region::of(output, true, OP, "output", &mut held)?;
+        self.dispatch(py, OP, held, async_op, move |c| {
             // SAFETY: pinned until this returns; an overlapping input is copied first.
             unsafe { c.all_to_all_bytes(&i.input_apart_from(o), o.bytes_mut(), dt) }
         })
@@ -376,15 +401,16 @@ impl PyCommunicator {
     fn send(
         &self,
         py: Python<'_>,
-        buf: PyBuffer<u8>,
+        buf: &Bound<'_, PyAny>,
         dtype: &str,
         peer: usize,
         async_op: bool,
     ) -> PyResult<Option<Py<Work>>> {
         const OP: &str = "send";
         let dt = parse_dtype(dtype)?;
-        let b = Region::of(&buf, false, OP, "buffer")?;
-        self.dispatch(py, OP, vec![buf], async_op, move |c| {
+        let mut held = Vec::new();
+        let b = Region::of(buf, false, OP, "buffer", &mut held)?;
+        self.dispatch(py, OP, held, async_op, move |c| {
             // SAFETY: pinned until this returns.
             unsafe { c.send_bytes(b.bytes(), dt, peer) }
         })
@@ -395,15 +421,16 @@ impl PyCommunicator {
     fn recv(
         &self,
         py: Python<'_>,
-        buf: PyBuffer<u8>,
+        buf: &Bound<'_, PyAny>,
         dtype: &str,
         peer: usize,
         async_op: bool,
     ) -> PyResult<Option<Py<Work>>> {
         const OP: &str = "recv";
         let dt = parse_dtype(dtype)?;
-        let b = Region::of(&buf, true, OP, "buffer")?;
-        self.dispatch(py, OP, vec![buf], async_op, move |c| {
+        let mut held = Vec::new();
+        let b = Region::of(buf, true, OP, "buffer", &mut held)?;
+        self.dispatch(py, OP, held, async_op, move |c| {
             // SAFETY: pinned until this returns.
             unsafe { c.recv_bytes(b.bytes_mut(), dt, peer) }
         })

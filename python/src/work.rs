@@ -142,13 +142,20 @@ impl Queue {
     }
 }
 
+/// What keeps a call's memory alive until it has finished: an exported buffer, or the
+/// Python object that owns a raw region.
+pub(crate) enum Held {
+    Buffer(#[allow(dead_code)] PyBuffer<u8>),
+    Owner(#[allow(dead_code)] PyObject),
+}
+
 /// A call started with `async_op=True`. Holds the call's buffers until it has finished
 /// (dropping an unfinished `Work` waits for the call, so its memory is never freed under it).
 #[pyclass(module = "oxccl._oxccl", frozen)]
 pub struct Work {
     pub(crate) slot: Arc<Slot>,
     pub(crate) op: &'static str,
-    pub(crate) bufs: Mutex<Vec<PyBuffer<u8>>>,
+    pub(crate) bufs: Mutex<Vec<Held>>,
 }
 
 #[pymethods]

@@ -45,7 +45,7 @@ from torch._C._distributed_c10d import ReduceOp
 
 from .. import _oxccl
 from .._buffers import tensor_bytes, torch_dtype_name
-from .._oxccl import OxcclInvalidError, OxcclTimeoutError
+from .._oxccl import OxcclError, OxcclInvalidError, OxcclTimeoutError
 
 _OPS = {
     ReduceOp.SUM: "sum",
@@ -88,10 +88,15 @@ def _bootstrap(store, key: str, rank: int, size: int, timeout_s: float):
     return _oxccl.Communicator.init(rank, size, addr, secret.encode(), timeout_s)
 
 
+# Guards each work's (done, future) pair against its completion on a worker thread.
+_LOCK = threading.Lock()
+
+
 class _Work(dist._Work):
     """A call's handle: `wait()` blocks until done (raising its error), `get_future()`'s value
     is the list of output tensors. `post` (copies out of staging buffers) runs once, when
-    the call has succeeded, before anyone sees it done."""
+    the call has succeeded, before anyone sees it done. Kept light: a blocking call's work
+    is made done, and a future is only made when asked for."""
 
     def __init__(self, outputs, native=None, post=None, pyfuture=None, pending=False):
         super().__init__()
@@ -99,8 +104,10 @@ class _Work(dist._Work):
         self._post = post
         self._native = native
         self._error = None
-        self._done = threading.Event()
-        self._future = torch.futures.Future()
+        self._done = False
+        self._future = None
+        # Works that finish through Python (p2p threads, groups of works) are waited on here.
+        self._event = threading.Event() if (pyfuture is not None or pending) else None
         if native is not None:
             native.add_done_callback(self._complete)
         elif pyfuture is not None:
@@ -115,26 +122,45 @@ class _Work(dist._Work):
             except BaseException as e:  # noqa: BLE001 - handed to whoever waits
                 error = e
         self._post = None
-        self._error = error
-        if error is None:
-            self._future.set_result(self._outputs)
+        with _LOCK:
+            self._error = error
+            self._done = True
+            fut = self._future
+        if fut is not None:
+            self._settle(fut)
+        if self._event is not None:
+            self._event.set()
+
+    def _settle(self, fut):
+        if self._error is None:
+            fut.set_result(self._outputs)
         else:
-            self._future.set_exception(error)
-        self._done.set()
+            fut.set_exception(self._error)
 
     def wait(self, timeout=None):
         secs = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-        if not self._done.wait(secs if secs else None):
-            raise OxcclTimeoutError(f"oxccl: Work.wait timed out after {secs} s")
+        secs = secs if secs else None
+        if not self._done:
+            if self._event is not None:
+                if not self._event.wait(secs):
+                    raise OxcclTimeoutError(f"oxccl: Work.wait timed out after {secs} s")
+            else:
+                try:
+                    self._native.wait(secs)  # returns once the callbacks (ours) have run
+                except OxcclTimeoutError:
+                    if not self._done:
+                        raise
+                except OxcclError:
+                    pass  # the same error, recorded by _complete
         if self._error is not None:
             raise self._error
         return True
 
     def is_completed(self):
-        return self._done.is_set()
+        return self._done
 
     def is_success(self):
-        return self._done.is_set() and self._error is None
+        return self._done and self._error is None
 
     def exception(self):
         return self._error
@@ -143,7 +169,16 @@ class _Work(dist._Work):
         return self._outputs
 
     def get_future(self):
-        return self._future
+        with _LOCK:
+            fut = self._future
+            if fut is None:
+                fut = self._future = torch.futures.Future()
+                settle = self._done
+            else:
+                settle = False
+        if settle:
+            self._settle(fut)
+        return fut
 
 
 def _all_of(outputs, works):
@@ -162,7 +197,7 @@ def _all_of(outputs, works):
     if not works:
         parent._complete(None)
     for w in works:
-        w._future.add_done_callback(one)
+        w.get_future().add_done_callback(one)
     return parent
 
 
