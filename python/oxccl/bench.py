@@ -6,9 +6,12 @@ side in one job, plus the DDP example's step time on both.
 
 Each job (torchrun, N local ranks) makes a gloo default group and an oxccl group over the
 same ranks, and for every size times `all_reduce(float32, SUM)` on one, then the other, then
-again (--repeats rounds, interleaved, so both see the same machine load); each time is the
-slowest rank's mean over the iterations of one round, and the table shows each backend's
-median over the rounds, in nccl-tests' columns (algbw = bytes / time, busbw = algbw *
+again (--repeats rounds, interleaved, so both see the same machine load). A round is
+--samples timed loops of the same iteration count per backend (sized so that gloo's take
+--target seconds in all); a sample is the slowest rank's mean time per call over its loop.
+The table shows each backend's median sample (a loaded machine preempts ranks for
+milliseconds at a time; the median keeps the spikes of either backend out), in nccl-tests'
+columns (algbw = bytes / time, busbw = algbw *
 2 (N-1) / N), with oxccl's busbw and latency ratios to gloo's. The DDP part runs
 python/examples/train_ddp.py under torchrun for each backend, --repeats times interleaved,
 and shows the medians of step_ms and comm_ms (the gradient all-reduces' time per step).
@@ -69,7 +72,7 @@ def _worker(args):
     for size in args.sizes:
         n = max(size // 4, 1)
         t = torch.full((n,), float(rank + 1))
-        times = {b: [] for b in groups}
+        samples = {b: [] for b in groups}
         iters = None
         for rnd in range(args.repeats):
             order = list(groups) if rnd % 2 == 0 else list(groups)[::-1]
@@ -77,27 +80,29 @@ def _worker(args):
                 g = groups[b]
                 dist.all_reduce(t, group=g)  # warm-up
                 if iters is None:
-                    # Enough iterations for ~target seconds on the slower backend (gloo).
+                    # Iterations for a sample of ~target/samples seconds on gloo (the slower).
                     t0 = time.perf_counter()
                     dist.all_reduce(t, group=g)
                     one = torch.tensor([time.perf_counter() - t0], dtype=torch.float64)
                     dist.all_reduce(one, op=dist.ReduceOp.MAX, group=groups["gloo"])
-                    iters = int(min(args.max_iters, max(1, args.target / max(one.item(), 1e-6))))
-                dist.barrier(group=groups["gloo"])
-                t0 = time.perf_counter()
-                for _ in range(iters):
-                    dist.all_reduce(t, group=g)
-                el = torch.tensor([(time.perf_counter() - t0) / iters], dtype=torch.float64)
-                dist.all_reduce(el, op=dist.ReduceOp.MAX, group=groups["gloo"])
-                times[b].append(el.item())
-        # The data is still right after all the rounds: (1 + .. + p) times p^k... checked
-        # cheaply on a fresh call.
+                    per = args.target / args.samples
+                    iters = int(min(args.max_iters, max(1, per / max(one.item(), 1e-6))))
+                for _ in range(args.samples):
+                    dist.barrier(group=groups["gloo"])
+                    t0 = time.perf_counter()
+                    for _ in range(iters):
+                        dist.all_reduce(t, group=g)
+                    el = torch.tensor([(time.perf_counter() - t0) / iters], dtype=torch.float64)
+                    dist.all_reduce(el, op=dist.ReduceOp.MAX, group=groups["gloo"])
+                    samples[b].append(el.item())
+        # The result is still right (a fresh call: the timed ones compound).
         for b, g in groups.items():
             c = torch.full((n,), float(rank + 1))
             dist.all_reduce(c, group=g)
             if not torch.all(c == p * (p + 1) / 2):
                 raise SystemExit(f"{b}: wrong all_reduce result at {size} bytes")
-        results[size] = {b: statistics.median(v) for b, v in times.items()}
+        results[size] = {b: statistics.median(v) for b, v in samples.items()}
+        results[size]["iters"] = iters
         if rank == 0:
             print(f"  {size} B done", file=sys.stderr, flush=True)
     if rank == 0:
@@ -123,6 +128,7 @@ def sweep_table(world: int, results: dict) -> str:
         f"{'oxccl us':>10} {'algbw':>7} {'busbw':>7} | {'busbw x':>7} {'time /':>7}",
     ]
     for size, r in sorted(((int(k), v) for k, v in results.items())):
+        r = {k: v for k, v in r.items() if k != "iters"}
         cols = []
         for b in ("gloo", "oxccl"):
             t = r[b]
@@ -165,7 +171,9 @@ def main(argv=None):
     ap.add_argument("--min-bytes", type=_parse_size, default=8)
     ap.add_argument("--max-bytes", type=_parse_size, default=256 << 20)
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds per size / DDP runs")
-    ap.add_argument("--target", type=float, default=0.2, help="seconds per round and backend")
+    ap.add_argument("--target", type=float, default=0.3, help="seconds per round and backend")
+    ap.add_argument("--samples", type=int, default=5,
+                    help="timed loops per round and backend (each gives one mean)")
     ap.add_argument("--max-iters", type=int, default=2000)
     ap.add_argument("--no-ddp", action="store_true", help="skip the DDP step-time part")
     ap.add_argument("--ddp-model", choices=["cnn", "transformer"], default="cnn")
@@ -191,6 +199,7 @@ def main(argv=None):
             # As a module: run as a file, its folder (holding oxccl/torch) would shadow torch.
             _torchrun(world, ["--module", "oxccl.bench", "--worker", "--worker-out", out,
                               "--repeats", str(args.repeats), "--target", str(args.target),
+                              "--samples", str(args.samples),
                               "--max-iters", str(args.max_iters), "--sizes", *map(str, sizes)],
                       timeout=3600)
             with open(out) as f:
