@@ -130,6 +130,28 @@ def main(rank, size, addr, secret):
         raise AssertionError("bytes as float accepted")
     except oxccl.OxcclError:
         pass
+    # The GIL is released while a call waits: a Python thread runs meanwhile.
+    if p > 1:
+        import threading
+        import time
+
+        ticks, stop = [0], threading.Event()
+
+        def count():
+            while not stop.is_set():
+                ticks[0] += 1
+
+        th = threading.Thread(target=count)
+        th.start()
+        if rank == 1:
+            time.sleep(0.5)
+        before = ticks[0]
+        comm.barrier()  # rank 0 waits here ~0.5 s for rank 1
+        during = ticks[0] - before
+        stop.set()
+        th.join()
+        if rank == 0:
+            assert during > 1000, f"the counting thread ran {during} times during the wait"
     comm.barrier()
     w = comm.barrier(async_op=True)
     w.wait()

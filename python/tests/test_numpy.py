@@ -64,3 +64,20 @@ def test_single_rank_and_errors():
     with pytest.raises(oxccl.OxcclInvalidError):
         comm.broadcast(x, root=3)
     comm.all_reduce(x)  # still usable after refused calls
+
+
+def test_torch_tensors_without_copying():
+    torch = pytest.importorskip("torch")
+    comm = oxccl.Communicator.init(0, 1, f"127.0.0.1:{free_port()}", b"x", timeout=10)
+    for dt in (torch.bfloat16, torch.float16, torch.int64):
+        t = torch.arange(6, dtype=dt)
+        ptr = t.data_ptr()
+        out = torch.empty_like(t)
+        assert comm.all_reduce(t, out) is out
+        assert torch.equal(out, t) and t.data_ptr() == ptr
+        w = comm.all_gather(t, torch.empty(6, dtype=dt), async_op=True)
+        assert torch.equal(w.wait(), t)
+    with pytest.raises(oxccl.OxcclInvalidError, match="contiguous"):
+        comm.all_reduce(torch.zeros(4, 4)[:, 0])
+    with pytest.raises(oxccl.OxcclInvalidError, match="holds"):
+        comm.all_reduce(torch.zeros(4), torch.zeros(4, dtype=torch.float64))
