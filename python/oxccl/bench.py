@@ -123,7 +123,7 @@ def _human(n: int) -> str:
 def sweep_table(world: int, results: dict) -> str:
     bus = 2 * (world - 1) / world if world > 1 else 1.0
     lines = [
-        f"all_reduce float32 sum, {world} ranks, median of rounds (time: slowest rank's mean)",
+        f"all_reduce float32 sum, {world} ranks, median sample (a sample: slowest rank's mean)",
         f"{'size':>10} {'count':>10} | {'gloo us':>10} {'algbw':>7} {'busbw':>7} | "
         f"{'oxccl us':>10} {'algbw':>7} {'busbw':>7} | {'busbw x':>7} {'time /':>7}",
     ]
