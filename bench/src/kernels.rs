@@ -439,3 +439,32 @@ fn memcpy(src: &[u8], dst: &mut [u8], threads: usize) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clocks_parse_and_the_cpu_clock_counts_only_this_threads_work() {
+        assert_eq!(Clock::parse("wall", 4).unwrap(), Clock::Wall);
+        let e = Clock::parse("cpu", 2).unwrap_err().to_string();
+        assert!(e.contains("--threads 1"), "{e}");
+        let e = Clock::parse("tsc", 1).unwrap_err().to_string();
+        assert!(e.contains("wall or cpu"), "{e}");
+        // Where /proc/thread-self/schedstat exists (Linux), sleeping costs no CPU time and a
+        // busy loop does.
+        if let Ok(cpu) = Clock::parse("cpu", 1) {
+            let origin = Instant::now();
+            let t0 = cpu.now(origin).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            let slept = cpu.now(origin).unwrap() - t0;
+            assert!(slept < 0.02, "{slept}");
+            let t1 = cpu.now(origin).unwrap();
+            let mut x = 0u64;
+            while cpu.now(origin).unwrap() - t1 < 0.01 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            assert!(x > 0);
+        }
+    }
+}

@@ -423,7 +423,7 @@ fn fsdp_table(c: &Ctx, units: &[fsdp::Unit]) -> anyhow::Result<()> {
     let sizes: Vec<u64> = units.iter().map(|u| u.elems * c.elem).collect();
     println!("#\n# FSDP (ZeRO-3 full sharding): per block, all-gather before forward and again before backward, reduce-scatter after backward");
     println!(
-        "# {} units (root: embeddings, heads, norms {}; then {} blocks of {}), one gather prefetched ahead; comm = every collective, one after another; eff = compute / step",
+        "# {} units (root, everything outside the blocks: {}; then {} blocks of {}), one gather prefetched ahead; comm = every collective, one after another; eff = compute / step",
         units.len(),
         human(sizes[0]),
         units.len() - 1,
