@@ -6,11 +6,15 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use oxccl_collectives::algorithms::Algorithm;
 use oxccl_collectives::schedule::Collective;
 use oxccl_collectives::sim::{simulate, ClusterSpec, Network};
+use serde::Deserialize;
 
 fn ddl() -> Network {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clusters/ddl-2017.toml");
     let text = std::fs::read_to_string(&path).expect("bench/clusters/ddl-2017.toml");
-    let spec: ClusterSpec = toml::from_str(&text).expect("valid cluster file");
+    let mut table: toml::Table = toml::from_str(&text).expect("valid TOML");
+    // The `[device]` table is for `--model`, not part of the network description.
+    table.remove("device");
+    let spec = ClusterSpec::deserialize(toml::Value::Table(table)).expect("valid cluster file");
     Network::new(&spec).expect("valid cluster")
 }
 

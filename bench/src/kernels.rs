@@ -47,6 +47,56 @@ pub struct Args {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
+    /// What times a batch: `wall`, or `cpu`, the calling thread's time on a CPU (Linux
+    /// `/proc/thread-self/schedstat`; `--threads 1` only), which leaves out the time other
+    /// processes hold the core on a loaded machine.
+    #[arg(long, default_value = "wall")]
+    clock: String,
+}
+
+/// How [`time_interleaved`] measures a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Clock {
+    Wall,
+    /// This thread's on-CPU time.
+    Cpu,
+}
+
+impl Clock {
+    fn parse(name: &str, threads: usize) -> anyhow::Result<Clock> {
+        match name {
+            "wall" => Ok(Clock::Wall),
+            "cpu" if threads != 1 => {
+                bail!("--clock cpu times the calling thread: needs --threads 1")
+            }
+            "cpu" => {
+                thread_cpu_seconds().context("--clock cpu")?;
+                Ok(Clock::Cpu)
+            }
+            other => bail!("--clock must be wall or cpu, not `{other}`"),
+        }
+    }
+
+    /// Seconds from an arbitrary origin.
+    fn now(self, origin: Instant) -> anyhow::Result<f64> {
+        match self {
+            Clock::Wall => Ok(origin.elapsed().as_secs_f64()),
+            Clock::Cpu => thread_cpu_seconds(),
+        }
+    }
+}
+
+/// The calling thread's time on a CPU, from the first field of `/proc/thread-self/schedstat`
+/// (nanoseconds).
+fn thread_cpu_seconds() -> anyhow::Result<f64> {
+    let path = "/proc/thread-self/schedstat";
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let ns: u64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|f| f.parse().ok())
+        .with_context(|| format!("{path}: no run time in `{}`", text.trim()))?;
+    Ok(ns as f64 * 1e-9)
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -98,6 +148,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .map(|s| s.parse())
             .collect::<Result<_, _>>()?
     };
+    let clock = Clock::parse(&args.clock, args.threads)?;
     let stores = match args.stores.as_str() {
         "auto" => StoreMode::Auto,
         "normal" => StoreMode::Normal,
@@ -148,9 +199,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "# oxccl-bench kernels: GB/s = (inputs + 1) * bytes / time; copy = the faster of memcpy and a streaming-store copy of the same size, 2 * bytes / time"
         );
         println!(
-            "# threads={} stores={} last-level cache {} MiB, streaming from a working set of {} MiB",
+            "# threads={} stores={} clock={} last-level cache {} MiB, streaming from a working set of {} MiB",
             args.threads,
             args.stores,
+            args.clock,
             oxccl_kernels::last_level_cache_bytes() >> 20,
             oxccl_kernels::streaming_threshold_bytes() >> 20
         );
@@ -200,6 +252,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         };
                         let [secs, memcpy_secs, stream_secs] = time_interleaved(
                             min_time,
+                            clock,
                             [
                                 &mut || {
                                     reduce_copy_bytes_opts(
@@ -332,28 +385,28 @@ fn half_bits(f: f64, bf16: bool) -> u16 {
 type Step<'a> = &'a mut dyn FnMut() -> anyhow::Result<()>;
 
 /// Median seconds per call of each function, over 5 rounds in which every function runs one
-/// batch in turn; a batch lasts about `min_time / 5`.
+/// batch in turn; a batch lasts about `min_time / 5` (by `clock`).
 fn time_interleaved<const N: usize>(
     min_time: Duration,
+    clock: Clock,
     mut fns: [Step<'_>; N],
 ) -> anyhow::Result<[f64; N]> {
+    let origin = Instant::now();
     let mut iters = [1usize; N];
     for (f, it) in fns.iter_mut().zip(iters.iter_mut()) {
-        let t0 = Instant::now();
+        let t0 = clock.now(origin)?;
         f()?; // warm-up: faults pages in and trains the caches
-        let once = t0.elapsed().max(Duration::from_nanos(100));
-        *it = ((min_time / 5).as_secs_f64() / once.as_secs_f64())
-            .ceil()
-            .max(1.0) as usize;
+        let once = (clock.now(origin)? - t0).max(1e-7);
+        *it = ((min_time / 5).as_secs_f64() / once).ceil().max(1.0) as usize;
     }
     let mut samples: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(5));
     for _ in 0..5 {
         for ((f, it), out) in fns.iter_mut().zip(iters).zip(samples.iter_mut()) {
-            let t = Instant::now();
+            let t = clock.now(origin)?;
             for _ in 0..it {
                 f()?;
             }
-            out.push(t.elapsed().as_secs_f64() / it as f64);
+            out.push((clock.now(origin)? - t) / it as f64);
         }
     }
     Ok(samples.map(|mut v| {
@@ -385,4 +438,33 @@ fn memcpy(src: &[u8], dst: &mut [u8], threads: usize) {
             s.spawn(move || d.copy_from_slice(c));
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clocks_parse_and_the_cpu_clock_counts_only_this_threads_work() {
+        assert_eq!(Clock::parse("wall", 4).unwrap(), Clock::Wall);
+        let e = Clock::parse("cpu", 2).unwrap_err().to_string();
+        assert!(e.contains("--threads 1"), "{e}");
+        let e = Clock::parse("tsc", 1).unwrap_err().to_string();
+        assert!(e.contains("wall or cpu"), "{e}");
+        // Where /proc/thread-self/schedstat exists (Linux), sleeping costs no CPU time and a
+        // busy loop does.
+        if let Ok(cpu) = Clock::parse("cpu", 1) {
+            let origin = Instant::now();
+            let t0 = cpu.now(origin).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            let slept = cpu.now(origin).unwrap() - t0;
+            assert!(slept < 0.02, "{slept}");
+            let t1 = cpu.now(origin).unwrap();
+            let mut x = 0u64;
+            while cpu.now(origin).unwrap() - t1 < 0.01 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            assert!(x > 0);
+        }
+    }
 }

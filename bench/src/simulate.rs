@@ -9,8 +9,10 @@
 mod calibrate;
 mod cluster;
 mod from_topo;
+mod fsdp;
 mod model;
 mod resnet;
+mod transformer;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -75,16 +77,10 @@ pub struct Args {
     /// Write a plot (.svg or .png) of busbw against size, one line per algorithm.
     #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// Predict data-parallel training scaling for a model (resnet50).
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Compute time per step per device for --model, in ms (default: the model's P100 figure).
-    #[arg(long)]
-    pub compute_ms: Option<f64>,
-    /// Gradient bucket cap for --model, in MiB, as PyTorch DDP's `bucket_cap_mb` (0: one
-    /// all-reduce per tensor; a huge value: all gradients in one buffer).
-    #[arg(long, default_value_t = 25.0)]
-    pub bucket_mb: f64,
+    /// `--model` and its options (boxed: they are rarely given, and `Args` lives in main.rs's
+    /// enum).
+    #[command(flatten)]
+    pub training: Box<TrainingArgs>,
     /// Fit alpha and beta of this machine's shm and TCP transports and write a cluster file.
     #[arg(long)]
     pub calibrate: bool,
@@ -103,6 +99,33 @@ pub struct Args {
     /// many (default: the largest of --compare-ranks); the other counts are predictions.
     #[arg(long)]
     pub fit_ranks: Option<u32>,
+}
+
+/// Data-parallel training prediction (`--model`).
+#[derive(clap::Args, Debug)]
+pub struct TrainingArgs {
+    /// Predict data-parallel training scaling for a model: resnet50, bert-large, gpt2-xl,
+    /// llama-7b.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Compute time per step per device for --model, in ms (default: resnet50's P100 figure;
+    /// for the transformers, their FLOPs at the cluster file's `[device]` speed).
+    #[arg(long)]
+    pub compute_ms: Option<f64>,
+    /// Samples (images or sequences) per device per step for --model (default: the model's).
+    #[arg(long)]
+    pub batch: Option<u32>,
+    /// Gradient type for --model (and gathered parameters with fsdp): fp32, bf16 or fp16.
+    #[arg(long, default_value = "fp32")]
+    pub grad_dtype: String,
+    /// Data-parallel schemes for --model, comma separated: ddp (all-reduce in buckets), fsdp
+    /// (ZeRO-3: all-gather and reduce-scatter per block).
+    #[arg(long, value_delimiter = ',', default_value = "ddp")]
+    pub sharding: Vec<String>,
+    /// Gradient bucket cap for --model, in MiB, as PyTorch DDP's `bucket_cap_mb` (0: one
+    /// all-reduce per tensor; a huge value: all gradients in one buffer).
+    #[arg(long, default_value_t = 25.0)]
+    pub bucket_mb: f64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -137,7 +160,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .into_iter()
         .map(|a| resolve_hier(a, ranks, &net))
         .collect();
-    if let Some(m) = &args.model {
+    if let Some(m) = &args.training.model {
         return model::run(&args, m, &net, &algos);
     }
     let (elem, dtype) = dtype_size(&args.dtype)?;
@@ -260,40 +283,62 @@ fn print_details(net: &Network, rep: &SimReport, per_rank: bool) {
     }
 }
 
-/// Schedules already built for one algorithm, by pipeline depth.
+/// Schedules already built for one algorithm, by collective, rank count and pipeline depth.
 #[derive(Default)]
 pub(crate) struct ScheduleCache {
     /// Each schedule with the time it took to build.
-    by_pipeline: HashMap<(usize, usize), (Schedule, std::time::Duration)>,
+    by_pipeline: HashMap<(Collective, usize, usize), (Schedule, std::time::Duration)>,
 }
 
 impl ScheduleCache {
     fn get_timed(
         &mut self,
         algo: &Algorithm,
+        collective: Collective,
         ranks: usize,
         k: usize,
     ) -> anyhow::Result<&(Schedule, std::time::Duration)> {
-        if !self.by_pipeline.contains_key(&(ranks, k)) {
+        let key = (collective, ranks, k);
+        if !self.by_pipeline.contains_key(&key) {
             // Keep memory bounded: one rank count at a time.
-            self.by_pipeline.retain(|&(r, _), _| r == ranks);
+            self.by_pipeline.retain(|&(_, r, _), _| r == ranks);
             let started = std::time::Instant::now();
             let s = algo
-                .schedule(Collective::AllReduce, ranks, k)
-                .with_context(|| format!("building {algo} for {ranks} ranks"))?;
-            self.by_pipeline.insert((ranks, k), (s, started.elapsed()));
+                .schedule(collective, ranks, k)
+                .with_context(|| format!("building {algo} {collective:?} for {ranks} ranks"))?;
+            self.by_pipeline.insert(key, (s, started.elapsed()));
         }
-        Ok(&self.by_pipeline[&(ranks, k)])
+        Ok(&self.by_pipeline[&key])
     }
 }
 
 const MIN_CHUNK: u64 = 64 << 10;
 
-/// Simulates `algo` at `bytes`, at the given pipeline depth or the best of a few.
+/// Simulates `algo`'s all-reduce at `bytes`, at the given pipeline depth or the best of a few.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn predict(
     net: &Network,
     algo: &Algorithm,
+    ranks: usize,
+    bytes: u64,
+    elem: usize,
+    pipeline: Option<usize>,
+    cache: &mut ScheduleCache,
+    bar: &ProgressBar,
+) -> anyhow::Result<(usize, SimReport)> {
+    let all_reduce = Collective::AllReduce;
+    predict_collective(
+        net, algo, all_reduce, ranks, bytes, elem, pipeline, cache, bar,
+    )
+}
+
+/// [`predict`] for any collective `algo` supports; `bytes` is the whole buffer (for
+/// reduce-scatter and all-gather, `ranks` times each rank's shard), as in nccl-tests.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn predict_collective(
+    net: &Network,
+    algo: &Algorithm,
+    collective: Collective,
     ranks: usize,
     bytes: u64,
     elem: usize,
@@ -306,9 +351,8 @@ pub(crate) fn predict(
         None => {
             // Depths whose largest message stays at least MIN_CHUNK (the simulator charges no
             // per-message software cost, so it would otherwise pipeline without limit).
-            let largest = |k: usize| {
-                tuner::message_bytes(algo, Collective::AllReduce, ranks, bytes as usize, k) as u64
-            };
+            let largest =
+                |k: usize| tuner::message_bytes(algo, collective, ranks, bytes as usize, k) as u64;
             let ks: Vec<usize> = [1, 4, 16, 64]
                 .into_iter()
                 .filter(|&k| k == 1 || largest(k) >= MIN_CHUNK)
@@ -318,7 +362,7 @@ pub(crate) fn predict(
     };
     let mut best: Option<(usize, SimReport)> = None;
     for k in candidates {
-        let (s, built) = cache.get_timed(algo, ranks, k)?;
+        let (s, built) = cache.get_timed(algo, collective, ranks, k)?;
         let built = *built;
         let total_ops: usize = s.programs.iter().map(|p| p.ops().len()).sum();
         // Without a terminal the bar is hidden: report every quarter on stderr instead.

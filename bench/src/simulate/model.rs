@@ -11,27 +11,67 @@
 //! backward pass. Efficiency is compute / step (relative to one device) and step(1 node) /
 //! step(N nodes) (relative to one node, Facebook's baseline).
 
+use super::cluster::DeviceSpec;
+use super::fsdp::{self, CommTimes};
 use super::resnet::{buckets, resnet50, Bucket, Tensor};
-use super::{human, predict, progress_bar, Args, ScheduleCache};
+use super::transformer::{bert_large, gpt2_xl, llama_7b, seq_len};
+use super::{human, predict, predict_collective, progress_bar, Args, ScheduleCache};
 use indicatif::ProgressBar;
 use oxccl_collectives::algorithms::Algorithm;
+use oxccl_collectives::schedule::Collective;
 use oxccl_collectives::sim::Network;
 use std::collections::HashMap;
 
 struct Model {
     name: &'static str,
     tensors: fn() -> Vec<Tensor>,
-    compute_ms: f64,
+    /// Samples (images, sequences) per device per step.
+    batch: u64,
+    /// A measured compute time per step (at `batch`), used on every cluster; `None`: from the
+    /// model's FLOPs and the cluster file's `[device]` table.
+    measured_ms: Option<f64>,
     source: &'static str,
 }
 
-const MODELS: &[Model] = &[Model {
-    name: "resnet50",
-    tensors: resnet50,
-    compute_ms: 120.0,
-    source: "ResNet-50 (He et al. 2016): 25.56 M parameters in 161 tensors; ~120 ms per step per \
-             P100 (fwd+bwd, 32 images at ~260 images/s, Goyal et al. 2017)",
-}];
+const MODELS: &[Model] = &[
+    Model {
+        name: "resnet50",
+        tensors: resnet50,
+        batch: 32,
+        measured_ms: Some(120.0),
+        source: "ResNet-50 (He et al. 2016): 25.56 M parameters in 161 tensors; ~120 ms per step per \
+                 P100 (fwd+bwd, 32 images at ~260 images/s, Goyal et al. 2017)",
+    },
+    Model {
+        name: "bert-large",
+        tensors: bert_large,
+        batch: 8,
+        measured_ms: None,
+        source: "BERT-large pre-training (Devlin et al. 2019): 24 x d 1024, FFN 4096, vocabulary 30522, \
+                 336.2 M parameters; 8 sequences of 512 tokens per device",
+    },
+    Model {
+        name: "gpt2-xl",
+        tensors: gpt2_xl,
+        batch: 4,
+        measured_ms: None,
+        source: "GPT-2 XL (Radford et al. 2019): 48 x d 1600, FFN 6400, vocabulary 50257, tied head, \
+                 1557.6 M parameters; 4 sequences of 1024 tokens per device",
+    },
+    Model {
+        name: "llama-7b",
+        tensors: llama_7b,
+        batch: 1,
+        measured_ms: None,
+        source: "Llama-style 7 B (Touvron et al. 2023): 32 x d 4096, SwiGLU 11008, vocabulary 32000, \
+                 untied head, 6738.4 M parameters; 1 sequence of 4096 tokens per device",
+    },
+];
+
+/// Model states per parameter for mixed-precision Adam (Rajbhandari et al. 2020: 2 + 2 + 12
+/// bytes: 16-bit weights and gradients, fp32 master weights, momentum and variance; with fp32
+/// gradients, 4 + 4 + 8, the same 16).
+const STATE_BYTES_PER_PARAM: f64 = 16.0;
 
 /// PyTorch DDP's first bucket (`dist._DEFAULT_FIRST_BUCKET_BYTES`): small, so the all-reduce
 /// starts early in the backward pass.
@@ -79,21 +119,107 @@ fn overlapped(compute: f64, buckets: &[Bucket], times: &[f64]) -> f64 {
     done.max(compute)
 }
 
+/// The data-parallel schemes `--sharding` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sharding {
+    /// PyTorch DDP: every rank all-reduces every gradient, in buckets.
+    Ddp,
+    /// ZeRO-3 / FSDP full sharding: reduce-scatter and all-gather per block.
+    Fsdp,
+}
+
+fn parse_sharding(names: &[String]) -> anyhow::Result<Vec<Sharding>> {
+    names
+        .iter()
+        .map(|n| match n.trim().to_ascii_lowercase().as_str() {
+            "ddp" => Ok(Sharding::Ddp),
+            "fsdp" | "zero" | "zero3" | "zero-3" => Ok(Sharding::Fsdp),
+            other => anyhow::bail!("--sharding: unknown scheme `{other}` (known: ddp, fsdp)"),
+        })
+        .collect()
+}
+
+/// Bytes per gradient element for `--grad-dtype`.
+fn grad_elem(name: &str) -> anyhow::Result<(u64, &'static str)> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "fp32" | "float" | "float32" => Ok((4, "fp32")),
+        "bf16" | "bfloat16" => Ok((2, "bf16")),
+        "fp16" | "half" | "float16" => Ok((2, "fp16")),
+        other => anyhow::bail!("--grad-dtype: `{other}` is not fp32, bf16 or fp16"),
+    }
+}
+
+/// Compute seconds per step per device: `--compute-ms`, else the model's measured figure, else
+/// its training FLOPs (3 x the forward pass, 2 FLOPs per multiply-add) at the device's
+/// sustained rate.
+fn compute_seconds(
+    model: &Model,
+    tensors: &[Tensor],
+    batch: u64,
+    override_ms: Option<f64>,
+    device: Option<&DeviceSpec>,
+) -> anyhow::Result<(f64, String)> {
+    if let Some(ms) = override_ms {
+        return Ok((ms * 1e-3, "--compute-ms".into()));
+    }
+    if let Some(ms) = model.measured_ms {
+        let scaled = ms * batch as f64 / model.batch as f64;
+        return Ok((scaled * 1e-3, "measured".into()));
+    }
+    let macs: f64 = tensors.iter().map(|t| t.macs).sum();
+    let flops = 6.0 * macs * batch as f64;
+    let d = device.ok_or_else(|| {
+        anyhow::anyhow!(
+            "the cluster file has no [device] table (training speed); add one (see \
+             bench/clusters/README.md) or give --compute-ms"
+        )
+    })?;
+    Ok((
+        flops / d.flops(),
+        format!(
+            "{:.1} TFLOP per step at {:.0}% of {}'s {} TFLOP/s",
+            flops / 1e12,
+            d.utilization * 100.0,
+            d.name,
+            d.peak_tflops
+        ),
+    ))
+}
+
 pub fn run(args: &Args, name: &str, net: &Network, algos: &[Algorithm]) -> anyhow::Result<()> {
     let model = MODELS
         .iter()
         .find(|m| m.name.eq_ignore_ascii_case(name))
-        .ok_or_else(|| anyhow::anyhow!("unknown model `{name}` (known: resnet50)"))?;
-    let compute = args.compute_ms.unwrap_or(model.compute_ms) * 1e-3;
+        .ok_or_else(|| {
+            let known: Vec<&str> = MODELS.iter().map(|m| m.name).collect();
+            anyhow::anyhow!("unknown model `{name}` (known: {})", known.join(", "))
+        })?;
+    let device = match &args.cluster {
+        Some(path) => super::cluster::device(path)?,
+        None => None,
+    };
+    let batch = args.training.batch.map_or(model.batch, u64::from);
+    if batch == 0 {
+        anyhow::bail!("--batch must be > 0");
+    }
+    let tensors = (model.tensors)();
+    let (compute, compute_from) = compute_seconds(
+        model,
+        &tensors,
+        batch,
+        args.training.compute_ms,
+        device.as_ref(),
+    )?;
     if !(compute.is_finite() && compute > 0.0) {
         anyhow::bail!("--compute-ms must be > 0");
     }
-    if !(args.bucket_mb.is_finite() && args.bucket_mb >= 0.0) {
+    if !(args.training.bucket_mb.is_finite() && args.training.bucket_mb >= 0.0) {
         anyhow::bail!("--bucket-mb must be >= 0 (0: one all-reduce per tensor)");
     }
-    let tensors = (model.tensors)();
-    let cap = (args.bucket_mb * (1u64 << 20) as f64).min(u64::MAX as f64) as u64;
-    let plan = buckets(&tensors, 4, FIRST_BUCKET.min(cap), cap);
+    let (elem, dtype) = grad_elem(&args.training.grad_dtype)?;
+    let schemes = parse_sharding(&args.training.sharding)?;
+    let cap = (args.training.bucket_mb * (1u64 << 20) as f64).min(u64::MAX as f64) as u64;
+    let plan = buckets(&tensors, elem, FIRST_BUCKET.min(cap), cap);
     let bytes: u64 = plan.iter().map(|b| b.bytes).sum();
     let dpn = net.devices_per_node();
     let nodes_total = net.spec().nodes;
@@ -102,8 +228,12 @@ pub fn run(args: &Args, name: &str, net: &Network, algos: &[Algorithm]) -> anyho
         .take_while(|&n| n < nodes_total)
         .collect();
     counts.push(nodes_total);
+    let per_sample = match seq_len(model.name) {
+        Some(seq) => format!("{batch} x {seq}-token sequences"),
+        None => format!("{batch} samples"),
+    };
     println!(
-        "# {} data-parallel on `{}`: {} fp32 gradients in {} tensors, {:.0} ms compute per step per device, PREDICTED",
+        "# {} data-parallel on `{}`: {} {dtype} gradients in {} tensors, {per_sample} and {:.1} ms compute per step per device ({compute_from}), PREDICTED",
         model.name,
         net.spec().name,
         human(bytes),
@@ -111,12 +241,75 @@ pub fn run(args: &Args, name: &str, net: &Network, algos: &[Algorithm]) -> anyho
         compute * 1e3
     );
     println!("# ({})", model.source);
+    if let Some(d) = &device {
+        let params: u64 = tensors.iter().map(|t| t.elems).sum();
+        let states = params as f64 * STATE_BYTES_PER_PARAM / 1e9;
+        let ranks = (nodes_total * dpn) as f64;
+        let fits = |gb: f64| {
+            if gb <= d.memory_gb {
+                "fits"
+            } else {
+                "does NOT fit"
+            }
+        };
+        println!(
+            "# model states (16 B/parameter, mixed-precision Adam; activations not counted): DDP {states:.1} GB per device ({} in {} GB), FSDP {:.2} GB at {ranks} ranks",
+            fits(states),
+            d.memory_gb,
+            states / ranks
+        );
+    }
+    let ctx = Ctx {
+        net,
+        algos,
+        counts: &counts,
+        dpn,
+        compute,
+        elem,
+        pipeline: args.pipeline.map(|k| k as usize),
+    };
+    for scheme in schemes {
+        match scheme {
+            Sharding::Ddp => ddp_table(&ctx, &plan, args.training.bucket_mb, cap)?,
+            Sharding::Fsdp => fsdp_table(&ctx, &fsdp::units(&tensors))?,
+        }
+    }
+    if model.name == "resnet50" {
+        println!(
+            "# Published at 256 GPUs: PowerAI DDL {:.0}% (Cho et al., arXiv:1708.02188, 2017; Caffe ResNet-50, 64 x S822LC); \
+             Facebook {:.0}% (Goyal et al., arXiv:1706.02677, 2017, \"~90% from 8 to 256 GPUs\"; Caffe2 ResNet-50, 32 x Big Basin)",
+            DDL * 100.0,
+            FACEBOOK * 100.0
+        );
+    }
+    Ok(())
+}
+
+/// What every table needs.
+struct Ctx<'a> {
+    net: &'a Network,
+    algos: &'a [Algorithm],
+    /// Node counts, one row each.
+    counts: &'a [usize],
+    dpn: usize,
+    /// Compute seconds per step per device.
+    compute: f64,
+    /// Bytes per gradient element.
+    elem: u64,
+    pipeline: Option<usize>,
+}
+
+/// DDP: every bucket all-reduced, with and without overlap with the backward pass.
+fn ddp_table(c: &Ctx, plan: &[Bucket], bucket_mb: f64, cap: u64) -> anyhow::Result<()> {
+    let (net, algos, compute, dpn) = (c.net, c.algos, c.compute, c.dpn);
+    let bytes: u64 = plan.iter().map(|b| b.bytes).sum();
     let sizes: Vec<String> = plan.iter().map(|b| human(b.bytes)).collect();
+    println!("#\n# DDP: all-reduce in buckets");
     println!(
         "# {} buckets (DDP order, first <= {}, then --bucket-mb {}): {}",
         plan.len(),
         human(FIRST_BUCKET.min(cap)),
-        args.bucket_mb,
+        bucket_mb,
         if plan.len() <= 12 {
             sizes.join(", ")
         } else {
@@ -132,25 +325,26 @@ pub fn run(args: &Args, name: &str, net: &Network, algos: &[Algorithm]) -> anyho
         print!(" | {:>20} {:>6} {:>6}", format!("{a} (ms)"), "off", "on");
     }
     println!();
-    let bar = progress_bar((counts.len() * algos.len()) as u64);
+    let bar = progress_bar((c.counts.len() * algos.len()) as u64);
     let mut caches: Vec<ScheduleCache> = algos.iter().map(|_| ScheduleCache::default()).collect();
-    let pipe = args.pipeline.map(|k| k as usize);
+    let pipe = c.pipeline;
+    let elem = c.elem as usize;
     let mut node1: Vec<(f64, f64)> = vec![(0.0, 0.0); algos.len()];
     let mut last_row = Vec::new();
-    for &n in &counts {
+    for &n in c.counts {
         let ranks = n * dpn;
         let mut row = Vec::new();
         for (i, algo) in algos.iter().enumerate() {
             let a = fit(algo, ranks, dpn);
             bar.set_message(format!("{a} on {ranks} ranks"));
-            let times = bucket_times(net, &a, ranks, &plan, pipe, &mut caches[i], &bar)?;
-            let fused = predict(net, &a, ranks, bytes, 4, pipe, &mut caches[i], &bar)?
+            let times = bucket_times(net, &a, ranks, plan, elem, pipe, &mut caches[i], &bar)?;
+            let fused = predict(net, &a, ranks, bytes, elem, pipe, &mut caches[i], &bar)?
                 .1
                 .time;
             bar.inc(1);
             let total: f64 = times.iter().sum();
             let off = compute + total;
-            let on = overlapped(compute, &plan, &times);
+            let on = overlapped(compute, plan, &times);
             if n == 1 {
                 node1[i] = (off, on);
             }
@@ -177,6 +371,7 @@ pub fn run(args: &Args, name: &str, net: &Network, algos: &[Algorithm]) -> anyho
         last_row = row;
     }
     bar.finish_and_clear();
+    let nodes_total = c.counts.last().copied().unwrap_or(1);
     let gpus = nodes_total * dpn;
     println!("#\n# At {gpus} GPUs ({nodes_total} nodes), predicted:");
     for (i, r) in last_row.iter().enumerate() {
@@ -206,22 +401,129 @@ pub fn run(args: &Args, name: &str, net: &Network, algos: &[Algorithm]) -> anyho
         fastest(|r| r.total),
         fastest(|r| r.on)
     );
-    println!(
-        "# Published at 256 GPUs: PowerAI DDL {:.0}% (Cho et al., arXiv:1708.02188, 2017; Caffe ResNet-50, 64 x S822LC); \
-         Facebook {:.0}% (Goyal et al., arXiv:1706.02677, 2017, \"~90% from 8 to 256 GPUs\"; Caffe2 ResNet-50, 32 x Big Basin)",
-        DDL * 100.0,
-        FACEBOOK * 100.0
-    );
     Ok(())
 }
 
-/// Predicted all-reduce time of each bucket (fp32); buckets of equal size (every per-tensor
-/// batch-norm pair) are simulated once.
+/// FSDP / ZeRO-3: per block, all-gather before forward and backward, reduce-scatter after
+/// backward (see [`fsdp`]); algorithms without reduce-scatter and all-gather schedules are
+/// skipped.
+fn fsdp_table(c: &Ctx, units: &[fsdp::Unit]) -> anyhow::Result<()> {
+    let (net, compute, dpn) = (c.net, c.compute, c.dpn);
+    let algos: Vec<&Algorithm> = c
+        .algos
+        .iter()
+        .filter(|a| a.supports(Collective::ReduceScatter) && a.supports(Collective::AllGather))
+        .collect();
+    let skipped: Vec<String> = c
+        .algos
+        .iter()
+        .filter(|a| !algos.contains(a))
+        .map(|a| a.to_string())
+        .collect();
+    let sizes: Vec<u64> = units.iter().map(|u| u.elems * c.elem).collect();
+    println!("#\n# FSDP (ZeRO-3 full sharding): per block, all-gather before forward and again before backward, reduce-scatter after backward");
+    println!(
+        "# {} units (root, everything outside the blocks: {}; then {} blocks of {}), one gather prefetched ahead; comm = every collective, one after another; eff = compute / step",
+        units.len(),
+        human(sizes[0]),
+        units.len() - 1,
+        human(sizes.get(1).copied().unwrap_or(0)),
+    );
+    if !skipped.is_empty() {
+        println!(
+            "# skipped (no reduce-scatter/all-gather schedule): {}",
+            skipped.join(", ")
+        );
+    }
+    print!("# {:>5} {:>5}", "nodes", "gpus");
+    for a in &algos {
+        print!(" | {:>20} {:>6}", format!("{a} comm (ms)"), "eff");
+    }
+    println!();
+    let bar = progress_bar((c.counts.len() * algos.len()) as u64);
+    let mut caches: Vec<ScheduleCache> = algos.iter().map(|_| ScheduleCache::default()).collect();
+    let mut last = Vec::new();
+    for &n in c.counts {
+        let ranks = n * dpn;
+        let mut row = Vec::new();
+        for (i, algo) in algos.iter().enumerate() {
+            let a = fit(algo, ranks, dpn);
+            bar.set_message(format!("{a} on {ranks} ranks"));
+            let mut time_of = |collective: Collective| -> anyhow::Result<Vec<f64>> {
+                let mut by_size: HashMap<u64, f64> = HashMap::new();
+                sizes
+                    .iter()
+                    .map(|&b| {
+                        if let Some(&t) = by_size.get(&b) {
+                            return Ok(t);
+                        }
+                        let elem = c.elem as usize;
+                        let pipe = c.pipeline;
+                        // Shards must be whole elements: round the buffer up to a multiple of
+                        // the rank count, as FSDP pads its flat parameter.
+                        let padded = b.div_ceil(ranks as u64 * c.elem) * ranks as u64 * c.elem;
+                        let (_, rep) = predict_collective(
+                            net,
+                            &a,
+                            collective,
+                            ranks,
+                            padded,
+                            elem,
+                            pipe,
+                            &mut caches[i],
+                            &bar,
+                        )?;
+                        by_size.insert(b, rep.time);
+                        Ok(rep.time)
+                    })
+                    .collect()
+            };
+            let times = CommTimes {
+                all_gather: time_of(Collective::AllGather)?,
+                reduce_scatter: time_of(Collective::ReduceScatter)?,
+            };
+            bar.inc(1);
+            row.push((a, fsdp::step(units, compute, &times)));
+        }
+        bar.suspend(|| {
+            print!("  {n:>5} {ranks:>5}");
+            for (_, s) in &row {
+                print!(
+                    " | {:>20.2} {:>5.1}%",
+                    s.comm * 1e3,
+                    compute / s.time * 100.0
+                );
+            }
+            println!();
+        });
+        last = row;
+    }
+    bar.finish_and_clear();
+    if let Some(&n) = c.counts.last() {
+        println!("#\n# At {} GPUs ({n} nodes), predicted (FSDP):", n * dpn);
+        for (a, s) in &last {
+            println!(
+                "#   {:<14} collectives {:>8.2} ms, step {:>8.2} ms (compute {:.2} ms), efficiency vs 1 GPU {:>5.1}%",
+                a.to_string(),
+                s.comm * 1e3,
+                s.time * 1e3,
+                compute * 1e3,
+                compute / s.time * 100.0
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Predicted all-reduce time of each bucket; buckets of equal size (every per-tensor batch-norm
+/// pair) are simulated once.
+#[allow(clippy::too_many_arguments)]
 fn bucket_times(
     net: &Network,
     algo: &Algorithm,
     ranks: usize,
     plan: &[Bucket],
+    elem: usize,
     pipeline: Option<usize>,
     cache: &mut ScheduleCache,
     bar: &ProgressBar,
@@ -232,7 +534,7 @@ fn bucket_times(
             if let Some(&t) = by_size.get(&b.bytes) {
                 return Ok(t);
             }
-            let (_, rep) = predict(net, algo, ranks, b.bytes, 4, pipeline, cache, bar)?;
+            let (_, rep) = predict(net, algo, ranks, b.bytes, elem, pipeline, cache, bar)?;
             by_size.insert(b.bytes, rep.time);
             Ok(rep.time)
         })
@@ -282,7 +584,7 @@ mod tests {
         let total = |name: &str| -> f64 {
             let algo: Algorithm = name.parse().unwrap();
             let mut cache = ScheduleCache::default();
-            bucket_times(&net, &algo, 256, &plan, None, &mut cache, &bar)
+            bucket_times(&net, &algo, 256, &plan, 4, None, &mut cache, &bar)
                 .unwrap()
                 .iter()
                 .sum()

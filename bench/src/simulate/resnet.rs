@@ -16,31 +16,45 @@ pub struct Tensor {
     /// Forward multiply-adds per image of the layer this tensor belongs to, counted once, on
     /// the layer's weight (0 for batch-norm and bias tensors).
     pub macs: f64,
+    /// The repeated block (residual or transformer block) the tensor belongs to, numbered in
+    /// forward order; `None` for the stem, the embeddings and the heads. FSDP shards one unit
+    /// per block plus one for the rest.
+    pub block: Option<u32>,
 }
 
 /// ResNet-50's parameter tensors in forward order.
 pub fn resnet50() -> Vec<Tensor> {
     let mut t = Vec::new();
-    let conv = |t: &mut Vec<Tensor>, name: &str, cin: u64, cout: u64, k: u64, out_hw: u64| {
+    // The block of the tensors being pushed.
+    let mut block = None;
+    let conv = |t: &mut Vec<Tensor>,
+                block: Option<u32>,
+                name: &str,
+                cin: u64,
+                cout: u64,
+                k: u64,
+                out_hw: u64| {
         let elems = cin * cout * k * k;
         t.push(Tensor {
             name: format!("{name}.weight"),
             elems,
             macs: (elems * out_hw * out_hw) as f64,
+            block,
         });
     };
-    let bn = |t: &mut Vec<Tensor>, name: &str, c: u64| {
+    let bn = |t: &mut Vec<Tensor>, block: Option<u32>, name: &str, c: u64| {
         for p in ["weight", "bias"] {
             t.push(Tensor {
                 name: format!("{name}.{p}"),
                 elems: c,
                 macs: 0.0,
+                block,
             });
         }
     };
     // Stem: 7x7/2 convolution to 112 x 112, then a 3x3/2 max-pool to 56 x 56.
-    conv(&mut t, "conv1", 3, 64, 7, 112);
-    bn(&mut t, "bn1", 64);
+    conv(&mut t, block, "conv1", 3, 64, 7, 112);
+    bn(&mut t, block, "bn1", 64);
     let mut cin = 64;
     let mut hw = 56;
     for (stage, (blocks, width)) in [(3u64, 64u64), (4, 128), (6, 256), (3, 512)]
@@ -49,32 +63,43 @@ pub fn resnet50() -> Vec<Tensor> {
     {
         for b in 0..blocks {
             let name = format!("layer{}.{b}", stage + 1);
+            block = Some(block.map_or(0, |n: u32| n + 1));
             // The first block of stages 2-4 halves the resolution in its 3x3 convolution.
             let stride = if b == 0 && stage > 0 { 2 } else { 1 };
             let out_hw = hw / stride;
-            conv(&mut t, &format!("{name}.conv1"), cin, width, 1, hw);
-            bn(&mut t, &format!("{name}.bn1"), width);
-            conv(&mut t, &format!("{name}.conv2"), width, width, 3, out_hw);
-            bn(&mut t, &format!("{name}.bn2"), width);
+            conv(&mut t, block, &format!("{name}.conv1"), cin, width, 1, hw);
+            bn(&mut t, block, &format!("{name}.bn1"), width);
             conv(
                 &mut t,
+                block,
+                &format!("{name}.conv2"),
+                width,
+                width,
+                3,
+                out_hw,
+            );
+            bn(&mut t, block, &format!("{name}.bn2"), width);
+            conv(
+                &mut t,
+                block,
                 &format!("{name}.conv3"),
                 width,
                 4 * width,
                 1,
                 out_hw,
             );
-            bn(&mut t, &format!("{name}.bn3"), 4 * width);
+            bn(&mut t, block, &format!("{name}.bn3"), 4 * width);
             if b == 0 {
                 conv(
                     &mut t,
+                    block,
                     &format!("{name}.downsample.0"),
                     cin,
                     4 * width,
                     1,
                     out_hw,
                 );
-                bn(&mut t, &format!("{name}.downsample.1"), 4 * width);
+                bn(&mut t, block, &format!("{name}.downsample.1"), 4 * width);
             }
             cin = 4 * width;
             hw = out_hw;
@@ -84,11 +109,13 @@ pub fn resnet50() -> Vec<Tensor> {
         name: "fc.weight".into(),
         elems: 2048 * 1000,
         macs: 2048.0 * 1000.0,
+        block: None,
     });
     t.push(Tensor {
         name: "fc.bias".into(),
         elems: 1000,
         macs: 0.0,
+        block: None,
     });
     t
 }

@@ -1,6 +1,7 @@
 //! x86-64 AVX-512 (F, BW, DQ, VL): 512-bit registers. The same shapes as the AVX2 module;
-//! here 64-bit multiply and min/max and the bf16 narrowing (`vpmovdw`) are single
-//! instructions, and NaN selection uses mask registers.
+//! here 64-bit multiply and min/max are single instructions, NaN selection uses mask
+//! registers, and the 16-bit floats go 32 to a register pair (one 64-byte load or store per
+//! cache line; bf16 widened and narrowed in place by shifts and masks, no shuffle).
 
 use super::{simd_dispatch, simd_run, Job, Lanes};
 use crate::types::{code, DataType, EpiParams};
@@ -32,8 +33,8 @@ pub(super) unsafe fn dispatch(
         match dtype {
             DataType::F32 => simd_dispatch!(float run::<F32x16>, op, k, (job, epi, stream)),
             DataType::F64 => simd_dispatch!(float run::<F64x8>, op, k, (job, epi, stream)),
-            DataType::F16 => simd_dispatch!(float run::<F16x16>, op, k, (job, epi, stream)),
-            DataType::BF16 => simd_dispatch!(float run::<Bf16x16>, op, k, (job, epi, stream)),
+            DataType::F16 => simd_dispatch!(float run::<F16x32>, op, k, (job, epi, stream)),
+            DataType::BF16 => simd_dispatch!(float run::<Bf16x32>, op, k, (job, epi, stream)),
             DataType::I8 => simd_dispatch!(int run::<I8x64>, op, (job, epi, stream)),
             DataType::U8 => simd_dispatch!(int run::<U8x64>, op, (job, epi, stream)),
             DataType::I32 => simd_dispatch!(int run::<I32x16>, op, (job, epi, stream)),
@@ -175,65 +176,107 @@ impl Lanes for F64x8 {
 }
 
 #[inline(always)]
-unsafe fn f16_to_ps(x: __m256i) -> __m512 {
-    // SAFETY: only reached from `run`, which enables AVX-512F.
-    unsafe { _mm512_cvtph_ps(x) }
-}
-
-#[inline(always)]
 unsafe fn ps_to_f16(v: __m512) -> __m256i {
     // SAFETY: only reached from `run`, which enables AVX-512F.
     unsafe { _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v) }
 }
 
+/// The f32 values of 32 bf16 elements as (even elements, odd elements): a 32-bit lane holds
+/// the pair `e[2i] | e[2i+1] << 16`, so a shift and a mask widen both halves in place, with
+/// one 64-byte load and no shuffle.
 #[inline(always)]
-unsafe fn bf16_to_ps(x: __m256i) -> __m512 {
+unsafe fn bf16_pairs_to_ps(x: __m512i) -> (__m512, __m512) {
     // SAFETY: only reached from `run`, which enables AVX-512F.
-    unsafe { _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(x))) }
+    unsafe {
+        let even = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(x));
+        let odd = _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32(-0x1_0000)));
+        (even, odd)
+    }
 }
 
-/// Narrows 16 f32 to 16 bf16 with round-to-nearest-even; NaNs stay quiet NaNs.
+/// 16 f32 rounded to bf16 (nearest even; NaNs stay quiet NaNs) in the high half of each
+/// 32-bit lane; the low half is not meaningful.
 #[inline(always)]
-unsafe fn ps_to_bf16(v: __m512) -> __m256i {
+unsafe fn ps_to_bf16_high(v: __m512) -> __m512i {
     // SAFETY: only reached from `run`, which enables AVX-512F.
     unsafe {
         let bits = _mm512_castps_si512(v);
         let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
         let rounded = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
-        let r = _mm512_srli_epi32::<16>(rounded);
         let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-        let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(0x40));
-        _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, r, quiet))
+        let quiet = _mm512_or_si512(bits, _mm512_set1_epi32(0x40_0000));
+        _mm512_mask_blend_epi32(nan, rounded, quiet)
     }
 }
 
-macro_rules! half_lanes {
-    ($name:ident, $elem:ty, $widen:expr, $narrow:expr) => {
+/// The inverse of [`bf16_pairs_to_ps`], rounding each value once.
+#[inline(always)]
+unsafe fn ps_pairs_to_bf16(v: (__m512, __m512)) -> __m512i {
+    // SAFETY: only reached from `run`, which enables AVX-512F.
+    unsafe {
+        let even = _mm512_srli_epi32::<16>(ps_to_bf16_high(v.0));
+        let odd = ps_to_bf16_high(v.1);
+        // even | (odd & 0xffff0000): A | (B & C) is truth table 0xF8.
+        _mm512_ternarylogic_epi32::<0xF8>(even, odd, _mm512_set1_epi32(-0x1_0000))
+    }
+}
+
+/// The f32 values of 32 f16 elements as (first 16, last 16).
+#[inline(always)]
+unsafe fn f16_halves_to_ps(p: *const u8) -> (__m512, __m512) {
+    // SAFETY: caller guarantees 64 readable bytes; only reached from `run`, which enables
+    // AVX-512F and F16C.
+    unsafe {
+        (
+            _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())),
+            _mm512_cvtph_ps(_mm256_loadu_si256(p.add(32).cast())),
+        )
+    }
+}
+
+#[inline(always)]
+unsafe fn ps_halves_to_f16(v: (__m512, __m512)) -> __m512i {
+    // SAFETY: only reached from `run`, which enables AVX-512F.
+    unsafe {
+        let lo = _mm512_castsi256_si512(ps_to_f16(v.0));
+        _mm512_inserti64x4::<1>(lo, ps_to_f16(v.1))
+    }
+}
+
+/// 16-bit floats 32 to a register pair: a whole cache line per load and per (streaming) store,
+/// and 4 lines per source per unrolled iteration, as for f32. With 16 per register (half a
+/// line per load, 32-byte streaming stores) 4-8 inputs ran at 0.5-0.7x of a copy; this way
+/// 0.8-1.0x (bench/results/kernels.md, "many-input gap").
+macro_rules! half_pair_lanes {
+    ($name:ident, $elem:ty, $load:expr, $narrow:expr) => {
         pub(super) struct $name;
         impl Lanes for $name {
             type E = $elem;
-            type V = __m512;
+            type V = (__m512, __m512);
             type K = __m512;
-            const N: usize = 16;
+            const N: usize = 32;
             #[inline(always)]
-            unsafe fn load(p: *const u8) -> __m512 {
-                // SAFETY: caller guarantees 32 readable bytes; the ISA is enabled by `run`.
-                unsafe { ($widen)(_mm256_loadu_si256(p.cast())) }
+            unsafe fn load(p: *const u8) -> (__m512, __m512) {
+                // SAFETY: caller guarantees 64 readable bytes; the ISA is enabled by `run`.
+                unsafe { ($load)(p) }
             }
             #[inline(always)]
-            unsafe fn store(p: *mut u8, v: __m512) {
-                // SAFETY: caller guarantees 32 writable bytes.
-                unsafe { _mm256_storeu_si256(p.cast(), ($narrow)(v)) }
+            unsafe fn store(p: *mut u8, v: (__m512, __m512)) {
+                // SAFETY: caller guarantees 64 writable bytes.
+                unsafe { _mm512_storeu_si512(p.cast(), ($narrow)(v)) }
             }
             #[inline(always)]
-            unsafe fn stream(p: *mut u8, v: __m512) {
-                // SAFETY: caller guarantees 32 writable, 32-byte-aligned bytes.
-                unsafe { _mm256_stream_si256(p.cast(), ($narrow)(v)) }
+            unsafe fn stream(p: *mut u8, v: (__m512, __m512)) {
+                // SAFETY: caller guarantees 64 writable, 64-byte-aligned bytes.
+                unsafe { _mm512_stream_si512(p.cast(), ($narrow)(v)) }
             }
             #[inline(always)]
-            unsafe fn combine<const OP: u8>(a: __m512, b: __m512) -> __m512 {
+            unsafe fn combine<const OP: u8>(
+                a: (__m512, __m512),
+                b: (__m512, __m512),
+            ) -> (__m512, __m512) {
                 // SAFETY: forwarded.
-                unsafe { combine_ps::<OP>(a, b) }
+                unsafe { (combine_ps::<OP>(a.0, b.0), combine_ps::<OP>(a.1, b.1)) }
             }
             #[inline(always)]
             unsafe fn prepare(e: &EpiParams) -> __m512 {
@@ -241,16 +284,21 @@ macro_rules! half_lanes {
                 unsafe { prepare_ps(e) }
             }
             #[inline(always)]
-            unsafe fn epilogue<const EPI: u8>(v: __m512, k: &__m512) -> __m512 {
+            unsafe fn epilogue<const EPI: u8>(v: (__m512, __m512), k: &__m512) -> (__m512, __m512) {
                 // SAFETY: forwarded.
-                unsafe { epilogue_ps::<EPI>(v, k) }
+                unsafe { (epilogue_ps::<EPI>(v.0, k), epilogue_ps::<EPI>(v.1, k)) }
             }
         }
     };
 }
 
-half_lanes!(F16x16, f16, f16_to_ps, ps_to_f16);
-half_lanes!(Bf16x16, bf16, bf16_to_ps, ps_to_bf16);
+half_pair_lanes!(F16x32, f16, f16_halves_to_ps, ps_halves_to_f16);
+half_pair_lanes!(
+    Bf16x32,
+    bf16,
+    |p: *const u8| bf16_pairs_to_ps(_mm512_loadu_si512(p.cast())),
+    ps_pairs_to_bf16
+);
 
 /// 8-bit lane product modulo 2^8 from two 16-bit multiplies (even and odd bytes).
 #[inline(always)]

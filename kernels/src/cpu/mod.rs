@@ -212,28 +212,6 @@ pub(crate) unsafe fn simd_run<L: Lanes, const OP: u8, const EPI: u8>(
     }
 }
 
-/// How far ahead of the loads the prefetches run, in bytes.
-const PREFETCH_DISTANCE: usize = 2048;
-
-/// Prefetches the cache lines `PREFETCH_DISTANCE` ahead of `[off, off + span)`.
-#[inline(always)]
-fn prefetch(base: *const u8, off: usize, span: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let mut line = 0;
-        while line < span {
-            let p = base.wrapping_add(off + PREFETCH_DISTANCE + line);
-            // SAFETY: a prefetch is a hint: it never faults, even past the end of the buffer.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
-            };
-            line += 64;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (base, off, span);
-}
-
 /// Whole registers from `start`; returns the first element not done.
 #[inline(always)]
 unsafe fn body<L: Lanes, const OP: u8, const EPI: u8, const STREAM: bool>(
@@ -245,10 +223,9 @@ unsafe fn body<L: Lanes, const OP: u8, const EPI: u8, const STREAM: bool>(
     let vb = L::N * es;
     let n = job.len;
     let (s0, rest) = (job.srcs[0], &job.srcs[1..]);
-    // With more than two inputs the loop has more instructions per cache line than the
-    // out-of-order window covers, so software prefetches keep enough lines in flight (measured
-    // on bf16 with 4 inputs: 0.4-0.5x -> 0.65-0.7x of copy); with two they only cost.
-    let many = job.srcs.len() > 2;
+    // No software prefetch: the hardware prefetchers follow up to 8 input streams, and
+    // prefetching 2 KiB ahead into L1 made 4-8 inputs 10-35% slower for every dtype once the
+    // 16-bit types load whole cache lines (bench/results/kernels.md, "many-input gap").
     let mut i = start;
     // SAFETY: in the whole body, every access covers elements [i, i + UNROLL * N) or [i, i + N)
     // with that range inside [0, n), so it is in bounds (Job contract); streaming stores are
@@ -257,14 +234,8 @@ unsafe fn body<L: Lanes, const OP: u8, const EPI: u8, const STREAM: bool>(
     unsafe {
         while i + UNROLL * L::N <= n {
             let off = i * es;
-            if many {
-                prefetch(s0, off, UNROLL * vb);
-            }
             let mut acc: [L::V; UNROLL] = std::array::from_fn(|u| L::load(s0.add(off + u * vb)));
             for s in rest {
-                if many {
-                    prefetch(*s, off, UNROLL * vb);
-                }
                 for (u, a) in acc.iter_mut().enumerate() {
                     *a = L::combine::<OP>(*a, L::load(s.add(off + u * vb)));
                 }
