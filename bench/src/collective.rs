@@ -48,10 +48,10 @@ impl Which {
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// Smallest size in bytes (suffixes K, M, G): the whole buffer, as nccl-tests.
-    #[arg(short = 'b', long = "minbytes", default_value = "8", value_parser = parse_size)]
+    #[arg(short = 'b', long = "minbytes", default_value = "8", value_parser = crate::sizes::parse_size)]
     min_bytes: usize,
     /// Largest size in bytes.
-    #[arg(short = 'e', long = "maxbytes", default_value = "256M", value_parser = parse_size)]
+    #[arg(short = 'e', long = "maxbytes", default_value = "256M", value_parser = crate::sizes::parse_size)]
     max_bytes: usize,
     /// Size multiplication factor between sizes.
     #[arg(short = 'f', long = "stepfactor", default_value_t = 2)]
@@ -88,25 +88,16 @@ pub struct Args {
     trials: usize,
 }
 
-fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&s[..s.len() - 1], 1usize << 10),
-        Some('M') => (&s[..s.len() - 1], 1 << 20),
-        Some('G') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<usize>()
-        .map(|n| n * mult)
-        .map_err(|_| format!("{s:?} is not a size (e.g. 8, 64K, 256M)"))
-}
-
 pub fn run(which: Which, args: Args) -> anyhow::Result<()> {
     let dtype: DataType = args.dtype.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let op: ReduceOp = args.op.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-    if args.step_factor < 2 || args.min_bytes > args.max_bytes {
-        bail!("need -f >= 2 and -b <= -e");
-    }
+    crate::sizes::sweep(
+        args.min_bytes,
+        args.max_bytes,
+        args.step_factor,
+        dtype.size(),
+    )
+    .map_err(anyhow::Error::msg)?;
     if let Some(n) = args.ranks {
         return launch(n);
     }
@@ -114,9 +105,10 @@ pub fn run(which: Which, args: Args) -> anyhow::Result<()> {
     if let Some(a) = &args.algo {
         options.algorithm = Some(a.clone());
     }
-    let comm = match Bootstrap::from_env() {
-        Ok(b) => Communicator::init_with(b, options).context("joining the job")?,
-        Err(_) => Communicator::local_with(1, oxccl_collectives::LocalTransport::Memory, options)?
+    // No launcher at all: one rank; a partial launcher environment is an error.
+    let comm = match Bootstrap::from_env_opt()? {
+        Some(b) => Communicator::init_with(b, options).context("joining the job")?,
+        None => Communicator::local_with(1, oxccl_collectives::LocalTransport::Memory, options)?
             .pop()
             .expect("one rank"),
     };
@@ -150,8 +142,11 @@ fn launch(n: usize) -> anyhow::Result<()> {
         }
     }
     let mut children = Vec::with_capacity(n);
+    let launcher = std::process::id();
     for r in 0..n {
-        let child = std::process::Command::new(&exe)
+        let mut command = std::process::Command::new(&exe);
+        die_with_parent(&mut command, launcher);
+        let child = command
             .args(&child_args)
             .env("OXCCL_RANK", r.to_string())
             .env("OXCCL_SIZE", n.to_string())
@@ -197,6 +192,26 @@ fn launch(n: usize) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Makes the child get SIGKILL when the launcher dies, however it dies (a `kill -9` of the
+/// launcher must not leave its ranks running the whole sweep).
+fn die_with_parent(command: &mut std::process::Command, launcher: u32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure only makes async-signal-safe calls (prctl,
+    // getppid, _exit) and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The launcher may have died before the prctl: then we were re-parented already.
+            if libc::getppid() as u32 != launcher {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
 }
 
 /// A value unique-ish per (rank, index), exactly representable in every type and small enough
@@ -358,15 +373,8 @@ fn sweep(
         Which::AllReduce | Which::Broadcast => es,
         _ => es * p,
     };
-    let mut sizes = Vec::new();
-    let mut s = args.min_bytes;
-    while s <= args.max_bytes {
-        let rounded = s / unit * unit;
-        if rounded > 0 && sizes.last() != Some(&rounded) {
-            sizes.push(rounded);
-        }
-        s = s.saturating_mul(args.step_factor);
-    }
+    let sizes = crate::sizes::sweep(args.min_bytes, args.max_bytes, args.step_factor, unit)
+        .map_err(anyhow::Error::msg)?;
     let print = me == 0;
     let algo_name = args.algo.clone().unwrap_or_else(|| "auto".into());
     let coll = match which {
@@ -417,8 +425,8 @@ fn sweep(
     for &size in &sizes {
         let (ib, ob) = shapes(which, size, p);
         let mut b = Bufs {
-            input: vec![0u8; ib],
-            output: vec![0u8; ob],
+            input: crate::sizes::zeroed(ib).map_err(anyhow::Error::msg)?,
+            output: crate::sizes::zeroed(ob).map_err(anyhow::Error::msg)?,
         };
         let wrong_local = if args.check != 0 {
             check(comm, which, &mut b, dtype, op, args.root)?

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod collective;
 mod kernels;
 mod simulate;
+mod sizes;
 mod transport;
 
 #[derive(Parser, Debug)]

@@ -176,8 +176,9 @@ impl Communicator {
                 "a communicator needs at least one rank",
             ));
         }
-        let links = connect::local_links(n, transport, &options)?;
         let topology = Topology::one_process(n);
+        check_forced_algorithm(&options, n, &topology)?;
+        let links = connect::local_links(n, transport, &options)?;
         Ok(links
             .into_iter()
             .enumerate()
@@ -261,6 +262,7 @@ impl Communicator {
             .collect();
         let map =
             crate::bootstrap::locality::exchange(&mut store, rank, &host_of, &options, deadline)?;
+        check_forced_algorithm(&options, size, &map)?;
         let fabric_of: Vec<Fabric> = (0..size)
             .map(|q| fabric_for(&map, &options, rank, q))
             .collect::<Result<_>>()?;
@@ -407,6 +409,24 @@ impl Communicator {
         self.inner.wait_turn(ticket);
         self.inner.next_turn();
     }
+}
+
+/// A forced algorithm (`OXCCL_ALGO`) that cannot run on this communicator is refused when the
+/// communicator is made, not at its first call (which would abort it for good).
+fn check_forced_algorithm(options: &Options, size: usize, map: &Topology) -> Result<()> {
+    let Some(name) = &options.algorithm else {
+        return Ok(());
+    };
+    let bad = |detail: String| Error::Algorithm {
+        op: "init",
+        algo: name.clone(),
+        detail,
+    };
+    let algo: crate::algorithms::Algorithm = name
+        .parse()
+        .map_err(|e: crate::algorithms::AlgorithmError| bad(format!("{e} (OXCCL_ALGO)")))?;
+    crate::tuner::resolve_forced(algo, size, map.hier()).map_err(bad)?;
+    Ok(())
 }
 
 fn open_store(b: &Bootstrap, deadline: Instant) -> Result<(Option<StoreServer>, String)> {
