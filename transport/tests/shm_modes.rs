@@ -1,7 +1,7 @@
 //! Shared-memory files are private to their user and gone once the ends are.
 
 use oxccl_transport::shm::{Shm, ShmConfig};
-use oxccl_transport::{Address as _, Listener as _, Transport as _};
+use oxccl_transport::{Listener as _, Transport as _};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
