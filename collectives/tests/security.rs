@@ -80,3 +80,60 @@ fn a_stranger_knowing_every_variable_but_the_secret_cannot_join() {
     std::fs::remove_dir_all(home).unwrap();
     std::fs::remove_dir_all(other).unwrap();
 }
+
+fn tcp_store() -> oxccl_collectives::StoreAddr {
+    oxccl_collectives::StoreAddr::Tcp(format!("127.0.0.1:{}", free_port()))
+}
+
+#[test]
+fn a_rank_that_fails_at_once_does_not_break_a_peer_still_joining() {
+    // Rank 0 finishes init and goes away at once (as after a failed first call); its store
+    // must outlive it until rank 1 has read every key.
+    for _ in 0..20 {
+        let store = tcp_store();
+        let hs: Vec<_> = (0..3)
+            .map(|r| {
+                let b = Bootstrap::new(r, 3, store.clone(), "s");
+                std::thread::spawn(move || Communicator::init_with(b, opts(20.0)).map(drop))
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap().unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_rank_failing_its_bootstrap_is_named_with_its_reason() {
+    for _ in 0..5 {
+        let store = tcp_store();
+        let hs: Vec<_> = (0..3)
+            .map(|r| {
+                let b = Bootstrap::new(r, 3, store.clone(), "s");
+                let mut o = opts(20.0);
+                if r == 0 {
+                    // Only rank 0 is misconfigured: it fails after publishing its record.
+                    o.algorithm = Some("bogus".into());
+                }
+                std::thread::spawn(move || Communicator::init_with(b, o).map(drop))
+            })
+            .collect();
+        let out: Vec<_> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+        let e0 = out[0].as_ref().unwrap_err().to_string();
+        assert!(e0.contains("bogus"), "{e0}");
+        for e in &out[1..] {
+            let e = e.as_ref().unwrap_err();
+            assert!(matches!(e, Error::BootstrapPeer { rank: 0, .. }), "{e}");
+            assert!(e.to_string().contains("bogus"), "{e}");
+        }
+    }
+}
+
+#[test]
+fn a_bootstrap_timeout_leaves_no_rendezvous_file() {
+    let file = std::env::temp_dir().join(format!("oxccl-ompi-test{}.store", std::process::id()));
+    let b = Bootstrap::new(0, 2, oxccl_collectives::StoreAddr::File(file.clone()), "s");
+    let e = Communicator::init_with(b, opts(1.0)).unwrap_err();
+    assert!(matches!(e, Error::BootstrapTimeout { .. }), "{e}");
+    assert!(!file.exists(), "{} left behind", file.display());
+}
