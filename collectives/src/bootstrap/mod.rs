@@ -18,6 +18,9 @@
 mod affinity;
 pub mod locality;
 pub mod secret;
+
+#[cfg(test)]
+mod kill_tests;
 pub mod store;
 
 use crate::error::{Error, Result};
