@@ -115,10 +115,13 @@ pub fn run(which: Which, args: Args) -> anyhow::Result<()> {
     sweep(&comm, which, &args, dtype, op)
 }
 
+/// The most processes `--ranks` starts on this host.
+const MAX_LOCAL_RANKS: usize = 1024;
+
 /// Starts `n` copies of this process with `OXCCL_*` variables and waits for them.
 fn launch(n: usize) -> anyhow::Result<()> {
-    if n == 0 {
-        bail!("--ranks must be at least 1");
+    if n == 0 || n > MAX_LOCAL_RANKS {
+        bail!("--ranks must be 1 to {MAX_LOCAL_RANKS} (processes on this host)");
     }
     let exe = std::env::current_exe().context("finding this executable")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?

@@ -45,6 +45,8 @@ fn bad_sizes_are_clear_errors() {
         (&["-b", "99999999999999999G"], "above the largest size"),
         (&["-b", "64", "-e", "8"], "is above -e"),
         (&["-f", "1"], "step factor"),
+        (&["--ranks", "100000"], "--ranks must be 1 to 1024"),
+        (&["--ranks", "0"], "--ranks must be 1 to 1024"),
     ] {
         let o = run(bench().arg("all-reduce").args(args));
         let err = stderr(&o);

@@ -200,6 +200,15 @@ impl Communicator {
     pub fn init_with(b: Bootstrap, options: Options) -> Result<Communicator> {
         let deadline = Instant::now() + options.timeout.min(Duration::from_secs(600));
         let (rank, size) = (b.rank, b.size);
+        if size == 0 || rank >= size || size > crate::bootstrap::MAX_RANKS {
+            return Err(Error::invalid(
+                "init",
+                format!(
+                    "rank {rank} of {size}: need rank < size <= {}",
+                    crate::bootstrap::MAX_RANKS
+                ),
+            ));
+        }
         // Rank 0's rendezvous file goes on every path out of here, failures included.
         let _rendezvous = match &b.store {
             StoreAddr::File(path) if rank == 0 => Some(RemoveOnDrop(path.clone())),

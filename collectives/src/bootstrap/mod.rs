@@ -26,6 +26,10 @@ pub mod store;
 use crate::error::{Error, Result};
 use std::path::PathBuf;
 
+/// The most ranks a job may have: every rank holds a record per peer during bootstrap, so a
+/// size that was never meant (`OXCCL_SIZE=99999999999`) must fail before allocating for it.
+pub const MAX_RANKS: usize = 1 << 20;
+
 /// Where rank 0 serves the store and the others find it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreAddr {
@@ -207,6 +211,11 @@ impl Bootstrap {
                 "{launcher}: rank {rank} is not within size {size}"
             )));
         }
+        if size > MAX_RANKS {
+            return Err(Error::Env(format!(
+                "{launcher}: {size} ranks is above the limit of {MAX_RANKS}"
+            )));
+        }
         let job = job.unwrap_or_else(|| format!("{store:?}"));
         let (secret, source) = secret::resolve(&get, launcher, &job)?;
         tracing::debug!(launcher, ?source, "bootstrap secret");
@@ -340,6 +349,13 @@ mod tests {
         assert!(from(&[("OXCCL_RANK", "x"), ("OXCCL_SIZE", "4")]).is_err());
         assert!(from(&[("OXCCL_RANK", "0"), ("OXCCL_SIZE", "4")]).is_err());
         assert!(from(&[("RANK", "0"), ("WORLD_SIZE", "2")]).is_err());
+        let e = from(&[
+            ("OXCCL_RANK", "0"),
+            ("OXCCL_SIZE", "99999999999"),
+            ("OXCCL_STORE_ADDR", "h:1"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("above the limit"), "{e}");
     }
 
     #[test]
