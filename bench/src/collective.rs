@@ -76,16 +76,16 @@ impl Which {
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// Smallest size in bytes (suffixes K, M, G): the whole buffer, as nccl-tests.
-    #[arg(short = 'b', long = "minbytes", default_value = "8", value_parser = parse_size)]
+    #[arg(short = 'b', long = "minbytes", default_value = "8", value_parser = crate::sizes::parse_size)]
     min_bytes: usize,
     /// Largest size in bytes.
-    #[arg(short = 'e', long = "maxbytes", default_value = "32M", value_parser = parse_size)]
+    #[arg(short = 'e', long = "maxbytes", default_value = "32M", value_parser = crate::sizes::parse_size)]
     max_bytes: usize,
     /// Size multiplication factor between sizes (1: add -i bytes instead).
     #[arg(short = 'f', long = "stepfactor", default_value_t = 2)]
     step_factor: usize,
     /// Size increment between sizes when -f is 1.
-    #[arg(short = 'i', long = "stepbytes", default_value = "1M", value_parser = parse_size)]
+    #[arg(short = 'i', long = "stepbytes", default_value = "1M", value_parser = crate::sizes::parse_size)]
     step_bytes: usize,
     /// Timed iterations per size (0: enough for about 0.1 s).
     #[arg(short = 'n', long = "iters", default_value_t = 20)]
@@ -167,20 +167,6 @@ pub struct Args {
     plot_with: Vec<PathBuf>,
 }
 
-fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&s[..s.len() - 1], 1usize << 10),
-        Some('M') => (&s[..s.len() - 1], 1 << 20),
-        Some('G') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("{s:?} is not a size (e.g. 8, 64K, 256M)"))
-}
-
 /// nccl-tests' `-d all` order.
 const ALL_TYPES: [DataType; 10] = [
     DataType::I8,
@@ -235,12 +221,15 @@ fn combos(which: Which, args: &Args) -> anyhow::Result<Vec<(DataType, String)>> 
 
 pub fn run(which: Which, args: Args) -> anyhow::Result<()> {
     let combos = combos(which, &args)?;
-    if args.min_bytes > args.max_bytes || args.step_factor == 0 {
-        bail!("need -b <= -e and -f >= 1");
-    }
-    if args.step_factor == 1 && args.step_bytes == 0 {
-        bail!("-f 1 needs -i > 0");
-    }
+    // The sizes' checks (progress, bounds, a whole element in the range) before any rank starts.
+    crate::sizes::sweep(
+        args.min_bytes,
+        args.max_bytes,
+        args.step_factor,
+        args.step_bytes,
+        1,
+    )
+    .map_err(anyhow::Error::msg)?;
     if args.agg_iters == 0 || args.nthreads == 0 {
         bail!("-m and -t must be at least 1");
     }
@@ -263,12 +252,13 @@ pub fn run(which: Which, args: Args) -> anyhow::Result<()> {
     if let Some(t) = args.timeout {
         options.timeout = Duration::from_secs(t.max(1));
     }
-    let comms = match Bootstrap::from_env() {
-        Ok(b) if args.nthreads == 1 => {
+    // No launcher at all: this process's threads; a partial launcher environment is an error.
+    let comms = match Bootstrap::from_env_opt()? {
+        Some(b) if args.nthreads == 1 => {
             vec![Communicator::init_with(b, options).context("joining the job")?]
         }
-        Ok(b) => join_as_threads(&b, args.nthreads, &options)?,
-        Err(_) => Communicator::local_with(
+        Some(b) => join_as_threads(&b, args.nthreads, &options)?,
+        None => Communicator::local_with(
             args.nthreads,
             oxccl_collectives::LocalTransport::Memory,
             options,
@@ -369,10 +359,13 @@ impl Drop for AbortOnDrop<'_> {
     }
 }
 
+/// The most processes `--ranks` starts on this host.
+const MAX_LOCAL_RANKS: usize = 1024;
+
 /// Starts `n` copies of this process with `OXCCL_*` variables and waits for them.
 fn launch(n: usize) -> anyhow::Result<()> {
-    if n == 0 {
-        bail!("--ranks must be at least 1");
+    if n == 0 || n > MAX_LOCAL_RANKS {
+        bail!("--ranks must be 1 to {MAX_LOCAL_RANKS} (processes on this host)");
     }
     let exe = std::env::current_exe().context("finding this executable")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -396,8 +389,11 @@ fn launch(n: usize) -> anyhow::Result<()> {
         }
     }
     let mut children = Vec::with_capacity(n);
+    let launcher = std::process::id();
     for r in 0..n {
-        let child = std::process::Command::new(&exe)
+        let mut command = std::process::Command::new(&exe);
+        die_with_parent(&mut command, launcher);
+        let child = command
             .args(&child_args)
             .env("OXCCL_RANK", r.to_string())
             .env("OXCCL_SIZE", n.to_string())
@@ -445,26 +441,35 @@ fn launch(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sizes(which: Which, args: &Args, es: usize, p: usize) -> Vec<usize> {
-    let unit = which.unit(es, p);
-    let mut sizes = Vec::new();
-    let mut s = args.min_bytes;
-    while s <= args.max_bytes {
-        let rounded = s / unit * unit;
-        if rounded > 0 && sizes.last() != Some(&rounded) {
-            sizes.push(rounded);
-        }
-        let next = if args.step_factor > 1 {
-            s.saturating_mul(args.step_factor)
-        } else {
-            s.saturating_add(args.step_bytes)
-        };
-        if next == s {
-            break;
-        }
-        s = next;
+/// Makes the child get SIGKILL when the launcher dies, however it dies (a `kill -9` of the
+/// launcher must not leave its ranks running the whole sweep).
+fn die_with_parent(command: &mut std::process::Command, launcher: u32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure only makes async-signal-safe calls (prctl,
+    // getppid, _exit) and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The launcher may have died before the prctl: then we were re-parented already.
+            if libc::getppid() as u32 != launcher {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
     }
-    sizes
+}
+
+fn sizes(which: Which, args: &Args, es: usize, p: usize) -> anyhow::Result<Vec<usize>> {
+    crate::sizes::sweep(
+        args.min_bytes,
+        args.max_bytes,
+        args.step_factor,
+        args.step_bytes,
+        which.unit(es, p),
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 /// Combines one value over the ranks: `Sum`, `Min`, `Max`, or rank 0's (`-a 0`).
@@ -680,7 +685,7 @@ fn sweep(
         }),
         Which::Reduce | Which::AllToAll => None,
     };
-    let sizes = sizes(which, args, es, p);
+    let sizes = sizes(which, args, es, p)?;
     let bar = (print && sizes.len() > 4).then(|| {
         let b = indicatif::ProgressBar::new(sizes.len() as u64);
         b.set_style(
@@ -691,7 +696,7 @@ fn sweep(
     });
     let mut rows = Vec::with_capacity(sizes.len());
     for &size in &sizes {
-        let mut b = data::Bufs::new(which, size, p);
+        let mut b = data::Bufs::new(which, size, p)?;
         let mut halves = Vec::with_capacity(2);
         let mut iters_done = 0;
         for in_place in [false, true] {

@@ -8,6 +8,7 @@ mod collective;
 mod kernels;
 mod plot;
 mod simulate;
+mod sizes;
 mod transport;
 
 #[derive(Parser, Debug)]

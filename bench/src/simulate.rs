@@ -128,6 +128,10 @@ pub struct TrainingArgs {
     pub bucket_mb: f64,
 }
 
+/// Most ranks one simulation takes: a ring all-reduce has about 2 p^2 operations, so 4096 ranks
+/// (four times the largest shipped cluster) stay near 1 GB; beyond that memory runs out.
+pub const MAX_SIMULATED_RANKS: usize = 4096;
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.calibrate {
         return calibrate::run(&args);
@@ -154,6 +158,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "--ranks {ranks}: cluster `{}` has {} devices",
             spec.name,
             net.devices()
+        );
+    }
+    if ranks > MAX_SIMULATED_RANKS {
+        anyhow::bail!(
+            "simulating {ranks} ranks ({} nodes x {} devices) is above the limit of \
+             {MAX_SIMULATED_RANKS}: a ring's schedule grows with the square of the rank count; \
+             give --ranks or fewer nodes",
+            spec.nodes,
+            net.devices_per_node()
         );
     }
     let algos: Vec<Algorithm> = parse_algos(&args.algo)?

@@ -178,8 +178,9 @@ impl Communicator {
                 "a communicator needs at least one rank",
             ));
         }
-        let links = connect::local_links(n, transport, &options)?;
         let topology = Topology::one_process(n);
+        check_forced_algorithm(&options, n, &topology)?;
+        let links = connect::local_links(n, transport, &options)?;
         Ok(links
             .into_iter()
             .enumerate()
@@ -204,8 +205,64 @@ impl Communicator {
         let _rank = crate::logging::RankScope::enter(b.rank);
         let deadline = Instant::now() + options.timeout.min(Duration::from_secs(600));
         let (rank, size) = (b.rank, b.size);
-        let (server, addr) = open_store(&b, deadline)?;
+        if size == 0 || rank >= size || size > crate::bootstrap::MAX_RANKS {
+            return Err(Error::invalid(
+                "init",
+                format!(
+                    "rank {rank} of {size}: need rank < size <= {}",
+                    crate::bootstrap::MAX_RANKS
+                ),
+            ));
+        }
+        // Rank 0's rendezvous file goes on every path out of here, failures included.
+        let _rendezvous = match &b.store {
+            StoreAddr::File(path) if rank == 0 => Some(RemoveOnDrop(path.clone())),
+            _ => None,
+        };
+        let (mut server, addr) = open_store(&b, deadline)?;
         let mut store = StoreClient::connect(&addr, &b.secret, deadline)?;
+        let joined = store
+            .set(&format!("joined/{rank}"), b"")
+            .and_then(|()| Self::join(&b, &options, &mut store, deadline));
+        let (map, links) = match joined {
+            Ok(j) => j,
+            Err(e) => {
+                let e = origin_of(&mut store, e);
+                // The others learn this rank's own reason rather than a closed connection.
+                if !matches!(e, Error::BootstrapPeer { .. }) {
+                    store.publish_failure(rank, &e.to_string());
+                }
+                drop(store);
+                if let Some(server) = &server {
+                    server.wait_until_idle(Duration::from_secs(2));
+                }
+                return Err(e);
+            }
+        };
+        if let Some(server) = &mut server {
+            server.linger_until_done(size);
+        }
+        // Seen every ready key: rank 0 may now close the store whenever it likes.
+        store.set(&format!("done/{rank}"), b"1")?;
+        tracing::info!(
+            rank,
+            size,
+            launcher = b.launcher,
+            hosts = map.host_of.iter().max().map_or(1, |h| h + 1),
+            "communicator ready"
+        );
+        Ok(Self::build(rank, map, links, options, server))
+    }
+
+    /// Meets the other ranks at `store` and connects to each of them: the map and the links.
+    fn join(
+        b: &Bootstrap,
+        options: &Options,
+        store: &mut StoreClient,
+        deadline: Instant,
+    ) -> Result<(Topology, Vec<Option<Link>>)> {
+        let (rank, size) = (b.rank, b.size);
+        let options = options.clone();
         if rank == 0 {
             store.set("session", random_hex(8).as_bytes())?;
         }
@@ -253,6 +310,13 @@ impl Communicator {
                 .map_err(|_| Error::Env(format!("rank {q} published a bad record")))?;
             peers.push((h.to_string(), pid, a.to_string()));
         }
+        let my_host = &peers[rank].0;
+        store.watch_local_peers(
+            (0..size)
+                .filter(|&q| q != rank && &peers[q].0 == my_host)
+                .map(|q| (q, peers[q].1))
+                .collect(),
+        );
         let mut hosts: Vec<String> = Vec::new();
         let host_of: Vec<usize> = peers
             .iter()
@@ -264,8 +328,8 @@ impl Communicator {
                 }
             })
             .collect();
-        let map =
-            crate::bootstrap::locality::exchange(&mut store, rank, &host_of, &options, deadline)?;
+        let map = crate::bootstrap::locality::exchange(store, rank, &host_of, &options, deadline)?;
+        check_forced_algorithm(&options, size, &map)?;
         let fabric_of: Vec<Fabric> = (0..size)
             .map(|q| fabric_for(&map, &options, rank, q))
             .collect::<Result<_>>()?;
@@ -306,19 +370,8 @@ impl Communicator {
         for q in 0..size {
             store.wait(&format!("ready/{q}"), deadline)?;
         }
-        if let StoreAddr::File(path) = &b.store {
-            if rank == 0 {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-        tracing::info!(
-            rank,
-            size,
-            launcher = b.launcher,
-            hosts = hosts.len(),
-            "communicator ready"
-        );
-        Ok(Self::build(rank, map, links, options, server))
+        tracing::debug!(rank, hosts = hosts.len(), "every rank is ready");
+        Ok((map, links))
     }
 
     pub fn rank(&self) -> usize {
@@ -417,6 +470,53 @@ impl Communicator {
     }
 }
 
+/// The failure behind `e`: when another rank failed first, its published reason (which may
+/// come a moment after its effects, such as its listener going away), else `e`.
+fn origin_of(store: &mut StoreClient, e: Error) -> Error {
+    // Only what a peer's failure can cause here is worth looking behind.
+    if !matches!(
+        e,
+        Error::Net { .. } | Error::Io { .. } | Error::BootstrapTimeout { .. }
+    ) {
+        return e;
+    }
+    let until = Instant::now() + Duration::from_millis(500);
+    loop {
+        match store.check_peers() {
+            Err(peer @ Error::BootstrapPeer { .. }) => return peer,
+            Ok(()) if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
+            _ => return e,
+        }
+    }
+}
+
+/// Removes a file when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A forced algorithm (`OXCCL_ALGO`) that cannot run on this communicator is refused when the
+/// communicator is made, not at its first call (which would abort it for good).
+fn check_forced_algorithm(options: &Options, size: usize, map: &Topology) -> Result<()> {
+    let Some(name) = &options.algorithm else {
+        return Ok(());
+    };
+    let bad = |detail: String| Error::Algorithm {
+        op: "init",
+        algo: name.clone(),
+        detail,
+    };
+    let algo: crate::algorithms::Algorithm = name
+        .parse()
+        .map_err(|e: crate::algorithms::AlgorithmError| bad(format!("{e} (OXCCL_ALGO)")))?;
+    crate::tuner::resolve_forced(algo, size, map.hier()).map_err(bad)?;
+    Ok(())
+}
+
 fn open_store(b: &Bootstrap, deadline: Instant) -> Result<(Option<StoreServer>, String)> {
     match &b.store {
         StoreAddr::Tcp(addr) => {
@@ -432,8 +532,18 @@ fn open_store(b: &Bootstrap, deadline: Instant) -> Result<(Option<StoreServer>, 
                 let s = StoreServer::serve("127.0.0.1:0", &b.secret)?;
                 let addr = s.addr().to_string();
                 let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                std::fs::write(&tmp, &addr)
-                    .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+                let write = || -> std::io::Result<()> {
+                    use std::io::Write as _;
+                    use std::os::unix::fs::OpenOptionsExt as _;
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&tmp)?
+                        .write_all(addr.as_bytes())
+                };
+                write().map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
                 std::fs::rename(&tmp, path)
                     .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
                 Ok((Some(s), addr))

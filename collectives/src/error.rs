@@ -13,8 +13,12 @@ pub enum Error {
     #[error("bootstrap: cannot serve the store on {addr}: address already in use (another job, or a stale process?); set OXCCL_STORE_ADDR to a free port")]
     AddrInUse { addr: String },
     /// The store refused this rank: its secret differs from rank 0's.
-    #[error("bootstrap: the store at {addr} refused this rank: wrong secret (OXCCL_SECRET must be the same on every rank)")]
+    #[error("bootstrap: the store at {addr} refused this rank: wrong secret (OXCCL_SECRET, OXCCL_SECRET_FILE or the per-user ~/.config/oxccl/secret must be the same on every rank)")]
     Refused { addr: String },
+    /// Another rank failed or died during bootstrap: its own error, as it published it, or
+    /// what this rank saw (its process gone, its store connection closed).
+    #[error("bootstrap: rank {rank} failed: {reason}")]
+    BootstrapPeer { rank: usize, reason: String },
     /// A deadline passed during bootstrap.
     #[error("bootstrap: timed out after {after:?} while {what}")]
     BootstrapTimeout { what: String, after: Duration },

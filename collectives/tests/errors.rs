@@ -199,35 +199,50 @@ fn dtype_erased_calls_validate_dtype() {
 }
 
 #[test]
-fn bad_hier_settings_are_clear_errors() {
+fn bad_forced_algorithms_are_refused_at_creation() {
     use oxccl_collectives::schedule::Collective;
     use oxccl_collectives::LocalTransport;
-    let ask = |algo: &str| {
+    let make = |algo: &str, n: usize| {
         let options = oxccl_collectives::Options {
             algorithm: Some(algo.into()),
             ..opts(5.0)
         };
-        let ranks = Communicator::local_with(4, LocalTransport::Memory, options).unwrap();
-        ranks[0].algorithm_for(Collective::AllReduce, 1 << 20)
+        Communicator::local_with(n, LocalTransport::Memory, options)
     };
-    for (algo, want) in [
+    for (algo, n, want) in [
         // Thread ranks: one host, no NUMA nodes known, so the map has no levels.
-        ("hier", "no dims from the map: the map has one level only"),
+        (
+            "hier",
+            4,
+            "no dims from the map: the map has one level only",
+        ),
         (
             "hier:3x3",
+            4,
             "dims 3x3 multiply to 9, not to the communicator's 4 ranks",
         ),
-        ("hier:2x", "unknown algorithm"),
-        ("hier:0x4", "unknown algorithm"),
+        (
+            "hier:2x3",
+            5,
+            "dims 2x3 multiply to 6, not to the communicator's 5 ranks",
+        ),
+        ("hier:2x", 4, "unknown algorithm"),
+        ("hier:0x4", 4, "unknown algorithm"),
+        ("bogus", 2, "unknown algorithm"),
     ] {
-        match ask(algo) {
+        match make(algo, n) {
             Err(e) => {
                 let text = e.to_string();
                 eprintln!("{algo}: {text}");
                 assert!(text.contains(want), "{algo}: {text}");
+                assert!(text.contains("init") && text.contains(algo), "{text}");
             }
-            Ok(chosen) => panic!("OXCCL_ALGO={algo} was accepted as {chosen}"),
+            Ok(_) => panic!("OXCCL_ALGO={algo} was accepted at creation with {n} ranks"),
         }
     }
-    assert!(ask("hier:2x2").unwrap().starts_with("hier:2x2"));
+    let ranks = make("hier:2x2", 4).unwrap();
+    assert!(ranks[0]
+        .algorithm_for(Collective::AllReduce, 1 << 20)
+        .unwrap()
+        .starts_with("hier:2x2"));
 }

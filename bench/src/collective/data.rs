@@ -108,8 +108,9 @@ pub struct Bufs {
 }
 
 impl Bufs {
-    /// Buffers of one call moving `size` bytes in all among `p` ranks.
-    pub fn new(which: Which, size: usize, p: usize) -> Self {
+    /// Buffers of one call moving `size` bytes in all among `p` ranks, or an error when the
+    /// memory is not there (instead of an abort).
+    pub fn new(which: Which, size: usize, p: usize) -> anyhow::Result<Self> {
         let (send, recv) = match which {
             Which::AllReduce | Which::Broadcast | Which::Reduce | Which::AllToAll => (size, size),
             Which::ReduceScatter => (size, size / p),
@@ -120,11 +121,12 @@ impl Bufs {
             Which::ReduceScatter | Which::AllGather => size,
             _ => recv,
         };
-        Self {
-            send: vec![0u8; send],
-            recv: vec![0u8; recv],
-            scratch: vec![0u8; send.max(recv)],
-        }
+        let zeroed = |n| crate::sizes::zeroed(n).map_err(anyhow::Error::msg);
+        Ok(Self {
+            send: zeroed(send)?,
+            recv: zeroed(recv)?,
+            scratch: zeroed(send.max(recv))?,
+        })
     }
 }
 

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -26,11 +26,33 @@ const MAX_VALUE: usize = 16 << 20;
 const CMD_SET: u8 = 1;
 const CMD_GET: u8 = 2;
 
+/// Seconds a new connection has to present the secret before it is dropped.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an authenticated connection may stay silent (ranks poll every 20 ms or less).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections that have not presented the secret yet, at most; more are closed at once (a
+/// rank whose connection is closed that way retries until its deadline).
+pub const MAX_UNAUTHENTICATED: usize = 64;
+/// Connections in all, at most (each is a thread and a file descriptor).
+pub const MAX_CONNECTIONS: usize = 8192;
+
+/// The key under which the first failure of the bootstrap is published: `rank\nreason`.
+pub const FAILED_KEY: &str = "failed";
+
 /// The store's server side, run by rank 0. Stops (and closes its port) when dropped.
+///
+/// Strangers cannot disturb it: a connection that does not start with the magic and the secret
+/// within [`HELLO_TIMEOUT`] is dropped, at most [`MAX_UNAUTHENTICATED`] such connections are
+/// held at once, authenticated ones idle for [`IDLE_TIMEOUT`] are dropped, and the total is
+/// capped at [`MAX_CONNECTIONS`]. A rank's connection (the one that set `joined/<rank>`) that
+/// closes before that rank set `ready/<rank>` publishes a failure under [`FAILED_KEY`], so the
+/// others learn at once that the rank died instead of waiting for the deadline.
 pub struct StoreServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    linger_for: Option<usize>,
 }
 
 impl StoreServer {
@@ -52,18 +74,26 @@ impl StoreServer {
             .set_nonblocking(true)
             .map_err(|e| Error::io("store listener", e))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let map: Arc<Mutex<HashMap<Vec<u8>, Vec<u8>>>> = Arc::default();
-        let secret = secret.to_vec();
-        let stop2 = stop.clone();
+        let shared = Shared {
+            secret: secret.to_vec(),
+            map: Map::default(),
+            stop: stop.clone(),
+            unauthenticated: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+        };
+        let shared = Arc::new(shared);
+        let served = shared.clone();
         let thread = std::thread::Builder::new()
             .name("oxccl-store".into())
-            .spawn(move || accept_loop(listener, secret, map, stop2))
+            .spawn(move || accept_loop(listener, served))
             .map_err(|e| Error::io("spawning the store thread", e))?;
         tracing::debug!(%local, "store serving");
         Ok(Self {
             addr: local,
             stop,
             thread: Some(thread),
+            shared,
+            linger_for: None,
         })
     }
 
@@ -71,10 +101,37 @@ impl StoreServer {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// When dropped, keep serving (up to a few seconds) until ranks `0..size` have each set
+    /// `done/<rank>`: a rank that fails right after bootstrap and exits must not close the
+    /// store under a peer still reading the last keys.
+    pub fn linger_until_done(&mut self, size: usize) {
+        self.linger_for = Some(size);
+    }
+
+    /// Keeps serving until every connection has closed, for at most `max`: after rank 0 failed
+    /// its bootstrap, the others read its published reason before the store goes.
+    pub fn wait_until_idle(&self, max: Duration) {
+        let until = Instant::now() + max;
+        while self.shared.open.load(Ordering::Acquire) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 impl Drop for StoreServer {
     fn drop(&mut self) {
+        if let Some(size) = self.linger_for {
+            let until = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < until {
+                let map = self.shared.map.lock().unwrap_or_else(|p| p.into_inner());
+                if (0..size).all(|q| map.contains_key(format!("done/{q}").as_bytes())) {
+                    break;
+                }
+                drop(map);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -84,22 +141,59 @@ impl Drop for StoreServer {
 
 type Map = Arc<Mutex<HashMap<Vec<u8>, Vec<u8>>>>;
 
-fn accept_loop(listener: TcpListener, secret: Vec<u8>, map: Map, stop: Arc<AtomicBool>) {
+struct Shared {
+    secret: Vec<u8>,
+    map: Map,
+    stop: Arc<AtomicBool>,
+    unauthenticated: AtomicUsize,
+    open: AtomicUsize,
+}
+
+/// Counts a connection in `counter` for as long as it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut conns = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
+    while !shared.stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, peer)) => {
-                let (secret, map, stop) = (secret.clone(), map.clone(), stop.clone());
-                conns.push(std::thread::spawn(move || {
-                    if let Err(e) = serve_conn(stream, &secret, &map, &stop) {
-                        tracing::debug!(%peer, error = %e, "store connection ended");
+                if shared.open.load(Ordering::Acquire) >= MAX_CONNECTIONS
+                    || shared.unauthenticated.load(Ordering::Acquire) >= MAX_UNAUTHENTICATED
+                {
+                    tracing::debug!(%peer, "store full: closed a new connection");
+                    continue;
+                }
+                shared.open.fetch_add(1, Ordering::AcqRel);
+                shared.unauthenticated.fetch_add(1, Ordering::AcqRel);
+                let sh = shared.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("oxccl-store-conn".into())
+                    .spawn(move || {
+                        let _open = Counted(&sh.open);
+                        if let Err(e) = serve_conn(stream, &sh) {
+                            tracing::debug!(%peer, error = %e, "store connection ended");
+                        }
+                    });
+                match spawned {
+                    Ok(t) => conns.push(t),
+                    Err(e) => {
+                        shared.open.fetch_sub(1, Ordering::AcqRel);
+                        shared.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+                        tracing::warn!(error = %e, "store: no thread for a connection");
                     }
-                }));
+                }
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(2))
             }
             Err(e) => {
+                // Out of file descriptors, or a connection reset before accept: keep serving.
                 tracing::warn!(error = %e, "store accept failed");
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -111,12 +205,24 @@ fn accept_loop(listener: TcpListener, secret: Vec<u8>, map: Map, stop: Arc<Atomi
     }
 }
 
-/// Reads exactly `buf.len()` bytes, waking every 100 ms to see whether the server is stopping.
-fn read_full(s: &mut TcpStream, buf: &mut [u8], stop: &AtomicBool) -> std::io::Result<()> {
+/// Reads exactly `buf.len()` bytes by `deadline`, waking every 100 ms to see whether the
+/// server is stopping.
+fn read_full(
+    s: &mut TcpStream,
+    buf: &mut [u8],
+    stop: &AtomicBool,
+    deadline: Instant,
+) -> std::io::Result<()> {
     let mut done = 0;
     while done < buf.len() {
         if stop.load(Ordering::Relaxed) {
             return Err(ErrorKind::Interrupted.into());
+        }
+        if Instant::now() >= deadline {
+            return Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                "idle connection dropped",
+            ));
         }
         match s.read(&mut buf[done..]) {
             Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
@@ -128,14 +234,19 @@ fn read_full(s: &mut TcpStream, buf: &mut [u8], stop: &AtomicBool) -> std::io::R
     Ok(())
 }
 
-fn read_u32(s: &mut TcpStream, stop: &AtomicBool) -> std::io::Result<u32> {
+fn read_u32(s: &mut TcpStream, stop: &AtomicBool, deadline: Instant) -> std::io::Result<u32> {
     let mut b = [0u8; 4];
-    read_full(s, &mut b, stop)?;
+    read_full(s, &mut b, stop, deadline)?;
     Ok(u32::from_le_bytes(b))
 }
 
-fn read_bytes(s: &mut TcpStream, max: usize, stop: &AtomicBool) -> std::io::Result<Vec<u8>> {
-    let len = read_u32(s, stop)? as usize;
+fn read_bytes(
+    s: &mut TcpStream,
+    max: usize,
+    stop: &AtomicBool,
+    deadline: Instant,
+) -> std::io::Result<Vec<u8>> {
+    let len = read_u32(s, stop, deadline)? as usize;
     if len > max {
         return Err(std::io::Error::new(
             ErrorKind::InvalidData,
@@ -143,7 +254,7 @@ fn read_bytes(s: &mut TcpStream, max: usize, stop: &AtomicBool) -> std::io::Resu
         ));
     }
     let mut v = vec![0u8; len];
-    read_full(s, &mut v, stop)?;
+    read_full(s, &mut v, stop, deadline)?;
     Ok(v)
 }
 
@@ -155,32 +266,77 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn serve_conn(
-    mut s: TcpStream,
-    secret: &[u8],
-    map: &Map,
-    stop: &AtomicBool,
-) -> std::io::Result<()> {
+/// Which rank a connection belongs to (from its `joined/<rank>` key) and whether that rank
+/// finished its bootstrap (`ready/<rank>`).
+#[derive(Default)]
+struct Identity {
+    rank: Option<usize>,
+    ready: bool,
+}
+
+fn serve_conn(s: TcpStream, sh: &Shared) -> std::io::Result<()> {
+    let mut id = Identity::default();
+    let out = serve_authenticated(s, sh, &mut id);
+    if let (Some(rank), false) = (id.rank, id.ready) {
+        if !sh.stop.load(Ordering::Relaxed) {
+            let mut map = sh.map.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(FAILED_KEY.as_bytes().to_vec())
+                .or_insert_with(|| {
+                    let why = match &out {
+                        Ok(()) => "closed".to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    format!(
+                        "{rank}\nits connection to the store ended before it was ready ({why}): \
+                     the process died or failed during bootstrap"
+                    )
+                    .into_bytes()
+                });
+        }
+    }
+    out
+}
+
+fn serve_authenticated(mut s: TcpStream, sh: &Shared, id: &mut Identity) -> std::io::Result<()> {
+    let unauthenticated = Counted(&sh.unauthenticated);
     s.set_nonblocking(false)?;
     s.set_read_timeout(Some(Duration::from_millis(100)))?;
+    s.set_write_timeout(Some(HELLO_TIMEOUT))?;
     s.set_nodelay(true)?;
+    let stop = &*sh.stop;
+    let hello_by = Instant::now() + HELLO_TIMEOUT;
     let mut magic = [0u8; 4];
-    read_full(&mut s, &mut magic, stop)?;
-    let offered = read_bytes(&mut s, 4096, stop)?;
-    if &magic != MAGIC || !constant_time_eq(&offered, secret) {
+    read_full(&mut s, &mut magic, stop, hello_by)?;
+    if &magic != MAGIC {
+        // Not a store client (a scanner, a stray protocol): drop it without a word.
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidData,
+            "not a store client",
+        ));
+    }
+    let offered = read_bytes(&mut s, 4096, stop, hello_by)?;
+    if !constant_time_eq(&offered, &sh.secret) {
         tracing::warn!(peer = ?s.peer_addr().ok(), "store refused a connection: wrong secret");
         s.write_all(&[0])?;
         return Ok(());
     }
     s.write_all(&[1])?;
+    drop(unauthenticated);
     loop {
+        let idle_by = Instant::now() + IDLE_TIMEOUT;
         let mut cmd = [0u8; 1];
-        read_full(&mut s, &mut cmd, stop)?;
-        let key = read_bytes(&mut s, MAX_KEY, stop)?;
-        let value = read_bytes(&mut s, MAX_VALUE, stop)?;
-        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+        read_full(&mut s, &mut cmd, stop, idle_by)?;
+        let key = read_bytes(&mut s, MAX_KEY, stop, idle_by)?;
+        let value = read_bytes(&mut s, MAX_VALUE, stop, idle_by)?;
+        let mut map = sh.map.lock().unwrap_or_else(|p| p.into_inner());
         match cmd[0] {
             CMD_SET => {
+                let text = String::from_utf8_lossy(&key);
+                if let Some(r) = text.strip_prefix("joined/") {
+                    id.rank = r.parse().ok();
+                } else if text.strip_prefix("ready/").and_then(|r| r.parse().ok()) == id.rank {
+                    id.ready = id.rank.is_some();
+                }
                 map.insert(key, value);
                 drop(map);
                 s.write_all(&[1])?;
@@ -213,61 +369,115 @@ fn serve_conn(
 pub struct StoreClient {
     stream: TcpStream,
     addr: String,
+    /// Peers on this host whose process this rank checks while it waits: (rank, pid).
+    watched: Vec<(usize, u32)>,
+    last_check: Instant,
 }
 
 impl StoreClient {
-    /// Connects to `addr`, retrying until `deadline` (rank 0 may not be serving yet), and
-    /// authenticates with `secret`.
+    /// Connects to `addr`, retrying until `deadline` (rank 0 may not be serving yet, or may
+    /// have closed this connection while full of strangers), and authenticates with `secret`.
     pub fn connect(addr: &str, secret: &[u8], deadline: Instant) -> Result<Self> {
         let start = Instant::now();
         let mut backoff = Duration::from_millis(5);
-        let stream = loop {
-            let target: Option<SocketAddr> = addr.to_socket_addrs().ok().and_then(|mut a| a.next());
-            let attempt = match target {
-                Some(t) => TcpStream::connect_timeout(&t, Duration::from_secs(2)),
-                None => Err(std::io::Error::new(
-                    ErrorKind::NotFound,
-                    format!("cannot resolve {addr}"),
-                )),
+        loop {
+            let last = match Self::try_connect(addr, secret, deadline) {
+                Ok(c) => return Ok(c),
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Retry(e)) => e,
             };
-            match attempt {
-                Ok(s) => break s,
-                Err(e) if Instant::now() >= deadline => {
-                    return Err(Error::BootstrapTimeout {
-                        what: format!("connecting to the store at {addr} (last error: {e})"),
-                        after: start.elapsed(),
-                    })
-                }
-                Err(_) => {
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_millis(200));
-                }
+            if Instant::now() >= deadline {
+                return Err(Error::BootstrapTimeout {
+                    what: format!("connecting to the store at {addr} (last error: {last})"),
+                    after: start.elapsed(),
+                });
             }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    fn try_connect(
+        addr: &str,
+        secret: &[u8],
+        deadline: Instant,
+    ) -> std::result::Result<Self, Attempt> {
+        let target: Option<SocketAddr> = addr.to_socket_addrs().ok().and_then(|mut a| a.next());
+        let Some(target) = target else {
+            return Err(Attempt::Retry(std::io::Error::new(
+                ErrorKind::NotFound,
+                format!("cannot resolve {addr}"),
+            )));
         };
-        let io = |e| Error::io(format!("talking to the store at {addr}"), e);
-        stream.set_nodelay(true).map_err(io)?;
+        let mut stream =
+            TcpStream::connect_timeout(&target, Duration::from_secs(2)).map_err(Attempt::Retry)?;
+        let fatal = |e| Attempt::Fatal(Error::io(format!("talking to the store at {addr}"), e));
+        stream.set_nodelay(true).map_err(fatal)?;
         let left = deadline
             .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(100));
-        stream.set_read_timeout(Some(left)).map_err(io)?;
-        let mut client = Self {
-            stream,
-            addr: addr.to_string(),
-        };
+            .clamp(Duration::from_millis(100), HELLO_TIMEOUT);
+        stream.set_read_timeout(Some(left)).map_err(fatal)?;
         let mut hello = MAGIC.to_vec();
         hello.extend_from_slice(&(secret.len() as u32).to_le_bytes());
         hello.extend_from_slice(secret);
-        client.stream.write_all(&hello).map_err(io)?;
         let mut ok = [0u8; 1];
-        match client.stream.read_exact(&mut ok) {
-            Ok(()) if ok[0] == 1 => Ok(client),
-            Ok(()) => Err(Error::Refused {
-                addr: addr.to_string(),
-            }),
-            Err(e) if e.kind() == ErrorKind::UnexpectedEof => Err(Error::Refused {
-                addr: addr.to_string(),
-            }),
-            Err(e) => Err(io(e)),
+        let answer = stream
+            .write_all(&hello)
+            .and_then(|()| stream.read_exact(&mut ok));
+        match answer {
+            Ok(()) if ok[0] == 1 => {}
+            Ok(()) => {
+                return Err(Attempt::Fatal(Error::Refused {
+                    addr: addr.to_string(),
+                }))
+            }
+            // Closed or reset before an answer: the server was full, or restarting. Again.
+            Err(e) => return Err(Attempt::Retry(e)),
+        }
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        stream.set_read_timeout(Some(left)).map_err(fatal)?;
+        Ok(Self {
+            stream,
+            addr: addr.to_string(),
+            watched: Vec::new(),
+            last_check: Instant::now(),
+        })
+    }
+
+    /// Checks, while waiting, that these peers' processes (on this host) are still alive, so a
+    /// peer killed during bootstrap is noticed within a fraction of a second.
+    pub fn watch_local_peers(&mut self, peers: Vec<(usize, u32)>) {
+        self.watched = peers;
+    }
+
+    /// An error when another rank has failed: one it published (or the store published for
+    /// it), or a watched local peer whose process is gone.
+    pub fn check_peers(&mut self) -> Result<()> {
+        if let Some(v) = self.get(FAILED_KEY)? {
+            let text = String::from_utf8_lossy(&v);
+            let (rank, reason) = text.split_once('\n').unwrap_or(("?", &text));
+            return Err(Error::BootstrapPeer {
+                rank: rank.parse().unwrap_or(usize::MAX),
+                reason: reason.to_string(),
+            });
+        }
+        for &(rank, pid) in &self.watched {
+            if !process_alive(pid) {
+                return Err(Error::BootstrapPeer {
+                    rank,
+                    reason: format!("its process {pid} on this host has exited"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes this rank's failure for the others (best effort: the store may be gone).
+    pub fn publish_failure(&mut self, rank: usize, reason: &str) {
+        if let Ok(None) = self.get(FAILED_KEY) {
+            let _ = self.set(FAILED_KEY, format!("{rank}\n{reason}").as_bytes());
         }
     }
 
@@ -278,7 +488,20 @@ impl StoreClient {
 
     fn request(&mut self, cmd: u8, key: &str, value: &[u8]) -> Result<Option<Vec<u8>>> {
         let addr = self.addr.clone();
-        let io = |e| Error::io(format!("talking to the store at {addr}"), e);
+        let io = |e: std::io::Error| {
+            match e.kind() {
+            ErrorKind::UnexpectedEof
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe => Error::BootstrapPeer {
+                rank: 0,
+                reason: format!(
+                    "the store it serves at {addr} closed during bootstrap ({e}): rank 0                      failed or exited"
+                ),
+            },
+            _ => Error::io(format!("talking to the store at {addr}"), e),
+        }
+        };
         if key.len() > MAX_KEY || value.len() > MAX_VALUE {
             return Err(Error::Env(format!("store entry {key} too large")));
         }
@@ -317,12 +540,17 @@ impl StoreClient {
     }
 
     /// Waits until `key` is set and returns its value; fails when `deadline` passes first.
+    /// Every 100 ms it also checks that no rank has failed ([`StoreClient::check_peers`]).
     pub fn wait(&mut self, key: &str, deadline: Instant) -> Result<Vec<u8>> {
         let start = Instant::now();
         let mut backoff = Duration::from_micros(200);
         loop {
             if let Some(v) = self.get(key)? {
                 return Ok(v);
+            }
+            if self.last_check.elapsed() >= Duration::from_millis(100) {
+                self.last_check = Instant::now();
+                self.check_peers()?;
             }
             if Instant::now() >= deadline {
                 return Err(Error::BootstrapTimeout {
@@ -333,6 +561,23 @@ impl StoreClient {
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_millis(20));
         }
+    }
+}
+
+/// Why one connection attempt failed: worth another try, or not.
+enum Attempt {
+    Retry(std::io::Error),
+    Fatal(Error),
+}
+
+/// Whether process `pid` of this host still runs (a zombie has exited).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
     }
 }
 
@@ -360,6 +605,108 @@ mod tests {
             matches!(refused, Some(Error::Refused { .. })),
             "{refused:?}"
         );
+    }
+
+    /// Open descriptors this test may add without reaching the soft limit.
+    fn spare_fds() -> usize {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we own.
+        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+        if rc != 0 {
+            return 200;
+        }
+        (lim.rlim_cur as usize).saturating_sub(300)
+    }
+
+    #[test]
+    fn strangers_are_dropped_and_the_store_keeps_serving() {
+        let server = StoreServer::serve("127.0.0.1:0", b"s3cret").unwrap();
+        let addr = server.addr();
+        // Connect-and-close, 64 garbage bytes, a wrong secret reset before its answer is read.
+        drop(TcpStream::connect(addr).unwrap());
+        let mut g = TcpStream::connect(addr).unwrap();
+        g.write_all(&[0xA5; 64]).unwrap();
+        let mut r = TcpStream::connect(addr).unwrap();
+        let mut bad = MAGIC.to_vec();
+        bad.extend_from_slice(&5u32.to_le_bytes());
+        bad.extend_from_slice(b"guess");
+        r.write_all(&bad).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        drop(r);
+        // A crowd of idle connections (a port scan, or worse), more than a default fd limit.
+        let crowd: Vec<TcpStream> = (0..1100.min(spare_fds()))
+            .filter_map(|_| TcpStream::connect(addr).ok())
+            .collect();
+        assert!(crowd.len() >= 500, "only {} connections", crowd.len());
+        // The ranks still get in and work, well before their deadline.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut a = StoreClient::connect(&addr.to_string(), b"s3cret", deadline).unwrap();
+        let mut b = StoreClient::connect(&addr.to_string(), b"s3cret", deadline).unwrap();
+        a.set("k", b"v").unwrap();
+        assert_eq!(b.wait("k", deadline).unwrap(), b"v");
+        // The garbage connection was dropped at once; idle ones after HELLO_TIMEOUT.
+        g.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // (closed with its garbage unread, so reset rather than a clean end)
+        match g.read(&mut [0u8; 8]) {
+            Ok(0) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            other => panic!("the garbage connection is still open: {other:?}"),
+        }
+        let mut idle = crowd.into_iter().next().unwrap();
+        idle.set_read_timeout(Some(HELLO_TIMEOUT * 5)).unwrap();
+        assert!(matches!(idle.read(&mut [0u8; 8]), Ok(0) | Err(_)));
+        assert!(server.shared.unauthenticated.load(Ordering::Acquire) <= MAX_UNAUTHENTICATED);
+    }
+
+    #[test]
+    fn a_dead_local_peer_is_noticed_while_waiting() {
+        let server = StoreServer::serve("127.0.0.1:0", b"s").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut c = StoreClient::connect(&server.addr().to_string(), b"s", deadline).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        c.watch_local_peers(vec![(3, child.id())]);
+        assert_eq!(c.get("x").unwrap(), None);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Noticed before a 2 s deadline passes (else this would be a timeout).
+        let e = c
+            .wait("never", Instant::now() + Duration::from_secs(2))
+            .unwrap_err();
+        assert!(matches!(e, Error::BootstrapPeer { rank: 3, .. }), "{e}");
+        assert!(e.to_string().contains("has exited"), "{e}");
+    }
+
+    #[test]
+    fn a_rank_leaving_before_ready_is_published() {
+        let server = StoreServer::serve("127.0.0.1:0", b"s").unwrap();
+        let addr = server.addr().to_string();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut waiter = StoreClient::connect(&addr, b"s", deadline).unwrap();
+        let mut gone = StoreClient::connect(&addr, b"s", deadline).unwrap();
+        gone.set("joined/1", b"").unwrap();
+        drop(gone);
+        let e = waiter
+            .wait("rank/1", Instant::now() + Duration::from_secs(2))
+            .unwrap_err();
+        assert!(matches!(e, Error::BootstrapPeer { rank: 1, .. }), "{e}");
+        // A rank that was ready may leave: nothing is published.
+        let server = StoreServer::serve("127.0.0.1:0", b"s").unwrap();
+        let addr = server.addr().to_string();
+        let mut waiter = StoreClient::connect(&addr, b"s", deadline).unwrap();
+        let mut done = StoreClient::connect(&addr, b"s", deadline).unwrap();
+        done.set("joined/1", b"").unwrap();
+        done.set("ready/1", b"1").unwrap();
+        drop(done);
+        let e = waiter
+            .wait("never", Instant::now() + Duration::from_millis(300))
+            .unwrap_err();
+        assert!(matches!(e, Error::BootstrapTimeout { .. }), "{e}");
     }
 
     #[test]

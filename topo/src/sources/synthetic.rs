@@ -17,8 +17,10 @@ use crate::topology::Topology;
 /// Name used for synthetic strings in error messages.
 pub const SYNTHETIC_FILE: &str = "<synthetic>";
 
-/// Most PUs a synthetic string may describe (protects against `pu:99999999`).
-const MAX_PUS: u64 = 1 << 20;
+/// Most PUs a synthetic string may describe. Every object holds a CPU set as wide as the
+/// machine, so memory grows with the square of the PU count: 16384 PUs (four times the largest
+/// machines hwloc reports) stay near 100 MB, while `pu:300000` would need tens of GB.
+pub const MAX_PUS: u64 = 1 << 14;
 
 #[derive(Clone, Debug)]
 struct Level {
@@ -238,7 +240,11 @@ fn parse_levels(s: &str) -> Result<(Vec<u64>, Vec<Level>), TopoError> {
         .iter()
         .try_fold(1u64, |acc, l| acc.checked_mul(u64::from(l.count)));
     if total.is_none_or(|t| t > MAX_PUS) {
-        return Err(perr(s, 0, format!("more than {MAX_PUS} PUs")));
+        return Err(perr(
+            s,
+            0,
+            format!("more than {MAX_PUS} PUs (the documented limit of synthetic strings)"),
+        ));
     }
     Ok((top_mems, levels))
 }
@@ -496,6 +502,9 @@ mod tests {
         assert!(parse("pack:2 core:2").is_err());
         assert!(parse("pack:0 pu:1").is_err());
         assert!(parse("pack:99999 core:99999 pu:99999").is_err());
+        let e = parse("pu:300000").unwrap_err().to_string();
+        assert!(e.contains("more than 16384 PUs"), "{e}");
+        assert_eq!(parse("pack:4 core:64 pu:64").unwrap().counts().pus, 16384);
         assert!(parse("l3:2(size=12XB) pu:1").is_err());
         assert!(parse("").is_err());
     }

@@ -25,6 +25,7 @@ mod stream;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -340,14 +341,18 @@ impl Transport for Shm {
 
     fn listen(&self) -> Result<ShmListener> {
         let dir = self.config.dir.join(unique("oxccl-shm-"));
-        fs::create_dir(&dir).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::AddrInUse {
-                transport: NAME,
-                addr: dir.display().to_string(),
-                source: e,
-            },
-            _ => Error::io(NAME, format!("creating {}", dir.display()), e),
-        })?;
+        // Private to this user: the rings carry the job's data.
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Error::AddrInUse {
+                    transport: NAME,
+                    addr: dir.display().to_string(),
+                    source: e,
+                },
+                _ => Error::io(NAME, format!("creating {}", dir.display()), e),
+            })?;
         let dir = dir
             .canonicalize()
             .map_err(|e| Error::io(NAME, format!("resolving {}", dir.display()), e))?;
@@ -383,6 +388,7 @@ impl Transport for Shm {
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&tmp)
             .map_err(|e| fail(format!("creating {}: {e}", tmp.display())))?;
         let built = (|| {

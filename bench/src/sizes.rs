@@ -1,0 +1,131 @@
+//! Sizes and counts from the command line (`-b`, `-e`, `-f`): parsed without wrapping, swept
+//! with guaranteed progress, and bounded before anything is allocated.
+
+/// The largest buffer size `-b`/`-e` accept: 16 GiB, above any one rank's buffer on the
+/// machines this runs on; larger requests are refused before allocating, not aborted on.
+pub const MAX_BYTES: usize = 16 << 30;
+
+/// `8`, `64K`, `256M`, `1G` (powers of 1024). Errors on overflow and above [`MAX_BYTES`].
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, shift) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&s[..s.len() - 1], 10),
+        Some('M') => (&s[..s.len() - 1], 20),
+        Some('G') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 8, 64K, 256M)"))?;
+    let bytes = n
+        .checked_mul(1u64 << shift)
+        .filter(|&b| b <= MAX_BYTES as u64)
+        .ok_or_else(|| format!("{s:?} is above the largest size, {} GiB", MAX_BYTES >> 30))?;
+    Ok(bytes as usize)
+}
+
+/// The sizes of a sweep from `min` to `max` bytes, multiplying by `factor` (nccl-tests' `-f`),
+/// or adding `step` bytes when `factor` is 1 (`-f 1 -i STEP`), each rounded down to a multiple
+/// of `unit` (sizes that round to 0 or repeat are skipped). A start of 0 steps to 1, so the
+/// sweep always advances and ends.
+pub fn sweep(
+    min: usize,
+    max: usize,
+    factor: usize,
+    step: usize,
+    unit: usize,
+) -> Result<Vec<usize>, String> {
+    if factor == 0 || (factor == 1 && step == 0) {
+        return Err(format!(
+            "-f {factor} -i {step}: the sweep must grow (-f 2 or more, or -f 1 with -i above 0)"
+        ));
+    }
+    if min > max {
+        return Err(format!("-b {min} is above -e {max}"));
+    }
+    if max > MAX_BYTES {
+        return Err(format!("-e {max} is above the largest size, {MAX_BYTES}"));
+    }
+    let unit = unit.max(1);
+    let mut sizes = Vec::new();
+    let mut s = min;
+    while s <= max {
+        let rounded = s / unit * unit;
+        if rounded > 0 && sizes.last() != Some(&rounded) {
+            sizes.push(rounded);
+        }
+        let next = if factor > 1 {
+            s.max(1).checked_mul(factor)
+        } else {
+            s.checked_add(step)
+        };
+        match next {
+            Some(next) => s = next,
+            None => break,
+        }
+    }
+    if sizes.is_empty() {
+        return Err(format!(
+            "nothing to run: no size from -b {min} to -e {max} holds a whole element of {unit} bytes"
+        ));
+    }
+    Ok(sizes)
+}
+
+/// A zeroed buffer of `bytes`, or an error when the memory is not there (instead of aborting).
+pub fn zeroed(bytes: usize) -> Result<Vec<u8>, String> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(bytes)
+        .map_err(|e| format!("allocating a {bytes}-byte buffer: {e}"))?;
+    v.resize(bytes, 0);
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_without_wrapping() {
+        assert_eq!(parse_size("8"), Ok(8));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("256m"), Ok(256 << 20));
+        assert_eq!(parse_size("16G"), Ok(16 << 30));
+        for bad in [
+            "17179869184G",
+            "99999999999999999G",
+            "18446744073709551615",
+            "17G",
+            "x",
+            "-1",
+            "",
+        ] {
+            let e = parse_size(bad).expect_err(bad);
+            assert!(e.contains("size"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn sweeps_always_end() {
+        assert_eq!(sweep(0, 16, 2, 0, 4), Ok(vec![4, 8, 16]));
+        assert_eq!(sweep(8, 64, 2, 0, 4), Ok(vec![8, 16, 32, 64]));
+        assert_eq!(sweep(3, 3, 2, 0, 1), Ok(vec![3]));
+        assert_eq!(sweep(0, 12, 1, 4, 4), Ok(vec![4, 8, 12]));
+        assert!(sweep(0, 0, 2, 0, 4).unwrap_err().contains("nothing to run"));
+        assert!(sweep(1, 3, 2, 0, 4).unwrap_err().contains("nothing to run"));
+        assert!(sweep(8, 4, 2, 0, 4).is_err());
+        assert!(sweep(8, 64, 1, 0, 4).is_err());
+        assert!(sweep(8, 64, 0, 4, 4).is_err());
+        assert!(sweep(8, usize::MAX, 2, 0, 4).is_err());
+        // A huge factor or step ends after one size instead of wrapping.
+        assert_eq!(sweep(8, MAX_BYTES, usize::MAX, 0, 4), Ok(vec![8]));
+        assert_eq!(sweep(8, MAX_BYTES, 1, usize::MAX, 4), Ok(vec![8]));
+        assert_eq!(sweep(MAX_BYTES, MAX_BYTES, 2, 0, 4), Ok(vec![MAX_BYTES]));
+    }
+
+    #[test]
+    fn impossible_buffers_are_errors() {
+        assert!(zeroed(usize::MAX / 2).is_err());
+        assert_eq!(zeroed(3).unwrap(), vec![0u8; 3]);
+    }
+}
