@@ -44,7 +44,8 @@ fn bad_sizes_are_clear_errors() {
         (&["-b", "17179869184G"], "above the largest size"),
         (&["-b", "99999999999999999G"], "above the largest size"),
         (&["-b", "64", "-e", "8"], "is above -e"),
-        (&["-f", "1"], "step factor"),
+        (&["-f", "0"], "the sweep must grow"),
+        (&["-f", "1", "-i", "0"], "the sweep must grow"),
         (&["--ranks", "100000"], "--ranks must be 1 to 1024"),
         (&["--ranks", "0"], "--ranks must be 1 to 1024"),
     ] {
