@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod collective;
 mod kernels;
 mod simulate;
+mod soak;
 mod transport;
 
 #[derive(Parser, Debug)]
@@ -34,6 +35,8 @@ enum Command {
     AllToAll(collective::Args),
     /// Predict collective times on a model of a cluster.
     Simulate(simulate::Args),
+    /// Random collectives, sizes, types, reductions and roots, every element checked.
+    Soak(soak::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         Command::Broadcast(args) => collective::run(collective::Which::Broadcast, args),
         Command::AllToAll(args) => collective::run(collective::Which::AllToAll, args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Soak(args) => soak::run(args),
     }
 }
 
