@@ -17,8 +17,11 @@ use crate::topology::Topology;
 /// Name used for synthetic strings in error messages.
 pub const SYNTHETIC_FILE: &str = "<synthetic>";
 
-/// Most PUs a synthetic string may describe (protects against `pu:99999999`).
-const MAX_PUS: u64 = 1 << 20;
+/// Most PUs a synthetic string may describe: every object carries cpusets as wide as the
+/// machine, so building costs grow with the square of the PU count (82,820 PUs took over 10 s
+/// and most of a GB, found by the `synthetic` fuzz target). 16,384 is several times the
+/// largest single-system machine hwloc ships a description of.
+const MAX_PUS: u64 = 1 << 14;
 
 #[derive(Clone, Debug)]
 struct Level {
