@@ -29,6 +29,9 @@ pub struct Args {
     /// Seed of the sequence (default: drawn by rank 0 and shared).
     #[arg(long)]
     seed: Option<u64>,
+    /// Draw and skip this many calls first (to replay a failure reported at call N).
+    #[arg(long, default_value_t = 0)]
+    skip: u64,
     /// Largest size of the common calls, bytes (K, M suffixes).
     #[arg(long, default_value = "1M", value_parser = parse_size)]
     small_max: usize,
@@ -300,12 +303,16 @@ impl Outcome {
 pub fn soak(
     comm: &Communicator,
     seed: u64,
+    skip: u64,
     calls: u64,
     seconds: Option<f64>,
     sizes: Sizes,
 ) -> anyhow::Result<Outcome> {
     let (p, me) = (comm.size(), comm.rank());
     let mut rng = Rng::new(seed);
+    for _ in 0..skip {
+        draw(&mut rng, p, sizes);
+    }
     let mut tallies = [Tally::default(); KINDS.len()];
     let start = Instant::now();
     let mut last_report = start;
@@ -337,7 +344,8 @@ pub fn soak(
         let k = KINDS.iter().position(|&k| k == c.kind).expect("a kind");
         let wrong = run_call(comm, &c).with_context(|| {
             format!(
-                "call {done}: {} of {} {} ({}), root {}, peer {}",
+                "call {}: {} of {} {} ({}), root {}, peer {}",
+                skip + done,
                 c.kind.name(),
                 c.count,
                 c.dtype,
@@ -416,7 +424,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         max_bytes: args.max_bytes,
         large_share: args.large_share,
     };
-    let outcome = soak(&comm, seed[0], args.calls, args.seconds, sizes)?;
+    let outcome = soak(&comm, seed[0], args.skip, args.calls, args.seconds, sizes)?;
     if comm.rank() == 0 {
         print_summary(&outcome, comm.size(), seed[0]);
     }
@@ -523,7 +531,7 @@ mod tests {
         let outcomes: Vec<Outcome> = std::thread::scope(|s| {
             let handles: Vec<_> = comms
                 .iter()
-                .map(|c| s.spawn(move || soak(c, 7, calls, None, sizes).expect("soak")))
+                .map(|c| s.spawn(move || soak(c, 7, 0, calls, None, sizes).expect("soak")))
                 .collect();
             handles
                 .into_iter()

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 /// Seconds without progress before a call fails, in every trial.
 const TIMEOUT_S: f64 = 3.0;
-/// What process start-up and exit may add on a loaded two-core machine.
-const MARGIN: Duration = Duration::from_secs(4);
+/// What scheduling and process exit may add on a loaded two-core machine (a survivor's own
+/// timeout fired 1.5 s late there with eight fuzzers and two soaks running beside it).
+const MARGIN: Duration = Duration::from_secs(7);
 
 fn main() {
     if std::env::var("OXCCL_TEST_ROLE").is_ok() {
