@@ -68,6 +68,19 @@ fn synthetic_pu_count_is_bounded() {
 }
 
 #[test]
+fn objects_below_many_numa_nodes_get_their_node() {
+    // The shape of a slow input the `synthetic` fuzz target found (`pack:53 numa:7 core:6
+    // pu:6` took 50 s in a debug build when each nodeset was tested against every NUMA node).
+    let t = synthetic::parse("pack:4 numa:8 core:2 pu:2").unwrap();
+    let mut nodes = oxccl_topo::NodeSet::new();
+    for (_, o) in t.iter().filter(|(_, o)| o.kind == oxccl_topo::ObjType::PU) {
+        assert_eq!(o.nodeset.weight(), Some(1), "{o:?}");
+        nodes.or_assign(&o.nodeset);
+    }
+    assert_eq!(nodes.weight(), Some(32));
+}
+
+#[test]
 fn malformed_xml_names_line_and_column() {
     let e = hwloc_xml::parse("m.xml", b"<topology version=\"2.0\">\n<object type=\"Machine\">\n<object type=\"Banana\"/>\n</object>\n</topology>").unwrap_err();
     assert!(e.to_string().starts_with("m.xml:3:1:"), "{e}");
