@@ -522,16 +522,27 @@ mod tests {
     use oxccl_collectives::LocalTransport;
 
     fn quick(transport: LocalTransport, p: usize, calls: u64) {
-        let comms = Communicator::local_with(p, transport, Options::default()).expect("ranks");
         let sizes = Sizes {
             small_max: 64 << 10,
             max_bytes: 1 << 20,
             large_share: 0.02,
         };
+        soak_threads(transport, p, 7, calls, sizes, Options::default());
+    }
+
+    fn soak_threads(
+        transport: LocalTransport,
+        p: usize,
+        seed: u64,
+        calls: u64,
+        sizes: Sizes,
+        options: Options,
+    ) {
+        let comms = Communicator::local_with(p, transport, options).expect("ranks");
         let outcomes: Vec<Outcome> = std::thread::scope(|s| {
             let handles: Vec<_> = comms
                 .iter()
-                .map(|c| s.spawn(move || soak(c, 7, 0, calls, None, sizes).expect("soak")))
+                .map(|c| s.spawn(move || soak(c, seed, 0, calls, None, sizes).expect("soak")))
                 .collect();
             handles
                 .into_iter()
@@ -554,6 +565,26 @@ mod tests {
     #[test]
     fn quick_soak_over_tcp() {
         quick(LocalTransport::Tcp, 3, 200);
+    }
+
+    /// BUG (executor, TCP): `oxccl-bench soak --ranks 3 -n 20000 --seed 12 --small-max 64K
+    /// --large-share 0.002` with `OXCCL_TRANSPORT=tcp` hung twice, at calls 15193 and 10314,
+    /// both a large reduce (root 1): the non-root ranks returned Ok and went on to the next
+    /// call while the root waited for one of them until OXCCL_TIMEOUT. The same sequence in
+    /// threads over TCP, for whoever fixes it.
+    #[test]
+    #[ignore = "reduce over TCP can lose a sender's data (see the comment); takes minutes"]
+    fn soak_seed_12_over_tcp() {
+        let sizes = Sizes {
+            small_max: 64 << 10,
+            max_bytes: 64 << 20,
+            large_share: 0.002,
+        };
+        let options = Options {
+            timeout: Duration::from_secs(60),
+            ..Options::default()
+        };
+        soak_threads(LocalTransport::Tcp, 3, 12, 20_000, sizes, options);
     }
 
     #[test]
