@@ -9,6 +9,7 @@ mod kernels;
 mod plot;
 mod simulate;
 mod sizes;
+mod soak;
 mod transport;
 
 #[derive(Parser, Debug)]
@@ -40,6 +41,8 @@ enum Command {
     Plot(plot::Args),
     /// Predict collective times on a model of a cluster.
     Simulate(simulate::Args),
+    /// Random collectives, sizes, types, reductions and roots, every element checked.
+    Soak(soak::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,5 +68,6 @@ fn main() -> anyhow::Result<()> {
         Command::AllToAll(args) => collective::run(collective::Which::AllToAll, args),
         Command::Plot(args) => plot::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Soak(args) => soak::run(args),
     }
 }

@@ -59,6 +59,28 @@ fn truncated_shared_files_fail_cleanly() {
 }
 
 #[test]
+fn synthetic_pu_count_is_bounded() {
+    // Found by the `synthetic` fuzz target: 82,820 PUs took over 10 s (cost grows with the
+    // square of the PU count).
+    let e = synthetic::parse("p:4 pu:20705").unwrap_err();
+    assert!(e.to_string().contains("more than 16384 PUs"), "{e}");
+    assert!(synthetic::parse("pack:2 core:4 pu:2").is_ok());
+}
+
+#[test]
+fn objects_below_many_numa_nodes_get_their_node() {
+    // The shape of a slow input the `synthetic` fuzz target found (`pack:53 numa:7 core:6
+    // pu:6` took 50 s in a debug build when each nodeset was tested against every NUMA node).
+    let t = synthetic::parse("pack:4 numa:8 core:2 pu:2").unwrap();
+    let mut nodes = oxccl_topo::NodeSet::new();
+    for (_, o) in t.iter().filter(|(_, o)| o.kind == oxccl_topo::ObjType::PU) {
+        assert_eq!(o.nodeset.weight(), Some(1), "{o:?}");
+        nodes.or_assign(&o.nodeset);
+    }
+    assert_eq!(nodes.weight(), Some(32));
+}
+
+#[test]
 fn malformed_xml_names_line_and_column() {
     let e = hwloc_xml::parse("m.xml", b"<topology version=\"2.0\">\n<object type=\"Machine\">\n<object type=\"Banana\"/>\n</object>\n</topology>").unwrap_err();
     assert!(e.to_string().starts_with("m.xml:3:1:"), "{e}");
