@@ -3,7 +3,7 @@
 //! It wraps [`oxccl_collectives::Communicator`] for Python: every collective takes byte
 //! buffers (`PyBuffer<u8>`, which the Python half makes from any buffer-protocol object or CPU
 //! tensor without copying) and a dtype name, runs with the GIL released, and returns either
-//! nothing (blocking) or a [`work::Work`] (non-blocking). Failures are Python exceptions that
+//! nothing (blocking) or a `oxccl.Work` (non-blocking). Failures are Python exceptions that
 //! carry the Rust error's message.
 
 mod comm;
