@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod collective;
 mod kernels;
+mod launch;
 mod plot;
 mod simulate;
 mod sizes;

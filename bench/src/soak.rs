@@ -400,15 +400,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("--large-share must be between 0 and 1");
     }
     if let Some(n) = args.ranks {
-        return launch(n);
+        return crate::launch::ranks(n);
     }
     let mut options = Options::from_env()?;
     if let Some(a) = &args.algo {
         options.algorithm = Some(a.clone());
     }
-    let comm = match Bootstrap::from_env() {
-        Ok(b) => Communicator::init_with(b, options).context("joining the job")?,
-        Err(_) => Communicator::local_with(1, oxccl_collectives::LocalTransport::Memory, options)?
+    // No launcher at all: one rank; a partial launcher environment is an error.
+    let comm = match Bootstrap::from_env_opt()? {
+        Some(b) => Communicator::init_with(b, options).context("joining the job")?,
+        None => Communicator::local_with(1, oxccl_collectives::LocalTransport::Memory, options)?
             .pop()
             .expect("one rank"),
     };
@@ -430,88 +431,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if outcome.wrong() > 0 {
         bail!("{} wrong elements (seed {})", outcome.wrong(), seed[0]);
-    }
-    Ok(())
-}
-
-/// Starts `n` copies of this process with `OXCCL_*` variables and waits for them; once one
-/// fails, stops the others.
-fn launch(n: usize) -> anyhow::Result<()> {
-    if n == 0 {
-        bail!("--ranks must be at least 1");
-    }
-    let exe = std::env::current_exe().context("finding this executable")?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let secret = {
-        use std::hash::{BuildHasher, Hasher};
-        let s = std::collections::hash_map::RandomState::new();
-        let mut h = s.build_hasher();
-        h.write_u32(std::process::id());
-        format!("{:016x}{:016x}", h.finish(), s.build_hasher().finish())
-    };
-    let mut child_args = Vec::new();
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        if a == "--ranks" {
-            it.next();
-        } else if !a.starts_with("--ranks=") {
-            child_args.push(a);
-        }
-    }
-    let mut children = Vec::with_capacity(n);
-    for r in 0..n {
-        let child = std::process::Command::new(&exe)
-            .args(&child_args)
-            .env("OXCCL_RANK", r.to_string())
-            .env("OXCCL_SIZE", n.to_string())
-            .env("OXCCL_LOCAL_RANK", r.to_string())
-            .env("OXCCL_STORE_ADDR", format!("127.0.0.1:{port}"))
-            .env("OXCCL_SECRET", &secret)
-            .spawn()
-            .with_context(|| format!("starting rank {r}"));
-        match child {
-            Ok(c) => children.push(c),
-            Err(e) => {
-                for mut c in children {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
-                return Err(e);
-            }
-        }
-    }
-    let mut failed = Vec::new();
-    let mut running: Vec<_> = children.into_iter().enumerate().collect();
-    while !running.is_empty() {
-        let mut still = Vec::new();
-        for (r, mut c) in running {
-            match c.try_wait()? {
-                Some(s) if !s.success() => failed.push(format!("rank {r}: {s}")),
-                Some(_) => {}
-                None => still.push((r, c)),
-            }
-        }
-        running = still;
-        if !failed.is_empty() {
-            // The others would wait for the failed rank until OXCCL_TIMEOUT.
-            std::thread::sleep(Duration::from_millis(500));
-            for (r, c) in &mut running {
-                let _ = c.kill();
-                let _ = c.wait();
-                failed.push(format!("rank {r}: stopped"));
-            }
-            running.clear();
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    if !failed.is_empty() {
-        bail!(
-            "{} of {n} ranks failed ({})",
-            failed.len(),
-            failed.join(", ")
-        );
     }
     Ok(())
 }

@@ -106,9 +106,10 @@ impl From<Error> for Failure {
             | Error::BootstrapTimeout { .. }
             | Error::Io { .. }
             | Error::Net { .. } => oxcclSystemError,
-            Error::Protocol { .. } | Error::Timeout { .. } | Error::PeerFailed { .. } => {
-                oxcclRemoteError
-            }
+            Error::Protocol { .. }
+            | Error::Timeout { .. }
+            | Error::PeerFailed { .. }
+            | Error::BootstrapPeer { .. } => oxcclRemoteError,
             Error::Algorithm { .. } => oxcclInternalError,
         };
         Self::new(code, e.to_string())
