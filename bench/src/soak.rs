@@ -6,7 +6,7 @@
 //! data type, the reduction, the root or pair, and the size. Sizes are log-uniform: most calls
 //! draw from 0 to `--small-max` bytes, a `--large-share` of them from there up to `--max-bytes`
 //! (64 MiB by default), so a run of many calls is not all spent in its few largest ones. Each
-//! rank checks what it received against a reference it computes alone ([`reference`]).
+//! rank checks what it received against a reference it computes alone ([`reference`](mod@reference)).
 //!
 //! Ranks come from `--ranks N` (N local processes), a launcher (`mpirun`, `srun`, `torchrun`,
 //! `OXCCL_*`) or are one rank, as for the sweeps; `OXCCL_TRANSPORT=tcp` soaks the TCP fabric.
