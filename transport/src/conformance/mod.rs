@@ -17,7 +17,9 @@
 
 mod stream;
 
-pub use stream::{stream_abort, stream_close, stream_mailbox, stream_roundtrip};
+pub use stream::{
+    stream_abort, stream_close, stream_mailbox, stream_partial_consume, stream_roundtrip,
+};
 
 use std::time::Duration;
 
@@ -89,6 +91,9 @@ where
         ("stream_close", &|m, o| stream_close(m, o)),
         ("stream_abort", &|m, o| stream_abort(m, o)),
         ("stream_mailbox", &|m, o| stream_mailbox(m, o)),
+        ("stream_partial_consume", &|m, o| {
+            stream_partial_consume(m, o)
+        }),
     ];
     let make: &dyn Fn() -> T = &make;
     for (name, check) in checks {

@@ -91,6 +91,51 @@ where
     });
 }
 
+/// Peeks until at least `min` bytes show (the deadline bounds the wait); returns the view.
+fn peek_at_least<'s>(
+    s: &'s mut dyn Stream,
+    min: usize,
+    deadline: Deadline,
+    what: &str,
+) -> &'s [u8] {
+    let mut backoff = Backoff::new();
+    loop {
+        let shown = must(s.peek(), what).len();
+        if shown >= min {
+            return must(s.peek(), what);
+        }
+        assert!(
+            !deadline.expired(),
+            "{what}: the view stays at {shown} bytes, {min} were written"
+        );
+        backoff.snooze();
+    }
+}
+
+/// A reader that consumes only part of a view (a reduction takes whole 8-byte elements and
+/// leaves half of one) still sees the bytes written after it: a stale view hung reduces.
+pub fn stream_partial_consume<T: Transport>(make: &dyn Fn() -> T, o: &Options)
+where
+    T::Connection: 'static,
+{
+    let (mut a, mut b) = streams(make, o);
+    let data = pattern(23, 16);
+    assert_eq!(must(a.write(&data[..12]), "stream write"), 12);
+    assert_same(
+        &peek_at_least(&mut *b, 12, dl(o), "first 12 bytes")[..12],
+        &data[..12],
+        "first 12 bytes",
+    );
+    b.consume(8);
+    assert_eq!(must(a.write(&data[12..]), "stream write"), 4);
+    assert_same(
+        &peek_at_least(&mut *b, 8, dl(o), "the element completed later")[..8],
+        &data[8..],
+        "the element completed later",
+    );
+    b.consume(8);
+}
+
 /// Reads until `want` bytes came, then expects the closed peer's error, within the deadline.
 fn read_then_closed(s: &mut dyn Stream, want: &[u8], deadline: Deadline, what: &str) {
     let mut got = Vec::new();

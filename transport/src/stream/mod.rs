@@ -113,7 +113,9 @@ pub trait Stream: Send {
     fn peer(&self) -> &str;
     /// Copies as much of `data` as fits without waiting; how many bytes.
     fn write(&mut self, data: &[u8]) -> Result<usize>;
-    /// The bytes that arrived and are contiguous (possibly none), without waiting.
+    /// The bytes that arrived and are contiguous (possibly none), without waiting. Each call
+    /// shows what arrived since the last one too, even when the caller left part of the last
+    /// view unconsumed (a reduction waiting for the rest of an element).
     fn peek(&mut self) -> Result<&[u8]>;
     /// Releases the first `n` bytes of the last view (at most its length).
     fn consume(&mut self, n: usize);

@@ -315,7 +315,15 @@ impl RingReader {
     /// side closed and nothing is left.
     #[inline]
     pub(crate) fn peek(&mut self) -> Result<&[u8], ()> {
-        if self.cached_head == self.tail {
+        let cap = self.ring.cap as u64;
+        let to_end = cap - self.tail % cap;
+        // Look at the writer's head again unless the cached view already reaches the end of
+        // the ring (a newer head could not lengthen it). Refreshing only when the view is
+        // empty is not enough: a reader that needs more than it sees (a reduction takes whole
+        // elements) leaves the bytes of a part element unconsumed and would be shown them,
+        // and nothing else, forever. The proxy writes TCP reads of any length, so its head
+        // often stops inside an element: that hung large reduces over TCP.
+        if self.cached_head - self.tail < to_end {
             self.cached_head = self.ring.head().load(Ordering::Acquire);
             if self.cached_head == self.tail {
                 if !self.ring.closed_any() {
@@ -328,7 +336,6 @@ impl RingReader {
                 }
             }
         }
-        let cap = self.ring.cap as u64;
         let off = (self.tail % cap) as usize;
         let len = ((self.cached_head - self.tail) as usize).min(self.ring.cap - off);
         // SAFETY: [off, off + len) was published by the writer (acquire load of head) and the
@@ -423,6 +430,31 @@ mod tests {
         w.write(&[1, 2, 3]).unwrap();
         assert_eq!(r.pending(), Ok(true));
         assert_eq!(seq_word(u64::from(u32::MAX - 1)), 1);
+    }
+
+    #[test]
+    fn a_reader_that_leaves_bytes_unconsumed_still_sees_new_ones() {
+        // A reduction of 8-byte elements takes 8 of the 12 bytes in, leaves the other 4 (half
+        // an element) and waits for the rest: the next peek must show what came since.
+        let block = HeapBlock::new(4096);
+        let (mut w, _) = block.ends(4096, 0);
+        let (_, mut r) = block.ends(4096, 1);
+        assert_eq!(w.write(&[1; 12]), Ok(12));
+        assert_eq!(r.peek().map(<[u8]>::len), Ok(12));
+        r.consume(8);
+        assert_eq!(w.write(&[2; 4]), Ok(4));
+        assert_eq!(r.peek(), Ok(&[1, 1, 1, 1, 2, 2, 2, 2][..]));
+        r.consume(8);
+        // Across the wrap: the view stops at the end of the ring, then goes on from its start.
+        assert_eq!(w.write(&[3; 4072]), Ok(4072));
+        assert_eq!(r.peek().map(<[u8]>::len), Ok(4072));
+        r.consume(4064);
+        assert_eq!(w.write(&[4; 20]), Ok(20));
+        let mut to_end = vec![3; 8];
+        to_end.extend([4; 8]);
+        assert_eq!(r.peek(), Ok(&to_end[..]));
+        r.consume(16);
+        assert_eq!(r.peek(), Ok(&[4; 12][..]));
     }
 
     #[test]
