@@ -30,7 +30,19 @@ pub(crate) struct Inner {
     turn: Turn,
     turn_cv: Condvar,
     pub abort_flag: Arc<AtomicBool>,
+    /// How this communicator's links were made, for the children [`Communicator::split`]
+    /// connects the same way.
+    pub origin: Origin,
     _store: Option<StoreServer>,
+}
+
+/// How a communicator reaches its peers: what a child needs to make links of the same kinds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Origin {
+    /// Thread ranks of one process over this transport (`None`: processes).
+    pub local: Option<LocalTransport>,
+    /// The address this rank's network listener used (the interface that reaches rank 0).
+    pub net_ip: Option<IpAddr>,
 }
 
 impl Group for Inner {
@@ -115,11 +127,12 @@ impl Drop for TurnGuard<'_> {
 }
 
 impl Communicator {
-    fn build(
+    pub(crate) fn build(
         rank: usize,
         topology: Topology,
         links: Vec<Option<Link>>,
         options: Options,
+        origin: Origin,
         store: Option<StoreServer>,
     ) -> Self {
         let size = links.len();
@@ -149,6 +162,7 @@ impl Communicator {
                 turn: Turn::default(),
                 turn_cv: Condvar::new(),
                 abort_flag,
+                origin,
                 _store: store,
             }),
         }
@@ -184,7 +198,13 @@ impl Communicator {
         Ok(links
             .into_iter()
             .enumerate()
-            .map(|(r, l)| Self::build(r, topology.clone(), l, options.clone(), None))
+            .map(|(r, l)| {
+                let origin = Origin {
+                    local: Some(transport),
+                    net_ip: None,
+                };
+                Self::build(r, topology.clone(), l, options.clone(), origin, None)
+            })
             .collect())
     }
 
@@ -224,7 +244,7 @@ impl Communicator {
         let joined = store
             .set(&format!("joined/{rank}"), b"")
             .and_then(|()| Self::join(&b, &options, &mut store, deadline));
-        let (map, links) = match joined {
+        let (map, links, net_ip) = match joined {
             Ok(j) => j,
             Err(e) => {
                 let e = origin_of(&mut store, e);
@@ -251,7 +271,11 @@ impl Communicator {
             hosts = map.host_of.iter().max().map_or(1, |h| h + 1),
             "communicator ready"
         );
-        Ok(Self::build(rank, map, links, options, server))
+        let origin = Origin {
+            local: None,
+            net_ip: Some(net_ip),
+        };
+        Ok(Self::build(rank, map, links, options, origin, server))
     }
 
     /// Meets the other ranks at `store` and connects to each of them: the map and the links.
@@ -260,7 +284,7 @@ impl Communicator {
         options: &Options,
         store: &mut StoreClient,
         deadline: Instant,
-    ) -> Result<(Topology, Vec<Option<Link>>)> {
+    ) -> Result<(Topology, Vec<Option<Link>>, IpAddr)> {
         let (rank, size) = (b.rank, b.size);
         let options = options.clone();
         if rank == 0 {
@@ -371,7 +395,7 @@ impl Communicator {
             store.wait(&format!("ready/{q}"), deadline)?;
         }
         tracing::debug!(rank, hosts = hosts.len(), "every rank is ready");
-        Ok((map, links))
+        Ok((map, links, ip))
     }
 
     pub fn rank(&self) -> usize {
@@ -501,7 +525,7 @@ impl Drop for RemoveOnDrop {
 
 /// A forced algorithm (`OXCCL_ALGO`) that cannot run on this communicator is refused when the
 /// communicator is made, not at its first call (which would abort it for good).
-fn check_forced_algorithm(options: &Options, size: usize, map: &Topology) -> Result<()> {
+pub(crate) fn check_forced_algorithm(options: &Options, size: usize, map: &Topology) -> Result<()> {
     let Some(name) = &options.algorithm else {
         return Ok(());
     };
@@ -573,8 +597,8 @@ fn open_store(b: &Bootstrap, deadline: Instant) -> Result<(Option<StoreServer>, 
 }
 
 /// The endpoints of a rank between processes: the network fabric, then shared memory.
-const NET: usize = 0;
-const SHM: usize = 1;
+pub(crate) const NET: usize = 0;
+pub(crate) const SHM: usize = 1;
 
 pub(crate) fn random_hex(bytes: usize) -> String {
     use rand::RngCore;

@@ -31,7 +31,7 @@
 //!   network fabric across.
 //!
 //! - [`Communicator::split`] / [`Communicator::dup`]: child communicators of a communicator
-//!   (a collective; bootstrapped through a new store for now).
+//!   (a collective, made over the parent's links: no second bootstrap).
 //!
 //! ## Contracts
 //! - Every rank makes the same calls in the same order, with the same counts, dtypes, ops and

@@ -1,32 +1,85 @@
 //! Making communicators out of a communicator: [`Communicator::split`] (MPI's `MPI_Comm_split`,
 //! NCCL's `ncclCommSplit`) and [`Communicator::dup`].
 //!
-//! For now a child communicator is bootstrapped from scratch, through a new store: the ranks
-//! exchange their (color, key) over the parent with an all-gather, the child's rank 0 (the member
-//! with the smallest key, ties by parent rank) picks a rendezvous and a fresh random secret, a
-//! second all-gather tells every member where its group meets, and the members join with
-//! [`Communicator::init_with`] and the parent's options. Only the parent's public operations are
-//! used; building the child on the parent's existing links (no new store, no new connections)
-//! is left to the communicator-features work.
+//! ## A child is built on its parent, not bootstrapped again
+//! No store, no rendezvous file, no launcher environment: the parent's links carry everything
+//! the members need to meet. Two all-gathers over the parent: the first tells every rank each
+//! rank's (color, key), so every member knows its child's members, ranks and the child's map
+//! (its ranks' part of the parent's [`Topology`], from which the child tunes itself); the
+//! second carries, from every member, the addresses of fresh listeners of exactly the fabrics
+//! its parent links to its fellow members use, and the child's session (from the child's rank
+//! 0, to refuse strangers). The members then connect pairwise (the higher child rank connects,
+//! as at bootstrap) and the listeners close.
 //!
-//! The rendezvous: when the parent spans one host, a file in the temporary directory that the
-//! child's rank 0 writes once it has bound an ephemeral port on 127.0.0.1 (race-free); across
-//! hosts, `ip:port` on the interface `OXCCL_SOCKET_IFNAME` picks (as the TCP fabric does), with a
-//! port the kernel handed out just before (another process could take it in between: then the
-//! child's rank 0 gets [`Error::AddrInUse`] and the split fails cleanly on every member).
+//! Why a fresh connection of the same fabric per pair instead of sharing the parent's stream:
+//! a link is one ordered byte stream per direction that the executor writes into and reduces
+//! straight out of (the shared-memory ring itself). Two communicators used at the same time
+//! from different threads on one stream would need a lock on every write and a demultiplexer
+//! (a thread, or a shared lock on every read) that copies each frame out of the ring into the
+//! right communicator's queue: a lock and a copy on the hot path, and the end of the zero-copy
+//! receive. With its own ring pair (shm, loopback) or its own proxied connection (TCP, RDMA)
+//! per pair, a child runs exactly as fast as its parent, and the parent and any number of
+//! children run on different threads with nothing shared but the process. The parent's links
+//! are what made this cheap: the addresses travel over them (no store, nothing in the
+//! environment), and the fabric of each pair is the one the parent already chose for it.
+//!
+//! Thread ranks (from [`Communicator::local_with`]) connect their children over the same local
+//! transport, except the RDMA model, whose simulated fabric is private to the parent's links:
+//! those children use in-memory rings.
 
-use crate::bootstrap::{Bootstrap, StoreAddr};
-use crate::comm::{random_hex, Communicator};
+use crate::comm::{random_hex, Communicator, Origin};
 use crate::error::{Error, Result};
+use crate::link::connect::{self, Endpoint};
+use crate::link::LinkKind;
+use crate::map::Topology;
+use crate::options::LocalTransport;
 use oxccl_kernels::DataType;
-use std::net::{SocketAddr, TcpListener};
+use oxccl_transport::dynamic::DynAddress;
+use oxccl_transport::stream::proxy_spin;
+use oxccl_transport::tcp::{Tcp, TcpConfig};
+use oxccl_transport::{Address as _, Listener as _};
+use std::time::{Duration, Instant};
 
-/// Bytes each rank contributes to the rendezvous all-gather: the child rank 0's announcement.
+/// Bytes each rank contributes to the address all-gather.
 const SLOT: usize = 1024;
-const KIND_FILE: u8 = 1;
-const KIND_TCP: u8 = 2;
-/// Hex characters of a child's secret (16 random bytes).
-const SECRET_HEX: usize = 32;
+/// The first byte of a member's slot: its listeners are open (else it failed, or opted out).
+const READY: u8 = 1;
+const FAILED: u8 = 2;
+/// Hex characters of a child's session (8 random bytes).
+const SESSION_HEX: usize = 16;
+
+/// The fabrics a child's link can use; a member's slot lists a listener address per fabric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ChildFabric {
+    Loopback,
+    Shm,
+    LocalTcp,
+    Net,
+}
+
+const FABRICS: [ChildFabric; 4] = [
+    ChildFabric::Loopback,
+    ChildFabric::Shm,
+    ChildFabric::LocalTcp,
+    ChildFabric::Net,
+];
+
+impl ChildFabric {
+    /// The fabric a child's link uses where the parent's link has `kind`.
+    fn for_link(kind: LinkKind, origin: Origin) -> Self {
+        match (origin.local, kind) {
+            (_, LinkKind::Memory) => ChildFabric::Loopback,
+            (_, LinkKind::Shm) => ChildFabric::Shm,
+            (Some(LocalTransport::Tcp), _) => ChildFabric::LocalTcp,
+            (Some(_), _) => ChildFabric::Loopback,
+            (None, _) => ChildFabric::Net,
+        }
+    }
+
+    fn index(self) -> usize {
+        FABRICS.iter().position(|&f| f == self).expect("listed")
+    }
+}
 
 impl Communicator {
     /// Splits the ranks into disjoint communicators, one per `color`: every rank of this
@@ -34,9 +87,10 @@ impl Communicator {
     /// ties by their rank here. A rank that passes `None` (NCCL's `NCCL_SPLIT_NOCOLOR`) takes part
     /// in the exchange but joins no child and gets `Ok(None)`.
     ///
-    /// The child has this communicator's [`crate::Options`]; it is bootstrapped through a new
-    /// store (see the module documentation), and is independent of the parent afterwards (either
-    /// can be dropped first).
+    /// The child has this communicator's [`crate::Options`] and its members' part of the map;
+    /// it is made over this communicator's links (see the module documentation), and is
+    /// independent of the parent afterwards: either can be used from any thread while the other
+    /// runs, and either can be dropped first.
     pub fn split(&self, color: Option<u32>, key: i64) -> Result<Option<Communicator>> {
         const OP: &str = "split";
         let size = self.size();
@@ -54,42 +108,109 @@ impl Communicator {
         let my_color = field(me, 0);
         let mut members: Vec<usize> = (0..size).filter(|&q| field(q, 0) == my_color).collect();
         members.sort_by_key(|&q| (field(q, 8), q));
+        let joins = my_color >= 0;
+        let crank = members.iter().position(|&q| q == me).unwrap_or(0);
+        let deadline = Instant::now() + self.options().timeout.min(Duration::from_secs(600));
 
-        let mut slot = [0u8; SLOT];
-        let leads = my_color >= 0 && members.first() == Some(&me);
-        if leads {
-            self.announce(&mut slot)?;
+        // Listeners for the fabrics this member's links to its fellow members use. A failure
+        // here is announced in the slot, so that the other members fail at once too.
+        let fabric_to = |q: usize| {
+            let kind = self.transport_to(q).unwrap_or(LinkKind::Memory);
+            ChildFabric::for_link(kind, self.inner.origin)
+        };
+        let mut endpoints: Vec<Option<Endpoint>> = FABRICS.iter().map(|_| None).collect();
+        let mut slot = vec![0u8; SLOT];
+        let mut failed = None;
+        if joins {
+            match self.listen_for(&members, &fabric_to, &mut endpoints) {
+                Ok(()) => fill_slot(&mut slot, &endpoints).unwrap_or_else(|e| {
+                    failed = Some(e);
+                }),
+                Err(e) => failed = Some(e),
+            }
+            slot[0] = if failed.is_some() { FAILED } else { READY };
         }
         let mut slots = vec![0u8; SLOT * size];
         self.all_gather_bytes(&slot, &mut slots, DataType::U8)?;
-        if my_color < 0 {
+        if !joins {
             return Ok(None);
         }
-        let leader = members[0];
-        let (store, secret) =
-            parse_slot(&slots[SLOT * leader..SLOT * (leader + 1)]).ok_or_else(|| {
-                Error::Protocol {
-                    op: OP,
-                    peer: leader,
-                    detail: "unreadable rendezvous announcement".into(),
-                }
-            })?;
-        let rank = members
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let slot_of = |q: usize| &slots[SLOT * q..SLOT * (q + 1)];
+        if let Some(&q) = members.iter().find(|&&q| slot_of(q)[0] != READY) {
+            return Err(Error::Protocol {
+                op: OP,
+                peer: q,
+                detail: "it could not open listeners for the new communicator".into(),
+            });
+        }
+        let parsed: Vec<(String, Vec<String>)> = members
             .iter()
-            .position(|&q| q == me)
-            .expect("a rank is a member of its own color");
-        let b = Bootstrap {
-            launcher: "split",
-            ..Bootstrap::new(rank, members.len(), store, secret)
-        };
+            .map(|&q| {
+                parse_slot(slot_of(q)).ok_or_else(|| Error::Protocol {
+                    op: OP,
+                    peer: q,
+                    detail: "unreadable address announcement".into(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        let session = format!("split-{}", parsed[0].0);
+        let csize = members.len();
+        let map = Topology::new(
+            members
+                .iter()
+                .map(|&q| self.topology().ranks[q].clone())
+                .collect(),
+        );
+        crate::comm::check_forced_algorithm(self.options(), csize, &map)?;
         tracing::debug!(
             parent_rank = me,
             color = my_color,
-            rank,
-            size = members.len(),
-            "joining a split communicator"
+            rank = crank,
+            size = csize,
+            "connecting a split communicator over the parent's links"
         );
-        Communicator::init_with(b, self.options().clone()).map(Some)
+        let mut used: Vec<Endpoint> = Vec::new();
+        let mut position = [usize::MAX; FABRICS.len()];
+        for (i, e) in endpoints.into_iter().enumerate() {
+            if let Some(e) = e {
+                position[i] = used.len();
+                used.push(e);
+            }
+        }
+        let fabric_of = |c: usize| position[fabric_to(members[c]).index()];
+        let address_of = |c: usize, _endpoint: usize| {
+            let fabric = fabric_to(members[c]).index();
+            let text = parsed[c].1.get(fabric).map_or("", String::as_str);
+            DynAddress::from_text(text).map_err(|e| {
+                Error::net(
+                    format!(
+                        "rank {} published no usable address for {:?}",
+                        members[c], FABRICS[fabric]
+                    ),
+                    e,
+                )
+            })
+        };
+        let links = connect::connect_all(
+            (crank, csize),
+            &session,
+            &mut used,
+            &fabric_of,
+            &address_of,
+            deadline,
+        )?;
+        drop(used);
+        Ok(Some(Communicator::build(
+            crank,
+            map,
+            links,
+            self.options().clone(),
+            self.inner.origin,
+            None,
+        )))
     }
 
     /// A new communicator over the same ranks, in the same order (a collective, like
@@ -99,50 +220,80 @@ impl Communicator {
             .ok_or_else(|| Error::invalid("dup", "every rank passed a color, yet none joined"))
     }
 
-    /// Fills the child rank 0's announcement: where its group meets, and the group's secret.
-    fn announce(&self, slot: &mut [u8; SLOT]) -> Result<()> {
-        let (kind, text) = if self.topology().hosts() == 1 {
-            let path = std::env::temp_dir().join(format!("oxccl-split-{}.store", random_hex(8)));
-            (KIND_FILE, path.to_string_lossy().into_owned())
-        } else {
-            let ifname = std::env::var("OXCCL_SOCKET_IFNAME").ok();
-            let ip = oxccl_transport::tcp::iface::choose(ifname.as_deref())
-                .map_err(|e| Error::net("choosing the split's store interface", e))?
-                .addr;
-            // The kernel's choice of a free port, released for the child's rank 0 to bind.
-            let port = TcpListener::bind(SocketAddr::new(ip, 0))
-                .and_then(|l| l.local_addr())
-                .map_err(|e| Error::io(format!("finding a free port on {ip}"), e))?
-                .port();
-            (KIND_TCP, SocketAddr::new(ip, port).to_string())
-        };
-        let text = text.as_bytes();
-        if 3 + SECRET_HEX + text.len() > SLOT {
-            return Err(Error::invalid(
-                "split",
-                format!(
-                    "the rendezvous {:?} is longer than {} bytes (set TMPDIR to a shorter path)",
-                    String::from_utf8_lossy(text),
-                    SLOT - 3 - SECRET_HEX
+    /// Opens a listener of each fabric that a link to one of `members` uses.
+    fn listen_for(
+        &self,
+        members: &[usize],
+        fabric_to: &dyn Fn(usize) -> ChildFabric,
+        endpoints: &mut [Option<Endpoint>],
+    ) -> Result<()> {
+        let me = self.rank();
+        let options = self.options();
+        let map = self.topology();
+        let local = members.iter().filter(|&&q| map.same_host(q, me)).count();
+        let net_peers = members
+            .iter()
+            .filter(|&&q| q != me && fabric_to(q) == ChildFabric::Net)
+            .count();
+        for &q in members.iter().filter(|&&q| q != me) {
+            let f = fabric_to(q);
+            if endpoints[f.index()].is_some() {
+                continue;
+            }
+            let (transport, spin): (Box<dyn oxccl_transport::dynamic::DynTransport>, _) = match f {
+                ChildFabric::Loopback => (
+                    Box::new(oxccl_transport::loopback::Loopback::new()),
+                    Duration::ZERO,
                 ),
-            ));
+                ChildFabric::Shm => (Box::new(connect::shm_fabric(options)?), Duration::ZERO),
+                ChildFabric::LocalTcp => (
+                    Box::new(
+                        Tcp::with_config(TcpConfig::loopback())
+                            .map_err(|e| Error::net("tcp fabric", e))?,
+                    ),
+                    proxy_spin(members.len() * members.len()),
+                ),
+                ChildFabric::Net => (
+                    connect::net_fabric(options.net, self.inner.origin.net_ip)?,
+                    proxy_spin(local * (1 + net_peers)),
+                ),
+            };
+            endpoints[f.index()] = Some(Endpoint::new(transport, options, spin)?);
         }
-        slot[0] = kind;
-        slot[1..3].copy_from_slice(&(text.len() as u16).to_le_bytes());
-        slot[3..3 + SECRET_HEX].copy_from_slice(random_hex(SECRET_HEX / 2).as_bytes());
-        slot[3 + SECRET_HEX..3 + SECRET_HEX + text.len()].copy_from_slice(text);
         Ok(())
     }
 }
 
-fn parse_slot(slot: &[u8]) -> Option<(StoreAddr, Vec<u8>)> {
-    let len = usize::from(u16::from_le_bytes([slot[1], slot[2]]));
-    let text = slot.get(3 + SECRET_HEX..3 + SECRET_HEX + len)?;
-    let text = String::from_utf8(text.to_vec()).ok()?;
-    let secret = slot[3..3 + SECRET_HEX].to_vec();
-    match slot[0] {
-        KIND_FILE => Some((StoreAddr::File(text.into()), secret)),
-        KIND_TCP => Some((StoreAddr::Tcp(text), secret)),
-        _ => None,
+/// A member's announcement after the status byte: a 2-byte length, then `session\naddr addr addr addr` (one address per fabric of
+/// [`FABRICS`], `-` where it has no listener). Every member writes a session; the child's rank
+/// 0's is the one used.
+fn fill_slot(slot: &mut [u8], endpoints: &[Option<Endpoint>]) -> Result<()> {
+    let addrs: Vec<String> = endpoints
+        .iter()
+        .map(|e| {
+            e.as_ref()
+                .map_or("-".into(), |e| e.listener.address().to_text())
+        })
+        .collect();
+    let text = format!("{}\n{}", random_hex(SESSION_HEX / 2), addrs.join(" "));
+    let text = text.as_bytes();
+    if 3 + text.len() > SLOT {
+        return Err(Error::invalid(
+            "split",
+            format!("listener addresses longer than {} bytes", SLOT - 3),
+        ));
     }
+    slot[3..3 + text.len()].copy_from_slice(text);
+    slot[1..3].copy_from_slice(&(text.len() as u16).to_le_bytes());
+    Ok(())
+}
+
+fn parse_slot(slot: &[u8]) -> Option<(String, Vec<String>)> {
+    let len = usize::from(u16::from_le_bytes([slot[1], slot[2]]));
+    let text = std::str::from_utf8(slot.get(3..3 + len)?).ok()?;
+    let (session, addrs) = text.split_once('\n')?;
+    Some((
+        session.to_string(),
+        addrs.split(' ').map(str::to_string).collect(),
+    ))
 }

@@ -67,7 +67,7 @@ fn check_split(p: usize, transport: LocalTransport, plan: fn(usize) -> (Option<u
 
 #[test]
 fn halves() {
-    for p in [2, 3, 4, 5] {
+    for p in 1..=9 {
         check_split(p, LocalTransport::Memory, |r| {
             (Some(u32::from(r >= 2)), r as i64)
         });
@@ -76,9 +76,19 @@ fn halves() {
 
 #[test]
 fn evens_and_odds_with_reversed_keys() {
-    check_split(5, LocalTransport::Memory, |r| {
-        (Some((r % 2) as u32), -(r as i64))
+    for p in 1..=9 {
+        check_split(p, LocalTransport::Memory, |r| {
+            (Some((r % 2) as u32), -(r as i64))
+        });
+    }
+}
+
+#[test]
+fn halves_over_shared_memory_and_tcp() {
+    check_split(4, LocalTransport::Shm, |r| {
+        (Some(u32::from(r >= 2)), r as i64)
     });
+    check_split(3, LocalTransport::Tcp, |r| (Some((r % 2) as u32), r as i64));
 }
 
 #[test]
@@ -88,7 +98,77 @@ fn equal_keys_keep_the_parent_order() {
 
 #[test]
 fn singletons() {
-    check_split(3, LocalTransport::Memory, |r| (Some(r as u32 * 10), 0));
+    for p in 1..=9 {
+        check_split(p, LocalTransport::Memory, |r| (Some(r as u32 * 10), 0));
+    }
+}
+
+/// Rows and columns of a 2 x 3 grid (data x tensor parallelism): on every rank, the row
+/// communicator all-reduces, the column communicator all-gathers and the parent all-reduces,
+/// each from its own thread at the same time, many times over; every result is checked.
+#[test]
+fn grid_children_and_parent_from_different_threads() {
+    const ROUNDS: usize = 40;
+    on_ranks(6, LocalTransport::Memory, Options::default(), |comm| {
+        let me = comm.rank();
+        let (row, col) = (me / 3, me % 3);
+        let rows = comm.split(Some(row as u32), col as i64).unwrap().unwrap();
+        let cols = comm
+            .split(Some(100 + col as u32), row as i64)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (rows.size(), rows.rank(), cols.size(), cols.rank()),
+            (3, col, 2, row)
+        );
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for round in 0..ROUNDS {
+                    // Sizes from one element to past the ring (multi-chunk) and back.
+                    let n = 1 + (round * 7919) % 300_000;
+                    let input: Vec<i64> = (0..n)
+                        .map(|i| (me * 1000 + i % 997 + round) as i64)
+                        .collect();
+                    let mut out = vec![0i64; n];
+                    rows.all_reduce(&input, &mut out, ReduceOp::Sum).unwrap();
+                    for (i, o) in out.iter().enumerate() {
+                        let want: i64 = (0..3)
+                            .map(|c| ((row * 3 + c) * 1000 + i % 997 + round) as i64)
+                            .sum();
+                        assert_eq!(*o, want, "rank {me} row round {round} element {i}");
+                    }
+                }
+            });
+            s.spawn(|| {
+                for round in 0..ROUNDS {
+                    let n = 1 + (round * 104_729) % 200_000;
+                    let input: Vec<u32> =
+                        (0..n).map(|i| (me * 7 + i * 13 + round) as u32).collect();
+                    let mut out = vec![0u32; 2 * n];
+                    cols.all_gather(&input, &mut out).unwrap();
+                    for r in 0..2 {
+                        let q = r * 3 + col;
+                        for i in 0..n {
+                            assert_eq!(
+                                out[r * n + i],
+                                (q * 7 + i * 13 + round) as u32,
+                                "rank {me} column"
+                            );
+                        }
+                    }
+                }
+            });
+            s.spawn(|| {
+                for round in 0..ROUNDS {
+                    let mut v: Vec<f64> = (0..1000).map(|i| (me + i + round) as f64).collect();
+                    comm.all_reduce_in_place(&mut v, ReduceOp::Max).unwrap();
+                    for (i, x) in v.iter().enumerate() {
+                        assert_eq!(*x, (5 + i + round) as f64, "rank {me} parent");
+                    }
+                }
+            });
+        });
+    });
 }
 
 #[test]
