@@ -27,6 +27,9 @@ pub(crate) struct Inner {
     pub kinds: Vec<Option<LinkKind>>,
     pub state: Mutex<State>,
     next_ticket: AtomicU64,
+    /// Calls waiting for the state's lock: a non-blocking operation's wait, which drives the
+    /// engine in slices, lets them in between.
+    wanted: std::sync::atomic::AtomicU32,
     turn: Turn,
     turn_cv: Condvar,
     pub abort_flag: Arc<AtomicBool>,
@@ -79,6 +82,24 @@ impl std::fmt::Debug for Communicator {
 thread_local! {
     /// The ticket a non-blocking call took at call time, for the call its thread makes.
     pub(crate) static RESERVED: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    /// The communicator whose turn this thread holds for a group (its calls run inside it).
+    static HELD: std::cell::Cell<*const Inner> = const { std::cell::Cell::new(std::ptr::null()) };
+}
+
+/// Marks this thread as holding `inner`'s turn until dropped (also by panic).
+pub(crate) struct HeldTurn(*const Inner);
+
+impl HeldTurn {
+    pub(crate) fn enter(comm: &Communicator) -> Self {
+        let before = HELD.with(|h| h.replace(Arc::as_ptr(&comm.inner)));
+        HeldTurn(before)
+    }
+}
+
+impl Drop for HeldTurn {
+    fn drop(&mut self) {
+        HELD.with(|h| h.set(self.0));
+    }
 }
 
 /// Whose turn it is (`now`) and how many calls sleep waiting for theirs. The common case, a
@@ -159,6 +180,7 @@ impl Communicator {
                 }),
                 options,
                 next_ticket: AtomicU64::new(0),
+                wanted: Default::default(),
                 turn: Turn::default(),
                 turn_cv: Condvar::new(),
                 abort_flag,
@@ -447,7 +469,36 @@ impl Communicator {
         let _rank = crate::logging::RankScope::enter(inner.rank);
         inner.wait_turn(ticket);
         let _guard = TurnGuard(inner);
-        let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.locked(op, f)
+    }
+
+    /// Whether this thread holds this communicator's turn (it runs a group's calls).
+    pub(crate) fn holds_turn(&self) -> bool {
+        HELD.with(|h| std::ptr::eq(h.get(), Arc::as_ptr(&self.inner)))
+    }
+
+    /// Runs `f` with this thread's turn: a new ticket's, or the one this thread holds already.
+    pub(crate) fn with_turn<R>(&self, f: impl FnOnce() -> R) -> R {
+        if self.holds_turn() {
+            return f();
+        }
+        let ticket = RESERVED.with(|r| r.take()).unwrap_or_else(|| self.ticket());
+        self.inner.wait_turn(ticket);
+        let _guard = TurnGuard(&self.inner);
+        f()
+    }
+
+    /// Runs `f` on the state as a new operation of the engine (the caller has the turn).
+    pub(crate) fn locked<R>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut State) -> Result<R>,
+    ) -> Result<R> {
+        let inner = &*self.inner;
+        inner.wanted.fetch_add(1, Ordering::SeqCst);
+        let st = inner.state.lock();
+        inner.wanted.fetch_sub(1, Ordering::SeqCst);
+        let mut st = st.unwrap_or_else(|p| p.into_inner());
         if let Some(reason) = &st.engine.poisoned {
             return Err(Error::Aborted {
                 op,
@@ -462,6 +513,7 @@ impl Communicator {
             return Err(st.engine.fail(e));
         }
         st.engine.op = op;
+        st.engine.begin_op();
         let out = f(&mut st);
         if let Err(e) = &out {
             if st.engine.poisoned.is_none() {
@@ -483,8 +535,58 @@ impl Communicator {
         op: &'static str,
         f: impl FnOnce(&mut State) -> Result<R>,
     ) -> Result<R> {
+        if self.holds_turn() {
+            return self.locked(op, f);
+        }
         let t = RESERVED.with(|r| r.take()).unwrap_or_else(|| self.ticket());
         self.run_turn(t, op, f)
+    }
+
+    /// Waits for the engine's operation `id` (queued by a non-blocking send or receive, or a
+    /// group) outside any turn: drives the engine in slices and lets any call that wants the
+    /// state have it in between (that call moves `id`'s jobs too while it runs).
+    pub(crate) fn wait_op(&self, id: u64) -> Result<()> {
+        let inner = &*self.inner;
+        let _rank = crate::logging::RankScope::enter(inner.rank);
+        let mut w = crate::exec::engine::Waiter::new();
+        loop {
+            {
+                let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(reason) = &st.engine.poisoned {
+                    return Err(Error::Aborted {
+                        op: "wait",
+                        reason: reason.clone(),
+                    });
+                }
+                st.engine.op = "wait";
+                let stop = || inner.wanted.load(Ordering::SeqCst) > 0;
+                if st.engine.drive_slice(id, &mut w, &stop)? {
+                    return Ok(());
+                }
+            }
+            while inner.wanted.load(Ordering::SeqCst) > 0 {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Whether operation `id` is done (or the engine failed), without waiting; `None` when
+    /// another call holds the state right now.
+    pub(crate) fn op_finished(&self, id: u64) -> Option<bool> {
+        let st = self.inner.state.try_lock().ok()?;
+        Some(st.engine.poisoned.is_some() || st.engine.op_done(id))
+    }
+
+    /// Fails the engine when operation `id` still has queued jobs (their buffers are about to
+    /// go away: a panic unwound past their wait).
+    pub(crate) fn abandon_op(&self, id: u64, why: &str) {
+        let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !st.engine.op_done(id) && st.engine.poisoned.is_none() {
+            st.engine.fail(Error::Aborted {
+                op: "wait",
+                reason: why.to_string(),
+            });
+        }
     }
 
     /// Lets the calls after `ticket` run when the call holding it never ran.

@@ -6,8 +6,10 @@
 //! `_in_place`), [`Communicator::reduce_scatter`], [`Communicator::all_gather`],
 //! [`Communicator::broadcast`], [`Communicator::reduce`], [`Communicator::all_to_all`],
 //! [`Communicator::barrier`], [`Communicator::send`] / [`Communicator::recv`], typed over every
-//! [`Element`] and on bytes with a run-time [`DataType`] (`*_bytes`), blocking, or started with
-//! `start_*` and finished with [`Pending::wait`].
+//! [`Element`] and on bytes with a run-time [`DataType`] (`*_bytes`), blocking, or
+//! non-blocking: on owned buffers with `start_*` / [`Communicator::start`] and
+//! [`Pending::wait`], on borrowed ones inside [`Communicator::scope`] ([`Request`]), and
+//! several together in a [`Communicator::group`] (NCCL's `ncclGroupStart/End`).
 //!
 //! Algorithms are data: each one is a function that returns a [`schedule::Schedule`], which a
 //! verifier checks symbolically ([`verify`]), an executor runs over the links and the kernels,
@@ -38,7 +40,12 @@
 //!   roots. A call opens each stream it uses with a 32-byte header saying what it is; a rank
 //!   whose peer called something else gets [`Error::Mismatch`] instead of corrupt data.
 //! - Calls on one communicator run one at a time, in the order they were made (also across
-//!   threads, and for the non-blocking forms, whose order is taken when they start).
+//!   threads, and for the non-blocking forms, whose order is taken when they start). Sends and
+//!   receives that are posted (a [`Group`], [`Scope::send`] / [`Scope::recv`],
+//!   [`Communicator::start_send`] / [`Communicator::start_recv`]) take their place in that order
+//!   when posted and then progress together with everything queued after them, so any matched
+//!   pattern of them completes whatever the sizes; per pair of ranks they match in order, and a
+//!   collective between them must sit in the same place on both ranks (NCCL's rule).
 //! - Results are identical on every rank (each element is reduced once and then copied), and
 //!   reduced in a fixed order for a given algorithm, size and rank count. Avg is Sum with the
 //!   division fused into the reduction that completes each element.
@@ -81,6 +88,7 @@ pub mod bootstrap;
 mod comm;
 pub mod error;
 mod exec;
+mod group;
 mod link;
 pub mod logging;
 pub mod map;
@@ -95,6 +103,7 @@ pub mod verify;
 pub use bootstrap::{Bootstrap, StoreAddr};
 pub use comm::Communicator;
 pub use error::{Error, Result};
+pub use group::{Group, Request, Scope};
 pub use link::LinkKind;
 pub use map::{Locality, Topology};
 pub use ops::Pending;

@@ -1,5 +1,6 @@
 //! The operations, typed (`T: Element`) and on bytes with a run-time [`DataType`], blocking
-//! and non-blocking ([`Pending`]).
+//! and non-blocking on owned buffers ([`Pending`]); the non-blocking forms on borrowed buffers
+//! and groups are in `group.rs`.
 
 use crate::comm::Communicator;
 use crate::error::{Error, Result};
@@ -7,28 +8,70 @@ use crate::exec::calls;
 use oxccl_kernels::{DataType, Element, ReduceOp};
 use std::thread::JoinHandle;
 
-/// A call started by one of the `start_*` methods. It runs in order with the communicator's
-/// other calls; [`Pending::wait`] returns its buffers.
+/// A call started by one of the `start_*` methods, on owned buffers. It runs in order with
+/// the communicator's other calls; [`Pending::wait`] returns its buffers. A send or receive is
+/// posted to the engine and progresses with every other queued one (see `group.rs`);
+/// dropping its `Pending` waits for it, because the engine writes into or reads from the
+/// buffer the `Pending` owns.
 #[must_use = "a started call must be waited for (its buffers come back from wait)"]
 pub struct Pending<T> {
-    handle: JoinHandle<Result<T>>,
+    kind: PendingKind<T>,
+}
+
+enum PendingKind<T> {
+    Thread(JoinHandle<Result<T>>),
+    Posted(Communicator, u64, T),
+    Taken,
 }
 
 impl<T> Pending<T> {
     /// Whether the call has finished (then [`Pending::wait`] does not block).
     pub fn is_done(&self) -> bool {
-        self.handle.is_finished()
+        match &self.kind {
+            PendingKind::Thread(h) => h.is_finished(),
+            PendingKind::Posted(c, id, _) => c.op_finished(*id).unwrap_or(false),
+            PendingKind::Taken => true,
+        }
     }
 
     /// Blocks until the call finishes; its result.
-    pub fn wait(self) -> Result<T> {
-        self.handle.join().unwrap_or_else(|_| {
-            Err(Error::Aborted {
-                op: "wait",
-                reason: "the call's thread panicked".into(),
-            })
-        })
+    pub fn wait(mut self) -> Result<T> {
+        match std::mem::replace(&mut self.kind, PendingKind::Taken) {
+            PendingKind::Thread(h) => h.join().unwrap_or_else(|_| {
+                Err(Error::Aborted {
+                    op: "wait",
+                    reason: "the call's thread panicked".into(),
+                })
+            }),
+            PendingKind::Posted(c, id, buf) => c.wait_op(id).map(|()| buf),
+            PendingKind::Taken => Err(Error::invalid("wait", "already waited for")),
+        }
     }
+}
+
+impl<T> Drop for Pending<T> {
+    fn drop(&mut self) {
+        if let PendingKind::Posted(c, id, _) = &self.kind {
+            if let Err(e) = c.wait_op(*id) {
+                tracing::warn!(error = %e, "a send or receive failed unwaited");
+            }
+        }
+    }
+}
+
+/// Runs `f` with `ticket` (taken when the call started) as the turn of its first call.
+pub(crate) fn reserved_call<R>(
+    comm: &Communicator,
+    ticket: u64,
+    f: impl FnOnce(&Communicator) -> Result<R>,
+) -> Result<R> {
+    crate::comm::RESERVED.with(|r| r.set(Some(ticket)));
+    let out = f(comm);
+    if crate::comm::RESERVED.with(|r| r.take()).is_some() {
+        // `f` failed before making its call: give the turn back so later calls run.
+        comm.skip_turn(ticket);
+    }
+    out
 }
 
 fn check_len(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
@@ -41,7 +84,7 @@ fn check_len(op: &'static str, what: &str, got: usize, want: usize) -> Result<()
     Ok(())
 }
 
-fn check_dtype(op: &'static str, bytes: usize, dtype: DataType) -> Result<()> {
+pub(crate) fn check_dtype(op: &'static str, bytes: usize, dtype: DataType) -> Result<()> {
     if bytes % dtype.size() != 0 {
         return Err(Error::invalid(
             op,
@@ -267,7 +310,7 @@ impl Communicator {
         })
     }
 
-    fn check_p2p(&self, op: &'static str, peer: usize) -> Result<()> {
+    pub(crate) fn check_p2p(&self, op: &'static str, peer: usize) -> Result<()> {
         check_peer(op, peer, self.size(), "peer")?;
         if peer == self.rank() {
             return Err(Error::invalid(
@@ -373,24 +416,36 @@ impl Communicator {
 
     // ----- non-blocking --------------------------------------------------------------------
 
-    /// Takes this call's place in line now and runs `f` on its own thread when its turn
-    /// comes (the ticket is handed to the first call `f` makes).
-    fn start<R: Send + 'static>(
+    /// Starts any call on owned buffers: it takes its place in line now and runs on its own
+    /// thread when its turn comes (the ticket goes to the first call `f` makes), e.g.
+    /// `comm.start(move |c| c.all_gather_bytes(&input, &mut out, dtype).map(|()| out))`.
+    /// The `start_*` methods below are this, one line each.
+    pub fn start<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Communicator) -> Result<R> + Send + 'static,
     ) -> Pending<R> {
         let ticket = self.ticket();
         let me = self.clone();
-        let handle = std::thread::spawn(move || {
-            crate::comm::RESERVED.with(|r| r.set(Some(ticket)));
-            let out = f(&me);
-            if crate::comm::RESERVED.with(|r| r.take()).is_some() {
-                // `f` failed before making its call: give the turn back so later calls run.
-                me.skip_turn(ticket);
-            }
-            out
-        });
-        Pending { handle }
+        let handle = std::thread::spawn(move || reserved_call(&me, ticket, f));
+        Pending {
+            kind: PendingKind::Thread(handle),
+        }
+    }
+
+    /// Posts an owned buffer's send or receive (see [`Pending`]).
+    fn post<T: Send>(
+        &self,
+        op: &'static str,
+        buf: T,
+        f: impl FnOnce(&mut crate::exec::State),
+    ) -> Result<Pending<T>> {
+        let id = self.run(op, |st| {
+            f(st);
+            Ok(st.engine.current_op())
+        })?;
+        Ok(Pending {
+            kind: PendingKind::Posted(self.clone(), id, buf),
+        })
     }
 
     /// Non-blocking in-place all-reduce of an owned buffer, returned by [`Pending::wait`].
@@ -419,16 +474,18 @@ impl Communicator {
         self.start(move |c| c.broadcast(&mut buf, root).map(|()| buf))
     }
 
-    /// Non-blocking reduce; root's result is the reduction, other ranks get their input back.
+    /// Non-blocking reduce: `Some(reduction)` at root, `None` on the other ranks.
     pub fn start_reduce<T: Element>(
         &self,
-        mut buf: Vec<T>,
+        input: Vec<T>,
         op: ReduceOp,
         root: usize,
-    ) -> Pending<Vec<T>> {
+    ) -> Pending<Option<Vec<T>>> {
         self.start(move |c| {
-            let input = buf.clone();
-            c.reduce(&input, &mut buf, op, root).map(|()| buf)
+            let at_root = c.rank() == root;
+            let mut out = vec![T::zeroed(); if at_root { input.len() } else { 0 }];
+            c.reduce(&input, &mut out, op, root)
+                .map(|()| at_root.then_some(out))
         })
     }
 
@@ -440,14 +497,31 @@ impl Communicator {
         })
     }
 
-    /// Non-blocking send; the buffer comes back once it has been handed to the link.
-    pub fn start_send<T: Element>(&self, data: Vec<T>, peer: usize) -> Pending<Vec<T>> {
-        self.start(move |c| c.send(&data, peer).map(|()| data))
+    /// Non-blocking send (MPI's `Isend`): posted now, progressing with every other queued
+    /// send and receive; the buffer comes back once it has been handed to the link.
+    pub fn start_send<T: Element>(&self, data: Vec<T>, peer: usize) -> Result<Pending<Vec<T>>> {
+        const OP: &str = "send";
+        self.check_p2p(OP, peer)?;
+        let (ptr, len) = (data.as_ptr().cast::<u8>(), std::mem::size_of_val(&data[..]));
+        // SAFETY: the heap buffer of `data` stays where it is while the Pending owns it, and
+        // the Pending waits for the operation before it gives it back or drops it.
+        self.post(OP, data, |st| unsafe {
+            calls::post_send(st, ptr, len, T::DTYPE, peer)
+        })
     }
 
-    /// Non-blocking receive into an owned buffer.
-    pub fn start_recv<T: Element>(&self, mut buf: Vec<T>, peer: usize) -> Pending<Vec<T>> {
-        self.start(move |c| c.recv(&mut buf, peer).map(|()| buf))
+    /// Non-blocking receive into an owned buffer (MPI's `Irecv`), posted now.
+    pub fn start_recv<T: Element>(&self, mut buf: Vec<T>, peer: usize) -> Result<Pending<Vec<T>>> {
+        const OP: &str = "recv";
+        self.check_p2p(OP, peer)?;
+        let (ptr, len) = (
+            buf.as_mut_ptr().cast::<u8>(),
+            std::mem::size_of_val(&buf[..]),
+        );
+        // SAFETY: as in `start_send`; nothing reads the buffer until the Pending gives it back.
+        self.post(OP, buf, |st| unsafe {
+            calls::post_recv(st, ptr, len, T::DTYPE, peer)
+        })
     }
 
     /// Non-blocking barrier.

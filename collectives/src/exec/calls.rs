@@ -68,6 +68,23 @@ fn recv_copy(engine: &mut Engine, from: usize, dst: *mut u8, len: usize) {
     );
 }
 
+/// A receive of exactly `len` bytes (no padding: the small all-reduce's whole-line messages).
+fn recv_copy_exact(engine: &mut Engine, from: usize, dst: *mut u8, len: usize) {
+    engine.recv(
+        from,
+        RecvJob {
+            kind: RecvKind::Copy,
+            dst,
+            len,
+            pos: 0,
+            pad: 0,
+            fwd: None,
+            in_step: false,
+            cleared: true,
+        },
+    );
+}
+
 fn plan(
     inner: &dyn Group,
     st: &mut State,
@@ -311,10 +328,31 @@ unsafe fn small_all_reduce(
     let mut h = hdr;
     h.seq = engine.small_seq;
     small_msg[..Header::LEN].copy_from_slice(&h.to_bytes());
-    engine.exchange_all(others, small_msg, scratch, len, |q, got| {
-        let got = Header::from_bytes(got.try_into().expect("32 bytes"));
-        h.check(&got, "all_reduce", q)
-    })?;
+    if engine.has_queued() {
+        // Sends and receives posted earlier still own the streams' next bytes: the same
+        // message goes through the queues, behind them.
+        engine.reduction = None;
+        engine.esize = 1;
+        engine.stream = false;
+        for &q in others.iter() {
+            engine.send(q, small_msg.as_ptr(), len, len, 0);
+            recv_copy_exact(engine, q, scratch.as_mut_ptr().wrapping_add(q * len), len);
+        }
+        engine.drive(Until::All)?;
+        for &q in others.iter() {
+            let got = Header::from_bytes(
+                scratch[q * len..q * len + Header::LEN]
+                    .try_into()
+                    .expect("32 bytes"),
+            );
+            h.check(&got, "all_reduce", q).map_err(|e| engine.fail(e))?;
+        }
+    } else {
+        engine.exchange_all(others, small_msg, scratch, len, |q, got| {
+            let got = Header::from_bytes(got.try_into().expect("32 bytes"));
+            h.check(&got, "all_reduce", q)
+        })?;
+    }
     engine.small_seq += 1;
     scratch[me * len + Header::LEN..me * len + Header::LEN + bytes].copy_from_slice(data);
     // Up to 16 ranks without allocating.
@@ -653,47 +691,40 @@ pub(crate) fn barrier(inner: &dyn Group, st: &mut State) -> Result<()> {
     st.engine.drive(Until::All)
 }
 
-/// Sends `bytes` to `peer` (matched by the peer's `recv` in call order).
+/// Queues a send of `bytes` to `peer` (matched by the peer's receive in call order) under the
+/// engine's current operation, without waiting: the jobs move whenever the engine is driven.
 ///
 /// # Safety
-/// `data` valid for `bytes`.
-pub(crate) unsafe fn send(
+/// `data` valid for `bytes` and unchanged until the operation is done (or the engine failed).
+pub(crate) unsafe fn post_send(
     st: &mut State,
     data: *const u8,
     bytes: usize,
     dtype: DataType,
     peer: usize,
-) -> Result<()> {
+) {
     let mut h = header(KIND_P2P, Some(dtype), None, bytes / dtype.size(), 0);
     h.seq = st.engine.tx_seq[peer];
     st.engine.tx_seq[peer] += 1;
-    st.hdrs[peer] = h.to_bytes();
-    let hp = st.hdrs[peer].as_ptr();
-    st.engine.reduction = None;
-    st.engine.esize = 1;
-    st.engine.stream = false;
-    st.engine.send(peer, hp, Header::LEN, Header::LEN, 0);
+    st.engine.send_inline(peer, h.to_bytes());
     st.engine.send(peer, data, bytes, bytes, pad_for(bytes));
-    st.engine.drive(Until::All)
 }
 
-/// Receives `bytes` from `peer`.
+/// Queues a receive of `bytes` from `peer`, without waiting.
 ///
 /// # Safety
-/// `buf` valid for writes of `bytes`.
-pub(crate) unsafe fn recv(
+/// `buf` valid for writes of `bytes`, and not touched by anyone else until the operation is
+/// done (or the engine failed).
+pub(crate) unsafe fn post_recv(
     st: &mut State,
     buf: *mut u8,
     bytes: usize,
     dtype: DataType,
     peer: usize,
-) -> Result<()> {
+) {
     let mut h = header(KIND_P2P, Some(dtype), None, bytes / dtype.size(), 0);
     h.seq = st.engine.rx_seq[peer];
     st.engine.rx_seq[peer] += 1;
-    st.engine.reduction = None;
-    st.engine.esize = 1;
-    st.engine.stream = false;
     st.engine.mine = h;
     st.engine.recv(
         peer,
@@ -709,5 +740,36 @@ pub(crate) unsafe fn recv(
         },
     );
     recv_copy(&mut st.engine, peer, buf, bytes);
+}
+
+/// Sends `bytes` to `peer` and waits until they are handed to the link.
+///
+/// # Safety
+/// `data` valid for `bytes`.
+pub(crate) unsafe fn send(
+    st: &mut State,
+    data: *const u8,
+    bytes: usize,
+    dtype: DataType,
+    peer: usize,
+) -> Result<()> {
+    // SAFETY: the caller's contract; the wait below outlives the jobs.
+    unsafe { post_send(st, data, bytes, dtype, peer) };
+    st.engine.drive(Until::All)
+}
+
+/// Receives `bytes` from `peer`.
+///
+/// # Safety
+/// `buf` valid for writes of `bytes`.
+pub(crate) unsafe fn recv(
+    st: &mut State,
+    buf: *mut u8,
+    bytes: usize,
+    dtype: DataType,
+    peer: usize,
+) -> Result<()> {
+    // SAFETY: the caller's contract; the wait below outlives the jobs.
+    unsafe { post_recv(st, buf, bytes, dtype, peer) };
     st.engine.drive(Until::All)
 }

@@ -1,6 +1,12 @@
 //! The progress engine: per-peer FIFO queues of send and receive jobs over the links, driven
 //! by one polling loop on the calling thread.
 //!
+//! Every job belongs to an operation (an id from [`Engine::begin_op`]); a call waits for its
+//! own operation's jobs only ([`Until::All`], [`Until::Op`]), while every wait moves every
+//! queued job forward. That is what lets non-blocking sends and receives (and the sends and
+//! receives of a group) stay queued across calls and progress together with whatever runs
+//! next: each peer's queue is FIFO, so the bytes on each stream stay in call order.
+//!
 //! A job points into memory the caller keeps alive and untouched until [`Engine::drive`]
 //! returns (the operation's buffers, or the engine's scratch). A receive job copies or reduces
 //! straight out of the link's view (the shared-memory ring) into its destination and can
@@ -26,6 +32,11 @@ pub(crate) struct SendJob {
     /// Zero bytes appended so that the next message starts 8-byte aligned in the stream.
     pub pad: usize,
     pub id: u64,
+    /// The operation the job belongs to.
+    owner: u64,
+    /// The bytes themselves, for a header that must outlive the call that queued it (a
+    /// non-blocking send's); `ptr` is unused then.
+    inline: Option<[u8; Header::LEN]>,
 }
 
 pub(crate) enum RecvKind {
@@ -52,7 +63,7 @@ pub(crate) struct RecvJob {
 }
 
 /// Bookkeeping of one wait.
-pub(super) struct Waiter {
+pub(crate) struct Waiter {
     idle: u32,
     progressed_since_check: bool,
     last_progress: Option<Instant>,
@@ -80,7 +91,7 @@ impl Waiter {
 pub(crate) enum Until {
     /// The current step's receives are done.
     Step,
-    /// Every queued job is done.
+    /// Every job of the current operation is done.
     All,
     /// No queued send still reads `[ptr, ptr + len)`.
     NoSendReads(*const u8, usize),
@@ -98,7 +109,13 @@ pub(crate) struct Engine {
     pub rank: usize,
     pub links: Vec<Option<Link>>,
     sendq: Vec<VecDeque<SendJob>>,
-    pub(super) recvq: Vec<VecDeque<RecvJob>>,
+    /// Receive jobs with the operation each belongs to.
+    pub(super) recvq: Vec<VecDeque<(u64, RecvJob)>>,
+    /// The operation new jobs belong to.
+    cur_op: u64,
+    next_op: u64,
+    /// Jobs (sends and receives) not done yet, per operation with any.
+    left: Vec<(u64, usize)>,
     /// Peers with queued work, in the order they were first used.
     active: Vec<usize>,
     is_active: Vec<bool>,
@@ -120,7 +137,6 @@ pub(crate) struct Engine {
     /// The call's output is larger than the cache: copy it with streaming stores.
     pub stream: bool,
     step_left: usize,
-    total_left: usize,
     pub timeout: Duration,
     /// Busy-poll this many idle rounds before yielding the core.
     pub spin: u32,
@@ -165,6 +181,9 @@ impl Engine {
             recvq: (0..p).map(|_| VecDeque::new()).collect(),
             active: Vec::with_capacity(p),
             is_active: vec![false; p],
+            cur_op: 0,
+            next_op: 1,
+            left: Vec::new(),
             next_id: 0,
             tx_seq: vec![0; p],
             small_seq: 0,
@@ -177,7 +196,6 @@ impl Engine {
             esize: 1,
             stream: false,
             step_left: 0,
-            total_left: 0,
             timeout,
             spin,
             poisoned: None,
@@ -187,6 +205,69 @@ impl Engine {
             small_got: Vec::with_capacity(p),
             abort_flag: Default::default(),
         }
+    }
+
+    /// Starts a new operation: the jobs queued from now on belong to it. Returns its id.
+    pub fn begin_op(&mut self) -> u64 {
+        self.cur_op = self.next_op;
+        self.next_op += 1;
+        self.cur_op
+    }
+
+    /// The operation new jobs belong to.
+    pub fn current_op(&self) -> u64 {
+        self.cur_op
+    }
+
+    /// Whether every job of operation `op` is done.
+    pub fn op_done(&self, op: u64) -> bool {
+        !self.left.iter().any(|&(o, _)| o == op)
+    }
+
+    /// Whether any job is queued (of any operation): then the paths that write to the links
+    /// directly would cut into the queued bytes.
+    pub fn has_queued(&self) -> bool {
+        !self.left.is_empty()
+    }
+
+    /// Whether the current operation waits for stream bytes from `peer`.
+    pub(super) fn current_expects(&self, peer: usize) -> bool {
+        let op = self.cur_op;
+        self.recvq[peer].iter().any(|&(o, _)| o == op)
+    }
+
+    fn count(&mut self, op: u64) {
+        match self.left.iter_mut().find(|(o, _)| *o == op) {
+            Some((_, n)) => *n += 1,
+            None => self.left.push((op, 1)),
+        }
+    }
+
+    fn uncount(&mut self, op: u64) {
+        if let Some(i) = self.left.iter().position(|&(o, _)| o == op) {
+            self.left[i].1 -= 1;
+            if self.left[i].1 == 0 {
+                self.left.swap_remove(i);
+            }
+        }
+    }
+
+    /// Queues a 32-byte header for `peer` whose bytes the job keeps (the caller's copy may go).
+    pub fn send_inline(&mut self, peer: usize, hdr: [u8; Header::LEN]) {
+        self.next_id += 1;
+        let owner = self.cur_op;
+        self.sendq[peer].push_back(SendJob {
+            ptr: std::ptr::null(),
+            len: Header::LEN,
+            avail: Header::LEN,
+            pos: 0,
+            pad: 0,
+            id: self.next_id,
+            owner,
+            inline: Some(hdr),
+        });
+        self.count(owner);
+        self.activate(peer);
     }
 
     fn activate(&mut self, peer: usize) {
@@ -210,6 +291,7 @@ impl Engine {
         if len + pad == 0 {
             return id;
         }
+        let owner = self.cur_op;
         self.sendq[peer].push_back(SendJob {
             ptr,
             len,
@@ -217,7 +299,10 @@ impl Engine {
             pos: 0,
             pad,
             id,
+            owner,
+            inline: None,
         });
+        self.count(owner);
         self.activate(peer);
         id
     }
@@ -229,8 +314,9 @@ impl Engine {
         if job.in_step {
             self.step_left += 1;
         }
-        self.total_left += 1;
-        self.recvq[peer].push_back(job);
+        let owner = self.cur_op;
+        self.count(owner);
+        self.recvq[peer].push_back((owner, job));
         self.activate(peer);
     }
 
@@ -262,10 +348,8 @@ impl Engine {
         loop {
             match until {
                 Until::All => {
-                    if self.total_left == 0 && self.active.iter().all(|&p| self.sendq[p].is_empty())
-                    {
-                        self.active.clear();
-                        self.is_active.iter_mut().for_each(|a| *a = false);
+                    if self.op_done(self.cur_op) {
+                        self.forget_idle_peers();
                         return Ok(());
                     }
                 }
@@ -280,13 +364,7 @@ impl Engine {
                     }
                 }
             }
-            let mut progressed = false;
-            for i in 0..self.active.len() {
-                let peer = self.active[i];
-                progressed |= self.progress_sends(peer).map_err(|e| self.fail(e))?;
-                progressed |= self.progress_recvs(peer).map_err(|e| self.fail(e))?;
-            }
-            if progressed {
+            if self.progress_all()? {
                 w.progress();
             } else {
                 if w.idle % 64 == 63 {
@@ -294,6 +372,55 @@ impl Engine {
                 }
                 let peers = std::mem::take(&mut self.active);
                 let r = self.idle(&mut w, &peers, None);
+                self.active = peers;
+                r?;
+            }
+        }
+    }
+
+    /// One pass over every peer with queued jobs; whether anything moved.
+    pub(super) fn progress_all(&mut self) -> Result<bool, Error> {
+        let mut progressed = false;
+        for i in 0..self.active.len() {
+            let peer = self.active[i];
+            progressed |= self.progress_sends(peer).map_err(|e| self.fail(e))?;
+            progressed |= self.progress_recvs(peer).map_err(|e| self.fail(e))?;
+        }
+        Ok(progressed)
+    }
+
+    /// Drops the peers whose queues are empty from the active list.
+    fn forget_idle_peers(&mut self) {
+        let (sendq, recvq, is_active) = (&self.sendq, &self.recvq, &mut self.is_active);
+        self.active.retain(|&p| {
+            let keep = !sendq[p].is_empty() || !recvq[p].is_empty();
+            is_active[p] = keep;
+            keep
+        });
+    }
+
+    /// Drives operation `op` (a non-blocking one, waited for outside any call) until it is
+    /// done (`Ok(true)`) or `stop()` says another call wants the engine (`Ok(false)`: call
+    /// again, with the same `w`, so that the deadline counts across slices).
+    pub fn drive_slice(
+        &mut self,
+        op: u64,
+        w: &mut Waiter,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<bool, Error> {
+        loop {
+            if self.op_done(op) {
+                self.forget_idle_peers();
+                return Ok(true);
+            }
+            if stop() {
+                return Ok(false);
+            }
+            if self.progress_all()? {
+                w.progress();
+            } else {
+                let peers = std::mem::take(&mut self.active);
+                let r = self.idle(w, &peers, None);
                 self.active = peers;
                 r?;
             }
@@ -506,7 +633,7 @@ impl Engine {
         self.active.clear();
         self.is_active.iter_mut().for_each(|a| *a = false);
         self.step_left = 0;
-        self.total_left = 0;
+        self.left.clear();
         if self.poisoned.is_none() {
             self.poisoned = Some(e.to_string());
         }
@@ -527,7 +654,9 @@ impl Engine {
             let link = self.links[peer]
                 .as_mut()
                 .expect("a job for a peer without a link");
-            let chunk: &[u8] = if pos < len {
+            let chunk: &[u8] = if let Some(hdr) = &job.inline {
+                &hdr[pos..]
+            } else if pos < len {
                 if avail == pos {
                     break;
                 }
@@ -547,7 +676,8 @@ impl Engine {
             let job = self.sendq[peer].front_mut().expect("front exists");
             job.pos += n;
             if job.pos == job.len + job.pad {
-                self.sendq[peer].pop_front();
+                let done = self.sendq[peer].pop_front().expect("front exists");
+                self.uncount(done.owner);
             } else {
                 break;
             }
@@ -560,7 +690,7 @@ impl Engine {
         let (a0, a1) = (ptr as usize, ptr as usize + len);
         self.active.iter().any(|&p| {
             self.sendq[p].iter().any(|s| {
-                if Some(s.id) == except {
+                if Some(s.id) == except || s.inline.is_some() {
                     return false;
                 }
                 let (b0, b1) = (s.ptr as usize + s.pos.min(s.len), s.ptr as usize + s.len);
@@ -573,13 +703,13 @@ impl Engine {
         let op = self.op;
         let esize = self.esize;
         let mut progressed = false;
-        while let Some(job) = self.recvq[peer].front() {
+        while let Some((_, job)) = self.recvq[peer].front() {
             if !job.cleared {
                 let own = job.fwd.map(|(_, id)| id);
                 if self.overlaps_send(job.dst, job.len, own) {
                     break;
                 }
-                self.recvq[peer].front_mut().expect("front").cleared = true;
+                self.recvq[peer].front_mut().expect("front").1.cleared = true;
             }
             let reduction = self.reduction;
             let stream = self.stream;
@@ -592,7 +722,7 @@ impl Engine {
             if view.is_empty() {
                 break;
             }
-            let job = self.recvq[peer].front_mut().expect("front");
+            let job = &mut self.recvq[peer].front_mut().expect("front").1;
             let n;
             if job.pos < job.len {
                 let mut take = view.len().min(job.len - job.pos);
@@ -641,12 +771,12 @@ impl Engine {
             }
             self.link(peer).consume(n);
             progressed = true;
-            let job = self.recvq[peer].front().expect("front");
+            let job = &self.recvq[peer].front().expect("front").1;
             if job.pos < job.len + job.pad {
                 // Partial: the link has nothing more contiguous right now.
                 continue;
             }
-            let job = self.recvq[peer].pop_front().expect("front");
+            let (owner, job) = self.recvq[peer].pop_front().expect("front");
             if let RecvKind::Header(expect) = job.kind {
                 let got = Header::from_bytes(&self.hdr_buf[peer]);
                 expect.check(&got, op, peer)?;
@@ -654,7 +784,7 @@ impl Engine {
             if job.in_step {
                 self.step_left -= 1;
             }
-            self.total_left -= 1;
+            self.uncount(owner);
         }
         Ok(progressed)
     }

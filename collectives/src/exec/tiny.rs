@@ -164,7 +164,10 @@ impl Engine {
                             peer: q,
                             source,
                         })?;
-                    if pending && !mailbox.posted(seq) {
+                    let posted = mailbox.posted(seq);
+                    // Bytes for a receive posted earlier (non-blocking, or in a group) are
+                    // not another call: they wait for that receive's job.
+                    if pending && !posted && self.recvq[q].is_empty() {
                         return Err(Error::Mismatch {
                             op,
                             peer: q,
@@ -174,6 +177,10 @@ impl Engine {
                     }
                     i += 1;
                 }
+            }
+            // Queued sends and receives (non-blocking ones) move on while we wait.
+            if self.has_queued() {
+                progressed |= self.progress_all()?;
             }
             if progressed {
                 w.progress();
@@ -193,7 +200,7 @@ impl Engine {
         }
         let seq = self.tiny_seq;
         for q in 0..self.links.len() {
-            if self.recvq[q].is_empty() {
+            if !self.current_expects(q) {
                 continue;
             }
             let Some(mut mailbox) = self.links[q].as_mut().and_then(|l| l.mailbox()) else {
