@@ -144,6 +144,18 @@ pub struct Args {
     /// noisy machines; 1 is nccl-tests' single loop).
     #[arg(long, default_value_t = 1)]
     trials: usize,
+    /// Operations per timed iteration, run as one group (`Communicator::group`): each on its
+    /// own buffers; the time reported is per operation.
+    #[arg(long, default_value_t = 1)]
+    group: usize,
+    /// Split the ranks into this many communicators first (color rank % N, ordered by rank) and
+    /// run the sweep on each at once; rank 0's communicator prints (`MPI_Comm_split` then the
+    /// collective on the sub-communicator).
+    #[arg(long)]
+    split: Option<usize>,
+    /// Set for the communicators of a split that rank 0 is not in: they run quietly.
+    #[arg(skip)]
+    quiet: bool,
     /// Force an algorithm (ring, rhd, tree, dbtree, hier, hier:AxB); default: chosen per size.
     #[arg(long)]
     algo: Option<String>,
@@ -230,8 +242,8 @@ pub fn run(which: Which, args: Args) -> anyhow::Result<()> {
         1,
     )
     .map_err(anyhow::Error::msg)?;
-    if args.agg_iters == 0 || args.nthreads == 0 {
-        bail!("-m and -t must be at least 1");
+    if args.agg_iters == 0 || args.nthreads == 0 || args.group == 0 || args.split == Some(0) {
+        bail!("-m, -t, --group and --split must be at least 1");
     }
     if args.ngpus != 1 {
         bail!(
@@ -273,7 +285,10 @@ pub fn run(which: Which, args: Args) -> anyhow::Result<()> {
                     // A thread rank that fails or panics stops the others at once, instead of
                     // leaving them to wait for it until the timeout.
                     let guard = AbortOnDrop(comms);
-                    let r = sweep_all(c, which, args, combos);
+                    let r = match args.split {
+                        None => sweep_all(c, which, args, combos),
+                        Some(n) => split_and_sweep(c, n, which, args, combos),
+                    };
                     if r.is_ok() {
                         std::mem::forget(guard);
                     }
@@ -314,6 +329,25 @@ pub fn run(which: Which, args: Args) -> anyhow::Result<()> {
         crate::plot::write(path, &format!("{} bus bandwidth", which.name()), &curves)?;
     }
     Ok(())
+}
+
+/// `--split N`: the sweep on this rank's child of an N-way split.
+fn split_and_sweep(
+    comm: &Communicator,
+    n: usize,
+    which: Which,
+    args: &Args,
+    combos: &[(DataType, String)],
+) -> anyhow::Result<Vec<Row>> {
+    let me = comm.rank();
+    let child = comm
+        .split(Some((me % n) as u32), me as i64)?
+        .context("a rank with a color joins a child")?;
+    let args = Args {
+        quiet: me % n != 0,
+        ..args.clone()
+    };
+    sweep_all(&child, which, &args, combos)
 }
 
 /// nccl-tests' processes x threads: this process's `t` threads are ranks `rank * t ..` of a
@@ -462,7 +496,7 @@ fn sweep_all(
     if args.root >= p {
         bail!("root {} is not a rank of {p}", args.root);
     }
-    let print = me == 0;
+    let print = me == 0 && !args.quiet;
     let format = format_of(args);
     let devices = device_lines(comm)?;
     if print {
@@ -525,12 +559,22 @@ fn sweep_all(
     Ok(if print { all_rows } else { Vec::new() })
 }
 
+/// `--group N`: one iteration is a group of N calls, each on its own buffers.
+fn group_call(comm: &Communicator, c: &data::Call, bufs: &mut [data::Bufs]) -> anyhow::Result<()> {
+    let g = comm.group();
+    for b in bufs.iter_mut() {
+        g.call(move |comm| data::call(comm, c, b));
+    }
+    Ok(g.end()?)
+}
+
 /// Times `iters` iterations of `agg` calls after a barrier; returns seconds per call on this
 /// rank (wall time, or the thread's CPU time).
 fn time_calls(
     comm: &Communicator,
     c: &data::Call,
     b: &mut data::Bufs,
+    group: &mut [data::Bufs],
     iters: usize,
     agg: usize,
     cpu_time: bool,
@@ -538,14 +582,18 @@ fn time_calls(
     comm.barrier()?;
     let (t, cpu0) = (Instant::now(), thread_cpu_seconds());
     for _ in 0..iters * agg {
-        data::call(comm, c, b)?;
+        if group.is_empty() {
+            data::call(comm, c, b)?;
+        } else {
+            group_call(comm, c, group)?;
+        }
     }
     let secs = if cpu_time {
         thread_cpu_seconds() - cpu0
     } else {
         t.elapsed().as_secs_f64()
     };
-    Ok(secs / (iters * agg) as f64)
+    Ok(secs / (iters * agg * group.len().max(1)) as f64)
 }
 
 /// CPU time of the calling thread (`-C 1`).
@@ -572,7 +620,7 @@ fn sweep(
     op_name: &str,
 ) -> anyhow::Result<Vec<Row>> {
     let (p, me, es) = (comm.size(), comm.rank(), dtype.size());
-    let print = me == 0;
+    let print = me == 0 && !args.quiet;
     let format = format_of(args);
     let coll = match which {
         Which::AllReduce => Some(Collective::AllReduce),
@@ -595,6 +643,13 @@ fn sweep(
     let mut rows = Vec::with_capacity(sizes.len());
     for &size in &sizes {
         let mut b = data::Bufs::new(which, size, p)?;
+        let mut group: Vec<data::Bufs> = if args.group > 1 {
+            (0..args.group)
+                .map(|_| data::Bufs::new(which, size, p))
+                .collect::<anyhow::Result<_>>()?
+        } else {
+            Vec::new()
+        };
         let mut halves = Vec::with_capacity(2);
         let mut iters_done = 0;
         for in_place in [false, true] {
@@ -614,10 +669,13 @@ fn sweep(
             for _ in 0..args.warmup {
                 data::call(comm, &c, &mut b)?;
             }
+            if !group.is_empty() {
+                group_call(comm, &c, &mut group)?;
+            }
             let iters = if args.iters > 0 {
                 args.iters
             } else {
-                let one = time_calls(comm, &c, &mut b, 1, 1, false)?;
+                let one = time_calls(comm, &c, &mut b, &mut group, 1, 1, false)?;
                 let one = over_ranks(comm, one, 3)?;
                 ((0.1 / one.max(1e-9)) as usize).clamp(1, 1_000_000)
             };
@@ -627,6 +685,7 @@ fn sweep(
                     comm,
                     &c,
                     &mut b,
+                    &mut group,
                     iters,
                     args.agg_iters,
                     args.report_cputime != 0,

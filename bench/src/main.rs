@@ -8,6 +8,7 @@ mod collective;
 mod kernels;
 mod launch;
 mod plot;
+mod sendrecv;
 mod simulate;
 mod sizes;
 mod soak;
@@ -42,6 +43,9 @@ enum Command {
     Plot(plot::Args),
     /// Predict collective times on a model of a cluster.
     Simulate(simulate::Args),
+    /// Point-to-point bandwidth both ways at once on the collectives' links (OSU bibw shape).
+    #[command(alias = "exchange")]
+    Sendrecv(sendrecv::Args),
     /// Random collectives, sizes, types, reductions and roots, every element checked.
     Soak(soak::Args),
 }
@@ -70,5 +74,6 @@ fn main() -> anyhow::Result<()> {
         Command::Plot(args) => plot::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Soak(args) => soak::run(args),
+        Command::Sendrecv(args) => sendrecv::run(args),
     }
 }
