@@ -3,7 +3,7 @@
 
 use super::Group;
 use crate::algorithms::Algorithm;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::schedule::Collective;
 use crate::tuner::{self, CostParams};
 
@@ -15,7 +15,7 @@ pub(crate) fn choose_parts(
     collective: Collective,
     parts: &[usize],
 ) -> Result<(Algorithm, usize)> {
-    let forced = forced(inner, op)?.map(Ok);
+    let forced = forced(inner, op).map(Ok);
     let params = CostParams {
         tiers: crate::map::tiers(inner.topology(), inner.options()),
         max_message_bytes: Some(inner.options().chunk_bytes),
@@ -25,21 +25,22 @@ pub(crate) fn choose_parts(
 }
 
 /// `OXCCL_ALGO` ([`crate::Options::algorithm`]) made concrete for this communicator, if set.
-fn forced(inner: &dyn Group, op: &'static str) -> Result<Option<Algorithm>> {
-    let Some(name) = &inner.options().algorithm else {
-        return Ok(None);
-    };
-    let bad = |detail: String| Error::Algorithm {
-        op,
-        algo: name.clone(),
-        detail,
-    };
-    let algo: Algorithm = name
-        .parse()
-        .map_err(|e: crate::algorithms::AlgorithmError| bad(e.to_string()))?;
-    tuner::resolve_forced(algo, inner.size(), inner.topology().hier())
-        .map(Some)
-        .map_err(bad)
+/// The communicator refused settings that cannot work when it was made; one that still does
+/// not fit here (a child communicator of another size, say) is ignored with a warning, and the
+/// tuner decides: a setting never aborts a communicator.
+fn forced(inner: &dyn Group, op: &'static str) -> Option<Algorithm> {
+    let name = inner.options().algorithm.as_ref()?;
+    let algo = name
+        .parse::<Algorithm>()
+        .map_err(|e| e.to_string())
+        .and_then(|a| tuner::resolve_forced(a, inner.size(), inner.topology().hier()));
+    match algo {
+        Ok(a) => Some(a),
+        Err(detail) => {
+            tracing::warn!(op, algo = %name, "OXCCL_ALGO does not fit this communicator ({detail}); the tuner decides");
+            None
+        }
+    }
 }
 
 /// The algorithm and pipeline depth for `collective` moving `bytes` (the whole buffer).
@@ -50,7 +51,7 @@ pub(crate) fn choose(
     bytes: usize,
 ) -> Result<(Algorithm, usize)> {
     let dims = inner.topology().hier_dims();
-    let forced = forced(inner, op)?.map(Ok);
+    let forced = forced(inner, op).map(Ok);
     let params = CostParams {
         tiers: crate::map::tiers(inner.topology(), inner.options()),
         max_message_bytes: Some(inner.options().chunk_bytes),
