@@ -348,6 +348,28 @@ impl Communicator {
         })
     }
 
+    /// The algorithm an uneven call of `collective` would use now, for parts of `part_bytes`
+    /// bytes per rank (all-to-all-v: pass none; its choice depends on the rank count only).
+    pub fn algorithm_for_parts(
+        &self,
+        collective: crate::schedule::Collective,
+        part_bytes: &[usize],
+    ) -> Result<String> {
+        let parts = if collective == crate::schedule::Collective::AllToAll {
+            &[][..]
+        } else {
+            part_bytes
+        };
+        crate::exec::select::choose_parts(&*self.inner, "algorithm_for_parts", collective, parts)
+            .map(|(a, k)| {
+                if k > 1 {
+                    format!("{a}/{k}")
+                } else {
+                    a.to_string()
+                }
+            })
+    }
+
     // ----- typed ---------------------------------------------------------------------------
 
     pub fn gather<T: Element>(&self, input: &[T], output: &mut [T], root: usize) -> Result<()> {
