@@ -7,7 +7,10 @@
 //! [`Communicator::broadcast`], [`Communicator::reduce`], [`Communicator::all_to_all`],
 //! [`Communicator::barrier`], [`Communicator::send`] / [`Communicator::recv`], typed over every
 //! [`Element`] and on bytes with a run-time [`DataType`] (`*_bytes`), blocking, or started with
-//! `start_*` and finished with [`Pending::wait`].
+//! `start_*` and finished with [`Pending::wait`]. Gather, scatter and the uneven collectives
+//! ([`Communicator::gather`], [`Communicator::scatter`], [`Communicator::all_gather_v`],
+//! [`Communicator::reduce_scatter_v`], [`Communicator::all_to_all_v`], with per-rank counts and
+//! displacements as [`Parts`]) are blocking, typed and on bytes.
 //!
 //! Algorithms are data: each one is a function that returns a [`schedule::Schedule`], which a
 //! verifier checks symbolically ([`verify`]), an executor runs over the links and the kernels,
