@@ -1,5 +1,5 @@
-//! `oxccl-bench all-reduce | reduce-scatter | all-gather | broadcast | reduce | all-to-all`: an
-//! nccl-tests sweep over sizes, with its flags, its columns (out of place, then in place) and its
+//! `oxccl-bench all-reduce | reduce-scatter | all-gather | broadcast | reduce | all-to-all |
+//! gather | scatter | all-to-all-v`: an nccl-tests sweep over sizes, with its flags, its columns (out of place, then in place) and its
 //! summary lines.
 //!
 //! Ranks come from `--ranks N` (this binary starts N copies of itself on this host, with a
@@ -29,6 +29,11 @@ pub enum Which {
     Broadcast,
     Reduce,
     AllToAll,
+    Gather,
+    Scatter,
+    /// All-to-all with uneven counts: rank `r` sends rank `q` a share of its buffer weighted
+    /// `1 + (r + q) % 3` ([`data::a2av_counts`]); the size is one rank's send buffer.
+    AllToAllV,
 }
 
 impl Which {
@@ -40,6 +45,9 @@ impl Which {
             Which::Broadcast => "broadcast",
             Which::Reduce => "reduce",
             Which::AllToAll => "all-to-all",
+            Which::Gather => "gather",
+            Which::Scatter => "scatter",
+            Which::AllToAllV => "all-to-all-v",
         }
     }
 
@@ -48,7 +56,12 @@ impl Which {
         let p = p as f64;
         match self {
             Which::AllReduce => 2.0 * (p - 1.0) / p,
-            Which::ReduceScatter | Which::AllGather | Which::AllToAll => (p - 1.0) / p,
+            Which::ReduceScatter
+            | Which::AllGather
+            | Which::AllToAll
+            | Which::Gather
+            | Which::Scatter
+            | Which::AllToAllV => (p - 1.0) / p,
             Which::Broadcast | Which::Reduce => 1.0,
         }
     }
@@ -61,7 +74,10 @@ impl Which {
     }
 
     fn rooted(self) -> bool {
-        matches!(self, Which::Broadcast | Which::Reduce)
+        matches!(
+            self,
+            Which::Broadcast | Which::Reduce | Which::Gather | Which::Scatter
+        )
     }
 
     /// Sizes are rounded down to a multiple of this (nccl-tests does the same).
@@ -107,7 +123,7 @@ pub struct Args {
     /// Reduction (sum, prod, min, max, avg, mulsum, premulsum(S)), or `all`.
     #[arg(short = 'o', long = "op", default_value = "sum")]
     op: String,
-    /// Root of broadcast and reduce.
+    /// Root of broadcast, reduce, gather and scatter.
     #[arg(short = 'r', long = "root", default_value_t = 0)]
     root: usize,
     /// Time reported: 0 rank 0's, 1 the average over ranks, 2 the minimum, 3 the maximum.
@@ -629,6 +645,13 @@ fn sweep(
         Which::Broadcast => Some(Collective::Broadcast {
             root: args.root as u32,
         }),
+        Which::Gather => Some(Collective::Gather {
+            root: args.root as u32,
+        }),
+        Which::Scatter => Some(Collective::Scatter {
+            root: args.root as u32,
+        }),
+        Which::AllToAllV => Some(Collective::AllToAll),
         Which::Reduce | Which::AllToAll => None,
     };
     let sizes = sizes(which, args, es, p)?;
@@ -704,6 +727,9 @@ fn sweep(
             });
         }
         let algo = match coll {
+            Some(c) if matches!(which, Which::AllToAllV) => comm
+                .algorithm_for_parts(c, &[])
+                .unwrap_or_else(|_| "?".into()),
             Some(c) => comm.algorithm_for(c, size).unwrap_or_else(|_| "?".into()),
             None => "direct".into(),
         };

@@ -39,6 +39,14 @@ enum Command {
     Reduce(collective::Args),
     /// All-to-all sweep, nccl-tests style.
     AllToAll(collective::Args),
+    /// Gather sweep, nccl-tests style (the size is root's output).
+    Gather(collective::Args),
+    /// Scatter sweep, nccl-tests style (the size is root's input).
+    Scatter(collective::Args),
+    /// All-to-all with uneven counts per peer (MPI_Alltoallv's shape; the size is one rank's
+    /// send buffer).
+    #[command(name = "all-to-all-v")]
+    AllToAllV(collective::Args),
     /// Draw bus bandwidth against size for saved runs (`--json` output or nccl-tests text).
     Plot(plot::Args),
     /// Predict collective times on a model of a cluster.
@@ -71,6 +79,9 @@ fn main() -> anyhow::Result<()> {
         Command::Broadcast(args) => collective::run(collective::Which::Broadcast, args),
         Command::Reduce(args) => collective::run(collective::Which::Reduce, args),
         Command::AllToAll(args) => collective::run(collective::Which::AllToAll, args),
+        Command::Gather(args) => collective::run(collective::Which::Gather, args),
+        Command::Scatter(args) => collective::run(collective::Which::Scatter, args),
+        Command::AllToAllV(args) => collective::run(collective::Which::AllToAllV, args),
         Command::Plot(args) => plot::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Soak(args) => soak::run(args),

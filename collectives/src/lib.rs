@@ -10,6 +10,10 @@
 //! non-blocking: on owned buffers with `start_*` / [`Communicator::start`] and
 //! [`Pending::wait`], on borrowed ones inside [`Communicator::scope`] ([`Request`]), and
 //! several together in a [`Communicator::group`] (NCCL's `ncclGroupStart/End`).
+//! Gather, scatter and the uneven collectives ([`Communicator::gather`],
+//! [`Communicator::scatter`], [`Communicator::all_gather_v`], [`Communicator::reduce_scatter_v`],
+//! [`Communicator::all_to_all_v`], with per-rank counts and displacements as [`Parts`]) are
+//! typed and on bytes.
 //!
 //! Algorithms are data: each one is a function that returns a [`schedule::Schedule`], which a
 //! verifier checks symbolically ([`verify`]), an executor runs over the links and the kernels,
@@ -93,6 +97,7 @@ mod link;
 pub mod logging;
 pub mod map;
 mod ops;
+mod ops_v;
 pub mod options;
 pub mod schedule;
 pub mod sim;
@@ -107,5 +112,6 @@ pub use group::{Group, Request, Scope};
 pub use link::LinkKind;
 pub use map::{Locality, Topology};
 pub use ops::Pending;
+pub use ops_v::Parts;
 pub use options::{Bind, LocalTransport, NetChoice, Options, TransportChoice};
 pub use oxccl_kernels::{DataType, Element, ReduceOp};

@@ -96,7 +96,7 @@ pub(crate) fn check_dtype(op: &'static str, bytes: usize, dtype: DataType) -> Re
 
 /// Integer reductions can only scale by whole numbers (the kernels' contract); catching it
 /// here keeps a bad argument from aborting the communicator mid-call.
-fn check_op(op: &'static str, dtype: DataType, red: ReduceOp) -> Result<()> {
+pub(crate) fn check_op(op: &'static str, dtype: DataType, red: ReduceOp) -> Result<()> {
     if let ReduceOp::PreMulSum(s) = red {
         if !s.is_finite() || (!dtype.is_float() && s.fract() != 0.0) {
             return Err(Error::invalid(

@@ -64,7 +64,7 @@ pub enum LocalTransport {
 /// | variable | meaning | default |
 /// |---|---|---|
 /// | `OXCCL_TIMEOUT` | seconds without progress before a call fails (also bounds bootstrap) | 300 |
-/// | `OXCCL_ALGO` | force an algorithm: `ring`, `rhd`, `tree`, `dbtree`, `hier`, `hier:AxB` (ignored, with a warning, for collectives it does not implement) | the tuner's choice |
+/// | `OXCCL_ALGO` | force an algorithm: `ring`, `rhd`, `tree`, `dbtree`, `direct`, `hier`, `hier:AxB` (refused when the communicator is made if it cannot work there; ignored, with a warning, for calls it does not fit) | the tuner's choice |
 /// | `OXCCL_CHUNK_BYTES` | largest message of a pipelined schedule: the tuner pipelines at least this finely | 1048576 |
 /// | `OXCCL_TRANSPORT` | `auto` (shm on a host, the network fabric across), `shm`, or `tcp`/`net` (the network fabric everywhere) | `auto` |
 /// | `OXCCL_NET` | network fabric across hosts: `tcp` or `rdma` | `tcp` |

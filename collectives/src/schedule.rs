@@ -82,6 +82,87 @@ pub fn block_elems(index: usize, elems: usize, blocks: usize) -> Range<usize> {
     block_boundary(index, elems, blocks)..block_boundary(index + 1, elems, blocks)
 }
 
+/// Where each block of a schedule lies in one call's buffer, in elements: the one description
+/// of blocks that the executor reads.
+///
+/// Every layout is a list of *parts* of explicit sizes at explicit places, each cut into
+/// `chunks` blocks of nearly equal size (block `q * chunks + j` is chunk `j` of part `q`). The
+/// even layout of the model above is the one-part case: [`BlockLayout::even`]`(n, b)` is one
+/// part of `n` elements cut into `b` blocks, so it gives exactly [`block_elems`]. Uneven
+/// collectives (`all_gather_v`, `gather`, ...) give one part per rank with the rank's count
+/// and displacement; parts may be empty and need not be in order or adjacent, but must not
+/// overlap (the caller checks that).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockLayout {
+    /// `(start, len)` of each part, in elements.
+    parts: Vec<(usize, usize)>,
+    chunks: usize,
+}
+
+impl BlockLayout {
+    /// One part of `elems` elements at 0, cut into `blocks` blocks.
+    pub fn even(elems: usize, blocks: usize) -> Self {
+        Self {
+            parts: vec![(0, elems)],
+            chunks: blocks.max(1),
+        }
+    }
+
+    /// Parts `(start, len)` in block order, each cut into `chunks` blocks.
+    pub fn parts(parts: impl IntoIterator<Item = (usize, usize)>, chunks: usize) -> Self {
+        Self {
+            parts: parts.into_iter().collect(),
+            chunks: chunks.max(1),
+        }
+    }
+
+    /// How many blocks the layout describes.
+    pub fn blocks(&self) -> usize {
+        self.parts.len() * self.chunks
+    }
+
+    /// The elements of block `index`.
+    pub fn block(&self, index: usize) -> Range<usize> {
+        let (start, len) = self.parts[index / self.chunks];
+        let r = block_elems(index % self.chunks, len, self.chunks);
+        start + r.start..start + r.end
+    }
+
+    /// Elements `blocks` cover in all (the size of a message that carries them).
+    pub fn len(&self, blocks: Blocks) -> usize {
+        blocks.range().map(|i| self.block(i).len()).sum()
+    }
+
+    /// The element ranges of `blocks` as maximal contiguous runs, in block order, skipping
+    /// empty blocks.
+    pub fn runs(&self, blocks: Blocks) -> impl Iterator<Item = Range<usize>> + '_ {
+        let mut i = blocks.start as usize;
+        let end = blocks.end() as usize;
+        std::iter::from_fn(move || {
+            while i < end && self.block(i).is_empty() {
+                i += 1;
+            }
+            if i >= end {
+                return None;
+            }
+            let mut run = self.block(i);
+            i += 1;
+            while i < end {
+                let next = self.block(i);
+                if next.is_empty() {
+                    i += 1;
+                } else if next.start == run.end {
+                    run.end = next.end;
+                    i += 1;
+                } else {
+                    break;
+                }
+            }
+            Some(run)
+        })
+    }
+}
+
 /// First element of block `index` (or `elems` for `index == blocks`).
 fn block_boundary(index: usize, elems: usize, blocks: usize) -> usize {
     ((index as u128 * elems as u128) / blocks.max(1) as u128) as usize
@@ -225,6 +306,48 @@ pub enum Collective {
     /// Every rank starts with its contribution in every block; `root` must end with the full
     /// reduction in every block.
     Reduce { root: Rank },
+    /// Rank `r` starts with its own blocks ([`Schedule::owned`]) only; `root` ends with every
+    /// block, each holding its owner's data.
+    Gather { root: Rank },
+    /// `root` starts with every block; rank `r` ends with root's data in its own blocks
+    /// ([`Schedule::owned`]).
+    Scatter { root: Rank },
+    /// `ranks x ranks` blocks: block `s * ranks + d` is what rank `s` sends rank `d`. Rank `r`
+    /// starts with row `r` (blocks `r * ranks..(r + 1) * ranks`) and must end with column `r`
+    /// (blocks `s * ranks + r`, each holding rank `s`'s data).
+    AllToAll,
+}
+
+impl Collective {
+    /// The root of a rooted collective.
+    pub fn root(self) -> Option<Rank> {
+        match self {
+            Collective::Broadcast { root }
+            | Collective::Reduce { root }
+            | Collective::Gather { root }
+            | Collective::Scatter { root } => Some(root),
+            _ => None,
+        }
+    }
+
+    /// Whether the schedule gives every rank its own blocks ([`Schedule::owned`]).
+    pub fn has_owners(self) -> bool {
+        matches!(
+            self,
+            Collective::ReduceScatter
+                | Collective::AllGather
+                | Collective::Gather { .. }
+                | Collective::Scatter { .. }
+        )
+    }
+
+    /// Whether the collective reduces (rather than only moves) data.
+    pub fn reduces(self) -> bool {
+        matches!(
+            self,
+            Collective::AllReduce | Collective::ReduceScatter | Collective::Reduce { .. }
+        )
+    }
 }
 
 /// A complete algorithm for one collective on `ranks` ranks.
@@ -236,8 +359,8 @@ pub struct Schedule {
     pub ranks: usize,
     /// Number of blocks the buffer is cut into.
     pub blocks: usize,
-    /// For reduce-scatter and all-gather: the blocks rank `r` owns (its output, or its input).
-    /// Empty for the other collectives.
+    /// For reduce-scatter, all-gather, gather and scatter: the blocks rank `r` owns (its
+    /// output, or its input). Empty for the other collectives.
     pub owned: Vec<Blocks>,
     /// One program per rank.
     pub programs: Vec<Program>,
@@ -272,6 +395,33 @@ mod tests {
             assert_eq!(next, elems);
             assert_eq!(Blocks::new(0, blocks as u32).elems(elems, blocks), 0..elems);
         }
+    }
+
+    #[test]
+    fn layouts_describe_even_and_uneven_blocks_one_way() {
+        for (elems, blocks) in [(0, 3), (7, 3), (100, 7)] {
+            let even = BlockLayout::even(elems, blocks);
+            assert_eq!(even.blocks(), blocks);
+            for b in 0..blocks {
+                assert_eq!(even.block(b), block_elems(b, elems, blocks));
+            }
+            let all = Blocks::new(0, blocks as u32);
+            assert_eq!(even.len(all), elems);
+            assert_eq!(
+                even.runs(all).collect::<Vec<_>>().len(),
+                usize::from(elems > 0)
+            );
+        }
+        // Counts 3, 0, 5 at displacements 10, 0, 0, two chunks each.
+        let l = BlockLayout::parts([(10, 3), (0, 0), (0, 5)], 2);
+        assert_eq!(l.blocks(), 6);
+        assert_eq!(l.block(0), 10..11);
+        assert_eq!(l.block(1), 11..13);
+        assert!(l.block(2).is_empty() && l.block(3).is_empty());
+        assert_eq!(l.block(5), 2..5);
+        assert_eq!(l.len(Blocks::new(0, 6)), 8);
+        let runs: Vec<_> = l.runs(Blocks::new(0, 6)).collect();
+        assert_eq!(runs, vec![10..13, 0..5]);
     }
 
     #[test]

@@ -161,6 +161,13 @@ pub fn predict_pipelined(
     let (p, n, k) = (ranks as f64, bytes as f64, pipeline as f64);
     let link = params.slowest();
     let log2_ceil = (usize::BITS - (ranks - 1).leading_zeros()) as f64;
+    if !pipelines(collective) && pipeline > 1 {
+        // One hop per message: more chunks only add messages.
+        return f64::INFINITY;
+    }
+    if let Some(t) = moving(algorithm, collective, p, n, log2_ceil, link) {
+        return t;
+    }
     let is_reduction = matches!(
         collective,
         Collective::AllReduce | Collective::ReduceScatter | Collective::Reduce { .. }
@@ -226,12 +233,79 @@ pub fn predict_pipelined(
             ) - (hops as f64 - 2.0 * height as f64).max(0.0) * link.alpha_s
         }
         Algorithm::Rhd => rhd(collective, ranks, n, link),
+        // Every collective `direct` implements is priced by `moving` above.
+        Algorithm::Direct => f64::INFINITY,
         Algorithm::Hierarchical(dims) => {
             if !dims_fit(dims, ranks) {
                 return f64::INFINITY;
             }
             hierarchical(collective, dims, n, k, params)
         }
+    }
+}
+
+/// Whether more pipeline chunks can help `collective` (not gather, scatter, all-to-all).
+fn pipelines(collective: Collective) -> bool {
+    !matches!(
+        collective,
+        Collective::Gather { .. } | Collective::Scatter { .. } | Collective::AllToAll
+    )
+}
+
+/// Gather, scatter, all-to-all and the direct all-gather: data that is only moved, one hop
+/// (or a binomial tree of store-and-forward hops) per part. `n` is the whole buffer: the
+/// root's for gather and scatter, one rank's input for all-to-all, the output of all-gather.
+///
+/// * `direct` gather and scatter: the root's link carries `(p-1)/p n` in `p - 1` messages.
+/// * `tree` gather and scatter: `ceil(log2 p)` rounds; the root's link carries as much, but a
+///   subtree's head forwards only once its whole subtree is in, so the largest subtree (half
+///   the data) also passes through one more rank's memory first (charged at `gamma`, a copy).
+/// * `direct` all-gather: every rank receives `(p-1)/p n` in `p - 1` messages at once.
+/// * all-to-all: every rank sends and receives `(p-1)/p n`; `direct` posts all `p - 1`
+///   messages at once, the pairwise `ring` waits for each step's receive before its next send,
+///   one more latency per step.
+fn moving(
+    algorithm: &Algorithm,
+    collective: Collective,
+    p: f64,
+    n: f64,
+    log2_ceil: f64,
+    link: LinkParams,
+) -> Option<f64> {
+    let LinkParams {
+        alpha_s: a,
+        beta_s_per_byte: b,
+        gamma_s_per_byte: g,
+    } = link;
+    let spread = (p - 1.0) / p * n * b;
+    Some(match (algorithm, collective) {
+        (Algorithm::Direct, Collective::Gather { .. } | Collective::Scatter { .. }) => {
+            (p - 1.0) * a + spread
+        }
+        (Algorithm::Tree, Collective::Gather { .. } | Collective::Scatter { .. }) => {
+            let forward = if p > 2.0 { n / 2.0 * g } else { 0.0 };
+            log2_ceil * a + spread + forward
+        }
+        (Algorithm::Direct, Collective::AllGather | Collective::AllToAll) => (p - 1.0) * a + spread,
+        (Algorithm::Ring, Collective::AllToAll) => 2.0 * (p - 1.0) * a + spread,
+        _ => return None,
+    })
+}
+
+/// The bytes the cost model charges a collective of uneven `parts` (bytes per rank, or per
+/// (sender, receiver) pair for all-to-all) as if they were even: a ring moves one part per
+/// step, so its steps take as long as the largest part; halving-doubling, trees and direct
+/// sends move whole ranges, the total.
+pub fn effective_bytes(algorithm: &Algorithm, parts: &[usize], ranks: usize) -> usize {
+    let total: usize = parts.iter().sum();
+    match algorithm {
+        Algorithm::Ring if parts.len() == ranks => parts
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .saturating_mul(ranks),
+        _ => total,
     }
 }
 
@@ -425,6 +499,7 @@ pub fn message_bytes(
         Algorithm::Rhd => bytes,
         Algorithm::Tree => bytes.div_ceil(k),
         Algorithm::DoubleBinaryTree => bytes.div_ceil(2 * k),
+        Algorithm::Direct => bytes.div_ceil(ranks.max(1) * k),
         Algorithm::Hierarchical(dims) => {
             let d = dims.iter().copied().find(|&d| d > 1).unwrap_or(1);
             bytes.div_ceil(d * k)
@@ -450,7 +525,9 @@ pub fn best_pipeline(
     PIPELINES
         .iter()
         .copied()
-        .filter(|&k| fits(k) || k == deepest || matches!(algorithm, Algorithm::Rhd))
+        .filter(|&k| {
+            fits(k) || k == deepest || matches!(algorithm, Algorithm::Rhd) || !pipelines(collective)
+        })
         .map(|k| {
             let t = predict_pipelined(algorithm, collective, ranks, bytes, params, k);
             (k, t)
@@ -523,6 +600,39 @@ pub fn choose_with(
     params: &CostParams,
     dims: Option<&[usize]>,
 ) -> (Algorithm, usize) {
+    choose_sized(forced, collective, ranks, &|_| bytes, params, dims)
+}
+
+/// [`choose_with`] for an uneven collective: `parts` are the bytes of each rank's part (each
+/// (sender, receiver) pair's for all-to-all), charged per algorithm as [`effective_bytes`]
+/// says. Hierarchical schedules are not offered: their shards are not in rank order, which
+/// uneven parts need.
+pub fn choose_parts(
+    forced: Option<Result<Algorithm, AlgorithmError>>,
+    collective: Collective,
+    ranks: usize,
+    parts: &[usize],
+    params: &CostParams,
+) -> (Algorithm, usize) {
+    let forced = match forced {
+        Some(Ok(Algorithm::Hierarchical(_))) => {
+            tracing::warn!("OXCCL_ALGO=hier does not run uneven {collective:?}; ignored");
+            None
+        }
+        f => f,
+    };
+    let bytes = |a: &Algorithm| effective_bytes(a, parts, ranks);
+    choose_sized(forced, collective, ranks, &bytes, params, None)
+}
+
+fn choose_sized(
+    forced: Option<Result<Algorithm, AlgorithmError>>,
+    collective: Collective,
+    ranks: usize,
+    bytes_for: &dyn Fn(&Algorithm) -> usize,
+    params: &CostParams,
+    dims: Option<&[usize]>,
+) -> (Algorithm, usize) {
     let dims = dims.filter(|d| d.len() > 1 && dims_fit(d, ranks));
     let forced = match forced {
         Some(Ok(Algorithm::Hierarchical(d))) if d.is_empty() => match dims {
@@ -550,7 +660,7 @@ pub fn choose_with(
     let scored: Vec<(Algorithm, usize, f64)> = candidates
         .into_iter()
         .map(|a| {
-            let (k, t) = best_pipeline(&a, collective, ranks, bytes, params);
+            let (k, t) = best_pipeline(&a, collective, ranks, bytes_for(&a), params);
             (a, k, t)
         })
         .collect();
@@ -565,7 +675,7 @@ pub fn choose_with(
     tracing::info!(
         collective = ?collective,
         ranks,
-        bytes,
+        bytes = bytes_for(&best.0),
         algorithm = %best.0,
         pipeline = best.1,
         predicted_us = best.2 * 1e6,

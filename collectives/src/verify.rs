@@ -435,11 +435,13 @@ fn check_shape(s: &Schedule) -> Result<(), VerifyError> {
     }
     // Blocks in range, computed without overflow (a malformed op may hold any u32s).
     let in_range = |b: Blocks| b.len > 0 && b.start as u64 + b.len as u64 <= s.blocks as u64;
-    let needs_owned = matches!(
-        s.collective,
-        Collective::ReduceScatter | Collective::AllGather
-    );
-    if needs_owned {
+    if s.collective == Collective::AllToAll && s.blocks % (s.ranks * s.ranks) != 0 {
+        return shape(format!(
+            "{} blocks for an all-to-all of {} ranks (a multiple of ranks^2)",
+            s.blocks, s.ranks
+        ));
+    }
+    if s.collective.has_owners() {
         if s.owned.len() != s.ranks || s.blocks % s.ranks != 0 {
             return shape(format!(
                 "{} owned ranges and {} blocks for {} ranks",
@@ -459,7 +461,7 @@ fn check_shape(s: &Schedule) -> Result<(), VerifyError> {
             covered[o.range()].fill(true);
         }
     }
-    if let Collective::Broadcast { root } | Collective::Reduce { root } = s.collective {
+    if let Some(root) = s.collective.root() {
         if root as usize >= s.ranks {
             return shape(format!("root {root} of {} ranks", s.ranks));
         }
@@ -520,11 +522,17 @@ fn initial_state(s: &Schedule, state: &mut State) {
             Collective::AllReduce | Collective::ReduceScatter | Collective::Reduce { .. } => {
                 (0..s.blocks).for_each(|b| single(state, r, b, r))
             }
-            Collective::AllGather => s.owned[r].range().for_each(|b| single(state, r, b, r)),
-            Collective::Broadcast { root } if root as usize == r => {
+            Collective::AllGather | Collective::Gather { .. } => {
+                s.owned[r].range().for_each(|b| single(state, r, b, r))
+            }
+            Collective::Broadcast { root } | Collective::Scatter { root } if root as usize == r => {
                 (0..s.blocks).for_each(|b| single(state, r, b, r))
             }
-            Collective::Broadcast { .. } => {}
+            Collective::Broadcast { .. } | Collective::Scatter { .. } => {}
+            Collective::AllToAll => {
+                let row = s.blocks / p;
+                (r * row..(r + 1) * row).for_each(|b| single(state, r, b, r))
+            }
         }
     }
 }
@@ -544,6 +552,13 @@ fn check_final(s: &Schedule, state: &State) -> Result<(), VerifyError> {
                 Collective::Reduce { root } => (root as usize == r).then_some(None),
                 Collective::AllGather => Some(Some(owner)),
                 Collective::Broadcast { root } => Some(Some(root as usize)),
+                Collective::Gather { root } => (root as usize == r).then_some(Some(owner)),
+                Collective::Scatter { root } => (owner == r).then_some(Some(root as usize)),
+                Collective::AllToAll => {
+                    // Block (s, d) of k blocks each: s = b / (p k), d = (b / k) % p.
+                    let k = s.blocks / (p * p);
+                    (b / k % p == r).then_some(Some(b / (p * k)))
+                }
             };
             let Some(want) = want else { continue };
             let origin = state.origin[r * s.blocks + b];

@@ -2,7 +2,7 @@
 //! the reference result of each collective, and the calls themselves, out of place and in place.
 
 use super::Which;
-use oxccl_collectives::{Communicator, DataType, ReduceOp};
+use oxccl_collectives::{Communicator, DataType, Parts, ReduceOp};
 
 /// A value unique-ish per (rank, index), exactly representable in every type and small enough
 /// that sums over many ranks stay exact.
@@ -113,12 +113,14 @@ impl Bufs {
     pub fn new(which: Which, size: usize, p: usize) -> anyhow::Result<Self> {
         let (send, recv) = match which {
             Which::AllReduce | Which::Broadcast | Which::Reduce | Which::AllToAll => (size, size),
-            Which::ReduceScatter => (size, size / p),
-            Which::AllGather => (size / p, size),
+            Which::ReduceScatter | Which::Scatter => (size, size / p),
+            Which::AllGather | Which::Gather => (size / p, size),
+            // A rank receives at most 3 times what it sends (weights 1..=3 of at least p).
+            Which::AllToAllV => (size, 3 * size),
         };
-        // In place, reduce-scatter and all-gather work in a buffer of the full size.
+        // In place, these work in a buffer of the full size.
         let recv = match which {
-            Which::ReduceScatter | Which::AllGather => size,
+            Which::ReduceScatter | Which::AllGather | Which::Gather | Which::Scatter => size,
             _ => recv,
         };
         let zeroed = |n| crate::sizes::zeroed(n).map_err(anyhow::Error::msg);
@@ -128,6 +130,35 @@ impl Bufs {
             scratch: zeroed(send.max(recv))?,
         })
     }
+}
+
+/// Element counts of the all-to-all-v sweep: what rank `r` sends each rank of `p` out of
+/// its `n` elements, in proportion to the weights `1 + (r + q) % 3` (the rest stays unsent).
+/// `bench/scripts/mpi_alltoallv.c` computes the same counts for its side.
+pub fn a2av_counts(r: usize, p: usize, n: usize) -> Vec<usize> {
+    let w = |q: usize| 1 + (r + q) % 3;
+    let total: usize = (0..p).map(w).sum();
+    (0..p).map(|q| n * w(q) / total).collect()
+}
+
+/// Displacements of `counts` packed from 0.
+fn packed(counts: &[usize]) -> Vec<usize> {
+    counts
+        .iter()
+        .scan(0, |at, &c| {
+            *at += c;
+            Some(*at - c)
+        })
+        .collect()
+}
+
+/// The all-to-all-v counts and displacements of rank `me` (elements): what it sends each rank
+/// and where, what it receives from each and where.
+fn a2av_parts(me: usize, p: usize, n: usize) -> [Vec<usize>; 4] {
+    let send = a2av_counts(me, p, n);
+    let recv: Vec<usize> = (0..p).map(|q| a2av_counts(q, p, n)[me]).collect();
+    let (sd, rd) = (packed(&send), packed(&recv));
+    [send, sd, recv, rd]
 }
 
 /// What one call does.
@@ -191,6 +222,36 @@ pub fn call(comm: &Communicator, c: &Call, b: &mut Bufs) -> oxccl_collectives::R
             b.scratch[..n].copy_from_slice(&b.recv);
             comm.all_to_all_bytes(&b.scratch[..n], &mut b.recv, dtype)
         }
+        (Which::Gather, false) => comm.gather_bytes(&b.send, &mut b.recv, dtype, root),
+        (Which::Gather, true) => {
+            let n = b.recv.len() / p;
+            b.scratch[..n].copy_from_slice(&b.recv[me * n..(me + 1) * n]);
+            comm.gather_bytes(&b.scratch[..n], &mut b.recv, dtype, root)
+        }
+        (Which::Scatter, false) => {
+            let n = b.recv.len() / p;
+            comm.scatter_bytes(&b.send, &mut b.recv[..n], dtype, root)
+        }
+        (Which::Scatter, true) => {
+            let n = b.recv.len() / p;
+            comm.scatter_bytes(&b.recv, &mut b.scratch[..n], dtype, root)?;
+            b.recv[me * n..(me + 1) * n].copy_from_slice(&b.scratch[..n]);
+            Ok(())
+        }
+        (Which::AllToAllV, in_place) => {
+            let es = dtype.size();
+            let [sc, sd, rc, rd] = a2av_parts(me, p, b.send.len() / es);
+            let send = Parts::with_displs(&sc, &sd);
+            let recv = Parts::with_displs(&rc, &rd);
+            let out = rc.iter().sum::<usize>() * es;
+            if in_place {
+                let n = b.send.len();
+                b.scratch[..n].copy_from_slice(&b.recv[..n]);
+                comm.all_to_all_v_bytes(&b.scratch[..n], send, &mut b.recv[..out], recv, dtype)
+            } else {
+                comm.all_to_all_v_bytes(&b.send, send, &mut b.recv[..out], recv, dtype)
+            }
+        }
     }
 }
 
@@ -209,7 +270,7 @@ pub fn check(comm: &Communicator, c: &Call, b: &mut Bufs) -> anyhow::Result<u64>
     fill(dtype, &mut b.send, mine);
     if in_place {
         match which {
-            Which::AllGather => {
+            Which::AllGather | Which::Gather => {
                 let n = b.recv.len() / p;
                 fill(dtype, &mut b.recv[me * n..(me + 1) * n], mine);
             }
@@ -222,8 +283,28 @@ pub fn check(comm: &Communicator, c: &Call, b: &mut Bufs) -> anyhow::Result<u64>
             let n = b.recv.len() / p;
             &b.recv[me * n..(me + 1) * n]
         }
-        (Which::ReduceScatter, false) => &b.recv[..b.recv.len() / p],
-        (Which::Reduce, _) if me != root => return Ok(0),
+        (Which::ReduceScatter, false) | (Which::Scatter, false) => &b.recv[..b.recv.len() / p],
+        (Which::Scatter, true) => {
+            let n = b.recv.len() / p;
+            &b.recv[me * n..(me + 1) * n]
+        }
+        (Which::Reduce | Which::Gather, _) if me != root => return Ok(0),
+        (Which::AllToAllV, _) => {
+            let [_, _, rc, rd] = a2av_parts(me, p, b.send.len() / es);
+            // Part q came from q's send buffer at q's displacement for me.
+            let mut wrong = 0;
+            for q in 0..p {
+                let at = a2av_parts(q, p, b.send.len() / es)[1][me];
+                for j in 0..rc[q] {
+                    let i = rd[q] + j;
+                    let got = decode(dtype, &b.recv[i * es..(i + 1) * es]);
+                    if !close(dtype, got, value(which, op, q, at + j)) {
+                        wrong += 1;
+                    }
+                }
+            }
+            return Ok(wrong);
+        }
         _ => &b.recv,
     };
     let n_out = out.len() / es;
@@ -233,7 +314,9 @@ pub fn check(comm: &Communicator, c: &Call, b: &mut Bufs) -> anyhow::Result<u64>
         let want = match which {
             Which::AllReduce | Which::Reduce => expected(which, op, dtype, p, i),
             Which::ReduceScatter => expected(which, op, dtype, p, me * n_out + i),
-            Which::AllGather => value(which, op, i / block, i % block),
+            Which::AllGather | Which::Gather => value(which, op, i / block, i % block),
+            Which::Scatter => value(which, op, root, me * n_out + i),
+            Which::AllToAllV => unreachable!("checked above"),
             Which::Broadcast => value(which, op, root, i),
             Which::AllToAll => value(which, op, i / block, me * block + i % block),
         };

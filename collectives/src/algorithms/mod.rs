@@ -8,13 +8,18 @@
 //! schedule's FIFO matching needs. Recursive halving-doubling does not pipeline (its messages
 //! halve each step) and builds its programs directly.
 //!
-//! | name     | all-reduce | reduce-scatter | all-gather | broadcast | reduce |
-//! |----------|------------|----------------|------------|-----------|--------|
-//! | `ring`   | yes        | yes            | yes        | chain     | chain  |
-//! | `rhd`    | yes        | yes            | yes        |           |        |
-//! | `tree`   | yes        |                |            | yes       | yes    |
-//! | `dbtree` | yes        |                |            |           |        |
-//! | `hier`   | yes        | yes            | yes        |           |        |
+//! | name     | all-reduce | reduce-scatter | all-gather | broadcast | reduce | gather, scatter | all-to-all |
+//! |----------|------------|----------------|------------|-----------|--------|-----------------|------------|
+//! | `ring`   | yes        | yes            | yes        | chain     | chain  |                 | pairwise   |
+//! | `rhd`    | yes        | yes            | yes        |           |        |                 |            |
+//! | `tree`   | yes        |                |            | yes       | yes    | binomial        |            |
+//! | `dbtree` | yes        |                |            |           |        |                 |            |
+//! | `hier`   | yes        | yes            | yes        |           |        |                 |            |
+//! | `direct` |            |                | yes        |           |        | yes             | yes        |
+//!
+//! Uneven collectives (`all_gather_v`, `reduce_scatter_v`, `gather_v`, `scatter_v`,
+//! `all_to_all_v`) run these same schedules: a schedule's blocks are symbolic, and the call
+//! says where each block lies in its buffers ([`crate::schedule::BlockLayout`]).
 //!
 //! `ALGORITHMS.md` (next to this crate's `Cargo.toml`) gives each algorithm's steps, bytes on the
 //! wire and cost; [`crate::tuner`] holds the same formulas as code.
@@ -34,6 +39,8 @@
 //! ```
 
 mod dbtree;
+mod direct;
+mod gather;
 mod hier;
 mod rhd;
 mod ring;
@@ -61,6 +68,9 @@ pub enum Algorithm {
     /// dims (`hier` alone) mean "take them from the topology", which the communicator resolves
     /// before asking for a schedule.
     Hierarchical(Vec<usize>),
+    /// Every message straight from the rank that has the data to the rank that needs it, all
+    /// at once: gather, scatter, all-gather, all-to-all.
+    Direct,
 }
 
 /// Why an algorithm cannot produce a schedule, or a name does not parse.
@@ -86,7 +96,9 @@ pub enum AlgorithmError {
          `hier` without dims must be resolved from the topology first)"
     )]
     BadDims { dims: Vec<usize>, ranks: usize },
-    #[error("unknown algorithm `{0}` (expected ring, rhd, tree, dbtree, hier or hier:AxBxC)")]
+    #[error(
+        "unknown algorithm `{0}` (expected ring, rhd, tree, dbtree, direct, hier or hier:AxBxC)"
+    )]
     Parse(String),
 }
 
@@ -102,6 +114,7 @@ impl Algorithm {
         if let Some(d) = dims {
             all.push(Algorithm::Hierarchical(d.to_vec()));
         }
+        all.push(Algorithm::Direct);
         all
     }
 
@@ -109,12 +122,21 @@ impl Algorithm {
     pub fn supports(&self, collective: Collective) -> bool {
         use Collective::*;
         match self {
-            Algorithm::Ring => true,
+            Algorithm::Ring => !matches!(collective, Gather { .. } | Scatter { .. }),
             Algorithm::Rhd | Algorithm::Hierarchical(_) => {
                 matches!(collective, AllReduce | ReduceScatter | AllGather)
             }
-            Algorithm::Tree => matches!(collective, AllReduce | Broadcast { .. } | Reduce { .. }),
+            Algorithm::Tree => matches!(
+                collective,
+                AllReduce | Broadcast { .. } | Reduce { .. } | Gather { .. } | Scatter { .. }
+            ),
             Algorithm::DoubleBinaryTree => matches!(collective, AllReduce),
+            Algorithm::Direct => {
+                matches!(
+                    collective,
+                    AllGather | Gather { .. } | Scatter { .. } | AllToAll
+                )
+            }
         }
     }
 
@@ -141,15 +163,31 @@ impl Algorithm {
         if pipeline == 0 || pipeline > u32::MAX as usize / ranks / 2 {
             return Err(AlgorithmError::BadPipeline(pipeline));
         }
-        if let Collective::Broadcast { root } | Collective::Reduce { root } = collective {
+        if let Some(root) = collective.root() {
             if root as usize >= ranks {
                 return Err(AlgorithmError::BadRoot { root, ranks });
             }
         }
+        if collective == Collective::AllToAll && ranks > (u32::MAX as usize / pipeline).isqrt() {
+            return Err(AlgorithmError::BadRanks {
+                algorithm: self.to_string(),
+                ranks,
+                reason: "an all-to-all of ranks^2 x pipeline blocks needs fewer than 2^32".into(),
+            });
+        }
         let (blocks, owned, programs) = match self {
             Algorithm::Ring => ring::build(collective, ranks, pipeline),
             Algorithm::Rhd => rhd::build(collective, ranks, pipeline),
+            Algorithm::Tree
+                if matches!(
+                    collective,
+                    Collective::Gather { .. } | Collective::Scatter { .. }
+                ) =>
+            {
+                gather::build(collective, ranks, pipeline)
+            }
             Algorithm::Tree => tree::build(collective, ranks, pipeline),
+            Algorithm::Direct => direct::build(collective, ranks, pipeline),
             Algorithm::DoubleBinaryTree => dbtree::build(ranks, pipeline),
             Algorithm::Hierarchical(dims) => {
                 if !dims_fit(dims, ranks) {
@@ -179,6 +217,7 @@ impl fmt::Display for Algorithm {
             Algorithm::Rhd => f.write_str("rhd"),
             Algorithm::Tree => f.write_str("tree"),
             Algorithm::DoubleBinaryTree => f.write_str("dbtree"),
+            Algorithm::Direct => f.write_str("direct"),
             Algorithm::Hierarchical(dims) if dims.is_empty() => f.write_str("hier"),
             Algorithm::Hierarchical(dims) => {
                 f.write_str("hier:")?;
@@ -204,6 +243,7 @@ impl FromStr for Algorithm {
             "rhd" => Algorithm::Rhd,
             "tree" => Algorithm::Tree,
             "dbtree" => Algorithm::DoubleBinaryTree,
+            "direct" => Algorithm::Direct,
             "hier" => Algorithm::Hierarchical(Vec::new()),
             _ => {
                 let dims = name
@@ -392,6 +432,7 @@ mod tests {
             "rhd",
             "tree",
             "dbtree",
+            "direct",
             "hier",
             "hier:4x8x8",
             "hier:2x3",

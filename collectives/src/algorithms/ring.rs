@@ -116,7 +116,11 @@ pub(super) fn build(collective: Collective, p: usize, k: usize) -> Built {
         Collective::AllReduce => RingKind::AllReduce,
         Collective::ReduceScatter => RingKind::ReduceScatter,
         Collective::AllGather => RingKind::AllGather,
-        Collective::Broadcast { root } | Collective::Reduce { root } => {
+        // A chain (`Algorithm::supports` keeps gather and scatter away).
+        Collective::Broadcast { root }
+        | Collective::Reduce { root }
+        | Collective::Gather { root }
+        | Collective::Scatter { root } => {
             let chain = Tree::chain(p, root as usize);
             let seg = Blocks::new(0, k as u32);
             let mut tables = vec![StageTable::new(); p];
@@ -128,6 +132,7 @@ pub(super) fn build(collective: Collective, p: usize, k: usize) -> Built {
             let tables = tables.into_iter().map(|t| vec![t]).collect();
             return (k, Vec::new(), wavefront_all(tables, k));
         }
+        Collective::AllToAll => return super::direct::pairwise_all_to_all(p, k),
     };
     let members: Vec<Rank> = (0..p as Rank).collect();
     let segs: Vec<Blocks> = owned_in_rank_order(p, k);

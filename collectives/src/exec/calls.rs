@@ -18,7 +18,7 @@ use crate::schedule::{Blocks, Collective};
 use oxccl_kernels::{DataType, Epilogue, ReduceOp};
 use std::sync::Arc;
 
-fn header(
+pub(super) fn header(
     kind: u8,
     dtype: Option<DataType>,
     op: Option<ReduceOp>,
@@ -37,7 +37,7 @@ fn header(
 }
 
 /// Queues the header exchange with every peer in `peers`.
-fn begin(st: &mut State, hdr: Header, peers: impl IntoIterator<Item = usize>) {
+pub(super) fn begin(st: &mut State, hdr: Header, peers: impl IntoIterator<Item = usize>) {
     st.engine.mine = hdr;
     for q in peers {
         let mut h = hdr;
@@ -126,7 +126,7 @@ fn plan(
 ///
 /// # Safety
 /// `src` and `dst` must be valid for `len` bytes; when different they must not overlap.
-unsafe fn finish_copy(
+pub(super) unsafe fn finish_copy(
     r: Reduction,
     epi: Epilogue,
     src: *const u8,
@@ -221,7 +221,7 @@ unsafe fn finalize(
     Ok(())
 }
 
-fn reduction(dtype: DataType, op: ReduceOp, contributors: usize) -> Reduction {
+pub(super) fn reduction(dtype: DataType, op: ReduceOp, contributors: usize) -> Reduction {
     let (combine, epilogue) = op.split(contributors);
     Reduction {
         dtype,

@@ -29,6 +29,12 @@ pub(crate) const KIND_ALL_TO_ALL: u8 = 6;
 pub(crate) const KIND_BARRIER: u8 = 7;
 pub(crate) const KIND_P2P: u8 = 8;
 pub(crate) const KIND_SMALL_ALL_REDUCE: u8 = 9;
+// The collectives of `exec/vcalls.rs`.
+pub(crate) const KIND_GATHER: u8 = 10;
+pub(crate) const KIND_SCATTER: u8 = 11;
+pub(crate) const KIND_ALL_GATHER_V: u8 = 12;
+pub(crate) const KIND_REDUCE_SCATTER_V: u8 = 13;
+pub(crate) const KIND_ALL_TO_ALL_V: u8 = 14;
 
 pub(crate) fn dtype_code(d: DataType) -> u8 {
     DataType::ALL
@@ -48,7 +54,7 @@ pub(crate) fn op_code(op: ReduceOp) -> (u8, u64) {
     }
 }
 
-pub(crate) const KIND_NAMES: [&str; 10] = [
+pub(crate) const KIND_NAMES: [&str; 15] = [
     "?",
     "all_reduce",
     "reduce_scatter",
@@ -59,6 +65,11 @@ pub(crate) const KIND_NAMES: [&str; 10] = [
     "barrier",
     "send/recv",
     "all_reduce(small)",
+    "gather",
+    "scatter",
+    "all_gather_v",
+    "reduce_scatter_v",
+    "all_to_all_v",
 ];
 
 impl Header {

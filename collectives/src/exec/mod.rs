@@ -8,6 +8,7 @@ pub(crate) mod plan;
 pub(crate) mod run;
 pub(crate) mod select;
 pub(crate) mod tiny;
+pub(crate) mod vcalls;
 
 use crate::options::Options;
 use crate::Topology;

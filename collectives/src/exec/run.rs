@@ -9,7 +9,7 @@
 use super::engine::{Engine, RecvJob, RecvKind, Until};
 use super::plan::Plan;
 use crate::error::Error;
-use crate::schedule::{Blocks, Op};
+use crate::schedule::{BlockLayout, Blocks, Op};
 
 /// The memory of one call, in elements of `esize` bytes.
 pub(crate) struct Buffers {
@@ -48,42 +48,54 @@ impl Buffers {
 
 /// Per block: true once `work` holds the block's value.
 pub(crate) fn initial_materialized(plan: &Plan, b: &Buffers) -> Vec<bool> {
-    let blocks = plan.schedule.blocks;
+    initial_materialized_in(&BlockLayout::even(b.elems, plan.schedule.blocks), b)
+}
+
+/// [`initial_materialized`] with the blocks where `layout` puts them.
+pub(crate) fn initial_materialized_in(layout: &BlockLayout, b: &Buffers) -> Vec<bool> {
     let lazy_possible = !b.input.is_null() && !std::ptr::eq(b.input, b.work.cast_const());
-    (0..blocks)
+    (0..layout.blocks())
         .map(|i| {
-            let r = Blocks::one(i as u32).elems(b.elems, blocks);
+            let r = layout.block(i);
             !(lazy_possible && r.start >= b.in_lo && r.end <= b.in_hi && !r.is_empty())
         })
         .collect()
 }
 
-/// Maximal runs of `blocks` with the same materialised state (and, with a part map, the same
-/// input part, so that a lazy run reads contiguous input): (elements, materialised).
+/// Maximal runs of `blocks` that are contiguous in the layout and share one materialised state
+/// (and, with a part map, one input part, so that a lazy run reads contiguous input):
+/// (elements, materialised). Empty blocks are skipped.
 fn runs<'a>(
     blocks: Blocks,
     mat: &'a [bool],
     b: &'a Buffers,
-    nblocks: usize,
+    layout: &'a BlockLayout,
 ) -> impl Iterator<Item = (std::ops::Range<usize>, bool)> + 'a {
-    let mut i = blocks.start;
-    let key = move |k: u32| {
-        let e = Blocks::one(k).elems(b.elems, nblocks).start;
-        (mat[k as usize], b.part(e))
-    };
+    let mut i = blocks.start as usize;
+    let end = blocks.end() as usize;
+    let key = move |k: usize, r: &std::ops::Range<usize>| (mat[k], b.part(r.start));
     std::iter::from_fn(move || {
-        if i >= blocks.end() {
-            return None;
-        }
-        let state = key(i);
-        let start = i;
-        while i < blocks.end() && key(i) == state {
+        while i < end && layout.block(i).is_empty() {
             i += 1;
         }
-        Some((
-            Blocks::new(start, i - start).elems(b.elems, nblocks),
-            state.0,
-        ))
+        if i >= end {
+            return None;
+        }
+        let mut run = layout.block(i);
+        let state = key(i, &run);
+        i += 1;
+        while i < end {
+            let next = layout.block(i);
+            if next.is_empty() {
+                i += 1;
+            } else if next.start == run.end && key(i, &next) == state {
+                run.end = next.end;
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        Some((run, state.0))
     })
 }
 
@@ -98,14 +110,37 @@ pub(crate) fn run(
     b: &Buffers,
     mat: &mut [bool],
 ) -> Result<(), Error> {
-    let nb = plan.schedule.blocks;
+    let layout = BlockLayout::even(b.elems, plan.schedule.blocks);
+    run_in(engine, plan, b, &layout, mat)
+}
+
+/// [`run`] with the blocks where `layout` puts them in the work buffer (and, for lazy blocks,
+/// in the input, at the same element offsets less `b.in_lo`).
+pub(crate) fn run_in(
+    engine: &mut Engine,
+    plan: &Plan,
+    b: &Buffers,
+    layout: &BlockLayout,
+    mat: &mut [bool],
+) -> Result<(), Error> {
+    if layout.blocks() != plan.schedule.blocks {
+        return Err(Error::Protocol {
+            op: engine.op,
+            peer: engine.rank,
+            detail: format!(
+                "a layout of {} blocks for a schedule of {}",
+                layout.blocks(),
+                plan.schedule.blocks
+            ),
+        });
+    }
     let prog = &plan.schedule.programs[plan.rank];
     let mut flat = 0;
     for ops in prog.steps() {
         for op in ops {
             let is_final = plan.final_op[flat];
             flat += 1;
-            post(engine, b, mat, nb, *op, is_final)?;
+            post(engine, b, mat, layout, *op, is_final)?;
         }
         engine.drive(Until::Step)?;
     }
@@ -116,21 +151,18 @@ fn post(
     engine: &mut Engine,
     b: &Buffers,
     mat: &mut [bool],
-    nb: usize,
+    layout: &BlockLayout,
     op: Op,
     is_final: bool,
 ) -> Result<(), Error> {
     let blocks = op.blocks();
-    let total = blocks.elems(b.elems, nb).len() * b.esize;
+    let total = layout.len(blocks) * b.esize;
     let pad = pad_for(total);
     match op {
         Op::Send { to, blocks } => {
             let mut left = total;
-            for (r, m) in runs(blocks, mat, b, nb) {
+            for (r, m) in runs(blocks, mat, b, layout) {
                 let len = r.len() * b.esize;
-                if len == 0 {
-                    continue;
-                }
                 left -= len;
                 let ptr = if m {
                     b.at(r.start).cast_const()
@@ -141,12 +173,17 @@ fn post(
             }
         }
         Op::Recv { from, .. } | Op::RecvCopySend { from, .. } => {
-            let r = blocks.elems(b.elems, nb);
-            if total > 0 {
+            // One message, landing in as many places as the layout has runs; only the last
+            // piece takes the message's padding.
+            let mut left = total;
+            for r in layout.runs(blocks) {
+                let len = r.len() * b.esize;
+                left -= len;
+                let pad = if left == 0 { pad } else { 0 };
                 let fwd = op.send_to().map(|to| {
                     (
                         to as usize,
-                        engine.send(to as usize, b.at(r.start), total, 0, pad),
+                        engine.send(to as usize, b.at(r.start), len, 0, pad),
                     )
                 });
                 engine.recv(
@@ -154,7 +191,7 @@ fn post(
                     RecvJob {
                         kind: RecvKind::Copy,
                         dst: b.at(r.start),
-                        len: total,
+                        len,
                         pos: 0,
                         pad,
                         fwd,
@@ -167,7 +204,7 @@ fn post(
         }
         Op::RecvReduce { from, .. } | Op::RecvReduceSend { from, .. } => {
             let mut left = total;
-            let pieces: Vec<_> = runs(blocks, mat, b, nb).collect();
+            let pieces: Vec<_> = runs(blocks, mat, b, layout).collect();
             for (r, m) in pieces {
                 let len = r.len() * b.esize;
                 if len == 0 {
@@ -206,22 +243,21 @@ fn post(
             mat[blocks.range()].iter_mut().for_each(|m| *m = true);
         }
         Op::Copy { from, to } => {
-            let src = from.elems(b.elems, nb);
-            let dst = to.elems(b.elems, nb);
-            if src.len() != dst.len() {
+            let (src, dst) = (layout.len(from), layout.len(to));
+            if src != dst {
                 return Err(Error::Protocol {
                     op: engine.op,
                     peer: engine.rank,
-                    detail: format!("schedule copies {} elements onto {}", src.len(), dst.len()),
+                    detail: format!("schedule copies {src} elements onto {dst}"),
                 });
             }
-            let len = dst.len() * b.esize;
-            engine.drive(Until::NoSendReads(b.at(dst.start), len))?;
-            // The source blocks are all materialised or all lazy in the schedules we get; read
-            // each block from where it is.
+            for r in layout.runs(to) {
+                engine.drive(Until::NoSendReads(b.at(r.start), r.len() * b.esize))?;
+            }
+            // Read each block from where it is (materialised or still in the input).
             for (k, i) in (from.start..from.end()).enumerate() {
-                let s = Blocks::one(i).elems(b.elems, nb);
-                let d = Blocks::one(to.start + k as u32).elems(b.elems, nb);
+                let s = layout.block(i as usize);
+                let d = layout.block(to.start as usize + k);
                 let n = s.len().min(d.len()) * b.esize;
                 let sp = if mat[i as usize] {
                     b.at(s.start).cast_const()

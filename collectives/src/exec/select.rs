@@ -3,9 +3,45 @@
 
 use super::Group;
 use crate::algorithms::Algorithm;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::schedule::Collective;
 use crate::tuner::{self, CostParams};
+
+/// The algorithm and pipeline depth for an uneven `collective` whose ranks' parts hold
+/// `parts` bytes (see [`tuner::choose_parts`]).
+pub(crate) fn choose_parts(
+    inner: &dyn Group,
+    op: &'static str,
+    collective: Collective,
+    parts: &[usize],
+) -> Result<(Algorithm, usize)> {
+    let forced = forced(inner, op).map(Ok);
+    let params = CostParams {
+        tiers: crate::map::tiers(inner.topology(), inner.options()),
+        max_message_bytes: Some(inner.options().chunk_bytes),
+    };
+    let (algo, k) = tuner::choose_parts(forced, collective, inner.size(), parts, &params);
+    Ok((algo, k.clamp(1, 256)))
+}
+
+/// `OXCCL_ALGO` ([`crate::Options::algorithm`]) made concrete for this communicator, if set.
+/// The communicator refused settings that cannot work when it was made; one that still does
+/// not fit here (a child communicator of another size, say) is ignored with a warning, and the
+/// tuner decides: a setting never aborts a communicator.
+fn forced(inner: &dyn Group, op: &'static str) -> Option<Algorithm> {
+    let name = inner.options().algorithm.as_ref()?;
+    let algo = name
+        .parse::<Algorithm>()
+        .map_err(|e| e.to_string())
+        .and_then(|a| tuner::resolve_forced(a, inner.size(), inner.topology().hier()));
+    match algo {
+        Ok(a) => Some(a),
+        Err(detail) => {
+            tracing::warn!(op, algo = %name, "OXCCL_ALGO does not fit this communicator ({detail}); the tuner decides");
+            None
+        }
+    }
+}
 
 /// The algorithm and pipeline depth for `collective` moving `bytes` (the whole buffer).
 pub(crate) fn choose(
@@ -15,26 +51,7 @@ pub(crate) fn choose(
     bytes: usize,
 ) -> Result<(Algorithm, usize)> {
     let dims = inner.topology().hier_dims();
-    let forced = match &inner.options().algorithm {
-        None => None,
-        Some(name) => {
-            let algo: Algorithm =
-                name.parse()
-                    .map_err(|e: crate::algorithms::AlgorithmError| Error::Algorithm {
-                        op,
-                        algo: name.clone(),
-                        detail: e.to_string(),
-                    })?;
-            let algo = tuner::resolve_forced(algo, inner.size(), inner.topology().hier()).map_err(
-                |detail| Error::Algorithm {
-                    op,
-                    algo: name.clone(),
-                    detail,
-                },
-            )?;
-            Some(Ok(algo))
-        }
-    };
+    let forced = forced(inner, op).map(Ok);
     let params = CostParams {
         tiers: crate::map::tiers(inner.topology(), inner.options()),
         max_message_bytes: Some(inner.options().chunk_bytes),

@@ -121,7 +121,12 @@ pub fn bus_factor(collective: Collective, ranks: usize) -> f64 {
     let p = ranks.max(1) as f64;
     match collective {
         Collective::AllReduce => 2.0 * (p - 1.0) / p,
-        Collective::ReduceScatter | Collective::AllGather => (p - 1.0) / p,
+        // nccl-tests: gather, scatter and all-to-all move (p - 1)/p of the buffer too.
+        Collective::ReduceScatter
+        | Collective::AllGather
+        | Collective::Gather { .. }
+        | Collective::Scatter { .. }
+        | Collective::AllToAll => (p - 1.0) / p,
         Collective::Broadcast { .. } | Collective::Reduce { .. } => 1.0,
     }
 }

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# compare-alltoallv.sh - oxccl's all-to-all-v against Open MPI's MPI_Alltoallv on this machine,
+# side by side: RUNS interleaved runs of each (MPI, oxccl, MPI, oxccl, ...) at each rank count,
+# then per size the median time of each and the median of the per-run ratios.
+#
+#   bash bench/scripts/compare-alltoallv.sh [ranks...]     # default: 2 4
+#
+# Run from the project root after `cargo build --release -p oxccl-bench`; needs Open MPI
+# (apt-get install openmpi-bin libopenmpi-dev). Both sides use the same uneven counts (rank r
+# sends rank q a share weighted 1 + (r + q) % 3 of its buffer) from 64 KiB to 16 MiB per rank,
+# report the max over ranks of the mean time per call, median of 5 trials. Env: RUNS (3),
+# MAXBYTES (16777216), OUT (a directory for the raw outputs).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+BUILD=${BUILD:-/tmp/peers-build}
+OX=${OX:-target/release/oxccl-bench}
+RUNS=${RUNS:-3}
+MAXBYTES=${MAXBYTES:-16777216}
+OUT=${OUT:-$(mktemp -d)}
+MPIRUN="mpirun --allow-run-as-root --oversubscribe --mca oob_tcp_if_include lo --mca btl_tcp_if_include lo"
+mkdir -p "$BUILD" "$OUT"
+[ -x "$OX" ] || { echo "build first: cargo build --release -p oxccl-bench" >&2; exit 2; }
+command -v mpicc >/dev/null || { echo "install Open MPI: apt-get install -y openmpi-bin libopenmpi-dev" >&2; exit 2; }
+mpicc -O3 -march=native -o "$BUILD/mpi_alltoallv" "$HERE/mpi_alltoallv.c"
+
+for np in "${@:-2 4}"; do
+  for run in $(seq "$RUNS"); do
+    $MPIRUN -np "$np" "$BUILD/mpi_alltoallv" -b 65536 -e "$MAXBYTES" > "$OUT/mpi-np$np-$run.txt"
+    $MPIRUN -np "$np" "$OX" all-to-all-v -b 64K -e "$MAXBYTES" -n 0 -a 3 --trials 5 --json \
+      > "$OUT/ox-np$np-$run.jsonl"
+  done
+  python3 - "$OUT" "$np" "$RUNS" <<'PY'
+import json, statistics, sys
+out, np, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+mpi, ox = [], []
+for r in range(1, runs + 1):
+    m = {}
+    for l in open(f"{out}/mpi-np{np}-{r}.txt"):
+        p = l.split()
+        if len(p) >= 7 and p[0].isdigit():
+            assert p[6] == "0", f"Open MPI run {r}: {p[6]} wrong at {p[0]}"
+            m[int(p[0])] = float(p[3])
+    mpi.append(m)
+    o = {}
+    for l in open(f"{out}/ox-np{np}-{r}.jsonl"):
+        if l.startswith("{"):
+            j = json.loads(l)
+            assert j.get("wrong", 0) in (0, None), f"oxccl run {r}: wrong values at {j['bytes']}"
+            o[int(j["bytes"])] = float(j["time_us"])
+    ox.append(o)
+print(f"all-to-all-v, {np} ranks, {runs} interleaved runs: time per call (us, lower is better)")
+print(f"{'bytes':>10} {'oxccl':>10} {'openmpi':>10} {'MPI/oxccl':>10}  per-run ratios")
+for b in sorted(mpi[0]):
+    if not all(b in m for m in mpi) or not all(b in o for o in ox):
+        continue
+    ratios = [m[b] / o[b] for m, o in zip(mpi, ox)]
+    print(f"{b:>10} {statistics.median(o[b] for o in ox):>10.1f} {statistics.median(m[b] for m in mpi):>10.1f}"
+          f" {statistics.median(ratios):>10.2f}  {' '.join(f'{x:.2f}' for x in ratios)}")
+PY
+done
+echo "raw outputs: $OUT"
