@@ -545,7 +545,7 @@ impl StoreClient {
             | ErrorKind::BrokenPipe => Error::BootstrapPeer {
                 rank: 0,
                 reason: format!(
-                    "the store it serves at {addr} closed during bootstrap ({e}): rank 0                      failed or exited"
+                    "the store it serves at {addr} closed during bootstrap ({e}): rank 0 failed or exited"
                 ),
             },
             _ => Error::io(format!("talking to the store at {addr}"), e),
