@@ -147,3 +147,50 @@ impl Header {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_describe_calls_in_words() {
+        let h = Header {
+            kind: KIND_REDUCE,
+            dtype: dtype_code(DataType::F32),
+            op: op_code(ReduceOp::Sum).0,
+            seq: 4,
+            count: 100,
+            extra: 1,
+        };
+        assert_eq!(
+            h.describe(),
+            "reduce(count 100, float32, sum, root 1) as call #4"
+        );
+        let (op, scalar) = op_code(ReduceOp::PreMulSum(0.5));
+        let h = Header {
+            kind: KIND_ALL_REDUCE,
+            dtype: dtype_code(DataType::BF16),
+            op,
+            seq: 0,
+            count: 8,
+            extra: scalar,
+        };
+        assert_eq!(
+            h.describe(),
+            "all_reduce(count 8, bfloat16, premulsum) as call #0"
+        );
+        let h = Header {
+            kind: KIND_BARRIER,
+            ..Header::default()
+        };
+        assert_eq!(h.describe(), "barrier(count 0) as call #0");
+        for d in DataType::ALL {
+            let h = Header {
+                kind: KIND_P2P,
+                dtype: dtype_code(d),
+                ..Header::default()
+            };
+            assert!(!h.describe().contains('#') || h.describe().ends_with("call #0"));
+        }
+    }
+}
