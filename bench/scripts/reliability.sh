@@ -128,7 +128,7 @@ strangers() {
             OXCCL_TIMEOUT=60 OXCCL_TRANSPORT=$fabric)
         local log=target/strangers-$fabric
         for r in 0 1; do
-            env "${env[@]}" OXCCL_RANK=$r "$T" steady 8 >"$log.$r" 2>&1 &
+            env "${env[@]}" OXCCL_RANK=$r "$T" steady 2000 >"$log.$r" 2>&1 &
             pids+=($!)
         done
         sleep 1.5
@@ -139,7 +139,7 @@ strangers() {
         python3 bench/scripts/strangers.py 6 "${ports[@]}" >"$log.strangers" 2>&1 &
         local sp=$!
         sleep 5
-        env "${env[@]}" OXCCL_RANK=2 "$T" steady 8 >"$log.2" 2>&1 &
+        env "${env[@]}" OXCCL_RANK=2 "$T" steady 2000 >"$log.2" 2>&1 &
         pids+=($!)
         for pid in "${pids[@]}"; do wait "$pid"; done
         wait $sp

@@ -5,13 +5,13 @@
 //! - `trial mismatch KIND`: the first call is mismatched (`bcast-root`, `bcast-count`,
 //!   `reduce-count`, `reduce-root`, `dtype`, `op`, `p2p`); prints `rank R: error after S s: ...`
 //!   (or `rank R: ok`), exit code 0 either way so that the launcher does not kill the others.
-//! - `trial steady SECONDS`: all-reduces of random data, every element checked, for that long
+//! - `trial steady CALLS`: that many all-reduces of 1 to 128 Ki u64, every element checked
 //!   (strangers knock meanwhile); prints `rank R: N calls ok`.
 //!
 //! Any unexpected failure prints `rank R: FAILED: ...` and exits 1.
 
 use oxccl_collectives::{Communicator, ReduceOp};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,9 +28,9 @@ fn main() {
         Some("mismatch") => mismatch(&comm, args.get(1).map_or("", String::as_str)),
         Some("steady") => steady(
             &comm,
-            args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5.0),
+            args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000),
         ),
-        _ => Err("usage: trial oneshot | mismatch KIND | steady SECONDS".into()),
+        _ => Err("usage: trial oneshot | mismatch KIND | steady CALLS".into()),
     };
     match out {
         Ok(line) => println!("rank {r}: {line}"),
@@ -94,26 +94,23 @@ fn mismatch(c: &Communicator, kind: &str) -> Result<String, String> {
     })
 }
 
-fn steady(c: &Communicator, seconds: f64) -> Result<String, String> {
-    let until = Instant::now() + Duration::from_secs_f64(seconds);
+fn steady(c: &Communicator, calls: u64) -> Result<String, String> {
     let p = c.size() as u64;
-    let mut calls = 0u64;
-    while Instant::now() < until {
-        let n = 1usize << (calls % 18);
+    for call in 0..calls {
+        let n = 1usize << (call % 18);
         let input: Vec<u64> = (0..n as u64)
-            .map(|i| i * 31 + calls + c.rank() as u64)
+            .map(|i| i * 31 + call + c.rank() as u64)
             .collect();
         let mut out = vec![0u64; n];
         c.all_reduce(&input, &mut out, ReduceOp::Sum)
-            .map_err(|e| format!("call {calls}: {e}"))?;
+            .map_err(|e| format!("call {call}: {e}"))?;
         let ranks = p * (p - 1) / 2;
         for (i, &x) in out.iter().enumerate() {
-            let want = (i as u64 * 31 + calls) * p + ranks;
+            let want = (i as u64 * 31 + call) * p + ranks;
             if x != want {
-                return Err(format!("call {calls}, element {i}: got {x}, want {want}"));
+                return Err(format!("call {call}, element {i}: got {x}, want {want}"));
             }
         }
-        calls += 1;
     }
     Ok(format!("{calls} calls ok"))
 }

@@ -232,8 +232,14 @@ impl Communicator {
             Ok(j) => j,
             Err(e) => {
                 let e = origin_of(&mut store, e);
-                // Removes what a dead local peer left in /dev/shm (see `check_peers`).
+                // Removes what a dead local peer left in /dev/shm (see `check_peers`), also
+                // when it died before this rank could read where its listener is.
                 let _ = store.check_peers();
+                connect::remove_dead_listeners();
+                // A killed process closes its sockets (which may be how this rank noticed)
+                // a moment before /proc shows it gone: look once more.
+                std::thread::sleep(Duration::from_millis(50));
+                connect::remove_dead_listeners();
                 // The others learn this rank's own reason rather than a closed connection.
                 if !matches!(e, Error::BootstrapPeer { .. }) {
                     store.publish_failure(rank, &e.to_string());

@@ -97,6 +97,39 @@ pub(crate) fn shm_dir_of(text: &str) -> Option<std::path::PathBuf> {
     (dir.is_absolute() && named).then(|| dir.to_path_buf())
 }
 
+/// Removes the shared-memory listener directories (`oxccl-shm-<pid>-...` in `OXCCL_SHM_DIR`)
+/// of this user's processes that are gone: a rank killed during bootstrap cannot remove its
+/// own, and its peers may not have read its address yet. Run when a bootstrap fails.
+pub(crate) fn remove_dead_listeners() {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(config) = ShmConfig::from_env() else {
+        return;
+    };
+    let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return;
+    };
+    for entry in std::fs::read_dir(&config.dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("oxccl-shm-"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let mine = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if mine && !crate::bootstrap::store::process_alive(pid) {
+            tracing::debug!(dir = %entry.path().display(), "removing a dead rank's listener");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A connection of `fabric` as a link.
 fn link(conn: Box<dyn DynConnection>, fabric: &'static str, config: &StreamConfig) -> Result<Link> {
     let what = format!("turning a {fabric} connection into a stream");
