@@ -109,7 +109,8 @@ impl From<Error> for Failure {
             Error::Protocol { .. }
             | Error::Timeout { .. }
             | Error::PeerFailed { .. }
-            | Error::BootstrapPeer { .. } => oxcclRemoteError,
+            | Error::BootstrapPeer { .. }
+            | Error::Remote { .. } => oxcclRemoteError,
             Error::Algorithm { .. } => oxcclInternalError,
         };
         Self::new(code, e.to_string())

@@ -36,6 +36,9 @@ pub(crate) struct Inner {
     /// How this communicator's links were made, for the children [`Communicator::split`]
     /// connects the same way.
     pub origin: Origin,
+    /// How many children `split` made (the same on every rank: it is a collective), which
+    /// names each child's failure board.
+    pub splits: AtomicU64,
     _store: Option<StoreServer>,
 }
 
@@ -155,6 +158,7 @@ impl Communicator {
         options: Options,
         origin: Origin,
         store: Option<StoreServer>,
+        blame: crate::link::blame::Board,
     ) -> Self {
         let size = links.len();
         let kinds: Vec<_> = links.iter().map(|l| l.as_ref().map(Link::kind)).collect();
@@ -163,6 +167,7 @@ impl Communicator {
         let abort_flag = Arc::new(AtomicBool::new(false));
         let mut engine = Engine::new(rank, links, options.timeout, options.spin_for(local));
         engine.abort_flag = abort_flag.clone();
+        engine.blame = blame;
         Self {
             inner: Arc::new(Inner {
                 rank,
@@ -180,6 +185,7 @@ impl Communicator {
                 }),
                 options,
                 next_ticket: AtomicU64::new(0),
+                splits: AtomicU64::new(0),
                 wanted: Default::default(),
                 turn: Turn::default(),
                 turn_cv: Condvar::new(),
@@ -217,15 +223,17 @@ impl Communicator {
         let topology = Topology::one_process(n);
         check_forced_algorithm(&options, n, &topology)?;
         let links = connect::local_links(n, transport, &options)?;
+        let boards = crate::link::blame::Board::in_memory(n);
         Ok(links
             .into_iter()
+            .zip(boards)
             .enumerate()
-            .map(|(r, l)| {
+            .map(|(r, (l, b))| {
                 let origin = Origin {
                     local: Some(transport),
                     net_ip: None,
                 };
-                Self::build(r, topology.clone(), l, options.clone(), origin, None)
+                Self::build(r, topology.clone(), l, options.clone(), origin, None, b)
             })
             .collect())
     }
@@ -270,9 +278,24 @@ impl Communicator {
             Ok(j) => j,
             Err(e) => {
                 let e = origin_of(&mut store, e);
+                // Removes what a dead local peer left in /dev/shm (see `check_peers`), also
+                // when it died before this rank could read where its listener is.
+                let _ = store.check_peers();
+                connect::remove_dead_listeners();
+                // A killed process closes its sockets (which may be how this rank noticed)
+                // a moment before /proc shows it gone: look once more.
+                std::thread::sleep(Duration::from_millis(50));
+                connect::remove_dead_listeners();
                 // The others learn this rank's own reason rather than a closed connection.
                 if !matches!(e, Error::BootstrapPeer { .. }) {
                     store.publish_failure(rank, &e.to_string());
+                }
+                // Rank 0 died before it could remove its rendezvous file: nobody else will.
+                if let StoreAddr::File(path) = &b.store {
+                    let stale = std::fs::read_to_string(path).is_ok_and(|a| a == addr);
+                    if rank != 0 && e.failed_rank() == Some(0) && stale {
+                        let _ = std::fs::remove_file(path);
+                    }
                 }
                 drop(store);
                 if let Some(server) = &server {
@@ -297,7 +320,10 @@ impl Communicator {
             local: None,
             net_ip: Some(net_ip),
         };
-        Ok(Self::build(rank, map, links, options, origin, server))
+        let blame = crate::link::blame::Board::store(&addr, &b.secret);
+        Ok(Self::build(
+            rank, map, links, options, origin, server, blame,
+        ))
     }
 
     /// Meets the other ranks at `store` and connects to each of them: the map and the links.
@@ -342,6 +368,7 @@ impl Communicator {
         );
         store.set(&format!("rank/{rank}"), me.as_bytes())?;
         let mut peers = Vec::with_capacity(size);
+        let my_host = crate::bootstrap::locality::host_id();
         for q in 0..size {
             let v =
                 String::from_utf8_lossy(&store.wait(&format!("rank/{q}"), deadline)?).into_owned();
@@ -354,15 +381,14 @@ impl Communicator {
             let pid: u32 = pid
                 .parse()
                 .map_err(|_| Error::Env(format!("rank {q} published a bad record")))?;
+            // Watched from now on: a peer of this host that dies is noticed (and its
+            // listener removed) while this rank still waits for the others' records.
+            if q != rank && h == my_host {
+                let shm = a.split(' ').nth(SHM).and_then(connect::shm_dir_of);
+                store.watch_local_peer(q, pid, shm);
+            }
             peers.push((h.to_string(), pid, a.to_string()));
         }
-        let my_host = &peers[rank].0;
-        store.watch_local_peers(
-            (0..size)
-                .filter(|&q| q != rank && &peers[q].0 == my_host)
-                .map(|q| (q, peers[q].1))
-                .collect(),
-        );
         let mut hosts: Vec<String> = Vec::new();
         let host_of: Vec<usize> = peers
             .iter()
@@ -410,6 +436,7 @@ impl Communicator {
             &fabric_of,
             &address_of,
             deadline,
+            &mut || store.check_peers(),
         )?;
         drop(endpoints);
         store.set(&format!("ready/{rank}"), b"1")?;

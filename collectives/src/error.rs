@@ -69,6 +69,19 @@ pub enum Error {
         #[source]
         source: oxccl_transport::Error,
     },
+    /// Another rank failed first and this rank's call broke because of it (its link was
+    /// aborted or closed): `origin` is the rank that failed (or that the first rank to notice
+    /// the failure blamed), `origin_op` what that rank was running, `cause` why. `seen` is what
+    /// this rank saw itself, kept as the source.
+    #[error("{op}: rank {origin} failed first (in {origin_op}): {cause}")]
+    Remote {
+        op: &'static str,
+        origin: usize,
+        origin_op: String,
+        cause: String,
+        #[source]
+        seen: Box<Error>,
+    },
     /// The caller's arguments are wrong (buffer lengths, root out of range, ...).
     #[error("{op}: invalid argument: {detail}")]
     Invalid { op: &'static str, detail: String },
@@ -103,6 +116,21 @@ impl Error {
     pub fn transport_error(&self) -> Option<&oxccl_transport::Error> {
         match self {
             Error::PeerFailed { source, .. } | Error::Net { source, .. } => Some(source),
+            Error::Remote { seen, .. } => seen.transport_error(),
+            _ => None,
+        }
+    }
+
+    /// The rank this error blames for the failure, where it names one: the origin of a
+    /// failure relayed from another rank, or the peer that failed, timed out or disagreed.
+    pub fn failed_rank(&self) -> Option<usize> {
+        match self {
+            Error::Remote { origin, .. } => Some(*origin),
+            Error::PeerFailed { peer, .. }
+            | Error::Timeout { peer, .. }
+            | Error::Mismatch { peer, .. }
+            | Error::Protocol { peer, .. } => Some(*peer),
+            Error::BootstrapPeer { rank, .. } => Some(*rank),
             _ => None,
         }
     }

@@ -60,7 +60,10 @@
 //! peer; a peer whose process died, whose connection broke or that aborted is
 //! [`Error::PeerFailed`]. After any failure during a call the communicator aborts: it closes its
 //! links (so its peers fail at once instead of at their timeout) and every later call returns
-//! [`Error::Aborted`]. [`Communicator::abort`] does the same on request, from any thread.
+//! [`Error::Aborted`]. [`Communicator::abort`] does the same on request, from any thread. A rank
+//! whose call broke because another rank failed first gets [`Error::Remote`], naming that rank,
+//! its operation and the cause ([`Error::failed_rank`]): the ranks leave a notice on a shared
+//! board (rank 0's store) before they abort.
 //!
 //! ## Example
 //! ```

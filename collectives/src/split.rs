@@ -38,6 +38,7 @@ use oxccl_transport::dynamic::DynAddress;
 use oxccl_transport::stream::proxy_spin;
 use oxccl_transport::tcp::{Tcp, TcpConfig};
 use oxccl_transport::{Address as _, Listener as _};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Bytes each rank contributes to the address all-gather.
@@ -93,6 +94,8 @@ impl Communicator {
     /// runs, and either can be dropped first.
     pub fn split(&self, color: Option<u32>, key: i64) -> Result<Option<Communicator>> {
         const OP: &str = "split";
+        // Counted on every rank, joining or not, so each child's name agrees across its ranks.
+        let nth = self.inner.splits.fetch_add(1, Ordering::Relaxed);
         let size = self.size();
         let me = self.rank();
         let mut mine = [0u8; 16];
@@ -201,8 +204,27 @@ impl Communicator {
             &fabric_of,
             &address_of,
             deadline,
+            // A member that dies while the child connects: its parent link says so at once,
+            // instead of the child's connect deadline.
+            &mut || {
+                let mut state = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+                for &q in members.iter().filter(|&&q| q != me) {
+                    if let Some(Err(e)) = state.engine.links[q].as_mut().map(|l| l.check_alive()) {
+                        return Err(Error::PeerFailed {
+                            op: OP,
+                            peer: q,
+                            source: e,
+                        });
+                    }
+                }
+                Ok(())
+            },
         )?;
         drop(used);
+        let blame = {
+            let state = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.engine.blame.child(&format!("{nth}.{my_color}"))
+        };
         Ok(Some(Communicator::build(
             crank,
             map,
@@ -210,6 +232,7 @@ impl Communicator {
             self.options().clone(),
             self.inner.origin,
             None,
+            blame,
         )))
     }
 

@@ -1,14 +1,17 @@
 //! Fault trials: ranks run a random sequence of collectives as separate processes (this test
 //! binary starts copies of itself, the role in `OXCCL_TEST_ROLE`); at a random moment one random
-//! rank is killed (SIGKILL) or stopped (SIGSTOP). Every survivor must fail with an error
-//! within `OXCCL_TIMEOUT` (plus a margin for process exit on a loaded machine): no hang, no
-//! silent success. Over shared memory and over TCP, with 2, 3 and 4 ranks.
+//! rank is killed (SIGKILL) or stopped (SIGSTOP), or killed during its bootstrap (once its
+//! shared-memory listener exists, before the job is ready). Every survivor must fail with an
+//! error within `OXCCL_TIMEOUT` (plus a margin for process exit on a loaded machine): no hang,
+//! no silent success. Over shared memory and over TCP, with 2, 3 and 4 ranks.
 //!
-//! What each survivor's error says is printed per trial, with the share of errors that name
-//! the failed rank (`rank N`). That share is reported, not asserted: today only the failed
-//! rank's neighbours name it, the others name the neighbour that passed the failure on.
+//! After a kill, every survivor's error must name the killed rank (`rank N`) and the operation
+//! (or `init`), and nothing of the trial may be left in `/dev/shm` or the temporary directory.
+//! After a stop, the share of errors that name the stopped rank is reported, not asserted: the
+//! ranks that wait on others time out at about the same moment as those that wait on it.
 //!
 //! `OXCCL_FAULT_TRIALS` sets the trials per (fabric, ranks) pair (default 2; CI keeps it small),
+//! `OXCCL_FAULT_KINDS` which faults are drawn (`kill,stop,boot`, the default), and
 //! `OXCCL_FAULT_SEED` replays a run.
 
 use oxccl_collectives::{Communicator, ReduceOp};
@@ -39,14 +42,24 @@ fn main() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64)
         });
-    println!("fault trials: {trials} per pair, OXCCL_FAULT_SEED={seed}");
+    let kinds: Vec<String> = std::env::var("OXCCL_FAULT_KINDS")
+        .unwrap_or_else(|_| "kill,stop,boot".into())
+        .split(',')
+        .map(|k| k.trim().to_uppercase())
+        .collect();
+    let kinds: Vec<&'static str> = ["KILL", "STOP", "BOOT"]
+        .into_iter()
+        .filter(|k| kinds.iter().any(|x| x == k))
+        .collect();
+    assert!(!kinds.is_empty(), "OXCCL_FAULT_KINDS names no fault");
+    println!("fault trials: {trials} per pair, kinds {kinds:?}, OXCCL_FAULT_SEED={seed}");
     let mut rng = Rng(seed);
     let mut rows = Vec::new();
     for fabric in ["shm", "tcp"] {
         for p in [2usize, 3, 4] {
             for t in 0..trials {
                 let trial_seed = rng.next();
-                rows.push(trial(fabric, p, trial_seed, t));
+                rows.push(trial(fabric, p, trial_seed, t, &kinds));
             }
         }
     }
@@ -161,11 +174,26 @@ impl Drop for Ranks {
     }
 }
 
-fn trial(fabric: &'static str, p: usize, seed: u64, t: usize) -> Row {
+/// What a trial's ranks (`pids`) left behind: listener directories and ring files in
+/// `/dev/shm`, rendezvous files in the temporary directory.
+fn leftovers(pids: &[u32]) -> Vec<String> {
+    let mut found = Vec::new();
+    for dir in [std::path::PathBuf::from("/dev/shm"), std::env::temp_dir()] {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("oxccl") && pids.iter().any(|p| name.contains(&format!("-{p}-"))) {
+                found.push(e.path().display().to_string());
+            }
+        }
+    }
+    found
+}
+
+fn trial(fabric: &'static str, p: usize, seed: u64, t: usize, kinds: &[&'static str]) -> Row {
     let mut rng = Rng(seed);
     let victim = rng.below(p as u64) as usize;
-    let stop = rng.below(2) == 1;
-    let delay = Duration::from_millis(rng.below(300));
+    let how = kinds[rng.below(kinds.len() as u64) as usize];
+    let delay = Duration::from_millis(rng.below(if how == "BOOT" { 30 } else { 300 }));
     let store = format!("127.0.0.1:{}", free_port());
     let exe = std::env::current_exe().unwrap();
     let mut ranks = Ranks(
@@ -186,17 +214,41 @@ fn trial(fabric: &'static str, p: usize, seed: u64, t: usize) -> Row {
             })
             .collect(),
     );
+    let pids: Vec<u32> = ranks.0.iter().map(Child::id).collect();
     let lines: Vec<_> = ranks.0.iter_mut().map(reader).collect();
-    // The fault comes after the victim's first call, plus a random delay.
-    let (_, first) = lines[victim]
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{fabric} p={p}: rank {victim} did not start: {e}"));
-    assert_eq!(first, "started", "{fabric} p={p}: rank {victim}");
+    if how == "BOOT" {
+        // The fault comes once the victim's shared-memory listener exists (it publishes its
+        // record right after), plus a random delay of up to 30 ms: inside the bootstrap.
+        let mine = format!("oxccl-shm-{}-", pids[victim]);
+        let since = Instant::now();
+        // A bootstrap that went by between two looks ends in a kill during the calls.
+        while !std::fs::read_dir("/dev/shm")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(&mine))
+        {
+            if lines[victim].try_recv().is_ok_and(|(_, l)| l == "started") {
+                break;
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(60),
+                "{fabric} p={p}: rank {victim} made no listener and did not start"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    } else {
+        // The fault comes after the victim's first call, plus a random delay.
+        let (_, first) = lines[victim]
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{fabric} p={p}: rank {victim} did not start: {e}"));
+        assert_eq!(first, "started", "{fabric} p={p}: rank {victim}");
+    }
     std::thread::sleep(delay);
     let pid = ranks.0[victim].id().to_string();
-    let how = if stop { "STOP" } else { "KILL" };
+    let signal = if how == "STOP" { "STOP" } else { "KILL" };
     let status = Command::new("kill")
-        .args([&format!("-{how}"), &pid])
+        .args([&format!("-{signal}"), &pid])
         .status()
         .unwrap();
     assert!(status.success(), "kill -{how} {pid}");
@@ -221,8 +273,33 @@ fn trial(fabric: &'static str, p: usize, seed: u64, t: usize) -> Row {
         let (after, line) = error.unwrap();
         // Its exit must follow its error.
         let code = wait_exit(&mut ranks.0[r], deadline.saturating_sub(fault_at.elapsed()));
-        assert_eq!(code, Some(3), "{fabric} p={p}: rank {r} exit: {line}");
-        survivors.push((r, after.as_secs_f64(), line["error: ".len()..].to_string()));
+        let want = if line.starts_with("error: init:") {
+            2
+        } else {
+            3
+        };
+        assert_eq!(code, Some(want), "{fabric} p={p}: rank {r} exit: {line}");
+        let e = line["error: ".len()..].to_string();
+        if how != "STOP" {
+            // A killed rank is named by every survivor, with the operation.
+            let op = ["init", "all_reduce", "broadcast", "all_gather", "barrier"]
+                .iter()
+                .any(|op| e.starts_with(op));
+            assert!(
+                names(&e, victim) && op,
+                "{fabric} p={p} trial {t} (seed {seed}): rank {r}'s error does not name \
+                 {how} rank {victim} and the operation: {e}"
+            );
+        }
+        survivors.push((r, after.as_secs_f64(), e));
+    }
+    drop(ranks);
+    if how != "STOP" {
+        let left = leftovers(&pids);
+        assert!(
+            left.is_empty(),
+            "{fabric} p={p} trial {t} (seed {seed}): {how} of rank {victim} left {left:?}"
+        );
     }
     let row = Row {
         fabric,
@@ -271,7 +348,7 @@ fn summarize(rows: &[Row]) {
     );
     for fabric in ["shm", "tcp"] {
         for p in [2, 3, 4] {
-            for how in ["KILL", "STOP"] {
+            for how in ["KILL", "STOP", "BOOT"] {
                 let sel: Vec<&Row> = rows
                     .iter()
                     .filter(|r| r.fabric == fabric && r.p == p && r.how == how)

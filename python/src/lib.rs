@@ -60,7 +60,7 @@ impl From<Error> for Failure {
         let kind = match &e {
             Error::Timeout { .. } | Error::BootstrapTimeout { .. } => Kind::Timeout,
             Error::Invalid { .. } | Error::Mismatch { .. } => Kind::Invalid,
-            Error::PeerFailed { .. } | Error::Aborted { .. } => Kind::Peer,
+            Error::PeerFailed { .. } | Error::Remote { .. } | Error::Aborted { .. } => Kind::Peer,
             _ => Kind::Other,
         };
         Failure {

@@ -132,6 +132,23 @@ impl Drop for StoreServer {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
+        if let Some(size) = self.linger_for {
+            // A call failed: the notice of who failed first is here, and the other ranks may
+            // still be about to read it (a rank killed never will: at most a few seconds).
+            let until = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < until {
+                let map = self.shared.map.lock().unwrap_or_else(|p| p.into_inner());
+                let seen = |q: usize| {
+                    let key = format!("{}{q}", crate::link::blame::SEEN_PREFIX);
+                    map.contains_key(key.as_bytes())
+                };
+                if !map.contains_key(crate::link::blame::KEY.as_bytes()) || (0..size).all(seen) {
+                    break;
+                }
+                drop(map);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -369,8 +386,9 @@ fn serve_authenticated(mut s: TcpStream, sh: &Shared, id: &mut Identity) -> std:
 pub struct StoreClient {
     stream: TcpStream,
     addr: String,
-    /// Peers on this host whose process this rank checks while it waits: (rank, pid).
-    watched: Vec<(usize, u32)>,
+    /// Peers on this host whose process this rank checks while it waits: (rank, pid, the
+    /// directory of its shared-memory listener).
+    watched: Vec<(usize, u32, Option<std::path::PathBuf>)>,
     last_check: Instant,
 }
 
@@ -395,6 +413,16 @@ impl StoreClient {
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_millis(200));
         }
+    }
+
+    /// One attempt to connect and authenticate, for at most `timeout` (the failure path, where
+    /// a store that does not answer at once is a store that is gone).
+    pub(crate) fn connect_once(
+        addr: &str,
+        secret: &[u8],
+        timeout: Duration,
+    ) -> std::result::Result<Self, ()> {
+        Self::try_connect(addr, secret, Instant::now() + timeout).map_err(|_| ())
     }
 
     fn try_connect(
@@ -448,13 +476,34 @@ impl StoreClient {
 
     /// Checks, while waiting, that these peers' processes (on this host) are still alive, so a
     /// peer killed during bootstrap is noticed within a fraction of a second.
-    pub fn watch_local_peers(&mut self, peers: Vec<(usize, u32)>) {
+    ///
+    /// A peer found dead this way cannot remove its shared-memory listener (a directory in
+    /// `/dev/shm`) any more: the rank that finds it removes it.
+    pub fn watch_local_peers(&mut self, peers: Vec<(usize, u32, Option<std::path::PathBuf>)>) {
         self.watched = peers;
+    }
+
+    /// Adds one peer to [`StoreClient::watch_local_peers`]'s list.
+    pub fn watch_local_peer(&mut self, rank: usize, pid: u32, shm: Option<std::path::PathBuf>) {
+        self.watched.push((rank, pid, shm));
     }
 
     /// An error when another rank has failed: one it published (or the store published for
     /// it), or a watched local peer whose process is gone.
     pub fn check_peers(&mut self) -> Result<()> {
+        let r = self.check_peers_once();
+        if r.is_err() {
+            for (_, pid, dir) in &self.watched {
+                if let Some(dir) = dir.as_ref().filter(|_| !process_alive(*pid)) {
+                    tracing::debug!(dir = %dir.display(), "removing a dead rank's listener");
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }
+        }
+        r
+    }
+
+    fn check_peers_once(&mut self) -> Result<()> {
         if let Some(v) = self.get(FAILED_KEY)? {
             let text = String::from_utf8_lossy(&v);
             let (rank, reason) = text.split_once('\n').unwrap_or(("?", &text));
@@ -463,7 +512,7 @@ impl StoreClient {
                 reason: reason.to_string(),
             });
         }
-        for &(rank, pid) in &self.watched {
+        for &(rank, pid, _) in &self.watched {
             if !process_alive(pid) {
                 return Err(Error::BootstrapPeer {
                     rank,
@@ -496,7 +545,7 @@ impl StoreClient {
             | ErrorKind::BrokenPipe => Error::BootstrapPeer {
                 rank: 0,
                 reason: format!(
-                    "the store it serves at {addr} closed during bootstrap ({e}): rank 0                      failed or exited"
+                    "the store it serves at {addr} closed during bootstrap ({e}): rank 0 failed or exited"
                 ),
             },
             _ => Error::io(format!("talking to the store at {addr}"), e),
@@ -670,7 +719,7 @@ mod tests {
             .arg("30")
             .spawn()
             .unwrap();
-        c.watch_local_peers(vec![(3, child.id())]);
+        c.watch_local_peers(vec![(3, child.id(), None)]);
         assert_eq!(c.get("x").unwrap(), None);
         child.kill().unwrap();
         child.wait().unwrap();

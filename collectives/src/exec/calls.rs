@@ -171,7 +171,15 @@ fn execute(
     st.engine.reduction = red;
     st.engine.esize = b.esize;
     st.engine.stream = b.elems * b.esize >= oxccl_kernels::streaming_threshold_bytes();
-    begin(st, hdr, plan.peers.iter().copied());
+    if matches!(hdr.kind, KIND_BROADCAST | KIND_REDUCE) {
+        // Data moves one way along a tree here: a rank could finish having heard only from
+        // neighbours that agree with it. Headers to and from every rank make every rank see any
+        // disagreement (another root, count, dtype, op) within this call.
+        let (me, p) = (plan.rank, plan.schedule.ranks);
+        begin(st, hdr, (0..p).filter(|&q| q != me));
+    } else {
+        begin(st, hdr, plan.peers.iter().copied());
+    }
     let mut mat = run::initial_materialized(plan, b);
     run::run(&mut st.engine, plan, b, &mut mat)?;
     Ok(mat)

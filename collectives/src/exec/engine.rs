@@ -150,6 +150,8 @@ pub(crate) struct Engine {
     small_got: Vec<usize>,
     /// Set by [`crate::Communicator::abort`] from any thread.
     pub abort_flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Where the ranks tell each other who failed first.
+    pub blame: crate::link::blame::Board,
 }
 
 // SAFETY: the raw pointers in queued jobs are only dereferenced inside `drive`, on the thread
@@ -204,6 +206,7 @@ impl Engine {
             small_sent: Vec::with_capacity(p),
             small_got: Vec::with_capacity(p),
             abort_flag: Default::default(),
+            blame: crate::link::blame::Board::nowhere(),
         }
     }
 
@@ -618,8 +621,14 @@ impl Engine {
         }
     }
 
-    /// Aborts every link and poisons the engine; returns the error for the caller.
+    /// Aborts every link and poisons the engine; returns the error for the caller (the first
+    /// failure's origin when this one was passed on by another rank: see `link::blame`).
     pub fn fail(&mut self, e: Error) -> Error {
+        let e = if self.poisoned.is_none() {
+            self.blame.settle(self.rank, self.op, e, &mut self.links)
+        } else {
+            e
+        };
         tracing::warn!(rank = self.rank, error = %e, "aborting the communicator");
         for l in self.links.iter_mut().flatten() {
             l.abort();

@@ -54,6 +54,18 @@ pub(crate) fn op_code(op: ReduceOp) -> (u8, u64) {
     }
 }
 
+const OP_NAMES: [&str; 6] = ["sum", "prod", "min", "max", "avg", "premulsum"];
+
+/// The name a user knows the type by (`float32`, as numpy and torch say, not C's `float`).
+fn dtype_name(d: DataType) -> &'static str {
+    match d {
+        DataType::F32 => "float32",
+        DataType::F64 => "float64",
+        DataType::F16 => "float16",
+        other => other.name(),
+    }
+}
+
 pub(crate) const KIND_NAMES: [&str; 15] = [
     "?",
     "all_reduce",
@@ -103,15 +115,34 @@ impl Header {
         }
     }
 
+    /// What the call was, in the words of the API: `broadcast(count 100, float32, root 1)`.
     pub(crate) fn describe(&self) -> String {
         if self.kind == 0 {
             return "something unreadable (not an oxccl stream, or out of step)".into();
         }
         let kind = KIND_NAMES.get(self.kind as usize).copied().unwrap_or("?");
-        format!(
-            "{kind}(count {}, dtype #{}, op #{}, extra {:#x}) as call #{}",
-            self.count, self.dtype, self.op, self.extra, self.seq
-        )
+        let mut parts = vec![format!("count {}", self.count)];
+        if self.dtype != 0 {
+            parts.push(match DataType::ALL.get(self.dtype as usize - 1) {
+                Some(d) => dtype_name(*d).to_string(),
+                None => format!("unknown dtype {}", self.dtype),
+            });
+        }
+        if self.op != 0 {
+            parts.push(match self.op {
+                1..=6 => OP_NAMES[self.op as usize - 1].to_string(),
+                op => format!("unknown op {op}"),
+            });
+        }
+        // PreMulSum's scalar is folded into `extra` (with the root, where there is one).
+        match self.kind {
+            KIND_BROADCAST | KIND_REDUCE if self.op != 6 => {
+                parts.push(format!("root {}", self.extra))
+            }
+            _ if self.op == 6 || self.extra == 0 => {}
+            _ => parts.push(format!("extra {:#x}", self.extra)),
+        }
+        format!("{kind}({}) as call #{}", parts.join(", "), self.seq)
     }
 
     /// Compares what the peer sent with what this rank expects.
@@ -125,5 +156,52 @@ impl Header {
             mine: self.describe(),
             theirs: got.describe(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_describe_calls_in_words() {
+        let h = Header {
+            kind: KIND_REDUCE,
+            dtype: dtype_code(DataType::F32),
+            op: op_code(ReduceOp::Sum).0,
+            seq: 4,
+            count: 100,
+            extra: 1,
+        };
+        assert_eq!(
+            h.describe(),
+            "reduce(count 100, float32, sum, root 1) as call #4"
+        );
+        let (op, scalar) = op_code(ReduceOp::PreMulSum(0.5));
+        let h = Header {
+            kind: KIND_ALL_REDUCE,
+            dtype: dtype_code(DataType::BF16),
+            op,
+            seq: 0,
+            count: 8,
+            extra: scalar,
+        };
+        assert_eq!(
+            h.describe(),
+            "all_reduce(count 8, bfloat16, premulsum) as call #0"
+        );
+        let h = Header {
+            kind: KIND_BARRIER,
+            ..Header::default()
+        };
+        assert_eq!(h.describe(), "barrier(count 0) as call #0");
+        for d in DataType::ALL {
+            let h = Header {
+                kind: KIND_P2P,
+                dtype: dtype_code(d),
+                ..Header::default()
+            };
+            assert!(!h.describe().contains('#') || h.describe().ends_with("call #0"));
+        }
     }
 }

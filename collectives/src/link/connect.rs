@@ -10,12 +10,12 @@
 use super::Link;
 use crate::error::{Error, Result};
 use crate::options::{LocalTransport, NetChoice, Options};
-use oxccl_transport::dynamic::{DynAddress, DynConnection, DynListener, DynTransport};
+use oxccl_transport::dynamic::{DynAddress, DynConnection, DynListener, DynPending, DynTransport};
 use oxccl_transport::shm::{Shm, ShmConfig};
 use oxccl_transport::stream::{proxy_spin, StreamConfig};
 use oxccl_transport::tcp::{Tcp, TcpConfig};
 use oxccl_transport::wait::{self, Deadline};
-use oxccl_transport::{Connection, Listener as _, Transport};
+use oxccl_transport::{Connection, Listener as _, PendingConnection as _, Setup, Transport};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,57 @@ fn rdma_fabric(_ip: Option<IpAddr>) -> Result<Box<dyn DynTransport>> {
         "OXCCL_NET=rdma: this build has no RDMA support (build with the cargo feature `rdma`)"
             .into(),
     ))
+}
+
+/// The directory of a shared-memory listener from its published address (`Address::to_text`:
+/// hex of the fabric's bytes, whose shm part is `oxsm`, the boot id's length and the boot id,
+/// then the directory). Only a directory named like the ones the fabric makes is returned, so a
+/// bad record cannot make a rank delete anything else.
+pub(crate) fn shm_dir_of(text: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let bytes: Vec<u8> = (0..text.len() / 2)
+        .map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    let at = bytes.windows(4).position(|w| w == b"oxsm")? + 4;
+    let boot_len = *bytes.get(at)? as usize;
+    let dir = std::path::Path::new(std::ffi::OsStr::from_bytes(bytes.get(at + 1 + boot_len..)?));
+    let named = dir
+        .file_name()
+        .is_some_and(|n| n.as_bytes().starts_with(b"oxccl-shm-"));
+    (dir.is_absolute() && named).then(|| dir.to_path_buf())
+}
+
+/// Removes the shared-memory listener directories (`oxccl-shm-<pid>-...` in `OXCCL_SHM_DIR`)
+/// of this user's processes that are gone: a rank killed during bootstrap cannot remove its
+/// own, and its peers may not have read its address yet. Run when a bootstrap fails.
+pub(crate) fn remove_dead_listeners() {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(config) = ShmConfig::from_env() else {
+        return;
+    };
+    let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return;
+    };
+    for entry in std::fs::read_dir(&config.dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("oxccl-shm-"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let mine = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if mine && !crate::bootstrap::store::process_alive(pid) {
+            tracing::debug!(dir = %entry.path().display(), "removing a dead rank's listener");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A connection of `fabric` as a link.
@@ -167,8 +218,46 @@ impl Endpoint {
     }
 }
 
+/// How often bootstrap waits look at the other ranks' health (`check` of [`connect_all`]).
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Polls `pending` until it is connected, running `check` every [`CHECK_EVERY`]: a peer that
+/// died after publishing its address never accepts, and that must not take the whole deadline.
+fn establish_checked(
+    mut pending: Box<dyn DynPending>,
+    deadline: Instant,
+    check: &mut dyn FnMut() -> Result<()>,
+    what: &dyn Fn() -> String,
+) -> Result<Box<dyn DynConnection>> {
+    let mut next_check = Instant::now() + CHECK_EVERY;
+    let mut backoff = wait::Backoff::new();
+    loop {
+        match pending.poll().map_err(|err| Error::net(what(), err))? {
+            Setup::Connected(c) => return Ok(c),
+            Setup::Pending(p) => pending = p,
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::BootstrapTimeout {
+                what: what(),
+                after: Duration::ZERO,
+            });
+        }
+        if now >= next_check {
+            next_check = now + CHECK_EVERY;
+            check()?;
+        }
+        backoff.snooze();
+    }
+}
+
 /// Connects this rank to every other: over `endpoints[fabric_of(q)]` for rank `q`, whose
-/// listener of that fabric is at `address_of(q, fabric)`.
+/// listener of that fabric is at `address_of(q, fabric)`. `check` is run every
+/// [`CHECK_EVERY`] while waiting (the store's view of the other ranks: a rank that died or
+/// failed during bootstrap ends the wait within a fraction of a second).
+///
+/// A connection that fails before it says who it is (a port scan's connect-and-close, garbage,
+/// a reset) is dropped with a warning: only the deadline or `check` ends the wait.
 pub(crate) fn connect_all(
     (rank, size): (usize, usize),
     session: &str,
@@ -176,6 +265,7 @@ pub(crate) fn connect_all(
     fabric_of: &dyn Fn(usize) -> usize,
     address_of: &dyn Fn(usize, usize) -> Result<DynAddress>,
     deadline: Instant,
+    check: &mut dyn FnMut() -> Result<()>,
 ) -> Result<Vec<Option<Link>>> {
     let mut links: Vec<Option<Link>> = (0..size).map(|_| None).collect();
     // The higher rank connects to the lower one's listener and says who it is.
@@ -187,8 +277,7 @@ pub(crate) fn connect_all(
             .transport
             .dyn_connect(&addr)
             .map_err(|err| Error::net(what(), err))?;
-        let conn = wait::establish(pending, until(deadline), &addr.to_string())
-            .map_err(|err| Error::net(what(), err))?;
+        let conn = establish_checked(pending, deadline, check, &what)?;
         let mut hello = session.as_bytes().to_vec();
         hello.extend_from_slice(&(rank as u32).to_le_bytes());
         wait::send(&conn, TAG_HELLO, &hello, until(deadline))
@@ -196,15 +285,25 @@ pub(crate) fn connect_all(
         links[q] = Some(link(conn, e.transport.dyn_name(), &e.config)?);
     }
     let mut expected = size - rank - 1;
+    let mut next_check = Instant::now() + CHECK_EVERY;
+    let mut dropped = 0u64;
     while expected > 0 {
         let mut idle = true;
         for (f, e) in endpoints.iter_mut().enumerate() {
-            let Some(pending) = e
-                .listener
-                .poll_accept()
-                .map_err(|err| Error::net("accepting a peer", err))?
-            else {
-                continue;
+            let pending = match e.listener.poll_accept() {
+                Ok(Some(p)) => p,
+                Ok(None) => continue,
+                Err(err) => {
+                    // Not one of ours (ranks speak the protocol): a scan, garbage, a reset.
+                    dropped += 1;
+                    if dropped.is_power_of_two() {
+                        tracing::warn!(
+                            "rank {rank} dropped an incoming connection ({dropped} so far): {err}"
+                        );
+                    }
+                    idle = false;
+                    continue;
+                }
             };
             idle = false;
             // A stranger that connects and says nothing must not hold up the job.
@@ -237,6 +336,10 @@ pub(crate) fn connect_all(
             }
             links[q] = Some(link(conn, e.transport.dyn_name(), &e.config)?);
             expected -= 1;
+        }
+        if Instant::now() >= next_check {
+            next_check = Instant::now() + CHECK_EVERY;
+            check()?;
         }
         if idle {
             if Instant::now() >= deadline {

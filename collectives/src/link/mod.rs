@@ -7,6 +7,7 @@
 //! is the transport's typed [`oxccl_transport::Error`]; the executor wraps it with the
 //! operation and the peer ([`crate::Error::PeerFailed`], which keeps it as its `source`).
 
+pub(crate) mod blame;
 pub(crate) mod connect;
 
 use oxccl_transport::{Mailbox, Stream};

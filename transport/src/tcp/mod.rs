@@ -215,7 +215,16 @@ struct PreSock {
     peer: SocketAddr,
     buf: [u8; HELLO_LEN],
     fill: usize,
+    since: std::time::Instant,
 }
+
+/// Accepted sockets that have not finished their hello, at most; a newer one pushes the oldest
+/// out. Strangers that connect and say nothing (a scan, a flood) must not use up the process's
+/// file descriptors or hold the listener.
+const MAX_PRE: usize = 256;
+/// How long an accepted socket may take to send its hello (a peer sends it right after
+/// connecting) before it is dropped.
+const PRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 struct Group {
     conn_id: u64,
@@ -255,17 +264,28 @@ impl Listener for TcpListenerEnd {
                     tune(&sock).map_err(|e| {
                         Error::io(NAME, format!("configuring a socket from {peer}"), e)
                     })?;
+                    if self.pre.len() >= MAX_PRE {
+                        self.pre.remove(0);
+                    }
                     self.pre.push(PreSock {
                         sock,
                         peer,
                         buf: [0; HELLO_LEN],
                         fill: 0,
+                        since: std::time::Instant::now(),
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::io(NAME, format!("accepting on {}", self.addr), e)),
             }
+        }
+        if self
+            .pre
+            .first()
+            .is_some_and(|p| p.since.elapsed() > PRE_TIMEOUT)
+        {
+            self.pre.retain(|p| p.since.elapsed() <= PRE_TIMEOUT);
         }
         let mut i = 0;
         while i < self.pre.len() {

@@ -1,0 +1,355 @@
+//! Who failed first: a notice board shared by a communicator's ranks, so that every survivor's
+//! error names the rank where a failure began and the operation it was in, not the neighbour
+//! that passed the abort on (NCCL's RAS and abort flag do this job there).
+//!
+//! The protocol, run by [`Board::settle`] when a call fails, before the links are aborted:
+//! - A rank that found the failure itself (a mismatch, its own timeout or abort, a bad argument)
+//!   publishes a notice naming itself (or, for a peer that died or stopped, that peer), then
+//!   aborts its links: whoever sees those aborts finds the notice already there.
+//! - A rank whose link broke or whose peer went silent cannot tell a dead peer from one that
+//!   aborted because of a third rank: it waits up to [`GRACE`] for a notice and, when one comes,
+//!   fails with [`Error::Remote`] naming its origin. When none comes, it was the first to see
+//!   the failure: it publishes a notice blaming that peer (a killed process leaves none).
+//!
+//! The board is rank 0's store for ranks that are processes (key [`KEY`]; rank 0's store
+//! outlives its communicator until every rank read the notice, or a few seconds). Should the
+//! store be unreachable, rank 0 is gone: a rank whose link to rank 0 is broken blames rank 0.
+//! Thread ranks share a board in memory.
+
+use super::Link;
+use crate::bootstrap::store::StoreClient;
+use crate::error::Error;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The store key of the notice: `origin\nop\ncause`.
+pub(crate) const KEY: &str = "abort";
+/// The prefix of the keys by which ranks say they have read (or written) the notice.
+pub(crate) const SEEN_PREFIX: &str = "abort-seen/";
+/// How long a rank whose link broke waits for another rank's notice before it blames the peer
+/// of that link: a rank that found a failure publishes before it aborts its links, so this
+/// only has to cover a killed process (whose links close with no notice) and a loaded machine.
+pub(crate) const GRACE: Duration = Duration::from_millis(300);
+
+/// A failure as the first rank to notice it described it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Notice {
+    pub origin: usize,
+    pub op: String,
+    pub cause: String,
+}
+
+impl Notice {
+    fn encode(&self) -> Vec<u8> {
+        format!("{}\n{}\n{}", self.origin, self.op, self.cause).into_bytes()
+    }
+
+    fn decode(v: &[u8]) -> Option<Notice> {
+        let text = String::from_utf8_lossy(v);
+        let mut it = text.splitn(3, '\n');
+        let origin = it.next()?.parse().ok()?;
+        Some(Notice {
+            origin,
+            op: it.next()?.to_string(),
+            cause: it.next().unwrap_or("").to_string(),
+        })
+    }
+}
+
+enum Place {
+    /// No board (a communicator of one rank): errors stay as each rank saw them.
+    Nowhere,
+    /// Thread ranks of this process: one notice per board key (a communicator and its children).
+    Memory(Arc<Mutex<HashMap<String, Notice>>>),
+    /// Rank 0's store.
+    Store {
+        addr: String,
+        secret: Vec<u8>,
+        client: Option<StoreClient>,
+    },
+}
+
+pub(crate) struct Board {
+    place: Place,
+    /// Where the notice sits: [`KEY`] for a communicator made from a store or as thread ranks,
+    /// `KEY/...` for one made by `split` (its rank numbers are its own).
+    key: String,
+}
+
+impl Board {
+    pub fn nowhere() -> Self {
+        Board {
+            place: Place::Nowhere,
+            key: KEY.to_string(),
+        }
+    }
+
+    /// One board shared by `n` thread ranks.
+    pub fn in_memory(n: usize) -> Vec<Board> {
+        let shared = Arc::new(Mutex::new(HashMap::new()));
+        (0..n)
+            .map(|_| Board {
+                place: Place::Memory(shared.clone()),
+                key: KEY.to_string(),
+            })
+            .collect()
+    }
+
+    /// The store at `addr`, which this rank joined with `secret`.
+    pub fn store(addr: &str, secret: &[u8]) -> Self {
+        Board {
+            place: Place::Store {
+                addr: addr.to_string(),
+                secret: secret.to_vec(),
+                client: None,
+            },
+            key: KEY.to_string(),
+        }
+    }
+
+    /// The board of a child communicator (`split`, `dup`): the same place under its own key,
+    /// `tag` being the same on every member of the child and different from any other child's.
+    pub fn child(&self, tag: &str) -> Self {
+        let place = match &self.place {
+            Place::Nowhere => Place::Nowhere,
+            Place::Memory(m) => Place::Memory(m.clone()),
+            Place::Store { addr, secret, .. } => Place::Store {
+                addr: addr.clone(),
+                secret: secret.clone(),
+                client: None,
+            },
+        };
+        Board {
+            place,
+            key: format!("{}/{tag}", self.key),
+        }
+    }
+
+    /// Whether rank 0 of this board's communicator serves the store (not so for a child).
+    fn store_is_rank_zeros(&self) -> bool {
+        self.key == KEY
+    }
+
+    /// The notice, if any; `Err` when the board cannot be reached (rank 0's store is gone).
+    fn read(&mut self) -> Result<Option<Notice>, ()> {
+        match &mut self.place {
+            Place::Nowhere => Ok(None),
+            Place::Memory(m) => Ok(m
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&self.key)
+                .cloned()),
+            Place::Store { .. } => {
+                let key = self.key.clone();
+                let v = self.with_store(|c| c.get(&key))?;
+                Ok(v.as_deref().and_then(Notice::decode))
+            }
+        }
+    }
+
+    /// Publishes `n` unless a notice is there already; returns the notice that stands.
+    fn publish(&mut self, n: Notice) -> Result<Notice, ()> {
+        match &mut self.place {
+            Place::Nowhere => Ok(n),
+            Place::Memory(m) => Ok(m
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(self.key.clone())
+                .or_insert(n)
+                .clone()),
+            Place::Store { .. } => {
+                // Two ranks may both find the board empty and both write: each wrote about a
+                // failure it saw itself, so either notice is true; the later one stands.
+                if let Some(there) = self.read()? {
+                    return Ok(there);
+                }
+                let key = self.key.clone();
+                self.with_store(|c| c.set(&key, &n.encode()))?;
+                Ok(n)
+            }
+        }
+    }
+
+    /// Tells rank 0's store that this rank has the notice (it may close once every rank has).
+    fn mark_seen(&mut self, rank: usize) {
+        // Rank 0's store waits for these before it closes; a child's ranks are numbered apart.
+        if let (Place::Store { .. }, true) = (&self.place, self.store_is_rank_zeros()) {
+            let _ = self.with_store(|c| c.set(&format!("{SEEN_PREFIX}{rank}"), b"1"));
+        }
+    }
+
+    fn with_store<T>(
+        &mut self,
+        f: impl FnOnce(&mut StoreClient) -> crate::error::Result<T>,
+    ) -> Result<T, ()> {
+        let Place::Store {
+            addr,
+            secret,
+            client,
+        } = &mut self.place
+        else {
+            return Err(());
+        };
+        if client.is_none() {
+            *client = Some(StoreClient::connect_once(
+                addr,
+                secret,
+                Duration::from_secs(1),
+            )?);
+        }
+        let c = client.as_mut().ok_or(())?;
+        f(c).map_err(|e| {
+            tracing::debug!("the failure board at {addr} is unreachable: {e}");
+            *client = None;
+        })
+    }
+
+    /// What error `e`, which this rank (`me`, running `op`) just hit, should become: see the
+    /// module documentation. Called before the links are aborted.
+    pub fn settle(
+        &mut self,
+        me: usize,
+        op: &'static str,
+        e: Error,
+        links: &mut [Option<Link>],
+    ) -> Error {
+        if matches!(self.place, Place::Nowhere) {
+            return e;
+        }
+        let suspect = match &e {
+            Error::Remote { .. } => return e,
+            // A broken link or a silent peer: maybe the peer's own failure, maybe a third
+            // rank's passed on.
+            Error::PeerFailed { peer, .. } | Error::Timeout { peer, .. } => Some(*peer),
+            _ => None,
+        };
+        let Some(peer) = suspect else {
+            // This rank's own finding: say so first, then the links go.
+            let n = Notice {
+                origin: me,
+                op: op.to_string(),
+                cause: cause_of(me, &e),
+            };
+            if self.publish(n).is_ok() {
+                self.mark_seen(me);
+            }
+            return e;
+        };
+        let until = Instant::now() + GRACE;
+        loop {
+            match self.read() {
+                Ok(Some(n)) => {
+                    self.mark_seen(me);
+                    // A peer that went silent, blamed by the others too: this rank's own
+                    // timeout says the same, with its own wait.
+                    if n.origin == peer && matches!(e, Error::Timeout { .. }) {
+                        return e;
+                    }
+                    return relay(op, n, e);
+                }
+                Ok(None) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Ok(None) => break,
+                Err(()) if self.store_is_rank_zeros() => return blame_rank_zero(me, op, e, links),
+                Err(()) => return e,
+            }
+        }
+        // Nobody announced a failure: this rank saw it first.
+        let n = Notice {
+            origin: peer,
+            op: op.to_string(),
+            cause: cause_of(me, &e),
+        };
+        match self.publish(n) {
+            Ok(stands) => {
+                self.mark_seen(me);
+                if stands.origin == peer {
+                    e
+                } else {
+                    relay(op, stands, e)
+                }
+            }
+            Err(()) if self.store_is_rank_zeros() => blame_rank_zero(me, op, e, links),
+            Err(()) => e,
+        }
+    }
+}
+
+/// The error of a rank that learnt of the failure from `n`.
+fn relay(op: &'static str, n: Notice, seen: Error) -> Error {
+    Error::Remote {
+        op,
+        origin: n.origin,
+        origin_op: n.op,
+        cause: n.cause,
+        seen: Box::new(seen),
+    }
+}
+
+/// The store is unreachable: rank 0 serves it, so when this rank's link to rank 0 is broken
+/// too, rank 0 is what failed. Otherwise (rank 0 finished and left) the error stays as seen.
+fn blame_rank_zero(me: usize, op: &'static str, e: Error, links: &mut [Option<Link>]) -> Error {
+    if me == 0 || e.failed_rank() == Some(0) {
+        return e;
+    }
+    let broken = links
+        .first_mut()
+        .and_then(Option::as_mut)
+        .is_some_and(|l| l.check_alive().is_err() || l.peek().is_err());
+    if !broken {
+        return e;
+    }
+    relay(
+        op,
+        Notice {
+            origin: 0,
+            op: "?".into(),
+            cause: format!(
+                "its links are broken and the store it served is gone (noticed by rank {me})"
+            ),
+        },
+        e,
+    )
+}
+
+/// A failure described for the other ranks (in words that do not depend on who reads them).
+fn cause_of(me: usize, e: &Error) -> String {
+    match e {
+        Error::Mismatch {
+            peer, mine, theirs, ..
+        } => format!("mismatched calls: rank {me} called {mine}, rank {peer} called {theirs}"),
+        Error::PeerFailed { source, .. } => format!("{source} (noticed by rank {me})"),
+        Error::Timeout { after, waiting, .. } => format!(
+            "rank {me} waited {after:?} {waiting} without progress (the rank stopped or hangs)"
+        ),
+        Error::Aborted { reason, .. } => format!("rank {me} aborted: {reason}"),
+        other => format!("rank {me}: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_round_trip_and_the_first_stands() {
+        let n = Notice {
+            origin: 3,
+            op: "broadcast".into(),
+            cause: "a\nb".into(),
+        };
+        assert_eq!(Notice::decode(&n.encode()), Some(n.clone()));
+        assert_eq!(Notice::decode(b"x\ny\nz"), None);
+        let mut boards = Board::in_memory(2);
+        assert_eq!(boards[0].read(), Ok(None));
+        assert_eq!(boards[0].publish(n.clone()), Ok(n.clone()));
+        let later = Notice {
+            origin: 1,
+            ..n.clone()
+        };
+        assert_eq!(boards[1].publish(later), Ok(n.clone()));
+        assert_eq!(boards[1].read(), Ok(Some(n)));
+    }
+}
