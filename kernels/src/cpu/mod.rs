@@ -168,9 +168,9 @@ pub(crate) trait Lanes {
 /// memory latency.
 const UNROLL: usize = 4;
 /// Registers per input per iteration for [`MANY_INPUTS`] or more inputs, where the lanes opt in
-/// ([`Lanes::WIDE_FOR_MANY_INPUTS`]): 8 lines of each input per iteration instead of 4 took
-/// AVX-512 f16/bf16 with 8 inputs from about 29 to 31-33 GB/s on one Zen core, with no change
-/// for 2-4 inputs (bench/results/kernels.md, "issue 14, second pass").
+/// ([`Lanes::WIDE_FOR_MANY_INPUTS`]): 8 lines of each input per iteration instead of 4 made
+/// AVX-512 f16/bf16 with 8 inputs 1-17% faster on one Zen core in a same-process A/B, with no
+/// consistent change for 4 inputs (bench/results/kernels.md, "Issue 14, second pass").
 const WIDE_UNROLL: usize = 8;
 /// The input count from which [`WIDE_UNROLL`] applies.
 const MANY_INPUTS: usize = 6;
