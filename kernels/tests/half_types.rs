@@ -12,16 +12,17 @@ use half::{bf16, f16};
 use oxccl_kernels::{reduce_copy_bytes_opts, CpuBackend, DataType, Options, ReduceOp, StoreMode};
 use rand::Rng;
 
-/// Around 16 and 32 elements (one register, one register pair) and 128 (one unrolled body
-/// iteration of the pair lanes), plus longer odd lengths; all of them for 1, 2 and 8 inputs,
-/// the middle ones for the rest (debug builds are slow).
-const LENGTHS: [usize; 7] = [1, 15, 33, 127, 129, 1000, 4099];
+/// Around 16 and 32 elements (one register, one register pair), 128 (one unrolled body
+/// iteration of the pair lanes) and 256 (one wide iteration, taken with 6 or more inputs),
+/// plus longer odd lengths; all of them for 1, 2 and 8 inputs, the middle ones for the rest
+/// (debug builds are slow).
+const LENGTHS: [usize; 9] = [1, 15, 33, 127, 129, 255, 257, 1000, 4099];
 
 fn lengths(k: usize) -> &'static [usize] {
     if matches!(k, 1 | 2 | 8) {
         &LENGTHS
     } else {
-        &LENGTHS[2..6]
+        &LENGTHS[2..8]
     }
 }
 

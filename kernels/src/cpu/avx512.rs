@@ -255,6 +255,8 @@ macro_rules! half_pair_lanes {
             type V = (__m512, __m512);
             type K = __m512;
             const N: usize = 32;
+            // 8 register pairs of accumulators take 16 of the 32 zmm registers.
+            const WIDE_FOR_MANY_INPUTS: bool = true;
             #[inline(always)]
             unsafe fn load(p: *const u8) -> (__m512, __m512) {
                 // SAFETY: caller guarantees 64 readable bytes; the ISA is enabled by `run`.

@@ -159,10 +159,21 @@ pub(crate) trait Lanes {
     unsafe fn prepare(e: &EpiParams) -> Self::K;
     /// # Safety: the ISA is available.
     unsafe fn epilogue<const EPI: u8>(v: Self::V, k: &Self::K) -> Self::V;
+    /// Whether calls with [`MANY_INPUTS`] or more inputs take [`WIDE_UNROLL`] registers per
+    /// input per iteration instead of [`UNROLL`] (only where the registers are there for it).
+    const WIDE_FOR_MANY_INPUTS: bool = false;
 }
 
-/// Registers per loop iteration: enough independent loads in flight to cover memory latency.
+/// Registers per input per loop iteration: enough independent loads in flight to cover
+/// memory latency.
 const UNROLL: usize = 4;
+/// Registers per input per iteration for [`MANY_INPUTS`] or more inputs, where the lanes opt in
+/// ([`Lanes::WIDE_FOR_MANY_INPUTS`]): 8 lines of each input per iteration instead of 4 made
+/// AVX-512 f16/bf16 with 8 inputs 1-17% faster on one Zen core in a same-process A/B, with no
+/// consistent change for 4 inputs (bench/results/kernels.md, "Issue 14, second pass").
+const WIDE_UNROLL: usize = 8;
+/// The input count from which [`WIDE_UNROLL`] applies.
+const MANY_INPUTS: usize = 6;
 /// Alignment of the destination for the streaming body (a cache line, a multiple of every
 /// register width).
 const STREAM_ALIGN: usize = 64;
@@ -198,23 +209,31 @@ pub(crate) unsafe fn simd_run<L: Lanes, const OP: u8, const EPI: u8>(
         } else {
             None
         };
+        let wide = L::WIDE_FOR_MANY_INPUTS && job.srcs.len() >= MANY_INPUTS;
         let mut i = 0;
         if let Some(head) = plan {
             let head = head.min(n);
             portable::run::<L::E, OP, EPI>(job, 0, head, epi);
-            i = body::<L, OP, EPI, true>(job, &k, head);
+            i = if wide {
+                body::<L, OP, EPI, true, WIDE_UNROLL>(job, &k, head)
+            } else {
+                body::<L, OP, EPI, true, UNROLL>(job, &k, head)
+            };
             #[cfg(target_arch = "x86_64")]
             std::arch::x86_64::_mm_sfence();
+        } else if wide {
+            i = body::<L, OP, EPI, false, WIDE_UNROLL>(job, &k, i);
         } else {
-            i = body::<L, OP, EPI, false>(job, &k, i);
+            i = body::<L, OP, EPI, false, UNROLL>(job, &k, i);
         }
         portable::run::<L::E, OP, EPI>(job, i, n, epi);
     }
 }
 
-/// Whole registers from `start`; returns the first element not done.
+/// Whole registers from `start`, `U` registers per input per iteration; returns the first
+/// element not done.
 #[inline(always)]
-unsafe fn body<L: Lanes, const OP: u8, const EPI: u8, const STREAM: bool>(
+unsafe fn body<L: Lanes, const OP: u8, const EPI: u8, const STREAM: bool, const U: usize>(
     job: &Job<'_>,
     k: &L::K,
     start: usize,
@@ -227,14 +246,14 @@ unsafe fn body<L: Lanes, const OP: u8, const EPI: u8, const STREAM: bool>(
     // prefetching 2 KiB ahead into L1 made 4-8 inputs 10-35% slower for every dtype once the
     // 16-bit types load whole cache lines (bench/results/kernels.md, "many-input gap").
     let mut i = start;
-    // SAFETY: in the whole body, every access covers elements [i, i + UNROLL * N) or [i, i + N)
+    // SAFETY: in the whole body, every access covers elements [i, i + U * N) or [i, i + N)
     // with that range inside [0, n), so it is in bounds (Job contract); streaming stores are
     // aligned because `simd_run` started the body at an aligned element and `vb` divides
     // STREAM_ALIGN or is a multiple of it.
     unsafe {
-        while i + UNROLL * L::N <= n {
+        while i + U * L::N <= n {
             let off = i * es;
-            let mut acc: [L::V; UNROLL] = std::array::from_fn(|u| L::load(s0.add(off + u * vb)));
+            let mut acc: [L::V; U] = std::array::from_fn(|u| L::load(s0.add(off + u * vb)));
             for s in rest {
                 for (u, a) in acc.iter_mut().enumerate() {
                     *a = L::combine::<OP>(*a, L::load(s.add(off + u * vb)));
@@ -254,7 +273,7 @@ unsafe fn body<L: Lanes, const OP: u8, const EPI: u8, const STREAM: bool>(
                     }
                 }
             }
-            i += UNROLL * L::N;
+            i += U * L::N;
         }
         while i + L::N <= n {
             let off = i * es;
