@@ -30,7 +30,8 @@ for i in $(seq 1 "$rounds"); do
     name=$(echo "$what" | tr ' ' '-')
     echo "$(date -u +%FT%TZ) before $name run$i: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/load.txt"
     # shellcheck disable=SC2086 # PRIO and WHAT are word lists
-    ${PRIO:-} bash "$COMPARE" $what >"$out/compare-$name-run$i.txt" 2>&1
+    ${PRIO:-} bash "$COMPARE" $what >"$out/compare-$name-run$i.txt" 2>&1 ||
+      echo "$(date -u +%FT%TZ) $name run$i FAILED (exit $?): see compare-$name-run$i.txt" | tee -a "$out/load.txt"
     echo "$(date -u +%FT%TZ) after  $name run$i: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/load.txt"
   done
 done
