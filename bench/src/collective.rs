@@ -596,7 +596,11 @@ fn time_calls(
     cpu_time: bool,
 ) -> anyhow::Result<f64> {
     comm.barrier()?;
-    let (t, cpu0) = (Instant::now(), thread_cpu_seconds());
+    // The CPU clock is a system call: read it before the wall clock starts, or the wall time
+    // includes it (the run's first read is the slow one: the first row came out 0.05-0.1 us
+    // per call slower than the next sizes at 20 iterations).
+    let cpu0 = thread_cpu_seconds();
+    let t = Instant::now();
     for _ in 0..iters * agg {
         if group.is_empty() {
             data::call(comm, c, b)?;

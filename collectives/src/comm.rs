@@ -163,9 +163,13 @@ impl Communicator {
         let size = links.len();
         let kinds: Vec<_> = links.iter().map(|l| l.as_ref().map(Link::kind)).collect();
         crate::logging::communicator_created(rank, &kinds);
-        let local = topology.ranks_on(topology.host_of[rank]).len();
+        let local = topology.ranks_on(topology.host_of[rank]);
+        let cores: std::collections::BTreeSet<u32> = (local.iter())
+            .flat_map(|&r| topology.ranks[r].cores.iter().copied())
+            .collect();
+        let spin = options.spin_for(local.len(), cores.len());
         let abort_flag = Arc::new(AtomicBool::new(false));
-        let mut engine = Engine::new(rank, links, options.timeout, options.spin_for(local));
+        let mut engine = Engine::new(rank, links, options.timeout, spin);
         engine.abort_flag = abort_flag.clone();
         engine.blame = blame;
         Self {

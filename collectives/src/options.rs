@@ -70,7 +70,7 @@ pub enum LocalTransport {
 /// | `OXCCL_NET` | network fabric across hosts: `tcp` or `rdma` | `tcp` |
 /// | `OXCCL_RING_BYTES` | shared-memory ring size per direction (power of two) | 1048576 |
 /// | `OXCCL_SMALL_BYTES` | all-reduce up to this size sends the whole vector to every peer | 16384 |
-/// | `OXCCL_SPIN` | idle polls before a waiting rank yields its core | 2000, or 50 when ranks outnumber cores |
+/// | `OXCCL_SPIN` | idle polls before a waiting rank yields its core | 2000, or 0 (yield at once) when the host's ranks outnumber the cores they may run on |
 /// | `OXCCL_TOPO_FILE` | the host's map: an hwloc XML or NCCL topology XML file (as `NCCL_TOPO_FILE`), or an hwloc synthetic string | discovered from sysfs |
 /// | `OXCCL_BIND` | pin each rank at init: `none`, `core`, `numa` ([`Bind`]) | `none` |
 #[derive(Clone, Debug)]
@@ -190,14 +190,25 @@ impl Options {
         Ok(o)
     }
 
-    /// The idle polls before yielding, for `local_ranks` ranks sharing this host.
-    pub(crate) fn spin_for(&self, local_ranks: usize) -> u32 {
+    /// The idle polls before yielding, for `local_ranks` ranks sharing this host, which can
+    /// run on `cores` cores together (the union of their CPU masks in the map; 0 if unknown).
+    pub(crate) fn spin_for(&self, local_ranks: usize, cores: usize) -> u32 {
         self.spin.unwrap_or_else(|| {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            // Not this process's own mask: a rank bound to one core (by OXCCL_BIND or by its
+            // launcher, as mpirun binds 2 ranks) shares it with nobody, and counting its mask
+            // of 1 made it yield on every idle poll.
+            let cores = if cores > 0 {
+                cores
+            } else {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            };
             // A few microseconds of polling covers a peer that is running; past that, the
-            // peer is probably descheduled and the core is better given away.
+            // peer is probably descheduled and the core is better given away. With more ranks
+            // than cores, the peer a rank waits for is most often waiting for this very core:
+            // yield at once (4 ranks on 2 cores, 8 B-2 KiB: 3.6-4.7 us a call with 0, 6-10 us
+            // with 50, under SCHED_FIFO on a loaded machine; bench/RESULTS.md, issue 10).
             if local_ranks > cores {
-                50
+                0
             } else {
                 2_000
             }

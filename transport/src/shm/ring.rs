@@ -48,6 +48,10 @@ pub(crate) fn file_len(ring_bytes: usize) -> usize {
     layout::block_len(ring_bytes)
 }
 
+/// The largest connection file mapped with its pages faulted in at setup (the default
+/// 1 MiB rings make a 2 MiB file).
+const POPULATE_MAX: usize = 16 << 20;
+
 /// A mapped connection file.
 pub(crate) struct Mapping {
     // Kept only to hold the mapping alive; all access goes through `base`.
@@ -66,15 +70,21 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     /// Maps `file`, which must be `file_len(ring_bytes)` long.
     pub(crate) fn map(file: &File, ring_bytes: usize, what: &str) -> Result<Self> {
+        // Rings up to POPULATE_MAX are faulted in now, at setup: otherwise the first lap of
+        // each ring pays a page fault (a tmpfs page allocated and zeroed, and in a VM a nested
+        // fault) every 4 KiB, which made the first thousands of medium messages 3-8x slower
+        // than the rest (the 512 B-8 KiB "hole" of short benchmark loops). Larger rings are
+        // left to fault in as used, so that a big OXCCL_RING_BYTES costs no memory up front.
+        let mut opts = memmap2::MmapOptions::new();
+        opts.len(file_len(ring_bytes));
+        if file_len(ring_bytes) <= POPULATE_MAX {
+            opts.populate();
+        }
         // SAFETY: the file lives in a private directory of this job; other processes map it
         // only through this same protocol, and every access to it goes through atomics or
         // ring-protocol-owned byte ranges.
-        let mut map = unsafe {
-            memmap2::MmapOptions::new()
-                .len(file_len(ring_bytes))
-                .map_mut(file)
-        }
-        .map_err(|e| Error::io("shm", format!("mapping {what}"), e))?;
+        let mut map = unsafe { opts.map_mut(file) }
+            .map_err(|e| Error::io("shm", format!("mapping {what}"), e))?;
         let base = map.as_mut_ptr();
         Ok(Mapping {
             _map: map,
