@@ -108,11 +108,8 @@ pub struct PyCommunicator {
     queue: Queue,
 }
 
-fn options(timeout: Option<f64>, spin: Option<u32>) -> PyResult<Options> {
+fn options(timeout: Option<f64>) -> PyResult<Options> {
     let mut o = Options::from_env().map_err(py_err)?;
-    if spin.is_some() {
-        o.spin = spin;
-    }
     if let Some(t) = timeout {
         if !t.is_finite() || t <= 0.0 {
             return Err(invalid("init", format!("timeout {t} is not > 0 seconds")));
@@ -186,10 +183,9 @@ impl PyCommunicator {
 
     /// Joins a job whose rank 0 serves the store on `store_addr` (`host:port`; rank 0 binds
     /// it); every rank must give the same `secret`. `timeout` (seconds) overrides
-    /// `OXCCL_TIMEOUT`, `spin` (idle polls before a waiting rank yields its core)
-    /// `OXCCL_SPIN`.
+    /// `OXCCL_TIMEOUT`.
     #[staticmethod]
-    #[pyo3(signature = (rank, size, store_addr, secret, timeout=None, spin=None))]
+    #[pyo3(signature = (rank, size, store_addr, secret, timeout=None))]
     fn init(
         py: Python<'_>,
         rank: usize,
@@ -197,7 +193,6 @@ impl PyCommunicator {
         store_addr: String,
         secret: Vec<u8>,
         timeout: Option<f64>,
-        spin: Option<u32>,
     ) -> PyResult<Self> {
         if size == 0 || rank >= size {
             return Err(invalid(
@@ -205,7 +200,7 @@ impl PyCommunicator {
                 format!("rank {rank} is not within size {size}"),
             ));
         }
-        let o = options(timeout, spin)?;
+        let o = options(timeout)?;
         let b = Bootstrap::new(rank, size, StoreAddr::Tcp(store_addr), secret);
         py.allow_threads(move || Communicator::init_with(b, o))
             .map(Self::new)

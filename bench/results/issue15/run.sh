@@ -8,7 +8,7 @@ venv=$1 tag=$2
 out=bench/results/issue15
 export OMP_NUM_THREADS=1
 {
-  echo "# $(date -u +%FT%TZ) $(uname -r), $(nproc) cores; torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)'); commit $(git rev-parse --short HEAD)"
+  echo "# $(date -u +%FT%TZ) $(uname -r), $(nproc --all) cores; torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)'); commit $(git rev-parse --short HEAD)"
   echo "# before: $(uptime)"
   echo "# command: nice -n -10 python -m oxccl.bench --nproc 2 4 --repeats 3 ${*:3}"
   nice -n -10 "$venv/bin/python" -m oxccl.bench --nproc 2 4 --repeats 3 --csv "$out/$tag.csv" \

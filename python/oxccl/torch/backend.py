@@ -57,14 +57,6 @@ _OPS = {
 }
 
 
-# The backend's communicators yield their core at the first idle poll unless OXCCL_SPIN says
-# otherwise. Polling first saves well under a microsecond per wait, against torch's ~10-20 us
-# per call; but a rank that polls while its peer is descheduled (ranks outnumbering cores,
-# DDP's compute thread beside the communicator's, other jobs) takes the core from the one it
-# waits for.
-TORCH_SPIN = 0
-
-
 def _store_host() -> str:
     """An address of this host that the group's other ranks can reach: OXCCL_STORE_HOST, or
     the one on the route to MASTER_ADDR, or loopback when the job is on one host."""
@@ -93,8 +85,7 @@ def _bootstrap(store, key: str, rank: int, size: int, timeout_s: float):
         store.set(key, f"{host}:{port} {secrets.token_hex(16)}")
     value = store.get(key).decode()  # waits for rank 0 (torch's store timeout)
     addr, secret = value.split()
-    spin = None if "OXCCL_SPIN" in os.environ else TORCH_SPIN
-    return _oxccl.Communicator.init(rank, size, addr, secret.encode(), timeout_s, spin)
+    return _oxccl.Communicator.init(rank, size, addr, secret.encode(), timeout_s)
 
 
 # Guards each work's (claimed, done, future) state against its completion on another thread.
