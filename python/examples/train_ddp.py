@@ -194,13 +194,16 @@ def main():
         rows.append(row)
         if rank == 0:
             print(f"step {step:3d}  loss {row['loss']:.8f}  step_ms {row['step_ms']:8.2f}  "
-                  f"comm_ms {row['comm_ms']:8.2f}  xfer_ms {row['xfer_ms']:8.2f}  compute_ms {row['compute_ms']:8.2f}", flush=True)
+                  f"comm_ms {row['comm_ms']:8.2f}  xfer_ms {row['xfer_ms']:8.2f}  "
+                  f"compute_ms {row['compute_ms']:8.2f}", flush=True)
 
     timed = rows[args.warmup:] or rows
-    summary = {k: statistics.median(r[k] for r in timed) for k in ("step_ms", "comm_ms", "xfer_ms", "compute_ms")}
+    keys = ("step_ms", "comm_ms", "xfer_ms", "compute_ms")
+    summary = {k: statistics.median(r[k] for r in timed) for k in keys}
     if rank == 0:
         print(f"{args.backend} {args.model} {world} ranks: median step_ms {summary['step_ms']:.2f}  "
-              f"comm_ms {summary['comm_ms']:.2f}  xfer_ms {summary['xfer_ms']:.2f}  compute_ms {summary['compute_ms']:.2f}", flush=True)
+              f"comm_ms {summary['comm_ms']:.2f}  xfer_ms {summary['xfer_ms']:.2f}  "
+              f"compute_ms {summary['compute_ms']:.2f}", flush=True)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"args": vars(args), "world": world, "steps": rows, "median": summary}, f)
