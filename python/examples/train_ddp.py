@@ -8,9 +8,13 @@
 The data is synthetic, generated from --seed (each rank its own shard), so nothing is
 downloaded and both backends see the same numbers: their losses agree to rounding.
 
-Each step prints rank 0's loss and its time split in two:
+Each step prints rank 0's loss and its time:
 - comm_ms: the gradient all-reduces, each bucket's from its launch (DDP's communication
-  hook) to its completion, added up;
+  hook) to its completion, added up; this includes waiting for the slowest rank to launch
+  the same bucket (their backward passes drift apart, more so on a loaded machine);
+- xfer_ms: the same from the last rank's launch of each bucket to this rank's completion
+  (the ranks' launch times are gathered after the step, out of its time; one host only,
+  where every process reads the same monotonic clock): the collective's own time;
 - compute_ms: the rest of the step (forward, backward, optimizer): step_ms - comm_ms.
   DDP overlaps the all-reduces with the backward pass, so this is the step's time not spent
   waiting on a bucket's all-reduce only when the overlap is small.
@@ -107,6 +111,20 @@ def loss_of(model_kind, out, y):
     return F.cross_entropy(out.reshape(-1, out.size(-1)), y.reshape(-1))
 
 
+MAX_BUCKETS = 256
+
+
+def last_launches(launches, world):
+    """Each bucket's latest launch time over the ranks (DDP launches buckets in the same order
+    on every rank), gathered with one all_gather outside the step's timing."""
+    mine = torch.zeros(MAX_BUCKETS, dtype=torch.float64)
+    n = min(len(launches), MAX_BUCKETS)
+    mine[:n] = torch.tensor([t0 for t0, _ in launches[:n]], dtype=torch.float64)
+    every = [torch.zeros_like(mine) for _ in range(world)]
+    dist.all_gather(every, mine)
+    return torch.stack(every).max(0).values[:n].tolist()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", choices=["cnn", "transformer"], default="cnn")
@@ -132,6 +150,7 @@ def main():
     net = ResNet() if args.model == "cnn" else GPT()
     model = DDP(net, bucket_cap_mb=args.bucket_cap_mb)
     comm_s = []
+    launches = []  # (launch, completion) of each bucket this step, perf_counter seconds
 
     def timed_allreduce(_state, bucket):
         """DDP's default all-reduce hook (average the bucket), timed."""
@@ -140,7 +159,9 @@ def main():
         fut = dist.all_reduce(grad, async_op=True).get_future()
 
         def done(f):
-            comm_s.append(time.perf_counter() - t0)
+            t1 = time.perf_counter()
+            comm_s.append(t1 - t0)
+            launches.append((t0, t1))
             return f.value()[0]
 
         return fut.then(done)
@@ -150,6 +171,7 @@ def main():
     rows = []
     for step in range(args.steps):
         comm_s.clear()
+        launches.clear()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         for micro in range(args.accum):
@@ -164,18 +186,24 @@ def main():
         opt.step()
         step_s = time.perf_counter() - t0
         comm = sum(comm_s)
+        xfer = sum(max(done - last, 0.0) for last, done in zip(last_launches(launches, world),
+                                                             (d for _, d in launches)))
         row = {"step": step, "loss": loss.item() * args.accum, "step_ms": step_s * 1e3,
-               "comm_ms": comm * 1e3, "compute_ms": max(step_s - comm, 0.0) * 1e3}
+               "comm_ms": comm * 1e3, "xfer_ms": xfer * 1e3,
+               "compute_ms": max(step_s - comm, 0.0) * 1e3}
         rows.append(row)
         if rank == 0:
             print(f"step {step:3d}  loss {row['loss']:.8f}  step_ms {row['step_ms']:8.2f}  "
-                  f"comm_ms {row['comm_ms']:8.2f}  compute_ms {row['compute_ms']:8.2f}", flush=True)
+                  f"comm_ms {row['comm_ms']:8.2f}  xfer_ms {row['xfer_ms']:8.2f}  "
+                  f"compute_ms {row['compute_ms']:8.2f}", flush=True)
 
     timed = rows[args.warmup:] or rows
-    summary = {k: statistics.median(r[k] for r in timed) for k in ("step_ms", "comm_ms", "compute_ms")}
+    keys = ("step_ms", "comm_ms", "xfer_ms", "compute_ms")
+    summary = {k: statistics.median(r[k] for r in timed) for k in keys}
     if rank == 0:
         print(f"{args.backend} {args.model} {world} ranks: median step_ms {summary['step_ms']:.2f}  "
-              f"comm_ms {summary['comm_ms']:.2f}  compute_ms {summary['compute_ms']:.2f}", flush=True)
+              f"comm_ms {summary['comm_ms']:.2f}  xfer_ms {summary['xfer_ms']:.2f}  "
+              f"compute_ms {summary['compute_ms']:.2f}", flush=True)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"args": vars(args), "world": world, "steps": rows, "median": summary}, f)

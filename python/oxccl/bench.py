@@ -11,10 +11,13 @@ again (--repeats rounds, interleaved, so both see the same machine load). A roun
 --target seconds in all); a sample is the slowest rank's mean time per call over its loop.
 The table shows each backend's median sample (a loaded machine preempts ranks for
 milliseconds at a time; the median keeps the spikes of either backend out), in nccl-tests'
-columns (algbw = bytes / time, busbw = algbw *
-2 (N-1) / N), with oxccl's busbw and latency ratios to gloo's. The DDP part runs
-python/examples/train_ddp.py under torchrun for each backend, --repeats times interleaved,
-and shows the medians of step_ms and comm_ms (the gradient all-reduces' time per step).
+columns (algbw = bytes / time, busbw = algbw * 2 (N-1) / N), and the ratio of oxccl's busbw
+to gloo's: the median over the rounds of each round's ratio (the two backends ran back to
+back in a round), with the smallest and largest. --csv writes the table, --json every sample.
+The DDP part runs python/examples/train_ddp.py under torchrun for each backend, --repeats
+times interleaved, and shows the medians of step_ms, comm_ms (the gradient all-reduces' time
+per step, from launch to completion) and xfer_ms (the same from the last rank's launch), with
+the median of the runs' oxccl/gloo ratios.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ def _worker(args):
                     dist.all_reduce(one, op=dist.ReduceOp.MAX, group=groups["gloo"])
                     per = args.target / args.samples
                     iters = int(min(args.max_iters, max(1, per / max(one.item(), 1e-6))))
+                got = []
                 for _ in range(args.samples):
                     dist.barrier(group=groups["gloo"])
                     t0 = time.perf_counter()
@@ -94,14 +98,22 @@ def _worker(args):
                         dist.all_reduce(t, group=g)
                     el = torch.tensor([(time.perf_counter() - t0) / iters], dtype=torch.float64)
                     dist.all_reduce(el, op=dist.ReduceOp.MAX, group=groups["gloo"])
-                    samples[b].append(el.item())
+                    got.append(el.item())
+                samples[b].append(got)
         # The result is still right (a fresh call: the timed ones compound).
         for b, g in groups.items():
             c = torch.full((n,), float(rank + 1))
             dist.all_reduce(c, group=g)
             if not torch.all(c == p * (p + 1) / 2):
                 raise SystemExit(f"{b}: wrong all_reduce result at {size} bytes")
-        results[size] = {b: statistics.median(v) for b, v in samples.items()}
+        results[size] = {b: statistics.median(x for rnd in v for x in rnd)
+                         for b, v in samples.items()}
+        # Each round's ratio (gloo time / oxccl time of the round's median samples): both
+        # backends ran back to back in it, under the same load.
+        results[size]["round_ratios"] = [
+            statistics.median(g) / statistics.median(o)
+            for g, o in zip(samples["gloo"], samples["oxccl"])]
+        results[size]["samples"] = samples
         results[size]["iters"] = iters
         if rank == 0:
             print(f"  {size} B done", file=sys.stderr, flush=True)
@@ -125,33 +137,57 @@ def sweep_table(world: int, results: dict) -> str:
     lines = [
         f"all_reduce float32 sum, {world} ranks, median sample (a sample: slowest rank's mean)",
         f"{'size':>10} {'count':>10} | {'gloo us':>10} {'algbw':>7} {'busbw':>7} | "
-        f"{'oxccl us':>10} {'algbw':>7} {'busbw':>7} | {'busbw x':>7} {'time /':>7}",
+        f"{'oxccl us':>10} {'algbw':>7} {'busbw':>7} | {'busbw x':>7} {'rounds x':>15}",
     ]
     for size, r in sorted(((int(k), v) for k, v in results.items())):
-        r = {k: v for k, v in r.items() if k != "iters"}
         cols = []
         for b in ("gloo", "oxccl"):
             t = r[b]
             alg = size / t / 1e9
             cols.append(f"{t * 1e6:10.1f} {alg:7.3f} {alg * bus:7.3f}")
-        ratio = r["gloo"] / r["oxccl"]
+        rr = r["round_ratios"]
         lines.append(f"{_human(size):>10} {max(size // 4, 1):>10} | {cols[0]} | {cols[1]} | "
-                     f"{ratio:7.2f} {r['oxccl'] / r['gloo']:7.3f}")
-    lines.append("busbw x: oxccl busbw / gloo busbw; time /: oxccl time / gloo time")
+                     f"{statistics.median(rr):7.2f} {min(rr):7.2f}-{max(rr):<7.2f}")
+    lines.append("busbw x: median over the rounds of oxccl busbw / gloo busbw (= gloo time / "
+                 "oxccl time) in the same round; rounds x: its smallest and largest")
     return "\n".join(lines)
+
+
+def sweep_csv(world: int, results: dict) -> list[str]:
+    bus = 2 * (world - 1) / world if world > 1 else 1.0
+    rows = []
+    for size, r in sorted(((int(k), v) for k, v in results.items())):
+        rr = r["round_ratios"]
+        rows.append(",".join(str(x) for x in (
+            world, size, max(size // 4, 1), f"{r['gloo'] * 1e6:.3f}",
+            f"{size / r['gloo'] / 1e9 * bus:.4f}", f"{r['oxccl'] * 1e6:.3f}",
+            f"{size / r['oxccl'] / 1e9 * bus:.4f}", f"{statistics.median(rr):.3f}",
+            f"{min(rr):.3f}", f"{max(rr):.3f}")))
+    return rows
+
+
+CSV_HEADER = ("ranks,bytes,count,gloo_us,gloo_busbw_GBps,oxccl_us,oxccl_busbw_GBps,"
+              "busbw_ratio_median,busbw_ratio_min,busbw_ratio_max")
 
 
 def ddp_table(world: int, runs: dict) -> str:
     lines = [f"DDP train_ddp.py --model {runs['model']}, {world} ranks, median of "
              f"{runs['repeats']} interleaved runs (each run: median over its steps)",
-             f"{'backend':>8} {'step_ms':>9} {'comm_ms':>9} {'compute_ms':>10}"]
+             f"{'backend':>8} {'step_ms':>9} {'comm_ms':>9} {'xfer_ms':>9} {'compute_ms':>10}"]
     med = {}
+    keys = ("step_ms", "comm_ms", "xfer_ms", "compute_ms")
     for b in ("gloo", "oxccl"):
-        m = {k: statistics.median(r[k] for r in runs[b]) for k in ("step_ms", "comm_ms", "compute_ms")}
+        m = {k: statistics.median(r[k] for r in runs[b]) for k in keys}
         med[b] = m
-        lines.append(f"{b:>8} {m['step_ms']:9.2f} {m['comm_ms']:9.2f} {m['compute_ms']:10.2f}")
-    lines.append(f"oxccl/gloo: step {med['oxccl']['step_ms'] / med['gloo']['step_ms']:.3f}, "
-                 f"comm {med['oxccl']['comm_ms'] / med['gloo']['comm_ms']:.3f}")
+        lines.append(f"{b:>8} {m['step_ms']:9.2f} {m['comm_ms']:9.2f} {m['xfer_ms']:9.2f} "
+                     f"{m['compute_ms']:10.2f}")
+    # Run i of each backend ran back to back: the median of their ratios.
+    ratio = {k: statistics.median(o[k] / g[k] for o, g in zip(runs["oxccl"], runs["gloo"]))
+             for k in keys}
+    lines.append(f"oxccl/gloo (median of the runs' ratios): step {ratio['step_ms']:.3f}, "
+                 f"comm {ratio['comm_ms']:.3f}, xfer {ratio['xfer_ms']:.3f}")
+    lines.append("comm: launch to completion, with the wait for the slowest rank; xfer: from "
+                 "the last rank's launch (see train_ddp.py)")
     return "\n".join(lines)
 
 
@@ -180,6 +216,7 @@ def main(argv=None):
     ap.add_argument("--ddp-steps", type=int, default=12)
     ap.add_argument("--ddp-script", help="train_ddp.py (default: python/examples/ of this checkout)")
     ap.add_argument("--json", help="write every number here")
+    ap.add_argument("--csv", help="write the sweep's table here (one row per rank count and size)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
     ap.add_argument("--sizes", type=int, nargs="*", help=argparse.SUPPRESS)
@@ -193,6 +230,7 @@ def main(argv=None):
         ap.error("python/examples/train_ddp.py not found: run from the checkout, pass "
                  "--ddp-script, or --no-ddp")
     report = {}
+    csv_rows = []
     for world in args.nproc:
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "sweep.json")
@@ -205,6 +243,7 @@ def main(argv=None):
             with open(out) as f:
                 sweep = json.load(f)
             print(sweep_table(world, sweep["results"]), flush=True)
+            csv_rows += sweep_csv(world, sweep["results"])
             entry = {"sweep": sweep["results"]}
             if not args.no_ddp:
                 runs = {"model": args.ddp_model, "repeats": args.repeats, "gloo": [], "oxccl": []}
@@ -220,9 +259,12 @@ def main(argv=None):
                 entry["ddp"] = runs
             print(flush=True)
             report[world] = entry
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+        if args.json:  # after each rank count, so a long run keeps what it has
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=1)
+        if args.csv:
+            with open(args.csv, "w") as f:
+                f.write("\n".join([CSV_HEADER, *csv_rows]) + "\n")
 
 
 if __name__ == "__main__":
