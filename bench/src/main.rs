@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 mod collective;
+mod emulate;
 mod kernels;
 mod launch;
 mod plot;
@@ -42,6 +43,8 @@ enum Command {
     Plot(plot::Args),
     /// Predict collective times on a model of a cluster.
     Simulate(simulate::Args),
+    /// An emulated cluster (network namespaces, shaped links): all-reduce measured against the simulator.
+    Emulate(emulate::Args),
     /// Random collectives, sizes, types, reductions and roots, every element checked.
     Soak(soak::Args),
 }
@@ -70,5 +73,6 @@ fn main() -> anyhow::Result<()> {
         Command::Plot(args) => plot::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Soak(args) => soak::run(args),
+        Command::Emulate(args) => emulate::run(args),
     }
 }
