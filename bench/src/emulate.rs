@@ -14,6 +14,7 @@
 
 mod model;
 mod netns;
+mod peers;
 
 use anyhow::{bail, Context};
 use netns::{Cluster, Shape};
@@ -66,6 +67,10 @@ pub struct Args {
     /// File name stem of the outputs (default: emulated-<H>x<R>).
     #[arg(long)]
     name: Option<String>,
+    /// Also run Open MPI's all-reduce (this binary of `shared/peers/mpi_allreduce.c`, built
+    /// with mpicc) on the same namespaces, and print oxccl's best busbw per size against it.
+    #[arg(long)]
+    mpi: Option<PathBuf>,
     /// Seconds one algorithm's sweep may take before its ranks are stopped.
     #[arg(long, default_value_t = 1200)]
     job_timeout: u64,
@@ -95,13 +100,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         host_bits: gbit(args.link_gbit),
         uplink_bits: gbit(args.uplink_gbit.unwrap_or(args.link_gbit)),
     };
-    let cluster = match Cluster::build(shape.clone()) {
-        Ok(c) => c,
-        Err(e) => {
-            println!("SKIPPED: cannot build the emulated cluster here ({e:#})");
-            return Ok(());
-        }
-    };
+    if let Some(why) = netns::unavailable() {
+        println!("SKIPPED: cannot make shaped network namespaces here ({why})");
+        return Ok(());
+    }
+    let cluster = Cluster::build(shape.clone())?;
     let tag = format!("emulated-{}x{}", args.hosts, args.ranks_per_host);
     let stem = args.name.clone().unwrap_or_else(|| tag.clone());
     let payload = Shape::payload_rate(shape.host_bits);
@@ -149,6 +152,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         all.extend(compared);
     }
+    let vs_mpi = match &args.mpi {
+        Some(exe) => {
+            let mpi = peers::run_mpi(
+                &cluster,
+                args.ranks_per_host,
+                exe,
+                args.min_bytes,
+                args.max_bytes,
+                Duration::from_secs(args.job_timeout),
+            )?;
+            peer_table(&all, &mpi, payload / 1e9)
+        }
+        None => String::new(),
+    };
     drop(cluster);
     let text = format!(
         "# oxccl-bench emulate: {} hosts x {} ranks ({} per rack), {} Gbit/s host links, {} Gbit/s uplinks; all-reduce float sum\n# probe: {:?}\n{}",
@@ -159,7 +176,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         shape.uplink_bits as f64 / 1e9,
         probe,
         model::table(&all, payload / 1e9)
-    );
+    ) + &vs_mpi;
     print!("{text}");
     std::fs::create_dir_all(&args.out_dir)?;
     std::fs::write(args.out_dir.join(format!("{stem}-raw.jsonl")), raw)?;
@@ -178,6 +195,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.out_dir.display()
     );
     Ok(())
+}
+
+/// oxccl's best busbw per size (any algorithm) against Open MPI's, and both against the link.
+fn peer_table(ox: &[model::Compared], mpi: &[(u64, f64, f64)], link_gb_s: f64) -> String {
+    let mut s = format!(
+        "# oxccl (best algorithm per size) against Open MPI (tcp,self) on the same namespaces\n# {:>12} {:>8} {:>12} {:>12} {:>8} {:>10}\n",
+        "bytes", "algo", "oxccl busbw", "mpi busbw", "ox/mpi", "ox/link"
+    );
+    for &(bytes, _, mpi_bus) in mpi {
+        let best = ox
+            .iter()
+            .filter(|r| r.bytes == bytes)
+            .max_by(|a, b| a.measured_busbw_gbps.total_cmp(&b.measured_busbw_gbps));
+        if let Some(b) = best {
+            s += &format!(
+                "  {bytes:>12} {:>8} {:>12.4} {mpi_bus:>12.4} {:>8.2} {:>10.2}\n",
+                b.asked,
+                b.measured_busbw_gbps,
+                b.measured_busbw_gbps / mpi_bus,
+                b.measured_busbw_gbps / link_gb_s
+            );
+        }
+    }
+    s
 }
 
 /// Latency in a rack and across racks, and one stream's rate, between host 0 and others.

@@ -104,6 +104,22 @@ fn remove_stale() {
     }
 }
 
+/// Why network namespaces cannot be made here (not root, no `ip`, no `tbf`), or None.
+pub fn unavailable() -> Option<String> {
+    let name = format!("oxe{}probe", std::process::id());
+    if let Err(e) = ip(&["netns", "add", &name]) {
+        return Some(format!("{e:#}"));
+    }
+    let r = (|| -> anyhow::Result<()> {
+        ip(&[
+            "-n", &name, "link", "add", "p0", "type", "veth", "peer", "name", "p1",
+        ])?;
+        shape(&name, "p0", 1_000_000_000)
+    })();
+    let _ = ip(&["netns", "del", &name]);
+    r.err().map(|e| format!("{e:#}"))
+}
+
 impl Cluster {
     /// Host `h`'s address (every host is on one /24, whichever rack it is in).
     pub fn host_ip(&self, h: usize) -> String {
@@ -118,14 +134,23 @@ impl Cluster {
     fn add_ns(&mut self, name: &str) -> anyhow::Result<()> {
         ip(&["netns", "add", name])?;
         self.made.push(name.to_string());
-        ip(&["-n", name, "link", "set", "lo", "up"])
+        ip(&["-n", name, "link", "set", "dev", "lo", "up"])
     }
 
     /// A bridge `br0` in `ns`.
     fn add_bridge(ns: &str) -> anyhow::Result<()> {
         ip(&["-n", ns, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", ns, "link", "set", "br0", "mtu", &MTU.to_string()])?;
-        ip(&["-n", ns, "link", "set", "br0", "up"])
+        ip(&[
+            "-n",
+            ns,
+            "link",
+            "set",
+            "dev",
+            "br0",
+            "mtu",
+            &MTU.to_string(),
+        ])?;
+        ip(&["-n", ns, "link", "set", "dev", "br0", "up"])
     }
 
     /// A cable: veth `a_dev` in `a` and `b_dev` in `b`, both up with the jumbo MTU and shaped
@@ -140,12 +165,12 @@ impl Cluster {
             b.0,
         ])?;
         for ((ns, dev, bridged), tmp) in [(a, &tmp_a), (b, &tmp_b)] {
-            ip(&["-n", ns, "link", "set", tmp, "name", dev])?;
-            ip(&["-n", ns, "link", "set", dev, "mtu", &MTU.to_string()])?;
+            ip(&["-n", ns, "link", "set", "dev", tmp, "name", dev])?;
+            ip(&["-n", ns, "link", "set", "dev", dev, "mtu", &MTU.to_string()])?;
             if bridged {
-                ip(&["-n", ns, "link", "set", dev, "master", "br0"])?;
+                ip(&["-n", ns, "link", "set", "dev", dev, "master", "br0"])?;
             }
-            ip(&["-n", ns, "link", "set", dev, "up"])?;
+            ip(&["-n", ns, "link", "set", "dev", dev, "up"])?;
             shape(ns, dev, bits)?;
         }
         Ok(())
@@ -180,7 +205,7 @@ impl Cluster {
             if racks > 1 {
                 let down = format!("r{k}");
                 Cluster::cable(
-                    (&rack, "up", true),
+                    (&rack, "uplink", true),
                     (&spine, &down, true),
                     c.shape.uplink_bits,
                 )?;
