@@ -33,6 +33,11 @@ fn two_hosts_of_two_ranks() {
             "--name",
             "t",
         ])
+        .arg("--calibration")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/clusters/this-machine-executor.toml"
+        ))
         .arg("--out-dir")
         .arg(&dir)
         .arg("--cluster-out")
