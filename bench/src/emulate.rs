@@ -58,13 +58,13 @@ pub struct Args {
     /// the executor on this machine).
     #[arg(long, default_value = "bench/clusters/this-machine-executor.toml")]
     calibration: PathBuf,
-    /// Where to write the cluster file (default: bench/clusters/emulated-<H>x<R>.toml).
+    /// Where to write the cluster file (default: `bench/clusters/emulated-HxR.toml`).
     #[arg(long)]
     cluster_out: Option<PathBuf>,
     /// Where to write the CSV, JSON, table and plot.
     #[arg(long, default_value = "bench/results/emulated")]
     out_dir: PathBuf,
-    /// File name stem of the outputs (default: emulated-<H>x<R>).
+    /// File name stem of the outputs (default: `emulated-HxR`).
     #[arg(long)]
     name: Option<String>,
     /// Also run Open MPI's all-reduce (this binary of `shared/peers/mpi_allreduce.c`, built
