@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 mod collective;
+mod emulate;
 mod kernels;
 mod launch;
 mod plot;
@@ -54,6 +55,8 @@ enum Command {
     /// Point-to-point bandwidth both ways at once on the collectives' links (OSU bibw shape).
     #[command(alias = "exchange")]
     Sendrecv(sendrecv::Args),
+    /// An emulated cluster (network namespaces, shaped links): all-reduce measured against the simulator.
+    Emulate(emulate::Args),
     /// Random collectives, sizes, types, reductions and roots, every element checked.
     Soak(soak::Args),
 }
@@ -86,5 +89,6 @@ fn main() -> anyhow::Result<()> {
         Command::Simulate(args) => simulate::run(args),
         Command::Soak(args) => soak::run(args),
         Command::Sendrecv(args) => sendrecv::run(args),
+        Command::Emulate(args) => emulate::run(args),
     }
 }

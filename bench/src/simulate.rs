@@ -7,7 +7,7 @@
 //! parallel scaling efficiency; `--calibrate` fits this machine's alpha and beta.
 
 mod calibrate;
-mod cluster;
+pub(crate) mod cluster;
 mod from_topo;
 mod fsdp;
 mod model;

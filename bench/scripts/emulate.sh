@@ -1,0 +1,31 @@
+#!/bin/bash
+# The emulated-cluster acceptance run (issue 14, items 2 and 3): 4 hosts x 2 ranks in 2 racks,
+# 1 Gbit/s host links, all-reduce 64 KiB-64 MiB with ring, tree and hier measured against the
+# simulator, Open MPI on the same namespaces, then 64-256 MiB against the link rate.
+# Usage (as root, after `cargo build --release -p oxccl-bench`):
+#   bench/scripts/emulate.sh [OUT_DIR]      (default bench/results/emulated)
+# Writes OUT_DIR/emulated-4x2.{txt,csv,json,svg}, emulated-4x2-large.*, load.txt and the
+# cluster file bench/clusters/emulated-4x2.toml. Without namespace permission it prints
+# SKIPPED and exits 0.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:-bench/results/emulated}
+ox=./target/release/oxccl-bench
+[ -x "$ox" ] || { echo "build first: cargo build --release -p oxccl-bench" >&2; exit 2; }
+mkdir -p "$out"
+mpi=()
+if command -v mpicc >/dev/null && command -v nsenter >/dev/null; then
+  mpicc -O3 -o target/mpi_allreduce /work/shared/peers/mpi_allreduce.c 2>/dev/null \
+    || mpicc -O3 -o target/mpi_allreduce "${PEERS:-../shared/peers}/mpi_allreduce.c"
+  mpi=(--mpi target/mpi_allreduce)
+else
+  echo "# no mpicc or nsenter: Open MPI not compared" >&2
+fi
+{ date -u; uptime; nproc; } > "$out/load.txt"
+"$ox" emulate --hosts 4 --ranks-per-host 2 --hosts-per-rack 2 --link-gbit 1 \
+  -b 64K -e 64M --algo ring,tree,hier --trials 3 "${mpi[@]}" --out-dir "$out"
+uptime >> "$out/load.txt"
+"$ox" emulate --hosts 4 --ranks-per-host 2 --hosts-per-rack 2 --link-gbit 1 \
+  -b 64M -e 256M --algo ring,hier --trials 1 "${mpi[@]}" --out-dir "$out" --name emulated-4x2-large \
+  --cluster-out "$out/emulated-4x2-large.toml"
+{ uptime; date -u; } >> "$out/load.txt"

@@ -1,0 +1,294 @@
+//! The simulator's side of the emulation: a cluster file written from the shaping and this
+//! machine's calibration (never from the run it predicts), the predicted time of each measured
+//! row, and the table, CSV, JSON and plot that put them side by side.
+
+use super::netns::Shape;
+use crate::simulate::cluster;
+use anyhow::Context;
+use oxccl_collectives::algorithms::Algorithm;
+use oxccl_collectives::schedule::Collective;
+use oxccl_collectives::sim::{
+    bus_factor, simulate, ClusterSpec, LinkSpec, Network, NetworkSpec, NicSpec,
+};
+use std::path::Path;
+
+/// What the probe measured on the emulated network before any collective ran.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Probe {
+    /// One-way latency of a small TCP message between two hosts of one rack, microseconds
+    /// (half the median round trip).
+    pub rack_latency_us: f64,
+    /// The same between racks (equal to `rack_latency_us` with one rack).
+    pub cross_latency_us: f64,
+    /// One TCP stream's rate from one host to another, bytes per second (a check of the
+    /// shaping, not used by the model).
+    pub stream_bytes_per_s: f64,
+}
+
+/// The cluster file: `shape.hosts` nodes of `ranks_per_host` devices. Inside a node, the
+/// shared-memory links, reduction speed and host model of the calibration file (this
+/// machine's `simulate --calibrate`); each node gets `cores / hosts` of the machine's cores
+/// (at least one), since every emulated host runs on the same two. Between nodes, a NIC at the
+/// shaped rate less Ethernet, IP and TCP headers, with the probed latency; racks are leaves
+/// whose uplinks carry `hosts_per_rack x host rate / uplink rate` less (oversubscription).
+pub fn cluster_spec(
+    shape: &Shape,
+    ranks_per_host: usize,
+    probe: &Probe,
+    calibration: &ClusterSpec,
+    name: &str,
+) -> anyhow::Result<ClusterSpec> {
+    let cal = &calibration.node;
+    let shm = cal
+        .links
+        .iter()
+        .find(|l| l.kind == "shm")
+        .context("the calibration file has no `shm` link")?;
+    let mut links: Vec<LinkSpec> = (0..ranks_per_host)
+        .map(|d| LinkSpec {
+            between: [format!("dev{d}"), "shm".into()],
+            ..shm.clone()
+        })
+        .collect();
+    links.push(LinkSpec {
+        between: ["shm".into(), "nic0".into()],
+        bandwidth_gb_s: shm.bandwidth_gb_s,
+        latency_us: 0.0,
+        kind: "host".into(),
+    });
+    let mut host = cal.host.clone();
+    if let Some(h) = host.as_mut() {
+        let machine_cores = h.cores.unwrap_or(1);
+        h.cores = Some((machine_cores / shape.hosts).max(1));
+    }
+    let nic_gb_s = Shape::payload_rate(shape.host_bits) / 1e9;
+    let network = (shape.racks() > 1).then(|| NetworkSpec {
+        nodes_per_leaf: shape.hosts_per_rack,
+        oversubscription: (shape.hosts_per_rack as f64 * shape.host_bits as f64
+            / shape.uplink_bits as f64)
+            .max(1.0),
+        hop_latency_us: (probe.cross_latency_us - probe.rack_latency_us).max(0.0),
+        rail_optimised: false,
+    });
+    let spec = ClusterSpec {
+        name: name.to_string(),
+        description: format!(
+            "Written by `oxccl-bench emulate`: {} hosts ({} per rack) x {ranks_per_host} ranks, \
+             host links shaped to {:.3} Gbit/s ({:.4} GB/s of TCP payload at MTU {}), rack \
+             uplinks {:.3} Gbit/s; NIC latency {:.1} us and spine hop {:.1} us probed on the \
+             namespaces before the sweep; shm links, reduction and host model from `{}`",
+            shape.hosts,
+            shape.hosts_per_rack,
+            shape.host_bits as f64 / 1e9,
+            nic_gb_s,
+            super::netns::MTU,
+            shape.uplink_bits as f64 / 1e9,
+            probe.rack_latency_us,
+            (probe.cross_latency_us - probe.rack_latency_us).max(0.0),
+            calibration.name
+        ),
+        nodes: shape.hosts,
+        node: oxccl_collectives::sim::NodeSpec {
+            devices: ranks_per_host,
+            switches: vec!["shm".into()],
+            links,
+            nics: vec![NicSpec {
+                bandwidth_gb_s: nic_gb_s,
+                latency_us: probe.rack_latency_us,
+            }],
+            reduce_gb_s: cal.reduce_gb_s,
+            copy_gb_s: cal.copy_gb_s,
+            host,
+        },
+        network,
+    };
+    spec.validate()
+        .map_err(|e| anyhow::anyhow!("the emulated cluster's description: {e}"))?;
+    Ok(spec)
+}
+
+/// One size of one algorithm: what ran and what the simulator says.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Compared {
+    /// `--algo` as asked (ring, tree, hier).
+    pub asked: String,
+    /// The schedule the executor reported (`ring/4`, `hier:2x4/2`...), which is simulated.
+    pub schedule: String,
+    pub ranks: usize,
+    pub bytes: u64,
+    pub measured_us: f64,
+    pub predicted_us: f64,
+    pub ratio: f64,
+    pub measured_busbw_gbps: f64,
+    pub predicted_busbw_gbps: f64,
+}
+
+/// One all-reduce row of rank 0's `--json` output: (schedule, ranks, bytes, time in us).
+pub fn measured_rows(text: &str) -> Vec<(String, usize, u64, f64)> {
+    text.lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            Some((
+                v.get("algo")?.as_str()?.to_string(),
+                v.get("ranks")?.as_u64()? as usize,
+                v.get("bytes")?.as_u64()?,
+                v.get("time_us")?.as_f64()?,
+            ))
+        })
+        .collect()
+}
+
+/// The simulator's time for each measured row, on the very schedule (algorithm and pipeline
+/// depth) the executor ran.
+pub fn predict(
+    spec: &ClusterSpec,
+    asked: &str,
+    rows: &[(String, usize, u64, f64)],
+    elem: usize,
+) -> anyhow::Result<Vec<Compared>> {
+    let net = Network::new(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+    rows.iter()
+        .map(|(sched, ranks, bytes, us)| {
+            let (name, k) = match sched.split_once('/') {
+                Some((a, k)) => (a, k.parse::<usize>().unwrap_or(1).max(1)),
+                None => (sched.as_str(), 1),
+            };
+            let algo: Algorithm = name
+                .parse()
+                .map_err(|e| anyhow::anyhow!("schedule `{sched}`: {e}"))?;
+            let s = algo
+                .schedule(Collective::AllReduce, *ranks, k)
+                .with_context(|| format!("building {sched} for {ranks} ranks"))?;
+            let rep = simulate(&net, &s, *bytes, elem)
+                .map_err(|e| anyhow::anyhow!("simulating {sched} at {bytes} bytes: {e}"))?;
+            let bus = |t_us: f64| {
+                *bytes as f64 / (t_us * 1e-6) / 1e9 * bus_factor(Collective::AllReduce, *ranks)
+            };
+            let predicted_us = rep.time * 1e6;
+            Ok(Compared {
+                asked: asked.to_string(),
+                schedule: sched.clone(),
+                ranks: *ranks,
+                bytes: *bytes,
+                measured_us: *us,
+                predicted_us,
+                ratio: predicted_us / us,
+                measured_busbw_gbps: bus(*us),
+                predicted_busbw_gbps: bus(predicted_us),
+            })
+        })
+        .collect()
+}
+
+/// The side-by-side table, one line per row, and a verdict per algorithm.
+pub fn table(rows: &[Compared], link_payload_gb_s: f64) -> String {
+    let mut s = format!(
+        "# {:>6} {:>12} {:>12} {:>14} {:>14} {:>7} {:>11} {:>11} {:>9}\n",
+        "algo",
+        "schedule",
+        "bytes",
+        "measured(us)",
+        "predicted(us)",
+        "pred/me",
+        "busbw(GB/s)",
+        "pred busbw",
+        "busbw/link"
+    );
+    for r in rows {
+        s += &format!(
+            "  {:>6} {:>12} {:>12} {:>14.1} {:>14.1} {:>7.2} {:>11.4} {:>11.4} {:>9.2}\n",
+            r.asked,
+            r.schedule,
+            r.bytes,
+            r.measured_us,
+            r.predicted_us,
+            r.ratio,
+            r.measured_busbw_gbps,
+            r.predicted_busbw_gbps,
+            r.measured_busbw_gbps / link_payload_gb_s
+        );
+    }
+    let mut algos: Vec<&str> = rows.iter().map(|r| r.asked.as_str()).collect();
+    algos.dedup();
+    for a in algos {
+        let (lo, hi) = rows
+            .iter()
+            .filter(|r| r.asked == a)
+            .fold((f64::MAX, f64::MIN), |(lo, hi), r| {
+                (lo.min(r.ratio), hi.max(r.ratio))
+            });
+        let ok = lo >= 0.75 && hi <= 1.25;
+        s += &format!(
+            "# {a}: predicted / measured {lo:.2}..{hi:.2} ({})\n",
+            if ok {
+                "every size within 25%"
+            } else {
+                "NOT every size within 25%"
+            }
+        );
+    }
+    s
+}
+
+/// Writes `<stem>.csv`, `<stem>.json` (one array), `<stem>.txt` (the table) and `<stem>.svg`
+/// (busbw against size, measured and predicted per algorithm) into `dir`.
+pub fn write_outputs(
+    dir: &Path,
+    stem: &str,
+    rows: &[Compared],
+    table_text: &str,
+    title: &str,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut csv = String::from(
+        "algo,schedule,ranks,bytes,measured_us,predicted_us,ratio,measured_busbw_gbps,predicted_busbw_gbps\n",
+    );
+    for r in rows {
+        csv += &format!(
+            "{},{},{},{},{:.3},{:.3},{:.4},{:.5},{:.5}\n",
+            r.asked,
+            r.schedule,
+            r.ranks,
+            r.bytes,
+            r.measured_us,
+            r.predicted_us,
+            r.ratio,
+            r.measured_busbw_gbps,
+            r.predicted_busbw_gbps
+        );
+    }
+    let write = |ext: &str, text: &str| -> anyhow::Result<()> {
+        let p = dir.join(format!("{stem}.{ext}"));
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
+    };
+    write("csv", &csv)?;
+    write("json", &serde_json::to_string_pretty(rows)?)?;
+    write("txt", table_text)?;
+    let mut curves: Vec<crate::plot::Curve> = Vec::new();
+    for r in rows {
+        for (label, v) in [
+            (format!("{} measured", r.asked), r.measured_busbw_gbps),
+            (format!("{} predicted", r.asked), r.predicted_busbw_gbps),
+        ] {
+            match curves.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, pts)) => pts.push((r.bytes, v)),
+                None => curves.push((label, vec![(r.bytes, v)])),
+            }
+        }
+    }
+    crate::plot::write(&dir.join(format!("{stem}.svg")), title, &curves)
+}
+
+/// Reads a cluster file (the calibration) without resizing it.
+pub fn load_calibration(path: &Path) -> anyhow::Result<ClusterSpec> {
+    Ok(cluster::load(path, None)?.0)
+}
+
+/// Saves the written cluster file.
+pub fn save(spec: &ClusterSpec, path: &Path) -> anyhow::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    cluster::save(spec, path)
+}
