@@ -9,7 +9,8 @@
 # (apt-get install openmpi-bin libopenmpi-dev). Both sides use the same uneven counts (rank r
 # sends rank q a share weighted 1 + (r + q) % 3 of its buffer) from 64 KiB to 16 MiB per rank,
 # report the max over ranks of the mean time per call, median of 5 trials. Env: RUNS (3),
-# MAXBYTES (16777216), OUT (a directory for the raw outputs).
+# MAXBYTES (16777216), OUT (a directory for the raw outputs), BIND (mpirun's --bind-to for both
+# sides; unset: Open MPI's default, cores at 2 ranks).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=${BUILD:-/tmp/peers-build}
@@ -17,7 +18,7 @@ OX=${OX:-target/release/oxccl-bench}
 RUNS=${RUNS:-3}
 MAXBYTES=${MAXBYTES:-16777216}
 OUT=${OUT:-$(mktemp -d)}
-MPIRUN="mpirun --allow-run-as-root --oversubscribe --mca oob_tcp_if_include lo --mca btl_tcp_if_include lo"
+MPIRUN="mpirun --allow-run-as-root --oversubscribe --mca oob_tcp_if_include lo --mca btl_tcp_if_include lo${BIND:+ --bind-to $BIND}"
 mkdir -p "$BUILD" "$OUT"
 [ -x "$OX" ] || { echo "build first: cargo build --release -p oxccl-bench" >&2; exit 2; }
 command -v mpicc >/dev/null || { echo "install Open MPI: apt-get install -y openmpi-bin libopenmpi-dev" >&2; exit 2; }
