@@ -37,6 +37,7 @@ use crate::comm::{Communicator, HeldTurn};
 use crate::error::{Error, Result};
 use crate::exec::calls;
 use crate::ops::{check_dtype, reserved_call};
+use crate::ops_v::Parts;
 use oxccl_kernels::{DataType, Element, ReduceOp};
 use std::cell::RefCell;
 use std::sync::Mutex;
@@ -355,6 +356,20 @@ macro_rules! each_collective {
             broadcast<T>(buf: &$l mut [T], root: usize);
             reduce<T>(input: &$l [T], output: &$l mut [T], op: ReduceOp, root: usize);
             all_to_all<T>(input: &$l [T], output: &$l mut [T]);
+            gather_bytes(input: &$l [u8], output: &$l mut [u8], dtype: DataType, root: usize);
+            gather_v_bytes(input: &$l [u8], output: &$l mut [u8], parts: Parts<$l>, dtype: DataType, root: usize);
+            scatter_bytes(input: &$l [u8], output: &$l mut [u8], dtype: DataType, root: usize);
+            scatter_v_bytes(input: &$l [u8], parts: Parts<$l>, output: &$l mut [u8], dtype: DataType, root: usize);
+            all_gather_v_bytes(input: &$l [u8], output: &$l mut [u8], parts: Parts<$l>, dtype: DataType);
+            reduce_scatter_v_bytes(input: &$l [u8], output: &$l mut [u8], counts: &$l [usize], dtype: DataType, op: ReduceOp);
+            all_to_all_v_bytes(input: &$l [u8], send: Parts<$l>, output: &$l mut [u8], recv: Parts<$l>, dtype: DataType);
+            gather<T>(input: &$l [T], output: &$l mut [T], root: usize);
+            gather_v<T>(input: &$l [T], output: &$l mut [T], parts: Parts<$l>, root: usize);
+            scatter<T>(input: &$l [T], output: &$l mut [T], root: usize);
+            scatter_v<T>(input: &$l [T], parts: Parts<$l>, output: &$l mut [T], root: usize);
+            all_gather_v<T>(input: &$l [T], output: &$l mut [T], parts: Parts<$l>);
+            reduce_scatter_v<T>(input: &$l [T], output: &$l mut [T], counts: &$l [usize], op: ReduceOp);
+            all_to_all_v<T>(input: &$l [T], send: Parts<$l>, output: &$l mut [T], recv: Parts<$l>);
         }
     };
 }

@@ -235,3 +235,41 @@ fn bad_arguments_are_refused_when_added() {
         Err(Error::Invalid { .. })
     ));
 }
+
+#[test]
+fn uneven_collectives_run_in_groups_and_scopes() {
+    use oxccl_collectives::Parts;
+    on_ranks(3, LocalTransport::Memory, Options::default(), |comm| {
+        let (me, p) = (comm.rank(), comm.size());
+        // Rank q contributes q + 1 elements (rank 1's part is empty in the all-to-all below).
+        let counts: Vec<usize> = (0..p).map(|q| q + 1).collect();
+        let total: usize = counts.iter().sum();
+        let mine = message(me, me, counts[me]);
+        let mut gathered = vec![0u64; total];
+        let sends: Vec<usize> = (0..p).map(|q| if q == 1 { 0 } else { 2 }).collect();
+        let recvs: Vec<usize> = vec![if me == 1 { 0 } else { 2 }; p];
+        let out: Vec<u64> = (0..p).flat_map(|q| message(me, q, sends[q])).collect();
+        let mut inc = vec![0u64; recvs.iter().sum()];
+        let g = comm.group();
+        g.all_gather_v(&mine, &mut gathered, Parts::packed(&counts));
+        g.all_to_all_v(&out, Parts::packed(&sends), &mut inc, Parts::packed(&recvs));
+        g.end().unwrap();
+        let mut at = 0;
+        for (q, &c) in counts.iter().enumerate() {
+            check_from(&gathered[at..at + c], q, q);
+            at += c;
+        }
+        for q in 0..p {
+            check_from(&inc[q * recvs[q]..(q + 1) * recvs[q]], q, me);
+        }
+        let mut root_buf = vec![0u64; if me == 0 { total } else { 0 }];
+        comm.scope(|s| {
+            s.gather_v(&mine, &mut root_buf, Parts::packed(&counts), 0)
+                .wait()
+        })
+        .unwrap();
+        if me == 0 {
+            assert_eq!(root_buf, gathered);
+        }
+    });
+}
