@@ -269,7 +269,8 @@ fn blame_rank_zero(me: usize, op: &'static str, e: Error, links: &mut [Option<Li
         op,
         Notice {
             origin: 0,
-            op: "?".into(),
+            // Its own words are gone with it; ranks make their calls in the same order.
+            op: op.to_string(),
             cause,
         },
         e,
