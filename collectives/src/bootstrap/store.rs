@@ -406,7 +406,7 @@ impl StoreClient {
             };
             if Instant::now() >= deadline {
                 return Err(Error::BootstrapTimeout {
-                    what: format!("connecting to the store at {addr} (last error: {last})"),
+                    what: format!("connecting to the store of rank 0 at {addr} (is rank 0 running? last error: {last})"),
                     after: start.elapsed(),
                 });
             }

@@ -288,8 +288,10 @@ fn relay(op: &'static str, n: Notice, seen: Error) -> Error {
     }
 }
 
-/// The store is unreachable: rank 0 serves it, so when this rank's link to rank 0 is broken
-/// too, rank 0 is what failed. Otherwise (rank 0 finished and left) the error stays as seen.
+/// The store is unreachable: rank 0 serves it for as long as its communicator lives (and at
+/// exit until every rank has read a notice), so rank 0 is gone, and a call that broke while
+/// rank 0 was gone broke because of it. Its link may still look whole for a moment (a closed
+/// TCP connection is seen once its proxy reads the end, and bytes still unread hide it).
 fn blame_rank_zero(me: usize, op: &'static str, e: Error, links: &mut [Option<Link>]) -> Error {
     if me == 0 || e.failed_rank() == Some(0) {
         return e;
@@ -298,17 +300,18 @@ fn blame_rank_zero(me: usize, op: &'static str, e: Error, links: &mut [Option<Li
         .first_mut()
         .and_then(Option::as_mut)
         .is_some_and(|l| l.check_alive().is_err() || l.peek().is_err());
-    if !broken {
-        return e;
-    }
+    let cause = if broken {
+        format!("its links are broken and the store it served is gone (noticed by rank {me})")
+    } else {
+        format!("the store it served is gone: its process exited (noticed by rank {me})")
+    };
     relay(
         op,
         Notice {
             origin: 0,
-            op: "?".into(),
-            cause: format!(
-                "its links are broken and the store it served is gone (noticed by rank {me})"
-            ),
+            // Its own words are gone with it; ranks make their calls in the same order.
+            op: op.to_string(),
+            cause,
         },
         e,
     )
