@@ -207,6 +207,10 @@ def main():
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"args": vars(args), "world": world, "steps": rows, "median": summary}, f)
+    # Every rank done before any tears its connections down: gloo aborts a process whose peer
+    # closes while it is still shutting its own pairs ("terminate called without an active
+    # exception", seen once in CI rehearsal on the gloo side).
+    dist.barrier()
     dist.destroy_process_group()
 
 
