@@ -129,6 +129,26 @@ fn check_root(op: &'static str, root: usize, size: usize) -> Result<()> {
     Ok(())
 }
 
+/// Where each rank's part lies in root's buffer (`root_bytes` long), as root resolves it; other
+/// ranks know only the counts, so they resolve them packed (gather and scatter alike).
+fn root_parts(
+    op: &'static str,
+    what: &str,
+    parts: Parts<'_>,
+    is_root: bool,
+    root_bytes: usize,
+    dtype: DataType,
+    p: usize,
+) -> Result<Vec<(usize, usize)>> {
+    if is_root {
+        let len = elems(op, what, root_bytes, dtype)?;
+        parts.resolve(op, what, p, len)
+    } else {
+        let total = total(op, parts.counts)?;
+        Parts::packed(parts.counts).resolve(op, "counts", p, total)
+    }
+}
+
 fn check_count(op: &'static str, what: &str, got: usize, want: usize) -> Result<()> {
     if got != want {
         return Err(Error::invalid(
@@ -170,13 +190,15 @@ impl Communicator {
         let (p, me) = (self.size(), self.rank());
         check_root(OP, root, p)?;
         let n = elems(OP, "input", input.len(), dtype)?;
-        let at_root = if me == root {
-            let out = elems(OP, "root's output", output.len(), dtype)?;
-            parts.resolve(OP, "root's output", p, out)?
-        } else {
-            let total = total(OP, parts.counts)?;
-            Parts::packed(parts.counts).resolve(OP, "counts", p, total)?
-        };
+        let at_root = root_parts(
+            OP,
+            "root's output",
+            parts,
+            me == root,
+            output.len(),
+            dtype,
+            p,
+        )?;
         check_count(OP, "input", n, at_root[me].1)?;
         self.run(OP, |st| {
             // SAFETY: live, disjoint borrows, checked to hold every part they are used for.
@@ -222,13 +244,7 @@ impl Communicator {
         let (p, me) = (self.size(), self.rank());
         check_root(OP, root, p)?;
         let n = elems(OP, "output", output.len(), dtype)?;
-        let at_root = if me == root {
-            let inp = elems(OP, "root's input", input.len(), dtype)?;
-            parts.resolve(OP, "root's input", p, inp)?
-        } else {
-            let total = total(OP, parts.counts)?;
-            Parts::packed(parts.counts).resolve(OP, "counts", p, total)?
-        };
+        let at_root = root_parts(OP, "root's input", parts, me == root, input.len(), dtype, p)?;
         check_count(OP, "output", n, at_root[me].1)?;
         self.run(OP, |st| {
             // SAFETY: live, disjoint borrows, checked to hold every part they are used for.
