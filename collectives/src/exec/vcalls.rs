@@ -48,6 +48,31 @@ fn digest(counts: impl IntoIterator<Item = usize>) -> u64 {
     })
 }
 
+/// The header (count = the parts' total, extra = a digest of the counts and `salt`) and the plan
+/// of an uneven call whose parts hold `counts` elements.
+#[allow(clippy::too_many_arguments)]
+fn header_and_plan(
+    inner: &dyn Group,
+    st: &mut State,
+    op: &'static str,
+    kind: u8,
+    collective: Collective,
+    counts: impl Iterator<Item = usize> + Clone,
+    dtype: DataType,
+    red: Option<ReduceOp>,
+    salt: u64,
+) -> Result<(Header, Arc<Plan>)> {
+    let hdr = header(
+        kind,
+        Some(dtype),
+        red,
+        counts.clone().sum(),
+        digest(counts.clone()) ^ salt,
+    );
+    let part_bytes: Vec<usize> = counts.map(|c| c * dtype.size()).collect();
+    Ok((hdr, plan_v(inner, st, op, collective, &part_bytes)?))
+}
+
 /// The plan for an uneven `collective` whose parts hold `part_bytes`. The tuner's choice is
 /// remembered per digest of the parts: any schedule of the collective is correct for any
 /// counts, so even a collision of two digests only costs speed.
@@ -193,17 +218,20 @@ pub(crate) unsafe fn gather(
     let (p, me, esize) = (inner.size(), inner.rank(), dtype.size());
     let counts = || at_root.iter().map(|x| x.1);
     let total: usize = counts().sum();
-    let hdr = header(
-        KIND_GATHER,
-        Some(dtype),
-        None,
-        total,
-        digest(counts()) ^ root as u64,
-    );
     let collective = Collective::Gather { root: root as u32 };
-    let part_bytes: Vec<usize> = counts().map(|c| c * esize).collect();
-    let plan = if p > 1 {
-        Some(plan_v(inner, st, OP, collective, &part_bytes)?)
+    let planned = if p > 1 {
+        let salt = root as u64;
+        Some(header_and_plan(
+            inner,
+            st,
+            OP,
+            KIND_GATHER,
+            collective,
+            counts(),
+            dtype,
+            None,
+            salt,
+        )?)
     } else {
         None
     };
@@ -223,7 +251,7 @@ pub(crate) unsafe fn gather(
         esize,
         parts: None,
     };
-    let Some(plan) = plan else {
+    let Some((hdr, plan)) = planned else {
         // SAFETY: the caller's contract (one rank: root, disjoint buffers).
         return unsafe {
             finish_copy(
@@ -265,17 +293,20 @@ pub(crate) unsafe fn scatter(
     let (p, me, esize) = (inner.size(), inner.rank(), dtype.size());
     let counts = || at_root.iter().map(|x| x.1);
     let total: usize = counts().sum();
-    let hdr = header(
-        KIND_SCATTER,
-        Some(dtype),
-        None,
-        total,
-        digest(counts()) ^ root as u64,
-    );
-    let part_bytes: Vec<usize> = counts().map(|c| c * esize).collect();
     let collective = Collective::Scatter { root: root as u32 };
-    let plan = if p > 1 {
-        Some(plan_v(inner, st, OP, collective, &part_bytes)?)
+    let planned = if p > 1 {
+        let salt = root as u64;
+        Some(header_and_plan(
+            inner,
+            st,
+            OP,
+            KIND_SCATTER,
+            collective,
+            counts(),
+            dtype,
+            None,
+            salt,
+        )?)
     } else {
         None
     };
@@ -298,7 +329,7 @@ pub(crate) unsafe fn scatter(
         parts: None,
     };
     let own = parts[me];
-    let Some(plan) = plan else {
+    let Some((hdr, plan)) = planned else {
         // SAFETY: the caller's contract (one rank: root, disjoint buffers).
         return unsafe {
             finish_copy(
@@ -352,15 +383,17 @@ pub(crate) unsafe fn all_gather_v(
         unsafe { std::ptr::copy_nonoverlapping(input, dst, own.1 * esize) };
         return Ok(());
     }
-    let hdr = header(
+    let (hdr, plan) = header_and_plan(
+        inner,
+        st,
+        OP,
         KIND_ALL_GATHER_V,
-        Some(dtype),
+        Collective::AllGather,
+        counts(),
+        dtype,
         None,
-        total,
-        digest(counts()),
-    );
-    let part_bytes: Vec<usize> = counts().map(|c| c * esize).collect();
-    let plan = plan_v(inner, st, OP, Collective::AllGather, &part_bytes)?;
+        0,
+    )?;
     let b = Buffers {
         work: output,
         input,
@@ -401,15 +434,17 @@ pub(crate) unsafe fn reduce_scatter_v(
         // SAFETY: the caller's contract.
         return unsafe { finish_copy(red, red.epilogue, input, output, own.1 * esize) };
     }
-    let hdr = header(
+    let (hdr, plan) = header_and_plan(
+        inner,
+        st,
+        OP,
         KIND_REDUCE_SCATTER_V,
-        Some(dtype),
+        Collective::ReduceScatter,
+        counts.iter().copied(),
+        dtype,
         Some(op),
-        total,
-        digest(counts.iter().copied()),
-    );
-    let part_bytes: Vec<usize> = counts.iter().map(|c| c * esize).collect();
-    let plan = plan_v(inner, st, OP, Collective::ReduceScatter, &part_bytes)?;
+        0,
+    )?;
     let b = Buffers {
         work: grow(&mut st.scratch, total * esize),
         input,
