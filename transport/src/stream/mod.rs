@@ -33,6 +33,7 @@ mod proxy;
 pub(crate) mod ring;
 
 pub use proxy::{proxy_spin, ProxyStream, PIECE, TAG_DATA, TAG_LEN};
+pub(crate) use proxy::{stopped, ProxyEnds, Stop};
 pub use ring::{MailboxMessage, MAILBOX_BYTES};
 
 use std::time::Duration;

@@ -52,7 +52,7 @@ pub fn proxy_spin(threads: usize) -> Duration {
 
 /// What the proxy saw go wrong: the error itself until someone takes it, then its text.
 #[derive(Default)]
-struct Failure {
+pub(crate) struct Failure {
     error: Option<Error>,
     text: Option<String>,
 }
@@ -77,6 +77,39 @@ impl ProxyStream {
         fabric: &'static str,
         config: &StreamConfig,
     ) -> Result<Self> {
+        let peer = conn.dyn_peer().to_string();
+        Self::spawn(fabric, peer, config, move |ends| {
+            let ProxyEnds {
+                to_net,
+                from_net,
+                closing,
+                spin,
+                failure,
+            } = ends;
+            let proxy = Proxy {
+                to_net,
+                inbox: Inbox {
+                    from_net,
+                    assembly: Vec::new(),
+                    pending: Vec::new(),
+                    sent: 0,
+                },
+                failure,
+                closing,
+                spin,
+            };
+            proxy.run(conn)
+        })
+    }
+
+    /// Starts a proxy thread running `body` with the rings' far ends: the generic proxy, or a
+    /// fabric's own (`tcp` reads its sockets straight into the executor's ring).
+    pub(crate) fn spawn(
+        fabric: &'static str,
+        peer: String,
+        config: &StreamConfig,
+        body: impl FnOnce(ProxyEnds) + Send + 'static,
+    ) -> Result<Self> {
         config.validate()?;
         let cap = config.ring_bytes;
         let block = HeapBlock::new(cap);
@@ -84,25 +117,19 @@ impl ProxyStream {
         let (from_net, to_net) = block.ends(cap, 1);
         let failure = Arc::new(Mutex::new(Failure::default()));
         let closing = Arc::new(AtomicBool::new(false));
-        let peer = conn.dyn_peer().to_string();
-        let proxy = Proxy {
+        let ends = ProxyEnds {
             to_net,
-            inbox: Inbox {
-                from_net,
-                assembly: Vec::new(),
-                pending: Vec::new(),
-                sent: 0,
-            },
-            failure: Arc::clone(&failure),
+            from_net,
             closing: Arc::clone(&closing),
             spin: config.spin,
+            failure: Arc::clone(&failure),
         };
         let (done, finished) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name(format!("oxccl-proxy-{peer}"))
             .spawn(move || {
                 let _done = done;
-                proxy.run(conn)
+                body(ends)
             })
             .map_err(|e| Error::io(fabric, "starting a proxy thread".to_string(), e))?;
         Ok(ProxyStream {
@@ -217,6 +244,48 @@ fn failure_error(
     }
 }
 
+/// What a proxy thread works with: the executor's outgoing ring (to send), its incoming ring
+/// (to fill), the executor's close flag, how long to poll before yielding, and where to put
+/// a failure ([`stopped`]).
+pub(crate) struct ProxyEnds {
+    pub(crate) to_net: RingReader,
+    pub(crate) from_net: RingWriter,
+    pub(crate) closing: Arc<AtomicBool>,
+    pub(crate) spin: Duration,
+    pub(crate) failure: Arc<Mutex<Failure>>,
+}
+
+/// Ends a proxy: a failure is kept for the executor and aborts its incoming ring; a clean end
+/// (the executor closed, or the peer closed: an error only for a rank that still waits for
+/// data from it, which the empty, closed ring tells) closes it.
+pub(crate) fn stopped(
+    failure: &Mutex<Failure>,
+    from_net: &RingWriter,
+    peer: &str,
+    stop: std::result::Result<(), Stop>,
+) {
+    let why = match stop {
+        Ok(()) | Err(Stop::Executor) => None,
+        Err(Stop::Peer(Error::PeerClosed { .. })) => None,
+        Err(Stop::Peer(e)) => Some(e),
+        Err(Stop::Malformed(what)) => Some(Error::BadFrame {
+            transport: "proxy",
+            peer: peer.to_string(),
+            reason: format!("malformed stream: {what}"),
+        }),
+    };
+    match why {
+        Some(e) => {
+            tracing::debug!(peer, "proxy stops: {e}");
+            if let Ok(mut f) = failure.lock() {
+                f.error = Some(e);
+            }
+            from_net.abort();
+        }
+        None => from_net.close(),
+    }
+}
+
 struct Proxy {
     /// What the executor wrote, to send (straight from the ring: the executor does not reuse
     /// the space until the proxy consumes it, after the fabric is done with it).
@@ -249,7 +318,7 @@ enum Inbound<'c> {
 }
 
 /// Why a proxy stops.
-enum Stop {
+pub(crate) enum Stop {
     /// The executor closed or aborted the stream.
     Executor,
     /// The fabric reported an error, or the peer closed the connection.
@@ -260,29 +329,8 @@ enum Stop {
 
 impl Proxy {
     fn run(mut self, conn: Box<dyn DynConnection>) {
-        let why = match self.pump(&*conn) {
-            Ok(()) | Err(Stop::Executor) => None,
-            // A peer that finished its last call closes its connections; that is only an
-            // error for a rank that still waits for data from it, which the empty, closed
-            // ring tells.
-            Err(Stop::Peer(Error::PeerClosed { .. })) => None,
-            Err(Stop::Peer(e)) => Some(e),
-            Err(Stop::Malformed(what)) => Some(Error::BadFrame {
-                transport: "proxy",
-                peer: conn.dyn_peer().to_string(),
-                reason: format!("malformed stream: {what}"),
-            }),
-        };
-        match why {
-            Some(e) => {
-                tracing::debug!(peer = conn.dyn_peer(), "proxy stops: {e}");
-                if let Ok(mut f) = self.failure.lock() {
-                    f.error = Some(e);
-                }
-                self.inbox.from_net.abort();
-            }
-            None => self.inbox.from_net.close(),
-        }
+        let stop = self.pump(&*conn);
+        stopped(&self.failure, &self.inbox.from_net, conn.dyn_peer(), stop);
         let _ = conn.dyn_close();
     }
 

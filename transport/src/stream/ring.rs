@@ -256,6 +256,37 @@ impl RingWriter {
         Ok(n)
     }
 
+    /// The free space that is contiguous in the ring, for a producer that fills it in place
+    /// (a socket read) and then publishes what it filled with [`RingWriter::commit`]; `Err`
+    /// when either side closed the rings and nothing fits.
+    pub(crate) fn free_space(&mut self) -> Result<&mut [u8], ()> {
+        let cap = self.ring.cap as u64;
+        let off = (self.head % cap) as usize;
+        let mut space = cap - (self.head - self.cached_tail);
+        if (space as usize) < self.ring.cap - off {
+            self.cached_tail = self.ring.tail().load(Ordering::Acquire);
+            space = cap - (self.head - self.cached_tail);
+        }
+        let n = (space as usize).min(self.ring.cap - off);
+        if n == 0 && self.ring.closed_any() {
+            return Err(());
+        }
+        // SAFETY: [off, off + n) lies in the data area and is free space (the reader consumed
+        // it, as cached_tail proves); the reader does not read it before `commit` publishes it.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.ring.data.add(off), n) })
+    }
+
+    /// Publishes the first `n` bytes of the last [`RingWriter::free_space`] (at most its
+    /// length).
+    pub(crate) fn commit(&mut self, n: usize) {
+        let cap = self.ring.cap as u64;
+        let off = (self.head % cap) as usize;
+        let free = (cap - (self.head - self.cached_tail)) as usize;
+        let n = n.min(free).min(self.ring.cap - off);
+        self.head += n as u64;
+        self.ring.head().store(self.head, Ordering::Release);
+    }
+
     /// Marks this side closed: the peer sees an error once it has read what is here.
     pub(crate) fn close(&self) {
         self.ring.close();

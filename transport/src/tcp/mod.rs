@@ -19,6 +19,7 @@
 mod conn;
 pub mod iface;
 mod requests;
+mod stream;
 pub mod wire;
 
 use std::hash::{BuildHasher, Hasher};

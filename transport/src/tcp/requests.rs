@@ -5,6 +5,7 @@ use super::conn::{Pumped, Sink, TcpConnection};
 use super::NAME;
 use crate::api::{Chunk, Connection, Post, RecvView, Request, Tag};
 use crate::error::{Error, Result};
+use crate::stream::{Stream, StreamConfig};
 use socket2::SockRef;
 
 impl Connection for TcpConnection {
@@ -56,6 +57,10 @@ impl Connection for TcpConnection {
             whole: None,
             failed: false,
         }))
+    }
+
+    fn into_stream(self, fabric: &'static str, config: &StreamConfig) -> Result<Box<dyn Stream>> {
+        self.start_stream(fabric, config)
     }
 
     fn close(self) -> Result<()> {

@@ -9,6 +9,10 @@
 //! above the limit the receiver announced, or a connection that ends inside a header is a
 //! [`crate::Error::BadFrame`] that closes the connection. Nothing is allocated from a length
 //! before it passed the check.
+//!
+//! A connection turned stream ([`crate::Connection::into_stream`]) carries `KIND_STREAM`
+//! chunks instead: chunk `j` on socket `j % nsocks`, its header's tag `j` and length 1 to
+//! the receiver's chunk limit (checked by [`decode_stream_chunk`]), then its bytes.
 
 /// Header bytes of every frame.
 pub const FRAME_LEN: usize = 24;
@@ -20,6 +24,8 @@ pub const VERSION: u8 = 1;
 pub const KIND_MESSAGE: u8 = 1;
 /// Part k > 0 of a striped message (length = the part).
 pub const KIND_PART: u8 = 2;
+/// A chunk of a connection turned stream (tag = the chunk's index, length = its bytes).
+pub const KIND_STREAM: u8 = 3;
 
 /// Hello bytes a dialing socket sends first.
 pub const HELLO_LEN: usize = 40;
@@ -33,7 +39,7 @@ pub const ACK_MAGIC: [u8; 4] = *b"oxta";
 /// A frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame {
-    /// `KIND_MESSAGE` or `KIND_PART`.
+    /// `KIND_MESSAGE`, `KIND_PART` or `KIND_STREAM`.
     pub kind: u8,
     /// Message tag.
     pub tag: u64,
@@ -65,7 +71,7 @@ impl Frame {
             ));
         }
         let kind = b[5];
-        if kind != KIND_MESSAGE && kind != KIND_PART {
+        if !matches!(kind, KIND_MESSAGE | KIND_PART | KIND_STREAM) {
             return Err(format!("unknown frame kind {kind}"));
         }
         let tag = u64::from_le_bytes(b[8..16].try_into().unwrap_or_default());
@@ -75,6 +81,28 @@ impl Frame {
         }
         Ok(Frame { kind, tag, len })
     }
+}
+
+/// Checks the header of stream chunk `index`: its kind, its index, and a length from 1 to
+/// `max`; the length.
+pub fn decode_stream_chunk(b: &[u8; FRAME_LEN], index: u64, max: usize) -> Result<usize, String> {
+    let f = Frame::decode(b, max as u64)?;
+    if f.kind != KIND_STREAM {
+        return Err(format!(
+            "frame of kind {} where stream chunk {index} was due",
+            f.kind
+        ));
+    }
+    if f.tag != index {
+        return Err(format!(
+            "stream chunk {} where chunk {index} was due",
+            f.tag
+        ));
+    }
+    if f.len == 0 {
+        return Err(format!("empty stream chunk {index}"));
+    }
+    Ok(f.len as usize)
 }
 
 /// The hello of one dialing socket.
@@ -209,6 +237,33 @@ mod tests {
             }
             assert_eq!(parts.len(), if n <= 1 || len < 4096 { 1 } else { n });
         }
+    }
+
+    #[test]
+    fn stream_chunks_are_checked() {
+        let f = Frame {
+            kind: KIND_STREAM,
+            tag: 5,
+            len: 100,
+        };
+        assert_eq!(decode_stream_chunk(&f.encode(), 5, 100), Ok(100));
+        assert!(decode_stream_chunk(&f.encode(), 6, 100)
+            .unwrap_err()
+            .contains("chunk 5 where chunk 6"));
+        assert!(decode_stream_chunk(&f.encode(), 5, 99)
+            .unwrap_err()
+            .contains("over the limit"));
+        let empty = Frame { len: 0, ..f };
+        assert!(decode_stream_chunk(&empty.encode(), 5, 100)
+            .unwrap_err()
+            .contains("empty"));
+        let msg = Frame {
+            kind: KIND_MESSAGE,
+            ..f
+        };
+        assert!(decode_stream_chunk(&msg.encode(), 5, 100)
+            .unwrap_err()
+            .contains("kind 1"));
     }
 
     #[test]

@@ -208,6 +208,31 @@ impl TcpConnection {
         }
     }
 
+    /// What socket 0 read past the last message (the peer's first stream bytes), once
+    /// nothing is in flight either way; an error when something is (the conversion would
+    /// take message bytes for stream bytes).
+    pub(super) fn idle_leftover(&self) -> Result<Vec<u8>> {
+        let (tx, rx) = (self.tx.borrow(), self.rx.borrow());
+        if let Some(why) = tx.broken.as_ref().or(rx.failed.as_ref()) {
+            return Err(self.broken(why));
+        }
+        let busy = if tx.cur.is_some() {
+            Some("a send is half-written")
+        } else if rx.cur.is_some() || rx.hdr_fill > 0 {
+            Some("a message is half-read")
+        } else if !rx.unexpected.is_empty() || !rx.spilled_for.is_empty() {
+            Some("a message arrived that nobody received")
+        } else {
+            None
+        };
+        if let Some(why) = busy {
+            return Err(self.broken(&format!(
+                "cannot become a stream while messages are in flight ({why})"
+            )));
+        }
+        Ok(rx.inbuf[rx.in_start..rx.in_end].to_vec())
+    }
+
     // ---- sending ----
 
     pub(super) fn post_send(&self, len: usize) -> Result<u64> {
