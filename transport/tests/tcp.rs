@@ -200,3 +200,78 @@ fn sending_above_the_peers_limit_is_refused_before_anything_moves() {
     let mut buf = [0u8; 1000];
     assert_eq!(wait::recv(&to_small, 1, &mut buf, dl()).unwrap(), 1000);
 }
+
+/// A connection turned stream: the bytes socket 0 read past the last message are the start of
+/// the stream, the chunks it sends are checked frames, and a chunk out of order is a bad
+/// frame the reader sees, not data.
+#[test]
+fn stream_chunks_are_framed_checked_and_follow_the_last_message() {
+    use oxccl_transport::stream::StreamConfig;
+    use oxccl_transport::Connection;
+    let t = Tcp::with_config(TcpConfig {
+        max_message: 1 << 30,
+        ..TcpConfig::loopback()
+    })
+    .unwrap();
+    let (conn, mut s) = raw_peer(&t);
+    let chunk = |tag: u64, data: &[u8]| {
+        let mut v = Frame {
+            kind: wire::KIND_STREAM,
+            tag,
+            len: data.len() as u64,
+        }
+        .encode()
+        .to_vec();
+        v.extend_from_slice(data);
+        v
+    };
+    // A greeting message and the first stream chunk in one write: reading the message takes
+    // the chunk into the connection's buffer too.
+    let mut first = Frame {
+        kind: wire::KIND_MESSAGE,
+        tag: 1,
+        len: 5,
+    }
+    .encode()
+    .to_vec();
+    first.extend_from_slice(b"hello");
+    first.extend(chunk(0, b"abc"));
+    s.write_all(&first).unwrap();
+    let mut buf = [0u8; 5];
+    wait::recv(&conn, 1, &mut buf, dl()).expect("greeting");
+    assert_eq!(&buf, b"hello");
+    let mut st = conn
+        .into_stream("tcp", &StreamConfig::default())
+        .expect("into_stream");
+    // Stream bytes out: one chunk header, then the bytes.
+    assert_eq!(st.write(b"xyz").unwrap(), 3);
+    let mut hdr = [0u8; wire::FRAME_LEN];
+    s.read_exact(&mut hdr).unwrap();
+    assert_eq!(wire::decode_stream_chunk(&hdr, 0, 1 << 20), Ok(3));
+    let mut got = [0u8; 3];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"xyz");
+    // Stream bytes in, then a chunk with the wrong index.
+    s.write_all(&chunk(1, b"de")).unwrap();
+    s.write_all(&chunk(5, b"zz")).unwrap();
+    std::mem::forget(s.try_clone().unwrap());
+    let d = dl();
+    let mut seen = Vec::new();
+    let err = loop {
+        assert!(!d.expired(), "stream stalled with {seen:?}");
+        match st.peek() {
+            Ok(v) => {
+                let v = v.to_vec();
+                st.consume(v.len());
+                seen.extend(v);
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(seen, b"abcde");
+    let text = err.to_string();
+    assert!(
+        text.contains("chunk 5 where chunk 2 was due"),
+        "unexpected error: {text}"
+    );
+}

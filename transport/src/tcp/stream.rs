@@ -29,7 +29,8 @@ use super::NAME;
 use crate::error::{Error, Result};
 use crate::stream::ring::{RingReader, RingWriter};
 use crate::stream::{stopped, ProxyEnds, ProxyStream, Stop, Stream, StreamConfig};
-use crate::wait::Backoff;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 /// Largest stream chunk (and largest length a stream header may announce).
 pub const MAX_CHUNK: usize = 256 << 10;
@@ -79,16 +80,17 @@ impl TcpConnection {
                     leftover,
                     leftover_at: 0,
                     eof: vec![false; socks.len()],
+                    ring_full: false,
                 },
             };
-            let mut backoff = Backoff::with_spin(spin);
+            let mut idle = Idle { since: None, spin };
             let stop = loop {
                 let step = pump
                     .send(&mut to_net)
                     .and_then(|sent| Ok(sent | pump.receive(&mut from_net)?));
                 match step {
                     Err(stop) => break Err(stop),
-                    Ok(true) => backoff.reset(),
+                    Ok(true) => idle.since = None,
                     Ok(false) => {
                         if from_net.aborted() {
                             break Err(Stop::Executor);
@@ -100,7 +102,7 @@ impl TcpConnection {
                                 break Ok(());
                             }
                         }
-                        backoff.snooze();
+                        idle.wait(&pump);
                     }
                 }
             };
@@ -110,6 +112,58 @@ impl TcpConnection {
             }
         })?;
         Ok(Box::new(stream))
+    }
+}
+
+/// How an idle proxy waits: it polls for `spin` (where the host has a core to spare, see
+/// [`crate::stream::proxy_spin`]), then sleeps in `ppoll(2)` on the sockets it waits for (the
+/// one the next chunk arrives on, those with a chunk half-written), so bytes from the network
+/// wake it at once; the timeout, for bytes from the executor, grows from 20 us to 1 ms with
+/// the idle time (as [`crate::wait::Backoff`] does).
+struct Idle {
+    since: Option<Instant>,
+    spin: Duration,
+}
+
+impl Idle {
+    fn wait(&mut self, pump: &Pump<'_>) {
+        let now = Instant::now();
+        let idle = now - *self.since.get_or_insert(now);
+        if idle < self.spin {
+            std::hint::spin_loop();
+            return;
+        }
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(pump.socks.len() + 1);
+        let k = (pump.rx.next % pump.socks.len() as u64) as usize;
+        if !pump.rx.eof[k] && !pump.rx.ring_full {
+            fds.push(libc::pollfd {
+                fd: pump.socks[k].as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        for c in pump.tx.chunks.iter().filter(|c| !c.complete()) {
+            fds.push(libc::pollfd {
+                fd: pump.socks[c.sock].as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            });
+        }
+        let us = (20 + idle.as_micros() as u64 / 100).min(1000);
+        let timeout = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: (us * 1000) as libc::c_long,
+        };
+        // SAFETY: `fds` holds fds.len() initialised pollfds of sockets this proxy owns, the
+        // timeout is a valid timespec, and no signal mask is passed.
+        let _ = unsafe {
+            libc::ppoll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                &timeout,
+                std::ptr::null(),
+            )
+        };
     }
 }
 
@@ -150,6 +204,9 @@ struct Receiver {
     leftover: Vec<u8>,
     leftover_at: usize,
     eof: Vec<bool>,
+    /// The executor's ring had no room at the last look: waiting for a socket to become
+    /// readable would wake at once and change nothing.
+    ring_full: bool,
 }
 
 struct Pump<'s> {
@@ -289,6 +346,7 @@ impl Pump<'_> {
         let mut moved = false;
         loop {
             let k = (self.rx.next % n) as usize;
+            self.rx.ring_full = false;
             if self.rx.left == 0 {
                 let mut hdr = self.rx.hdr;
                 let from = self.rx.fill;
@@ -317,6 +375,7 @@ impl Pump<'_> {
                     .map_err(|why| Stop::Malformed(format!("socket {k}: {why}")))?;
             }
             let space = from_net.free_space().map_err(|()| Stop::Executor)?;
+            self.rx.ring_full = space.is_empty();
             if space.is_empty() {
                 return Ok(moved);
             }
