@@ -69,6 +69,7 @@ pub enum LocalTransport {
 /// | `OXCCL_TRANSPORT` | `auto` (shm on a host, the network fabric across), `shm`, or `tcp`/`net` (the network fabric everywhere) | `auto` |
 /// | `OXCCL_NET` | network fabric across hosts: `tcp` or `rdma` | `tcp` |
 /// | `OXCCL_RING_BYTES` | shared-memory ring size per direction (power of two) | 1048576 |
+/// | `OXCCL_SINGLE_COPY_MIN` | messages between ranks of one host of at least this many bytes are copied once, by the receiver, straight out of the sender's memory (`process_vm_readv`; a plain copy between thread ranks); `0` turns it off | 262144 |
 /// | `OXCCL_SMALL_BYTES` | all-reduce up to this size sends the whole vector to every peer | 16384 |
 /// | `OXCCL_SPIN` | idle polls before a waiting rank yields its core | 2000, or 0 (yield at once) when the host's ranks outnumber the cores they may run on |
 /// | `OXCCL_TOPO_FILE` | the host's map: an hwloc XML or NCCL topology XML file (as `NCCL_TOPO_FILE`), or an hwloc synthetic string | discovered from sysfs |
@@ -81,6 +82,9 @@ pub struct Options {
     pub transport: TransportChoice,
     pub net: NetChoice,
     pub ring_bytes: usize,
+    /// Messages between ranks of one host of at least this many bytes are copied once, straight
+    /// out of the sender's memory (0: off; see `oxccl_transport::stream::large`).
+    pub single_copy_min: usize,
     pub small_bytes: usize,
     /// `None`: chosen from the number of local ranks and cores.
     pub spin: Option<u32>,
@@ -98,6 +102,7 @@ impl Default for Options {
             transport: TransportChoice::Auto,
             net: NetChoice::Tcp,
             ring_bytes: 1 << 20,
+            single_copy_min: oxccl_transport::stream::DEFAULT_SINGLE_COPY_MIN,
             small_bytes: 16 << 10,
             spin: None,
             topo_file: None,
@@ -167,6 +172,15 @@ impl Options {
                 )));
             }
             o.ring_bytes = r;
+        }
+        if let Some(s) = num("OXCCL_SINGLE_COPY_MIN")? {
+            // Below a few KiB the header would cost more than the copy it saves.
+            let s = s as usize;
+            o.single_copy_min = if s == 0 {
+                0
+            } else {
+                s.max(oxccl_transport::stream::MIN_SINGLE_COPY)
+            };
         }
         if let Some(s) = num("OXCCL_SMALL_BYTES")? {
             o.small_bytes = s as usize;

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::matching::Seqs;
 use crate::region::HostRegion;
 use crate::stream::ring::HeapBlock;
-use crate::stream::{RingStream, Stream, StreamConfig};
+use crate::stream::{RingStream, SingleCopy, Stream, StreamConfig};
 
 const NAME: &str = "loopback";
 const MAGIC: &[u8; 4] = b"oxlb";
@@ -104,7 +104,7 @@ struct Pair {
     state: AtomicU8,
     id: u64,
     /// The ring pair of the stream face and its size, made by the first end to convert.
-    rings: Mutex<Option<(Arc<HeapBlock>, usize)>>,
+    rings: Mutex<Option<(Arc<HeapBlock>, usize, usize)>>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -332,16 +332,21 @@ impl Connection for LoopbackConnection {
     /// to convert (with its `config.ring_bytes`).
     fn into_stream(self, _fabric: &'static str, config: &StreamConfig) -> Result<Box<dyn Stream>> {
         config.validate()?;
-        let (block, cap) = lock(&self.pair.rings)
-            .get_or_insert_with(|| (HeapBlock::new(config.ring_bytes), config.ring_bytes))
+        let (block, cap, single_copy_min) = lock(&self.pair.rings)
+            .get_or_insert_with(|| {
+                (
+                    HeapBlock::new(config.ring_bytes),
+                    config.ring_bytes,
+                    config.single_copy_min,
+                )
+            })
             .clone();
         let ends = block.ends(cap, self.side);
-        Ok(Box::new(RingStream::new(
-            ends,
-            NAME,
-            self.peer.clone(),
-            None,
-        )))
+        // Both ends live in this process: the single-copy path is a plain copy.
+        let single = SingleCopy::new(single_copy_min, Arc::new(|| true), None);
+        Ok(Box::new(
+            RingStream::new(ends, NAME, self.peer.clone(), None).with_single_copy(single),
+        ))
     }
 
     fn close(self) -> Result<()> {

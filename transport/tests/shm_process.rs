@@ -4,12 +4,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use oxccl_transport::shm::{Shm, ShmAddress};
+use oxccl_transport::stream::Arrival;
 use oxccl_transport::wait::{self, drain_view, Deadline};
-use oxccl_transport::{conformance, Address, Connection, Error, Listener, Transport};
+use oxccl_transport::{conformance, Address, Connection, Error, Listener, StreamConfig, Transport};
 
 const PEER_ENV: &str = "OXCCL_TEST_SHM_PEER";
 const MODE_ENV: &str = "OXCCL_TEST_SHM_MODE";
 const SIZES: [usize; 4] = [8, 5000, 3 << 20, 9 << 20];
+/// The message the "pull-die" peer offers and then dies with.
+const PULL_DIE_BYTES: usize = 8 << 20;
 
 fn dl() -> Deadline {
     Deadline::after(Duration::from_secs(30))
@@ -73,6 +76,51 @@ fn a_peer_process_that_dies_without_closing_is_noticed() {
     }
 }
 
+#[test]
+fn a_peer_process_that_dies_while_we_copy_out_of_it_is_an_error() {
+    let t = Shm::from_env().unwrap();
+    let mut l = t.listen().unwrap();
+    let mut child = spawn_peer(&l.address(), "pull-die");
+    let c = wait::accept(&mut l, dl()).expect("the peer process connects");
+    let mut s = c.into_stream("shm", &StreamConfig::default()).unwrap();
+    let Some(min) = s.single_copy_min() else {
+        eprintln!("single-copy path off (OXCCL_SINGLE_COPY_MIN=0): nothing to check");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        return;
+    };
+    let n = PULL_DIE_BYTES.max(min);
+    let deadline = dl();
+    let arrival = loop {
+        if let Some(a) = s.arrival(n).unwrap() {
+            break a;
+        }
+        assert!(!deadline.expired(), "no large message from the peer");
+        std::thread::yield_now();
+    };
+    let Arrival::Pull(p) = arrival else {
+        eprintln!("cross-memory attach refused here: the message came through the ring");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        return;
+    };
+    let mut piece = vec![0u8; 1 << 20];
+    // The peer may already be gone: then the first piece fails the same way.
+    let first = s.pull(&p, 0, &mut piece);
+    if first.is_ok() {
+        assert!(
+            piece == conformance::pattern(7, n)[..1 << 20],
+            "the first piece differs"
+        );
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the peer was meant to abort");
+    match s.pull(&p, 1 << 20, &mut piece) {
+        Err(Error::PeerClosed { .. }) => {}
+        other => panic!("expected PeerClosed from a pull out of a dead process, got {other:?}"),
+    }
+}
+
 /// The peer half of the tests above; does nothing unless started by them.
 #[test]
 #[ignore = "runs only as the child process of the shm_process tests"]
@@ -88,6 +136,21 @@ fn peer_process() {
     let addr = ShmAddress::from_bytes(&bytes).unwrap();
     let t = Shm::from_env().unwrap();
     let c = wait::establish(t.connect(&addr).unwrap(), dl(), "parent").unwrap();
+    if std::env::var(MODE_ENV).as_deref() == Ok("pull-die") {
+        let mut s = c.into_stream("shm", &StreamConfig::default()).unwrap();
+        let data = conformance::pattern(7, PULL_DIE_BYTES.max(s.single_copy_min().unwrap_or(0)));
+        let deadline = dl();
+        // SAFETY: `data` lives until the process dies below, which is the point of the test.
+        while unsafe { s.offer(data.as_ptr(), data.len(), true) }
+            .unwrap()
+            .is_none()
+        {
+            assert!(!deadline.expired(), "no room for the header");
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        std::process::abort();
+    }
     if std::env::var(MODE_ENV).as_deref() == Ok("abort") {
         wait::send(&c, 1, b"hello", dl()).unwrap();
         std::thread::sleep(Duration::from_millis(100));

@@ -18,10 +18,36 @@ use super::header::Header;
 use crate::error::Error;
 use crate::link::Link;
 use oxccl_kernels::{DataType, Epilogue, ReduceOp};
+use oxccl_transport::stream::{Arrival, Offer, Pull};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 static ZEROS: [u8; 8] = [0; 8];
+
+/// Bytes a pulled (single-copy) receive copies per step: large enough that the system call is
+/// paid rarely, small enough that deadlines, aborts and forwarding see progress often.
+const PULL_PIECE: usize = 256 << 10;
+/// Bytes a pulled reducing receive copies into cache-resident scratch before reducing them.
+const REDUCE_PIECE: usize = 64 << 10;
+
+/// Where the front send job of a peer stands on the single-copy path.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SendLarge {
+    /// Not looked at yet (or a message below the stream's threshold).
+    Fresh,
+    /// Its bytes go through the stream (below the threshold, or the header said so).
+    Stream,
+    /// The peer copies it out of our memory; done when the stream says `taken`.
+    Pull(u64),
+}
+
+/// Where the front receive job of a peer stands on the single-copy path.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum RecvLarge {
+    Fresh,
+    Stream,
+    Pull(Pull),
+}
 
 /// A run of bytes to push to a peer. `avail` grows while a forwarding receive produces it.
 pub(crate) struct SendJob {
@@ -152,6 +178,11 @@ pub(crate) struct Engine {
     pub abort_flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Where the ranks tell each other who failed first.
     pub blame: crate::link::blame::Board,
+    /// The single-copy state of each peer's front send and receive job.
+    tx_large: Vec<SendLarge>,
+    rx_large: Vec<RecvLarge>,
+    /// Where a pulled reducing receive lands before it is reduced.
+    pull_scratch: Vec<u8>,
 }
 
 // SAFETY: the raw pointers in queued jobs are only dereferenced inside `drive`, on the thread
@@ -207,6 +238,9 @@ impl Engine {
             small_got: Vec::with_capacity(p),
             abort_flag: Default::default(),
             blame: crate::link::blame::Board::nowhere(),
+            tx_large: vec![SendLarge::Fresh; p],
+            rx_large: vec![RecvLarge::Fresh; p],
+            pull_scratch: Vec::new(),
         }
     }
 
@@ -643,6 +677,8 @@ impl Engine {
         self.is_active.iter_mut().for_each(|a| *a = false);
         self.step_left = 0;
         self.left.clear();
+        self.tx_large.fill(SendLarge::Fresh);
+        self.rx_large.fill(RecvLarge::Fresh);
         if self.poisoned.is_none() {
             self.poisoned = Some(e.to_string());
         }
@@ -663,6 +699,39 @@ impl Engine {
             let link = self.links[peer]
                 .as_mut()
                 .expect("a job for a peer without a link");
+            if self.tx_large[peer] == SendLarge::Fresh {
+                let large = job.inline.is_none()
+                    && link.stream().single_copy_min().is_some_and(|m| len >= m);
+                if large {
+                    // SAFETY: [ptr, ptr + len) stays readable and unchanged while the job is
+                    // queued (the queuing operation's contract), and the job stays at the
+                    // front until the peer has taken it (or the engine fails, which aborts
+                    // the link, and the abort waits for a copy in progress).
+                    let offer = unsafe { link.stream().offer(ptr, len, avail == len) };
+                    match offer.map_err(|source| Error::PeerFailed { op, peer, source })? {
+                        None => break,
+                        Some(Offer::Pull(ticket)) => self.tx_large[peer] = SendLarge::Pull(ticket),
+                        Some(Offer::Inline) => self.tx_large[peer] = SendLarge::Stream,
+                    }
+                    progressed = true;
+                } else {
+                    self.tx_large[peer] = SendLarge::Stream;
+                }
+            }
+            if let SendLarge::Pull(ticket) = self.tx_large[peer] {
+                let taken = link
+                    .stream()
+                    .taken(ticket)
+                    .map_err(|source| Error::PeerFailed { op, peer, source })?;
+                if !taken {
+                    break;
+                }
+                self.tx_large[peer] = SendLarge::Fresh;
+                let done = self.sendq[peer].pop_front().expect("front exists");
+                self.uncount(done.owner);
+                progressed = true;
+                continue;
+            }
             let chunk: &[u8] = if let Some(hdr) = &job.inline {
                 &hdr[pos..]
             } else if pos < len {
@@ -685,6 +754,7 @@ impl Engine {
             let job = self.sendq[peer].front_mut().expect("front exists");
             job.pos += n;
             if job.pos == job.len + job.pad {
+                self.tx_large[peer] = SendLarge::Fresh;
                 let done = self.sendq[peer].pop_front().expect("front exists");
                 self.uncount(done.owner);
             } else {
@@ -719,6 +789,44 @@ impl Engine {
                     break;
                 }
                 self.recvq[peer].front_mut().expect("front").1.cleared = true;
+            }
+            if self.rx_large[peer] == RecvLarge::Fresh {
+                let job = &self.recvq[peer].front().expect("front").1;
+                let (len, header) = (job.len, matches!(job.kind, RecvKind::Header(_)));
+                let link = self.links[peer]
+                    .as_mut()
+                    .expect("a job for a peer without a link");
+                let large = !header && link.stream().single_copy_min().is_some_and(|m| len >= m);
+                self.rx_large[peer] = if large {
+                    let arrival = link
+                        .stream()
+                        .arrival(len)
+                        .map_err(|source| Error::PeerFailed { op, peer, source })?;
+                    match arrival {
+                        None => break,
+                        Some(Arrival::Inline) => RecvLarge::Stream,
+                        Some(Arrival::Pull(p)) => RecvLarge::Pull(p),
+                    }
+                } else {
+                    RecvLarge::Stream
+                };
+                progressed |= large;
+            }
+            if let RecvLarge::Pull(p) = self.rx_large[peer] {
+                self.pull_piece(peer, &p)?;
+                progressed = true;
+                let job = &self.recvq[peer].front().expect("front").1;
+                if job.pos < job.len {
+                    continue;
+                }
+                self.link(peer).stream().pulled();
+                self.rx_large[peer] = RecvLarge::Fresh;
+                let (owner, job) = self.recvq[peer].pop_front().expect("front");
+                if job.in_step {
+                    self.step_left -= 1;
+                }
+                self.uncount(owner);
+                continue;
             }
             let reduction = self.reduction;
             let stream = self.stream;
@@ -785,6 +893,7 @@ impl Engine {
                 // Partial: the link has nothing more contiguous right now.
                 continue;
             }
+            self.rx_large[peer] = RecvLarge::Fresh;
             let (owner, job) = self.recvq[peer].pop_front().expect("front");
             if let RecvKind::Header(expect) = job.kind {
                 let got = Header::from_bytes(&self.hdr_buf[peer]);
@@ -796,6 +905,57 @@ impl Engine {
             self.uncount(owner);
         }
         Ok(progressed)
+    }
+}
+
+impl Engine {
+    /// Copies the next piece of the front receive job of `peer` straight out of the sender's
+    /// memory: into the destination for a copy, through cache-sized scratch for a reduction.
+    fn pull_piece(&mut self, peer: usize, p: &Pull) -> Result<(), Error> {
+        let op = self.op;
+        let reduction = self.reduction;
+        let job = &mut self.recvq[peer].front_mut().expect("front").1;
+        let link = self.links[peer]
+            .as_mut()
+            .expect("a job for a peer without a link");
+        let failed = |source| Error::PeerFailed { op, peer, source };
+        let take;
+        match job.kind {
+            RecvKind::Header(_) => unreachable!("headers are below every single-copy threshold"),
+            RecvKind::Copy => {
+                take = PULL_PIECE.min(job.len - job.pos);
+                // SAFETY: [dst, dst + len) is writable, owned by the running operation, and no
+                // queued send reads it (the job was cleared before it started).
+                let dst = unsafe { std::slice::from_raw_parts_mut(job.dst.add(job.pos), take) };
+                link.stream().pull(p, job.pos, dst).map_err(failed)?;
+            }
+            RecvKind::Reduce { local, epilogue } => {
+                let r = reduction.expect("a reduce job without a reduction");
+                // A whole number of elements (REDUCE_PIECE is a multiple of every size).
+                take = REDUCE_PIECE.min(job.len - job.pos);
+                if self.pull_scratch.len() < REDUCE_PIECE {
+                    self.pull_scratch.resize(REDUCE_PIECE, 0);
+                }
+                let scratch = &mut self.pull_scratch[..take];
+                link.stream().pull(p, job.pos, scratch).map_err(failed)?;
+                let epi = if epilogue { r.epilogue } else { Epilogue::None };
+                reduce_into(r, epi, local, job.dst, job.pos, scratch).map_err(|e| {
+                    Error::Protocol {
+                        op,
+                        peer,
+                        detail: e,
+                    }
+                })?;
+            }
+        }
+        job.pos += take;
+        if let Some((to, id)) = job.fwd {
+            let produced = job.pos;
+            if let Some(s) = self.sendq[to].iter_mut().find(|s| s.id == id) {
+                s.avail = produced;
+            }
+        }
+        Ok(())
     }
 }
 

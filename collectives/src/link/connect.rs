@@ -32,6 +32,7 @@ fn stream_config(options: &Options, spin: Duration) -> StreamConfig {
     StreamConfig {
         ring_bytes: options.ring_bytes,
         spin,
+        single_copy_min: options.single_copy_min,
     }
 }
 
@@ -39,6 +40,7 @@ fn stream_config(options: &Options, spin: Duration) -> StreamConfig {
 pub(crate) fn shm_fabric(options: &Options) -> Result<Shm> {
     let mut config = ShmConfig::from_env().map_err(|e| Error::net("OXCCL_SHM_*", e))?;
     config.ring_bytes = options.ring_bytes;
+    config.single_copy_min = options.single_copy_min;
     Shm::with_config(config).map_err(|e| Error::net("shm fabric", e))
 }
 

@@ -82,6 +82,12 @@ impl Link {
         self.stream.abort();
     }
 
+    /// The stream itself, for its single-copy path ([`Stream::offer`], [`Stream::pull`]).
+    #[inline]
+    pub fn stream(&mut self) -> &mut dyn Stream {
+        &mut *self.stream
+    }
+
     /// Slow checks run while waiting: is the peer still there?
     pub fn check_alive(&mut self) -> LinkResult<()> {
         self.stream.check_alive()

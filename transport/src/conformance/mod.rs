@@ -15,8 +15,10 @@
 //! default [`Connection::into_stream`] is checked through the generic proxy, one that
 //! overrides it on its own ring.
 
+mod large;
 mod stream;
 
+pub use large::{stream_single_copy, stream_single_copy_abort};
 pub use stream::{
     stream_abort, stream_close, stream_mailbox, stream_partial_consume, stream_roundtrip,
 };
@@ -93,6 +95,10 @@ where
         ("stream_mailbox", &|m, o| stream_mailbox(m, o)),
         ("stream_partial_consume", &|m, o| {
             stream_partial_consume(m, o)
+        }),
+        ("stream_single_copy", &|m, o| stream_single_copy(m, o)),
+        ("stream_single_copy_abort", &|m, o| {
+            stream_single_copy_abort(m, o)
         }),
     ];
     let make: &dyn Fn() -> T = &make;

@@ -16,7 +16,10 @@ fn config() -> StreamConfig {
     }
 }
 
-fn streams<T: Transport>(make: &dyn Fn() -> T, o: &Options) -> (Box<dyn Stream>, Box<dyn Stream>)
+pub(super) fn streams<T: Transport>(
+    make: &dyn Fn() -> T,
+    o: &Options,
+) -> (Box<dyn Stream>, Box<dyn Stream>)
 where
     T::Connection: 'static,
 {

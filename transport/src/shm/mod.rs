@@ -16,7 +16,7 @@
 //! Peer death: `close` or drop sets a flag in the file; a process that dies without either is
 //! noticed through `/proc/<pid>` within about 100 ms of a receive waiting on it.
 
-mod cma;
+pub(crate) mod cma;
 mod conn;
 mod requests;
 mod ring;
@@ -60,6 +60,11 @@ pub struct ShmConfig {
     /// the sender's memory (`process_vm_readv`) instead of twice through the ring, when the
     /// two processes allow it (`OXCCL_SHM_CMA_MIN`, bytes; default 0: off).
     pub cma_min: usize,
+    /// Stream-face messages of at least this many bytes are copied once, by the receiver,
+    /// straight out of the sender's memory (`OXCCL_SINGLE_COPY_MIN`, bytes; 0: off; default
+    /// [`DEFAULT_SINGLE_COPY_MIN`]). The two ends agree at connect on the larger of their
+    /// values (off if either is off).
+    pub single_copy_min: usize,
 }
 
 impl Default for ShmConfig {
@@ -73,12 +78,14 @@ impl Default for ShmConfig {
             },
             ring_bytes: DEFAULT_RING_BYTES,
             cma_min: DEFAULT_CMA_MIN,
+            single_copy_min: crate::stream::DEFAULT_SINGLE_COPY_MIN,
         }
     }
 }
 
 impl ShmConfig {
-    /// Defaults overridden by `OXCCL_SHM_DIR`, `OXCCL_RING_BYTES` and `OXCCL_SHM_CMA_MIN`.
+    /// Defaults overridden by `OXCCL_SHM_DIR`, `OXCCL_RING_BYTES`, `OXCCL_SHM_CMA_MIN` and
+    /// `OXCCL_SINGLE_COPY_MIN`.
     pub fn from_env() -> Result<Self> {
         let mut c = ShmConfig::default();
         if let Ok(d) = std::env::var("OXCCL_SHM_DIR") {
@@ -100,6 +107,7 @@ impl ShmConfig {
                 reason: "expected a number of bytes (0: off)".into(),
             })?;
         }
+        c.single_copy_min = crate::stream::single_copy_min_from_env()?;
         c.validate()?;
         Ok(c)
     }
@@ -198,6 +206,7 @@ impl Address for ShmAddress {
 pub struct ShmListener {
     addr: ShmAddress,
     cma_min: usize,
+    single_copy_min: usize,
 }
 
 impl Drop for ShmListener {
@@ -249,6 +258,8 @@ impl Listener for ShmListener {
             match opened {
                 Ok((map, _)) => {
                     map.pid(1).store(std::process::id(), Ordering::Relaxed);
+                    map.single_copy_min(1)
+                        .store(self.single_copy_min as u64, Ordering::Relaxed);
                     map.probe_addr(1)
                         .store(std::ptr::addr_of!(cma::PROBE) as u64, Ordering::Relaxed);
                     map.state().store(STATE_ACCEPTED, Ordering::Release);
@@ -362,6 +373,7 @@ impl Transport for Shm {
                 dir,
             },
             cma_min: self.config.cma_min,
+            single_copy_min: self.config.single_copy_min,
         })
     }
 
@@ -396,6 +408,8 @@ impl Transport for Shm {
                 .map_err(|e| Error::io(NAME, format!("sizing {}", tmp.display()), e))?;
             let map = Mapping::map(&file, self.config.ring_bytes, &tmp.display().to_string())?;
             map.init(std::process::id());
+            map.single_copy_min(0)
+                .store(self.config.single_copy_min as u64, Ordering::Relaxed);
             fs::rename(&tmp, &path)
                 .map_err(|e| Error::io(NAME, format!("publishing {}", path.display()), e))?;
             Ok(map)

@@ -5,6 +5,7 @@
 //! ```text
 //! 0       magic u64, version u32, ring_bytes u64 (at 16), state u32 (at 24), pid[2] u32 (at 32)
 //! 48      probe address[2] u64, 64: cma_ok[2] u32 (side s can read its peer: 1 yes, 2 no)
+//! 80      single_copy_min[2] u64: each side's stream-face single-copy threshold (0 off)
 //! 128     closed[0] u32      own cache line pair
 //! 256     closed[1] u32
 //! 1024    rendezvous acknowledgement slots: ring 0 (64 x u64), 1536: ring 1
@@ -159,6 +160,23 @@ impl Mapping {
     /// Whether side `side` can read its peer's memory (0 unknown, 1 yes, 2 no).
     pub(crate) fn cma_ok(&self, side: usize) -> &AtomicU32 {
         self.u32_at(64 + 4 * side)
+    }
+
+    /// Side `side`'s single-copy threshold for the stream face, written before the other side
+    /// can see the file (dialer) or the acceptance (acceptor).
+    pub(crate) fn single_copy_min(&self, side: usize) -> &AtomicU64 {
+        self.u64_at(80 + 8 * side)
+    }
+
+    /// The threshold both sides use: the larger one, or off (0) when either is off.
+    pub(crate) fn agreed_single_copy_min(&self) -> usize {
+        let a = self.single_copy_min(0).load(Ordering::Acquire);
+        let b = self.single_copy_min(1).load(Ordering::Acquire);
+        if a == 0 || b == 0 {
+            0
+        } else {
+            a.max(b) as usize
+        }
     }
 
     /// Acknowledgement slot `slot` (of [`ACK_SLOTS`]) of rendezvous messages on ring `ring`.

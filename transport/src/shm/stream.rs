@@ -4,7 +4,9 @@
 
 use super::conn::{ShmConnection, NAME};
 use crate::error::Result;
-use crate::stream::{ring, RingStream};
+use crate::stream::{ring, RingStream, SingleCopy};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 impl ShmConnection {
     /// This connection's rings as a stream; the message face is done with them. Both ends
@@ -25,11 +27,18 @@ impl ShmConnection {
             )
         };
         self.detached = true;
-        Ok(RingStream::new(
-            ends,
-            NAME,
-            self.peer.clone(),
+        // Both ends agreed on the threshold at connect; whether the peer can read us is its
+        // probe's verdict, published when it set up its end (until then: through the ring).
+        let map = self.map.clone();
+        let peer_side = 1 - self.side;
+        let single = SingleCopy::new(
+            self.map.agreed_single_copy_min(),
+            Arc::new(move || map.cma_ok(peer_side).load(Ordering::Acquire) == 1),
             Some(self.peer_pid),
-        ))
+        );
+        Ok(
+            RingStream::new(ends, NAME, self.peer.clone(), Some(self.peer_pid))
+                .with_single_copy(single),
+        )
     }
 }

@@ -28,10 +28,18 @@
 //!   [`Stream::check_alive`] notices a dead peer process or a failed fabric while idle.
 //! * A connection becomes a stream only when no message is in flight on it; both ends must
 //!   convert (messages before that, e.g. a greeting, are fine).
+//! * Where [`Stream::single_copy_min`] is `Some(min)` (native streams with the single-copy path
+//!   on, the same value at both ends), every message of at least `min` bytes starts with
+//!   [`Stream::offer`] at the sender and [`Stream::arrival`] at the receiver; then either the
+//!   receiver copies it straight out of the sender's memory ([`Stream::pull`]) or its bytes
+//!   follow in the stream as usual (see `stream/large.rs`).
 
+mod large;
 mod proxy;
 pub(crate) mod ring;
 
+pub(crate) use large::SingleCopy;
+pub use large::{Arrival, Offer, Pull, LARGE_HEADER};
 pub use proxy::{proxy_spin, ProxyStream, PIECE, TAG_DATA, TAG_LEN};
 pub(crate) use proxy::{stopped, ProxyEnds, Stop};
 pub use ring::{MailboxMessage, MAILBOX_BYTES};
@@ -44,15 +52,22 @@ use ring::{RingReader, RingWriter};
 /// Default bytes per ring and direction (`OXCCL_RING_BYTES`).
 pub const DEFAULT_RING_BYTES: usize = 1 << 20;
 
+/// Default smallest message of the single-copy path (`OXCCL_SINGLE_COPY_MIN`; 0 turns it
+/// off), chosen by measurement (`bench/RESULTS.md`, "single-copy stream path").
+pub const DEFAULT_SINGLE_COPY_MIN: usize = 256 << 10;
+
 /// How streams are built: the ring size of in-memory rings (`loopback`, the proxy's; `shm`
-/// rings have the size of the connection's file, set by the same variable) and how long an
-/// idle proxy polls before it yields its core.
+/// rings have the size of the connection's file, set by the same variable), how long an idle
+/// proxy polls before it yields its core, and the single-copy threshold of in-memory native
+/// streams (`loopback`; `shm` agrees on its own at connect, from `ShmConfig`).
 #[derive(Clone, Debug)]
 pub struct StreamConfig {
     /// Bytes per ring and direction, a power of two from 4 KiB to 1 GiB.
     pub ring_bytes: usize,
     /// How long an idle proxy polls before it yields (see [`proxy_spin`]).
     pub spin: Duration,
+    /// Messages of at least this many bytes take the single-copy path (0: off).
+    pub single_copy_min: usize,
 }
 
 impl Default for StreamConfig {
@@ -60,15 +75,17 @@ impl Default for StreamConfig {
         StreamConfig {
             ring_bytes: DEFAULT_RING_BYTES,
             spin: crate::wait::spin_budget(),
+            single_copy_min: DEFAULT_SINGLE_COPY_MIN,
         }
     }
 }
 
 impl StreamConfig {
-    /// The defaults, with `OXCCL_RING_BYTES` when set.
+    /// The defaults, with `OXCCL_RING_BYTES` and `OXCCL_SINGLE_COPY_MIN` when set.
     pub fn from_env() -> Result<Self> {
         Ok(StreamConfig {
             ring_bytes: ring_bytes_from_env()?,
+            single_copy_min: single_copy_min_from_env()?,
             ..StreamConfig::default()
         })
     }
@@ -93,6 +110,26 @@ pub fn ring_bytes_from_env() -> Result<usize> {
         }
     }
 }
+
+/// `OXCCL_SINGLE_COPY_MIN` (bytes, 0: off), else [`DEFAULT_SINGLE_COPY_MIN`]. Values below
+/// [`LARGE_HEADER`]` * 64` are raised to it: a header per message would cost more than the copy
+/// it saves.
+pub fn single_copy_min_from_env() -> Result<usize> {
+    match std::env::var("OXCCL_SINGLE_COPY_MIN") {
+        Err(_) => Ok(DEFAULT_SINGLE_COPY_MIN),
+        Ok(v) => {
+            let n: usize = v.trim().parse().map_err(|_| Error::Config {
+                var: "OXCCL_SINGLE_COPY_MIN",
+                value: v.clone(),
+                reason: "expected a number of bytes (0: off)".into(),
+            })?;
+            Ok(if n == 0 { 0 } else { n.max(MIN_SINGLE_COPY) })
+        }
+    }
+}
+
+/// The smallest threshold accepted (smaller values are raised to it).
+pub const MIN_SINGLE_COPY: usize = 64 * LARGE_HEADER;
 
 pub(crate) fn check_ring_bytes(r: usize) -> Result<()> {
     if ring::valid_cap(r) {
@@ -124,6 +161,41 @@ pub trait Stream: Send {
     fn mailbox(&mut self) -> Option<Mailbox<'_>> {
         None
     }
+    /// Messages of at least this many bytes take the single-copy path (both ends of a stream
+    /// return the same value); `None`: this stream has none.
+    fn single_copy_min(&self) -> Option<usize> {
+        None
+    }
+    /// Starts a large message of `len` bytes at `ptr` (at least [`Stream::single_copy_min`]):
+    /// writes its header, whole or not at all (`Ok(None)`: no room yet, call again). With
+    /// `whole` false (not all bytes are ready yet) the bytes always follow in the stream.
+    ///
+    /// # Safety
+    /// When it returns [`Offer::Pull`], `[ptr, ptr + len)` stays valid and unchanged until
+    /// [`Stream::taken`] says so or the stream is closed or aborted (which waits for a peer
+    /// inside a copy).
+    unsafe fn offer(&mut self, ptr: *const u8, len: usize, whole: bool) -> Result<Option<Offer>> {
+        let _ = (ptr, len, whole);
+        Err(no_single_copy(self.fabric()))
+    }
+    /// Whether the peer has copied pull offer `ticket` out of our memory.
+    fn taken(&mut self, ticket: u64) -> Result<bool> {
+        let _ = ticket;
+        Err(no_single_copy(self.fabric()))
+    }
+    /// Reads the header of the next message, a large one of `len` bytes (`Ok(None)`: not in
+    /// yet). A header that does not match is [`Error::BadFrame`].
+    fn arrival(&mut self, len: usize) -> Result<Option<Arrival>> {
+        let _ = len;
+        Err(no_single_copy(self.fabric()))
+    }
+    /// Copies bytes `[pos, pos + dst.len())` of a pulled message into `dst`.
+    fn pull(&mut self, message: &Pull, pos: usize, dst: &mut [u8]) -> Result<()> {
+        let _ = (message, pos, dst);
+        Err(no_single_copy(self.fabric()))
+    }
+    /// Done with the oldest pulled message: the sender may reuse its memory.
+    fn pulled(&mut self) {}
     /// Slow checks for an idle waiter: is the peer (its process, the fabric) still there?
     fn check_alive(&mut self) -> Result<()>;
     /// Starts an orderly close without waiting: what was written still reaches the peer
@@ -131,6 +203,13 @@ pub trait Stream: Send {
     fn close(&mut self);
     /// Gives up at once: the peer sees the stream closed at its next wait.
     fn abort(&mut self);
+}
+
+fn no_single_copy(fabric: &'static str) -> Error {
+    Error::Usage {
+        transport: fabric,
+        reason: "this stream has no single-copy path (single_copy_min is None)".into(),
+    }
 }
 
 /// The mailbox of a native stream: whole tiny messages, two slots per direction, polled by
@@ -197,6 +276,8 @@ pub(crate) struct RingStream {
     peer: String,
     /// The peer's process where it is another process of this host, to notice its death.
     peer_pid: Option<u32>,
+    /// The single-copy path, where on.
+    single: Option<SingleCopy>,
 }
 
 impl RingStream {
@@ -212,7 +293,14 @@ impl RingStream {
             fabric,
             peer,
             peer_pid: peer_pid.filter(|&p| p != 0 && p != std::process::id()),
+            single: None,
         }
+    }
+
+    /// With the single-copy path (`None`: without).
+    pub(crate) fn with_single_copy(mut self, single: Option<SingleCopy>) -> Self {
+        self.single = single;
+        self
     }
 
     fn closed(&self, during: &str) -> Error {
@@ -260,6 +348,24 @@ impl Stream for RingStream {
             peer: &self.peer,
         })
     }
+    fn single_copy_min(&self) -> Option<usize> {
+        self.single.as_ref().map(|s| s.min)
+    }
+    unsafe fn offer(&mut self, ptr: *const u8, len: usize, whole: bool) -> Result<Option<Offer>> {
+        self.offer_large(ptr, len, whole)
+    }
+    fn taken(&mut self, ticket: u64) -> Result<bool> {
+        self.taken_large(ticket)
+    }
+    fn arrival(&mut self, len: usize) -> Result<Option<Arrival>> {
+        self.arrival_large(len)
+    }
+    fn pull(&mut self, message: &Pull, pos: usize, dst: &mut [u8]) -> Result<()> {
+        self.pull_large(message, pos, dst)
+    }
+    fn pulled(&mut self) {
+        self.pulled_large();
+    }
     fn check_alive(&mut self) -> Result<()> {
         // A peer that finished is an error only for a read that waits on it (`peek` says so).
         if self.tx.aborted() {
@@ -275,11 +381,13 @@ impl Stream for RingStream {
     fn close(&mut self) {}
     fn abort(&mut self) {
         self.tx.abort();
+        self.settle_pulls();
     }
 }
 
 impl Drop for RingStream {
     fn drop(&mut self) {
         self.tx.close();
+        self.settle_pulls();
     }
 }

@@ -11,6 +11,8 @@
 //! 4096 + 512 r    head of ring r: bytes produced (u64), own 128-byte line pair
 //! + 128           tail of ring r: bytes consumed (u64), own 128-byte line pair
 //! 5120 + 1024 r   mailbox of ring r: two slots of SLOT bytes
+//! 7168 + 128 r    pulled[r] u64: single-copy messages of ring r its reader has copied
+//! 7424 + 128 r    pulling[r] u32: ring r's reader is copying out of the writer's memory
 //! 8192 + r * cap  data of ring r
 //! ```
 //!
@@ -54,6 +56,14 @@ pub(crate) const fn head_at(ring: usize) -> usize {
 /// Offset of ring `ring`'s consumed count.
 pub(crate) const fn tail_at(ring: usize) -> usize {
     head_at(ring) + 128
+}
+/// Offset of ring `ring`'s count of single-copy messages pulled (see `stream::large`).
+pub(crate) const fn pulled_at(ring: usize) -> usize {
+    7168 + 128 * ring
+}
+/// Offset of ring `ring`'s "reader is copying out of the writer's memory" flag.
+pub(crate) const fn pulling_at(ring: usize) -> usize {
+    7424 + 128 * ring
 }
 /// Offset of ring `ring`'s data.
 pub(crate) const fn data_at(ring: usize, cap: usize) -> usize {
@@ -135,8 +145,20 @@ impl Ring {
     }
 
     fn closed(&self, side: usize) -> &AtomicU32 {
-        // SAFETY: as atomic64, for a u32 flag on its own line.
-        unsafe { &*(self.base.add(closed_at(side)) as *const AtomicU32) }
+        self.atomic32(closed_at(side))
+    }
+
+    fn atomic32(&self, at: usize) -> &AtomicU32 {
+        // SAFETY: as atomic64, for a 4-aligned u32 word on its own line.
+        unsafe { &*(self.base.add(at) as *const AtomicU32) }
+    }
+
+    fn pulled(&self) -> &AtomicU64 {
+        self.atomic64(pulled_at(self.index))
+    }
+
+    fn pulling(&self) -> &AtomicU32 {
+        self.atomic32(pulling_at(self.index))
     }
 
     fn slot(&self, seq: u64) -> *mut u8 {
@@ -287,6 +309,45 @@ impl RingWriter {
         self.ring.head().store(self.head, Ordering::Release);
     }
 
+    /// Copies all of `data` or nothing (a single-copy header must arrive whole); whether it
+    /// did, or `Err` when either side closed and it does not fit.
+    pub(crate) fn write_whole(&mut self, data: &[u8]) -> Result<bool, ()> {
+        let cap = self.ring.cap as u64;
+        if ((cap - (self.head - self.cached_tail)) as usize) < data.len() {
+            self.cached_tail = self.ring.tail().load(Ordering::Acquire);
+            if ((cap - (self.head - self.cached_tail)) as usize) < data.len() {
+                return if self.ring.closed_any() {
+                    Err(())
+                } else {
+                    Ok(false)
+                };
+            }
+        }
+        self.write(data).map(|n| n == data.len())
+    }
+
+    /// How many single-copy messages of this ring the reader has finished copying.
+    pub(crate) fn pulled(&self) -> u64 {
+        self.ring.pulled().load(Ordering::Acquire)
+    }
+
+    /// Waits (up to `limit`) until the reader is not inside a copy out of our memory: called
+    /// after closing or aborting with a single-copy message out, so that the memory may be
+    /// freed. The reader checks the closed flags after raising its flag and before copying
+    /// (Dekker's pattern, hence the SeqCst fence), so after this returns it copies no more.
+    pub(crate) fn wait_unpulled(&self, limit: std::time::Duration) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let start = std::time::Instant::now();
+        while self.ring.pulling().load(Ordering::SeqCst) != 0 && start.elapsed() < limit {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Either side closed or aborted.
+    pub(crate) fn closed_any(&self) -> bool {
+        self.ring.closed_any()
+    }
+
     /// Marks this side closed: the peer sees an error once it has read what is here.
     pub(crate) fn close(&self) {
         self.ring.close();
@@ -380,6 +441,28 @@ impl RingReader {
         let n = (n as u64).min(self.cached_head - self.tail);
         self.tail += n;
         self.ring.tail().store(self.tail, Ordering::Release);
+    }
+
+    /// Counts one more single-copy message of this ring as copied (the writer may reuse it).
+    pub(crate) fn add_pulled(&self) {
+        self.ring.pulled().fetch_add(1, Ordering::Release);
+    }
+
+    /// Raises (`true`) or lowers the "copying out of the writer's memory" flag. Raising it
+    /// returns false, with the flag lowered again, when either side closed or aborted: the
+    /// writer may have freed the memory then (see `RingWriter::wait_unpulled`).
+    pub(crate) fn set_pulling(&self, on: bool) -> bool {
+        if !on {
+            self.ring.pulling().store(0, Ordering::Release);
+            return true;
+        }
+        self.ring.pulling().store(1, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.ring.closed_any() {
+            self.ring.pulling().store(0, Ordering::Release);
+            return false;
+        }
+        true
     }
 
     /// Stream bytes that arrived and are not consumed yet (`Err` once closed and empty).
