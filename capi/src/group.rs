@@ -4,37 +4,17 @@
 //! The group is per thread, as NCCL's. At the end, communicator creations posted in it
 //! (`oxcclCommInitRank`, `oxcclCommSplit`) run first, all at once on threads of their own (one
 //! thread may create every rank of a job, NCCL's single-process pattern; *comm is written when
-//! `oxcclGroupEnd` returns), the splits of one parent in posting order. Then each communicator's calls run on a thread of
-//! their own (one thread may drive several ranks of a job, as NCCL's single-process multi-device
-//! pattern does), in this order: first the collectives, in the order they were posted (every
-//! rank posts the same collectives in the same order, so they match), then all the sends and
-//! receives together, by the schedule below (the result is the same whenever a program does not
-//! read a buffer in one call of a group that another call of the group writes, which NCCL does
-//! not order either).
-//!
-//! ## Why sends and receives of any size complete
-//! The executor runs one call at a time per communicator, and a send returns once its bytes are
-//! in the link's buffer (a ring of `OXCCL_RING_BYTES` per direction), so a rank that sends a
-//! message larger than that buffer waits for its receiver; posting every send before every
-//! receive would deadlock a ring exchange of large messages. So each message is cut into chunks
-//! of at most `B = OXCCL_RING_BYTES / 4` bytes (whole elements: B is a multiple of 1024), which
-//! both ends compute alike from the size (NCCL requires equal counts and types on both ends;
-//! a difference shows up as an `oxcclInvalidUsage` mismatch). The chunks of the messages to one
-//! peer, in posting order, form that direction's chunk sequence. Round `k` of a rank: send chunk
-//! `k` of every outgoing sequence that has one, then receive chunk `k` of every incoming sequence
-//! that has one. Rounds continue until every sequence is exhausted.
-//!
-//! No deadlock: order the positions of a rank as (round, phase) with the send phase before the
-//! receive phase. Suppose every unfinished rank is blocked, and take a blocked rank A at the
-//! smallest position (k, phase).
-//! - Blocked receiving chunk k from Z: Z has not sent it, so Z is unfinished, hence blocked, at
-//!   a position at most (k, send), which is smaller than (k, receive): so A is in its send phase.
-//! - Blocked sending chunk k to B: the link A->B has no room for a chunk of at most B bytes
-//!   (plus a 32-byte header), so it still holds bytes of a chunk j < k that B has not received:
-//!   B is blocked at a position at most (j, receive) < (k, send), contradicting the choice of A.
-//!
-//! So some rank always progresses. Sends and receives to and from the rank itself are matched in
-//! posting order and copied.
+//! `oxcclGroupEnd` returns), the splits of one parent in posting order. Then each
+//! communicator's calls run on a thread of their own (one thread may drive several ranks of a
+//! job, as NCCL's single-process multi-device pattern does) as one group of the communicator
+//! ([`oxccl_collectives::Group`], the Rust API's `ncclGroupStart/End`): every send and receive
+//! is posted at once and they all progress together while the collectives run in the order
+//! they were posted (every rank posts the same collectives in the same order, so they match).
+//! So any matched pattern of sends and receives completes whatever its size (both directions
+//! of a pair, a ring, everyone to everyone), because each receive is queued before any send
+//! waits for it. The result is the same whenever a program does not read a buffer in one call
+//! of a group that another call of the group writes, which NCCL does not order either. Sends
+//! and receives to and from the rank itself are matched in posting order and copied.
 
 use crate::handle::{entry, record, CommState, Failure};
 use crate::ops::{slice, slice_mut, Kind, Op};
@@ -97,7 +77,7 @@ pub(crate) fn submit(handle: oxcclComm_t, state: Arc<CommState>, op: Op) -> Resu
         ));
     }
     // SAFETY: the C caller keeps the buffers valid for the call, which returns when done.
-    unsafe { op.run(&state.comm) }
+    unsafe { op.run(&state.comm) }.map_err(Failure::from)
 }
 
 /// Starts a group (groups nest; only the outermost end runs the calls).
@@ -239,80 +219,50 @@ fn run_group(posted: Vec<(usize, Arc<CommState>, Op)>) -> Result<(), Failure> {
     first.map_or(Ok(()), Err)
 }
 
-/// One communicator's share of a group: collectives in order, then the point-to-point schedule.
+/// One communicator's share of a group: copies between the rank and itself, then everything
+/// else as one group of the communicator.
 fn run_comm(comm: &Communicator, ops: &[Op]) -> Result<(), Failure> {
-    for op in ops
-        .iter()
-        .filter(|o| !matches!(o.kind, Kind::Send | Kind::Recv))
-    {
-        // SAFETY: the C caller keeps the buffers valid until oxcclGroupEnd returns.
-        unsafe { op.run(comm)? };
-    }
     let me = comm.rank();
-    let p2p = |kind: Kind, peer: usize| {
-        ops.iter()
-            .filter(move |o| o.kind == kind && o.peer == peer)
-            .copied()
-    };
-    // To and from itself: matched in order, copied.
-    let (to_me, from_me): (Vec<Op>, Vec<Op>) =
-        (p2p(Kind::Send, me).collect(), p2p(Kind::Recv, me).collect());
-    if to_me.len() != from_me.len() {
+    let to_me = |kind: Kind| ops.iter().filter(move |o| o.kind == kind && o.peer == me);
+    let (sends, recvs): (Vec<&Op>, Vec<&Op>) =
+        (to_me(Kind::Send).collect(), to_me(Kind::Recv).collect());
+    if sends.len() != recvs.len() {
         return Err(Failure::usage(format!(
             "{} sends to the rank itself but {} receives from it in this group",
-            to_me.len(),
-            from_me.len()
+            sends.len(),
+            recvs.len()
         )));
     }
-    for (s, r) in to_me.iter().zip(&from_me) {
+    for (s, r) in sends.iter().zip(&recvs) {
         let (sn, rn) = (s.count * s.dtype.size(), r.count * r.dtype.size());
         if sn != rn {
             return Err(Failure::usage(format!(
                 "a send of {sn} bytes to the rank itself met a receive of {rn} bytes"
             )));
         }
+    }
+    let group = comm.group();
+    for op in ops {
+        let n = op.count * op.dtype.size();
+        match op.kind {
+            Kind::Send | Kind::Recv if op.peer == me => {}
+            // SAFETY: the C caller keeps the buffer valid until oxcclGroupEnd returns, which is
+            // after the group (and every job it posted) ended.
+            Kind::Send => group.send_bytes(unsafe { slice(op.send, n) }, op.dtype, op.peer)?,
+            // SAFETY: as above; the caller does not touch the buffer meanwhile.
+            Kind::Recv => group.recv_bytes(unsafe { slice_mut(op.recv, n) }, op.dtype, op.peer)?,
+            // SAFETY: as above: the collective runs inside `end`.
+            _ => group.call(move |c| unsafe { op.run(c) }),
+        }
+    }
+    for (s, r) in sends.iter().zip(&recvs) {
+        let n = s.count * s.dtype.size();
         // SAFETY: the caller's buffers, checked for these lengths; distinct calls' buffers do
         // not overlap unless the program races on them (NCCL's contract too), so copy via a
         // temporary to stay sound even then.
-        let data = unsafe { slice(s.send, sn) }.to_vec();
+        let data = unsafe { slice(s.send, n) }.to_vec();
         // SAFETY: as above.
-        unsafe { slice_mut(r.recv, rn) }.copy_from_slice(&data);
+        unsafe { slice_mut(r.recv, n) }.copy_from_slice(&data);
     }
-    // The chunk sequences, per peer and direction.
-    let limit = (comm.options().ring_bytes / 4).max(1024);
-    let chunks = |kind: Kind, peer: usize| -> Vec<Op> {
-        let mut out = Vec::new();
-        for op in p2p(kind, peer) {
-            let es = op.dtype.size();
-            let per = (limit / es).max(1);
-            let mut at = 0;
-            loop {
-                let count = per.min(op.count - at);
-                let off = at * es;
-                out.push(Op {
-                    count,
-                    send: op.send.wrapping_add(off),
-                    recv: op.recv.wrapping_add(off),
-                    ..op
-                });
-                at += count;
-                if at >= op.count {
-                    break;
-                }
-            }
-        }
-        out
-    };
-    let peers: Vec<usize> = (1..comm.size()).map(|d| (me + d) % comm.size()).collect();
-    let sends: Vec<Vec<Op>> = peers.iter().map(|&q| chunks(Kind::Send, q)).collect();
-    let recvs: Vec<Vec<Op>> = peers.iter().map(|&q| chunks(Kind::Recv, q)).collect();
-    let rounds = sends.iter().chain(&recvs).map(Vec::len).max().unwrap_or(0);
-    for k in 0..rounds {
-        for op in sends.iter().chain(&recvs).filter_map(|seq| seq.get(k)) {
-            // SAFETY: a chunk of a checked call's buffer; the caller keeps it valid until
-            // oxcclGroupEnd returns.
-            unsafe { op.run(comm)? };
-        }
-    }
-    Ok(())
+    group.end().map_err(Failure::from)
 }

@@ -156,7 +156,7 @@ impl Op {
     ///
     /// # Safety
     /// The buffers are valid as [`Op::check`] requires and nothing else touches them meanwhile.
-    pub(crate) unsafe fn run(&self, comm: &Communicator) -> Result<(), Failure> {
+    pub(crate) unsafe fn run(&self, comm: &Communicator) -> oxccl_collectives::Result<()> {
         let (p, me, dt) = (comm.size(), comm.rank(), self.dtype);
         let n = self.count * dt.size();
         let (s, r) = (self.send, self.recv);
@@ -208,7 +208,6 @@ impl Op {
             Kind::Send => comm.send_bytes(src(n), dt, self.peer),
             Kind::Recv => comm.recv_bytes(dst(n), dt, self.peer),
         }
-        .map_err(Failure::from)
     }
 }
 

@@ -2,7 +2,9 @@
  * shares it, every rank joins; then an all-reduce, the other collectives (in place and out of
  * place), a split into two halves with an all-reduce in each, a group with a ring exchange of
  * 64 MiB (far larger than any buffer of the library: its shared-memory rings are 1 MiB), a
- * rejected bad call, and destruction. Every result is checked; any failure prints the library's
+ * group in which two ranks each post a 64 MiB send and then a receive to the other (the shape
+ * that deadlocks when sends wait for their receiver's turn), a rejected bad call, and
+ * destruction. Every result is checked; any failure prints the library's
  * message and aborts the job.
  *
  *   mpicc -std=c11 capi/tests/c/nccl_pattern.c $(PKG_CONFIG_PATH=capi pkg-config --cflags --libs oxccl)
@@ -162,6 +164,19 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < ring_bytes; i++)
     EXPECT(in[i] == pattern(prev, i), "ring exchange byte %zu from rank %d", i, prev);
 
+  /* Pairs (0,1), (2,3), ...: each rank posts its send to the other first, then its receive,
+   * in one group; a rank without a partner sits this one out. */
+  int partner = world_rank ^ 1;
+  if (partner < nranks) {
+    memset(in, 0, ring_bytes);
+    CHECK(oxcclGroupStart());
+    CHECK(oxcclSend(out, ring_bytes, oxcclUint8, partner, comm, NULL));
+    CHECK(oxcclRecv(in, ring_bytes, oxcclUint8, partner, comm, NULL));
+    CHECK(oxcclGroupEnd());
+    for (size_t i = 0; i < ring_bytes; i++)
+      EXPECT(in[i] == pattern(partner, i), "pairwise exchange byte %zu from rank %d", i, partner);
+  }
+
   /* A bad call is refused with a message, and the communicator stays usable. */
   float x = 1;
   oxcclResult_t bad = oxcclAllReduce(&x, &x, 1, 99 /* not a datatype */, oxcclSum, comm, NULL);
@@ -173,7 +188,7 @@ int main(int argc, char **argv) {
   CHECK(oxcclCommDestroy(comm));
   if (world_rank == 0)
     printf("nccl_pattern: %d ranks: all-reduce, collectives, split, %zu MiB group ring exchange "
-           "(%.1f ms on rank 0, %.2f GB/s each way): OK\n",
+           "(%.1f ms on rank 0, %.2f GB/s each way), pairwise exchange: OK\n",
            nranks, ring_bytes >> 20, seconds * 1e3, (double)ring_bytes / seconds / 1e9);
   free(out);
   free(in);
