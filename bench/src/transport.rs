@@ -63,9 +63,10 @@ pub struct Args {
     /// Messages in flight per bandwidth iteration (OSU's `-W`; default 64, 4 from 16 MiB).
     #[arg(short = 'W', long = "window-size")]
     window: Option<usize>,
-    /// Which face of the connection: `message` (tagged isend/irecv) or `stream` (the byte
-    /// stream the collectives move their data over: write, peek, consume).
-    #[arg(long, default_value = "message")]
+    /// Which face of the connection: `stream` (the byte stream the collectives move their data
+    /// over: write, peek, consume, and the single-copy path of large messages) or `message`
+    /// (tagged isend/irecv).
+    #[arg(long, default_value = "stream")]
     face: String,
     /// Smallest latency message (bytes).
     #[arg(long, default_value_t = 1)]

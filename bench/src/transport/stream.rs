@@ -1,11 +1,16 @@
 //! The tests on the stream face (`Connection::into_stream`): the path the collectives take,
 //! shm natively on its connection's rings, tcp through the transport's proxy. A message is
-//! `bytes` written into the stream and read back out of it.
+//! `bytes` written into the stream and read back out of it, large ones through the single-copy
+//! path (`OXCCL_SINGLE_COPY_MIN`) as the collectives move them.
 
 use super::{bandwidth, bibw, latency, schedule, Role, Row, STEP};
 use anyhow::bail;
+use oxccl_transport::stream::{Arrival, Offer};
 use oxccl_transport::wait::{Backoff, Deadline};
 use oxccl_transport::{Connection, Stream, StreamConfig};
+
+/// The piece a receive pulls at a time (the collectives' engine uses the same).
+const PULL_PIECE: usize = 256 << 10;
 use std::time::Instant;
 
 /// What the tests run on: the message face (tagged isend/irecv) or the stream face.
@@ -77,10 +82,37 @@ impl<C: Connection> Face<'_, C> {
     }
 }
 
-/// Writes all of `data` into the stream.
+/// Sends `data` as one message the way the collectives do: from the stream's single-copy
+/// threshold on, a header the peer pulls the bytes through (or, where it cannot read our
+/// memory, a header and the bytes), below it the bytes.
 fn stream_write(s: &mut dyn Stream, data: &[u8], dl: Deadline) -> anyhow::Result<()> {
-    let mut sent = 0;
     let mut backoff = Backoff::new();
+    if s.single_copy_min().is_some_and(|m| data.len() >= m) {
+        loop {
+            // SAFETY: `data` is borrowed until this function returns, which is after the peer
+            // took the bytes or after an error (which ends the benchmark and drops the stream,
+            // waiting for a copy in progress).
+            match unsafe { s.offer(data.as_ptr(), data.len(), true) }? {
+                Some(Offer::Pull(ticket)) => {
+                    while !s.taken(ticket)? {
+                        if dl.expired() {
+                            bail!("the stream peer stopped pulling");
+                        }
+                        backoff.snooze();
+                    }
+                    return Ok(());
+                }
+                Some(Offer::Inline) => break,
+                None => {
+                    if dl.expired() {
+                        bail!("the stream peer stopped reading");
+                    }
+                    backoff.snooze();
+                }
+            }
+        }
+    }
+    let mut sent = 0;
     while sent < data.len() {
         let n = s.write(&data[sent..])?;
         sent += n;
@@ -101,6 +133,25 @@ fn stream_write(s: &mut dyn Stream, data: &[u8], dl: Deadline) -> anyhow::Result
 fn stream_read(s: &mut dyn Stream, buf: &mut [u8], dl: Deadline) -> anyhow::Result<()> {
     let mut got = 0;
     let mut backoff = Backoff::new();
+    if s.single_copy_min().is_some_and(|m| buf.len() >= m) {
+        let arrival = loop {
+            if let Some(a) = s.arrival(buf.len())? {
+                break a;
+            }
+            if dl.expired() {
+                bail!("the stream peer stopped writing");
+            }
+            backoff.snooze();
+        };
+        if let Arrival::Pull(p) = arrival {
+            // In pieces, as the collectives' receives pull.
+            for (k, piece) in buf.chunks_mut(PULL_PIECE).enumerate() {
+                s.pull(&p, k * PULL_PIECE, piece)?;
+            }
+            s.pulled();
+            return Ok(());
+        }
+    }
     while got < buf.len() {
         let view = s.peek()?;
         let n = view.len().min(buf.len() - got);
