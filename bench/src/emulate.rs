@@ -71,6 +71,10 @@ pub struct Args {
     /// with mpicc) on the same namespaces, and print oxccl's best busbw per size against it.
     #[arg(long)]
     mpi: Option<PathBuf>,
+    /// Also run Gloo's all-reduce (torch.distributed; this Python, which must have torch, runs
+    /// `bench/scripts/gloo_rank.py`) on the same namespaces, and print it beside oxccl.
+    #[arg(long)]
+    gloo: Option<PathBuf>,
     /// Seconds one algorithm's sweep may take before its ranks are stopped.
     #[arg(long, default_value_t = 1200)]
     job_timeout: u64,
@@ -154,20 +158,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     // Open MPI's run is a comparison, not the measurement: its failure is reported and the
     // oxccl results are written anyway.
-    let vs_mpi = match &args.mpi {
-        Some(exe) => match peers::run_mpi(
-            &cluster,
-            args.ranks_per_host,
-            exe,
-            args.min_bytes,
-            args.max_bytes,
-            Duration::from_secs(args.job_timeout),
-        ) {
-            Ok(mpi) => peer_table(&all, &mpi, payload / 1e9),
-            Err(e) => format!("# Open MPI: no result ({e:#})\n"),
-        },
-        None => String::new(),
-    };
+    let timeout = Duration::from_secs(args.job_timeout);
+    let (lo, hi) = (args.min_bytes, args.max_bytes);
+    let mut vs_peers = String::new();
+    if let Some(exe) = &args.mpi {
+        match peers::run_mpi(&cluster, args.ranks_per_host, exe, lo, hi, timeout) {
+            Ok(mpi) => vs_peers += &peer_table(&all, "Open MPI (tcp,self)", &mpi, payload / 1e9),
+            Err(e) => vs_peers += &format!("# Open MPI: no result ({e:#})\n"),
+        }
+    }
+    if let Some(python) = &args.gloo {
+        match peers::run_gloo(&cluster, args.ranks_per_host, python, lo, hi, timeout) {
+            Ok(gloo) => {
+                vs_peers += &peer_table(&all, "Gloo (torch.distributed)", &gloo, payload / 1e9)
+            }
+            Err(e) => vs_peers += &format!("# Gloo: no result ({e:#})\n"),
+        }
+    }
     drop(cluster);
     let text = format!(
         "# oxccl-bench emulate: {} hosts x {} ranks ({} per rack), {} Gbit/s host links, {} Gbit/s uplinks; all-reduce float sum\n# probe: {:?}\n{}",
@@ -178,7 +185,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         shape.uplink_bits as f64 / 1e9,
         probe,
         model::table(&all, payload / 1e9)
-    ) + &vs_mpi;
+    ) + &vs_peers;
     print!("{text}");
     std::fs::create_dir_all(&args.out_dir)?;
     std::fs::write(args.out_dir.join(format!("{stem}-raw.jsonl")), raw)?;
@@ -199,23 +206,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// oxccl's best busbw per size (any algorithm) against Open MPI's, and both against the link.
-fn peer_table(ox: &[model::Compared], mpi: &[(u64, f64, f64)], link_gb_s: f64) -> String {
+/// oxccl's best busbw per size (any algorithm) against a peer library's, and both against the
+/// link.
+fn peer_table(
+    ox: &[model::Compared],
+    who: &str,
+    peer: &[(u64, f64, f64)],
+    link_gb_s: f64,
+) -> String {
     let mut s = format!(
-        "# oxccl (best algorithm per size) against Open MPI (tcp,self) on the same namespaces\n# {:>12} {:>8} {:>12} {:>12} {:>8} {:>10}\n",
-        "bytes", "algo", "oxccl busbw", "mpi busbw", "ox/mpi", "ox/link"
+        "# oxccl (best algorithm per size) against {who} on the same namespaces\n# {:>12} {:>8} {:>12} {:>12} {:>8} {:>10}\n",
+        "bytes", "algo", "oxccl busbw", "peer busbw", "ox/peer", "ox/link"
     );
-    for &(bytes, _, mpi_bus) in mpi {
+    for &(bytes, _, peer_bus) in peer {
         let best = ox
             .iter()
             .filter(|r| r.bytes == bytes)
             .max_by(|a, b| a.measured_busbw_gbps.total_cmp(&b.measured_busbw_gbps));
         if let Some(b) = best {
             s += &format!(
-                "  {bytes:>12} {:>8} {:>12.4} {mpi_bus:>12.4} {:>8.2} {:>10.2}\n",
+                "  {bytes:>12} {:>8} {:>12.4} {peer_bus:>12.4} {:>8.2} {:>10.2}\n",
                 b.asked,
                 b.measured_busbw_gbps,
-                b.measured_busbw_gbps / mpi_bus,
+                b.measured_busbw_gbps / peer_bus,
                 b.measured_busbw_gbps / link_gb_s
             );
         }

@@ -8,9 +8,33 @@ use anyhow::Context;
 use oxccl_collectives::algorithms::Algorithm;
 use oxccl_collectives::schedule::Collective;
 use oxccl_collectives::sim::{
-    bus_factor, simulate, ClusterSpec, LinkSpec, Network, NetworkSpec, NicSpec,
+    bus_factor, simulate, ClusterSpec, HostSpec, LinkSpec, Network, NetworkSpec, NicSpec,
 };
 use std::path::Path;
+
+/// Turns the calibrated host of the whole machine into one of `hosts` emulated hosts that
+/// share it. Cores: `cores / hosts`, at least one; since a node of the model cannot have part
+/// of a core, the sharing cost grows so that the model's slowdown of CPU work, `1 +
+/// sharing_cost * e`, is the machine's: `e` extra ranks per core over all `hosts x
+/// ranks_per_host` ranks (8 ranks on 2 cores: 3), not over one host's (2 ranks on 1 core: 1).
+/// Memory: every host's copies and reductions go through the machine's one memory system and
+/// cache, so each host gets its share of their bandwidth and size.
+pub fn share_machine(h: &mut HostSpec, hosts: usize, ranks_per_host: usize) {
+    let machine_cores = h.cores.unwrap_or(1);
+    let cores = (machine_cores / hosts).max(1);
+    h.cores = Some(cores);
+    let machine_extra =
+        (hosts * ranks_per_host).saturating_sub(machine_cores) as f64 / machine_cores as f64;
+    let model_extra = ranks_per_host.saturating_sub(cores) as f64 / cores as f64;
+    if model_extra > 0.0 {
+        h.sharing_cost *= machine_extra / model_extra;
+    }
+    if let Some(m) = h.memory.as_mut() {
+        m.bandwidth_gb_s /= hosts as f64;
+        m.cache_bandwidth_gb_s /= hosts as f64;
+        m.cache_bytes /= hosts as u64;
+    }
+}
 
 /// What the probe measured on the emulated network before any collective ran.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
@@ -58,8 +82,7 @@ pub fn cluster_spec(
     });
     let mut host = cal.host.clone();
     if let Some(h) = host.as_mut() {
-        let machine_cores = h.cores.unwrap_or(1);
-        h.cores = Some((machine_cores / shape.hosts).max(1));
+        share_machine(h, shape.hosts, ranks_per_host);
     }
     let nic_gb_s = Shape::payload_rate(shape.host_bits) / 1e9;
     let network = (shape.racks() > 1).then(|| NetworkSpec {
@@ -76,7 +99,8 @@ pub fn cluster_spec(
             "Written by `oxccl-bench emulate`: {} hosts ({} per rack) x {ranks_per_host} ranks, \
              host links shaped to {:.3} Gbit/s ({:.4} GB/s of TCP payload at MTU {}), rack \
              uplinks {:.3} Gbit/s; NIC latency {:.1} us and spine hop {:.1} us probed on the \
-             namespaces before the sweep; shm links, reduction and host model from `{}`",
+             namespaces before the sweep; shm links, reduction and host model from `{}`, \
+             the machine's cores, memory and cache shared by the {} hosts",
             shape.hosts,
             shape.hosts_per_rack,
             shape.host_bits as f64 / 1e9,
@@ -85,7 +109,8 @@ pub fn cluster_spec(
             shape.uplink_bits as f64 / 1e9,
             probe.rack_latency_us,
             (probe.cross_latency_us - probe.rack_latency_us).max(0.0),
-            calibration.name
+            calibration.name,
+            shape.hosts
         ),
         nodes: shape.hosts,
         node: oxccl_collectives::sim::NodeSpec {
@@ -291,4 +316,40 @@ pub fn save(spec: &ClusterSpec, path: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     cluster::save(spec, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oxccl_collectives::sim::MemorySpec;
+
+    #[test]
+    fn hosts_share_the_machines_cores_and_memory() {
+        let mut h = HostSpec {
+            cores: Some(2),
+            sharing_cost: 0.75,
+            switch_us: 2.0,
+            memory: Some(MemorySpec {
+                bandwidth_gb_s: 24.0,
+                cache_bytes: 32 << 20,
+                cache_bandwidth_gb_s: 80.0,
+                staging_bytes: 1 << 20,
+            }),
+        };
+        share_machine(&mut h, 4, 2);
+        // 8 ranks on 2 cores: 3 extra per core; one host's 2 ranks on its 1 core: 1 extra.
+        assert_eq!(h.cores, Some(1));
+        assert!((h.cpu_factor(2) - (1.0 + 0.75 * 3.0)).abs() < 1e-12);
+        let m = h.memory.expect("memory");
+        assert_eq!((m.bandwidth_gb_s, m.cache_bytes), (6.0, 8 << 20));
+        assert_eq!(m.cache_bandwidth_gb_s, 20.0);
+        // One host on the whole machine: nothing changes.
+        let mut one = HostSpec {
+            cores: Some(2),
+            sharing_cost: 0.75,
+            ..HostSpec::default()
+        };
+        share_machine(&mut one, 1, 4);
+        assert_eq!((one.cores, one.sharing_cost), (Some(2), 0.75));
+    }
 }

@@ -1,4 +1,4 @@
-//! Open MPI on the same namespaces, for the side-by-side ratio.
+//! Open MPI and Gloo on the same namespaces, for the side-by-side ratio.
 //!
 //! `mpirun` runs in host 0's namespace. Its ranks reach its PMIx server over TCP (PMIx 4 has
 //! no other channel), which listens on loopback only unless told otherwise: here it listens on
@@ -101,8 +101,17 @@ pub fn run_mpi(
     if !status.success() {
         bail!("mpirun failed ({status}):\n{o}\n{e}");
     }
-    let rows: Vec<(u64, f64, f64)> = o
-        .lines()
+    let rows = table_rows(&o);
+    if rows.is_empty() {
+        bail!("Open MPI printed no rows:\n{o}\n{e}");
+    }
+    Ok(rows)
+}
+
+/// The table rows of `mpi_allreduce.c` and `gloo_allreduce.py` (same columns): (bytes, time
+/// in us, busbw in GB/s).
+fn table_rows(o: &str) -> Vec<(u64, f64, f64)> {
+    o.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             if f.len() < 6 || !f[0].bytes().all(|b| b.is_ascii_digit()) {
@@ -110,9 +119,92 @@ pub fn run_mpi(
             }
             Some((f[0].parse().ok()?, f[3].parse().ok()?, f[5].parse().ok()?))
         })
-        .collect();
+        .collect()
+}
+
+/// Gloo's all-reduce per size (torch.distributed, `bench/scripts/gloo_rank.py` run by
+/// `python`, a Python with torch): one process per rank in its host's namespace, the
+/// rendezvous on host 0, Gloo's sockets on each host's `eth0` (TCP between every pair, inside
+/// a host through the host's own stack, as Open MPI's here).
+pub fn run_gloo(
+    cluster: &Cluster,
+    ranks_per_host: usize,
+    python: &Path,
+    min_bytes: usize,
+    max_bytes: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<(u64, f64, f64)>> {
+    let p = cluster.shape.hosts * ranks_per_host;
+    let launcher = std::process::id();
+    let mut ranks = super::Ranks(Vec::with_capacity(p));
+    for r in 0..p {
+        let fd = cluster.host_fd(r / ranks_per_host)?;
+        let mut cmd = Command::new(python);
+        cmd.args([
+            "bench/scripts/gloo_rank.py",
+            "-b",
+            &min_bytes.to_string(),
+            "-e",
+            &max_bytes.to_string(),
+        ])
+        .env("RANK", r.to_string())
+        .env("WORLD_SIZE", p.to_string())
+        .env("MASTER_ADDR", cluster.host_ip(0))
+        .env("MASTER_PORT", GLOO_PORT.to_string())
+        .env("GLOO_SOCKET_IFNAME", "eth0")
+        .stdout(if r == 0 {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(if r == 0 {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        super::in_namespace_until_parent_dies(&mut cmd, fd, launcher);
+        ranks.0.push(
+            cmd.spawn()
+                .with_context(|| format!("starting Gloo's rank {r} with {}", python.display()))?,
+        );
+    }
+    let mut out = ranks.0[0].stdout.take().context("Gloo rank 0's stdout")?;
+    let mut err = ranks.0[0].stderr.take().context("Gloo rank 0's stderr")?;
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut o, mut e) = (String::new(), String::new());
+        let _ = out.read_to_string(&mut o);
+        let _ = err.read_to_string(&mut e);
+        (o, e)
+    });
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut running = 0;
+        for (r, c) in ranks.0.iter_mut().enumerate() {
+            match c.try_wait()? {
+                None => running += 1,
+                Some(s) if !s.success() => bail!("Gloo's rank {r} failed ({s})"),
+                Some(_) => {}
+            }
+        }
+        if running == 0 {
+            break;
+        }
+        if Instant::now() > deadline || super::netns::interrupted() {
+            bail!("Gloo's sweep stopped: past {timeout:?} or interrupted");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(ranks);
+    let (o, e) = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("Gloo's reader panicked"))?;
+    let rows = table_rows(&o);
     if rows.is_empty() {
-        bail!("Open MPI printed no rows:\n{o}\n{e}");
+        bail!("Gloo printed no rows:\n{o}\n{e}");
     }
     Ok(rows)
 }
+
+/// Gloo's rendezvous port in host 0's namespace.
+const GLOO_PORT: u16 = 29600;
