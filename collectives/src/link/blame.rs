@@ -406,7 +406,9 @@ fn blame_rank_zero(me: usize, op: &'static str, e: Error, links: &mut [Option<Li
     let cause = if broken {
         format!("its links are broken and the store it served is gone (noticed by rank {me})")
     } else {
-        format!("the store it served is gone: its process exited (noticed by rank {me})")
+        format!(
+            "the store it served does not answer: its process exited or stopped (noticed by rank {me})"
+        )
     };
     relay(
         op,
