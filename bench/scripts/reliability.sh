@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # The reliability acceptance loops of issue 11 (results in bench/RESULTS.md).
 #
-# usage: bench/scripts/reliability.sh [oneshot|mismatch|kinds|kills|strangers|all] [RUNS]
+# usage: bench/scripts/reliability.sh [oneshot|mismatch|kinds|kills|stops|strangers|all] [RUNS]
 #
 #   oneshot    RUNS (50) x mpirun -np 8: one 16 MiB f32 all-reduce each, every element checked,
 #              then exit (shm).
 #   mismatch   RUNS (50) x mpirun -np 3: the first call mismatched (float32 vs int32), no
 #              warm-up: every rank must fail in it within 1 s, with the names.
 #   kinds      every mismatch kind (broadcast roots/counts, reduce counts/roots, dtype, op,
-#              send 100 vs recv 101) RUNS (5) x over shm and over TCP, 3 ranks: the same check.
+#              send 100 vs recv 101) RUNS (5) x over shm and over TCP, 3 ranks: the same check
+#              (every rank fails in the mismatched call itself: a send waits for the receiver's
+#              receipt).
 #   kills      the fault trials (collectives/tests/faults.rs), kills during calls and during
 #              bootstrap, RUNS (20) per fabric and rank count.
+#   stops      the same trials with SIGSTOP mid-call, RUNS (20) per fabric and rank count: every
+#              survivor must fail within OXCCL_TIMEOUT (3 s, plus the test's margin) naming the
+#              stopped rank and the operation (asserted by the test).
 #   strangers  a 3-rank job whose bootstrap is held open (rank 2 starts 5 s late) while
 #              strangers.py hits the store and both data ports: garbage, resets, connect-close,
 #              2,000 idle connections per port; over TCP, then shm. The job must run correctly.
@@ -115,6 +120,12 @@ kills() {
         nice cargo test -q --release -p oxccl-collectives --test faults 2>&1 | tail -25
 }
 
+stops() {
+    local n=${runs:-20}
+    OXCCL_FAULT_TRIALS=$n OXCCL_FAULT_KINDS=stop OXCCL_FAULT_SEED=${OXCCL_FAULT_SEED:-2032} \
+        nice cargo test -q --release -p oxccl-collectives --test faults 2>&1 | tail -25
+}
+
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -153,16 +164,17 @@ strangers() {
 }
 
 case $what in
-oneshot | mismatch | kinds | kills | strangers) $what ;;
+oneshot | mismatch | kinds | kills | stops | strangers) $what ;;
 all)
     oneshot
     mismatch
     kinds
     kills
+    stops
     strangers
     ;;
 *)
-    echo "usage: $0 [oneshot|mismatch|kinds|kills|strangers|all] [RUNS]" >&2
+    echo "usage: $0 [oneshot|mismatch|kinds|kills|stops|strangers|all] [RUNS]" >&2
     exit 2
     ;;
 esac

@@ -591,7 +591,11 @@ impl Communicator {
                 }
                 st.engine.op = "wait";
                 let stop = || inner.wanted.load(Ordering::SeqCst) > 0;
-                if st.engine.drive_slice(id, &mut w, &stop)? {
+                // Between calls no collective is on the streams (see `exec/receipt.rs`).
+                st.engine.at_rest = true;
+                let done = st.engine.drive_slice(id, &mut w, &stop);
+                st.engine.at_rest = false;
+                if done? {
                     return Ok(());
                 }
             }

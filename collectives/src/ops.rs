@@ -524,6 +524,50 @@ impl Communicator {
         })
     }
 
+    /// [`Communicator::start_send`] on memory the caller pins itself (a binding's buffers:
+    /// Python's buffer protocol, C), with its run-time [`DataType`].
+    ///
+    /// # Safety
+    /// `data` is readable for `len` bytes and unchanged until the returned `Pending` has been
+    /// waited for or dropped (which waits); leaking it leaves the engine reading the memory.
+    pub unsafe fn start_send_raw(
+        &self,
+        data: *const u8,
+        len: usize,
+        dtype: DataType,
+        peer: usize,
+    ) -> Result<Pending<()>> {
+        const OP: &str = "send";
+        check_dtype(OP, len, dtype)?;
+        self.check_p2p(OP, peer)?;
+        // SAFETY: the caller's contract: the memory outlives the Pending's wait.
+        self.post(OP, (), |st| unsafe {
+            calls::post_send(st, data, len, dtype, peer)
+        })
+    }
+
+    /// [`Communicator::start_recv`] into memory the caller pins itself.
+    ///
+    /// # Safety
+    /// `buf` is writable for `len` bytes, and nobody reads or writes it until the returned
+    /// `Pending` has been waited for or dropped (which waits); leaking it leaves the engine
+    /// writing the memory.
+    pub unsafe fn start_recv_raw(
+        &self,
+        buf: *mut u8,
+        len: usize,
+        dtype: DataType,
+        peer: usize,
+    ) -> Result<Pending<()>> {
+        const OP: &str = "recv";
+        check_dtype(OP, len, dtype)?;
+        self.check_p2p(OP, peer)?;
+        // SAFETY: the caller's contract: the memory is the engine's until the Pending's wait.
+        self.post(OP, (), |st| unsafe {
+            calls::post_recv(st, buf, len, dtype, peer)
+        })
+    }
+
     /// Non-blocking barrier.
     pub fn start_barrier(&self) -> Pending<()> {
         self.start(|c| c.barrier())

@@ -94,10 +94,8 @@ fn every_rank_of_a_mismatched_call_fails_in_it_with_names() {
 fn a_p2p_count_mismatch_names_both_sides_on_the_receiver_and_reaches_the_sender() {
     let res = each(2, opts(20.0), |r, c| {
         if r == 0 {
-            // An eager send returns once its bytes are in the link: the receiver's verdict
-            // reaches this rank at its next call.
-            c.send(&[1f32; 100], 1)?;
-            c.barrier()
+            // The send waits for the receiver's receipt: it fails in this call.
+            c.send(&[1f32; 100], 1)
         } else {
             c.recv(&mut [0f32; 101], 0)
         }

@@ -3,8 +3,10 @@
 
 mod common;
 
-use common::{assert_every_rank_failed_with_a_mismatch, each, opts};
-use oxccl_collectives::{Bootstrap, Communicator, DataType, Error, ReduceOp, StoreAddr};
+use common::{assert_every_rank_failed_with_a_mismatch, each, each_on, opts};
+use oxccl_collectives::{
+    Bootstrap, Communicator, DataType, Error, LocalTransport, ReduceOp, StoreAddr,
+};
 use std::time::Duration;
 
 /// Runs `f(rank, comm)` on 2..p thread ranks and returns each rank's result and duration.
@@ -47,6 +49,120 @@ fn mismatched_calls_fail_on_every_rank() {
             case(r, c).and_then(|()| c.barrier())
         });
         assert_every_rank_failed_with_a_mismatch(name, &res);
+    }
+}
+
+/// Issue 11: every kind of mismatch fails on every rank *in the call* (no later call needed),
+/// ranks that only send included, and the messages name the calls in the API's words.
+#[test]
+fn every_mismatch_fails_every_rank_in_the_call() {
+    type Case = fn(usize, &Communicator) -> Result<(), Error>;
+    // (name, ranks, case, words every rank's error contains)
+    let cases: Vec<(&str, usize, Case, &[&str])> = vec![
+        (
+            "send 100 / recv 101",
+            2,
+            |r, c| {
+                if r == 0 {
+                    c.send(&[1f32; 100], 1)
+                } else {
+                    c.recv(&mut [0f32; 101], 0)
+                }
+            },
+            &["count 100", "count 101", "float32"],
+        ),
+        (
+            "send float32 / recv int32",
+            2,
+            |r, c| {
+                if r == 0 {
+                    c.send(&[1f32; 64], 1)
+                } else {
+                    c.recv(&mut [0i32; 64], 0)
+                }
+            },
+            &["float32", "int32"],
+        ),
+        (
+            "non-blocking send 100 / recv 101",
+            2,
+            |r, c| {
+                if r == 0 {
+                    c.start_send(vec![1f32; 100], 1)?.wait().map(drop)
+                } else {
+                    c.start_recv(vec![0f32; 101], 0)?.wait().map(drop)
+                }
+            },
+            &["count 100", "count 101"],
+        ),
+        (
+            "broadcast root",
+            3,
+            |r, c| c.broadcast(&mut [r as u32; 64], r % 2),
+            &["root"],
+        ),
+        (
+            "broadcast count",
+            3,
+            |r, c| c.broadcast(&mut vec![7u8; 100 + r], 0),
+            &["broadcast"],
+        ),
+        (
+            "reduce count",
+            3,
+            |r, c| {
+                let n = 100 + r;
+                c.reduce(&vec![1f32; n], &mut vec![0f32; n], ReduceOp::Sum, 0)
+            },
+            &["reduce", "float32", "sum"],
+        ),
+        (
+            "reduce root",
+            3,
+            |r, c| {
+                c.reduce(
+                    &[1f32; 64],
+                    &mut [0f32; 64],
+                    ReduceOp::Sum,
+                    usize::from(r == 2),
+                )
+            },
+            &["root"],
+        ),
+        (
+            "all_reduce dtype",
+            3,
+            |r, c| {
+                if r == 0 {
+                    c.all_reduce(&[1f32; 4], &mut [0f32; 4], ReduceOp::Sum)
+                } else {
+                    c.all_reduce(&[1i32; 4], &mut [0i32; 4], ReduceOp::Sum)
+                }
+            },
+            &["float32", "int32", "sum"],
+        ),
+    ];
+    for transport in [LocalTransport::Shm, LocalTransport::Tcp] {
+        for &(name, p, case, words) in &cases {
+            let res = each_on(transport, p, opts(20.0), case);
+            for (r, (out, took)) in res.iter().enumerate() {
+                let e = match out {
+                    Ok(()) => panic!("{transport:?} {name}: rank {r} returned Ok"),
+                    Err(e) => e.to_string(),
+                };
+                // Promptly (well under the 20 s timeout: nobody waits for a deadline).
+                assert!(
+                    *took < Duration::from_secs(5),
+                    "{transport:?} {name}: rank {r} took {took:?}: {e}"
+                );
+                for w in words {
+                    assert!(
+                        e.contains(w),
+                        "{transport:?} {name}: rank {r}: no {w:?} in: {e}"
+                    );
+                }
+            }
+        }
     }
 }
 

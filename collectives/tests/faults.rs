@@ -5,10 +5,11 @@
 //! error within `OXCCL_TIMEOUT` (plus a margin for process exit on a loaded machine): no hang,
 //! no silent success. Over shared memory and over TCP, with 2, 3 and 4 ranks.
 //!
-//! After a kill, every survivor's error must name the killed rank (`rank N`) and the operation
-//! (or `init`), and nothing of the trial may be left in `/dev/shm` or the temporary directory.
-//! After a stop, the share of errors that name the stopped rank is reported, not asserted: the
-//! ranks that wait on others time out at about the same moment as those that wait on it.
+//! After a kill or a stop, every survivor's error must name the failed rank (`rank N`) and the
+//! operation (or `init`); after a kill, nothing of the trial may be left in `/dev/shm` or the
+//! temporary directory. (After a stop, the ranks that wait on others time out at about the same
+//! moment as those that wait on it: they find the stopped rank through what the waiting ranks
+//! say on the failure board, `link/blame.rs`.)
 //!
 //! `OXCCL_FAULT_TRIALS` sets the trials per (fabric, ranks) pair (default 2; CI keeps it small),
 //! `OXCCL_FAULT_KINDS` which faults are drawn (`kill,stop,boot`, the default), and
@@ -305,8 +306,8 @@ fn trial(
         };
         assert_eq!(code, Some(want), "{fabric} p={p}: rank {r} exit: {line}");
         let e = line["error: ".len()..].to_string();
-        if how != "STOP" {
-            // A killed rank is named by every survivor, with the operation.
+        {
+            // A killed or stopped rank is named by every survivor, with the operation.
             let op = ["init", "all_reduce", "broadcast", "all_gather", "barrier"]
                 .iter()
                 .any(|op| e.starts_with(op));

@@ -180,15 +180,19 @@ class Communicator:
         return self._done(w, output, (input, output))
 
     def send(self, buf, peer: int, *, dtype=None, async_op=False):
-        """Sends `buf` to `peer` (matched in order by its `recv`). Calls on one communicator
-        run one at a time, so two ranks that both send more than a ring (1 MiB) to each
-        other before receiving wait for each other until OXCCL_TIMEOUT."""
+        """Sends `buf` to `peer` (matched in order by its `recv`). Returns (or, with
+        `async_op=True`, its work completes) once `peer` has posted the matching receive and
+        agreed on size and dtype (a mismatch raises on both ranks) and the data is on its
+        way. `async_op=True` posts it to the communicator's engine (MPI's Isend), where it
+        progresses together with every other posted send and receive: two ranks that each
+        post a send and then a receive to the other complete at any size."""
         b, dt = as_bytes(buf, dtype)
         w = self._c.send(b, dt, peer, async_op)
         return self._done(w, None, (buf,))
 
     def recv(self, buf, peer: int, *, dtype=None, async_op=False):
-        """Receives exactly `buf`'s size from `peer` into `buf`."""
+        """Receives exactly `buf`'s size from `peer` into `buf` (`async_op=True`: posted,
+        as MPI's Irecv; `buf` must not be touched before the work completes)."""
         b, dt = as_bytes(buf, dtype, writable=True)
         w = self._c.recv(b, dt, peer, async_op)
         return self._done(w, buf, (buf,))

@@ -2,12 +2,12 @@
 
 use crate::work::{Held, Queue, Slot, Work};
 use crate::{invalid, parse_dtype, parse_op, py_err, Failure};
-use oxccl_collectives::{Bootstrap, Communicator, Error, LinkKind, Options, StoreAddr};
+use oxccl_collectives::{Bootstrap, Communicator, Error, LinkKind, Options, Pending, StoreAddr};
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A contiguous byte range of a Python buffer. Kept as an address (not a pointer) so a job
@@ -155,11 +155,7 @@ impl PyCommunicator {
             });
             done.finish(r.map_err(Failure::from));
         }))?;
-        let work = Work {
-            slot,
-            op,
-            bufs: Mutex::new(bufs),
-        };
+        let work = Work::new(slot, op, bufs);
         if async_op {
             return Ok(Some(Py::new(py, work)?));
         }
@@ -167,6 +163,48 @@ impl PyCommunicator {
         let r = py.allow_threads(move || slot.wait(None));
         r.expect("an unbounded wait returns a result")?;
         Ok(None)
+    }
+}
+
+impl PyCommunicator {
+    /// A non-blocking send or receive: posted to the communicator's engine (MPI's
+    /// `Isend`/`Irecv`), where it progresses with every other posted one, and a `Work` that
+    /// completes when it does. Behind earlier non-blocking calls still queued on the worker,
+    /// the worker posts it in its turn (so the streams keep the calls' order) and a thread of
+    /// its own waits for it, leaving the worker free for the calls after it.
+    fn post(
+        &self,
+        py: Python<'_>,
+        op: &'static str,
+        bufs: Vec<Held>,
+        post: impl FnOnce(&Communicator) -> Result<Pending<()>, Error> + Send + 'static,
+    ) -> PyResult<Option<Py<Work>>> {
+        if self.queue.is_idle() {
+            let comm = &self.comm;
+            let pending = py.allow_threads(|| post(comm)).map_err(py_err)?;
+            return Ok(Some(Py::new(py, Work::posted(op, bufs, pending))?));
+        }
+        let slot = Arc::new(Slot::default());
+        let done = slot.clone();
+        let comm = self.comm.clone();
+        self.queue.push(Box::new(move || match post(&comm) {
+            Ok(pending) => {
+                let waiter = std::thread::Builder::new()
+                    .name("oxccl-py-p2p".into())
+                    .spawn({
+                        let done = done.clone();
+                        move || done.finish(pending.wait().map_err(Failure::from))
+                    });
+                if let Err(e) = waiter {
+                    done.finish(Err(Failure::from(Error::Aborted {
+                        op,
+                        reason: format!("starting a thread to complete it: {e}"),
+                    })));
+                }
+            }
+            Err(e) => done.finish(Err(Failure::from(e))),
+        }))?;
+        Ok(Some(Py::new(py, Work::new(slot, op, bufs))?))
     }
 }
 
@@ -410,7 +448,13 @@ impl PyCommunicator {
         let dt = parse_dtype(dtype)?;
         let mut held = Vec::new();
         let b = Region::of(buf, false, OP, "buffer", &mut held)?;
-        self.dispatch(py, OP, held, async_op, move |c| {
+        if async_op {
+            // SAFETY: the Work holds the buffer until the posted send is done.
+            return self.post(py, OP, held, move |c| unsafe {
+                c.start_send_raw(b.addr as *const u8, b.len, dt, peer)
+            });
+        }
+        self.dispatch(py, OP, held, false, move |c| {
             // SAFETY: pinned until this returns.
             unsafe { c.send_bytes(b.bytes(), dt, peer) }
         })
@@ -430,7 +474,14 @@ impl PyCommunicator {
         let dt = parse_dtype(dtype)?;
         let mut held = Vec::new();
         let b = Region::of(buf, true, OP, "buffer", &mut held)?;
-        self.dispatch(py, OP, held, async_op, move |c| {
+        if async_op {
+            // SAFETY: the Work holds the buffer until the posted receive is done, and Python
+            // promises not to touch it before `wait`.
+            return self.post(py, OP, held, move |c| unsafe {
+                c.start_recv_raw(b.addr as *mut u8, b.len, dt, peer)
+            });
+        }
+        self.dispatch(py, OP, held, false, move |c| {
             // SAFETY: pinned until this returns.
             unsafe { c.recv_bytes(b.bytes_mut(), dt, peer) }
         })

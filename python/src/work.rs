@@ -1,7 +1,11 @@
 //! Non-blocking calls: one worker thread per communicator runs them in the order they were
-//! made, and a [`Work`] lets Python wait for each.
+//! made, and a [`Work`] lets Python wait for each. Non-blocking sends and receives are not
+//! run by the worker but posted to the communicator's engine ([`Communicator::start_send_raw`]),
+//! where they progress together with every other queued send and receive; their `Work` holds
+//! the posted operation and completes when it does.
 
 use crate::{Failure, Kind};
+use oxccl_collectives::Pending;
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -156,6 +160,71 @@ pub struct Work {
     pub(crate) slot: Arc<Slot>,
     pub(crate) op: &'static str,
     pub(crate) bufs: Mutex<Vec<Held>>,
+    /// A posted send or receive not yet waited for: whoever waits first drives it to the end
+    /// (the caller of `wait`, or a thread of its own when a timeout or a callback needs one)
+    /// and then finishes `slot`.
+    pub(crate) posted: Mutex<Option<Pending<()>>>,
+}
+
+impl Work {
+    pub(crate) fn new(slot: Arc<Slot>, op: &'static str, bufs: Vec<Held>) -> Self {
+        Work {
+            slot,
+            op,
+            bufs: Mutex::new(bufs),
+            posted: Mutex::new(None),
+        }
+    }
+
+    /// A posted send or receive's work.
+    pub(crate) fn posted(op: &'static str, bufs: Vec<Held>, pending: Pending<()>) -> Self {
+        let w = Work::new(Arc::default(), op, bufs);
+        *w.posted.lock().unwrap_or_else(|p| p.into_inner()) = Some(pending);
+        w
+    }
+
+    fn take_posted(&self) -> Option<Pending<()>> {
+        self.posted.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Drives a posted operation to its end on this thread (GIL released), then finishes the
+    /// slot (whose callbacks take the GIL).
+    fn finish_posted_here(&self, py: Python<'_>) {
+        if let Some(pending) = self.take_posted() {
+            let r = py.allow_threads(move || pending.wait());
+            self.slot.finish(r.map_err(Failure::from));
+        }
+    }
+
+    /// Hands a posted operation to a thread of its own that finishes the slot when it is done.
+    fn finish_posted_elsewhere(&self) -> PyResult<()> {
+        let Some(pending) = self.take_posted() else {
+            return Ok(());
+        };
+        let slot = self.slot.clone();
+        let (tx, rx) = std::sync::mpsc::channel::<Pending<()>>();
+        let spawned = std::thread::Builder::new()
+            .name("oxccl-py-p2p".into())
+            .spawn(move || {
+                if let Ok(pending) = rx.recv() {
+                    slot.finish(pending.wait().map_err(Failure::from));
+                }
+            });
+        match spawned {
+            Ok(_) => {
+                let _ = tx.send(pending);
+                Ok(())
+            }
+            Err(e) => {
+                // Keep the operation where `wait` or the drop finds it.
+                *self.posted.lock().unwrap_or_else(|p| p.into_inner()) = Some(pending);
+                Err(crate::OxcclError::new_err(format!(
+                    "starting a thread to complete a {}: {e}",
+                    self.op
+                )))
+            }
+        }
+    }
 }
 
 #[pymethods]
@@ -171,6 +240,11 @@ impl Work {
             Some(s) => Some(Duration::from_secs_f64(s)),
             None => None,
         };
+        if t.is_none() {
+            self.finish_posted_here(py);
+        } else {
+            self.finish_posted_elsewhere()?;
+        }
         let slot = self.slot.clone();
         match py.allow_threads(move || slot.wait(t)) {
             Some(r) => {
@@ -190,21 +264,33 @@ impl Work {
     }
 
     /// Whether the call has finished (successfully or not).
-    fn is_completed(&self) -> bool {
+    fn is_completed(&self, py: Python<'_>) -> bool {
+        let posted_done = self
+            .posted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(Pending::is_done);
+        if posted_done {
+            self.finish_posted_here(py);
+        }
         self.slot.is_done()
     }
 
     /// Calls `callback(None)` once the call has succeeded, or `callback(exception)` once it
     /// has failed: on the worker thread, or right here when it is already done.
-    fn add_done_callback(&self, py: Python<'_>, callback: PyObject) {
+    fn add_done_callback(&self, py: Python<'_>, callback: PyObject) -> PyResult<()> {
         let mut g = self.slot.lock();
         if g.done {
             let r = g.result.clone().unwrap_or(Ok(()));
             drop(g);
             run_callback(py, &callback, &r);
-        } else {
-            g.callbacks.push(callback);
+            return Ok(());
         }
+        g.callbacks.push(callback);
+        drop(g);
+        // Nobody may ever wait: something must drive a posted operation to its callback.
+        self.finish_posted_elsewhere()
     }
 
     /// The call's error message, once it has failed; `None` while running or after success.
@@ -234,6 +320,10 @@ impl Drop for Work {
     /// The buffers must outlive the call: wait for it to return (not for its callbacks,
     /// which may be what drops this `Work`, on the worker thread).
     fn drop(&mut self) {
+        if let Some(pending) = self.take_posted() {
+            let r = Python::with_gil(|py| py.allow_threads(move || pending.wait()));
+            self.slot.finish(r.map_err(Failure::from));
+        }
         if self.slot.lock().result.is_none() {
             let slot = self.slot.clone();
             Python::with_gil(|py| py.allow_threads(move || slot.wait_for(None, true)));

@@ -342,19 +342,28 @@ unsafe fn small_all_reduce(
         engine.reduction = None;
         engine.esize = 1;
         engine.stream = false;
+        // The header by a header job (which checks it, and before which receipts of
+        // posted receives are taken off the stream), then the rest.
+        engine.mine = h;
         for &q in others.iter() {
             engine.send(q, small_msg.as_ptr(), len, len, 0);
-            recv_copy_exact(engine, q, scratch.as_mut_ptr().wrapping_add(q * len), len);
+            engine.recv(
+                q,
+                RecvJob {
+                    kind: RecvKind::Header(h),
+                    dst: std::ptr::null_mut(),
+                    len: Header::LEN,
+                    pos: 0,
+                    pad: 0,
+                    fwd: None,
+                    in_step: false,
+                    cleared: true,
+                },
+            );
+            let rest = scratch.as_mut_ptr().wrapping_add(q * len + Header::LEN);
+            recv_copy_exact(engine, q, rest, len - Header::LEN);
         }
         engine.drive(Until::All)?;
-        for &q in others.iter() {
-            let got = Header::from_bytes(
-                scratch[q * len..q * len + Header::LEN]
-                    .try_into()
-                    .expect("32 bytes"),
-            );
-            h.check(&got, "all_reduce", q).map_err(|e| engine.fail(e))?;
-        }
     } else {
         engine.exchange_all(others, small_msg, scratch, len, |q, got| {
             let got = Header::from_bytes(got.try_into().expect("32 bytes"));
@@ -712,6 +721,7 @@ pub(crate) unsafe fn post_send(
     peer: usize,
 ) {
     let mut h = header(KIND_P2P, Some(dtype), None, bytes / dtype.size(), 0);
+    st.engine.await_receipt(peer, h);
     h.seq = st.engine.tx_seq[peer];
     st.engine.tx_seq[peer] += 1;
     st.engine.send_inline(peer, h.to_bytes());
@@ -731,6 +741,7 @@ pub(crate) unsafe fn post_recv(
     peer: usize,
 ) {
     let mut h = header(KIND_P2P, Some(dtype), None, bytes / dtype.size(), 0);
+    st.engine.post_receipt(peer, h);
     h.seq = st.engine.rx_seq[peer];
     st.engine.rx_seq[peer] += 1;
     st.engine.mine = h;
@@ -750,7 +761,8 @@ pub(crate) unsafe fn post_recv(
     recv_copy(&mut st.engine, peer, buf, bytes);
 }
 
-/// Sends `bytes` to `peer` and waits until they are handed to the link.
+/// Sends `bytes` to `peer` and waits until they are handed to the link and the receiver's
+/// receipt agrees (`exec/receipt.rs`).
 ///
 /// # Safety
 /// `data` valid for `bytes`.
@@ -763,7 +775,16 @@ pub(crate) unsafe fn send(
 ) -> Result<()> {
     // SAFETY: the caller's contract; the wait below outlives the jobs.
     unsafe { post_send(st, data, bytes, dtype, peer) };
-    st.engine.drive(Until::All)
+    drive_at_rest(st)
+}
+
+/// Drives the current operation (a send or receive: no collective is on the streams, so
+/// receipts can be taken wherever the streams are between messages).
+fn drive_at_rest(st: &mut State) -> Result<()> {
+    st.engine.at_rest = true;
+    let r = st.engine.drive(Until::All);
+    st.engine.at_rest = false;
+    r
 }
 
 /// Receives `bytes` from `peer`.
@@ -779,5 +800,5 @@ pub(crate) unsafe fn recv(
 ) -> Result<()> {
     // SAFETY: the caller's contract; the wait below outlives the jobs.
     unsafe { post_recv(st, buf, bytes, dtype, peer) };
-    st.engine.drive(Until::All)
+    drive_at_rest(st)
 }

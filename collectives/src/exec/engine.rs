@@ -14,7 +14,7 @@
 //! wait is bounded: no progress for the communicator's timeout is an error naming the peer,
 //! and any failure aborts every link so that the peers stop waiting too.
 
-use super::header::Header;
+use super::header::{Header, RECEIPT_FIRST_BYTE};
 use crate::error::Error;
 use crate::link::Link;
 use oxccl_kernels::{DataType, Epilogue, ReduceOp};
@@ -183,6 +183,13 @@ pub(crate) struct Engine {
     rx_large: Vec<RecvLarge>,
     /// Where a pulled reducing receive lands before it is reduced.
     pull_scratch: Vec<u8>,
+    /// Per peer, the receipts of sends and receives (`exec/receipt.rs`).
+    pub(super) receipts: Vec<super::receipt::Receipts>,
+    /// No collective is on the streams (a send, a receive or a wait outside calls drives the
+    /// engine): an empty receive queue then means the stream is at a message boundary.
+    pub at_rest: bool,
+    /// This rank said on the failure board whom its long wait is for (`exec/silence.rs`).
+    pub(super) said_waiting: bool,
 }
 
 // SAFETY: the raw pointers in queued jobs are only dereferenced inside `drive`, on the thread
@@ -241,6 +248,9 @@ impl Engine {
             tx_large: vec![SendLarge::Fresh; p],
             rx_large: vec![RecvLarge::Fresh; p],
             pull_scratch: Vec::new(),
+            receipts: (0..p).map(|_| Default::default()).collect(),
+            at_rest: false,
+            said_waiting: false,
         }
     }
 
@@ -273,14 +283,14 @@ impl Engine {
         self.recvq[peer].iter().any(|&(o, _)| o == op)
     }
 
-    fn count(&mut self, op: u64) {
+    pub(super) fn count(&mut self, op: u64) {
         match self.left.iter_mut().find(|(o, _)| *o == op) {
             Some((_, n)) => *n += 1,
             None => self.left.push((op, 1)),
         }
     }
 
-    fn uncount(&mut self, op: u64) {
+    pub(super) fn uncount(&mut self, op: u64) {
         if let Some(i) = self.left.iter().position(|&(o, _)| o == op) {
             self.left[i].1 -= 1;
             if self.left[i].1 == 0 {
@@ -307,7 +317,38 @@ impl Engine {
         self.activate(peer);
     }
 
-    fn activate(&mut self, peer: usize) {
+    /// Queues 32 bytes for `peer` at the first message boundary of its queue (ahead of the
+    /// sends that have not started): a receipt, which must not wait behind data.
+    pub(super) fn send_inline_first(&mut self, peer: usize, bytes: [u8; Header::LEN]) {
+        // Only whole messages are queued here (no collective is running), and each opens
+        // with an inline header: an inline job not yet started is a boundary. Receipts keep
+        // their order: the first boundary after the last receipt.
+        let q = &self.sendq[peer];
+        let receipt = |j: &SendJob| j.inline.is_some_and(|b| b[0] == RECEIPT_FIRST_BYTE);
+        let after = q.iter().rposition(receipt).map_or(0, |i| i + 1);
+        let at = (after..q.len())
+            .find(|&i| q[i].inline.is_some() && q[i].pos == 0)
+            .unwrap_or(q.len());
+        self.next_id += 1;
+        let owner = self.cur_op;
+        self.sendq[peer].insert(
+            at,
+            SendJob {
+                ptr: std::ptr::null(),
+                len: Header::LEN,
+                avail: Header::LEN,
+                pos: 0,
+                pad: 0,
+                id: self.next_id,
+                owner,
+                inline: Some(bytes),
+            },
+        );
+        self.count(owner);
+        self.activate(peer);
+    }
+
+    pub(super) fn activate(&mut self, peer: usize) {
         if !self.is_active[peer] {
             self.is_active[peer] = true;
             self.active.push(peer);
@@ -387,6 +428,7 @@ impl Engine {
                 Until::All => {
                     if self.op_done(self.cur_op) {
                         self.forget_idle_peers();
+                        self.unsay_waiting();
                         return Ok(());
                     }
                 }
@@ -422,15 +464,21 @@ impl Engine {
             let peer = self.active[i];
             progressed |= self.progress_sends(peer).map_err(|e| self.fail(e))?;
             progressed |= self.progress_recvs(peer).map_err(|e| self.fail(e))?;
+            // A peer we expect nothing else from may be gone already: read only for a
+            // receipt we wait for.
+            if self.at_rest && self.recvq[peer].is_empty() && self.awaits_receipt(peer) {
+                progressed |= self.take_receipts(peer).map_err(|e| self.fail(e))?;
+            }
         }
         Ok(progressed)
     }
 
     /// Drops the peers whose queues are empty from the active list.
     fn forget_idle_peers(&mut self) {
-        let (sendq, recvq, is_active) = (&self.sendq, &self.recvq, &mut self.is_active);
+        let (sendq, recvq, receipts) = (&self.sendq, &self.recvq, &self.receipts);
+        let is_active = &mut self.is_active;
         self.active.retain(|&p| {
-            let keep = !sendq[p].is_empty() || !recvq[p].is_empty();
+            let keep = !sendq[p].is_empty() || !recvq[p].is_empty() || receipts[p].awaiting();
             is_active[p] = keep;
             keep
         });
@@ -448,6 +496,7 @@ impl Engine {
         loop {
             if self.op_done(op) {
                 self.forget_idle_peers();
+                self.unsay_waiting();
                 return Ok(true);
             }
             if stop() {
@@ -499,7 +548,10 @@ impl Engine {
             for &peer in peers {
                 // A peer whose part of this call is done may have exited already (it had all it
                 // needed from us): only a peer we still wait on can fail this call.
-                if blame.is_none() && self.sendq[peer].is_empty() && self.recvq[peer].is_empty() {
+                let waiting = !self.sendq[peer].is_empty()
+                    || !self.recvq[peer].is_empty()
+                    || self.awaits_receipt(peer);
+                if blame.is_none() && !waiting {
                     continue;
                 }
                 if let Some(Err(source)) = self.links[peer].as_mut().map(Link::check_alive) {
@@ -521,6 +573,7 @@ impl Engine {
             }
         }
         let waited = now.duration_since(last);
+        self.note_long_wait(waited, peers, blame);
         if waited >= self.timeout {
             let e = match blame {
                 Some(peer) => Error::Timeout {
@@ -581,8 +634,15 @@ impl Engine {
                         left -= usize::from(self.small_sent[k] == msg.len());
                     }
                 }
-                let link = self.links[q].as_mut().expect("a peer without a link");
                 let got = self.small_got[k];
+                if got == 0 {
+                    // A receipt may come first: the stream is at a boundary here.
+                    progressed |= self.take_receipts(q).map_err(|e| self.fail(e))?;
+                    if self.receipt_unfinished(q) {
+                        continue;
+                    }
+                }
+                let link = self.links[q].as_mut().expect("a peer without a link");
                 if got < len {
                     let view = link.peek();
                     let view = view.map_err(|source| Error::PeerFailed {
@@ -647,6 +707,16 @@ impl Engine {
                 };
             }
         }
+        for &peer in &self.active {
+            if self.awaits_receipt(peer) {
+                return Error::Timeout {
+                    op: self.op,
+                    peer,
+                    waiting: "for it to post the receive matching our send",
+                    after,
+                };
+            }
+        }
         Error::Timeout {
             op: self.op,
             peer: self.rank,
@@ -673,6 +743,9 @@ impl Engine {
         for q in &mut self.recvq {
             q.clear();
         }
+        for r in &mut self.receipts {
+            r.clear();
+        }
         self.active.clear();
         self.is_active.iter_mut().for_each(|a| *a = false);
         self.step_left = 0;
@@ -683,6 +756,10 @@ impl Engine {
             self.poisoned = Some(e.to_string());
         }
         e
+    }
+
+    pub(super) fn sendq_is_empty(&self, peer: usize) -> bool {
+        self.sendq[peer].is_empty()
     }
 
     fn link(&mut self, peer: usize) -> &mut Link {
@@ -783,6 +860,16 @@ impl Engine {
         let esize = self.esize;
         let mut progressed = false;
         while let Some((_, job)) = self.recvq[peer].front() {
+            if job.pos == 0 && matches!(job.kind, RecvKind::Header(_)) {
+                // A message boundary: receipts may stand before the header.
+                progressed |= self.take_receipts(peer)?;
+                if self.receipt_unfinished(peer) {
+                    break;
+                }
+            }
+            let Some((_, job)) = self.recvq[peer].front() else {
+                break;
+            };
             if !job.cleared {
                 let own = job.fwd.map(|(_, id)| id);
                 if self.overlaps_send(job.dst, job.len, own) {

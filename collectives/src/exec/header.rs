@@ -6,6 +6,10 @@ use crate::error::Error;
 use oxccl_kernels::{DataType, ReduceOp};
 
 const MAGIC: u32 = 0x4f58_4331; // "OXC1"
+/// A receipt's magic (`exec/receipt.rs`): its first byte on the wire differs from [`MAGIC`]'s,
+/// so one byte at a message boundary tells a receipt from a message.
+const RECEIPT_MAGIC: u32 = 0x4f58_4352; // "RCXO" on the wire
+pub(crate) const RECEIPT_FIRST_BYTE: u8 = RECEIPT_MAGIC.to_le_bytes()[0];
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Header {
@@ -97,6 +101,23 @@ impl Header {
         b[16..24].copy_from_slice(&self.count.to_le_bytes());
         b[24..32].copy_from_slice(&self.extra.to_le_bytes());
         b
+    }
+
+    /// The same description as a receipt (`exec/receipt.rs`).
+    pub fn to_receipt_bytes(self) -> [u8; 32] {
+        let mut b = self.to_bytes();
+        b[0..4].copy_from_slice(&RECEIPT_MAGIC.to_le_bytes());
+        b
+    }
+
+    /// Parses a receipt; `None` for a bad magic.
+    pub fn receipt_from_bytes(b: &[u8; 32]) -> Option<Self> {
+        if u32::from_le_bytes(b[0..4].try_into().expect("4 bytes")) != RECEIPT_MAGIC {
+            return None;
+        }
+        let mut m = *b;
+        m[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        Some(Header::from_bytes(&m))
     }
 
     /// Parses; a bad magic gives kind 0, which matches nothing.

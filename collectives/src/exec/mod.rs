@@ -5,8 +5,10 @@ pub(crate) mod calls;
 pub(crate) mod engine;
 pub(crate) mod header;
 pub(crate) mod plan;
+pub(crate) mod receipt;
 pub(crate) mod run;
 pub(crate) mod select;
+pub(crate) mod silence;
 pub(crate) mod tiny;
 pub(crate) mod vcalls;
 

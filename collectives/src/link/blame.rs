@@ -11,6 +11,13 @@
 //!   fails with [`Error::Remote`] naming its origin. When none comes, it was the first to see
 //!   the failure: it publishes a notice blaming that peer (a killed process leaves none).
 //!
+//! A rank stopped mid-call (SIGSTOP, a debugger, a swapped-out process) breaks no link: its
+//! peers time out, and so do the peers of those peers, at about the same moment, each naming
+//! the rank it waited on. So a rank that has waited half its timeout writes on the board whom
+//! it waits for ([`Board::say_waiting`]); a rank that times out follows those words from the
+//! rank it waited on to the first rank that wrote nothing, the one nobody heard from, and
+//! blames that rank ([`Board::silent_end`]).
+//!
 //! The board is rank 0's store for ranks that are processes (key [`KEY`]; rank 0's store
 //! outlives its communicator until every rank read the notice, or a few seconds). Should the
 //! store be unreachable, rank 0 is gone: a rank whose link to rank 0 is broken blames rank 0.
@@ -27,6 +34,8 @@ use std::time::{Duration, Instant};
 pub(crate) const KEY: &str = "abort";
 /// The prefix of the keys by which ranks say they have read (or written) the notice.
 pub(crate) const SEEN_PREFIX: &str = "abort-seen/";
+/// The prefix (after the board's key) of the keys by which ranks say whom they wait on.
+const WAITING: &str = "-waiting/";
 /// How long a rank whose link broke waits for another rank's notice before it blames the peer
 /// of that link: a rank that found a failure publishes before it aborts its links, so this
 /// only has to cover a killed process (whose links close with no notice) and a loaded machine.
@@ -75,6 +84,8 @@ pub(crate) struct Board {
     /// Where the notice sits: [`KEY`] for a communicator made from a store or as thread ranks,
     /// `KEY/...` for one made by `split` (its rank numbers are its own).
     key: String,
+    /// The store did not answer [`Board::say_waiting`] once.
+    silent_store: bool,
 }
 
 impl Board {
@@ -82,6 +93,7 @@ impl Board {
         Board {
             place: Place::Nowhere,
             key: KEY.to_string(),
+            silent_store: false,
         }
     }
 
@@ -92,6 +104,7 @@ impl Board {
             .map(|_| Board {
                 place: Place::Memory(shared.clone()),
                 key: KEY.to_string(),
+                silent_store: false,
             })
             .collect()
     }
@@ -105,6 +118,7 @@ impl Board {
                 client: None,
             },
             key: KEY.to_string(),
+            silent_store: false,
         }
     }
 
@@ -123,6 +137,7 @@ impl Board {
         Board {
             place,
             key: format!("{}/{tag}", self.key),
+            silent_store: false,
         }
     }
 
@@ -205,6 +220,71 @@ impl Board {
         })
     }
 
+    /// Says (`Some(peer)`) or unsays (`None`) that rank `me` has waited long on `peer`.
+    pub fn say_waiting(&mut self, me: usize, on: Option<usize>) {
+        let key = format!("{}{WAITING}{me}", self.key);
+        match &mut self.place {
+            Place::Nowhere => {}
+            Place::Memory(m) => {
+                let mut m = m.lock().unwrap_or_else(|p| p.into_inner());
+                match on {
+                    Some(peer) => m.insert(
+                        key,
+                        Notice {
+                            origin: peer,
+                            op: String::new(),
+                            cause: String::new(),
+                        },
+                    ),
+                    None => m.remove(&key),
+                };
+            }
+            Place::Store { .. } => {
+                // Once the store did not answer (rank 0 stopped or gone), a wait does not pay
+                // for trying again: `settle` finds out on its own.
+                if self.silent_store {
+                    return;
+                }
+                let v = on.map_or(String::new(), |p| p.to_string());
+                self.silent_store = self.with_store(|c| c.set(&key, v.as_bytes())).is_err();
+            }
+        }
+    }
+
+    /// Whom `rank` said it waits on, if it did.
+    fn waiting_of(&mut self, rank: usize) -> Option<usize> {
+        let key = format!("{}{WAITING}{rank}", self.key);
+        match &mut self.place {
+            Place::Nowhere => None,
+            Place::Memory(m) => m
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .map(|n| n.origin),
+            Place::Store { .. } => self
+                .with_store(|c| c.get(&key))
+                .ok()
+                .flatten()
+                .and_then(|v| String::from_utf8_lossy(&v).parse().ok()),
+        }
+    }
+
+    /// The rank nobody heard from, for rank `me` that timed out waiting on `peer`: `peer`
+    /// itself, unless it said it waits on another rank, and so on along the chain.
+    pub fn silent_end(&mut self, me: usize, peer: usize) -> usize {
+        let mut seen = vec![me, peer];
+        let mut at = peer;
+        while let Some(next) = self.waiting_of(at) {
+            if seen.contains(&next) {
+                // Live ranks that wait on each other: no silent one to blame beyond `at`.
+                break;
+            }
+            seen.push(next);
+            at = next;
+        }
+        at
+    }
+
     /// What error `e`, which this rank (`me`, running `op`) just hit, should become: see the
     /// module documentation. Called before the links are aborted.
     pub fn settle(
@@ -217,6 +297,29 @@ impl Board {
         if matches!(self.place, Place::Nowhere) {
             return e;
         }
+        // A silent peer may only be waiting for a rank that went silent first.
+        let e = match e {
+            Error::Timeout {
+                op,
+                peer,
+                waiting,
+                after,
+            } => match self.silent_end(me, peer) {
+                end if end == peer => Error::Timeout {
+                    op,
+                    peer,
+                    waiting,
+                    after,
+                },
+                end => Error::Timeout {
+                    op,
+                    peer: end,
+                    waiting: "it went silent: the ranks we wait on wait for it",
+                    after,
+                },
+            },
+            e => e,
+        };
         let suspect = match &e {
             Error::Remote { .. } => return e,
             // A broken link or a silent peer: maybe the peer's own failure, maybe a third
@@ -303,7 +406,9 @@ fn blame_rank_zero(me: usize, op: &'static str, e: Error, links: &mut [Option<Li
     let cause = if broken {
         format!("its links are broken and the store it served is gone (noticed by rank {me})")
     } else {
-        format!("the store it served is gone: its process exited (noticed by rank {me})")
+        format!(
+            "the store it served does not answer: its process exited or stopped (noticed by rank {me})"
+        )
     };
     relay(
         op,

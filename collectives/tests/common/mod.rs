@@ -189,7 +189,17 @@ pub fn each<T: Send + 'static>(
     o: Options,
     f: impl Fn(usize, &Communicator) -> Result<T, Error> + Send + Sync + Clone + 'static,
 ) -> Vec<(Result<T, Error>, Duration)> {
-    let comms = Communicator::local_with(p, LocalTransport::Memory, o).unwrap();
+    each_on(LocalTransport::Memory, p, o, f)
+}
+
+/// [`each`] over `transport`.
+pub fn each_on<T: Send + 'static>(
+    transport: LocalTransport,
+    p: usize,
+    o: Options,
+    f: impl Fn(usize, &Communicator) -> Result<T, Error> + Send + Sync + Clone + 'static,
+) -> Vec<(Result<T, Error>, Duration)> {
+    let comms = Communicator::local_with(p, transport, o).unwrap();
     let hs: Vec<_> = comms
         .into_iter()
         .map(|c| {

@@ -18,13 +18,15 @@ How calls map onto the Rust communicator, and the limits that follow:
   rank keeps its own): deadlock-free, and `size` times the traffic of a direct schedule.
 - Uneven all_to_all agrees on the largest part (one 8-byte all_reduce), pads every part to
   it and runs the even all_to_all: correct for any splits, costs the padding.
-- Point-to-point: the messages from rank a to rank b of a group go over a 2-rank
-  communicator of their own (made on first use, through the store), with its own thread.
-  Rank a's sends to b wait only for b's receives from a, never for a's other calls, so any
+- Point-to-point runs on the group's communicator too: `isend`/`irecv` (and blocking
+  `send`/`recv`) are posted to its engine, where every posted send and receive progresses
+  together (MPI's Isend/Irecv), and their works complete when the operation does. So any
   pattern whose matching sends and receives are both posted completes (isend+irecv of
-  messages larger than the shared-memory ring in both directions, rings of sends, ...)
-  without depending on the order the two ranks posted them. Tags are ignored: messages
-  between two ranks match in order, as in NCCL.
+  messages larger than the shared-memory ring in both directions, rings of sends, ...).
+  A send completes once its receiver has posted the matching receive and agreed on its size
+  and dtype (a mismatch fails both ranks' calls). Messages between two ranks match in
+  order, as in NCCL (tags are ignored), and in order with the group's collectives: both
+  ranks post their sends, receives and collectives in the same order.
 - The group's timeout (`init_process_group(timeout=...)`) is the communicators'
   OXCCL_TIMEOUT: a peer silent for that long fails the call with OxcclTimeoutError.
 """
@@ -35,7 +37,6 @@ import os
 import secrets
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import torch
@@ -102,13 +103,13 @@ class _Work(dist._Work):
     `is_completed`), on that thread, and asks the native call for a callback (which takes
     the GIL on the communicator's worker thread) only once someone wants a future."""
 
-    def __init__(self, outputs, native=None, post=None, pyfuture=None, pending=False):
+    def __init__(self, outputs, native=None, post=None, pending=False):
         super().__init__()
         self._outputs = outputs
         self._native = native
         self._error = None
         self._future = None
-        if native is None and pyfuture is None and not pending and post is None:
+        if native is None and not pending and post is None:
             # A blocking call that has returned: done, nothing to run (the common case).
             self._post = None
             self._claimed = self._done = True
@@ -117,11 +118,9 @@ class _Work(dist._Work):
         self._post = post
         self._claimed = False
         self._done = False
-        # Works that finish through Python (p2p threads, groups of works) are waited on here.
-        self._event = threading.Event() if (pyfuture is not None or pending) else None
-        if pyfuture is not None:
-            pyfuture.add_done_callback(lambda f: self._complete(f.exception()))
-        elif native is None:
+        # Works that finish through Python (groups of works) are waited on here.
+        self._event = threading.Event() if pending else None
+        if native is None:
             if not pending:
                 self._complete(None)
         elif post is not None:
@@ -257,24 +256,6 @@ def _staged(t, call):
     return tmp, lambda: t.copy_(tmp)
 
 
-class _Channel:
-    """The messages from group rank `src` to `dst`: a 2-rank communicator of their own, made
-    on first use, and a thread that runs them in order (see the module's notes)."""
-
-    def __init__(self, backend, src: int, dst: int):
-        self._exec = ThreadPoolExecutor(1, thread_name_prefix=f"oxccl-p2p-{src}-{dst}")
-        rank = 0 if backend.rank() == src else 1
-        self._comm = self._exec.submit(
-            _bootstrap, backend._store, f"oxccl/p2p/{src}-{dst}", rank, 2, backend._timeout_s
-        )
-
-    def submit(self, fn):
-        return self._exec.submit(lambda: fn(self._comm.result()))
-
-    def close(self):
-        self._exec.shutdown(wait=False, cancel_futures=True)
-
-
 class OxcclBackend(C10DBackend):
     """A torch.distributed backend over an oxccl communicator (see the module's notes)."""
 
@@ -284,8 +265,6 @@ class OxcclBackend(C10DBackend):
         self._timeout_s = timeout.total_seconds() if timeout else None
         self._options = C10DBackend.Options("oxccl", timeout=timeout)
         self._comm = _bootstrap(store, "oxccl/main", rank, size, self._timeout_s)
-        self._channels: dict[tuple[int, int], _Channel] = {}
-        self._channels_lock = threading.Lock()
 
     @property
     def options(self):
@@ -611,13 +590,6 @@ class OxcclBackend(C10DBackend):
 
     # ----- point to point -------------------------------------------------------------
 
-    def _channel(self, src: int, dst: int) -> _Channel:
-        with self._channels_lock:
-            ch = self._channels.get((src, dst))
-            if ch is None:
-                ch = self._channels[(src, dst)] = _Channel(self, src, dst)
-            return ch
-
     def _peer(self, peer: int, call: str) -> int:
         if not 0 <= peer < self.size() or peer == self.rank():
             raise OxcclInvalidError(
@@ -629,35 +601,22 @@ class OxcclBackend(C10DBackend):
         t = self._one(tensors, "send")
         dst = self._peer(dst, "send")
         src = _input(t, "send")
-        dtype = torch_dtype_name(t)
-        data = tensor_bytes(src)
-        fut = self._channel(self.rank(), dst).submit(lambda c: c.send(data, dtype, 1, False))
-        return _Work(tensors, pyfuture=fut)
+        # Posted to the engine; the native work holds `src` (a staging copy, if any) until done.
+        w = self._comm.send(tensor_bytes(src), torch_dtype_name(t), dst, True)
+        return _Work(tensors, w)
 
     def recv(self, tensors, src, tag=0):
         t = self._one(tensors, "recv")
         src = self._peer(src, "recv")
         buf, back = _staged(t, "recv")
-        dtype = torch_dtype_name(t)
-        data = tensor_bytes(buf)
-
-        def run(c):
-            c.recv(data, dtype, 0, False)
-            if back is not None:
-                back()
-
-        fut = self._channel(src, self.rank()).submit(run)
-        return _Work(tensors, pyfuture=fut)
+        w = self._comm.recv(tensor_bytes(buf), torch_dtype_name(t), src, True)
+        return _Work(tensors, w, back)
 
     def shutdown(self):
-        with self._channels_lock:
-            for ch in self._channels.values():
-                ch.close()
-            self._channels.clear()
+        pass
 
     def abort(self):
         self._comm.abort()
-        self.shutdown()
 
 
 def create_backend(store, rank, size, timeout):
