@@ -26,12 +26,17 @@
 //!   then its `peek` fails with [`Error::PeerClosed`] (a fabric failure is that failure,
 //!   carried as the error itself, so [`Error::is_fatal`] and the source chain survive).
 //!   [`Stream::check_alive`] notices a dead peer process or a failed fabric while idle.
+//! * Where a stream has a [`Stream::doorbell`], the peer rings it after every write, consume,
+//!   mailbox post, close and abort, so an idle waiter can sleep in the kernel on it
+//!   ([`doorbell`] says how) instead of polling.
 //! * A connection becomes a stream only when no message is in flight on it; both ends must
 //!   convert (messages before that, e.g. a greeting, are fine).
 
+pub mod doorbell;
 mod proxy;
 pub(crate) mod ring;
 
+pub use doorbell::Doorbell;
 pub use proxy::{proxy_spin, ProxyStream, PIECE, TAG_DATA, TAG_LEN};
 pub use ring::{MailboxMessage, MAILBOX_BYTES};
 
@@ -121,6 +126,13 @@ pub trait Stream: Send {
     fn consume(&mut self, n: usize);
     /// The mailbox for whole tiny messages, on fabrics that have one (`shm`, `loopback`).
     fn mailbox(&mut self) -> Option<Mailbox<'_>> {
+        None
+    }
+    /// The doorbell this end can sleep on while it waits for the peer, on fabrics that have
+    /// one (`shm`, `loopback`): the peer rings it when it writes, consumes (frees space),
+    /// posts to the mailbox, closes or aborts. Others (the proxied fabrics) have none: their
+    /// waiters poll with a backoff.
+    fn doorbell(&self) -> Option<Doorbell> {
         None
     }
     /// Slow checks for an idle waiter: is the peer (its process, the fabric) still there?
@@ -258,6 +270,9 @@ impl Stream for RingStream {
             fabric: self.fabric,
             peer: &self.peer,
         })
+    }
+    fn doorbell(&self) -> Option<Doorbell> {
+        Some(self.rx.doorbell())
     }
     fn check_alive(&mut self) -> Result<()> {
         // A peer that finished is an error only for a read that waits on it (`peek` says so).
