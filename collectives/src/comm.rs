@@ -30,6 +30,9 @@ pub(crate) struct Inner {
     /// Calls waiting for the state's lock: a non-blocking operation's wait, which drives the
     /// engine in slices, lets them in between.
     wanted: std::sync::atomic::AtomicU32,
+    /// The engine's doorbells: rung after `wanted` or the abort flag is set, so that a wait
+    /// parked on them (`exec/idle.rs`) looks up at once.
+    doorbells: Vec<oxccl_transport::stream::Doorbell>,
     turn: Turn,
     turn_cv: Condvar,
     pub abort_flag: Arc<AtomicBool>,
@@ -172,6 +175,7 @@ impl Communicator {
         let mut engine = Engine::new(rank, links, options.timeout, spin);
         engine.abort_flag = abort_flag.clone();
         engine.blame = blame;
+        let doorbells = engine.doorbells();
         Self {
             inner: Arc::new(Inner {
                 rank,
@@ -191,6 +195,7 @@ impl Communicator {
                 next_ticket: AtomicU64::new(0),
                 splits: AtomicU64::new(0),
                 wanted: Default::default(),
+                doorbells,
                 turn: Turn::default(),
                 turn_cv: Condvar::new(),
                 abort_flag,
@@ -475,7 +480,8 @@ impl Communicator {
     /// Makes every running and later call on this communicator fail, and tells the peers
     /// (their calls fail too, promptly). The communicator cannot be used afterwards.
     pub fn abort(&self) {
-        self.inner.abort_flag.store(true, Ordering::Release);
+        self.inner.abort_flag.store(true, Ordering::SeqCst);
+        self.inner.doorbells.iter().for_each(|b| b.ring());
         if let Ok(mut st) = self.inner.state.try_lock() {
             let e = Error::Aborted {
                 op: "abort",
@@ -527,6 +533,7 @@ impl Communicator {
     ) -> Result<R> {
         let inner = &*self.inner;
         inner.wanted.fetch_add(1, Ordering::SeqCst);
+        inner.doorbells.iter().for_each(|b| b.ring());
         let st = inner.state.lock();
         inner.wanted.fetch_sub(1, Ordering::SeqCst);
         let mut st = st.unwrap_or_else(|p| p.into_inner());

@@ -282,6 +282,9 @@ impl<R: Request + ?Sized> Request for Box<R> {
     fn progress(&self) -> usize {
         (**self).progress()
     }
+    fn doorbell(&self) -> Option<crate::stream::Doorbell> {
+        (**self).doorbell()
+    }
 }
 
 impl<V: RecvView + ?Sized> RecvView for Box<V> {

@@ -15,12 +15,13 @@
 //! and any failure aborts every link so that the peers stop waiting too.
 
 use super::header::{Header, RECEIPT_FIRST_BYTE};
+pub(crate) use super::idle::Waiter;
 use crate::error::Error;
 use crate::link::Link;
 use oxccl_kernels::{DataType, Epilogue, ReduceOp};
 use oxccl_transport::stream::{Arrival, Offer, Pull};
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 static ZEROS: [u8; 8] = [0; 8];
 
@@ -86,30 +87,6 @@ pub(crate) struct RecvJob {
     pub in_step: bool,
     /// The hazard check against in-flight sends has passed.
     pub cleared: bool,
-}
-
-/// Bookkeeping of one wait.
-pub(crate) struct Waiter {
-    idle: u32,
-    progressed_since_check: bool,
-    last_progress: Option<Instant>,
-}
-
-impl Waiter {
-    pub fn new() -> Self {
-        // `last_progress` is only read after a check has set it (progressed_since_check
-        // starts true), so a call that never waits long reads no clock.
-        Self {
-            idle: 0,
-            progressed_since_check: true,
-            last_progress: None,
-        }
-    }
-
-    pub fn progress(&mut self) {
-        self.idle = 0;
-        self.progressed_since_check = true;
-    }
 }
 
 /// What [`Engine::drive`] waits for.
@@ -275,6 +252,11 @@ impl Engine {
     /// directly would cut into the queued bytes.
     pub fn has_queued(&self) -> bool {
         !self.left.is_empty()
+    }
+
+    /// Whether any job (of any operation) is queued for `peer`.
+    pub(super) fn has_jobs_for(&self, peer: usize) -> bool {
+        !self.sendq[peer].is_empty() || !self.recvq[peer].is_empty() || self.awaits_receipt(peer)
     }
 
     /// Whether the current operation waits for stream bytes from `peer`.
@@ -446,7 +428,7 @@ impl Engine {
             if self.progress_all()? {
                 w.progress();
             } else {
-                if w.idle % 64 == 63 {
+                if w.idle_rounds() % 64 == 63 {
                     self.check_tiny_mismatch().map_err(|e| self.fail(e))?;
                 }
                 let peers = std::mem::take(&mut self.active);
@@ -511,89 +493,6 @@ impl Engine {
                 r?;
             }
         }
-    }
-
-    /// One idle round: spin, then yield, then sleep; every so often check the abort flag,
-    /// the peers' liveness and the deadline. `blame` names the peer a timeout is about; without
-    /// it (the scheduled path) only the `peers` with queued jobs are checked for liveness.
-    pub(super) fn idle(
-        &mut self,
-        w: &mut Waiter,
-        peers: &[usize],
-        blame: Option<usize>,
-    ) -> Result<(), Error> {
-        w.idle = w.idle.wrapping_add(1);
-        if w.idle < self.spin {
-            std::hint::spin_loop();
-            return Ok(());
-        }
-        std::thread::yield_now();
-        if w.idle % 64 != 0 {
-            return Ok(());
-        }
-        let now = Instant::now();
-        if w.progressed_since_check || w.last_progress.is_none() {
-            w.progressed_since_check = false;
-            w.last_progress = Some(now);
-        }
-        let last = w.last_progress.unwrap_or(now);
-        if self.abort_flag.load(std::sync::atomic::Ordering::Relaxed) {
-            let e = Error::Aborted {
-                op: self.op,
-                reason: "aborted by the user".into(),
-            };
-            return Err(self.fail(e));
-        }
-        if w.idle % 1024 == 0 {
-            for &peer in peers {
-                // A peer whose part of this call is done may have exited already (it had all it
-                // needed from us): only a peer we still wait on can fail this call.
-                let waiting = !self.sendq[peer].is_empty()
-                    || !self.recvq[peer].is_empty()
-                    || self.awaits_receipt(peer);
-                if blame.is_none() && !waiting {
-                    continue;
-                }
-                if let Some(Err(source)) = self.links[peer].as_mut().map(Link::check_alive) {
-                    // What it wrote before it exited may still sit in the stream: read that
-                    // first (the next pass does), and fail only on an empty stream.
-                    let unread = self.links[peer]
-                        .as_mut()
-                        .is_some_and(|l| l.peek().is_ok_and(|v| !v.is_empty()));
-                    if unread {
-                        continue;
-                    }
-                    let e = Error::PeerFailed {
-                        op: self.op,
-                        peer,
-                        source,
-                    };
-                    return Err(self.fail(e));
-                }
-            }
-        }
-        let waited = now.duration_since(last);
-        self.note_long_wait(waited, peers, blame);
-        if waited >= self.timeout {
-            let e = match blame {
-                Some(peer) => Error::Timeout {
-                    op: self.op,
-                    peer,
-                    waiting: "for data from it",
-                    after: waited,
-                },
-                None => {
-                    self.active = peers.to_vec();
-                    self.timeout_error(waited)
-                }
-            };
-            return Err(self.fail(e));
-        }
-        if waited > Duration::from_millis(5) {
-            // Long waits (a slow peer, an oversubscribed machine) should not burn a core.
-            std::thread::sleep(Duration::from_micros(50));
-        }
-        Ok(())
     }
 
     /// The latency path: writes `msg` to every peer in `peers` and reads `len` bytes from each
@@ -686,8 +585,10 @@ impl Engine {
         Ok(())
     }
 
-    fn timeout_error(&self, after: Duration) -> Error {
-        for &peer in &self.active {
+    /// The timeout of a wait on `peers`: about the first one we wait for data from, else the
+    /// first one we wait for to take ours.
+    pub(super) fn timeout_error(&self, peers: &[usize], after: Duration) -> Error {
+        for &peer in peers {
             if !self.recvq[peer].is_empty() {
                 return Error::Timeout {
                     op: self.op,
@@ -697,7 +598,7 @@ impl Engine {
                 };
             }
         }
-        for &peer in &self.active {
+        for &peer in peers {
             if !self.sendq[peer].is_empty() {
                 return Error::Timeout {
                     op: self.op,

@@ -4,6 +4,7 @@
 pub(crate) mod calls;
 pub(crate) mod engine;
 pub(crate) mod header;
+pub(crate) mod idle;
 pub(crate) mod plan;
 pub(crate) mod receipt;
 pub(crate) mod run;

@@ -88,6 +88,12 @@ impl Link {
         &mut *self.stream
     }
 
+    /// The doorbell this rank can sleep on while it waits for the peer, where the link has
+    /// one (rings on this host).
+    pub fn doorbell(&self) -> Option<oxccl_transport::stream::Doorbell> {
+        self.stream.doorbell()
+    }
+
     /// Slow checks run while waiting: is the peer still there?
     pub fn check_alive(&mut self) -> LinkResult<()> {
         self.stream.check_alive()

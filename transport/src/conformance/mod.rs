@@ -20,7 +20,8 @@ mod stream;
 
 pub use large::{stream_single_copy, stream_single_copy_abort};
 pub use stream::{
-    stream_abort, stream_close, stream_mailbox, stream_partial_consume, stream_roundtrip,
+    stream_abort, stream_close, stream_doorbell, stream_mailbox, stream_partial_consume,
+    stream_roundtrip,
 };
 
 use std::time::Duration;
@@ -93,6 +94,7 @@ where
         ("stream_close", &|m, o| stream_close(m, o)),
         ("stream_abort", &|m, o| stream_abort(m, o)),
         ("stream_mailbox", &|m, o| stream_mailbox(m, o)),
+        ("stream_doorbell", &|m, o| stream_doorbell(m, o)),
         ("stream_partial_consume", &|m, o| {
             stream_partial_consume(m, o)
         }),

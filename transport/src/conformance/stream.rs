@@ -5,8 +5,9 @@
 use super::{assert_same, dl, expect_closed, must, pair, pattern, Options};
 use crate::api::{Connection, Transport};
 use crate::error::Result;
-use crate::stream::{Stream, StreamConfig, MAILBOX_BYTES};
+use crate::stream::{doorbell, Doorbell, Stream, StreamConfig, MAILBOX_BYTES};
 use crate::wait::{self, Backoff, Deadline};
+use std::time::Duration;
 
 /// Small rings, so every check wraps them many times.
 fn config() -> StreamConfig {
@@ -268,4 +269,111 @@ where
         );
         backoff.snooze();
     }
+}
+
+/// Where the stream has a doorbell: a waiter parked on it is woken by the peer's write, by the
+/// peer's consume (space for the waiter's writes), by a mailbox post and by an abort, and a
+/// park with nothing coming ends at its timeout.
+pub fn stream_doorbell<T: Transport>(make: &dyn Fn() -> T, o: &Options)
+where
+    T::Connection: 'static,
+{
+    let (mut a, mut b) = streams(make, o);
+    let (Some(bell_a), Some(bell_b)) = (a.doorbell(), b.doorbell()) else {
+        assert!(
+            a.doorbell().is_none() && b.doorbell().is_none(),
+            "one end of a connection has a doorbell and the other not"
+        );
+        return;
+    };
+    // Nothing comes: the park ends at its timeout, and nothing arrived.
+    let armed = [bell_b.arm()];
+    let t0 = std::time::Instant::now();
+    doorbell::sleep(&armed, Duration::from_millis(30));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(20),
+        "woke with nothing rung"
+    );
+    assert!(!armed[0].rang() && must(b.peek(), "peek").is_empty());
+    drop(armed);
+
+    // Each wake-up must come from the peer's action, not from the park's timeout.
+    let long = o.timeout.max(Duration::from_secs(5));
+    let parked = |bell: &Doorbell, ready: &mut dyn FnMut() -> bool, what: &str| {
+        let t0 = std::time::Instant::now();
+        loop {
+            let armed = [bell.arm()];
+            if ready() {
+                return;
+            }
+            doorbell::sleep(&armed, long);
+            assert!(
+                t0.elapsed() < long,
+                "a parked waiter was not woken by {what}"
+            );
+        }
+    };
+    std::thread::scope(|s| {
+        // A write wakes the reader.
+        let writer = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            must(a.write(b"wake"), "write");
+            a
+        });
+        parked(
+            &bell_b,
+            &mut || !must(b.peek(), "peek").is_empty(),
+            "a write",
+        );
+        let mut a = writer.join().expect("writer");
+        assert_eq!(must(b.peek(), "peek"), b"wake");
+        b.consume(4);
+
+        // A consume wakes a writer that found the ring full.
+        let fill = vec![7u8; 4096];
+        while must(a.write(&fill), "fill") > 0 {}
+        let reader = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            let n = must(b.peek(), "peek").len();
+            b.consume(n);
+            b
+        });
+        parked(
+            &bell_a,
+            &mut || must(a.write(&[1]), "write") > 0,
+            "a consume",
+        );
+        let mut b = reader.join().expect("reader");
+
+        // A mailbox post and an abort wake the reader too.
+        if a.mailbox().is_some() {
+            let poster = s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                let mut mb = a.mailbox().expect("mailbox");
+                must(mb.post(0, 1, 2, b"tiny"), "post");
+                a
+            });
+            let mut ready = || b.mailbox().expect("mailbox").posted(0);
+            parked(&bell_b, &mut ready, "a mailbox post");
+            a = poster.join().expect("poster");
+        }
+        let drained = |b: &mut Box<dyn Stream>| loop {
+            match b.peek() {
+                Ok([]) => return false,
+                Ok(v) => {
+                    let n = v.len();
+                    b.consume(n);
+                }
+                Err(_) => return true,
+            }
+        };
+        drained(&mut b);
+        let aborter = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            a.abort();
+            a
+        });
+        parked(&bell_b, &mut || drained(&mut b), "an abort");
+        drop(aborter.join().expect("aborter"));
+    });
 }

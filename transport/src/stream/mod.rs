@@ -26,6 +26,9 @@
 //!   then its `peek` fails with [`Error::PeerClosed`] (a fabric failure is that failure,
 //!   carried as the error itself, so [`Error::is_fatal`] and the source chain survive).
 //!   [`Stream::check_alive`] notices a dead peer process or a failed fabric while idle.
+//! * Where a stream has a [`Stream::doorbell`], the peer rings it after every write, consume,
+//!   mailbox post, close and abort, so an idle waiter can sleep in the kernel on it
+//!   ([`doorbell`] says how) instead of polling.
 //! * A connection becomes a stream only when no message is in flight on it; both ends must
 //!   convert (messages before that, e.g. a greeting, are fine).
 //! * Where [`Stream::single_copy_min`] is `Some(min)` (native streams with the single-copy path
@@ -34,10 +37,12 @@
 //!   receiver copies it straight out of the sender's memory ([`Stream::pull`]) or its bytes
 //!   follow in the stream as usual (see `stream/large.rs`).
 
+pub mod doorbell;
 mod large;
 mod proxy;
 pub(crate) mod ring;
 
+pub use doorbell::Doorbell;
 pub(crate) use large::SingleCopy;
 pub use large::{Arrival, Offer, Pull, LARGE_HEADER};
 pub use proxy::{proxy_spin, ProxyStream, PIECE, TAG_DATA, TAG_LEN};
@@ -196,6 +201,14 @@ pub trait Stream: Send {
     }
     /// Done with the oldest pulled message: the sender may reuse its memory.
     fn pulled(&mut self) {}
+
+    /// The doorbell this end can sleep on while it waits for the peer, on fabrics that have
+    /// one (`shm`, `loopback`): the peer rings it when it writes, consumes (frees space),
+    /// posts to the mailbox, closes or aborts. Others (the proxied fabrics) have none: their
+    /// waiters poll with a backoff.
+    fn doorbell(&self) -> Option<Doorbell> {
+        None
+    }
     /// Slow checks for an idle waiter: is the peer (its process, the fabric) still there?
     fn check_alive(&mut self) -> Result<()>;
     /// Starts an orderly close without waiting: what was written still reaches the peer
@@ -365,6 +378,10 @@ impl Stream for RingStream {
     }
     fn pulled(&mut self) {
         self.pulled_large();
+    }
+
+    fn doorbell(&self) -> Option<Doorbell> {
+        Some(self.rx.doorbell())
     }
     fn check_alive(&mut self) -> Result<()> {
         // A peer that finished is an error only for a read that waits on it (`peek` says so).

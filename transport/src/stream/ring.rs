@@ -10,6 +10,7 @@
 //! 128 * (s + 1)   closed[s] u32: side s closed or aborted its end (own 128-byte line)
 //! 4096 + 512 r    head of ring r: bytes produced (u64), own 128-byte line pair
 //! + 128           tail of ring r: bytes consumed (u64), own 128-byte line pair
+//! + 256           doorbell of side r: sequence (u32), + 4: sleepers (u32), own line pair
 //! 5120 + 1024 r   mailbox of ring r: two slots of SLOT bytes
 //! 7168 + 128 r    pulled[r] u64: single-copy messages of ring r its reader has copied
 //! 7424 + 128 r    pulling[r] u32: ring r's reader is copying out of the writer's memory
@@ -26,9 +27,17 @@
 //! [`MAILBOX_BYTES`] of payload) written by the ring's writer in one burst of stores and
 //! polled by its reader, so a tiny all-reduce of up to 48 bytes moves one line per peer
 //! instead of a stream's data lines plus its `head` line.
+//!
+//! The doorbell of side `s` (`stream/doorbell.rs`) is what side `s` sleeps on when idle; the
+//! other side rings it after each publish of `head` (bytes for `s`), of `tail` (space for
+//! `s`), of a mailbox message and of a close or abort. Those publishes are `SeqCst` stores so
+//! that they and the sleeper's count are ordered (one load on the fast path, no system call
+//! unless `s` sleeps).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+
+use super::doorbell::{BellWords, Doorbell};
 
 /// Bytes before the data of the first ring.
 pub(crate) const HEADER: usize = 8192;
@@ -64,6 +73,11 @@ pub(crate) const fn pulled_at(ring: usize) -> usize {
 /// Offset of ring `ring`'s "reader is copying out of the writer's memory" flag.
 pub(crate) const fn pulling_at(ring: usize) -> usize {
     7424 + 128 * ring
+}
+
+/// Offset of side `side`'s doorbell sequence word (its sleeper count follows it).
+pub(crate) const fn bell_at(side: usize) -> usize {
+    head_at(side) + 256
 }
 /// Offset of ring `ring`'s data.
 pub(crate) const fn data_at(ring: usize, cap: usize) -> usize {
@@ -123,6 +137,8 @@ struct Ring {
     side: usize,
     data: *mut u8,
     cap: usize,
+    /// The doorbell the peer sleeps on.
+    peer_bell: BellWords,
 }
 
 // SAFETY: see HeapBlock; each end is owned by one thread at a time.
@@ -185,17 +201,30 @@ impl Ring {
     }
 
     fn close(&self) {
-        self.closed(self.side).fetch_max(CLOSED, Ordering::Release);
+        self.closed(self.side).fetch_max(CLOSED, Ordering::SeqCst);
+        self.peer_bell.ring();
     }
 
     fn abort(&self) {
-        self.closed(self.side).store(ABORTED, Ordering::Release);
+        self.closed(self.side).store(ABORTED, Ordering::SeqCst);
+        self.peer_bell.ring();
     }
 }
 
 /// Values of a closed flag: the side finished (what it wrote is still delivered), or gave up.
 const CLOSED: u32 = 1;
 const ABORTED: u32 = 2;
+
+/// The doorbell words of side `side` in the block at `base`.
+///
+/// # Safety
+/// `base` is a block laid out as the module says, kept alive as long as the words are used
+/// (a Ring's or Doorbell's `keep`).
+pub(crate) unsafe fn bell_words(base: *mut u8, side: usize) -> BellWords {
+    // SAFETY: both words lie below HEADER on their own line of the block (the caller's
+    // contract); they are only touched atomically.
+    unsafe { BellWords::new(base.add(bell_at(side)), base.add(bell_at(side) + 4)) }
+}
 
 /// The writer of ring `side` and the reader of ring `1 - side` of the block at `base`.
 ///
@@ -218,6 +247,8 @@ pub(crate) unsafe fn ends(
         // SAFETY: data_at(index, cap) + cap <= block_len(cap), inside the block.
         data: unsafe { base.add(data_at(index, cap)) },
         cap,
+        // SAFETY: the block is kept alive by `keep`, which the Ring holds (this fn's contract).
+        peer_bell: unsafe { bell_words(base, 1 - side) },
     };
     let w = ring(side);
     let r = ring(1 - side);
@@ -274,7 +305,8 @@ impl RingWriter {
             std::ptr::copy_nonoverlapping(data.as_ptr().add(first), self.ring.data, n - first);
         }
         self.head += n as u64;
-        self.ring.head().store(self.head, Ordering::Release);
+        self.ring.head().store(self.head, Ordering::SeqCst);
+        self.ring.peer_bell.ring();
         Ok(n)
     }
 
@@ -384,7 +416,8 @@ impl RingWriter {
         }
         self.ring
             .slot_seq(seq)
-            .store(seq_word(seq), Ordering::Release);
+            .store(seq_word(seq), Ordering::SeqCst);
+        self.ring.peer_bell.ring();
         Ok(())
     }
 }
@@ -440,12 +473,22 @@ impl RingReader {
     pub(crate) fn consume(&mut self, n: usize) {
         let n = (n as u64).min(self.cached_head - self.tail);
         self.tail += n;
-        self.ring.tail().store(self.tail, Ordering::Release);
+        self.ring.tail().store(self.tail, Ordering::SeqCst);
+        self.ring.peer_bell.ring();
+    }
+
+    /// The doorbell this end's side sleeps on (rung by the peer).
+    pub(crate) fn doorbell(&self) -> Doorbell {
+        // SAFETY: the block at `base` is kept alive by `_keep`, which the doorbell holds too.
+        let words = unsafe { bell_words(self.ring.base, self.ring.side) };
+        Doorbell::new(words, self.ring._keep.clone())
     }
 
     /// Counts one more single-copy message of this ring as copied (the writer may reuse it).
     pub(crate) fn add_pulled(&self) {
-        self.ring.pulled().fetch_add(1, Ordering::Release);
+        self.ring.pulled().fetch_add(1, Ordering::SeqCst);
+        // The writer may sleep on its doorbell until its message is taken.
+        self.ring.peer_bell.ring();
     }
 
     /// Raises (`true`) or lowers the "copying out of the writer's memory" flag. Raising it

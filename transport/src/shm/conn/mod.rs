@@ -218,6 +218,11 @@ impl ShmConnection {
         }
     }
 
+    /// The doorbell this end sleeps on (rung by the peer's publishes).
+    pub(crate) fn doorbell(&self) -> crate::stream::Doorbell {
+        self.map.doorbell(self.side)
+    }
+
     fn peer_closed(&self) -> bool {
         self.map.closed(1 - self.side).load(Ordering::Acquire) != 0
     }
@@ -376,7 +381,8 @@ impl ShmConnection {
                 }
             }
             tx.head = head;
-            self.map.head(ring).store(head, Ordering::Release);
+            self.map.head(ring).store(head, Ordering::SeqCst);
+            self.map.ring_peer(self.side);
             if complete {
                 tx.active += 1;
                 return Ok(true);
@@ -422,7 +428,8 @@ impl ShmConnection {
             .marker(ring, head)
             .store(head + 1, Ordering::Release);
         tx.head = head + REC_ALIGN;
-        self.map.head(ring).store(tx.head, Ordering::Release);
+        self.map.head(ring).store(tx.head, Ordering::SeqCst);
+        self.map.ring_peer(self.side);
         tx.rdv_next += 1;
         tx.active += 1;
         state.header = true;
@@ -473,10 +480,13 @@ impl ShmConnection {
         match slot.compare_exchange(
             2 * r.seq + 1,
             2 * r.seq + 2,
-            Ordering::AcqRel,
+            Ordering::SeqCst,
             Ordering::Acquire,
         ) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.map.ring_peer(self.side);
+                Ok(())
+            }
             Err(_) => Err(self.closed_error(format!(
                 " during a {}-byte message (it abandoned the send)",
                 r.len
@@ -496,6 +506,7 @@ impl ShmConnection {
                 Ordering::Acquire,
             );
             std::sync::atomic::fence(Ordering::SeqCst);
+            self.map.ring_peer(self.side);
             return;
         }
         let started = state.header;
@@ -503,7 +514,8 @@ impl ShmConnection {
         if started {
             tx.broken = Some(format!("send #{seq} was dropped half-written"));
             // The stream is unusable: tell the peer, who will see PeerClosed.
-            self.map.closed(self.side).store(1, Ordering::Release);
+            self.map.closed(self.side).store(1, Ordering::SeqCst);
+            self.map.ring_peer(self.side);
         } else if seq >= tx.active {
             tx.cancelled.push(seq);
         }
@@ -515,6 +527,7 @@ impl Drop for ShmConnection {
         if self.detached {
             return;
         }
-        self.map.closed(self.side).store(1, Ordering::Release);
+        self.map.closed(self.side).store(1, Ordering::SeqCst);
+        self.map.ring_peer(self.side);
     }
 }
