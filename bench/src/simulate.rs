@@ -64,10 +64,15 @@ pub struct Args {
     /// Ranks to use (default: every device of the cluster).
     #[arg(long)]
     pub ranks: Option<u32>,
-    /// Pipeline depth (chunks per block stream); default: the best of 1, 4, 16, 64 whose largest
+    /// Pipeline depth (chunks per block stream); default: the best of 1, 4, 16, 64, 256 whose largest
     /// message is at least 64 KiB, as a tuner would choose.
     #[arg(long)]
     pub pipeline: Option<u32>,
+    /// Lanes per schedule (independent halves, quarters... of the buffer, each running the
+    /// whole algorithm; see "Lanes" in the collectives crate); default: as the tuner picks them
+    /// (`tuner::lanes`) for each algorithm and size.
+    #[arg(long)]
+    pub lanes: Option<u32>,
     /// Print every rank's finish time at the largest size.
     #[arg(long)]
     pub per_rank: bool,
@@ -189,11 +194,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let bar = progress_bar((algos.len() * sizes.len()) as u64);
     let mut curves = Vec::new();
     for algo in &algos {
-        let mut cache = ScheduleCache::default();
+        let mut cache = ScheduleCache {
+            lanes: args.lanes.map(|l| l as usize),
+            ..ScheduleCache::default()
+        };
         if !args.json {
             println!("#\n# algo: {algo}");
             println!(
-                "# {:>12} {:>12} {:>8} {:>6} {:>8} {:>12} {:>11} {:>11}",
+                "# {:>12} {:>12} {:>8} {:>6} {:>8} {:>12} {:>11} {:>11} {:>5}",
                 "size",
                 "count",
                 "type",
@@ -201,7 +209,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "pipeline",
                 "time(us)",
                 "algbw(GB/s)",
-                "busbw(GB/s)"
+                "busbw(GB/s)",
+                "lanes"
             );
         }
         let mut points = Vec::new();
@@ -224,7 +233,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             } else {
                 bar.suspend(|| {
                     println!(
-                        "  {:>12} {:>12} {:>8} {:>6} {:>8} {:>12.2} {:>11.3} {:>11.3}",
+                        "  {:>12} {:>12} {:>8} {:>6} {:>8} {:>12.2} {:>11.3} {:>11.3} {:>5}",
                         bytes,
                         bytes / elem as u64,
                         dtype,
@@ -232,7 +241,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         k,
                         rep.time * 1e6,
                         rep.algbw_gbps(),
-                        rep.busbw_gbps()
+                        rep.busbw_gbps(),
+                        rep.lanes
                     )
                 });
             }
@@ -296,11 +306,14 @@ fn print_details(net: &Network, rep: &SimReport, per_rank: bool) {
     }
 }
 
-/// Schedules already built for one algorithm, by collective, rank count and pipeline depth.
+/// Schedules already built for one algorithm, by collective, rank count, pipeline depth and
+/// lanes.
 #[derive(Default)]
 pub(crate) struct ScheduleCache {
+    /// Lanes every schedule gets (`--lanes`); `None`: as the tuner picks them.
+    pub lanes: Option<usize>,
     /// Each schedule with the time it took to build.
-    by_pipeline: HashMap<(Collective, usize, usize), (Schedule, std::time::Duration)>,
+    by_pipeline: HashMap<(Collective, usize, usize, usize), (Schedule, std::time::Duration)>,
 }
 
 impl ScheduleCache {
@@ -310,14 +323,15 @@ impl ScheduleCache {
         collective: Collective,
         ranks: usize,
         k: usize,
+        lanes: usize,
     ) -> anyhow::Result<&(Schedule, std::time::Duration)> {
-        let key = (collective, ranks, k);
+        let key = (collective, ranks, k, lanes);
         if !self.by_pipeline.contains_key(&key) {
             // Keep memory bounded: one rank count at a time.
-            self.by_pipeline.retain(|&(_, r, _), _| r == ranks);
+            self.by_pipeline.retain(|&(_, r, _, _), _| r == ranks);
             let started = std::time::Instant::now();
             let s = algo
-                .schedule(collective, ranks, k)
+                .schedule_lanes(collective, ranks, k, lanes)
                 .with_context(|| format!("building {algo} {collective:?} for {ranks} ranks"))?;
             self.by_pipeline.insert(key, (s, started.elapsed()));
         }
@@ -366,16 +380,25 @@ pub(crate) fn predict_collective(
             // per-message software cost, so it would otherwise pipeline without limit).
             let largest =
                 |k: usize| tuner::message_bytes(algo, collective, ranks, bytes as usize, k) as u64;
-            let ks: Vec<usize> = [1, 4, 16, 64]
+            let ks: Vec<usize> = [1, 4, 16, 64, 256]
                 .into_iter()
                 .filter(|&k| k == 1 || largest(k) >= MIN_CHUNK)
                 .collect();
             ks
         }
     };
+    let lanes_apply = matches!(
+        collective,
+        Collective::AllReduce | Collective::Broadcast { .. } | Collective::Reduce { .. }
+    );
     let mut best: Option<(usize, SimReport)> = None;
     for k in candidates {
-        let (s, built) = cache.get_timed(algo, collective, ranks, k)?;
+        // As the executor would run it: `--lanes`, else the tuner's lanes for this depth.
+        let lanes = match cache.lanes {
+            Some(l) if lanes_apply => l,
+            _ => tuner::lanes(algo, collective, ranks, bytes as usize, k),
+        };
+        let (s, built) = cache.get_timed(algo, collective, ranks, k, lanes)?;
         let built = *built;
         let total_ops: usize = s.programs.iter().map(|p| p.ops().len()).sum();
         // Without a terminal the bar is hidden: report every quarter on stderr instead.
@@ -445,6 +468,7 @@ fn json_line(
         "iters": 0,
         "predicted": true,
         "pipeline": k,
+        "lanes": rep.lanes,
         "cluster": cluster,
     })
     .to_string()

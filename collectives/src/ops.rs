@@ -590,12 +590,17 @@ impl Communicator {
         {
             return Ok("direct".into());
         }
-        crate::exec::select::choose(&**inner, "algorithm_for", collective, bytes).map(|(a, k)| {
-            if k > 1 {
-                format!("{a}/{k}")
-            } else {
-                a.to_string()
-            }
-        })
+        crate::exec::select::choose(&**inner, "algorithm_for", collective, bytes).map(
+            |(a, k, lanes)| {
+                let mut name = a.to_string();
+                if k > 1 {
+                    name += &format!("/{k}");
+                }
+                if lanes > 1 {
+                    name += &format!(" x{lanes} lanes");
+                }
+                name
+            },
+        )
     }
 }

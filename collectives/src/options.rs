@@ -65,6 +65,7 @@ pub enum LocalTransport {
 /// |---|---|---|
 /// | `OXCCL_TIMEOUT` | seconds without progress before a call fails (also bounds bootstrap) | 300 |
 /// | `OXCCL_ALGO` | force an algorithm: `ring`, `rhd`, `tree`, `dbtree`, `direct`, `hier`, `hier:AxB` (refused when the communicator is made if it cannot work there; ignored, with a warning, for calls it does not fit) | the tuner's choice |
+/// | `OXCCL_LANES` | lanes (independent parts of the buffer, each running the whole schedule, in flight together; NCCL's channels) for all-reduce, broadcast and reduce: 1 to 16 | the tuner's choice (more than one only for `hier` with large messages) |
 /// | `OXCCL_CHUNK_BYTES` | largest message of a pipelined schedule: the tuner pipelines at least this finely | 1048576 |
 /// | `OXCCL_TRANSPORT` | `auto` (shm on a host, the network fabric across), `shm`, or `tcp`/`net` (the network fabric everywhere) | `auto` |
 /// | `OXCCL_NET` | network fabric across hosts: `tcp` or `rdma` | `tcp` |
@@ -79,6 +80,8 @@ pub struct Options {
     pub timeout: Duration,
     pub algorithm: Option<String>,
     pub chunk_bytes: usize,
+    /// Lanes per schedule (`OXCCL_LANES`); `None`: the tuner picks them.
+    pub lanes: Option<usize>,
     pub transport: TransportChoice,
     pub net: NetChoice,
     pub ring_bytes: usize,
@@ -99,6 +102,7 @@ impl Default for Options {
             timeout: Duration::from_secs(300),
             algorithm: None,
             chunk_bytes: 1 << 20,
+            lanes: None,
             transport: TransportChoice::Auto,
             net: NetChoice::Tcp,
             ring_bytes: 1 << 20,
@@ -184,6 +188,15 @@ impl Options {
         }
         if let Some(s) = num("OXCCL_SMALL_BYTES")? {
             o.small_bytes = s as usize;
+        }
+        if let Some(l) = num("OXCCL_LANES")? {
+            let max = crate::schedule::MAX_LANES;
+            if l < 1.0 || l > max as f64 || l.fract() != 0.0 {
+                return Err(Error::Env(format!(
+                    "OXCCL_LANES={l}: expected a whole number of lanes from 1 to {max}"
+                )));
+            }
+            o.lanes = Some(l as usize);
         }
         if let Some(s) = num("OXCCL_SPIN")? {
             o.spin = Some(s as u32);

@@ -30,6 +30,20 @@
 //! order by itself.) Within one step no block is written twice (receives, `Copy` targets), and
 //! no block a plain send or `Copy` reads is written; the verifier ([`crate::verify`]) rejects
 //! schedules that break this.
+//!
+//! ## Lanes
+//!
+//! A program's steps may belong to several *lanes* (NCCL's channels): independent streams of
+//! steps on disjoint blocks, e.g. a pipeline's chunks dealt out to lanes in turn
+//! ([`crate::algorithms::Algorithm::schedule_lanes`]). The steps of all lanes are still listed
+//! in one order (the *issue order*), and that order is the program order above: per-pair messages are
+//! matched in it, so the wire needs no lane tags. What lanes change is when a step may begin: a
+//! step begins once every earlier step has begun and the earlier steps *of its own lane* have
+//! finished, so a rank has up to one step of each lane in flight and one lane's sends go out
+//! while another lane waits for its receives. A send still leaves in program order on its pair
+//! (a forward that is not ready holds back the later messages to that peer). The blocks one
+//! lane touches on a rank (sends, receives, copies) must be disjoint from every other lane's on
+//! that rank; the verifier checks it. One lane (every step in lane 0) is the synchronous model.
 
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -240,7 +254,17 @@ pub struct Program {
     ops: Vec<Op>,
     /// `ops[step_starts[i]..step_starts[i + 1]]` is step `i`; the last step ends at `ops.len()`.
     step_starts: Vec<u32>,
+    /// The lane of each step; empty while every step is in lane 0 (the common case costs
+    /// nothing at thousands of ranks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    step_lanes: Vec<Lane>,
 }
+
+/// A lane's index within a program (see "Lanes" above).
+pub type Lane = u8;
+
+/// The most lanes a schedule may have.
+pub const MAX_LANES: usize = 16;
 
 impl Program {
     pub fn new() -> Self {
@@ -255,8 +279,34 @@ impl Program {
 
     /// Appends a step whose ops run concurrently. An empty step is kept (it does nothing).
     pub fn push_step(&mut self, ops: impl IntoIterator<Item = Op>) {
+        self.push_step_in(0, ops);
+    }
+
+    /// Appends a step of lane `lane`.
+    pub fn push_step_in(&mut self, lane: Lane, ops: impl IntoIterator<Item = Op>) {
+        if lane != 0 && self.step_lanes.is_empty() {
+            self.step_lanes = vec![0; self.step_starts.len()];
+        }
+        if !self.step_lanes.is_empty() {
+            self.step_lanes.push(lane);
+        }
         self.step_starts.push(self.ops.len() as u32);
         self.ops.extend(ops);
+    }
+
+    /// The lane of step `index`.
+    pub fn lane(&self, index: usize) -> Lane {
+        self.step_lanes.get(index).copied().unwrap_or(0)
+    }
+
+    /// One more than the highest lane a step is in (1 for a synchronous program).
+    pub fn lanes(&self) -> usize {
+        self.step_lanes.iter().max().map_or(1, |&l| l as usize + 1)
+    }
+
+    /// The flat index of step `index`'s first op.
+    pub fn step_start(&self, index: usize) -> usize {
+        self.step_starts[index] as usize
     }
 
     /// Number of steps.
@@ -375,6 +425,11 @@ impl Schedule {
     /// The longest program, in steps.
     pub fn depth(&self) -> usize {
         self.programs.iter().map(Program::len).max().unwrap_or(0)
+    }
+
+    /// How many lanes the programs use (1: synchronous steps).
+    pub fn lanes(&self) -> usize {
+        self.programs.iter().map(Program::lanes).max().unwrap_or(1)
     }
 }
 

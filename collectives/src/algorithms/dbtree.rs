@@ -8,7 +8,7 @@ use super::{wavefront_all, Built, StageTable};
 use crate::schedule::Blocks;
 
 /// All-reduce only: tree `t` carries blocks `t * k..(t + 1) * k`.
-pub(super) fn build(p: usize, k: usize) -> Built {
+pub(super) fn build(p: usize, k: usize, lanes: usize) -> Built {
     let trees = double_binary_trees(p);
     let mut tables = vec![vec![StageTable::new(); 2]; p];
     for (t, tree) in trees.iter().enumerate() {
@@ -19,5 +19,5 @@ pub(super) fn build(p: usize, k: usize) -> Built {
             tables[rank][t] = table;
         }
     }
-    (2 * k, Vec::new(), wavefront_all(tables, k))
+    (2 * k, Vec::new(), wavefront_all(tables, k, lanes))
 }

@@ -23,7 +23,7 @@ use super::ring::{ring_table, RingKind};
 use super::{wavefront, wavefront_with, Built, StageTable};
 use crate::schedule::{Blocks, Collective, Program, Rank};
 
-pub(super) fn build(collective: Collective, dims: &[usize], k: usize) -> Built {
+pub(super) fn build(collective: Collective, dims: &[usize], k: usize, lanes: usize) -> Built {
     let p: usize = dims.iter().product();
     let m = dims.len();
     let mut phases: Vec<(usize, RingKind)> = Vec::new();
@@ -44,7 +44,7 @@ pub(super) fn build(collective: Collective, dims: &[usize], k: usize) -> Built {
         let mut programs = vec![Program::new(); p];
         for &(j, kind) in &phases {
             for (rank, table) in grid.phase_tables(j, kind, k) {
-                wavefront(&mut programs[rank as usize], &mut [table], k);
+                wavefront(&mut programs[rank as usize], &mut [table], k, lanes);
             }
         }
         let owned = (0..p).map(|r| grid.shard(r, m, k)).collect();
@@ -69,7 +69,7 @@ pub(super) fn build(collective: Collective, dims: &[usize], k: usize) -> Built {
         .into_iter()
         .map(|table| {
             let mut program = Program::new();
-            wavefront_with(&mut program, &mut [table], k, |b, c| {
+            wavefront_with(&mut program, &mut [table], k, lanes, |b, c| {
                 Blocks::new(b.start + (c * p) as u32, b.len)
             });
             program

@@ -46,7 +46,7 @@ mod rhd;
 mod ring;
 mod tree;
 
-use crate::schedule::{Blocks, Collective, Op, Program, Rank, Schedule};
+use crate::schedule::{Blocks, Collective, Lane, Op, Program, Rank, Schedule};
 use std::fmt;
 use std::str::FromStr;
 
@@ -89,6 +89,15 @@ pub enum AlgorithmError {
     },
     #[error("pipeline must be at least 1 chunk (got {0})")]
     BadPipeline(usize),
+    #[error(
+        "{lanes} lanes is not valid for {collective:?} (1 to {max} lanes; more than one only \
+         for all-reduce, broadcast and reduce, whose blocks have no owners)",
+        max = crate::schedule::MAX_LANES
+    )]
+    BadLanes {
+        lanes: usize,
+        collective: Collective,
+    },
     #[error("root {root} is not a rank of a {ranks}-rank schedule")]
     BadRoot { root: Rank, ranks: usize },
     #[error(
@@ -147,6 +156,32 @@ impl Algorithm {
         ranks: usize,
         pipeline: usize,
     ) -> Result<Schedule, AlgorithmError> {
+        self.schedule_lanes(collective, ranks, pipeline, 1)
+    }
+
+    /// [`Algorithm::schedule`] with the `pipeline` chunks dealt to `lanes` lanes (chunk `c` to
+    /// lane `c % lanes`; see "Lanes" in [`crate::schedule`]): each lane's steps wait only for
+    /// its own receives, so one lane's transfers fill the time another waits, and for `hier`
+    /// the intra-node phase of one chunk overlaps the network phase of another across lanes
+    /// as well as within a step. Blocks and messages are those of the one-lane schedule; only
+    /// the steps are cut by lane. More lanes than chunks give one lane per chunk. Lanes apply
+    /// to the pipelined all-reduce, broadcast and reduce (`rhd` does not pipeline and keeps
+    /// one lane); reduce-scatter and all-gather, whose `hier` phases cut chunks differently,
+    /// only take one.
+    pub fn schedule_lanes(
+        &self,
+        collective: Collective,
+        ranks: usize,
+        pipeline: usize,
+        lanes: usize,
+    ) -> Result<Schedule, AlgorithmError> {
+        let lanes_ok = matches!(
+            collective,
+            Collective::AllReduce | Collective::Broadcast { .. } | Collective::Reduce { .. }
+        );
+        if lanes == 0 || lanes > crate::schedule::MAX_LANES || (lanes > 1 && !lanes_ok) {
+            return Err(AlgorithmError::BadLanes { lanes, collective });
+        }
         if !self.supports(collective) {
             return Err(AlgorithmError::Unsupported {
                 algorithm: self.to_string(),
@@ -176,7 +211,7 @@ impl Algorithm {
             });
         }
         let (blocks, owned, programs) = match self {
-            Algorithm::Ring => ring::build(collective, ranks, pipeline),
+            Algorithm::Ring => ring::build(collective, ranks, pipeline, lanes),
             Algorithm::Rhd => rhd::build(collective, ranks, pipeline),
             Algorithm::Tree
                 if matches!(
@@ -186,9 +221,9 @@ impl Algorithm {
             {
                 gather::build(collective, ranks, pipeline)
             }
-            Algorithm::Tree => tree::build(collective, ranks, pipeline),
+            Algorithm::Tree => tree::build(collective, ranks, pipeline, lanes),
             Algorithm::Direct => direct::build(collective, ranks, pipeline),
-            Algorithm::DoubleBinaryTree => dbtree::build(ranks, pipeline),
+            Algorithm::DoubleBinaryTree => dbtree::build(ranks, pipeline, lanes),
             Algorithm::Hierarchical(dims) => {
                 if !dims_fit(dims, ranks) {
                     return Err(AlgorithmError::BadDims {
@@ -196,7 +231,7 @@ impl Algorithm {
                         ranks,
                     });
                 }
-                hier::build(collective, dims, pipeline)
+                hier::build(collective, dims, pipeline, lanes)
             }
         };
         Ok(Schedule {
@@ -323,51 +358,68 @@ fn with_blocks(op: Op, blocks: Blocks) -> Op {
     }
 }
 
-/// Appends to `program` the steps of `lanes` (stage tables of independent data streams, e.g. the
-/// two trees of dbtree) pipelined over `k` chunks: step `t` runs, for each chunk `c` and each lane,
-/// the ops of stage `t - c`. Chunks are listed last first (earliest stage first), so that a
-/// chunk's plain sends come before the forwards of older chunks to the same peer: an executor
+/// Appends to `program` the steps of `streams` (stage tables of independent data streams, e.g.
+/// the two trees of dbtree) pipelined over `k` chunks: step `t` runs, for each chunk `c` and each
+/// stream, the ops of stage `t - c`. Chunks are listed last first (earliest stage first), so that
+/// a chunk's plain sends come before the forwards of older chunks to the same peer: an executor
 /// that posts plain sends when a step begins then keeps program order.
-pub(crate) fn wavefront(program: &mut Program, lanes: &mut [StageTable], k: usize) {
-    wavefront_with(program, lanes, k, |blocks, c| chunk(blocks, c, k));
+///
+/// With `lanes > 1`, chunk `c` belongs to lane `c % lanes`, and step `t` becomes one step per
+/// lane (lane 0 first), each holding its chunks' ops. A message sent at stage `t` is received
+/// at `t + 1` (the stage tables' rule), so on every pair both ends order messages by (stage,
+/// lane, chunk), and per-pair FIFO matching holds whatever the lanes.
+pub(crate) fn wavefront(program: &mut Program, streams: &mut [StageTable], k: usize, lanes: usize) {
+    wavefront_with(program, streams, k, lanes, |blocks, c| chunk(blocks, c, k));
 }
 
 /// [`wavefront`] with the chunk layout given by `narrow(blocks, c)`: the blocks chunk `c` of
 /// an op that names `blocks` in the stage tables works on.
 pub(crate) fn wavefront_with(
     program: &mut Program,
-    lanes: &mut [StageTable],
+    streams: &mut [StageTable],
     k: usize,
+    lanes: usize,
     narrow: impl Fn(Blocks, usize) -> Blocks,
 ) {
-    for lane in lanes.iter_mut() {
+    let lanes = lanes.clamp(1, k.clamp(1, crate::schedule::MAX_LANES));
+    for lane in streams.iter_mut() {
         // Stable: ops of one stage keep the order they were added in.
         lane.ops.sort_by_key(|e| e.0);
     }
-    let first = lanes
+    let first = streams
         .iter()
         .filter_map(|l| l.ops.first())
         .map(|e| e.0)
         .min();
-    let last = lanes.iter().filter_map(|l| l.ops.last()).map(|e| e.0).max();
+    let last = streams
+        .iter()
+        .filter_map(|l| l.ops.last())
+        .map(|e| e.0)
+        .max();
     let (Some(first), Some(last)) = (first, last) else {
         return;
     };
-    let total: usize = lanes.iter().map(|l| l.ops.len()).sum();
-    program.reserve(total * k, last + k - first);
+    let total: usize = streams.iter().map(|l| l.ops.len()).sum();
+    program.reserve(total * k, (last + k - first) * lanes);
     let mut ops = Vec::new();
     for t in first..last + k {
-        // Chunks whose stage t - c lies in first..=last, newest first.
-        for c in (t.saturating_sub(last)..=(t - first).min(k - 1)).rev() {
-            for lane in lanes.iter() {
-                ops.extend(
-                    lane.at(t - c)
-                        .iter()
-                        .map(|&(_, op)| with_blocks(op, narrow(op.blocks(), c))),
-                );
+        for lane in 0..lanes {
+            // Chunks of this lane whose stage t - c lies in first..=last, newest first.
+            for c in (t.saturating_sub(last)..=(t - first).min(k - 1)).rev() {
+                if c % lanes != lane {
+                    continue;
+                }
+                for stream in streams.iter() {
+                    ops.extend(
+                        stream
+                            .at(t - c)
+                            .iter()
+                            .map(|&(_, op)| with_blocks(op, narrow(op.blocks(), c))),
+                    );
+                }
             }
+            push_ordered(program, &mut ops, lane as Lane);
         }
-        push_ordered(program, &mut ops);
     }
 }
 
@@ -377,7 +429,7 @@ pub(crate) fn wavefront_with(
 /// begins and forwards when their receives complete then sends in program order. (dbtree needs
 /// this where a rank forwards to the same peer in both trees.) An empty step is dropped: it
 /// does nothing, and matching is per pair, not by step number.
-fn push_ordered(program: &mut Program, ops: &mut Vec<Op>) {
+fn push_ordered(program: &mut Program, ops: &mut Vec<Op>, lane: Lane) {
     // (destination, source) of the forwards in the step being built.
     let mut forwards: Vec<(Rank, Rank)> = Vec::new();
     let mut start = 0;
@@ -388,7 +440,7 @@ fn push_ordered(program: &mut Program, ops: &mut Vec<Op>) {
             .iter()
             .any(|&(t, f)| t == to && Some(f) != op.recv_from());
         if conflict {
-            program.push_step(ops[start..i].iter().copied());
+            program.push_step_in(lane, ops[start..i].iter().copied());
             start = i;
             forwards.clear();
         }
@@ -397,18 +449,18 @@ fn push_ordered(program: &mut Program, ops: &mut Vec<Op>) {
         }
     }
     if start < ops.len() {
-        program.push_step(ops[start..].iter().copied());
+        program.push_step_in(lane, ops[start..].iter().copied());
     }
     ops.clear();
 }
 
-/// `ranks` programs, each the wavefront of that rank's lanes.
-pub(crate) fn wavefront_all(tables: Vec<Vec<StageTable>>, k: usize) -> Vec<Program> {
+/// `ranks` programs, each the wavefront of that rank's streams.
+pub(crate) fn wavefront_all(tables: Vec<Vec<StageTable>>, k: usize, lanes: usize) -> Vec<Program> {
     tables
         .into_iter()
-        .map(|mut lanes| {
+        .map(|mut streams| {
             let mut p = Program::new();
-            wavefront(&mut p, &mut lanes, k);
+            wavefront(&mut p, &mut streams, k, lanes);
             p
         })
         .collect()
@@ -501,7 +553,7 @@ mod tests {
         );
         put(&mut table, 0, Op::Send { to: 1, blocks: seg });
         let mut p = Program::new();
-        wavefront(&mut p, &mut [table], 2);
+        wavefront(&mut p, &mut [table], 2, 1);
         assert_eq!(p.len(), 3);
         assert_eq!(
             p.step(1),

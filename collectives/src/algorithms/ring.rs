@@ -111,7 +111,7 @@ pub(crate) fn ring_table(
     t
 }
 
-pub(super) fn build(collective: Collective, p: usize, k: usize) -> Built {
+pub(super) fn build(collective: Collective, p: usize, k: usize, lanes: usize) -> Built {
     let kind = match collective {
         Collective::AllReduce => RingKind::AllReduce,
         Collective::ReduceScatter => RingKind::ReduceScatter,
@@ -130,7 +130,7 @@ pub(super) fn build(collective: Collective, p: usize, k: usize) -> Built {
                 emit_reduce(&chain, seg, &mut tables, false);
             }
             let tables = tables.into_iter().map(|t| vec![t]).collect();
-            return (k, Vec::new(), wavefront_all(tables, k));
+            return (k, Vec::new(), wavefront_all(tables, k, lanes));
         }
         Collective::AllToAll => return super::direct::pairwise_all_to_all(p, k),
     };
@@ -139,7 +139,12 @@ pub(super) fn build(collective: Collective, p: usize, k: usize) -> Built {
     let programs = (0..p)
         .map(|i| {
             let mut program = Program::new();
-            wavefront(&mut program, &mut [ring_table(kind, &members, &segs, i)], k);
+            wavefront(
+                &mut program,
+                &mut [ring_table(kind, &members, &segs, i)],
+                k,
+                lanes,
+            );
             program
         })
         .collect();

@@ -274,7 +274,7 @@ pub(crate) fn emit_all_reduce(tree: &Tree, seg: Blocks, tables: &mut [StageTable
     emit_broadcast(tree, seg, tables, done, true);
 }
 
-pub(super) fn build(collective: Collective, p: usize, k: usize) -> Built {
+pub(super) fn build(collective: Collective, p: usize, k: usize, lanes: usize) -> Built {
     let seg = Blocks::new(0, k as u32);
     let mut tables = vec![StageTable::new(); p];
     match collective {
@@ -287,7 +287,7 @@ pub(super) fn build(collective: Collective, p: usize, k: usize) -> Built {
         _ => emit_all_reduce(&binomial_tree(p, 0), seg, &mut tables),
     }
     let tables = tables.into_iter().map(|t| vec![t]).collect();
-    (k, Vec::new(), wavefront_all(tables, k))
+    (k, Vec::new(), wavefront_all(tables, k, lanes))
 }
 
 #[cfg(test)]

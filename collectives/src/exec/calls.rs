@@ -96,8 +96,8 @@ fn plan(
     if let Some(p) = st.by_size.get(&(collective, bytes)) {
         return Ok(p.clone());
     }
-    let (algo, k) = select::choose(inner, op, collective, bytes)?;
-    let key = (algo.to_string(), collective, k);
+    let (algo, k, lanes) = select::choose(inner, op, collective, bytes)?;
+    let key = (algo.to_string(), collective, k, lanes);
     if let Some(p) = st.plans.get(&key) {
         let p = p.clone();
         if st.by_size.len() < 4096 {
@@ -111,10 +111,10 @@ fn plan(
         detail,
     };
     let schedule = algo
-        .schedule(collective, inner.size(), k)
+        .schedule_lanes(collective, inner.size(), k, lanes)
         .map_err(|e| err(e.to_string()))?;
     let plan = Arc::new(Plan::new(schedule, inner.rank()).map_err(err)?);
-    tracing::info!(op, algo = %algo, pipeline = k, ranks = inner.size(), "new plan");
+    tracing::info!(op, algo = %algo, pipeline = k, lanes, ranks = inner.size(), "new plan");
     st.plans.insert(key, plan.clone());
     if st.by_size.len() < 4096 {
         st.by_size.insert((collective, bytes), plan.clone());

@@ -98,6 +98,9 @@ pub(crate) enum Until {
     All,
     /// No queued send still reads `[ptr, ptr + len)`.
     NoSendReads(*const u8, usize),
+    /// At least this many receive jobs from this peer are done (the count
+    /// [`Engine::recvs_posted`] gave after posting the last one waited for): a lane's step.
+    Received(usize, u64),
 }
 
 /// The reduction of the running collective.
@@ -140,6 +143,9 @@ pub(crate) struct Engine {
     /// The call's output is larger than the cache: copy it with streaming stores.
     pub stream: bool,
     step_left: usize,
+    /// Receive jobs posted to and finished from each peer, ever (lanes wait on these).
+    recvs_posted: Vec<u64>,
+    recvs_done: Vec<u64>,
     pub timeout: Duration,
     /// Busy-poll this many idle rounds before yielding the core.
     pub spin: u32,
@@ -213,6 +219,8 @@ impl Engine {
             esize: 1,
             stream: false,
             step_left: 0,
+            recvs_posted: vec![0; p],
+            recvs_done: vec![0; p],
             timeout,
             spin,
             poisoned: None,
@@ -374,10 +382,16 @@ impl Engine {
         if job.in_step {
             self.step_left += 1;
         }
+        self.recvs_posted[peer] += 1;
         let owner = self.cur_op;
         self.count(owner);
         self.recvq[peer].push_back((owner, job));
         self.activate(peer);
+    }
+
+    /// Receive jobs ever posted from `peer` (see [`Until::Received`]).
+    pub fn recvs_posted(&self, peer: usize) -> u64 {
+        self.recvs_posted[peer]
     }
 
     /// Queues this call's header to and from `peer`.
@@ -421,6 +435,11 @@ impl Engine {
                 }
                 Until::NoSendReads(ptr, len) => {
                     if !self.overlaps_send(ptr, len, None) {
+                        return Ok(());
+                    }
+                }
+                Until::Received(peer, count) => {
+                    if self.recvs_done[peer] >= count {
                         return Ok(());
                     }
                 }
@@ -890,6 +909,7 @@ impl Engine {
             if job.in_step {
                 self.step_left -= 1;
             }
+            self.recvs_done[peer] += 1;
             self.uncount(owner);
         }
         Ok(progressed)

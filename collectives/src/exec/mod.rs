@@ -32,7 +32,8 @@ pub(crate) trait Group {
 /// The state calls run on, behind the communicator's lock.
 pub(crate) struct State {
     pub engine: Engine,
-    pub plans: HashMap<(String, crate::schedule::Collective, usize), Arc<Plan>>,
+    /// Plans by (algorithm, collective, pipeline depth, lanes).
+    pub plans: HashMap<(String, crate::schedule::Collective, usize, usize), Arc<Plan>>,
     /// The plan each (collective, size) got, so the tuner runs once per size.
     pub by_size: HashMap<(crate::schedule::Collective, usize), Arc<Plan>>,
     /// Reused buffer space (reduce-scatter's work buffer, small-message staging).

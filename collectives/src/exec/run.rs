@@ -136,13 +136,41 @@ pub(crate) fn run_in(
     }
     let prog = &plan.schedule.programs[plan.rank];
     let mut flat = 0;
-    for ops in prog.steps() {
+    if prog.lanes() == 1 {
+        for ops in prog.steps() {
+            for op in ops {
+                let is_final = plan.final_op[flat];
+                flat += 1;
+                post(engine, b, mat, layout, *op, is_final)?;
+            }
+            engine.drive(Until::Step)?;
+        }
+        return engine.drive(Until::All);
+    }
+    // Lanes: steps are posted in program order (so messages keep their per-pair order), each
+    // once its own lane's previous step has received everything; the other lanes' steps stay
+    // in flight meanwhile. `waits[l]`: per peer, the receive count lane `l`'s step in flight
+    // needs (receives from one peer finish in the order posted).
+    let mut waits: Vec<Vec<(usize, u64)>> = vec![Vec::new(); prog.lanes()];
+    for (i, ops) in prog.steps().enumerate() {
+        let lane = prog.lane(i) as usize;
+        for &(peer, count) in &waits[lane] {
+            engine.drive(Until::Received(peer, count))?;
+        }
+        waits[lane].clear();
         for op in ops {
             let is_final = plan.final_op[flat];
             flat += 1;
             post(engine, b, mat, layout, *op, is_final)?;
+            if let Some(from) = op.recv_from() {
+                let from = from as usize;
+                let count = engine.recvs_posted(from);
+                match waits[lane].iter_mut().find(|w| w.0 == from) {
+                    Some(w) => w.1 = count,
+                    None => waits[lane].push((from, count)),
+                }
+            }
         }
-        engine.drive(Until::Step)?;
     }
     engine.drive(Until::All)
 }

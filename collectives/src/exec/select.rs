@@ -43,13 +43,14 @@ fn forced(inner: &dyn Group, op: &'static str) -> Option<Algorithm> {
     }
 }
 
-/// The algorithm and pipeline depth for `collective` moving `bytes` (the whole buffer).
+/// The algorithm, pipeline depth and lanes for `collective` moving `bytes` (the whole
+/// buffer); lanes from `OXCCL_LANES` where the collective has them, else [`tuner::lanes`].
 pub(crate) fn choose(
     inner: &dyn Group,
     op: &'static str,
     collective: Collective,
     bytes: usize,
-) -> Result<(Algorithm, usize)> {
+) -> Result<(Algorithm, usize, usize)> {
     let dims = inner.topology().hier_dims();
     let forced = forced(inner, op).map(Ok);
     let params = CostParams {
@@ -64,5 +65,14 @@ pub(crate) fn choose(
         &params,
         dims.as_deref(),
     );
-    Ok((algo, k.clamp(1, 256)))
+    let k = k.clamp(1, 256);
+    let lanes_apply = matches!(
+        collective,
+        Collective::AllReduce | Collective::Broadcast { .. } | Collective::Reduce { .. }
+    );
+    let lanes = match inner.options().lanes {
+        Some(l) if lanes_apply => l,
+        _ => tuner::lanes(&algo, collective, inner.size(), bytes, k),
+    };
+    Ok((algo, k, lanes))
 }

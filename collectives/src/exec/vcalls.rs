@@ -90,7 +90,7 @@ fn plan_v(
         }
     }
     let (algo, k) = select::choose_parts(inner, op, collective, part_bytes)?;
-    let key = (algo.to_string(), collective, k);
+    let key = (algo.to_string(), collective, k, 1);
     let plan = match st.plans.get(&key) {
         Some(p) => p.clone(),
         None => {

@@ -6,7 +6,10 @@
 //!
 //! Semantics (those of `schedule.rs`):
 //! - a rank starts step `i + 1` when every receive (and copy) of step `i` has finished; the
-//!   sends of a step are posted when it starts and may still be in flight when it ends;
+//!   sends of a step are posted when it starts and may still be in flight when it ends; with
+//!   lanes, step `i + 1` starts once it is issued in order and its own lane's earlier step has
+//!   finished, so a rank runs up to one step per lane at once, and its messages to one peer
+//!   leave in program order (a forward not yet ready holds back later messages to that peer);
 //! - a fused op (`RecvReduceSend`, `RecvCopySend`) posts its send when its receive (and
 //!   reduction) has finished;
 //! - messages between a pair are matched in posting order (per pair FIFO); a message may arrive
@@ -42,6 +45,8 @@ pub struct SimReport {
     pub bytes: u64,
     pub collective: Collective,
     pub ranks: usize,
+    /// Lanes of the schedule (1: synchronous steps).
+    pub lanes: usize,
     /// Messages sent and bytes they carried.
     pub messages: u64,
     pub wire_bytes: u64,
@@ -155,14 +160,36 @@ enum Entry {
 
 #[derive(Clone, Copy, Default)]
 struct RankState {
+    /// The next step to issue, and the index of its first op in the program's flat op list.
     step: u32,
-    /// Index of the current step's first op in the program's flat op list.
     op_base: u32,
-    outstanding: u32,
-    step_end: f64,
+    /// Lanes with a step in flight.
+    busy_lanes: u32,
     dev_free: f64,
     done: f64,
 }
+
+/// The step a lane of a rank has in flight.
+#[derive(Clone, Copy, Default)]
+struct LaneState {
+    busy: bool,
+    outstanding: u32,
+    step_end: f64,
+    /// Its ops, as flat indices `op_lo..op_hi`.
+    op_lo: u32,
+    op_hi: u32,
+}
+
+/// A message of a multi-lane program waiting for its turn on its pair (program order).
+#[derive(Clone, Copy)]
+enum Slot {
+    /// A fused op's forward whose receive has not finished (the op's flat index).
+    Pending(u32),
+    Ready(Blocks),
+}
+
+/// The `op` of a STEP event that only issues (rather than ends a lane's step).
+const ISSUE: u32 = u32::MAX;
 
 /// FxHash-style multiplicative hasher for the `(from, to)` pair keys.
 #[derive(Default)]
@@ -188,6 +215,12 @@ struct Sim<'a> {
     /// Byte offset of each block boundary.
     bound: Vec<u64>,
     ranks: Vec<RankState>,
+    /// `lanes` lane states per rank.
+    lane: Vec<LaneState>,
+    lanes: usize,
+    /// Per pair, messages of a multi-lane program not yet sent (empty with one lane, whose
+    /// sends are in program order by construction).
+    outbox: HashMap<u64, VecDeque<Slot>, BuildHasherDefault<PairHasher>>,
     free: Vec<f64>,
     busy: Vec<f64>,
     pairs: HashMap<u64, VecDeque<Entry>, BuildHasherDefault<PairHasher>>,
@@ -242,6 +275,9 @@ pub fn simulate_with_progress(
         sched: schedule,
         bound,
         ranks: vec![RankState::default(); p],
+        lane: vec![LaneState::default(); p * schedule.lanes()],
+        lanes: schedule.lanes(),
+        outbox: HashMap::default(),
         free: vec![0.0; net.links()],
         busy: vec![0.0; net.links()],
         pairs: HashMap::default(),
@@ -276,7 +312,7 @@ pub fn simulate_with_progress(
         sim.host = terms;
     }
     for r in 0..p {
-        sim.ready.push_back(pack(STEP, r, 0));
+        sim.ready.push_back(pack(STEP, r, ISSUE));
     }
     let mut events = 0u64;
     loop {
@@ -295,7 +331,7 @@ pub fn simulate_with_progress(
         }
         let (kind, rank, op) = (ev >> 62, ((ev >> 32) & 0x3fff_ffff) as usize, ev as u32);
         match kind {
-            STEP => sim.start_step(rank)?,
+            STEP => sim.lane_done(rank, op)?,
             ARRIVE => sim.arrive(rank, op)?,
             _ => sim.forward(rank, op)?,
         }
@@ -305,7 +341,7 @@ pub fn simulate_with_progress(
             .ranks
             .iter()
             .enumerate()
-            .find(|(r, s)| (s.step as usize) < schedule.programs[*r].len())
+            .find(|(r, s)| (s.step as usize) < schedule.programs[*r].len() || s.busy_lanes > 0)
             .expect("an unfinished rank");
         return Err(SimError::Deadlock {
             rank,
@@ -339,6 +375,7 @@ pub fn simulate_with_progress(
         bytes,
         collective: schedule.collective,
         ranks: p,
+        lanes: sim.lanes,
         messages: sim.messages,
         wire_bytes: sim.wire_bytes,
         events,
@@ -363,6 +400,17 @@ fn check_schedule(s: &Schedule) -> Result<u64, SimError> {
     }
     if s.ranks >= 1 << 30 || s.blocks > u32::MAX as usize {
         return Err(bad(0, 0, "too many ranks or blocks".into()));
+    }
+    if s.lanes() > crate::schedule::MAX_LANES {
+        return Err(bad(
+            0,
+            0,
+            format!(
+                "{} lanes (at most {})",
+                s.lanes(),
+                crate::schedule::MAX_LANES
+            ),
+        ));
     }
     let mut total = 0u64;
     for (r, prog) in s.programs.iter().enumerate() {
@@ -407,50 +455,109 @@ impl Sim<'_> {
         }
     }
 
-    /// Posts the ops of rank `r`'s current step; runs on through steps that finish at once.
-    fn start_step(&mut self, r: usize) -> Result<(), SimError> {
+    /// Lane `lane` of rank `r` has finished its step (or, with [`ISSUE`], nothing has
+    /// finished and the rank only tries to issue); issues what can start now.
+    fn lane_done(&mut self, r: usize, lane: u32) -> Result<(), SimError> {
+        if lane != ISSUE {
+            self.lane[r * self.lanes + lane as usize].busy = false;
+            self.ranks[r].busy_lanes -= 1;
+        }
+        self.issue(r)
+    }
+
+    /// Posts the ops of rank `r`'s next steps, in order, while each one's lane is free; runs
+    /// on through steps that finish at once.
+    fn issue(&mut self, r: usize) -> Result<(), SimError> {
         let prog = &self.sched.programs[r];
         loop {
             let st = self.ranks[r];
             if st.step as usize >= prog.len() {
-                self.ranks[r].done = self.now;
-                self.finished += 1;
+                if st.busy_lanes == 0 {
+                    self.ranks[r].done = self.now;
+                    self.finished += 1;
+                }
+                return Ok(());
+            }
+            let li = r * self.lanes + prog.lane(st.step as usize) as usize;
+            if self.lane[li].busy {
                 return Ok(());
             }
             let ops = prog.step(st.step as usize);
-            self.ranks[r].outstanding = 0;
-            self.ranks[r].step_end = self.now;
+            self.lane[li] = LaneState {
+                busy: true,
+                outstanding: 0,
+                step_end: self.now,
+                op_lo: st.op_base,
+                op_hi: st.op_base + ops.len() as u32,
+            };
+            self.ranks[r].busy_lanes += 1;
+            self.ranks[r].step += 1;
+            self.ranks[r].op_base += ops.len() as u32;
             for (i, op) in ops.iter().enumerate() {
                 let idx = st.op_base + i as u32;
                 match *op {
-                    Op::Send { to, blocks } => self.send(r, to as usize, blocks)?,
+                    Op::Send { to, blocks } => {
+                        self.post_send(r, to as usize, Slot::Ready(blocks))?
+                    }
                     Op::Copy { to, .. } => {
                         let b = self.bytes(to);
                         let start = self.ranks[r].dev_free.max(self.now);
                         let end = self.cpu_work(r, start, b, self.copy);
-                        let s = &mut self.ranks[r];
-                        s.dev_free = end;
-                        s.step_end = s.step_end.max(end);
+                        self.ranks[r].dev_free = end;
+                        let l = &mut self.lane[li];
+                        l.step_end = l.step_end.max(end);
                     }
                     _ => {
-                        self.ranks[r].outstanding += 1;
+                        self.lane[li].outstanding += 1;
+                        if let Some(to) = op.send_to() {
+                            if self.lanes > 1 {
+                                self.post_send(r, to as usize, Slot::Pending(idx))?;
+                            }
+                        }
                         let from = op.recv_from().unwrap_or_default() as usize;
                         self.recv(r, from, idx, op.blocks())?;
                     }
                 }
             }
-            let s = &mut self.ranks[r];
-            if s.outstanding > 0 {
-                return Ok(());
+            let l = self.lane[li];
+            if l.outstanding > 0 {
+                continue;
             }
-            s.step += 1;
-            s.op_base += ops.len() as u32;
-            if s.step_end > self.now {
-                let t = s.step_end;
-                self.at(t, pack(STEP, r, 0));
-                return Ok(());
+            if l.step_end > self.now {
+                let lane = (li - r * self.lanes) as u32;
+                self.at(l.step_end, pack(STEP, r, lane));
+                continue;
             }
+            self.lane[li].busy = false;
+            self.ranks[r].busy_lanes -= 1;
         }
+    }
+
+    /// Queues a message of rank `a` for `b` behind the earlier ones (multi-lane programs), or
+    /// sends it now (one lane, where program order holds by construction).
+    fn post_send(&mut self, a: usize, b: usize, slot: Slot) -> Result<(), SimError> {
+        if self.lanes == 1 {
+            if let Slot::Ready(blocks) = slot {
+                self.send(a, b, blocks)?;
+            }
+            return Ok(());
+        }
+        let key = ((a as u64) << 32) | b as u64;
+        self.outbox.entry(key).or_default().push_back(slot);
+        self.flush(a, b)
+    }
+
+    /// Sends rank `a`'s messages for `b` that are ready and have no earlier one pending.
+    fn flush(&mut self, a: usize, b: usize) -> Result<(), SimError> {
+        let key = ((a as u64) << 32) | b as u64;
+        while let Some(q) = self.outbox.get_mut(&key) {
+            let Some(&Slot::Ready(blocks)) = q.front() else {
+                break;
+            };
+            q.pop_front();
+            self.send(a, b, blocks)?;
+        }
+        Ok(())
     }
 
     /// The message for op `op` of rank `r` has arrived.
@@ -467,27 +574,48 @@ impl Sim<'_> {
             self.at(t, pack(FORWARD, r, op));
             Ok(())
         } else {
-            self.complete(r, t)
+            self.complete(r, op, t)
         }
     }
 
     /// A fused op has its data ready: send it on, and the op is done.
     fn forward(&mut self, r: usize, op: u32) -> Result<(), SimError> {
         let o = self.sched.programs[r].ops()[op as usize];
-        self.send(r, o.send_to().unwrap_or_default() as usize, o.blocks())?;
-        self.complete(r, self.now)
+        let to = o.send_to().unwrap_or_default() as usize;
+        if self.lanes == 1 {
+            self.send(r, to, o.blocks())?;
+        } else {
+            let key = ((r as u64) << 32) | to as u64;
+            if let Some(slot) = self.outbox.get_mut(&key).and_then(|q| {
+                q.iter_mut()
+                    .find(|s| matches!(s, Slot::Pending(i) if *i == op))
+            }) {
+                *slot = Slot::Ready(o.blocks());
+            }
+            self.flush(r, to)?;
+        }
+        self.complete(r, op, self.now)
     }
 
-    fn complete(&mut self, r: usize, t: f64) -> Result<(), SimError> {
-        let s = &mut self.ranks[r];
-        s.step_end = s.step_end.max(t);
-        s.outstanding -= 1;
-        if s.outstanding == 0 {
-            let len = self.sched.programs[r].step(s.step as usize).len() as u32;
-            s.step += 1;
-            s.op_base += len;
-            let t = s.step_end;
-            self.at(t, pack(STEP, r, 0));
+    /// Op `op` of rank `r` (a receive) has finished at `t`.
+    fn complete(&mut self, r: usize, op: u32, t: f64) -> Result<(), SimError> {
+        let lanes = &mut self.lane[r * self.lanes..(r + 1) * self.lanes];
+        let Some(lane) = lanes
+            .iter()
+            .position(|l| l.busy && (l.op_lo..l.op_hi).contains(&op))
+        else {
+            return Err(SimError::BadSchedule {
+                rank: r,
+                step: self.ranks[r].step as usize,
+                reason: format!("op {op} finished outside any step in flight"),
+            });
+        };
+        let l = &mut lanes[lane];
+        l.step_end = l.step_end.max(t);
+        l.outstanding -= 1;
+        if l.outstanding == 0 {
+            let t = l.step_end;
+            self.at(t, pack(STEP, r, lane as u32));
         }
         Ok(())
     }
