@@ -5,6 +5,7 @@ pub(crate) mod calls;
 pub(crate) mod engine;
 pub(crate) mod header;
 pub(crate) mod plan;
+mod pull;
 pub(crate) mod run;
 pub(crate) mod select;
 pub(crate) mod tiny;
