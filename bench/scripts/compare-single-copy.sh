@@ -9,6 +9,7 @@
 # Run from the project root after `cargo build --release -p oxccl-bench` (needs Open MPI).
 # Printed per size: the median of each side over the runs, and the median per-run ratios
 # (single copy / ring, single copy / Open MPI; > 1: the single-copy path is faster).
+# Env: TESTS ("a2av sendrecv"), ON (the threshold under test, 262144), OUT (keep raw outputs).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=${BUILD:-/tmp/oxccl-single-copy-peers}
@@ -24,25 +25,35 @@ command -v mpicc >/dev/null || { echo "install Open MPI: apt-get install -y open
 for prog in mpi_alltoallv mpi_sendrecv; do
   [ -x "$BUILD/$prog" ] || mpicc -O3 -march=native -o "$BUILD/$prog" "$HERE/$prog.c"
 done
-OUT=$(mktemp -d)
-trap 'rm -rf "$OUT"' EXIT
+TESTS=${TESTS:-"a2av sendrecv"}
+OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 for run in $(seq 1 "$RUNS"); do
   for np in $RANKS; do
-    $MPIRUN -np "$np" "$BUILD/mpi_alltoallv" -b "$MIN" -e "$MAX" > "$OUT/a2av-mpi-$np-$run"
-    $MPIRUN -np "$np" "$BUILD/mpi_sendrecv" -b "$MIN" -e "$MAX" > "$OUT/sendrecv-mpi-$np-$run"
-    for mode in ring single; do
-      # The ring path is the single-copy path turned off; ON sets the threshold under test.
-      min=0; [ "$mode" = single ] && min=${ON:-262144}
-      OXCCL_SINGLE_COPY_MIN=$min $MPIRUN -np "$np" "$OX" all-to-all-v -b "$MIN" -e "$MAX" -n 0 -a 3 \
-        --trials 5 --json > "$OUT/a2av-$mode-$np-$run"
-      OXCCL_SINGLE_COPY_MIN=$min $MPIRUN -np "$np" "$OX" sendrecv -b "$MIN" -e "$MAX" --json \
-        > "$OUT/sendrecv-$mode-$np-$run"
+    for t in $TESTS; do
+      if [ "$t" = a2av ]; then
+        $MPIRUN -np "$np" "$BUILD/mpi_alltoallv" -b "$MIN" -e "$MAX" > "$OUT/a2av-mpi-$np-$run"
+      else
+        $MPIRUN -np "$np" "$BUILD/mpi_sendrecv" -b "$MIN" -e "$MAX" > "$OUT/sendrecv-mpi-$np-$run"
+      fi
+      for mode in ring single; do
+        # The ring path is the single-copy path turned off; ON sets the threshold under test.
+        min=0; [ "$mode" = single ] && min=${ON:-262144}
+        if [ "$t" = a2av ]; then
+          OXCCL_SINGLE_COPY_MIN=$min $MPIRUN -np "$np" "$OX" all-to-all-v -b "$MIN" -e "$MAX" -n 0 \
+            -a 3 --trials 5 --json > "$OUT/a2av-$mode-$np-$run"
+        else
+          OXCCL_SINGLE_COPY_MIN=$min $MPIRUN -np "$np" "$OX" sendrecv -b "$MIN" -e "$MAX" --json \
+            > "$OUT/sendrecv-$mode-$np-$run"
+        fi
+      done
     done
   done
 done
-python3 - "$OUT" "$RUNS" "$RANKS" <<'PY'
+echo "raw outputs: $OUT"
+python3 - "$OUT" "$RUNS" "$RANKS" "$TESTS" <<'PY'
 import json, statistics, sys
-out, runs, ranks = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
+out, runs, ranks, tests = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4].split()
 def mpi(path, col, check=None):
     d = {}
     for l in open(path):
@@ -57,12 +68,14 @@ def ox(path, key):
     for l in open(path):
         if l.startswith("{"):
             r = json.loads(l)
-            assert r.get("wrong", 0) in (0, None), f"{path}: wrong values at {r['bytes']}"
+            assert str(r.get("wrong", 0)) in ("0", "None", "N/A"), f"{path}: wrong values at {r['bytes']}"
             d[int(r["bytes"])] = float(r[key])
     return d
 # (test, Open MPI column, oxccl key, unit, higher is better)
 for test, col, key, unit, higher in (("a2av", 3, "time_us", "us per call", False),
                                      ("sendrecv", 3, "bibw_gbps", "bibw GB/s", True)):
+    if test not in tests:
+        continue
     for np in ranks:
         rows = {}
         for run in range(1, runs + 1):

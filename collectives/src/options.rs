@@ -242,3 +242,33 @@ impl Options {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Options;
+
+    fn with(var: &str, value: &str) -> crate::Result<Options> {
+        Options::from_vars(|k| (k == var).then(|| value.to_string()))
+    }
+
+    #[test]
+    fn single_copy_min_is_read_raised_to_its_floor_and_checked() {
+        let floor = oxccl_transport::stream::MIN_SINGLE_COPY;
+        assert_eq!(
+            Options::default().single_copy_min,
+            oxccl_transport::stream::DEFAULT_SINGLE_COPY_MIN
+        );
+        let read = |v: &str| with("OXCCL_SINGLE_COPY_MIN", v).map(|o| o.single_copy_min);
+        assert_eq!(read("0").ok(), Some(0), "0 turns the path off");
+        assert_eq!(read("1048576").ok(), Some(1 << 20));
+        assert_eq!(
+            read("100").ok(),
+            Some(floor),
+            "below the floor: raised to it"
+        );
+        assert!(
+            read("lots").is_err(),
+            "a value that is not a number is an error"
+        );
+    }
+}

@@ -16,39 +16,15 @@
 
 use super::header::{Header, RECEIPT_FIRST_BYTE};
 pub(crate) use super::idle::Waiter;
+use super::pull::{RecvLarge, SendLarge};
 use crate::error::Error;
 use crate::link::Link;
 use oxccl_kernels::{DataType, Epilogue, ReduceOp};
-use oxccl_transport::stream::{Arrival, Offer, Pull};
+use oxccl_transport::stream::{Arrival, Offer};
 use std::collections::VecDeque;
 use std::time::Duration;
 
 static ZEROS: [u8; 8] = [0; 8];
-
-/// Bytes a pulled (single-copy) receive copies per step: large enough that the system call is
-/// paid rarely, small enough that deadlines, aborts and forwarding see progress often.
-const PULL_PIECE: usize = 256 << 10;
-/// Bytes a pulled reducing receive copies into cache-resident scratch before reducing them.
-const REDUCE_PIECE: usize = 64 << 10;
-
-/// Where the front send job of a peer stands on the single-copy path.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum SendLarge {
-    /// Not looked at yet (or a message below the stream's threshold).
-    Fresh,
-    /// Its bytes go through the stream (below the threshold, or the header said so).
-    Stream,
-    /// The peer copies it out of our memory; done when the stream says `taken`.
-    Pull(u64),
-}
-
-/// Where the front receive job of a peer stands on the single-copy path.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum RecvLarge {
-    Fresh,
-    Stream,
-    Pull(Pull),
-}
 
 /// A run of bytes to push to a peer. `avail` grows while a forwarding receive produces it.
 pub(crate) struct SendJob {
@@ -114,7 +90,7 @@ pub(crate) struct Reduction {
 pub(crate) struct Engine {
     pub rank: usize,
     pub links: Vec<Option<Link>>,
-    sendq: Vec<VecDeque<SendJob>>,
+    pub(super) sendq: Vec<VecDeque<SendJob>>,
     /// Receive jobs with the operation each belongs to.
     pub(super) recvq: Vec<VecDeque<(u64, RecvJob)>>,
     /// The operation new jobs belong to.
@@ -165,7 +141,7 @@ pub(crate) struct Engine {
     tx_large: Vec<SendLarge>,
     rx_large: Vec<RecvLarge>,
     /// Where a pulled reducing receive lands before it is reduced.
-    pull_scratch: Vec<u8>,
+    pub(super) pull_scratch: Vec<u8>,
     /// Per peer, the receipts of sends and receives (`exec/receipt.rs`).
     pub(super) receipts: Vec<super::receipt::Receipts>,
     /// No collective is on the streams (a send, a receive or a wait outside calls drives the
@@ -916,57 +892,6 @@ impl Engine {
     }
 }
 
-impl Engine {
-    /// Copies the next piece of the front receive job of `peer` straight out of the sender's
-    /// memory: into the destination for a copy, through cache-sized scratch for a reduction.
-    fn pull_piece(&mut self, peer: usize, p: &Pull) -> Result<(), Error> {
-        let op = self.op;
-        let reduction = self.reduction;
-        let job = &mut self.recvq[peer].front_mut().expect("front").1;
-        let link = self.links[peer]
-            .as_mut()
-            .expect("a job for a peer without a link");
-        let failed = |source| Error::PeerFailed { op, peer, source };
-        let take;
-        match job.kind {
-            RecvKind::Header(_) => unreachable!("headers are below every single-copy threshold"),
-            RecvKind::Copy => {
-                take = PULL_PIECE.min(job.len - job.pos);
-                // SAFETY: [dst, dst + len) is writable, owned by the running operation, and no
-                // queued send reads it (the job was cleared before it started).
-                let dst = unsafe { std::slice::from_raw_parts_mut(job.dst.add(job.pos), take) };
-                link.stream().pull(p, job.pos, dst).map_err(failed)?;
-            }
-            RecvKind::Reduce { local, epilogue } => {
-                let r = reduction.expect("a reduce job without a reduction");
-                // A whole number of elements (REDUCE_PIECE is a multiple of every size).
-                take = REDUCE_PIECE.min(job.len - job.pos);
-                if self.pull_scratch.len() < REDUCE_PIECE {
-                    self.pull_scratch.resize(REDUCE_PIECE, 0);
-                }
-                let scratch = &mut self.pull_scratch[..take];
-                link.stream().pull(p, job.pos, scratch).map_err(failed)?;
-                let epi = if epilogue { r.epilogue } else { Epilogue::None };
-                reduce_into(r, epi, local, job.dst, job.pos, scratch).map_err(|e| {
-                    Error::Protocol {
-                        op,
-                        peer,
-                        detail: e,
-                    }
-                })?;
-            }
-        }
-        job.pos += take;
-        if let Some((to, id)) = job.fwd {
-            let produced = job.pos;
-            if let Some(s) = self.sendq[to].iter_mut().find(|s| s.id == id) {
-                s.avail = produced;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// A received piece into its destination. Past the cache size, streaming stores skip the
 /// read-for-ownership of every destination line (the data is not read again soon).
 fn copy(stream: bool, dst: &mut [u8], src: &[u8]) {
@@ -991,7 +916,7 @@ fn copy(stream: bool, dst: &mut [u8], src: &[u8]) {
 }
 
 /// `dst[pos..] = local[pos..] op recv` (Reduce with `local == dst` reduces in place).
-fn reduce_into(
+pub(super) fn reduce_into(
     r: Reduction,
     epi: Epilogue,
     local: *const u8,

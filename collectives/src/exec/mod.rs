@@ -6,6 +6,7 @@ pub(crate) mod engine;
 pub(crate) mod header;
 pub(crate) mod idle;
 pub(crate) mod plan;
+mod pull;
 pub(crate) mod receipt;
 pub(crate) mod run;
 pub(crate) mod select;

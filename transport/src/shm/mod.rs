@@ -62,7 +62,7 @@ pub struct ShmConfig {
     pub cma_min: usize,
     /// Stream-face messages of at least this many bytes are copied once, by the receiver,
     /// straight out of the sender's memory (`OXCCL_SINGLE_COPY_MIN`, bytes; 0: off; default
-    /// [`DEFAULT_SINGLE_COPY_MIN`]). The two ends agree at connect on the larger of their
+    /// [`crate::stream::DEFAULT_SINGLE_COPY_MIN`]). The two ends agree at connect on the larger of their
     /// values (off if either is off).
     pub single_copy_min: usize,
 }

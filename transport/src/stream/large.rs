@@ -226,13 +226,16 @@ impl RingStream {
         self.rx.add_pulled();
     }
 
-    /// After closing or aborting: a peer inside a copy out of our memory finishes first.
+    /// After closing or aborting: a peer thread inside a plain copy out of our memory finishes
+    /// before the memory may be freed. A peer process needs no wait (`process_vm_readv` on
+    /// freed memory is `EFAULT`, and it checks the closed flags after each piece), and must
+    /// not get one: a process killed inside a copy leaves its flag raised for good.
     pub(super) fn settle_pulls(&self) {
-        if self
+        let same_process = self
             .single
             .as_ref()
-            .is_some_and(|s| s.offered > self.tx.pulled())
-        {
+            .is_some_and(|s| s.peer_pid.is_none() && s.offered > self.tx.pulled());
+        if same_process {
             self.tx.wait_unpulled(UNPULL_WAIT);
         }
     }
