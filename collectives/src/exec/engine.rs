@@ -40,6 +40,8 @@ pub(crate) struct SendJob {
     /// The bytes themselves, for a header that must outlive the call that queued it (a
     /// non-blocking send's); `ptr` is unused then.
     inline: Option<[u8; Header::LEN]>,
+    /// A large message may go by the single-copy path ([`Engine::pull_ok`] when queued).
+    pull_ok: bool,
 }
 
 pub(crate) enum RecvKind {
@@ -140,6 +142,11 @@ pub(crate) struct Engine {
     /// The single-copy state of each peer's front send and receive job.
     tx_large: Vec<SendLarge>,
     rx_large: Vec<RecvLarge>,
+    /// Sends queued now may offer the single-copy path. Off while a schedule with lanes is
+    /// posted: a lane's receives are posted only when its previous step is done, so a send
+    /// that waited for its receiver to pull it could wait on a lane that waits on it (an
+    /// eager send through the ring cannot).
+    pub pull_ok: bool,
     /// Where a pulled reducing receive lands before it is reduced.
     pub(super) pull_scratch: Vec<u8>,
     /// Per peer, the receipts of sends and receives (`exec/receipt.rs`).
@@ -206,6 +213,7 @@ impl Engine {
             small_got: Vec::with_capacity(p),
             abort_flag: Default::default(),
             blame: crate::link::blame::Board::nowhere(),
+            pull_ok: true,
             tx_large: vec![SendLarge::Fresh; p],
             rx_large: vec![RecvLarge::Fresh; p],
             pull_scratch: Vec::new(),
@@ -278,6 +286,7 @@ impl Engine {
             id: self.next_id,
             owner,
             inline: Some(hdr),
+            pull_ok: false,
         });
         self.count(owner);
         self.activate(peer);
@@ -308,6 +317,7 @@ impl Engine {
                 id: self.next_id,
                 owner,
                 inline: Some(bytes),
+                pull_ok: false,
             },
         );
         self.count(owner);
@@ -345,6 +355,7 @@ impl Engine {
             id,
             owner,
             inline: None,
+            pull_ok: self.pull_ok,
         });
         self.count(owner);
         self.activate(peer);
@@ -669,6 +680,7 @@ impl Engine {
         let mut progressed = false;
         while let Some(job) = self.sendq[peer].front_mut() {
             let (ptr, avail, pos, len, pad) = (job.ptr, job.avail, job.pos, job.len, job.pad);
+            let pull_ok = job.pull_ok;
             let link = self.links[peer]
                 .as_mut()
                 .expect("a job for a peer without a link");
@@ -680,7 +692,7 @@ impl Engine {
                     // queued (the queuing operation's contract), and the job stays at the
                     // front until the peer has taken it (or the engine fails, which aborts
                     // the link, and the abort waits for a copy in progress).
-                    let offer = unsafe { link.stream().offer(ptr, len, avail == len) };
+                    let offer = unsafe { link.stream().offer(ptr, len, pull_ok && avail == len) };
                     match offer.map_err(|source| Error::PeerFailed { op, peer, source })? {
                         None => break,
                         Some(Offer::Pull(ticket)) => self.tx_large[peer] = SendLarge::Pull(ticket),

@@ -136,6 +136,8 @@ pub(crate) fn run_in(
     }
     let prog = &plan.schedule.programs[plan.rank];
     let mut flat = 0;
+    // See `Engine::pull_ok`: lanes send through the rings.
+    engine.pull_ok = prog.lanes() == 1;
     if prog.lanes() == 1 {
         for ops in prog.steps() {
             for op in ops {
