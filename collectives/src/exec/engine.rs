@@ -430,6 +430,11 @@ impl Engine {
             let peer = self.active[i];
             progressed |= self.progress_sends(peer).map_err(|e| self.fail(e))?;
             progressed |= self.progress_recvs(peer).map_err(|e| self.fail(e))?;
+            // A receipt that came before its send was posted.
+            if self.receipts[peer].pairable() {
+                self.match_receipts(peer).map_err(|e| self.fail(e))?;
+                progressed = true;
+            }
             // A peer we expect nothing else from may be gone already: read only for a
             // receipt we wait for.
             if self.at_rest && self.recvq[peer].is_empty() && self.awaits_receipt(peer) {

@@ -44,6 +44,11 @@ impl Receipts {
         !self.awaited.is_empty()
     }
 
+    /// A send waits for a receipt that has come already.
+    pub fn pairable(&self) -> bool {
+        !self.awaited.is_empty() && !self.early.is_empty()
+    }
+
     pub fn clear(&mut self) {
         self.awaited.clear();
         self.pos = 0;
