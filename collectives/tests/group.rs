@@ -279,7 +279,11 @@ fn uneven_collectives_run_in_groups_and_scopes() {
 /// second send.
 #[test]
 fn a_receipt_that_comes_before_its_send() {
-    for transport in [LocalTransport::Memory, LocalTransport::Shm, LocalTransport::Tcp] {
+    for transport in [
+        LocalTransport::Memory,
+        LocalTransport::Shm,
+        LocalTransport::Tcp,
+    ] {
         on_ranks(2, transport, Options::default(), |comm| {
             if comm.rank() == 1 {
                 let a = comm.start_recv(vec![0u64; 1000], 0).unwrap();

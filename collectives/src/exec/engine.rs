@@ -609,7 +609,7 @@ impl Engine {
                 if got == 0 {
                     // A receipt may come first: the stream is at a boundary here.
                     progressed |= self.take_receipts(q).map_err(|e| self.fail(e))?;
-                    if self.receipt_unfinished(q) {
+                    if !self.message_next(q) {
                         continue;
                     }
                 }
@@ -798,7 +798,7 @@ impl Engine {
             if job.pos == 0 && matches!(job.kind, RecvKind::Header(_)) {
                 // A message boundary: receipts may stand before the header.
                 progressed |= self.take_receipts(peer)?;
-                if self.receipt_unfinished(peer) {
+                if !self.message_next(peer) {
                     break;
                 }
             }

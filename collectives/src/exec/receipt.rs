@@ -112,6 +112,20 @@ impl Engine {
         }
     }
 
+    /// Whether the head of `peer`'s stream (at a boundary, receipts taken) is the first byte of
+    /// a message: a reader may start only then, or it could read a receipt that arrived just
+    /// after [`Engine::take_receipts`] looked.
+    pub(crate) fn message_next(&mut self, peer: usize) -> bool {
+        if self.receipt_unfinished(peer) {
+            return false;
+        }
+        let link = self.links[peer].as_mut().expect("a peer without a link");
+        // An error is left to the reader, which reports it.
+        link.peek().map_or(true, |v| {
+            v.first().is_some_and(|&b| b != RECEIPT_FIRST_BYTE)
+        })
+    }
+
     /// A receipt from `peer` is half read: the stream is not at a message boundary.
     pub(crate) fn receipt_unfinished(&self, peer: usize) -> bool {
         self.receipts[peer].pos > 0
