@@ -273,3 +273,30 @@ fn uneven_collectives_run_in_groups_and_scopes() {
         }
     });
 }
+
+/// A receipt that arrives before its send is posted (the receiver posted both receives at
+/// once, so the first blocking send takes both receipts off the stream) still completes the
+/// second send.
+#[test]
+fn a_receipt_that_comes_before_its_send() {
+    for transport in [
+        LocalTransport::Memory,
+        LocalTransport::Shm,
+        LocalTransport::Tcp,
+    ] {
+        on_ranks(2, transport, Options::default(), |comm| {
+            if comm.rank() == 1 {
+                let a = comm.start_recv(vec![0u64; 1000], 0).unwrap();
+                let b = comm.start_recv(vec![0u64; 3000], 0).unwrap();
+                check_from(&a.wait().unwrap(), 0, 1);
+                check_from(&b.wait().unwrap(), 0, 1);
+            } else {
+                // Let both receipts arrive before the first send looks for its own.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                comm.send(&message(0, 1, 1000), 1).unwrap();
+                comm.send(&message(0, 1, 3000), 1).unwrap();
+            }
+            comm.barrier().unwrap();
+        });
+    }
+}

@@ -452,6 +452,11 @@ impl Engine {
             let peer = self.active[i];
             progressed |= self.progress_sends(peer).map_err(|e| self.fail(e))?;
             progressed |= self.progress_recvs(peer).map_err(|e| self.fail(e))?;
+            // A receipt that came before its send was posted.
+            if self.receipts[peer].pairable() {
+                self.match_receipts(peer).map_err(|e| self.fail(e))?;
+                progressed = true;
+            }
             // A peer we expect nothing else from may be gone already: read only for a
             // receipt we wait for.
             if self.at_rest && self.recvq[peer].is_empty() && self.awaits_receipt(peer) {
@@ -543,7 +548,7 @@ impl Engine {
                 if got == 0 {
                     // A receipt may come first: the stream is at a boundary here.
                     progressed |= self.take_receipts(q).map_err(|e| self.fail(e))?;
-                    if self.receipt_unfinished(q) {
+                    if !self.message_next(q) {
                         continue;
                     }
                 }
@@ -771,7 +776,7 @@ impl Engine {
             if job.pos == 0 && matches!(job.kind, RecvKind::Header(_)) {
                 // A message boundary: receipts may stand before the header.
                 progressed |= self.take_receipts(peer)?;
-                if self.receipt_unfinished(peer) {
+                if !self.message_next(peer) {
                     break;
                 }
             }

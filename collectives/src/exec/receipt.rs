@@ -44,6 +44,11 @@ impl Receipts {
         !self.awaited.is_empty()
     }
 
+    /// A send waits for a receipt that has come already.
+    pub fn pairable(&self) -> bool {
+        !self.awaited.is_empty() && !self.early.is_empty()
+    }
+
     pub fn clear(&mut self) {
         self.awaited.clear();
         self.pos = 0;
@@ -105,6 +110,20 @@ impl Engine {
             r.early.push_back(got);
             self.match_receipts(peer)?;
         }
+    }
+
+    /// Whether the head of `peer`'s stream (at a boundary, receipts taken) is the first byte of
+    /// a message: a reader may start only then, or it could read a receipt that arrived just
+    /// after [`Engine::take_receipts`] looked.
+    pub(crate) fn message_next(&mut self, peer: usize) -> bool {
+        if self.receipt_unfinished(peer) {
+            return false;
+        }
+        let link = self.links[peer].as_mut().expect("a peer without a link");
+        // An error is left to the reader, which reports it.
+        link.peek().map_or(true, |v| {
+            v.first().is_some_and(|&b| b != RECEIPT_FIRST_BYTE)
+        })
     }
 
     /// A receipt from `peer` is half read: the stream is not at a message boundary.

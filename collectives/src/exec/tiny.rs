@@ -202,12 +202,6 @@ impl Engine {
                     left -= 1;
                     order.swap(i, left);
                 } else {
-                    // Receipts of receives the peer posted are not another call: with nothing
-                    // queued from it, its stream is between messages; take them off.
-                    if self.recvq[q].is_empty() && self.take_receipts(q)? {
-                        progressed = true;
-                        continue;
-                    }
                     let Some(mut mailbox) = self.links[q].as_mut().and_then(|l| l.mailbox()) else {
                         unreachable!("the tiny path runs only where every link has a mailbox")
                     };
@@ -224,6 +218,16 @@ impl Engine {
                     // Bytes for a receive posted earlier (non-blocking, or in a group) are
                     // not another call: they wait for that receive's job.
                     if pending && !posted && self.recvq[q].is_empty() {
+                        // Receipts of receives the peer posted are not another call: with
+                        // nothing queued from it, its stream is between messages.
+                        if self.take_receipts(q)? {
+                            progressed = true;
+                            continue;
+                        }
+                        if self.receipt_unfinished(q) {
+                            i += 1;
+                            continue;
+                        }
                         return Err(Error::Mismatch {
                             op,
                             peer: q,
