@@ -218,13 +218,6 @@ pub trait Request {
     fn progress(&self) -> usize {
         0
     }
-
-    /// The doorbell a blocking wait on this request may sleep on (`shm`: rung by the peer's
-    /// every publish; see [`crate::stream::doorbell`]); `None` (the default): the wait polls
-    /// with a backoff.
-    fn doorbell(&self) -> Option<crate::stream::Doorbell> {
-        None
-    }
 }
 
 /// A zero-copy receive in progress. Call [`RecvView::next_chunk`] until

@@ -282,9 +282,6 @@ impl<R: Request + ?Sized> Request for Box<R> {
     fn progress(&self) -> usize {
         (**self).progress()
     }
-    fn doorbell(&self) -> Option<crate::stream::Doorbell> {
-        (**self).doorbell()
-    }
 }
 
 impl<V: RecvView + ?Sized> RecvView for Box<V> {

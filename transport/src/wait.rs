@@ -2,9 +2,7 @@
 //!
 //! Waiting spins briefly (a message between two cores arrives in well under a microsecond),
 //! then yields the core (ranks may outnumber cores: four ranks on two cores must let each other
-//! run), then sleeps: on a `shm` connection in the kernel on its doorbell until the peer
-//! publishes something ([`crate::stream::doorbell`]), elsewhere in growing steps up to a
-//! millisecond, so an idle wait costs little CPU.
+//! run), then sleeps in growing steps up to a millisecond, so an idle wait costs little CPU.
 
 use std::time::{Duration, Instant};
 
@@ -12,8 +10,6 @@ use crate::api::{
     Connection, Listener, PendingConnection, Post, RecvView, Request, Setup, Tag, Transport,
 };
 use crate::error::{Error, Result};
-use crate::stream::doorbell::{self, Armed};
-use crate::stream::Doorbell;
 
 /// Default deadline of every blocking helper when `OXCCL_TIMEOUT` is not set: 60 seconds.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,22 +31,18 @@ pub fn default_timeout() -> Result<Duration> {
 }
 
 /// Spin, then yield, then sleep: the waiting policy of every blocking helper.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Backoff {
     polls: u32,
     started: Option<Instant>,
     spin: Duration,
     phase: Phase,
-    /// The doorbell armed by the last round, to sleep on in the next (see `snooze_on`).
-    armed: Option<Armed>,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Phase {
     Spin,
     Yield,
-    /// Past the yield budget: park on the doorbell where there is one, else keep yielding.
-    Park,
     Sleep(Duration),
 }
 
@@ -61,11 +53,11 @@ pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 /// Default of `OXCCL_YIELD_US`.
 pub const DEFAULT_YIELD: Duration = Duration::from_micros(200);
 
-/// How long a waiter that has spun yields its core before it parks on a doorbell (where it
-/// waits on one): `OXCCL_YIELD_US` microseconds (default 200; read once; a value that does
-/// not parse is the default). Parking costs the waker a system call and the sleeper a wake-up
-/// (tens of microseconds on a virtual machine); yielding costs a core while nobody else wants
-/// it.
+/// How long a collective's waiting rank that has spun yields its core before it parks on its
+/// links' doorbells (`oxccl-collectives`' `exec/idle.rs`; see [`crate::stream::doorbell`]):
+/// `OXCCL_YIELD_US` microseconds (default 200; read once; a value that does not parse is the
+/// default). Parking costs the waker a system call and the sleeper a wake-up (tens of
+/// microseconds on a virtual machine); yielding costs a core while nobody else wants it.
 pub fn yield_budget() -> Duration {
     static YIELD: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *YIELD.get_or_init(|| {
@@ -77,8 +69,8 @@ pub fn yield_budget() -> Duration {
     })
 }
 
-/// The longest single sleep on a doorbell: a bound on how late a deadline or an abort from
-/// another thread is noticed.
+/// The longest single sleep on a doorbell: a bound on how late a deadline, a dead peer or an
+/// abort from another thread is noticed.
 pub const PARK_MAX: Duration = Duration::from_millis(1);
 
 /// How long a waiter spins before it starts yielding its core: `OXCCL_SPIN_US` microseconds
@@ -109,7 +101,6 @@ impl Backoff {
             started: None,
             spin: spin_budget(),
             phase: Phase::Spin,
-            armed: None,
         }
     }
 
@@ -126,20 +117,10 @@ impl Backoff {
         self.polls = 0;
         self.started = None;
         self.phase = Phase::Spin;
-        self.armed = None;
     }
 
     /// Waits a little, longer as the wait goes on.
     pub fn snooze(&mut self) {
-        self.snooze_on(|| None);
-    }
-
-    /// [`Backoff::snooze`] for a wait that `bell()` can ring (a `shm` request's doorbell): past
-    /// the spin and yield budgets one round arms the bell and returns, so that the caller looks
-    /// at its condition once more, and the next sleeps on it until the peer publishes
-    /// something (at most [`PARK_MAX`]). Without a bell the wait yields for 20 ms, then sleeps
-    /// in growing steps.
-    pub fn snooze_on(&mut self, bell: impl FnOnce() -> Option<Doorbell>) {
         self.polls = self.polls.wrapping_add(1);
         // The clock is read only every 32 polls: it costs about as much as a poll.
         if self.polls % 32 == 0 {
@@ -147,10 +128,8 @@ impl Backoff {
             let idle = now - *self.started.get_or_insert(now);
             self.phase = if idle < self.spin {
                 Phase::Spin
-            } else if idle < self.spin + yield_budget() {
-                Phase::Yield
             } else if idle < self.spin + YIELD_FOR {
-                Phase::Park
+                Phase::Yield
             } else {
                 // Grow from 50 us to 1 ms over the next ~100 ms of idleness.
                 Phase::Sleep(Duration::from_micros(
@@ -161,20 +140,7 @@ impl Backoff {
         match self.phase {
             Phase::Spin => std::hint::spin_loop(),
             Phase::Yield => std::thread::yield_now(),
-            Phase::Park | Phase::Sleep(_) => {
-                if let Some(armed) = self.armed.take() {
-                    doorbell::sleep(std::slice::from_ref(&armed), PARK_MAX);
-                    // The next round arms again (the caller re-checks in between).
-                    self.phase = Phase::Park;
-                } else if let Some(bell) = bell() {
-                    self.armed = Some(bell.arm());
-                    self.phase = Phase::Park;
-                } else if let Phase::Sleep(d) = self.phase {
-                    std::thread::sleep(d);
-                } else {
-                    std::thread::yield_now();
-                }
-            }
+            Phase::Sleep(d) => std::thread::sleep(d),
         }
     }
 }
@@ -252,7 +218,7 @@ fn wait_for<R: Request + ?Sized>(
             moved = now;
             backoff.reset();
         } else {
-            backoff.snooze_on(|| req.doorbell());
+            backoff.snooze();
         }
     }
 }

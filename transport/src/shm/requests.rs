@@ -104,9 +104,6 @@ impl Request for ShmSend<'_> {
     fn progress(&self) -> usize {
         self.state.written + usize::from(self.state.header)
     }
-    fn doorbell(&self) -> Option<crate::stream::Doorbell> {
-        Some(self.conn.doorbell())
-    }
 }
 
 impl Drop for ShmSend<'_> {
@@ -209,9 +206,6 @@ impl ShmRecv<'_> {
 }
 
 impl Request for ShmRecv<'_> {
-    fn doorbell(&self) -> Option<crate::stream::Doorbell> {
-        Some(self.conn.doorbell())
-    }
     fn test(&mut self) -> Result<Option<usize>> {
         if let Some(n) = self.result {
             return Ok(Some(n));

@@ -197,21 +197,6 @@ impl Mapping {
         self.u64_at(layout::tail_at(ring))
     }
 
-    /// Wakes side `1 - side` if it sleeps on its doorbell (see `crate::stream::doorbell`):
-    /// called by side `side` after each publish (a `SeqCst` store) its peer may wait for.
-    pub(crate) fn ring_peer(&self, side: usize) {
-        // SAFETY: the mapping is a whole connection file laid out as `stream::ring` says, alive
-        // as long as `&self`, and the words are dropped before this returns.
-        unsafe { layout::bell_words(self.base, 1 - side) }.ring();
-    }
-
-    /// The doorbell side `side` sleeps on, holding the mapping alive.
-    pub(crate) fn doorbell(self: &std::sync::Arc<Self>, side: usize) -> crate::stream::Doorbell {
-        // SAFETY: as in `ring_peer`; the doorbell keeps the mapping alive through its Arc.
-        let words = unsafe { layout::bell_words(self.base, side) };
-        crate::stream::Doorbell::new(words, self.clone())
-    }
-
     /// The start of the mapping (for the stream face, which shares its layout).
     pub(crate) fn base(&self) -> *mut u8 {
         self.base

@@ -7,8 +7,8 @@
 //! mailbox message, closes or aborts. Ringing costs one load on the fast path: only when the
 //! count says someone sleeps does the peer bump the sequence and call `FUTEX_WAKE`.
 //!
-//! A waiter (the collectives' engine, [`crate::wait::Backoff`]) that has spun and yielded
-//! without progress parks in two steps, so that no wake-up is lost:
+//! A waiter (the collectives' engine, `exec/idle.rs` of `oxccl-collectives`) that has spun and
+//! yielded without progress parks in two steps, so that no wake-up is lost:
 //! 1. [`Doorbell::arm`]: count itself as a sleeper, then read the sequence (the ticket);
 //! 2. look at its condition once more (a progress pass): anything the peer published before
 //!    step 1 is seen here, anything after it bumps the sequence;

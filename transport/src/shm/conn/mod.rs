@@ -218,11 +218,6 @@ impl ShmConnection {
         }
     }
 
-    /// The doorbell this end sleeps on (rung by the peer's publishes).
-    pub(crate) fn doorbell(&self) -> crate::stream::Doorbell {
-        self.map.doorbell(self.side)
-    }
-
     fn peer_closed(&self) -> bool {
         self.map.closed(1 - self.side).load(Ordering::Acquire) != 0
     }
@@ -381,8 +376,7 @@ impl ShmConnection {
                 }
             }
             tx.head = head;
-            self.map.head(ring).store(head, Ordering::SeqCst);
-            self.map.ring_peer(self.side);
+            self.map.head(ring).store(head, Ordering::Release);
             if complete {
                 tx.active += 1;
                 return Ok(true);
@@ -428,8 +422,7 @@ impl ShmConnection {
             .marker(ring, head)
             .store(head + 1, Ordering::Release);
         tx.head = head + REC_ALIGN;
-        self.map.head(ring).store(tx.head, Ordering::SeqCst);
-        self.map.ring_peer(self.side);
+        self.map.head(ring).store(tx.head, Ordering::Release);
         tx.rdv_next += 1;
         tx.active += 1;
         state.header = true;
@@ -480,13 +473,10 @@ impl ShmConnection {
         match slot.compare_exchange(
             2 * r.seq + 1,
             2 * r.seq + 2,
-            Ordering::SeqCst,
+            Ordering::AcqRel,
             Ordering::Acquire,
         ) {
-            Ok(_) => {
-                self.map.ring_peer(self.side);
-                Ok(())
-            }
+            Ok(_) => Ok(()),
             Err(_) => Err(self.closed_error(format!(
                 " during a {}-byte message (it abandoned the send)",
                 r.len
@@ -506,7 +496,6 @@ impl ShmConnection {
                 Ordering::Acquire,
             );
             std::sync::atomic::fence(Ordering::SeqCst);
-            self.map.ring_peer(self.side);
             return;
         }
         let started = state.header;
@@ -514,8 +503,7 @@ impl ShmConnection {
         if started {
             tx.broken = Some(format!("send #{seq} was dropped half-written"));
             // The stream is unusable: tell the peer, who will see PeerClosed.
-            self.map.closed(self.side).store(1, Ordering::SeqCst);
-            self.map.ring_peer(self.side);
+            self.map.closed(self.side).store(1, Ordering::Release);
         } else if seq >= tx.active {
             tx.cancelled.push(seq);
         }
@@ -527,7 +515,6 @@ impl Drop for ShmConnection {
         if self.detached {
             return;
         }
-        self.map.closed(self.side).store(1, Ordering::SeqCst);
-        self.map.ring_peer(self.side);
+        self.map.closed(self.side).store(1, Ordering::Release);
     }
 }

@@ -341,8 +341,7 @@ impl ShmConnection {
         if rx.tail != rx.published_tail {
             self.map
                 .tail(1 - self.side)
-                .store(rx.tail, Ordering::SeqCst);
-            self.map.ring_peer(self.side);
+                .store(rx.tail, Ordering::Release);
             rx.published_tail = rx.tail;
         }
     }
