@@ -338,7 +338,8 @@ impl RingWriter {
         let free = (cap - (self.head - self.cached_tail)) as usize;
         let n = n.min(free).min(self.ring.cap - off);
         self.head += n as u64;
-        self.ring.head().store(self.head, Ordering::Release);
+        self.ring.head().store(self.head, Ordering::SeqCst);
+        self.ring.peer_bell.ring();
     }
 
     /// Copies all of `data` or nothing (a single-copy header must arrive whole); whether it
