@@ -209,7 +209,7 @@ fn the_executor_runs_lanes_correctly() {
             };
             on_ranks(p, LocalTransport::Memory, opts, move |c| {
                 let me = c.rank();
-                for (k, n) in [1usize, 7, 1024 * p + 3, 30_011].into_iter().enumerate() {
+                for (k, n) in [1usize, 7, 1024 * p + 3, 10_007].into_iter().enumerate() {
                     let k = k as u64;
                     for (dt, op) in [
                         (DataType::F32, ReduceOp::Sum),

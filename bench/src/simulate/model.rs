@@ -601,8 +601,8 @@ mod tests {
 
     #[test]
     fn lanes_hide_hier_step_gaps_on_ddl() {
-        // One adapter per node: with one lane the network idles at each step's end (hier 0.95x
-        // the ring at 128 MiB); with 8 lanes it stays busy. Simulated time is deterministic, so
+        // One adapter per node, 256 chunks: with one lane the network idles at each step's end
+        // (hier 0.91x the ring at 128 MiB); with the chunks dealt to 8 lanes it stays busy. Simulated time is deterministic, so
         // this checks the model, not this machine.
         use oxccl_collectives::schedule::Collective;
         use oxccl_collectives::sim::simulate;
@@ -617,11 +617,11 @@ mod tests {
             simulate(&net, &s, bytes, 4).unwrap().time
         };
         let (one, eight, ring) = (
-            time(&hier, 64, 1),
-            time(&hier, 64, 8),
+            time(&hier, 256, 1),
+            time(&hier, 256, 8),
             time(&Algorithm::Ring, 1, 1),
         );
-        assert!(eight < one * 0.97, "8 lanes {eight} vs 1 lane {one}");
+        assert!(eight < one * 0.95, "8 lanes {eight} vs 1 lane {one}");
         assert!(eight <= ring * 1.01, "8 lanes {eight} vs ring {ring}");
     }
 

@@ -70,8 +70,9 @@ pub(crate) fn choose(
         collective,
         Collective::AllReduce | Collective::Broadcast { .. } | Collective::Reduce { .. }
     );
+    // A lane holds at least one chunk, so there are at most `k` (the schedule has as many).
     let lanes = match inner.options().lanes {
-        Some(l) if lanes_apply => l,
+        Some(l) if lanes_apply => l.min(k),
         _ => tuner::lanes(&algo, collective, inner.size(), bytes, k),
     };
     Ok((algo, k, lanes))

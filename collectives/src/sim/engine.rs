@@ -343,9 +343,22 @@ pub fn simulate_with_progress(
             .enumerate()
             .find(|(r, s)| (s.step as usize) < schedule.programs[*r].len() || s.busy_lanes > 0)
             .expect("an unfinished rank");
+        // The stuck step: the earliest one in flight (each lane's holds its ops from op_lo).
+        let prog = &schedule.programs[rank];
+        let step = sim.lane[rank * sim.lanes..(rank + 1) * sim.lanes]
+            .iter()
+            .filter(|l| l.busy)
+            .map(|l| l.op_lo)
+            .min()
+            .and_then(|op| {
+                (0..prog.len())
+                    .rev()
+                    .find(|&i| prog.step_start(i) as u32 <= op)
+            })
+            .unwrap_or(st.step as usize);
         return Err(SimError::Deadlock {
             rank,
-            step: st.step as usize,
+            step,
             time: sim.now,
         });
     }
