@@ -1,0 +1,299 @@
+//! Moving bytes: the front send job of each peer into its link, the front receive job out of
+//! it (copied or reduced into place, or pulled straight from the sender's memory on the
+//! single-copy path, `exec/pull.rs`). `mod.rs` keeps the queues and the waits around them.
+
+use super::{Engine, RecvKind, Reduction, ZEROS};
+use crate::error::Error;
+use crate::exec::header::Header;
+use crate::exec::pull::{RecvLarge, SendLarge};
+use crate::link::Link;
+use oxccl_kernels::{DataType, Epilogue, ReduceOp};
+use oxccl_transport::stream::{Arrival, Offer};
+
+impl Engine {
+    pub(super) fn link(&mut self, peer: usize) -> &mut Link {
+        self.links[peer]
+            .as_mut()
+            .expect("a job for a peer without a link")
+    }
+
+    pub(super) fn progress_sends(&mut self, peer: usize) -> Result<bool, Error> {
+        let op = self.op;
+        let mut progressed = false;
+        while let Some(job) = self.sendq[peer].front_mut() {
+            let (ptr, avail, pos, len, pad) = (job.ptr, job.avail, job.pos, job.len, job.pad);
+            let pull_ok = job.pull_ok;
+            let link = self.links[peer]
+                .as_mut()
+                .expect("a job for a peer without a link");
+            if self.tx_large[peer] == SendLarge::Fresh {
+                let large = job.inline.is_none()
+                    && link.stream().single_copy_min().is_some_and(|m| len >= m);
+                if large {
+                    // SAFETY: [ptr, ptr + len) stays readable and unchanged while the job is
+                    // queued (the queuing operation's contract), and the job stays at the
+                    // front until the peer has taken it (or the engine fails, which aborts
+                    // the link, and the abort waits for a copy in progress).
+                    let offer = unsafe { link.stream().offer(ptr, len, pull_ok && avail == len) };
+                    match offer.map_err(|source| Error::PeerFailed { op, peer, source })? {
+                        None => break,
+                        Some(Offer::Pull(ticket)) => self.tx_large[peer] = SendLarge::Pull(ticket),
+                        Some(Offer::Inline) => self.tx_large[peer] = SendLarge::Stream,
+                    }
+                    progressed = true;
+                } else {
+                    self.tx_large[peer] = SendLarge::Stream;
+                }
+            }
+            if let SendLarge::Pull(ticket) = self.tx_large[peer] {
+                let taken = link
+                    .stream()
+                    .taken(ticket)
+                    .map_err(|source| Error::PeerFailed { op, peer, source })?;
+                if !taken {
+                    break;
+                }
+                self.tx_large[peer] = SendLarge::Fresh;
+                let done = self.sendq[peer].pop_front().expect("front exists");
+                self.uncount(done.owner);
+                progressed = true;
+                continue;
+            }
+            let chunk: &[u8] = if let Some(hdr) = &job.inline {
+                &hdr[pos..]
+            } else if pos < len {
+                if avail == pos {
+                    break;
+                }
+                // SAFETY: [ptr, ptr + avail) is readable and stays unchanged while the job is
+                // queued (the queuing operation's contract; writers check `overlaps_send`).
+                unsafe { std::slice::from_raw_parts(ptr.add(pos), avail - pos) }
+            } else {
+                &ZEROS[..len + pad - pos]
+            };
+            let n = link
+                .write(chunk)
+                .map_err(|source| Error::PeerFailed { op, peer, source })?;
+            if n == 0 {
+                break;
+            }
+            progressed = true;
+            let job = self.sendq[peer].front_mut().expect("front exists");
+            job.pos += n;
+            if job.pos == job.len + job.pad {
+                self.tx_large[peer] = SendLarge::Fresh;
+                let done = self.sendq[peer].pop_front().expect("front exists");
+                self.uncount(done.owner);
+            } else {
+                break;
+            }
+        }
+        Ok(progressed)
+    }
+
+    /// True when a queued send (other than `except`) still reads bytes in `[ptr, ptr + len)`.
+    pub(super) fn overlaps_send(&self, ptr: *const u8, len: usize, except: Option<u64>) -> bool {
+        let (a0, a1) = (ptr as usize, ptr as usize + len);
+        self.active.iter().any(|&p| {
+            self.sendq[p].iter().any(|s| {
+                if Some(s.id) == except || s.inline.is_some() {
+                    return false;
+                }
+                let (b0, b1) = (s.ptr as usize + s.pos.min(s.len), s.ptr as usize + s.len);
+                a0 < b1 && b0 < a1
+            })
+        })
+    }
+
+    pub(super) fn progress_recvs(&mut self, peer: usize) -> Result<bool, Error> {
+        let op = self.op;
+        let esize = self.esize;
+        let mut progressed = false;
+        while let Some((_, job)) = self.recvq[peer].front() {
+            if job.pos == 0 && matches!(job.kind, RecvKind::Header(_)) {
+                // A message boundary: receipts may stand before the header.
+                progressed |= self.take_receipts(peer)?;
+                if !self.message_next(peer) {
+                    break;
+                }
+            }
+            let Some((_, job)) = self.recvq[peer].front() else {
+                break;
+            };
+            if !job.cleared {
+                let own = job.fwd.map(|(_, id)| id);
+                if self.overlaps_send(job.dst, job.len, own) {
+                    break;
+                }
+                self.recvq[peer].front_mut().expect("front").1.cleared = true;
+            }
+            if self.rx_large[peer] == RecvLarge::Fresh {
+                let job = &self.recvq[peer].front().expect("front").1;
+                let (len, header) = (job.len, matches!(job.kind, RecvKind::Header(_)));
+                let link = self.links[peer]
+                    .as_mut()
+                    .expect("a job for a peer without a link");
+                let large = !header && link.stream().single_copy_min().is_some_and(|m| len >= m);
+                self.rx_large[peer] = if large {
+                    let arrival = link
+                        .stream()
+                        .arrival(len)
+                        .map_err(|source| Error::PeerFailed { op, peer, source })?;
+                    match arrival {
+                        None => break,
+                        Some(Arrival::Inline) => RecvLarge::Stream,
+                        Some(Arrival::Pull(p)) => RecvLarge::Pull(p),
+                    }
+                } else {
+                    RecvLarge::Stream
+                };
+                progressed |= large;
+            }
+            if let RecvLarge::Pull(p) = self.rx_large[peer] {
+                self.pull_piece(peer, &p)?;
+                progressed = true;
+                let job = &self.recvq[peer].front().expect("front").1;
+                if job.pos < job.len {
+                    continue;
+                }
+                self.link(peer).stream().pulled();
+                self.rx_large[peer] = RecvLarge::Fresh;
+                let (owner, job) = self.recvq[peer].pop_front().expect("front");
+                if job.in_step {
+                    self.step_left -= 1;
+                }
+                self.uncount(owner);
+                continue;
+            }
+            let reduction = self.reduction;
+            let stream = self.stream;
+            let link = self.links[peer]
+                .as_mut()
+                .expect("a job for a peer without a link");
+            let view = link
+                .peek()
+                .map_err(|source| Error::PeerFailed { op, peer, source })?;
+            if view.is_empty() {
+                break;
+            }
+            let job = &mut self.recvq[peer].front_mut().expect("front").1;
+            let n;
+            if job.pos < job.len {
+                let mut take = view.len().min(job.len - job.pos);
+                match &job.kind {
+                    RecvKind::Header(_) => {
+                        self.hdr_buf[peer][job.pos..job.pos + take].copy_from_slice(&view[..take]);
+                    }
+                    RecvKind::Copy => {
+                        // SAFETY: [dst, dst + len) is writable, owned by the running operation,
+                        // and no queued send reads it (cleared above).
+                        let dst =
+                            unsafe { std::slice::from_raw_parts_mut(job.dst.add(job.pos), take) };
+                        copy(stream, dst, &view[..take]);
+                    }
+                    RecvKind::Reduce { local, epilogue } => {
+                        take -= take % esize;
+                        if take == 0 {
+                            break;
+                        }
+                        let r = reduction.expect("a reduce job without a reduction");
+                        let epi = if *epilogue {
+                            r.epilogue
+                        } else {
+                            Epilogue::None
+                        };
+                        reduce_into(r, epi, *local, job.dst, job.pos, &view[..take]).map_err(
+                            |e| Error::Protocol {
+                                op,
+                                peer,
+                                detail: e,
+                            },
+                        )?;
+                    }
+                }
+                n = take;
+                job.pos += take;
+                if let Some((to, id)) = job.fwd {
+                    let produced = job.pos;
+                    if let Some(s) = self.sendq[to].iter_mut().find(|s| s.id == id) {
+                        s.avail = produced;
+                    }
+                }
+            } else {
+                n = view.len().min(job.len + job.pad - job.pos);
+                job.pos += n;
+            }
+            self.link(peer).consume(n);
+            progressed = true;
+            let job = &self.recvq[peer].front().expect("front").1;
+            if job.pos < job.len + job.pad {
+                // Partial: the link has nothing more contiguous right now.
+                continue;
+            }
+            self.rx_large[peer] = RecvLarge::Fresh;
+            let (owner, job) = self.recvq[peer].pop_front().expect("front");
+            if let RecvKind::Header(expect) = job.kind {
+                let got = Header::from_bytes(&self.hdr_buf[peer]);
+                expect.check(&got, op, peer)?;
+            }
+            if job.in_step {
+                self.step_left -= 1;
+            }
+            self.recvs_done[peer] += 1;
+            self.uncount(owner);
+        }
+        Ok(progressed)
+    }
+}
+
+/// A received piece into its destination. Past the cache size, streaming stores skip the
+/// read-for-ownership of every destination line (the data is not read again soon).
+fn copy(stream: bool, dst: &mut [u8], src: &[u8]) {
+    if stream && dst.len() >= 4096 {
+        let opts = oxccl_kernels::Options {
+            stores: oxccl_kernels::StoreMode::Streaming,
+            ..oxccl_kernels::Options::default()
+        };
+        let one = oxccl_kernels::reduce_copy_bytes_opts(
+            &opts,
+            DataType::U8,
+            ReduceOp::Sum,
+            Epilogue::None,
+            &[src],
+            &mut [dst],
+        );
+        if one.is_ok() {
+            return;
+        }
+    }
+    dst.copy_from_slice(src);
+}
+
+/// `dst[pos..] = local[pos..] op recv` (Reduce with `local == dst` reduces in place).
+pub(in crate::exec) fn reduce_into(
+    r: Reduction,
+    epi: Epilogue,
+    local: *const u8,
+    dst: *mut u8,
+    pos: usize,
+    recv: &[u8],
+) -> Result<(), String> {
+    let n = recv.len();
+    if std::ptr::eq(local, dst.cast_const()) {
+        // SAFETY: [dst + pos, + n) is inside the job's destination, exclusively ours for the
+        // duration of the call; `recv` is a view into the link, disjoint from it.
+        let d = unsafe { std::slice::from_raw_parts_mut(dst.add(pos), n) };
+        oxccl_kernels::reduce_bytes_with(r.dtype, r.combine, epi, d, &[recv])
+    } else {
+        // SAFETY: `local` and `dst` are distinct buffers of at least pos + n bytes (the job's
+        // contract); dst is exclusively ours, local only read.
+        let (l, d) = unsafe {
+            (
+                std::slice::from_raw_parts(local.add(pos), n),
+                std::slice::from_raw_parts_mut(dst.add(pos), n),
+            )
+        };
+        oxccl_kernels::reduce_copy_bytes_with(r.dtype, r.combine, epi, &[l, recv], &mut [d])
+    }
+    .map_err(|e| format!("reduction failed: {e}"))
+}
