@@ -32,7 +32,9 @@ use crate::stream::{stopped, ProxyEnds, ProxyStream, Stop, Stream, StreamConfig}
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-/// Largest stream chunk (and largest length a stream header may announce).
+/// Largest stream chunk, and largest length a stream header may announce: the limit of the
+/// protocol, not of this end's ring (the peer's `OXCCL_RING_BYTES` may differ; a chunk is read
+/// into the ring piecewise whatever its length).
 pub const MAX_CHUNK: usize = 256 << 10;
 
 /// The chunk size for a ring of `ring_bytes` over `nsocks` sockets: every socket can have a
@@ -76,7 +78,6 @@ impl TcpConnection {
                     hdr: [0; FRAME_LEN],
                     fill: 0,
                     left: 0,
-                    chunk,
                     leftover,
                     leftover_at: 0,
                     eof: vec![false; socks.len()],
@@ -199,7 +200,6 @@ struct Receiver {
     fill: usize,
     /// Bytes of chunk `next` still to read (0: its header is due).
     left: usize,
-    chunk: usize,
     /// What socket 0 had delivered to the message layer's buffer before the conversion.
     leftover: Vec<u8>,
     leftover_at: usize,
@@ -371,7 +371,7 @@ impl Pump<'_> {
                     return Ok(moved);
                 }
                 self.rx.fill = 0;
-                self.rx.left = wire::decode_stream_chunk(&self.rx.hdr, self.rx.next, self.rx.chunk)
+                self.rx.left = wire::decode_stream_chunk(&self.rx.hdr, self.rx.next, MAX_CHUNK)
                     .map_err(|why| Stop::Malformed(format!("socket {k}: {why}")))?;
             }
             let space = from_net.free_space().map_err(|()| Stop::Executor)?;
