@@ -145,10 +145,8 @@ pub(crate) struct Engine {
     /// The single-copy state of each peer's front send and receive job.
     tx_large: Vec<SendLarge>,
     rx_large: Vec<RecvLarge>,
-    /// Sends queued now may offer the single-copy path. Off while a schedule with lanes is
-    /// posted: a lane's receives are posted only when its previous step is done, so a send
-    /// that waited for its receiver to pull it could wait on a lane that waits on it (an
-    /// eager send through the ring cannot).
+    /// Sends queued now may offer the single-copy path; `exec/run.rs` turns it off for the
+    /// schedules that must not (lanes, reductions: see `run_in`).
     pub pull_ok: bool,
     /// Where a pulled reducing receive lands before it is reduced.
     pub(super) pull_scratch: Vec<u8>,
