@@ -65,9 +65,10 @@ pub struct Args {
     window: Option<usize>,
     /// Which face of the connection: `stream` (the byte stream the collectives move their data
     /// over: write, peek, consume, and the single-copy path of large messages) or `message`
-    /// (tagged isend/irecv).
-    #[arg(long, default_value = "stream")]
-    face: String,
+    /// (tagged isend/irecv). Default: `stream`, or `message` with `--osu` (OSU's tests,
+    /// bibw included, are message passing).
+    #[arg(long)]
+    face: Option<String>,
     /// Smallest latency message (bytes).
     #[arg(long, default_value_t = 1)]
     min_bytes: usize,
@@ -220,6 +221,15 @@ fn wants(a: &Args, test: &str) -> bool {
 
 fn scaled(n: usize, s: f64) -> usize {
     ((n as f64 * s) as usize).max(2)
+}
+
+impl Args {
+    /// The face to measure (see `--face`).
+    fn face(&self) -> &str {
+        self.face
+            .as_deref()
+            .unwrap_or(if self.osu { "message" } else { "stream" })
+    }
 }
 
 struct Row {
@@ -577,7 +587,7 @@ fn leader_on<T: Transport<Connection: 'static>>(
         &a.max_bytes.to_string(),
     ]);
     cmd.args(["--iters-scale", &a.iters_scale.to_string()]);
-    cmd.args(["--face", &a.face]);
+    cmd.args(["--face", a.face()]);
     if a.osu {
         cmd.arg("--osu");
     }
@@ -605,7 +615,7 @@ fn leader_on<T: Transport<Connection: 'static>>(
         let c = wait::accept(&mut l, Deadline::after(STEP))?;
         let mut last = "";
         run_face(a, name, c, Role::Leader, &mut |r| {
-            print_row(&r, &a.face, a.json, a.osu, &mut last)
+            print_row(&r, a.face(), a.json, a.osu, &mut last)
         })
     })();
     if result.is_err() {

@@ -27,7 +27,7 @@ pub(super) fn run_face<C: Connection + 'static>(
     role: Role,
     out: &mut dyn FnMut(Row),
 ) -> anyhow::Result<()> {
-    match a.face.as_str() {
+    match a.face() {
         "message" => schedule(a, name, &mut Face::Message(&c), role, out),
         "stream" => {
             let mut s = c.into_stream(name, &StreamConfig::from_env()?)?;
