@@ -207,13 +207,19 @@ impl Engine {
                     };
                     // Stream bytes mean the peer is in another call, unless it posted right
                     // after writing them (then the mailbox, read again, has our message).
-                    let pending = mailbox
-                        .stream_pending()
-                        .map_err(|source| Error::PeerFailed {
-                            op,
-                            peer: q,
-                            source,
-                        })?;
+                    let pending = match mailbox.stream_pending() {
+                        Ok(p) => p,
+                        // A peer that posted our message and then finished and closed: its
+                        // post came before its close, so the mailbox, read again, has it.
+                        Err(_) if mailbox.posted(seq) => continue,
+                        Err(source) => {
+                            return Err(Error::PeerFailed {
+                                op,
+                                peer: q,
+                                source,
+                            })
+                        }
+                    };
                     let posted = mailbox.posted(seq);
                     // Bytes for a receive posted earlier (non-blocking, or in a group) are
                     // not another call: they wait for that receive's job.
