@@ -347,19 +347,7 @@ unsafe fn small_all_reduce(
         engine.mine = h;
         for &q in others.iter() {
             engine.send(q, small_msg.as_ptr(), len, len, 0);
-            engine.recv(
-                q,
-                RecvJob {
-                    kind: RecvKind::Header(h),
-                    dst: std::ptr::null_mut(),
-                    len: Header::LEN,
-                    pos: 0,
-                    pad: 0,
-                    fwd: None,
-                    in_step: false,
-                    cleared: true,
-                },
-            );
+            engine.recv(q, RecvJob::header(h));
             let rest = scratch.as_mut_ptr().wrapping_add(q * len + Header::LEN);
             recv_copy_exact(engine, q, rest, len - Header::LEN);
         }
@@ -745,19 +733,7 @@ pub(crate) unsafe fn post_recv(
     h.seq = st.engine.rx_seq[peer];
     st.engine.rx_seq[peer] += 1;
     st.engine.mine = h;
-    st.engine.recv(
-        peer,
-        RecvJob {
-            kind: RecvKind::Header(h),
-            dst: std::ptr::null_mut(),
-            len: Header::LEN,
-            pos: 0,
-            pad: 0,
-            fwd: None,
-            in_step: false,
-            cleared: true,
-        },
-    );
+    st.engine.recv(peer, RecvJob::header(h));
     recv_copy(&mut st.engine, peer, buf, bytes);
 }
 

@@ -70,6 +70,22 @@ pub(crate) struct RecvJob {
     pub cleared: bool,
 }
 
+impl RecvJob {
+    /// The receive of a call's 32-byte header, checked against `expect` when it is in.
+    pub fn header(expect: Header) -> Self {
+        Self {
+            kind: RecvKind::Header(expect),
+            dst: std::ptr::null_mut(),
+            len: Header::LEN,
+            pos: 0,
+            pad: 0,
+            fwd: None,
+            in_step: false,
+            cleared: true,
+        }
+    }
+}
+
 /// What [`Engine::drive`] waits for.
 #[derive(Clone, Copy)]
 pub(crate) enum Until {
@@ -276,9 +292,17 @@ impl Engine {
 
     /// Queues a 32-byte header for `peer` whose bytes the job keeps (the caller's copy may go).
     pub fn send_inline(&mut self, peer: usize, hdr: [u8; Header::LEN]) {
+        let job = self.inline_job(hdr);
+        self.sendq[peer].push_back(job);
+        self.activate(peer);
+    }
+
+    /// A send job of 32 bytes it keeps itself, counted to the current operation.
+    fn inline_job(&mut self, bytes: [u8; Header::LEN]) -> SendJob {
         self.next_id += 1;
         let owner = self.cur_op;
-        self.sendq[peer].push_back(SendJob {
+        self.count(owner);
+        SendJob {
             ptr: std::ptr::null(),
             len: Header::LEN,
             avail: Header::LEN,
@@ -286,11 +310,9 @@ impl Engine {
             pad: 0,
             id: self.next_id,
             owner,
-            inline: Some(hdr),
+            inline: Some(bytes),
             pull_ok: false,
-        });
-        self.count(owner);
-        self.activate(peer);
+        }
     }
 
     /// Queues 32 bytes for `peer` at the first message boundary of its queue (ahead of the
@@ -305,23 +327,8 @@ impl Engine {
         let at = (after..q.len())
             .find(|&i| q[i].inline.is_some() && q[i].pos == 0)
             .unwrap_or(q.len());
-        self.next_id += 1;
-        let owner = self.cur_op;
-        self.sendq[peer].insert(
-            at,
-            SendJob {
-                ptr: std::ptr::null(),
-                len: Header::LEN,
-                avail: Header::LEN,
-                pos: 0,
-                pad: 0,
-                id: self.next_id,
-                owner,
-                inline: Some(bytes),
-                pull_ok: false,
-            },
-        );
-        self.count(owner);
+        let job = self.inline_job(bytes);
+        self.sendq[peer].insert(at, job);
         self.activate(peer);
     }
 
@@ -389,19 +396,7 @@ impl Engine {
         expect.seq = self.rx_seq[peer];
         self.tx_seq[peer] += 1;
         self.rx_seq[peer] += 1;
-        self.recv(
-            peer,
-            RecvJob {
-                kind: RecvKind::Header(expect),
-                dst: std::ptr::null_mut(),
-                len: Header::LEN,
-                pos: 0,
-                pad: 0,
-                fwd: None,
-                in_step: false,
-                cleared: true,
-            },
-        );
+        self.recv(peer, RecvJob::header(expect));
     }
 
     /// Polls until `until` holds.
