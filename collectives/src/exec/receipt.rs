@@ -84,9 +84,13 @@ impl Engine {
             let link = self.links[peer]
                 .as_mut()
                 .expect("a receipt from a peer without a link");
-            let view = link
-                .peek()
-                .map_err(|source| Error::PeerFailed { op, peer, source })?;
+            let view = match link.peek() {
+                Ok(view) => view,
+                // A peer may write its last receipt and then finish and close: what we took
+                // stands, and a reader that still needs the stream reports the close.
+                Err(_) if took => return Ok(true),
+                Err(source) => return Err(Error::PeerFailed { op, peer, source }),
+            };
             let r = &mut self.receipts[peer];
             if view.is_empty() || (r.pos == 0 && view[0] != RECEIPT_FIRST_BYTE) {
                 return Ok(took);
