@@ -23,7 +23,7 @@ for i in $(seq 1 "$rounds"); do
     timeout 300 $PRIO "$bin" transport --transport tcp --test latency -m 8:4K -i 2000 -x 200 --json >"$out/$b-tcp-$i.json"
   done
   timeout 600 $PRIO $MPIRUN -np 2 "$MPI" >"$out/mpi-shm-$i.txt"
-  timeout 600 $PRIO $MPIRUN -np 2 --mca btl tcp,self "$MPI" -e 4096 >"$out/mpi-tcp-$i.txt"
+  timeout 600 $PRIO $MPIRUN -np 2 --mca btl tcp,self "$MPI" -e 1048576 >"$out/mpi-tcp-$i.txt"
 done
 python3 - "$out" "$rounds" <<'PY'
 import json, statistics, sys

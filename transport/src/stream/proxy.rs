@@ -17,7 +17,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -62,9 +62,15 @@ pub fn proxy_spin(threads: usize) -> Duration {
 /// the proxy's is a store of `sleeping`, a `SeqCst` fence and a look at the rings, so one of
 /// the two sees the other (as for the doorbells of `stream::doorbell`).
 pub(crate) struct Wake {
-    sleeping: AtomicBool,
+    /// What the sleeping proxy waits for from the executor: [`AWAKE`], [`FOR_BYTES`] or
+    /// [`FOR_SPACE`] (bytes, or also room in the ring for what arrived).
+    sleeping: AtomicU8,
     fd: File,
 }
+
+const AWAKE: u8 = 0;
+const FOR_BYTES: u8 = 1;
+const FOR_SPACE: u8 = 2;
 
 impl Wake {
     fn new(fabric: &'static str) -> Result<Self> {
@@ -82,31 +88,45 @@ impl Wake {
         // SAFETY: see above: `raw` is a fresh descriptor owned by no one else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         Ok(Wake {
-            sleeping: AtomicBool::new(false),
+            sleeping: AtomicU8::new(AWAKE),
             fd: File::from(fd),
         })
     }
 
-    /// The executor's side: wakes the proxy if it sleeps (call after the publish).
+    /// The executor's side, after it published bytes, a close or an abort: wakes the proxy
+    /// if it sleeps.
     #[inline]
     pub(crate) fn notify(&self) {
-        if self.sleeping.load(Ordering::SeqCst) {
+        if self.sleeping.load(Ordering::SeqCst) != AWAKE {
+            // A full counter (2^64 - 2 unread wake-ups) cannot happen: the proxy drains it.
+            let _ = (&self.fd).write(&1u64.to_ne_bytes());
+        }
+    }
+
+    /// The executor's side, after it consumed (freed ring space): wakes the proxy only if it
+    /// sleeps waiting for space, so that a receive costs no system call and no needless
+    /// wake-up of a proxy that waits on its sockets.
+    #[inline]
+    pub(crate) fn notify_space(&self) {
+        if self.sleeping.load(Ordering::SeqCst) == FOR_SPACE {
             // A full counter (2^64 - 2 unread wake-ups) cannot happen: the proxy drains it.
             let _ = (&self.fd).write(&1u64.to_ne_bytes());
         }
     }
 
     /// The proxy's side, before its last look at the rings: from here on the executor's
-    /// publishes write the eventfd.
-    pub(crate) fn arm(&self) {
-        self.sleeping.store(true, Ordering::SeqCst);
+    /// publishes (and its consumes, with `space`: the proxy holds bytes the ring had no room
+    /// for) write the eventfd.
+    pub(crate) fn arm(&self, space: bool) {
+        let what = if space { FOR_SPACE } else { FOR_BYTES };
+        self.sleeping.store(what, Ordering::SeqCst);
         fence(Ordering::SeqCst);
     }
 
     /// The proxy's side, after its sleep (or instead of it): stops the writes and empties the
     /// counter so that the next sleep waits again.
     pub(crate) fn disarm(&self) {
-        self.sleeping.store(false, Ordering::SeqCst);
+        self.sleeping.store(AWAKE, Ordering::SeqCst);
         let mut buf = [0u8; 8];
         let _ = (&self.fd).read(&mut buf);
     }
@@ -138,10 +158,12 @@ impl Idle {
     }
 
     /// One idle step. `busy` is the proxy's last look at the rings, made after the executor
-    /// was told to wake it: true (something to do) returns at once.
+    /// was told to wake it: true (something to do) returns at once. `space`: the proxy holds
+    /// bytes for the executor's ring that did not fit (a consume must wake it too).
     pub(crate) fn wait(
         &mut self,
         wake: &Wake,
+        space: bool,
         fds: &mut Vec<libc::pollfd>,
         busy: impl FnOnce() -> bool,
     ) {
@@ -151,7 +173,7 @@ impl Idle {
             std::hint::spin_loop();
             return;
         }
-        wake.arm();
+        wake.arm(space);
         if !busy() {
             fds.push(libc::pollfd {
                 fd: wake.fd(),
@@ -326,7 +348,7 @@ impl Stream for ProxyStream {
     fn consume(&mut self, n: usize) {
         self.rx.consume(n);
         // The proxy may wait for this space to put what arrived.
-        self.wake.notify();
+        self.wake.notify_space();
     }
     fn check_alive(&mut self) -> Result<()> {
         // A closed connection is an error only when this rank waits for data on it, and then
@@ -513,7 +535,8 @@ impl Proxy {
                 } else {
                     fds.clear();
                     let (to_net, closing) = (&mut self.to_net, &self.closing);
-                    idle.wait(&self.wake, &mut fds, || {
+                    let space = inbox.sent < inbox.pending.len();
+                    idle.wait(&self.wake, space, &mut fds, || {
                         closing.load(Ordering::SeqCst)
                             || to_net.peek().map_or(true, |v| !v.is_empty())
                             || inbox.from_net.aborted()
@@ -695,7 +718,9 @@ mod tests {
         wake.notify();
         assert!(!readable(&wake));
         // Sleeping proxy: a publish makes its ppoll return.
-        wake.arm();
+        wake.arm(false);
+        wake.notify_space();
+        assert!(!readable(&wake));
         wake.notify();
         wake.notify();
         assert!(readable(&wake));
@@ -704,6 +729,11 @@ mod tests {
         assert!(!readable(&wake));
         wake.notify();
         assert!(!readable(&wake));
+        // Sleeping for space: a consume wakes it.
+        wake.arm(true);
+        wake.notify_space();
+        assert!(readable(&wake));
+        wake.disarm();
     }
 
     #[test]
@@ -714,7 +744,7 @@ mod tests {
         let (w, f) = (Arc::clone(&wake), Arc::clone(&flag));
         let waker = std::thread::spawn(move || {
             // Publish, then notify, as the executor does.
-            while !w.sleeping.load(Ordering::SeqCst) {
+            while w.sleeping.load(Ordering::SeqCst) == AWAKE {
                 std::thread::yield_now();
             }
             f.store(true, Ordering::SeqCst);
@@ -723,10 +753,10 @@ mod tests {
         let mut fds = Vec::new();
         while !flag.load(Ordering::SeqCst) {
             fds.clear();
-            idle.wait(&wake, &mut fds, || flag.load(Ordering::SeqCst));
+            idle.wait(&wake, false, &mut fds, || flag.load(Ordering::SeqCst));
         }
         waker.join().unwrap();
-        assert!(!wake.sleeping.load(Ordering::SeqCst));
+        assert_eq!(wake.sleeping.load(Ordering::SeqCst), AWAKE);
         assert!(!readable(&wake));
     }
 }

@@ -106,7 +106,8 @@ impl TcpConnection {
                         }
                         pump.wait_fds(&mut fds);
                         let closing = &closing;
-                        idle.wait(&wake, &mut fds, || {
+                        let space = pump.rx.ring_full;
+                        idle.wait(&wake, space, &mut fds, || {
                             closing.load(Ordering::SeqCst)
                                 || pump.executor_moved(&mut to_net, &mut from_net)
                         });
