@@ -82,26 +82,49 @@ impl<C: Connection> Face<'_, C> {
     }
 }
 
-/// Sends `data` as one message the way the collectives do: from the stream's single-copy
-/// threshold on, a header the peer pulls the bytes through (or, where it cannot read our
-/// memory, a header and the bytes), below it the bytes.
+/// Sends `data` as one message and waits until the peer has it (a blocking send).
 fn stream_write(s: &mut dyn Stream, data: &[u8], dl: Deadline) -> anyhow::Result<()> {
+    // SAFETY: `data` stays borrowed, unchanged, until the wait for its ticket below returns
+    // (or an error ends the benchmark and drops the stream, which waits for a copy in
+    // progress).
+    match unsafe { stream_post(s, data, dl) }? {
+        Some(ticket) => wait_taken(s, ticket, dl),
+        None => Ok(()),
+    }
+}
+
+/// Waits until the peer has copied every pull offer up to `ticket` (they are taken in order).
+fn wait_taken(s: &mut dyn Stream, ticket: u64, dl: Deadline) -> anyhow::Result<()> {
+    let mut backoff = Backoff::new();
+    while !s.taken(ticket)? {
+        if dl.expired() {
+            bail!("the stream peer stopped pulling");
+        }
+        backoff.snooze();
+    }
+    Ok(())
+}
+
+/// Starts sending `data` as one message the way the collectives do, without waiting for the
+/// peer to take it (a non-blocking send): from the stream's single-copy threshold on, a
+/// header the peer pulls the bytes through (`Some(ticket)`: `data` must stay as it is until
+/// [`wait_taken`] for that ticket returns), or, where the peer cannot read our memory, a
+/// header and the bytes; below the threshold the bytes (`None`: done with `data`).
+///
+/// # Safety
+/// When this returns `Some(ticket)`, `data` stays valid and unchanged until the peer took
+/// the ticket or the stream is dropped.
+unsafe fn stream_post(
+    s: &mut dyn Stream,
+    data: &[u8],
+    dl: Deadline,
+) -> anyhow::Result<Option<u64>> {
     let mut backoff = Backoff::new();
     if s.single_copy_min().is_some_and(|m| data.len() >= m) {
         loop {
-            // SAFETY: `data` is borrowed until this function returns, which is after the peer
-            // took the bytes or after an error (which ends the benchmark and drops the stream,
-            // waiting for a copy in progress).
+            // SAFETY: the caller keeps `data` as it is until the ticket is taken.
             match unsafe { s.offer(data.as_ptr(), data.len(), true) }? {
-                Some(Offer::Pull(ticket)) => {
-                    while !s.taken(ticket)? {
-                        if dl.expired() {
-                            bail!("the stream peer stopped pulling");
-                        }
-                        backoff.snooze();
-                    }
-                    return Ok(());
-                }
+                Some(Offer::Pull(ticket)) => return Ok(Some(ticket)),
                 Some(Offer::Inline) => break,
                 None => {
                     if dl.expired() {
@@ -125,7 +148,7 @@ fn stream_write(s: &mut dyn Stream, data: &[u8], dl: Deadline) -> anyhow::Result
             backoff.snooze();
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Reads exactly `buf.len()` bytes from the stream into `buf` (what a receive costs; a
@@ -195,7 +218,12 @@ fn stream_latency(
     Ok(t0.elapsed().as_secs_f64())
 }
 
-/// The bandwidth test on the stream face: `win` messages' worth of bytes, then an ack.
+/// The bandwidth test on the stream face: a window of `win` messages, then an ack, as
+/// osu_bw and the Open MPI baseline (`mpi_pingpong.c`) measure: all `win` sends are posted
+/// (MPI_Isend; here the single-copy offers, each the same buffer) before the sender waits
+/// for them (MPI_Waitall; here the last ticket, since the peer pulls in order), and the
+/// receiver takes them one after the other. Messages below the single-copy threshold go
+/// through the ring, which the sender fills as the receiver drains it.
 fn stream_bandwidth(
     s: &mut dyn Stream,
     role: Role,
@@ -212,8 +240,14 @@ fn stream_bandwidth(
         }
         let dl = Deadline::after(STEP);
         if role == Role::Leader {
+            let mut last = None;
             for _ in 0..win {
-                stream_write(s, buf, dl)?;
+                // SAFETY: `buf` is not written before the wait for the last ticket below
+                // (or an error, which drops the stream).
+                last = unsafe { stream_post(s, buf, dl) }?.or(last);
+            }
+            if let Some(ticket) = last {
+                wait_taken(s, ticket, dl)?;
             }
             stream_read(s, &mut ack, dl)?;
         } else {

@@ -46,7 +46,7 @@ pub use doorbell::Doorbell;
 pub(crate) use large::SingleCopy;
 pub use large::{Arrival, Offer, Pull, LARGE_HEADER};
 pub use proxy::{proxy_spin, ProxyStream, PIECE, TAG_DATA, TAG_LEN};
-pub(crate) use proxy::{stopped, ProxyEnds, Stop};
+pub(crate) use proxy::{stopped, Idle, ProxyEnds, Stop};
 pub use ring::{MailboxMessage, MAILBOX_BYTES};
 
 use std::time::Duration;

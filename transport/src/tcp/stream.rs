@@ -28,9 +28,8 @@ use super::wire::{self, Frame, FRAME_LEN, KIND_STREAM};
 use super::NAME;
 use crate::error::{Error, Result};
 use crate::stream::ring::{RingReader, RingWriter};
-use crate::stream::{stopped, ProxyEnds, ProxyStream, Stop, Stream, StreamConfig};
+use crate::stream::{stopped, Idle, ProxyEnds, ProxyStream, Stop, Stream, StreamConfig};
 use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
 
 /// Largest stream chunk, and largest length a stream header may announce: the limit of the
 /// protocol, not of this end's ring (the peer's `OXCCL_RING_BYTES` may differ; a chunk is read
@@ -63,6 +62,7 @@ impl TcpConnection {
                 closing,
                 spin,
                 failure,
+                wake,
             } = ends;
             let mut pump = Pump {
                 socks: &socks,
@@ -84,14 +84,15 @@ impl TcpConnection {
                     ring_full: false,
                 },
             };
-            let mut idle = Idle { since: None, spin };
+            let mut idle = Idle::new(spin);
+            let mut fds = Vec::with_capacity(socks.len() + 1);
             let stop = loop {
                 let step = pump
                     .send(&mut to_net)
                     .and_then(|sent| Ok(sent | pump.receive(&mut from_net)?));
                 match step {
                     Err(stop) => break Err(stop),
-                    Ok(true) => idle.since = None,
+                    Ok(true) => idle.reset(),
                     Ok(false) => {
                         if from_net.aborted() {
                             break Err(Stop::Executor);
@@ -103,7 +104,13 @@ impl TcpConnection {
                                 break Ok(());
                             }
                         }
-                        idle.wait(&pump);
+                        pump.wait_fds(&mut fds);
+                        let closing = &closing;
+                        let space = pump.rx.ring_full;
+                        idle.wait(&wake, space, &mut fds, || {
+                            closing.load(Ordering::SeqCst)
+                                || pump.executor_moved(&mut to_net, &mut from_net)
+                        });
                     }
                 }
             };
@@ -113,58 +120,6 @@ impl TcpConnection {
             }
         })?;
         Ok(Box::new(stream))
-    }
-}
-
-/// How an idle proxy waits: it polls for `spin` (where the host has a core to spare, see
-/// [`crate::stream::proxy_spin`]), then sleeps in `ppoll(2)` on the sockets it waits for (the
-/// one the next chunk arrives on, those with a chunk half-written), so bytes from the network
-/// wake it at once; the timeout, for bytes from the executor, grows from 20 us to 1 ms with
-/// the idle time (as [`crate::wait::Backoff`] does).
-struct Idle {
-    since: Option<Instant>,
-    spin: Duration,
-}
-
-impl Idle {
-    fn wait(&mut self, pump: &Pump<'_>) {
-        let now = Instant::now();
-        let idle = now - *self.since.get_or_insert(now);
-        if idle < self.spin {
-            std::hint::spin_loop();
-            return;
-        }
-        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(pump.socks.len() + 1);
-        let k = (pump.rx.next % pump.socks.len() as u64) as usize;
-        if !pump.rx.eof[k] && !pump.rx.ring_full {
-            fds.push(libc::pollfd {
-                fd: pump.socks[k].as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
-        for c in pump.tx.chunks.iter().filter(|c| !c.complete()) {
-            fds.push(libc::pollfd {
-                fd: pump.socks[c.sock].as_raw_fd(),
-                events: libc::POLLOUT,
-                revents: 0,
-            });
-        }
-        let us = (20 + idle.as_micros() as u64 / 100).min(1000);
-        let timeout = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: (us * 1000) as libc::c_long,
-        };
-        // SAFETY: `fds` holds fds.len() initialised pollfds of sockets this proxy owns, the
-        // timeout is a valid timespec, and no signal mask is passed.
-        let _ = unsafe {
-            libc::ppoll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                &timeout,
-                std::ptr::null(),
-            )
-        };
     }
 }
 
@@ -249,6 +204,38 @@ fn io_error(peer: &str, what: &str, e: io::Error) -> Stop {
 }
 
 impl Pump<'_> {
+    /// The sockets an idle proxy waits for: the one the next chunk arrives on (unless the
+    /// executor's ring is full: then only the executor can unblock it), and those with a
+    /// chunk half-written.
+    fn wait_fds(&self, fds: &mut Vec<libc::pollfd>) {
+        fds.clear();
+        let k = (self.rx.next % self.socks.len() as u64) as usize;
+        if !self.rx.eof[k] && !self.rx.ring_full {
+            fds.push(libc::pollfd {
+                fd: self.socks[k].as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        for c in self.tx.chunks.iter().filter(|c| !c.complete()) {
+            fds.push(libc::pollfd {
+                fd: self.socks[c.sock].as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            });
+        }
+    }
+
+    /// Whether the executor gave this proxy something to do since its last pass: bytes to
+    /// carve into a chunk (with a socket free to take it), space for a chunk that waits for
+    /// the ring, or an end (a closed or aborted ring).
+    fn executor_moved(&self, to_net: &mut RingReader, from_net: &mut RingWriter) -> bool {
+        let carve = self.tx.chunks.len() < self.socks.len()
+            && to_net.peek().map_or(true, |v| v.len() > self.tx.carved);
+        let room = self.rx.ring_full && from_net.free_space().map_or(true, |s| !s.is_empty());
+        carve || room || from_net.aborted()
+    }
+
     /// Carves new chunks from what the executor wrote and writes what the sockets take;
     /// true if anything moved.
     fn send(&mut self, to_net: &mut RingReader) -> std::result::Result<bool, Stop> {
