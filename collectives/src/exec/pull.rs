@@ -12,7 +12,8 @@ const PULL_PIECE: usize = 256 << 10;
 /// Bytes a pulled reducing receive copies into cache-resident scratch before reducing them.
 const REDUCE_PIECE: usize = 64 << 10;
 
-/// Where the front send job of a peer stands on the single-copy path.
+/// Where a send job stands on the single-copy path. Offered jobs (`Pull`) stay at the front
+/// of their peer's queue until pulled, in offer order, while the jobs behind them go on.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum SendLarge {
     /// Not looked at yet (or a message below the stream's threshold).
