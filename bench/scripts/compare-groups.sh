@@ -12,7 +12,9 @@
 #   sendrecv: MPI_Sendrecv around a ring (mpi_sendrecv.c) against `oxccl-bench sendrecv`
 #             (a group of one send and one receive per iteration); bidirectional bandwidth.
 # Both sides are launched by the same mpirun. Printed: each run's ratio (oxccl / Open MPI,
-# higher is better for oxccl) per size, then the median over runs.
+# higher is better for oxccl) per size, then the median over runs. BASE=<another oxccl-bench>
+# (e.g. main's build) runs in the same rounds and adds its median ratio to Open MPI and the
+# median of the per-run oxccl / base ratios.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=${BUILD:-/tmp/oxccl-groups-peers}
@@ -38,11 +40,15 @@ for run in $(seq 1 "$RUNS"); do
     $MPIRUN -np "$np" "$OX" all-reduce --split "$s" -b "$MIN" -e "$MAX" --trials 3 --json > "$OUT/split-ox-$np-$run"
     $MPIRUN -np "$np" "$BUILD/mpi_sendrecv" -b "$MIN" -e "$MAX" > "$OUT/sendrecv-mpi-$np-$run"
     $MPIRUN -np "$np" "$OX" sendrecv -b "$MIN" -e "$MAX" --json > "$OUT/sendrecv-ox-$np-$run"
+    if [ -n "${BASE:-}" ]; then
+      $MPIRUN -np "$np" "$BASE" all-reduce --split "$s" -b "$MIN" -e "$MAX" --trials 3 --json > "$OUT/split-base-$np-$run"
+      $MPIRUN -np "$np" "$BASE" sendrecv -b "$MIN" -e "$MAX" --json > "$OUT/sendrecv-base-$np-$run"
+    fi
   done
 done
-python3 - "$OUT" "$RUNS" "$RANKS" <<'PY'
+python3 - "$OUT" "$RUNS" "$RANKS" "${BASE:+base}" <<'PY'
 import json, os, statistics, sys
-out, runs, ranks = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
+out, runs, ranks, has_base = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(), sys.argv[4] == "base"
 def mpi(path, col):
     d = {}
     for l in open(path):
@@ -57,14 +63,23 @@ def ox(path, key):
     return d
 for test, mcol, okey, what in (("split", 5, "busbw_gbps", "busbw"), ("sendrecv", 3, "bibw_gbps", "bibw")):
     for np in ranks:
-        per = {}
+        per, base = {}, {}
         for run in range(1, runs + 1):
             m = mpi(f"{out}/{test}-mpi-{np}-{run}", mcol); o = ox(f"{out}/{test}-ox-{np}-{run}", okey)
+            x = ox(f"{out}/{test}-base-{np}-{run}", okey) if has_base else {}
             for b in sorted(set(m) & set(o)):
                 per.setdefault(b, []).append((o[b], m[b]))
+                if has_base and b in x:
+                    base.setdefault(b, []).append((o[b], x[b], m[b]))
         print(f"\n{test}, {np} ranks: {what} GB/s oxccl / Open MPI per run, median ratio (>1: oxccl faster)")
-        print(f"{'bytes':>10} " + " ".join(f"{'run'+str(k+1):>17}" for k in range(runs)) + f" {'median x':>9}")
+        extra = f" {'base/MPI':>9} {'ox/base':>9}" if has_base else ""
+        print(f"{'bytes':>10} " + " ".join(f"{'run'+str(k+1):>17}" for k in range(runs)) + f" {'median x':>9}{extra}")
         for b, v in sorted(per.items()):
             cells = " ".join(f"{o:>7.2f}/{m:<7.2f}{'':>1}" for o, m in v)
-            print(f"{b:>10} {cells} {statistics.median(o / m for o, m in v if m):>9.2f}")
+            extra = ""
+            if b in base:
+                w = base[b]
+                extra = (f" {statistics.median(x / m for o, x, m in w if m):>9.2f}"
+                         f" {statistics.median(o / x for o, x, m in w if x):>9.2f}")
+            print(f"{b:>10} {cells} {statistics.median(o / m for o, m in v if m):>9.2f}{extra}")
 PY

@@ -300,3 +300,50 @@ fn a_receipt_that_comes_before_its_send() {
         });
     }
 }
+
+/// Message lengths (u64 elements) below and above the single-copy threshold (256 KiB), in an
+/// order that puts several large ones back to back: their offers are in flight together.
+const MIXED: [usize; 7] = [40_000, 1_000, 131_072, 20_000, 600_000, 32_769, 0];
+
+/// Several large messages to one peer in flight at once (offered for the single-copy pull
+/// while the ones before them are still being pulled), mixed with small ones through the
+/// ring, every send posted before any receive; threads and shm, 2 and 3 ranks, with the
+/// threshold at its default and at its floor (every message but the smallest pulled).
+#[test]
+fn several_large_messages_to_one_peer_in_flight() {
+    for (transport, p, min) in [
+        (LocalTransport::Memory, 2, None),
+        (LocalTransport::Shm, 3, None),
+        (LocalTransport::Shm, 2, Some(2048)),
+    ] {
+        let mut options = Options::default();
+        if let Some(m) = min {
+            options.single_copy_min = m;
+        }
+        on_ranks(p, transport, options, |comm| {
+            let (me, p) = (comm.rank(), comm.size());
+            let peers: Vec<usize> = (0..p).filter(|&q| q != me).collect();
+            // Message k to q is tagged (me, q * 16 + k) so that every one is unique.
+            let out: Vec<Vec<u64>> = peers
+                .iter()
+                .flat_map(|&q| (0..MIXED.len()).map(move |k| message(me, q * 16 + k, MIXED[k])))
+                .collect();
+            let mut inc: Vec<Vec<u64>> = peers
+                .iter()
+                .flat_map(|_| MIXED.iter().map(|&n| vec![0u64; n]))
+                .collect();
+            let g = comm.group();
+            for (i, m) in out.iter().enumerate() {
+                g.send(m, peers[i / MIXED.len()]).unwrap();
+            }
+            for (i, b) in inc.iter_mut().enumerate() {
+                g.recv(b, peers[i / MIXED.len()]).unwrap();
+            }
+            g.end().unwrap();
+            for (i, b) in inc.iter().enumerate() {
+                let (q, k) = (peers[i / MIXED.len()], i % MIXED.len());
+                check_from(b, q, me * 16 + k);
+            }
+        });
+    }
+}

@@ -26,7 +26,7 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let tests: [(&str, fn()); 7] = [
+    let tests: [(&str, fn()); 9] = [
         ("three_processes_over_shm", three_processes_over_shm),
         ("torchrun_style_variables", torchrun_style_variables),
         ("under_mpirun", under_mpirun),
@@ -37,6 +37,14 @@ fn main() {
         (
             "killing_a_rank_fails_the_others_in_time",
             killing_a_rank_fails_the_others_in_time,
+        ),
+        (
+            "large_messages_in_flight_between_processes",
+            large_messages_in_flight_between_processes,
+        ),
+        (
+            "killing_a_rank_during_pulls_fails_the_others",
+            killing_a_rank_during_pulls_fails_the_others,
         ),
         (
             "two_hosts_in_network_namespaces",
@@ -81,6 +89,8 @@ fn child(role: &str) -> i32 {
         "hier" => hier(&comm),
         "numa" => numa(&comm),
         "last-send" => last_send(&comm),
+        "pulls" => pulls(&comm, Some(3)),
+        "pulls-loop" => pulls(&comm, None),
         other => Err(format!("unknown role {other}")),
     };
     match r {
@@ -222,6 +232,54 @@ fn big_loop(c: &Communicator) -> Result<(), String> {
         c.all_reduce(&input, &mut out, ReduceOp::Sum)
             .map_err(|e| e.to_string())?;
         if i == 0 {
+            println!("started");
+        }
+    }
+    Ok(())
+}
+
+/// Every rank sends every other one messages of mixed sizes, several of them above the
+/// single-copy threshold and in flight at once, in one group with the receives; checks every
+/// element. `rounds` of them, or forever (printing "started" after the first).
+fn pulls(c: &Communicator, rounds: Option<usize>) -> Result<(), String> {
+    const SIZES: [usize; 6] = [40_000, 1_000, 131_072, 600_000, 20_000, 300_000];
+    let (p, me) = (c.size(), c.rank());
+    let word = |from: usize, to: usize, k: usize, i: usize| {
+        let x = ((from * 64 + to * 8 + k) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i as u64;
+        x ^ (x >> 29)
+    };
+    let peers: Vec<usize> = (0..p).filter(|&q| q != me).collect();
+    let out: Vec<Vec<u64>> = peers
+        .iter()
+        .flat_map(|&q| (0..SIZES.len()).map(move |k| (q, k)))
+        .map(|(q, k)| (0..SIZES[k]).map(|i| word(me, q, k, i)).collect())
+        .collect();
+    let mut inc: Vec<Vec<u64>> = peers
+        .iter()
+        .flat_map(|_| SIZES.iter().map(|&n| vec![0u64; n]))
+        .collect();
+    for round in 0.. {
+        if rounds.is_some_and(|r| round == r) {
+            break;
+        }
+        let g = c.group();
+        for (i, m) in out.iter().enumerate() {
+            g.send(m, peers[i / SIZES.len()])
+                .map_err(|e| e.to_string())?;
+        }
+        for (i, b) in inc.iter_mut().enumerate() {
+            b.fill(0);
+            g.recv(b, peers[i / SIZES.len()])
+                .map_err(|e| e.to_string())?;
+        }
+        g.end().map_err(|e| e.to_string())?;
+        for (i, b) in inc.iter().enumerate() {
+            let (q, k) = (peers[i / SIZES.len()], i % SIZES.len());
+            if let Some(at) = (0..b.len()).find(|&j| b[j] != word(q, me, k, j)) {
+                return Err(format!("rank {me}: message {k} from {q} wrong at {at}"));
+            }
+        }
+        if round == 0 && rounds.is_none() {
             println!("started");
         }
     }
@@ -457,6 +515,59 @@ fn killing_a_rank_fails_the_others_in_time() {
             out.contains("all_reduce") && out.contains("rank"),
             "rank {r}: {out}"
         );
+        println!("  rank {r} after {took:?}: {}", out.trim());
+    }
+}
+
+fn large_messages_in_flight_between_processes() {
+    for min in ["262144", "2048"] {
+        let store = format!("127.0.0.1:{}", free_port());
+        let env = |_| {
+            ["env", &format!("OXCCL_SINGLE_COPY_MIN={min}")]
+                .map(String::from)
+                .to_vec()
+        };
+        let mut ranks = spawn("pulls", 3, &store, "60", &env);
+        for (r, (code, out)) in wait_all(&mut ranks, Duration::from_secs(120))
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(code, 0, "threshold {min}: rank {r} failed: {out}");
+        }
+    }
+}
+
+/// A rank killed while its peers pull several of its messages (and it pulls theirs): the
+/// survivors fail with an error naming a rank, within `OXCCL_TIMEOUT`.
+fn killing_a_rank_during_pulls_fails_the_others() {
+    let store = format!("127.0.0.1:{}", free_port());
+    let timeout = 5.0;
+    let env = |_| {
+        ["env", "OXCCL_SINGLE_COPY_MIN=2048"]
+            .map(String::from)
+            .to_vec()
+    };
+    let mut ranks = spawn("pulls-loop", 3, &store, &timeout.to_string(), &env);
+    let stdout = ranks.0[1].stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "started");
+    std::thread::sleep(Duration::from_millis(20));
+    ranks.0[1].kill().unwrap();
+    let killed_at = Instant::now();
+    let results = wait_all(&mut ranks, Duration::from_secs(60));
+    let took = killed_at.elapsed();
+    assert!(
+        took < Duration::from_secs_f64(timeout + 2.0),
+        "survivors took {took:?} to notice"
+    );
+    for r in [0, 2] {
+        let (code, out) = &results[r];
+        assert_eq!(
+            *code, 3,
+            "rank {r} should fail with an error, got code {code}: {out}"
+        );
+        assert!(out.contains("rank"), "rank {r}: {out}");
         println!("  rank {r} after {took:?}: {}", out.trim());
     }
 }

@@ -91,19 +91,36 @@ fn a_peer_process_that_dies_while_we_copy_out_of_it_is_an_error() {
     };
     let n = PULL_DIE_BYTES.max(min);
     let deadline = dl();
-    let arrival = loop {
-        if let Some(a) = s.arrival(n).unwrap() {
+    let mut arrive = |len: usize| loop {
+        if let Some(a) = s.arrival(len).unwrap() {
             break a;
         }
         assert!(!deadline.expired(), "no large message from the peer");
         std::thread::yield_now();
     };
-    let Arrival::Pull(p) = arrival else {
+    let Arrival::Pull(first) = arrive(min) else {
         eprintln!("cross-memory attach refused here: the message came through the ring");
         child.kill().unwrap();
         child.wait().unwrap();
         return;
     };
+    // Both offers are in flight: the second's header is in the stream behind the first, whose
+    // pull may still fail if the peer is already gone (then the second is never looked at).
+    let Arrival::Pull(p) = arrive(n) else {
+        panic!("the second offer came inline after a pulled first one");
+    };
+    let mut whole = vec![0u8; min];
+    match s.pull(&first, 0, &mut whole) {
+        Ok(()) => {
+            assert!(
+                whole == conformance::pattern(6, min),
+                "the first message differs"
+            );
+            s.pulled();
+        }
+        Err(Error::PeerClosed { .. }) => {}
+        Err(e) => panic!("the first pull failed with {e:?}"),
+    }
     let mut piece = vec![0u8; 1 << 20];
     // The peer may already be gone: then the first piece fails the same way.
     let first = s.pull(&p, 0, &mut piece);
@@ -138,15 +155,20 @@ fn peer_process() {
     let c = wait::establish(t.connect(&addr).unwrap(), dl(), "parent").unwrap();
     if std::env::var(MODE_ENV).as_deref() == Ok("pull-die") {
         let mut s = c.into_stream("shm", &StreamConfig::default()).unwrap();
-        let data = conformance::pattern(7, PULL_DIE_BYTES.max(s.single_copy_min().unwrap_or(0)));
+        let min = s.single_copy_min().unwrap_or(0);
+        // Two offers in flight: the first is pulled whole, the second is where it dies.
+        let first = conformance::pattern(6, min);
+        let data = conformance::pattern(7, PULL_DIE_BYTES.max(min));
         let deadline = dl();
-        // SAFETY: `data` lives until the process dies below, which is the point of the test.
-        while unsafe { s.offer(data.as_ptr(), data.len(), true) }
-            .unwrap()
-            .is_none()
-        {
-            assert!(!deadline.expired(), "no room for the header");
-            std::thread::yield_now();
+        for m in [&first, &data] {
+            // SAFETY: both live until the process dies below, which is the point of the test.
+            while unsafe { s.offer(m.as_ptr(), m.len(), true) }
+                .unwrap()
+                .is_none()
+            {
+                assert!(!deadline.expired(), "no room for the header");
+                std::thread::yield_now();
+            }
         }
         std::thread::sleep(Duration::from_millis(300));
         std::process::abort();

@@ -45,6 +45,8 @@ pub(crate) struct SendJob {
     inline: Option<[u8; Header::LEN]>,
     /// A large message may go by the single-copy path ([`Engine::pull_ok`] when queued).
     pull_ok: bool,
+    /// Where the job stands on the single-copy path.
+    large: SendLarge,
 }
 
 pub(crate) enum RecvKind {
@@ -158,8 +160,7 @@ pub(crate) struct Engine {
     pub abort_flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Where the ranks tell each other who failed first.
     pub blame: crate::link::blame::Board,
-    /// The single-copy state of each peer's front send and receive job.
-    tx_large: Vec<SendLarge>,
+    /// The single-copy state of each peer's front receive job (a send job keeps its own).
     rx_large: Vec<RecvLarge>,
     /// Sends queued now may offer the single-copy path; `exec/run.rs` turns it off for the
     /// schedules that must not (lanes, reductions: see `run_in`).
@@ -231,7 +232,6 @@ impl Engine {
             abort_flag: Default::default(),
             blame: crate::link::blame::Board::nowhere(),
             pull_ok: true,
-            tx_large: vec![SendLarge::Fresh; p],
             rx_large: vec![RecvLarge::Fresh; p],
             pull_scratch: Vec::new(),
             receipts: (0..p).map(|_| Default::default()).collect(),
@@ -312,6 +312,7 @@ impl Engine {
             owner,
             inline: Some(bytes),
             pull_ok: false,
+            large: SendLarge::Fresh,
         }
     }
 
@@ -364,6 +365,7 @@ impl Engine {
             owner,
             inline: None,
             pull_ok: self.pull_ok,
+            large: SendLarge::Fresh,
         });
         self.count(owner);
         self.activate(peer);
@@ -658,7 +660,6 @@ impl Engine {
         self.is_active.iter_mut().for_each(|a| *a = false);
         self.step_left = 0;
         self.left.clear();
-        self.tx_large.fill(SendLarge::Fresh);
         self.rx_large.fill(RecvLarge::Fresh);
         if self.poisoned.is_none() {
             self.poisoned = Some(e.to_string());

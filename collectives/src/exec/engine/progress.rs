@@ -19,45 +19,53 @@ impl Engine {
 
     pub(super) fn progress_sends(&mut self, peer: usize) -> Result<bool, Error> {
         let op = self.op;
+        let failed = |source| Error::PeerFailed { op, peer, source };
         let mut progressed = false;
-        while let Some(job) = self.sendq[peer].front_mut() {
+        // Offers the peer has pulled are done, oldest first (it pulls them in stream order).
+        while let Some(SendLarge::Pull(ticket)) = self.sendq[peer].front().map(|j| j.large) {
+            if !self.link(peer).stream().taken(ticket).map_err(failed)? {
+                break;
+            }
+            let done = self.sendq[peer].pop_front().expect("front exists");
+            self.uncount(done.owner);
+            progressed = true;
+        }
+        // Offered jobs wait at the front for the peer's pull, with their headers already in the
+        // stream; the jobs behind them go on (several pulls in flight per peer, so the peer's
+        // pull of one overlaps our offer of the next). `at`: the first job not offered.
+        let mut at = self.sendq[peer]
+            .iter()
+            .take_while(|j| matches!(j.large, SendLarge::Pull(_)))
+            .count();
+        while let Some(job) = self.sendq[peer].get_mut(at) {
             let (ptr, avail, pos, len, pad) = (job.ptr, job.avail, job.pos, job.len, job.pad);
-            let pull_ok = job.pull_ok;
             let link = self.links[peer]
                 .as_mut()
                 .expect("a job for a peer without a link");
-            if self.tx_large[peer] == SendLarge::Fresh {
+            if job.large == SendLarge::Fresh {
                 let large = job.inline.is_none()
                     && link.stream().single_copy_min().is_some_and(|m| len >= m);
                 if large {
                     // SAFETY: [ptr, ptr + len) stays readable and unchanged while the job is
-                    // queued (the queuing operation's contract), and the job stays at the
-                    // front until the peer has taken it (or the engine fails, which aborts
-                    // the link, and the abort waits for a copy in progress).
-                    let offer = unsafe { link.stream().offer(ptr, len, pull_ok && avail == len) };
-                    match offer.map_err(|source| Error::PeerFailed { op, peer, source })? {
+                    // queued (the queuing operation's contract), and the job stays queued
+                    // until the peer has taken it (or the engine fails, which aborts the
+                    // link, and the abort waits for a copy in progress).
+                    let offer =
+                        unsafe { link.stream().offer(ptr, len, job.pull_ok && avail == len) };
+                    match offer.map_err(failed)? {
                         None => break,
-                        Some(Offer::Pull(ticket)) => self.tx_large[peer] = SendLarge::Pull(ticket),
-                        Some(Offer::Inline) => self.tx_large[peer] = SendLarge::Stream,
+                        Some(Offer::Pull(ticket)) => {
+                            job.large = SendLarge::Pull(ticket);
+                            at += 1;
+                            progressed = true;
+                            continue;
+                        }
+                        Some(Offer::Inline) => job.large = SendLarge::Stream,
                     }
                     progressed = true;
                 } else {
-                    self.tx_large[peer] = SendLarge::Stream;
+                    job.large = SendLarge::Stream;
                 }
-            }
-            if let SendLarge::Pull(ticket) = self.tx_large[peer] {
-                let taken = link
-                    .stream()
-                    .taken(ticket)
-                    .map_err(|source| Error::PeerFailed { op, peer, source })?;
-                if !taken {
-                    break;
-                }
-                self.tx_large[peer] = SendLarge::Fresh;
-                let done = self.sendq[peer].pop_front().expect("front exists");
-                self.uncount(done.owner);
-                progressed = true;
-                continue;
             }
             let chunk: &[u8] = if let Some(hdr) = &job.inline {
                 &hdr[pos..]
@@ -71,18 +79,14 @@ impl Engine {
             } else {
                 &ZEROS[..len + pad - pos]
             };
-            let n = link
-                .write(chunk)
-                .map_err(|source| Error::PeerFailed { op, peer, source })?;
+            let n = link.write(chunk).map_err(failed)?;
             if n == 0 {
                 break;
             }
             progressed = true;
-            let job = self.sendq[peer].front_mut().expect("front exists");
             job.pos += n;
             if job.pos == job.len + job.pad {
-                self.tx_large[peer] = SendLarge::Fresh;
-                let done = self.sendq[peer].pop_front().expect("front exists");
+                let done = self.sendq[peer].remove(at).expect("the job exists");
                 self.uncount(done.owner);
             } else {
                 break;
@@ -154,7 +158,9 @@ impl Engine {
                 progressed = true;
                 let job = &self.recvq[peer].front().expect("front").1;
                 if job.pos < job.len {
-                    continue;
+                    // One piece per pass: the other peers' offers and pulls go on in between
+                    // (an all-to-all's offers to every peer go out before its first pull ends).
+                    break;
                 }
                 self.link(peer).stream().pulled();
                 self.rx_large[peer] = RecvLarge::Fresh;
