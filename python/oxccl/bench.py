@@ -49,14 +49,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(nproc: int, argv: list[str], timeout: float) -> str:
+def _torchrun(nproc: int, argv: list[str], timeout: float, result: str | None = None) -> str:
+    """Runs argv under torchrun; `result`: the file the job writes its numbers to, which makes
+    a job that wrote it and then failed (Gloo aborts in its teardown now and then, after the
+    example's last barrier: "terminate called without an active exception") a success."""
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
            "--master-addr=127.0.0.1", f"--master-port={_free_port()}", *argv]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                        timeout=timeout)
     if r.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stdout[-4000:]}")
+        if result is None or not os.path.exists(result):
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stdout[-4000:]}")
+        print(f"note: {' '.join(argv[:3])} exited {r.returncode} after writing {result}",
+              file=sys.stderr)
     return r.stdout
 
 
@@ -252,7 +258,7 @@ def main(argv=None):
                         js = os.path.join(tmp, f"ddp-{b}-{rnd}.json")
                         _torchrun(world, [example, "--backend", b, "--model",
                                           args.ddp_model, "--steps", str(args.ddp_steps), "--json", js],
-                                  timeout=1800)
+                                  timeout=1800, result=js)
                         with open(js) as f:
                             runs[b].append(json.load(f)["median"])
                 print(ddp_table(world, runs), flush=True)

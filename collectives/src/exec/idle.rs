@@ -19,7 +19,7 @@ use super::engine::Engine;
 use crate::error::Error;
 use crate::link::Link;
 use oxccl_transport::stream::doorbell::{self, Armed};
-use oxccl_transport::wait::{yield_budget, PARK_MAX};
+use oxccl_transport::wait::PARK_MAX;
 use std::time::{Duration, Instant};
 
 /// How often a parked waiter checks that the peers it waits on are alive.
@@ -85,17 +85,24 @@ impl Engine {
         if w.parking {
             return self.park(w, peers, blame);
         }
-        if w.idle < self.spin {
+        let policy = self.idle_policy;
+        if w.idle < policy.spin {
             std::hint::spin_loop();
             return Ok(());
         }
-        std::thread::yield_now();
-        if w.idle % 64 != 0 {
-            return Ok(());
+        // Without a yield budget (an oversubscribed host), the first round past the spin arms
+        // the doorbells: a yield would hand the core to a rank that computes only to take it
+        // back. Without doorbells to arm, the rounds after it yield as below.
+        let park_now = policy.yield_for.is_zero() && w.idle == policy.spin.max(1);
+        if !park_now {
+            std::thread::yield_now();
+            if w.idle % 64 != 0 {
+                return Ok(());
+            }
         }
         let now = Instant::now();
         let waited = self.check(w, peers, blame, now, w.idle % 1024 == 0)?;
-        if waited >= yield_budget() && self.arm(w, peers) {
+        if waited >= policy.yield_for && self.arm(w, peers) {
             w.parking = true;
         } else if waited > NAP_AFTER {
             // Long waits (a slow peer, an oversubscribed machine) should not burn a core.
