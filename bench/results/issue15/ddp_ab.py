@@ -5,9 +5,11 @@
 
 Each round runs python/examples/train_ddp.py once for gloo and once for every oxccl variant
 (a name and the OXCCL_* settings it adds, `name=VAR=value,VAR=value`), one after another, so
-they all see the same machine load. Prints each run's median step_ms, comm_ms, xfer_ms and
-compute_ms, then per variant the medians over the rounds and the median of the rounds' ratios
-to gloo (the same round's gloo run).
+they all see the same machine load. Prints each run's median step_ms, comm_ms, comm_mean_ms,
+xfer_ms and compute_ms (train_ddp.py's), and cpu_s: the CPU time the whole job used (every
+rank's user + system time, start-up included: what a waiting rank burns shows up here even on
+a machine too loaded for the times to say much), then per variant the medians over the
+rounds and the median of the rounds' ratios to gloo (the same round's gloo run).
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 
-KEYS = ("step_ms", "comm_ms", "xfer_ms", "compute_ms")
+KEYS = ("step_ms", "comm_ms", "comm_mean_ms", "xfer_ms", "compute_ms", "cpu_s")
 
 
 def free_port() -> int:
@@ -35,6 +38,7 @@ def run(nproc, backend, env_extra, args, out):
            "--master-addr=127.0.0.1", f"--master-port={free_port()}", args.script,
            "--backend", backend, "--model", args.model, "--steps", str(args.steps), "--json", out]
     env = dict(os.environ, OMP_NUM_THREADS="1", **env_extra)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                        timeout=600)
     if r.returncode != 0:
@@ -43,8 +47,10 @@ def run(nproc, backend, env_extra, args, out):
         # Gloo sometimes aborts in its teardown, after the example wrote its numbers.
         print(f"  ({backend} exited {r.returncode} after writing its numbers: "
               f"{r.stdout.strip().splitlines()[-1][:120] if r.stdout.strip() else ''})")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     with open(out) as f:
-        return json.load(f)["median"]
+        return dict(json.load(f)["median"], cpu_s=cpu)
 
 
 def main():
@@ -70,15 +76,18 @@ def main():
                 backend = "gloo" if name == "gloo" else "oxccl"
                 m = run(args.nproc, backend, env, args, os.path.join(tmp, f"{name}-{rnd}.json"))
                 res[name].append(m)
-                print(f"round {rnd} {name:>10} " + " ".join(f"{k} {m[k]:8.2f}" for k in KEYS),
+                print(f"round {rnd} {name:>10} " + " ".join(f"{k} {m.get(k, 0):8.2f}" for k in KEYS),
                       flush=True)
     print(f"{args.nproc} ranks, {args.model}, {args.repeats} rounds, {args.steps} steps a run")
-    print(f"{'variant':>10} " + " ".join(f"{k:>10}" for k in KEYS) + "  comm/gloo (rounds)")
+    print(f"{'variant':>10} " + " ".join(f"{k:>12}" for k in KEYS) +
+          "  comm/gloo, comm_mean/gloo: median (range) over the rounds")
     for name, ms in res.items():
         med = {k: statistics.median(m[k] for m in ms) for k in KEYS}
-        ratios = [m["comm_ms"] / g["comm_ms"] for m, g in zip(ms, res["gloo"])]
-        print(f"{name:>10} " + " ".join(f"{med[k]:10.2f}" for k in KEYS) +
-              f"  {statistics.median(ratios):.3f} ({min(ratios):.2f}-{max(ratios):.2f})")
+        line = f"{name:>10} " + " ".join(f"{med[k]:12.2f}" for k in KEYS)
+        for k in ("comm_ms", "comm_mean_ms"):
+            r = [m[k] / g[k] for m, g in zip(ms, res["gloo"]) if k in m and k in g]
+            line += f"  {statistics.median(r):.3f} ({min(r):.2f}-{max(r):.2f})" if r else ""
+        print(line)
 
 
 if __name__ == "__main__":
