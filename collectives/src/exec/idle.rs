@@ -38,6 +38,10 @@ pub(crate) struct Waiter {
     /// The doorbells armed by the last idle round (to sleep on in the next one).
     armed: Vec<Armed>,
     last_liveness: Option<Instant>,
+    /// A liveness check found a peer gone: the next check fails unless a pass progressed in
+    /// between (what the peer finished before it exited, such as the end of a pull from our
+    /// memory, is seen by a pass, not by the check).
+    peer_gone: bool,
 }
 
 impl Waiter {
@@ -51,6 +55,7 @@ impl Waiter {
             parking: false,
             armed: Vec::new(),
             last_liveness: None,
+            peer_gone: false,
         }
     }
 
@@ -58,6 +63,7 @@ impl Waiter {
     pub fn progress(&mut self) {
         self.idle = 0;
         self.progressed_since_check = true;
+        self.peer_gone = false;
         if self.parking {
             self.parking = false;
             self.armed.clear();
@@ -101,7 +107,8 @@ impl Engine {
             }
         }
         let now = Instant::now();
-        let waited = self.check(w, peers, blame, now, w.idle % 1024 == 0)?;
+        let liveness = w.peer_gone || w.idle % 1024 == 0;
+        let waited = self.check(w, peers, blame, now, liveness)?;
         if waited >= policy.yield_for && self.arm(w, peers) {
             w.parking = true;
         } else if waited > NAP_AFTER {
@@ -127,9 +134,9 @@ impl Engine {
             w.parking = false;
         }
         let now = Instant::now();
-        let liveness = w
-            .last_liveness
-            .is_none_or(|t| now.duration_since(t) >= LIVENESS_EVERY);
+        let liveness = w.peer_gone
+            || w.last_liveness
+                .is_none_or(|t| now.duration_since(t) >= LIVENESS_EVERY);
         if liveness {
             w.last_liveness = Some(now);
         }
@@ -188,7 +195,7 @@ impl Engine {
             return Err(self.fail(e));
         }
         if liveness {
-            self.check_peers_alive(peers, blame)?;
+            self.check_peers_alive(w, peers, blame)?;
         }
         let waited = now.duration_since(last);
         self.note_long_wait(waited, peers, blame);
@@ -207,7 +214,12 @@ impl Engine {
         Ok(waited)
     }
 
-    fn check_peers_alive(&mut self, peers: &[usize], blame: Option<usize>) -> Result<(), Error> {
+    fn check_peers_alive(
+        &mut self,
+        w: &mut Waiter,
+        peers: &[usize],
+        blame: Option<usize>,
+    ) -> Result<(), Error> {
         for &peer in peers {
             // A peer whose part of this call is done may have exited already (it had all it
             // needed from us): only a peer we still wait on can fail this call.
@@ -222,6 +234,12 @@ impl Engine {
                     .is_some_and(|l| l.peek().is_ok_and(|v| !v.is_empty()));
                 if unread {
                     continue;
+                }
+                if !w.peer_gone {
+                    // One more pass first (parking at once put this check right after the
+                    // wake-up that the peer's last signal rang, before the pass that reads it).
+                    w.peer_gone = true;
+                    return Ok(());
                 }
                 let e = Error::PeerFailed {
                     op: self.op,
