@@ -170,9 +170,9 @@ impl Communicator {
         let cores: std::collections::BTreeSet<u32> = (local.iter())
             .flat_map(|&r| topology.ranks[r].cores.iter().copied())
             .collect();
-        let spin = options.spin_for(local.len(), cores.len());
+        let idle_policy = options.idle_policy(local.len(), cores.len());
         let abort_flag = Arc::new(AtomicBool::new(false));
-        let mut engine = Engine::new(rank, links, options.timeout, spin);
+        let mut engine = Engine::new(rank, links, options.timeout, idle_policy);
         engine.abort_flag = abort_flag.clone();
         engine.blame = blame;
         let doorbells = engine.doorbells();

@@ -73,6 +73,7 @@ pub enum LocalTransport {
 /// | `OXCCL_SINGLE_COPY_MIN` | messages between ranks of one host of at least this many bytes are copied once, by the receiver, straight out of the sender's memory (`process_vm_readv`; a plain copy between thread ranks); `0` turns it off | 262144 |
 /// | `OXCCL_SMALL_BYTES` | all-reduce up to this size sends the whole vector to every peer | 16384 |
 /// | `OXCCL_SPIN` | idle polls before a waiting rank yields its core | 2000, or 0 (yield at once) when the host's ranks outnumber the cores they may run on |
+/// | `OXCCL_YIELD_US` | microseconds a waiting rank yields its core before it sleeps on its links' doorbells | 200, or 0 (sleep at once) when the host's ranks outnumber the cores they may run on |
 /// | `OXCCL_TOPO_FILE` | the host's map: an hwloc XML or NCCL topology XML file (as `NCCL_TOPO_FILE`), or an hwloc synthetic string | discovered from sysfs |
 /// | `OXCCL_BIND` | pin each rank at init: `none`, `core`, `numa` ([`Bind`]) | `none` |
 #[derive(Clone, Debug)]
@@ -91,6 +92,9 @@ pub struct Options {
     pub small_bytes: usize,
     /// `None`: chosen from the number of local ranks and cores.
     pub spin: Option<u32>,
+    /// How long a waiting rank yields before it parks (`OXCCL_YIELD_US`); `None`: chosen from
+    /// the number of local ranks and cores.
+    pub yield_for: Option<Duration>,
     /// The host's map (`OXCCL_TOPO_FILE`): a file or synthetic string; `None` discovers it.
     pub topo_file: Option<String>,
     pub bind: Bind,
@@ -109,6 +113,7 @@ impl Default for Options {
             single_copy_min: oxccl_transport::stream::DEFAULT_SINGLE_COPY_MIN,
             small_bytes: 16 << 10,
             spin: None,
+            yield_for: None,
             topo_file: None,
             bind: Bind::None,
         }
@@ -201,6 +206,9 @@ impl Options {
         if let Some(s) = num("OXCCL_SPIN")? {
             o.spin = Some(s as u32);
         }
+        if let Some(y) = num("OXCCL_YIELD_US")? {
+            o.yield_for = Some(Duration::from_secs_f64(y * 1e-6));
+        }
         o.topo_file = get("OXCCL_TOPO_FILE").filter(|f| !f.trim().is_empty());
         if let Some(b) = get("OXCCL_BIND") {
             o.bind = match b.trim().to_ascii_lowercase().as_str() {
@@ -217,30 +225,50 @@ impl Options {
         Ok(o)
     }
 
-    /// The idle polls before yielding, for `local_ranks` ranks sharing this host, which can
-    /// run on `cores` cores together (the union of their CPU masks in the map; 0 if unknown).
-    pub(crate) fn spin_for(&self, local_ranks: usize, cores: usize) -> u32 {
-        self.spin.unwrap_or_else(|| {
-            // Not this process's own mask: a rank bound to one core (by OXCCL_BIND or by its
-            // launcher, as mpirun binds 2 ranks) shares it with nobody, and counting its mask
-            // of 1 made it yield on every idle poll.
-            let cores = if cores > 0 {
-                cores
-            } else {
-                std::thread::available_parallelism().map_or(1, |n| n.get())
-            };
+    /// How a waiting rank of a host with `local_ranks` ranks, which can run on `cores` cores
+    /// together (the union of their CPU masks in the map; 0 if unknown), spends its idle time.
+    pub(crate) fn idle_policy(&self, local_ranks: usize, cores: usize) -> IdlePolicy {
+        // Not this process's own mask: a rank bound to one core (by OXCCL_BIND or by its
+        // launcher, as mpirun binds 2 ranks) shares it with nobody, and counting its mask
+        // of 1 made it yield on every idle poll.
+        let cores = if cores > 0 {
+            cores
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        };
+        let oversubscribed = local_ranks > cores;
+        IdlePolicy {
             // A few microseconds of polling covers a peer that is running; past that, the
             // peer is probably descheduled and the core is better given away. With more ranks
             // than cores, the peer a rank waits for is most often waiting for this very core:
             // yield at once (4 ranks on 2 cores, 8 B-2 KiB: 3.6-4.7 us a call with 0, 6-10 us
             // with 50, under SCHED_FIFO on a loaded machine; bench/RESULTS.md, issue 10).
-            if local_ranks > cores {
-                0
+            spin: self.spin.unwrap_or(if oversubscribed { 0 } else { 2_000 }),
+            // With more ranks than cores, a rank that yields still takes turns on a core that
+            // a rank with work (a training process's backward pass) needs: sleep in the
+            // kernel at once, as Open MPI's `mpi_yield_when_idle` and Gloo do (4 ranks on
+            // 2 cores: bench/RESULTS.md, issue 15).
+            yield_for: self.yield_for.unwrap_or(if oversubscribed {
+                Duration::ZERO
             } else {
-                2_000
-            }
-        })
+                DEFAULT_YIELD
+            }),
+        }
     }
+}
+
+/// Default of `OXCCL_YIELD_US` where the host's ranks do not outnumber its cores: parking
+/// costs the waker a system call and the sleeper a wake-up (tens of microseconds on a virtual
+/// machine); yielding costs a core only while nobody else wants it.
+const DEFAULT_YIELD: Duration = Duration::from_micros(200);
+
+/// How a waiting rank spends its idle time (`exec/idle.rs`): spin, then yield, then park.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IdlePolicy {
+    /// Idle polls before yielding the core.
+    pub spin: u32,
+    /// How long to yield before parking on the links' doorbells.
+    pub yield_for: Duration,
 }
 
 #[cfg(test)]
@@ -270,5 +298,31 @@ mod tests {
             read("lots").is_err(),
             "a value that is not a number is an error"
         );
+    }
+
+    #[test]
+    fn oversubscribed_hosts_yield_and_park_at_once_unless_told_otherwise() {
+        use super::IdlePolicy;
+        use std::time::Duration;
+        let o = Options::default();
+        assert_eq!(
+            o.idle_policy(2, 2),
+            IdlePolicy {
+                spin: 2_000,
+                yield_for: Duration::from_micros(200)
+            }
+        );
+        assert_eq!(
+            o.idle_policy(4, 2),
+            IdlePolicy {
+                spin: 0,
+                yield_for: Duration::ZERO
+            }
+        );
+        let set = with("OXCCL_YIELD_US", "50").expect("a number");
+        assert_eq!(set.idle_policy(4, 2).yield_for, Duration::from_micros(50));
+        assert_eq!(set.idle_policy(1, 2).yield_for, Duration::from_micros(50));
+        assert!(with("OXCCL_YIELD_US", "soon").is_err());
+        assert!(with("OXCCL_YIELD_US", "-1").is_err());
     }
 }

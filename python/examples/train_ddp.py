@@ -12,6 +12,8 @@ Each step prints rank 0's loss and its time:
 - comm_ms: the gradient all-reduces, each bucket's from its launch (DDP's communication
   hook) to its completion, added up; this includes waiting for the slowest rank to launch
   the same bucket (their backward passes drift apart, more so on a loaded machine);
+- comm_mean_ms: comm_ms averaged over the ranks (rank 0's alone swings with whether rank 0
+  happened to be the slowest rank of the step; gathered after the step, out of its time);
 - xfer_ms: the same from the last rank's launch of each bucket to this rank's completion
   (the ranks' launch times are gathered after the step, out of its time; one host only,
   where every process reads the same monotonic clock): the collective's own time;
@@ -114,15 +116,18 @@ def loss_of(model_kind, out, y):
 MAX_BUCKETS = 256
 
 
-def last_launches(launches, world):
+def gather_step(launches, comm, world):
     """Each bucket's latest launch time over the ranks (DDP launches buckets in the same order
-    on every rank), gathered with one all_gather outside the step's timing."""
-    mine = torch.zeros(MAX_BUCKETS, dtype=torch.float64)
+    on every rank), and the ranks' mean comm time, gathered with one all_gather outside the
+    step's timing."""
+    mine = torch.zeros(MAX_BUCKETS + 1, dtype=torch.float64)
     n = min(len(launches), MAX_BUCKETS)
     mine[:n] = torch.tensor([t0 for t0, _ in launches[:n]], dtype=torch.float64)
+    mine[MAX_BUCKETS] = comm
     every = [torch.zeros_like(mine) for _ in range(world)]
     dist.all_gather(every, mine)
-    return torch.stack(every).max(0).values[:n].tolist()
+    every = torch.stack(every)
+    return every[:, :n].max(0).values.tolist(), every[:, MAX_BUCKETS].mean().item()
 
 
 def main():
@@ -186,23 +191,23 @@ def main():
         opt.step()
         step_s = time.perf_counter() - t0
         comm = sum(comm_s)
-        xfer = sum(max(done - last, 0.0) for last, done in zip(last_launches(launches, world),
-                                                             (d for _, d in launches)))
+        last, comm_mean = gather_step(launches, comm, world)
+        xfer = sum(max(done - t, 0.0) for t, done in zip(last, (d for _, d in launches)))
         row = {"step": step, "loss": loss.item() * args.accum, "step_ms": step_s * 1e3,
-               "comm_ms": comm * 1e3, "xfer_ms": xfer * 1e3,
+               "comm_ms": comm * 1e3, "comm_mean_ms": comm_mean * 1e3, "xfer_ms": xfer * 1e3,
                "compute_ms": max(step_s - comm, 0.0) * 1e3}
         rows.append(row)
         if rank == 0:
             print(f"step {step:3d}  loss {row['loss']:.8f}  step_ms {row['step_ms']:8.2f}  "
-                  f"comm_ms {row['comm_ms']:8.2f}  xfer_ms {row['xfer_ms']:8.2f}  "
+                  f"comm_ms {row['comm_ms']:8.2f}  comm_mean_ms {row['comm_mean_ms']:8.2f}  xfer_ms {row['xfer_ms']:8.2f}  "
                   f"compute_ms {row['compute_ms']:8.2f}", flush=True)
 
     timed = rows[args.warmup:] or rows
-    keys = ("step_ms", "comm_ms", "xfer_ms", "compute_ms")
+    keys = ("step_ms", "comm_ms", "comm_mean_ms", "xfer_ms", "compute_ms")
     summary = {k: statistics.median(r[k] for r in timed) for k in keys}
     if rank == 0:
         print(f"{args.backend} {args.model} {world} ranks: median step_ms {summary['step_ms']:.2f}  "
-              f"comm_ms {summary['comm_ms']:.2f}  xfer_ms {summary['xfer_ms']:.2f}  "
+              f"comm_ms {summary['comm_ms']:.2f}  comm_mean_ms {summary['comm_mean_ms']:.2f}  xfer_ms {summary['xfer_ms']:.2f}  "
               f"compute_ms {summary['compute_ms']:.2f}", flush=True)
         if args.json:
             with open(args.json, "w") as f:

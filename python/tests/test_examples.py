@@ -36,3 +36,21 @@ def test_bench_runs():
         env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stdout
     assert "busbw" in r.stdout and "4 KiB" in r.stdout, r.stdout
+
+
+def test_ddp_table_shows_each_backend_and_the_ratios():
+    from oxccl.bench import ddp_table
+
+    def run(step, comm, comm_mean, xfer):
+        return {"step_ms": step, "comm_ms": comm, "comm_mean_ms": comm_mean, "xfer_ms": xfer,
+                "compute_ms": step - comm}
+
+    runs = {"model": "cnn", "repeats": 2,
+            "gloo": [run(100.0, 20.0, 30.0, 8.0), run(110.0, 40.0, 50.0, 10.0)],
+            "oxccl": [run(90.0, 10.0, 12.0, 4.0), run(99.0, 10.0, 10.0, 2.0)]}
+    table = ddp_table(4, runs)
+    # Medians of each backend's runs, and the median of the runs' oxccl/gloo ratios.
+    assert "4 ranks, median of 2 interleaved runs" in table, table
+    assert "    gloo    105.00     30.00     40.00      9.00      75.00" in table, table
+    assert "   oxccl     94.50     10.00     11.00      3.00      84.50" in table, table
+    assert "step 0.900, comm 0.375, comm_mean 0.300, xfer 0.350" in table, table

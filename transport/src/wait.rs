@@ -50,25 +50,6 @@ const YIELD_FOR: Duration = Duration::from_millis(20);
 /// Default of `OXCCL_SPIN_US`.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
-/// Default of `OXCCL_YIELD_US`.
-pub const DEFAULT_YIELD: Duration = Duration::from_micros(200);
-
-/// How long a collective's waiting rank that has spun yields its core before it parks on its
-/// links' doorbells (`oxccl-collectives`' `exec/idle.rs`; see [`crate::stream::doorbell`]):
-/// `OXCCL_YIELD_US` microseconds (default 200; read once; a value that does not parse is the
-/// default). Parking costs the waker a system call and the sleeper a wake-up (tens of
-/// microseconds on a virtual machine); yielding costs a core while nobody else wants it.
-pub fn yield_budget() -> Duration {
-    static YIELD: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *YIELD.get_or_init(|| {
-        std::env::var("OXCCL_YIELD_US")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_micros)
-            .unwrap_or(DEFAULT_YIELD)
-    })
-}
-
 /// The longest single sleep on a doorbell: a bound on how late a deadline, a dead peer or an
 /// abort from another thread is noticed.
 pub const PARK_MAX: Duration = Duration::from_millis(1);

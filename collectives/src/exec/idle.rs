@@ -19,7 +19,7 @@ use super::engine::Engine;
 use crate::error::Error;
 use crate::link::Link;
 use oxccl_transport::stream::doorbell::{self, Armed};
-use oxccl_transport::wait::{yield_budget, PARK_MAX};
+use oxccl_transport::wait::PARK_MAX;
 use std::time::{Duration, Instant};
 
 /// How often a parked waiter checks that the peers it waits on are alive.
@@ -38,6 +38,10 @@ pub(crate) struct Waiter {
     /// The doorbells armed by the last idle round (to sleep on in the next one).
     armed: Vec<Armed>,
     last_liveness: Option<Instant>,
+    /// A liveness check found a peer gone: the next check fails unless a pass progressed in
+    /// between (what the peer finished before it exited, such as the end of a pull from our
+    /// memory, is seen by a pass, not by the check).
+    peer_gone: bool,
 }
 
 impl Waiter {
@@ -51,6 +55,7 @@ impl Waiter {
             parking: false,
             armed: Vec::new(),
             last_liveness: None,
+            peer_gone: false,
         }
     }
 
@@ -58,6 +63,7 @@ impl Waiter {
     pub fn progress(&mut self) {
         self.idle = 0;
         self.progressed_since_check = true;
+        self.peer_gone = false;
         if self.parking {
             self.parking = false;
             self.armed.clear();
@@ -85,17 +91,25 @@ impl Engine {
         if w.parking {
             return self.park(w, peers, blame);
         }
-        if w.idle < self.spin {
+        let policy = self.idle_policy;
+        if w.idle < policy.spin {
             std::hint::spin_loop();
             return Ok(());
         }
-        std::thread::yield_now();
-        if w.idle % 64 != 0 {
-            return Ok(());
+        // Without a yield budget (an oversubscribed host), the first round past the spin arms
+        // the doorbells: a yield would hand the core to a rank that computes only to take it
+        // back. Without doorbells to arm, the rounds after it yield as below.
+        let park_now = policy.yield_for.is_zero() && w.idle == policy.spin.max(1);
+        if !park_now {
+            std::thread::yield_now();
+            if w.idle % 64 != 0 {
+                return Ok(());
+            }
         }
         let now = Instant::now();
-        let waited = self.check(w, peers, blame, now, w.idle % 1024 == 0)?;
-        if waited >= yield_budget() && self.arm(w, peers) {
+        let liveness = w.peer_gone || w.idle % 1024 == 0;
+        let waited = self.check(w, peers, blame, now, liveness)?;
+        if waited >= policy.yield_for && self.arm(w, peers) {
             w.parking = true;
         } else if waited > NAP_AFTER {
             // Long waits (a slow peer, an oversubscribed machine) should not burn a core.
@@ -120,9 +134,9 @@ impl Engine {
             w.parking = false;
         }
         let now = Instant::now();
-        let liveness = w
-            .last_liveness
-            .is_none_or(|t| now.duration_since(t) >= LIVENESS_EVERY);
+        let liveness = w.peer_gone
+            || w.last_liveness
+                .is_none_or(|t| now.duration_since(t) >= LIVENESS_EVERY);
         if liveness {
             w.last_liveness = Some(now);
         }
@@ -181,7 +195,7 @@ impl Engine {
             return Err(self.fail(e));
         }
         if liveness {
-            self.check_peers_alive(peers, blame)?;
+            self.check_peers_alive(w, peers, blame)?;
         }
         let waited = now.duration_since(last);
         self.note_long_wait(waited, peers, blame);
@@ -200,7 +214,12 @@ impl Engine {
         Ok(waited)
     }
 
-    fn check_peers_alive(&mut self, peers: &[usize], blame: Option<usize>) -> Result<(), Error> {
+    fn check_peers_alive(
+        &mut self,
+        w: &mut Waiter,
+        peers: &[usize],
+        blame: Option<usize>,
+    ) -> Result<(), Error> {
         for &peer in peers {
             // A peer whose part of this call is done may have exited already (it had all it
             // needed from us): only a peer we still wait on can fail this call.
@@ -215,6 +234,12 @@ impl Engine {
                     .is_some_and(|l| l.peek().is_ok_and(|v| !v.is_empty()));
                 if unread {
                     continue;
+                }
+                if !w.peer_gone {
+                    // One more pass first (parking at once put this check right after the
+                    // wake-up that the peer's last signal rang, before the pass that reads it).
+                    w.peer_gone = true;
+                    return Ok(());
                 }
                 let e = Error::PeerFailed {
                     op: self.op,

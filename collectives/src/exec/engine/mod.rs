@@ -146,8 +146,8 @@ pub(crate) struct Engine {
     recvs_posted: Vec<u64>,
     recvs_done: Vec<u64>,
     pub timeout: Duration,
-    /// Busy-poll this many idle rounds before yielding the core.
-    pub spin: u32,
+    /// How idle rounds spin, yield and park (`exec/idle.rs`).
+    pub idle_policy: crate::options::IdlePolicy,
     /// Why the engine is unusable (after a failure or abort).
     pub poisoned: Option<String>,
     pub op: &'static str,
@@ -191,7 +191,12 @@ impl Drop for Engine {
 }
 
 impl Engine {
-    pub fn new(rank: usize, links: Vec<Option<Link>>, timeout: Duration, spin: u32) -> Self {
+    pub fn new(
+        rank: usize,
+        links: Vec<Option<Link>>,
+        timeout: Duration,
+        idle_policy: crate::options::IdlePolicy,
+    ) -> Self {
         let p = links.len();
         let mut links = links;
         let tiny = links
@@ -223,7 +228,7 @@ impl Engine {
             recvs_posted: vec![0; p],
             recvs_done: vec![0; p],
             timeout,
-            spin,
+            idle_policy,
             poisoned: None,
             op: "",
             mine: Header::default(),
