@@ -163,15 +163,22 @@ strangers() {
     echo "strangers: $fail of 2 jobs failed"
 }
 
+# timed LOOP: the loop, then how long it took and the load average before and after (the
+# figures RESULTS.md records with each count).
+timed() {
+    local start=$SECONDS load
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
+    echo "== $1 ($(date -u +%H:%M:%S) UTC, load $load)"
+    "$1"
+    echo "== $1 took $((SECONDS - start)) s; load $load before, $(cut -d' ' -f1-3 /proc/loadavg) after"
+}
+
 case $what in
-oneshot | mismatch | kinds | kills | stops | strangers) $what ;;
+oneshot | mismatch | kinds | kills | stops | strangers) timed "$what" ;;
 all)
-    oneshot
-    mismatch
-    kinds
-    kills
-    stops
-    strangers
+    for loop in oneshot mismatch kinds kills stops strangers; do
+        timed $loop
+    done
     ;;
 *)
     echo "usage: $0 [oneshot|mismatch|kinds|kills|stops|strangers|all] [RUNS]" >&2
