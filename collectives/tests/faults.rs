@@ -321,7 +321,24 @@ fn trial(
             println!("  {fabric} p={p}: rank {victim} did not start ({first}): trial redone");
             return None;
         }
-        assert_eq!(first, "started", "{fabric} p={p}: rank {victim}");
+        if first != "started" {
+            // A job that failed before any fault: say what every rank said (the first to fail
+            // is the one to look at).
+            std::thread::sleep(Duration::from_secs(1));
+            let said: Vec<String> = lines
+                .iter()
+                .enumerate()
+                .map(|(r, l)| {
+                    let got: Vec<String> = l.try_iter().map(|(_, line)| line).collect();
+                    format!("rank {r}: {}", got.join(" | "))
+                })
+                .collect();
+            panic!(
+                "{fabric} p={p} trial {t} (seed {seed}): rank {victim} failed before the fault: \
+                 {first}; {}",
+                said.join("; ")
+            );
+        }
     }
     std::thread::sleep(delay);
     let pid = ranks.0[victim].id().to_string();

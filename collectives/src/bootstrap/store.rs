@@ -425,6 +425,14 @@ impl StoreClient {
         Self::try_connect(addr, secret, Instant::now() + timeout).map_err(|_| ())
     }
 
+    /// How long a request waits for the store's answer from now on (`connect` leaves what
+    /// was left of its deadline, at least 100 ms).
+    pub(crate) fn set_answer_timeout(&self, timeout: Duration) -> Result<()> {
+        self.stream
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .map_err(|e| Error::io(format!("talking to the store at {}", self.addr), e))
+    }
+
     fn try_connect(
         addr: &str,
         secret: &[u8],
