@@ -117,13 +117,17 @@ kinds() {
 kills() {
     local n=${runs:-20}
     OXCCL_FAULT_TRIALS=$n OXCCL_FAULT_KINDS=kill,boot OXCCL_FAULT_SEED=${OXCCL_FAULT_SEED:-2031} \
-        nice cargo test -q --release -p oxccl-collectives --test faults 2>&1 | tail -25
+        nice cargo test -q --release -p oxccl-collectives --test faults 2>&1 |
+        tee target/reliability-kills.log | tail -25
+    echo "(every trial's lines: target/reliability-kills.log)"
 }
 
 stops() {
     local n=${runs:-20}
     OXCCL_FAULT_TRIALS=$n OXCCL_FAULT_KINDS=stop OXCCL_FAULT_SEED=${OXCCL_FAULT_SEED:-2032} \
-        nice cargo test -q --release -p oxccl-collectives --test faults 2>&1 | tail -25
+        nice cargo test -q --release -p oxccl-collectives --test faults 2>&1 |
+        tee target/reliability-stops.log | tail -25
+    echo "(every trial's lines: target/reliability-stops.log)"
 }
 
 free_port() {
