@@ -117,13 +117,17 @@ kinds() {
 kills() {
     local n=${runs:-20}
     OXCCL_FAULT_TRIALS=$n OXCCL_FAULT_KINDS=kill,boot OXCCL_FAULT_SEED=${OXCCL_FAULT_SEED:-2031} \
-        nice cargo test -q --release -p oxccl-collectives --test faults 2>&1 | tail -25
+        nice cargo test -q --release -p oxccl-collectives --test faults 2>&1 |
+        tee target/reliability-kills.log | tail -25
+    echo "(every trial's lines: target/reliability-kills.log)"
 }
 
 stops() {
     local n=${runs:-20}
     OXCCL_FAULT_TRIALS=$n OXCCL_FAULT_KINDS=stop OXCCL_FAULT_SEED=${OXCCL_FAULT_SEED:-2032} \
-        nice cargo test -q --release -p oxccl-collectives --test faults 2>&1 | tail -25
+        nice cargo test -q --release -p oxccl-collectives --test faults 2>&1 |
+        tee target/reliability-stops.log | tail -25
+    echo "(every trial's lines: target/reliability-stops.log)"
 }
 
 free_port() {
@@ -163,15 +167,22 @@ strangers() {
     echo "strangers: $fail of 2 jobs failed"
 }
 
+# timed LOOP: the loop, then how long it took and the load average before and after (the
+# figures RESULTS.md records with each count).
+timed() {
+    local start=$SECONDS load
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
+    echo "== $1 ($(date -u +%H:%M:%S) UTC, load $load)"
+    "$1"
+    echo "== $1 took $((SECONDS - start)) s; load $load before, $(cut -d' ' -f1-3 /proc/loadavg) after"
+}
+
 case $what in
-oneshot | mismatch | kinds | kills | stops | strangers) $what ;;
+oneshot | mismatch | kinds | kills | stops | strangers) timed "$what" ;;
 all)
-    oneshot
-    mismatch
-    kinds
-    kills
-    stops
-    strangers
+    for loop in oneshot mismatch kinds kills stops strangers; do
+        timed $loop
+    done
     ;;
 *)
     echo "usage: $0 [oneshot|mismatch|kinds|kills|stops|strangers|all] [RUNS]" >&2

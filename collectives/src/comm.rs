@@ -278,8 +278,18 @@ impl Communicator {
             StoreAddr::File(path) if rank == 0 => Some(RemoveOnDrop(path.clone())),
             _ => None,
         };
-        let (mut server, addr) = open_store(&b, deadline)?;
-        let mut store = StoreClient::connect(&addr, &b.secret, deadline)?;
+        let (mut server, addr) = open_store(&b, deadline).inspect_err(|_| {
+            remove_dead_listeners_settled();
+        })?;
+        let mut store = match StoreClient::connect(&addr, &b.secret, deadline) {
+            Ok(store) => store,
+            Err(e) => {
+                // Rank 0 may have made its listener and died before this rank reached its
+                // store: nobody else knows to remove that listener.
+                remove_dead_listeners_settled();
+                return Err(e);
+            }
+        };
         let joined = store
             .set(&format!("joined/{rank}"), b"")
             .and_then(|()| Self::join(&b, &options, &mut store, deadline));
@@ -290,11 +300,7 @@ impl Communicator {
                 // Removes what a dead local peer left in /dev/shm (see `check_peers`), also
                 // when it died before this rank could read where its listener is.
                 let _ = store.check_peers();
-                connect::remove_dead_listeners();
-                // A killed process closes its sockets (which may be how this rank noticed)
-                // a moment before /proc shows it gone: look once more.
-                std::thread::sleep(Duration::from_millis(50));
-                connect::remove_dead_listeners();
+                remove_dead_listeners_settled();
                 // The others learn this rank's own reason rather than a closed connection.
                 if !matches!(e, Error::BootstrapPeer { .. }) {
                     store.publish_failure(rank, &e.to_string());
@@ -685,6 +691,14 @@ pub(crate) fn check_forced_algorithm(options: &Options, size: usize, map: &Topol
     Ok(())
 }
 
+/// [`connect::remove_dead_listeners`], twice: a killed process closes its sockets (which may
+/// be how this rank noticed) a moment before `/proc` shows it exiting, so look once more.
+fn remove_dead_listeners_settled() {
+    connect::remove_dead_listeners();
+    std::thread::sleep(Duration::from_millis(50));
+    connect::remove_dead_listeners();
+}
+
 fn open_store(b: &Bootstrap, deadline: Instant) -> Result<(Option<StoreServer>, String)> {
     match &b.store {
         StoreAddr::Tcp(addr) => {
@@ -716,6 +730,8 @@ fn open_store(b: &Bootstrap, deadline: Instant) -> Result<(Option<StoreServer>, 
                     .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
                 Ok((Some(s), addr))
             } else {
+                let mut unanswered = None;
+                let start = Instant::now();
                 loop {
                     if let Ok(a) = std::fs::read_to_string(path) {
                         // A stale file of an earlier job points at a closed port: retry briefly.
@@ -723,14 +739,27 @@ fn open_store(b: &Bootstrap, deadline: Instant) -> Result<(Option<StoreServer>, 
                         if StoreClient::connect(&a, &b.secret, probe.min(deadline)).is_ok() {
                             return Ok((None, a));
                         }
+                        unanswered = Some(a);
                     }
                     if Instant::now() >= deadline {
+                        // The file names a store that never answered: rank 0 died after
+                        // writing it (it removes the file itself on every other path).
+                        let stale =
+                            |a: &String| std::fs::read_to_string(path).ok() == Some(a.clone());
+                        let what = match &unanswered {
+                            Some(a) if stale(a) => {
+                                let _ = std::fs::remove_file(path);
+                                format!(
+                                    "connecting to the store of rank 0 at {a} (named by the \
+                                     rendezvous file {}, now removed: did rank 0 die?)",
+                                    path.display()
+                                )
+                            }
+                            _ => format!("waiting for rank 0's rendezvous file {}", path.display()),
+                        };
                         return Err(Error::BootstrapTimeout {
-                            what: format!(
-                                "waiting for rank 0's rendezvous file {}",
-                                path.display()
-                            ),
-                            after: Duration::ZERO,
+                            what,
+                            after: start.elapsed(),
                         });
                     }
                     std::thread::sleep(Duration::from_millis(10));

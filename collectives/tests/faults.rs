@@ -54,6 +54,11 @@ fn main() {
         .collect();
     assert!(!kinds.is_empty(), "OXCCL_FAULT_KINDS names no fault");
     println!("fault trials: {trials} per pair, kinds {kinds:?}, OXCCL_FAULT_SEED={seed}");
+    if kinds.contains(&"BOOT") {
+        for fabric in ["shm", "tcp"] {
+            store_host_killed_before_the_others_start(fabric);
+        }
+    }
     let mut rng = Rng(seed);
     let mut rows = Vec::new();
     let mut redone = 0;
@@ -205,6 +210,68 @@ fn leftovers(pids: &[u32]) -> Vec<String> {
     found
 }
 
+/// A rank's process for a job of `p` ranks at `store` (the test binary in the rank role).
+fn spawn_rank(fabric: &str, p: usize, r: usize, store: &str, seed: u64) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .env("OXCCL_TEST_ROLE", "soak")
+        .env("OXCCL_RANK", r.to_string())
+        .env("OXCCL_SIZE", p.to_string())
+        .env("OXCCL_STORE_ADDR", store)
+        .env("OXCCL_SECRET", "faults-test")
+        .env("OXCCL_TIMEOUT", TIMEOUT_S.to_string())
+        .env("OXCCL_TRANSPORT", fabric)
+        .env("OXCCL_FAULT_SEED", seed.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Rank 0 (the store's host) is killed once its shared-memory listener exists, before rank 1
+/// has even started: rank 1 never reaches the store, so it cannot learn where that listener
+/// is, yet it must fail naming rank 0 and leave nothing behind (its bootstrap's failure path
+/// removes the listeners of this user's dead processes).
+fn store_host_killed_before_the_others_start(fabric: &str) {
+    let store = format!("127.0.0.1:{}", free_port());
+    let mut ranks = Ranks(vec![spawn_rank(fabric, 2, 0, &store, 1)]);
+    let pid = ranks.0[0].id();
+    let mine = format!("oxccl-shm-{pid}-");
+    let since = Instant::now();
+    while !std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with(&mine))
+    {
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "rank 0 made no listener"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    ranks.0[0].kill().unwrap();
+    ranks.0[0].wait().unwrap();
+    ranks.0.push(spawn_rank(fabric, 2, 1, &store, 1));
+    let lines = reader(&mut ranks.0[1]);
+    let limit = Duration::from_secs_f64(TIMEOUT_S) + MARGIN;
+    let (_, line) = lines
+        .recv_timeout(limit)
+        .unwrap_or_else(|e| panic!("{fabric}: rank 1 said nothing within {limit:?}: {e}"));
+    assert!(
+        line.starts_with("error: init:") && names(&line, 0),
+        "{fabric}: rank 1 did not fail naming rank 0: {line}"
+    );
+    let code = wait_exit(&mut ranks.0[1], limit);
+    assert_eq!(code, Some(2), "{fabric}: rank 1 exit: {line}");
+    let pids = [pid, ranks.0[1].id()];
+    drop(ranks);
+    let left = leftovers(&pids);
+    assert!(
+        left.is_empty(),
+        "{fabric}: rank 0 killed before rank 1 started left {left:?}"
+    );
+    println!("  {fabric} p=2 BOOT rank 0 before rank 1 started: rank 1: {line}");
+}
+
 fn trial(
     fabric: &'static str,
     p: usize,
@@ -217,23 +284,9 @@ fn trial(
     let how = kinds[rng.below(kinds.len() as u64) as usize];
     let delay = Duration::from_millis(rng.below(if how == "BOOT" { 30 } else { 300 }));
     let store = format!("127.0.0.1:{}", free_port());
-    let exe = std::env::current_exe().unwrap();
     let mut ranks = Ranks(
         (0..p)
-            .map(|r| {
-                Command::new(&exe)
-                    .env("OXCCL_TEST_ROLE", "soak")
-                    .env("OXCCL_RANK", r.to_string())
-                    .env("OXCCL_SIZE", p.to_string())
-                    .env("OXCCL_STORE_ADDR", &store)
-                    .env("OXCCL_SECRET", "faults-test")
-                    .env("OXCCL_TIMEOUT", TIMEOUT_S.to_string())
-                    .env("OXCCL_TRANSPORT", fabric)
-                    .env("OXCCL_FAULT_SEED", seed.to_string())
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
+            .map(|r| spawn_rank(fabric, p, r, &store, seed))
             .collect(),
     );
     let pids: Vec<u32> = ranks.0.iter().map(Child::id).collect();
@@ -268,7 +321,24 @@ fn trial(
             println!("  {fabric} p={p}: rank {victim} did not start ({first}): trial redone");
             return None;
         }
-        assert_eq!(first, "started", "{fabric} p={p}: rank {victim}");
+        if first != "started" {
+            // A job that failed before any fault: say what every rank said (the first to fail
+            // is the one to look at).
+            std::thread::sleep(Duration::from_secs(1));
+            let said: Vec<String> = lines
+                .iter()
+                .enumerate()
+                .map(|(r, l)| {
+                    let got: Vec<String> = l.try_iter().map(|(_, line)| line).collect();
+                    format!("rank {r}: {}", got.join(" | "))
+                })
+                .collect();
+            panic!(
+                "{fabric} p={p} trial {t} (seed {seed}): rank {victim} failed before the fault: \
+                 {first}; {}",
+                said.join("; ")
+            );
+        }
     }
     std::thread::sleep(delay);
     let pid = ranks.0[victim].id().to_string();

@@ -425,6 +425,14 @@ impl StoreClient {
         Self::try_connect(addr, secret, Instant::now() + timeout).map_err(|_| ())
     }
 
+    /// How long a request waits for the store's answer from now on (`connect` leaves what
+    /// was left of its deadline, at least 100 ms).
+    pub(crate) fn set_answer_timeout(&self, timeout: Duration) -> Result<()> {
+        self.stream
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .map_err(|e| Error::io(format!("talking to the store at {}", self.addr), e))
+    }
+
     fn try_connect(
         addr: &str,
         secret: &[u8],
@@ -619,15 +627,25 @@ enum Attempt {
     Fatal(Error),
 }
 
-/// Whether process `pid` of this host still runs (a zombie has exited).
+/// Whether process `pid` of this host still runs: not a zombie, and not exiting. A killed
+/// process closes its sockets (often how a peer learns of its death) before it turns into a
+/// zombie; by then its main thread has the kernel's `PF_EXITING` flag (`stat` field 9), so a
+/// peer that looks right after the close already sees it gone.
 pub fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    const PF_EXITING: u64 = 0x4;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // Fields after the command name (which may hold spaces and parentheses): state is the
+    // first, flags the seventh.
+    let mut fields = stat
+        .rfind(')')
+        .map(|i| stat[i + 1..].split_whitespace())
+        .into_iter()
+        .flatten();
+    let state = fields.next();
+    let flags = fields.nth(5).and_then(|f| f.parse::<u64>().ok());
+    state.is_some_and(|s| s != "Z" && s != "X") && flags.is_some_and(|f| f & PF_EXITING == 0)
 }
 
 #[cfg(test)]

@@ -40,6 +40,11 @@ const WAITING: &str = "-waiting/";
 /// of that link: a rank that found a failure publishes before it aborts its links, so this
 /// only has to cover a killed process (whose links close with no notice) and a loaded machine.
 pub(crate) const GRACE: Duration = Duration::from_millis(300);
+/// How long the store may take to answer the board before it counts as silent.
+const STORE_ANSWER: Duration = Duration::from_secs(1);
+/// How long a silent store is taken as gone before the board tries it again (a store that
+/// was only slow once is back in use after this).
+const SILENT_FOR: Duration = Duration::from_secs(10);
 
 /// A failure as the first rank to notice it described it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,8 +89,9 @@ pub(crate) struct Board {
     /// Where the notice sits: [`KEY`] for a communicator made from a store or as thread ranks,
     /// `KEY/...` for one made by `split` (its rank numbers are its own).
     key: String,
-    /// The store did not answer [`Board::say_waiting`] once.
-    silent_store: bool,
+    /// When the store last failed to answer (within [`STORE_ANSWER`]): for [`SILENT_FOR`]
+    /// after that, the board does not wait on it again.
+    silent_since: Option<Instant>,
 }
 
 impl Board {
@@ -93,7 +99,7 @@ impl Board {
         Board {
             place: Place::Nowhere,
             key: KEY.to_string(),
-            silent_store: false,
+            silent_since: None,
         }
     }
 
@@ -104,7 +110,7 @@ impl Board {
             .map(|_| Board {
                 place: Place::Memory(shared.clone()),
                 key: KEY.to_string(),
-                silent_store: false,
+                silent_since: None,
             })
             .collect()
     }
@@ -118,7 +124,7 @@ impl Board {
                 client: None,
             },
             key: KEY.to_string(),
-            silent_store: false,
+            silent_since: None,
         }
     }
 
@@ -137,7 +143,7 @@ impl Board {
         Board {
             place,
             key: format!("{}/{tag}", self.key),
-            silent_store: false,
+            silent_since: None,
         }
     }
 
@@ -206,16 +212,34 @@ impl Board {
         else {
             return Err(());
         };
+        // A store that did not answer just now (rank 0 stopped or gone) is not waited on
+        // again: each wait would cost a failing rank another STORE_ANSWER, once per step of
+        // `settle` (the waiting chain, the read, the publish), and seconds past its timeout.
+        if self.silent_since.is_some_and(|t| t.elapsed() < SILENT_FOR) {
+            return Err(());
+        }
+        let silent_since = &mut self.silent_since;
+        let mut failed = |why: String| {
+            tracing::debug!("the failure board at {addr} is unreachable: {why}");
+            *silent_since = Some(Instant::now());
+        };
         if client.is_none() {
-            *client = Some(StoreClient::connect_once(
-                addr,
-                secret,
-                Duration::from_secs(1),
-            )?);
+            match StoreClient::connect_once(addr, secret, STORE_ANSWER) {
+                // Each request gets the whole STORE_ANSWER, not what the connection left.
+                Ok(c) if c.set_answer_timeout(STORE_ANSWER).is_ok() => *client = Some(c),
+                Ok(_) => {
+                    failed("cannot set a timeout".into());
+                    return Err(());
+                }
+                Err(()) => {
+                    failed("no answer to a connection".into());
+                    return Err(());
+                }
+            }
         }
         let c = client.as_mut().ok_or(())?;
         f(c).map_err(|e| {
-            tracing::debug!("the failure board at {addr} is unreachable: {e}");
+            failed(e.to_string());
             *client = None;
         })
     }
@@ -240,13 +264,8 @@ impl Board {
                 };
             }
             Place::Store { .. } => {
-                // Once the store did not answer (rank 0 stopped or gone), a wait does not pay
-                // for trying again: `settle` finds out on its own.
-                if self.silent_store {
-                    return;
-                }
                 let v = on.map_or(String::new(), |p| p.to_string());
-                self.silent_store = self.with_store(|c| c.set(&key, v.as_bytes())).is_err();
+                let _ = self.with_store(|c| c.set(&key, v.as_bytes()));
             }
         }
     }
