@@ -502,7 +502,10 @@ impl StoreClient {
         let r = self.check_peers_once();
         if r.is_err() {
             for (_, pid, dir) in &self.watched {
-                if let Some(dir) = dir.as_ref().filter(|_| !process_alive(*pid)) {
+                if let Some(dir) = dir
+                    .as_ref()
+                    .filter(|_| !oxccl_transport::shm::process_alive(*pid))
+                {
                     tracing::debug!(dir = %dir.display(), "removing a dead rank's listener");
                     let _ = std::fs::remove_dir_all(dir);
                 }
@@ -521,7 +524,7 @@ impl StoreClient {
             });
         }
         for &(rank, pid, _) in &self.watched {
-            if !process_alive(pid) {
+            if !oxccl_transport::shm::process_alive(pid) {
                 return Err(Error::BootstrapPeer {
                     rank,
                     reason: format!("its process {pid} on this host has exited"),
@@ -625,27 +628,6 @@ impl StoreClient {
 enum Attempt {
     Retry(std::io::Error),
     Fatal(Error),
-}
-
-/// Whether process `pid` of this host still runs: not a zombie, and not exiting. A killed
-/// process closes its sockets (often how a peer learns of its death) before it turns into a
-/// zombie; by then its main thread has the kernel's `PF_EXITING` flag (`stat` field 9), so a
-/// peer that looks right after the close already sees it gone.
-pub fn process_alive(pid: u32) -> bool {
-    const PF_EXITING: u64 = 0x4;
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // Fields after the command name (which may hold spaces and parentheses): state is the
-    // first, flags the seventh.
-    let mut fields = stat
-        .rfind(')')
-        .map(|i| stat[i + 1..].split_whitespace())
-        .into_iter()
-        .flatten();
-    let state = fields.next();
-    let flags = fields.nth(5).and_then(|f| f.parse::<u64>().ok());
-    state.is_some_and(|s| s != "Z" && s != "X") && flags.is_some_and(|f| f & PF_EXITING == 0)
 }
 
 #[cfg(test)]

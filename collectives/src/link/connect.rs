@@ -125,7 +125,7 @@ pub(crate) fn remove_dead_listeners() {
             continue;
         };
         let mine = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
-        if mine && !crate::bootstrap::store::process_alive(pid) {
+        if mine && !oxccl_transport::shm::process_alive(pid) {
             tracing::debug!(dir = %entry.path().display(), "removing a dead rank's listener");
             let _ = std::fs::remove_dir_all(entry.path());
         }

@@ -432,3 +432,24 @@ impl Transport for Shm {
         HostRegion::new(len)
     }
 }
+
+/// Whether process `pid` of this host still runs: not a zombie, and not exiting. A killed
+/// process closes its sockets (often how a peer learns of its death) before it turns into a
+/// zombie; by then its main thread has the kernel's `PF_EXITING` flag (`stat` field 9), so a
+/// peer that looks right after the close already sees it gone.
+pub fn process_alive(pid: u32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // Fields after the command name (which may hold spaces and parentheses): state is the
+    // first, flags the seventh.
+    let mut fields = stat
+        .rfind(')')
+        .map(|i| stat[i + 1..].split_whitespace())
+        .into_iter()
+        .flatten();
+    let state = fields.next();
+    let flags = fields.nth(5).and_then(|f| f.parse::<u64>().ok());
+    state.is_some_and(|s| s != "Z" && s != "X") && flags.is_some_and(|f| f & PF_EXITING == 0)
+}

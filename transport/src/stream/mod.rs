@@ -267,20 +267,6 @@ impl Mailbox<'_> {
     }
 }
 
-/// Checks whether process `pid` of this host is still running (a zombie counts as gone).
-pub(crate) fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => false,
-        Ok(stat) => {
-            // The state follows the parenthesised command name.
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, r)| r.trim_start().chars().next());
-            !matches!(state, Some('Z') | Some('X'))
-        }
-    }
-}
-
 /// A native stream: the two ends of a ring pair in memory both ranks see.
 pub(crate) struct RingStream {
     tx: RingWriter,
@@ -389,7 +375,7 @@ impl Stream for RingStream {
             return Err(self.closed(" (it aborted)"));
         }
         match self.peer_pid {
-            Some(pid) if !process_alive(pid) => {
+            Some(pid) if !crate::shm::process_alive(pid) => {
                 Err(self.closed(&format!(" (its process {pid} has exited)")))
             }
             _ => Ok(()),

@@ -244,7 +244,7 @@ impl ShmConnection {
         }
         self.peer_pid != 0
             && self.peer_pid != std::process::id()
-            && !crate::stream::process_alive(self.peer_pid)
+            && !crate::shm::process_alive(self.peer_pid)
     }
 
     // ---- sending ----
