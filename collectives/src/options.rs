@@ -73,7 +73,7 @@ pub enum LocalTransport {
 /// | `OXCCL_SINGLE_COPY_MIN` | messages between ranks of one host of at least this many bytes are copied once, by the receiver, straight out of the sender's memory (`process_vm_readv`; a plain copy between thread ranks); `0` turns it off | 262144 |
 /// | `OXCCL_SMALL_BYTES` | all-reduce up to this size sends the whole vector to every peer | 16384 |
 /// | `OXCCL_SPIN` | idle polls before a waiting rank yields its core | 2000, or 0 (yield at once) when the host's ranks outnumber the cores they may run on |
-/// | `OXCCL_YIELD_US` | microseconds a waiting rank yields its core before it sleeps on its links' doorbells | 200, or 0 (sleep at once) when the host's ranks outnumber the cores they may run on |
+/// | `OXCCL_YIELD_US` | microseconds a waiting rank yields its core before it sleeps on its links' doorbells | 200 |
 /// | `OXCCL_TOPO_FILE` | the host's map: an hwloc XML or NCCL topology XML file (as `NCCL_TOPO_FILE`), or an hwloc synthetic string | discovered from sysfs |
 /// | `OXCCL_BIND` | pin each rank at init: `none`, `core`, `numa` ([`Bind`]) | `none` |
 #[derive(Clone, Debug)]
@@ -244,22 +244,19 @@ impl Options {
             // yield at once (4 ranks on 2 cores, 8 B-2 KiB: 3.6-4.7 us a call with 0, 6-10 us
             // with 50, under SCHED_FIFO on a loaded machine; bench/RESULTS.md, issue 10).
             spin: self.spin.unwrap_or(if oversubscribed { 0 } else { 2_000 }),
-            // With more ranks than cores, a rank that yields still takes turns on a core that
-            // a rank with work (a training process's backward pass) needs: sleep in the
-            // kernel at once, as Open MPI's `mpi_yield_when_idle` and Gloo do (4 ranks on
-            // 2 cores: bench/RESULTS.md, issue 15).
-            yield_for: self.yield_for.unwrap_or(if oversubscribed {
-                Duration::ZERO
-            } else {
-                DEFAULT_YIELD
-            }),
+            // Parking at once where ranks outnumber cores (as Open MPI's `mpi_yield_when_idle`
+            // and Gloo block) was tried for DDP on 4 ranks on 2 cores: it cut the collective's
+            // own time under load but not the wait for the slowest rank, and it made every
+            // small all-reduce of 4 ranks on this host 10-20x slower (8 B: 94 against 7.6 us,
+            // each hand-off a futex wake-up; bench/RESULTS.md, session 6). So one default.
+            yield_for: self.yield_for.unwrap_or(DEFAULT_YIELD),
         }
     }
 }
 
-/// Default of `OXCCL_YIELD_US` where the host's ranks do not outnumber its cores: parking
-/// costs the waker a system call and the sleeper a wake-up (tens of microseconds on a virtual
-/// machine); yielding costs a core only while nobody else wants it.
+/// Default of `OXCCL_YIELD_US`: parking costs the waker a system call and the sleeper a
+/// wake-up (tens of microseconds on a virtual machine); yielding costs a core only while
+/// nobody else wants it.
 const DEFAULT_YIELD: Duration = Duration::from_micros(200);
 
 /// How a waiting rank spends its idle time (`exec/idle.rs`): spin, then yield, then park.
@@ -301,7 +298,7 @@ mod tests {
     }
 
     #[test]
-    fn oversubscribed_hosts_yield_and_park_at_once_unless_told_otherwise() {
+    fn oversubscribed_hosts_yield_at_once_and_park_after_the_yield_time() {
         use super::IdlePolicy;
         use std::time::Duration;
         let o = Options::default();
@@ -316,7 +313,7 @@ mod tests {
             o.idle_policy(4, 2),
             IdlePolicy {
                 spin: 0,
-                yield_for: Duration::ZERO
+                yield_for: Duration::from_micros(200)
             }
         );
         let set = with("OXCCL_YIELD_US", "50").expect("a number");
