@@ -2,8 +2,8 @@
 //! together): every algorithm's lane schedules pass the verifier for each collective that has
 //! lanes, at rank counts 1..=64, 100 and 256; lanes that share a block are caught; the
 //! simulator runs them without deadlock on a two-tier cluster (bench's
-//! `lanes_hide_hier_step_gaps_on_ddl` checks what they gain on DDL's cluster); and the real
-//! executor runs them correctly, element by element.
+//! `hier_keeps_the_adapter_busy_on_ddl_with_and_without_lanes` checks hier on DDL's cluster);
+//! and the real executor runs them correctly, element by element.
 
 mod common;
 

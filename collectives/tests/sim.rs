@@ -341,6 +341,60 @@ fn flows_sharing_a_link_share_its_bandwidth() {
 }
 
 #[test]
+fn a_link_serves_an_earlier_arrival_before_a_later_booking() {
+    // Rank 0 sends 10 blocks to rank 3, then 1 block to rank 2, which waits behind the 10 on
+    // rank 0's uplink and so books rank 2's downlink only from 10 blocks' time. Rank 1's block
+    // to rank 2, posted after it, reaches that downlink at once: the link serves it in the
+    // idle time before the booking (first come first served by arrival at the link) instead of
+    // after it, so rank 2 has both blocks at 11 blocks' time, not 12.
+    let net = flat(4);
+    let mut progs = vec![Program::new(); 4];
+    progs[0].push_step([
+        Op::Send {
+            to: 3,
+            blocks: Blocks::new(0, 10),
+        },
+        Op::Send {
+            to: 2,
+            blocks: Blocks::one(10),
+        },
+    ]);
+    progs[1].push_step([Op::Send {
+        to: 2,
+        blocks: Blocks::one(11),
+    }]);
+    progs[2].push_step([
+        Op::Recv {
+            from: 0,
+            blocks: Blocks::one(10),
+        },
+        Op::Recv {
+            from: 1,
+            blocks: Blocks::one(11),
+        },
+    ]);
+    progs[3].push_step([Op::Recv {
+        from: 0,
+        blocks: Blocks::new(0, 10),
+    }]);
+    let n = 10_000_000u64;
+    let r = simulate(&net, &schedule("gap", 12, progs), 12 * n, 4).unwrap();
+    let (a, b, _) = abg();
+    close(r.rank_times[3], a + 10.0 * n as f64 * b, 1e-9, "rank 3");
+    close(r.rank_times[2], a + 11.0 * n as f64 * b, 1e-9, "rank 2");
+    // Capacity is conserved: rank 2's downlink carried two blocks, one after the other.
+    let down = (0..net.links())
+        .find(|&l| net.link_name(l) == "node2 nic0 down")
+        .unwrap();
+    close(
+        r.link_busy[down],
+        2.0 * n as f64 * b,
+        1e-9,
+        "rank 2's downlink",
+    );
+}
+
+#[test]
 fn oversubscribed_leaves_slow_cross_leaf_traffic() {
     // 4 nodes, 2 per leaf, uplinks at half the NIC bandwidth: ranks 0,1 -> 2,3 at once.
     let mut spec = ClusterSpec::flat("oversub", 4, BW_GB_S, ALPHA_US, GAMMA_GB_S);

@@ -600,10 +600,13 @@ mod tests {
     }
 
     #[test]
-    fn lanes_hide_hier_step_gaps_on_ddl() {
-        // One adapter per node, 256 chunks: with one lane the network idles at each step's end
-        // (hier 0.91x the ring at 128 MiB); with the chunks dealt to 8 lanes it stays busy. Simulated time is deterministic, so
-        // this checks the model, not this machine.
+    fn hier_keeps_the_adapter_busy_on_ddl_with_and_without_lanes() {
+        // One adapter per node, 128 MiB, 256 chunks: hier:4x8x8 is at the adapter bound, within
+        // 1% of the ring, with one lane and with 8. With one lane each rank idles at its steps'
+        // ends, but links serve messages by arrival (work-conserving), so the node's other
+        // ranks fill its adapter's idle gaps; when a link served messages in posting order
+        // instead, one lane was 0.91x the ring and 8 lanes were needed to reach it. Simulated
+        // time is deterministic, so this checks the model, not this machine.
         use oxccl_collectives::schedule::Collective;
         use oxccl_collectives::sim::simulate;
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clusters/ddl-2017.toml");
@@ -621,7 +624,7 @@ mod tests {
             time(&hier, 256, 8),
             time(&Algorithm::Ring, 1, 1),
         );
-        assert!(eight < one * 0.95, "8 lanes {eight} vs 1 lane {one}");
+        assert!(one <= ring * 1.01, "1 lane {one} vs ring {ring}");
         assert!(eight <= ring * 1.01, "8 lanes {eight} vs ring {ring}");
     }
 

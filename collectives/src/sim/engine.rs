@@ -17,8 +17,10 @@
 //! - a reduction of `b` bytes occupies the receiving device for `b * gamma`, after the data has
 //!   arrived; reductions on one device run one at a time; a `Copy` likewise at the copy rate.
 //!
-//! Links: each link direction is a FIFO server. A message posted at `t` crosses its route's links
-//! in order, cut-through: on each link it starts when its head gets there and the link is free,
+//! Links: each link direction serves messages first come first served by arrival at the link. A
+//! message posted at `t` crosses its route's links in order, cut-through: on each link it starts
+//! when its head gets there and the link is idle long enough to carry it whole (an idle gap
+//! before a later message's reservation counts: links are work-conserving, see `link_queue.rs`),
 //! occupies the link for `bytes / bandwidth`, and cannot finish before it has finished on the
 //! link before; it arrives after the last link plus the route's latency. Concurrent flows on a
 //! link therefore take turns at full rate instead of sharing the rate (max-min fairness): the
@@ -26,6 +28,7 @@
 //! fair sharing, and the first ones finish earlier.
 
 use super::host::{node_terms, NodeTerms};
+use super::link_queue::LinkQueue;
 use super::network::Network;
 use super::SimError;
 use crate::schedule::{Blocks, Collective, Op, Schedule};
@@ -221,7 +224,8 @@ struct Sim<'a> {
     /// Per pair, messages of a multi-lane program not yet sent (empty with one lane, whose
     /// sends are in program order by construction).
     outbox: HashMap<u64, VecDeque<Slot>, BuildHasherDefault<PairHasher>>,
-    free: Vec<f64>,
+    /// Per link direction, its reservations (served by arrival at the link).
+    links: Vec<LinkQueue>,
     busy: Vec<f64>,
     pairs: HashMap<u64, VecDeque<Entry>, BuildHasherDefault<PairHasher>>,
     heap: BinaryHeap<Reverse<(u64, u64)>>,
@@ -278,7 +282,7 @@ pub fn simulate_with_progress(
         lane: vec![LaneState::default(); p * schedule.lanes()],
         lanes: schedule.lanes(),
         outbox: HashMap::default(),
-        free: vec![0.0; net.links()],
+        links: vec![LinkQueue::default(); net.links()],
         busy: vec![0.0; net.links()],
         pairs: HashMap::default(),
         heap: BinaryHeap::with_capacity(4 * p),
@@ -645,8 +649,7 @@ impl Sim<'_> {
         let mut end = start + cost * self.host[node].cpu;
         if let Some(m) = self.net.memory_server(node) {
             let occupy = bytes as f64 * self.inv_bw[m];
-            let m_start = start.max(self.free[m]);
-            self.free[m] = m_start + occupy;
+            let m_start = self.links[m].reserve(self.now, start, occupy);
             self.busy[m] += occupy;
             end = end.max(m_start + occupy);
         }
@@ -657,11 +660,10 @@ impl Sim<'_> {
         let bytes = self.bytes(blocks);
         let now = self.now;
         let (mut head, mut tail) = (now, now);
-        let (free, busy, inv_bw) = (&mut self.free, &mut self.busy, &self.inv_bw);
+        let (links, busy, inv_bw) = (&mut self.links, &mut self.busy, &self.inv_bw);
         let mut hop = |l: usize| {
-            let start = head.max(free[l]);
             let occupy = bytes as f64 * inv_bw[l];
-            free[l] = start + occupy;
+            let start = links[l].reserve(now, head, occupy);
             busy[l] += occupy;
             head = start;
             tail = tail.max(start + occupy);

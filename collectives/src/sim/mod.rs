@@ -19,8 +19,9 @@
 //!   depends on whether the collective's working set fits the cache. `oxccl-bench simulate
 //!   --calibrate` fits it to this machine. Nodes without it (GPU nodes) are unaffected.
 //! - [`simulate`] executes a schedule with a discrete-event engine (see `engine.rs` for the exact
-//!   semantics and the link-sharing model: FIFO per link direction, which conserves capacity
-//!   exactly and approximates max-min fair sharing).
+//!   semantics and the link-sharing model: first come first served by arrival at each link
+//!   direction, work-conserving, which conserves capacity exactly and approximates max-min fair
+//!   sharing).
 //!
 //! ## Contracts and errors
 //! Invalid descriptions ([`SimError::InvalidSpec`]), schedules with more ranks than the cluster
@@ -77,6 +78,7 @@
 
 mod engine;
 mod host;
+mod link_queue;
 mod network;
 mod spec;
 
