@@ -5,12 +5,10 @@
 
 use super::{bandwidth, bibw, latency, schedule, Role, Row, STEP};
 use anyhow::bail;
-use oxccl_transport::stream::{Arrival, Offer};
+use oxccl_transport::stream::{Arrival, Offer, PULL_PIECE};
 use oxccl_transport::wait::{Backoff, Deadline};
 use oxccl_transport::{Connection, Stream, StreamConfig};
 
-/// The piece a receive pulls at a time (the collectives' engine uses the same).
-const PULL_PIECE: usize = 256 << 10;
 use std::time::Instant;
 
 /// What the tests run on: the message face (tagged isend/irecv) or the stream face.

@@ -4,15 +4,8 @@
 use super::engine::{reduce_into, Engine, RecvKind};
 use crate::error::Error;
 use oxccl_kernels::Epilogue;
-use oxccl_transport::stream::Pull;
+use oxccl_transport::stream::{Pull, PULL_PIECE};
 
-/// Bytes a pulled (single-copy) receive copies per step: large enough that the system call and
-/// its page pinning are paid rarely, small enough that deadlines, aborts and forwarding see
-/// progress often (about 100 us a piece). `process_vm_readv` out of a forked child on this
-/// machine, thread CPU time per byte: 1 MiB pieces move 12.0 GB/s of a 2 MiB buffer and 7.7 of
-/// a 32 MiB one, 256 KiB pieces 10.9 and 7.3, 128 KiB pieces 10.2 and 6.7 (loaded machine,
-/// median of 5; `bench/RESULTS.md`).
-const PULL_PIECE: usize = 1 << 20;
 /// Bytes a pulled reducing receive copies into cache-resident scratch before reducing them.
 const REDUCE_PIECE: usize = 64 << 10;
 

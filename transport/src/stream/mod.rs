@@ -61,6 +61,14 @@ pub const DEFAULT_RING_BYTES: usize = 1 << 20;
 /// off), chosen by measurement (`bench/RESULTS.md`, "single-copy stream path").
 pub const DEFAULT_SINGLE_COPY_MIN: usize = 256 << 10;
 
+/// Bytes a pulled (single-copy) receive copies per step: large enough that the system call and
+/// its page pinning are paid rarely, small enough that deadlines, aborts and forwarding see
+/// progress often (about 100 us a piece). `process_vm_readv` out of a forked child on this
+/// machine, thread CPU time per byte: 1 MiB pieces move 12.0 GB/s of a 2 MiB buffer and 7.7 of
+/// a 32 MiB one, 256 KiB pieces 10.9 and 7.3, 128 KiB pieces 10.2 and 6.7 (loaded machine,
+/// median of 5; `bench/RESULTS.md`, issue 12 session 6). `oxccl-bench transport` pulls the same.
+pub const PULL_PIECE: usize = 1 << 20;
+
 /// How streams are built: the ring size of in-memory rings (`loopback`, the proxy's; `shm`
 /// rings have the size of the connection's file, set by the same variable), how long an idle
 /// proxy polls before it yields its core, and the single-copy threshold of in-memory native
