@@ -212,8 +212,8 @@ pub trait Stream: Send {
 
     /// The doorbell this end can sleep on while it waits for the peer, on fabrics that have
     /// one (`shm`, `loopback`): the peer rings it when it writes, consumes (frees space),
-    /// posts to the mailbox, closes or aborts. Others (the proxied fabrics) have none: their
-    /// waiters poll with a backoff.
+    /// posts to the mailbox, closes or aborts; a proxied stream's is rung by its proxy thread.
+    /// Without one, waiters poll with a backoff.
     fn doorbell(&self) -> Option<Doorbell> {
         None
     }

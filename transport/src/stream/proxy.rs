@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::ring::{HeapBlock, RingReader, RingWriter};
-use super::{Stream, StreamConfig};
+use super::{Doorbell, Stream, StreamConfig};
 use crate::api::{Post, RecvView, Request, Tag};
 use crate::dynamic::{BoxRequest, BoxView, DynConnection};
 use crate::error::{Error, Result};
@@ -349,6 +349,13 @@ impl Stream for ProxyStream {
         self.rx.consume(n);
         // The proxy may wait for this space to put what arrived.
         self.wake.notify_space();
+    }
+    /// The executor's side of the rings in memory: the proxy thread rings it when it puts
+    /// bytes from the network, frees space by sending, or closes, so an idle executor sleeps
+    /// in the kernel instead of yielding its core to a dozen other yielding ranks (8 ranks of
+    /// an emulated cluster on 2 cores: about 1 ms a step before).
+    fn doorbell(&self) -> Option<Doorbell> {
+        Some(self.rx.doorbell())
     }
     fn check_alive(&mut self) -> Result<()> {
         // A closed connection is an error only when this rank waits for data on it, and then
