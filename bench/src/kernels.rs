@@ -394,9 +394,13 @@ fn time_interleaved<const N: usize>(
     let origin = Instant::now();
     let mut iters = [1usize; N];
     for (f, it) in fns.iter_mut().zip(iters.iter_mut()) {
-        let t0 = clock.now(origin)?;
+        // Batches are sized by the wall clock, whatever `clock` measures: the CPU clock
+        // (schedstat) can lag a running thread by a tick, read a 15 ms warm-up as ~0 and
+        // size a batch for hours (a `--clock cpu` run was still in its bf16 rows after 36 min).
+        // Wall time is never shorter than CPU time, so a batch never outgrows its share.
+        let t0 = Instant::now();
         f()?; // warm-up: faults pages in and trains the caches
-        let once = (clock.now(origin)? - t0).max(1e-7);
+        let once = t0.elapsed().as_secs_f64().max(1e-7);
         *it = ((min_time / 5).as_secs_f64() / once).ceil().max(1.0) as usize;
     }
     let mut samples: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(5));
