@@ -406,12 +406,7 @@ fn wait_all(ranks: &mut Ranks, limit: Duration) -> Vec<(i32, String)> {
 fn three_processes_over_shm() {
     let store = format!("127.0.0.1:{}", free_port());
     let mut ranks = spawn("ops", 3, &store, "60", &|_| Vec::new());
-    for (r, (code, out)) in wait_all(&mut ranks, Duration::from_secs(120))
-        .into_iter()
-        .enumerate()
-    {
-        assert_eq!(code, 0, "rank {r} failed: {out}");
-    }
+    all_succeeded(wait_all(&mut ranks, Duration::from_secs(120)), "the run");
 }
 
 fn torchrun_style_variables() {
@@ -434,12 +429,7 @@ fn torchrun_style_variables() {
             })
             .collect(),
     );
-    for (r, (code, out)) in wait_all(&mut ranks, Duration::from_secs(120))
-        .into_iter()
-        .enumerate()
-    {
-        assert_eq!(code, 0, "rank {r} failed: {out}");
-    }
+    all_succeeded(wait_all(&mut ranks, Duration::from_secs(120)), "the run");
 }
 
 fn under_mpirun() {
@@ -467,6 +457,13 @@ fn under_mpirun() {
     assert_eq!(code, 0, "mpirun failed: {out}");
 }
 
+/// Every rank exited with 0; `what` names the run in the failure message.
+fn all_succeeded(results: Vec<(i32, String)>, what: &str) {
+    for (r, (code, out)) in results.into_iter().enumerate() {
+        assert_eq!(code, 0, "{what}: rank {r} failed: {out}");
+    }
+}
+
 fn a_rank_that_exits_after_its_last_send_is_heard() {
     // The race needs a descheduled proxy at the wrong moment: about one run in ten lost a
     // message on 2 cores before the fix, so several runs.
@@ -478,12 +475,10 @@ fn a_rank_that_exits_after_its_last_send_is_heard() {
                 .to_vec()
         };
         let mut ranks = spawn("last-send", 4, &store, "20", &over_tcp);
-        for (r, (code, out)) in wait_all(&mut ranks, Duration::from_secs(60))
-            .into_iter()
-            .enumerate()
-        {
-            assert_eq!(code, 0, "attempt {attempt}: rank {r} failed: {out}");
-        }
+        all_succeeded(
+            wait_all(&mut ranks, Duration::from_secs(60)),
+            &format!("attempt {attempt}"),
+        );
     }
 }
 
@@ -528,12 +523,10 @@ fn large_messages_in_flight_between_processes() {
                 .to_vec()
         };
         let mut ranks = spawn("pulls", 3, &store, "60", &env);
-        for (r, (code, out)) in wait_all(&mut ranks, Duration::from_secs(120))
-            .into_iter()
-            .enumerate()
-        {
-            assert_eq!(code, 0, "threshold {min}: rank {r} failed: {out}");
-        }
+        all_succeeded(
+            wait_all(&mut ranks, Duration::from_secs(120)),
+            &format!("threshold {min}"),
+        );
     }
 }
 

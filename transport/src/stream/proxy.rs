@@ -98,8 +98,7 @@ impl Wake {
     #[inline]
     pub(crate) fn notify(&self) {
         if self.sleeping.load(Ordering::SeqCst) != AWAKE {
-            // A full counter (2^64 - 2 unread wake-ups) cannot happen: the proxy drains it.
-            let _ = (&self.fd).write(&1u64.to_ne_bytes());
+            self.kick();
         }
     }
 
@@ -109,9 +108,13 @@ impl Wake {
     #[inline]
     pub(crate) fn notify_space(&self) {
         if self.sleeping.load(Ordering::SeqCst) == FOR_SPACE {
-            // A full counter (2^64 - 2 unread wake-ups) cannot happen: the proxy drains it.
-            let _ = (&self.fd).write(&1u64.to_ne_bytes());
+            self.kick();
         }
+    }
+
+    fn kick(&self) {
+        // A full counter (2^64 - 2 unread wake-ups) cannot happen: the proxy drains it.
+        let _ = (&self.fd).write(&1u64.to_ne_bytes());
     }
 
     /// The proxy's side, before its last look at the rings: from here on the executor's
