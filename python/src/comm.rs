@@ -147,6 +147,7 @@ impl PyCommunicator {
         let done = slot.clone();
         let comm = self.comm.clone();
         self.queue.push(Box::new(move || {
+            done.start();
             let r = catch_unwind(AssertUnwindSafe(|| f(&comm))).unwrap_or_else(|_| {
                 Err(Error::Aborted {
                     op,
