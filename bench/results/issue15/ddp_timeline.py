@@ -161,6 +161,16 @@ def main():
                 summary[f"b{bi}r{r}"] = dict(med, launch_at=at, step=step_ms)
                 print(f"{bi:>6} {r:>4} " + " ".join(f"{med[k]:8.3f}" for k in SEGMENTS)
                       + f" {step_ms:8.2f} {at:8.2f}")
+        # Which rank is the slow one, and by how much: its last bucket's launch after the
+        # first rank's (absolute times, one clock).
+        lag = [statistics.median((s["ranks"][r]["buckets"][nb - 1]["hook"]
+                                  - min(x["buckets"][nb - 1]["hook"] for x in s["ranks"])) * 1e3
+                                 for s in timed) for r in range(world)]
+        print("last bucket's launch after the first rank's (ms, median per rank): "
+              + " ".join(f"{v:.3f}" for v in lag))
+        slowest = [max(range(world), key=lambda r: s["ranks"][r]["buckets"][nb - 1]["hook"]) for s in timed]
+        print("steps in which each rank launched last: "
+              + " ".join(str(slowest.count(r)) for r in range(world)))
         spread = [max(x["start"] for x in s["ranks"]) - min(x["start"] for x in s["ranks"]) for s in timed]
         print(f"ranks' step starts spread (ms, median): {statistics.median(spread) * 1e3:.3f}")
         comm = [statistics.mean(sum(segments(b, [x["buckets"][i] for x in s["ranks"]], r)["comm"]

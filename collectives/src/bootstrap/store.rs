@@ -151,6 +151,7 @@ impl Drop for StoreServer {
         }
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            t.thread().unpark();
             let _ = t.join();
         }
     }
@@ -175,11 +176,23 @@ impl Drop for Counted<'_> {
     }
 }
 
+/// How long the accept loop sleeps between looks while ranks come (bootstrap is a burst of
+/// connections: within `ACCEPT_BUSY_FOR` of the last one, or while any is open) and once none
+/// has come for that long. The thread lives as long as rank 0's communicator: polling every
+/// 2 ms for its whole life woke rank 0 500 times a second (~1% of a core, more in lost caches),
+/// which made rank 0 the slow rank of every DDP step on a host whose cores the ranks fill.
+/// `Drop` unparks the thread, so the idle interval does not delay stopping.
+const ACCEPT_POLL: Duration = Duration::from_millis(2);
+const ACCEPT_POLL_IDLE: Duration = Duration::from_millis(50);
+const ACCEPT_BUSY_FOR: Duration = Duration::from_secs(1);
+
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut conns = Vec::new();
+    let mut last_conn = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, peer)) => {
+                last_conn = Instant::now();
                 if shared.open.load(Ordering::Acquire) >= MAX_CONNECTIONS
                     || shared.unauthenticated.load(Ordering::Acquire) >= MAX_UNAUTHENTICATED
                 {
@@ -207,7 +220,9 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 }
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(2))
+                let busy = last_conn.elapsed() < ACCEPT_BUSY_FOR
+                    || shared.open.load(Ordering::Acquire) > 0;
+                std::thread::park_timeout(if busy { ACCEPT_POLL } else { ACCEPT_POLL_IDLE })
             }
             Err(e) => {
                 // Out of file descriptors, or a connection reset before accept: keep serving.
