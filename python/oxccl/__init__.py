@@ -61,6 +61,13 @@ class Work:
         """`fn(None)` on success, `fn(exception)` on failure, on the worker thread."""
         self._native.add_done_callback(fn)
 
+    def timeline(self):
+        """`(started, returned, callback)`: when the communicator's worker began the call,
+        when it returned, and when the worker held the GIL for the first done-callback, in
+        `time.time()` seconds (one clock for every process of a host); each `None` until
+        reached, and always for sends and receives, which the worker does not run."""
+        return self._native.timeline()
+
     def __repr__(self):
         return repr(self._native)
 

@@ -155,6 +155,23 @@ def main(rank, size, addr, secret):
     comm.barrier()
     w = comm.barrier(async_op=True)
     w.wait()
+    # The timeline of a queued call: the worker began it, it returned, then the callback ran.
+    import time
+
+    seen = []
+    if rank == 1:
+        time.sleep(0.2)  # rank 0's call is still waiting when its callback is added
+    before = time.time()
+    w = comm.all_reduce(data(rank, "float32", 9), np.zeros(N, np.float32), async_op=True)
+    w.add_done_callback(lambda err: seen.append((err, time.time())))
+    w.wait()
+    started, returned, callback = w.timeline()
+    assert seen and seen[0][0] is None, seen
+    assert before <= started <= returned <= seen[0][1], (before, started, returned, seen)
+    # A callback added once the call was done runs at once, on the caller's thread.
+    assert callback is None or returned <= callback <= seen[0][1], (returned, callback, seen)
+    if rank == 0 and p > 1:
+        assert callback is not None, "the worker ran the callback but left no time for it"
     assert isinstance(oxccl.topology(), dict)
     print(f"rank {rank}: ok", flush=True)
 
