@@ -84,7 +84,8 @@ impl TcpConnection {
                     ring_full: false,
                 },
             };
-            let mut idle = Idle::new(spin);
+            // Its sockets and the eventfd cover every wake-up (`wait_fds`).
+            let mut idle = Idle::woken_by_fds(spin);
             let mut fds = Vec::with_capacity(socks.len() + 1);
             let stop = loop {
                 let step = pump
