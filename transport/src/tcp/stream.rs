@@ -107,7 +107,10 @@ impl TcpConnection {
                         pump.wait_fds(&mut fds);
                         let closing = &closing;
                         let space = pump.rx.ring_full;
-                        idle.wait(&wake, space, &mut fds, || {
+                        // Its sockets and the eventfd cover every wake-up (`wait_fds`).
+                        let quiet =
+                            pump.tx.chunks.is_empty() && pump.rx.left == 0 && pump.rx.fill == 0;
+                        idle.wait(&wake, space, quiet, &mut fds, || {
                             closing.load(Ordering::SeqCst)
                                 || pump.executor_moved(&mut to_net, &mut from_net)
                         });
