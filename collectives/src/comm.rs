@@ -2,6 +2,7 @@
 //! one at a time in the order they were made.
 
 use crate::bootstrap::store::{StoreClient, StoreServer};
+use crate::bootstrap::store_mark::{self, StoreMark};
 use crate::bootstrap::{Bootstrap, StoreAddr};
 use crate::error::{Error, Result};
 use crate::exec::engine::Engine;
@@ -281,12 +282,15 @@ impl Communicator {
         let (mut server, addr) = open_store(&b, deadline).inspect_err(|_| {
             remove_dead_listeners_settled();
         })?;
+        // While rank 0 bootstraps, its host's ranks can tell it died (`store_mark`).
+        let _mark = server.as_ref().and_then(|_| StoreMark::create(&addr));
         let mut store = match StoreClient::connect(&addr, &b.secret, deadline) {
             Ok(store) => store,
             Err(e) => {
                 // Rank 0 may have made its listener and died before this rank reached its
-                // store: nobody else knows to remove that listener.
+                // store: nobody else knows to remove that listener, or its mark.
                 remove_dead_listeners_settled();
+                store_mark::remove_if_dead(&addr);
                 return Err(e);
             }
         };
@@ -301,6 +305,7 @@ impl Communicator {
                 // when it died before this rank could read where its listener is.
                 let _ = store.check_peers();
                 remove_dead_listeners_settled();
+                store_mark::remove_if_dead(&addr);
                 // The others learn this rank's own reason rather than a closed connection.
                 if !matches!(e, Error::BootstrapPeer { .. }) {
                     store.publish_failure(rank, &e.to_string());
@@ -736,8 +741,17 @@ fn open_store(b: &Bootstrap, deadline: Instant) -> Result<(Option<StoreServer>, 
                     if let Ok(a) = std::fs::read_to_string(path) {
                         // A stale file of an earlier job points at a closed port: retry briefly.
                         let probe = Instant::now() + Duration::from_millis(300);
-                        if StoreClient::connect(&a, &b.secret, probe.min(deadline)).is_ok() {
-                            return Ok((None, a));
+                        match StoreClient::connect(&a, &b.secret, probe.min(deadline)) {
+                            Ok(_) => return Ok((None, a)),
+                            // Its mark says rank 0 died: the file is stale, nobody else
+                            // will remove it.
+                            Err(e @ Error::BootstrapPeer { .. }) => {
+                                if std::fs::read_to_string(path).ok() == Some(a) {
+                                    let _ = std::fs::remove_file(path);
+                                }
+                                return Err(e);
+                            }
+                            Err(_) => {}
                         }
                         unanswered = Some(a);
                     }

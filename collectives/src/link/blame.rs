@@ -45,6 +45,10 @@ const STORE_ANSWER: Duration = Duration::from_secs(1);
 /// How long a silent store is taken as gone before the board tries it again (a store that
 /// was only slow once is back in use after this).
 const SILENT_FOR: Duration = Duration::from_secs(10);
+/// The most [`Board::settle`] spends on the store, all its requests together: each request
+/// used to get its own [`STORE_ANSWER`], so a store that answered every one slowly (rank 0
+/// starved on a loaded host) added seconds to a failing rank's timeout, one per request.
+const SETTLE_MAX: Duration = Duration::from_millis(1300);
 
 /// A failure as the first rank to notice it described it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +96,10 @@ pub(crate) struct Board {
     /// When the store last failed to answer (within [`STORE_ANSWER`]): for [`SILENT_FOR`]
     /// after that, the board does not wait on it again.
     silent_since: Option<Instant>,
+    /// While [`Board::settle`] runs: when it must be done with the store.
+    settle_until: Option<Instant>,
+    /// A request of this settle found its time spent: the store is slow, not gone.
+    out_of_time: bool,
 }
 
 impl Board {
@@ -100,6 +108,8 @@ impl Board {
             place: Place::Nowhere,
             key: KEY.to_string(),
             silent_since: None,
+            settle_until: None,
+            out_of_time: false,
         }
     }
 
@@ -111,6 +121,8 @@ impl Board {
                 place: Place::Memory(shared.clone()),
                 key: KEY.to_string(),
                 silent_since: None,
+                settle_until: None,
+                out_of_time: false,
             })
             .collect()
     }
@@ -125,6 +137,8 @@ impl Board {
             },
             key: KEY.to_string(),
             silent_since: None,
+            settle_until: None,
+            out_of_time: false,
         }
     }
 
@@ -144,6 +158,8 @@ impl Board {
             place,
             key: format!("{}/{tag}", self.key),
             silent_since: None,
+            settle_until: None,
+            out_of_time: false,
         }
     }
 
@@ -218,19 +234,23 @@ impl Board {
         if self.silent_since.is_some_and(|t| t.elapsed() < SILENT_FOR) {
             return Err(());
         }
+        let answer_within = match self.settle_until {
+            Some(until) => until.saturating_duration_since(Instant::now()),
+            None => STORE_ANSWER,
+        }
+        .min(STORE_ANSWER);
+        if answer_within.is_zero() {
+            self.out_of_time = true;
+            return Err(());
+        }
         let silent_since = &mut self.silent_since;
         let mut failed = |why: String| {
             tracing::debug!("the failure board at {addr} is unreachable: {why}");
             *silent_since = Some(Instant::now());
         };
         if client.is_none() {
-            match StoreClient::connect_once(addr, secret, STORE_ANSWER) {
-                // Each request gets the whole STORE_ANSWER, not what the connection left.
-                Ok(c) if c.set_answer_timeout(STORE_ANSWER).is_ok() => *client = Some(c),
-                Ok(_) => {
-                    failed("cannot set a timeout".into());
-                    return Err(());
-                }
+            match StoreClient::connect_once(addr, secret, answer_within) {
+                Ok(c) => *client = Some(c),
                 Err(()) => {
                     failed("no answer to a connection".into());
                     return Err(());
@@ -238,6 +258,18 @@ impl Board {
             }
         }
         let c = client.as_mut().ok_or(())?;
+        // Each request gets what is left of the settle's time (at most STORE_ANSWER), not
+        // what the connection left.
+        let left = match self.settle_until {
+            Some(until) => until.saturating_duration_since(Instant::now()),
+            None => STORE_ANSWER,
+        }
+        .min(STORE_ANSWER);
+        if c.set_answer_timeout(left).is_err() {
+            failed("cannot set a timeout".into());
+            *client = None;
+            return Err(());
+        }
         f(c).map_err(|e| {
             failed(e.to_string());
             *client = None;
@@ -305,7 +337,8 @@ impl Board {
     }
 
     /// What error `e`, which this rank (`me`, running `op`) just hit, should become: see the
-    /// module documentation. Called before the links are aborted.
+    /// module documentation. Called before the links are aborted; done with the store within
+    /// [`SETTLE_MAX`].
     pub fn settle(
         &mut self,
         me: usize,
@@ -316,6 +349,20 @@ impl Board {
         if matches!(self.place, Place::Nowhere) {
             return e;
         }
+        self.settle_until = Some(Instant::now() + SETTLE_MAX);
+        self.out_of_time = false;
+        let e = self.settle_within(me, op, e, links);
+        self.settle_until = None;
+        e
+    }
+
+    fn settle_within(
+        &mut self,
+        me: usize,
+        op: &'static str,
+        e: Error,
+        links: &mut [Option<Link>],
+    ) -> Error {
         // A silent peer may only be waiting for a rank that went silent first.
         let e = match e {
             Error::Timeout {
@@ -374,6 +421,8 @@ impl Board {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Ok(None) => break,
+                // A store that answers, slowly: no sign that rank 0 is gone.
+                Err(()) if self.out_of_time => return e,
                 Err(()) if self.store_is_rank_zeros() => return blame_rank_zero(me, op, e, links),
                 Err(()) => return e,
             }
@@ -393,6 +442,7 @@ impl Board {
                     relay(op, stands, e)
                 }
             }
+            Err(()) if self.out_of_time => e,
             Err(()) if self.store_is_rank_zeros() => blame_rank_zero(me, op, e, links),
             Err(()) => e,
         }
@@ -459,6 +509,63 @@ fn cause_of(me: usize, e: &Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bootstrap::store::StoreServer;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    /// A relay to `to` that holds every piece it passes on for `delay`: a store that answers,
+    /// slowly (rank 0 starved on a loaded host).
+    fn slow_relay(to: std::net::SocketAddr, delay: Duration) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for client in l.incoming().map_while(Result::ok) {
+                let Ok(server) = TcpStream::connect(to) else {
+                    return;
+                };
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 4096];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            std::thread::sleep(delay);
+                            if into.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_slow_store_holds_a_failing_rank_for_settle_max_in_all() {
+        let store = StoreServer::serve("127.0.0.1:0", b"s").unwrap();
+        // Every request takes ~0.8 s (two passes through the relay): under STORE_ANSWER, so
+        // none counts as silent; a settle makes five or more of them.
+        let addr = slow_relay(store.addr(), Duration::from_millis(400));
+        let mut board = Board::store(&addr, b"s");
+        let start = Instant::now();
+        let e = board.settle(
+            1,
+            "all_reduce",
+            Error::Timeout {
+                op: "all_reduce",
+                peer: 0,
+                waiting: "for data from it",
+                after: Duration::from_secs(3),
+            },
+            &mut [],
+        );
+        let took = start.elapsed();
+        assert!(took < SETTLE_MAX + Duration::from_millis(500), "{took:?}");
+        // Its own view: the peer it waited on, not "rank 0's store is gone".
+        assert!(matches!(e, Error::Timeout { peer: 0, .. }), "{e}");
+    }
 
     #[test]
     fn notices_round_trip_and_the_first_stands() {
