@@ -283,7 +283,7 @@ impl Communicator {
             remove_dead_listeners_settled();
         })?;
         // While rank 0 bootstraps, its host's ranks can tell it died (`store_mark`).
-        let _mark = server.as_ref().and_then(|_| StoreMark::create(&addr));
+        let mut mark = server.as_ref().and_then(|_| StoreMark::create(&addr));
         let mut store = match StoreClient::connect(&addr, &b.secret, deadline) {
             Ok(store) => store,
             Err(e) => {
@@ -296,7 +296,7 @@ impl Communicator {
         };
         let joined = store
             .set(&format!("joined/{rank}"), b"")
-            .and_then(|()| Self::join(&b, &options, &mut store, deadline));
+            .and_then(|()| Self::join(&b, &options, &mut store, &mut mark, deadline));
         let (map, links, net_ip) = match joined {
             Ok(j) => j,
             Err(e) => {
@@ -351,6 +351,7 @@ impl Communicator {
         b: &Bootstrap,
         options: &Options,
         store: &mut StoreClient,
+        mark: &mut Option<StoreMark>,
         deadline: Instant,
     ) -> Result<(Topology, Vec<Option<Link>>, IpAddr)> {
         let (rank, size) = (b.rank, b.size);
@@ -409,6 +410,10 @@ impl Communicator {
             }
             peers.push((h.to_string(), pid, a.to_string()));
         }
+        // Every rank has reached the store, and none can finish init before rank 0 goes on:
+        // rank 0's mark has done its work. (Later, a rank that finished init would not remove
+        // the mark of a rank 0 killed in between; one still in init does.)
+        drop(mark.take());
         let mut hosts: Vec<String> = Vec::new();
         let host_of: Vec<usize> = peers
             .iter()

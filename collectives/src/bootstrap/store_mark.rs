@@ -17,8 +17,9 @@
 //!   older than this process may be an earlier run's (the same command run again after the
 //!   whole job was killed): it only words the timeout, since rank 0 of this run may yet come.
 //!
-//! Rank 0 removes the mark once the bootstrap is over (the ranks reached the store and watch
-//! each other through it); a rank whose bootstrap fails removes a mark whose writer is dead.
+//! Rank 0 removes the mark once it has every rank's record (every rank reached the store and
+//! none can finish init without rank 0); a rank whose bootstrap fails removes a mark whose
+//! writer is dead.
 
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -35,7 +36,7 @@ pub struct StoreMark {
 /// What a look at the mark of a store found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mark {
-    /// No mark of ours: rank 0 has not started, is on another host, or is done bootstrapping.
+    /// No mark of ours: rank 0 has not started, is on another host, or has every rank's record.
     Absent,
     /// Rank 0 (this pid) holds the mark: it lives.
     Alive(u32),
