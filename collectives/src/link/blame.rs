@@ -100,6 +100,8 @@ pub(crate) struct Board {
     settle_until: Option<Instant>,
     /// A request of this settle found its time spent: the store is slow, not gone.
     out_of_time: bool,
+    /// The store answered a request of this settle.
+    answered: bool,
 }
 
 impl Board {
@@ -110,6 +112,7 @@ impl Board {
             silent_since: None,
             settle_until: None,
             out_of_time: false,
+            answered: false,
         }
     }
 
@@ -123,6 +126,7 @@ impl Board {
                 silent_since: None,
                 settle_until: None,
                 out_of_time: false,
+                answered: false,
             })
             .collect()
     }
@@ -139,6 +143,7 @@ impl Board {
             silent_since: None,
             settle_until: None,
             out_of_time: false,
+            answered: false,
         }
     }
 
@@ -160,6 +165,7 @@ impl Board {
             silent_since: None,
             settle_until: None,
             out_of_time: false,
+            answered: false,
         }
     }
 
@@ -229,28 +235,44 @@ impl Board {
             return Err(());
         };
         // A store that did not answer just now (rank 0 stopped or gone) is not waited on
-        // again: each wait would cost a failing rank another STORE_ANSWER, once per step of
-        // `settle` (the waiting chain, the read, the publish), and seconds past its timeout.
-        if self.silent_since.is_some_and(|t| t.elapsed() < SILENT_FOR) {
+        // again: each wait would cost another STORE_ANSWER. A settle trusts only a silence it
+        // saw itself: one seen earlier, by a `say_waiting` at half the timeout, may have been
+        // a live store slow to answer on a loaded host (then it holds the notice we need).
+        let settle_since = self.settle_until.map(|u| u - SETTLE_MAX);
+        if self
+            .silent_since
+            .is_some_and(|t| t.elapsed() < SILENT_FOR && settle_since.is_none_or(|s| t >= s))
+        {
             return Err(());
         }
-        let answer_within = match self.settle_until {
+        // Each request gets what is left of the settle's time (at most STORE_ANSWER), not
+        // what the connection left.
+        let within = match self.settle_until {
             Some(until) => until.saturating_duration_since(Instant::now()),
             None => STORE_ANSWER,
         }
         .min(STORE_ANSWER);
-        if answer_within.is_zero() {
+        // A request cut short by the settle's time says nothing about the store.
+        let cut_short = within < STORE_ANSWER;
+        if within.is_zero() {
             self.out_of_time = true;
             return Err(());
         }
-        let silent_since = &mut self.silent_since;
+        let (silent_since, out_of_time) = (&mut self.silent_since, &mut self.out_of_time);
         let mut failed = |why: String| {
             tracing::debug!("the failure board at {addr} is unreachable: {why}");
-            *silent_since = Some(Instant::now());
+            if cut_short {
+                *out_of_time = true;
+            } else {
+                *silent_since = Some(Instant::now());
+            }
         };
         if client.is_none() {
-            match StoreClient::connect_once(addr, secret, answer_within) {
-                Ok(c) => *client = Some(c),
+            match StoreClient::connect_once(addr, secret, within) {
+                Ok(c) => {
+                    *client = Some(c);
+                    self.answered = true;
+                }
                 Err(()) => {
                     failed("no answer to a connection".into());
                     return Err(());
@@ -258,22 +280,22 @@ impl Board {
             }
         }
         let c = client.as_mut().ok_or(())?;
-        // Each request gets what is left of the settle's time (at most STORE_ANSWER), not
-        // what the connection left.
-        let left = match self.settle_until {
-            Some(until) => until.saturating_duration_since(Instant::now()),
-            None => STORE_ANSWER,
-        }
-        .min(STORE_ANSWER);
-        if c.set_answer_timeout(left).is_err() {
+        if c.set_answer_timeout(within).is_err() {
             failed("cannot set a timeout".into());
             *client = None;
             return Err(());
         }
-        f(c).map_err(|e| {
-            failed(e.to_string());
-            *client = None;
-        })
+        match f(c) {
+            Ok(v) => {
+                self.answered = true;
+                Ok(v)
+            }
+            Err(e) => {
+                failed(e.to_string());
+                *client = None;
+                Err(())
+            }
+        }
     }
 
     /// Says (`Some(peer)`) or unsays (`None`) that rank `me` has waited long on `peer`.
@@ -351,6 +373,7 @@ impl Board {
         }
         self.settle_until = Some(Instant::now() + SETTLE_MAX);
         self.out_of_time = false;
+        self.answered = false;
         let e = self.settle_within(me, op, e, links);
         self.settle_until = None;
         e
@@ -422,7 +445,7 @@ impl Board {
                 }
                 Ok(None) => break,
                 // A store that answers, slowly: no sign that rank 0 is gone.
-                Err(()) if self.out_of_time => return e,
+                Err(()) if self.out_of_time && self.answered => return e,
                 Err(()) if self.store_is_rank_zeros() => return blame_rank_zero(me, op, e, links),
                 Err(()) => return e,
             }
@@ -442,7 +465,7 @@ impl Board {
                     relay(op, stands, e)
                 }
             }
-            Err(()) if self.out_of_time => e,
+            Err(()) if self.out_of_time && self.answered => e,
             Err(()) if self.store_is_rank_zeros() => blame_rank_zero(me, op, e, links),
             Err(()) => e,
         }
@@ -540,6 +563,35 @@ mod tests {
             }
         });
         addr
+    }
+
+    #[test]
+    fn a_silence_seen_before_the_settle_does_not_hide_a_live_stores_notice() {
+        let store = StoreServer::serve("127.0.0.1:0", b"s").unwrap();
+        let addr = store.addr().to_string();
+        // Rank 0 found rank 3 stopped and said so.
+        let mut rank0 = Board::store(&addr, b"s");
+        let n = Notice {
+            origin: 3,
+            op: "barrier".into(),
+            cause: "rank 0 waited 3s for data from it".into(),
+        };
+        assert_eq!(rank0.publish(n.clone()), Ok(n));
+        // Rank 1's `say_waiting` at half its timeout found the store slow (a loaded host).
+        let mut rank1 = Board::store(&addr, b"s");
+        rank1.silent_since = Some(Instant::now());
+        let e = rank1.settle(
+            1,
+            "barrier",
+            Error::Timeout {
+                op: "barrier",
+                peer: 0,
+                waiting: "for data from it",
+                after: Duration::from_secs(3),
+            },
+            &mut [],
+        );
+        assert!(matches!(e, Error::Remote { origin: 3, .. }), "{e}");
     }
 
     #[test]
