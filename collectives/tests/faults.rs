@@ -14,7 +14,8 @@
 //! `OXCCL_FAULT_TRIALS` sets the trials per (fabric, ranks) pair (default 2; CI keeps it small),
 //! `OXCCL_FAULT_KINDS` which faults are drawn (`kill,stop,boot`, the default),
 //! `OXCCL_FAULT_SEED` replays a run and `OXCCL_FAULT_PAIRS` (`tcp:2,shm:4`) runs only those
-//! (fabric, ranks) pairs of it, each trial with the seed it has in the whole run.
+//! (fabric, ranks) pairs of it, each trial with the seed it has in the whole run (unless a
+//! trial skipped before it was redone there).
 
 use oxccl_collectives::{Communicator, ReduceOp};
 use std::io::{BufRead, BufReader};
@@ -426,6 +427,18 @@ fn trial(
                     format!("rank {r}: {}", got.join(" | "))
                 })
                 .collect();
+            // The job never started: a rank's bootstrap ran past OXCCL_TIMEOUT on an
+            // overloaded machine, after the others had finished theirs.
+            if said
+                .iter()
+                .any(|l| l.contains("error: init: bootstrap: timed out"))
+            {
+                println!(
+                    "  {fabric} p={p}: a rank's bootstrap timed out ({}): trial redone",
+                    said.join("; ")
+                );
+                return None;
+            }
             panic!(
                 "{fabric} p={p} trial {t} (seed {seed}): rank {victim} failed before the fault: \
                  {first}; {}",

@@ -13,7 +13,8 @@
 //!   stranger can hide rank 0's death from us at worst, never fake it): rank 0 has not started,
 //!   or runs on another host; wait on.
 //! - locked: rank 0 lives (it may be stopped or slow): wait on.
-//! - unlocked and written after this process started: this job's rank 0 died. An unlocked mark
+//! - unlocked and written after this process started (to within the clocks' ~20 ms: file
+//!   times and process start times are coarse): this job's rank 0 died. An unlocked mark
 //!   older than this process may be an earlier run's (the same command run again after the
 //!   whole job was killed): it only words the timeout, since rank 0 of this run may yet come.
 //!
