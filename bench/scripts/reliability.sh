@@ -12,7 +12,9 @@
 #              (every rank fails in the mismatched call itself: a send waits for the receiver's
 #              receipt).
 #   kills      the fault trials (collectives/tests/faults.rs), kills during calls and during
-#              bootstrap, RUNS (20) per fabric and rank count.
+#              bootstrap, RUNS (20) per fabric and rank count, plus the fixed checks of a
+#              store host (rank 0) killed before the others start / connect.
+#              OXCCL_FAULT_PAIRS=tcp:2,... runs only those pairs (same seeds).
 #   stops      the same trials with SIGSTOP mid-call, RUNS (20) per fabric and rank count: every
 #              survivor must fail within OXCCL_TIMEOUT (3 s, plus the test's margin) naming the
 #              stopped rank and the operation (asserted by the test).

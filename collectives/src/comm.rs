@@ -2,6 +2,7 @@
 //! one at a time in the order they were made.
 
 use crate::bootstrap::store::{StoreClient, StoreServer};
+use crate::bootstrap::store_mark::{self, StoreMark};
 use crate::bootstrap::{Bootstrap, StoreAddr};
 use crate::error::{Error, Result};
 use crate::exec::engine::Engine;
@@ -281,18 +282,21 @@ impl Communicator {
         let (mut server, addr) = open_store(&b, deadline).inspect_err(|_| {
             remove_dead_listeners_settled();
         })?;
+        // While rank 0 bootstraps, its host's ranks can tell it died (`store_mark`).
+        let mut mark = server.as_ref().and_then(|_| StoreMark::create(&addr));
         let mut store = match StoreClient::connect(&addr, &b.secret, deadline) {
             Ok(store) => store,
             Err(e) => {
                 // Rank 0 may have made its listener and died before this rank reached its
-                // store: nobody else knows to remove that listener.
+                // store: nobody else knows to remove that listener, or its mark.
                 remove_dead_listeners_settled();
+                store_mark::remove_if_dead(&addr);
                 return Err(e);
             }
         };
         let joined = store
             .set(&format!("joined/{rank}"), b"")
-            .and_then(|()| Self::join(&b, &options, &mut store, deadline));
+            .and_then(|()| Self::join(&b, &options, &mut store, &mut mark, deadline));
         let (map, links, net_ip) = match joined {
             Ok(j) => j,
             Err(e) => {
@@ -301,6 +305,7 @@ impl Communicator {
                 // when it died before this rank could read where its listener is.
                 let _ = store.check_peers();
                 remove_dead_listeners_settled();
+                store_mark::remove_if_dead(&addr);
                 // The others learn this rank's own reason rather than a closed connection.
                 if !matches!(e, Error::BootstrapPeer { .. }) {
                     store.publish_failure(rank, &e.to_string());
@@ -346,6 +351,7 @@ impl Communicator {
         b: &Bootstrap,
         options: &Options,
         store: &mut StoreClient,
+        mark: &mut Option<StoreMark>,
         deadline: Instant,
     ) -> Result<(Topology, Vec<Option<Link>>, IpAddr)> {
         let (rank, size) = (b.rank, b.size);
@@ -404,6 +410,10 @@ impl Communicator {
             }
             peers.push((h.to_string(), pid, a.to_string()));
         }
+        // Every rank has reached the store, and none can finish init before rank 0 goes on:
+        // rank 0's mark has done its work. (Later, a rank that finished init would not remove
+        // the mark of a rank 0 killed in between; one still in init does.)
+        drop(mark.take());
         let mut hosts: Vec<String> = Vec::new();
         let host_of: Vec<usize> = peers
             .iter()
@@ -736,8 +746,17 @@ fn open_store(b: &Bootstrap, deadline: Instant) -> Result<(Option<StoreServer>, 
                     if let Ok(a) = std::fs::read_to_string(path) {
                         // A stale file of an earlier job points at a closed port: retry briefly.
                         let probe = Instant::now() + Duration::from_millis(300);
-                        if StoreClient::connect(&a, &b.secret, probe.min(deadline)).is_ok() {
-                            return Ok((None, a));
+                        match StoreClient::connect(&a, &b.secret, probe.min(deadline)) {
+                            Ok(_) => return Ok((None, a)),
+                            // Its mark says rank 0 died: the file is stale, nobody else
+                            // will remove it.
+                            Err(e @ Error::BootstrapPeer { .. }) => {
+                                if std::fs::read_to_string(path).ok() == Some(a) {
+                                    let _ = std::fs::remove_file(path);
+                                }
+                                return Err(e);
+                            }
+                            Err(_) => {}
                         }
                         unanswered = Some(a);
                     }

@@ -12,8 +12,10 @@
 //! say on the failure board, `link/blame.rs`.)
 //!
 //! `OXCCL_FAULT_TRIALS` sets the trials per (fabric, ranks) pair (default 2; CI keeps it small),
-//! `OXCCL_FAULT_KINDS` which faults are drawn (`kill,stop,boot`, the default), and
-//! `OXCCL_FAULT_SEED` replays a run.
+//! `OXCCL_FAULT_KINDS` which faults are drawn (`kill,stop,boot`, the default),
+//! `OXCCL_FAULT_SEED` replays a run and `OXCCL_FAULT_PAIRS` (`tcp:2,shm:4`) runs only those
+//! (fabric, ranks) pairs of it, each trial with the seed it has in the whole run (unless a
+//! trial skipped before it was redone there).
 
 use oxccl_collectives::{Communicator, ReduceOp};
 use std::io::{BufRead, BufReader};
@@ -53,10 +55,17 @@ fn main() {
         .filter(|k| kinds.iter().any(|x| x == k))
         .collect();
     assert!(!kinds.is_empty(), "OXCCL_FAULT_KINDS names no fault");
+    let pairs = std::env::var("OXCCL_FAULT_PAIRS").ok();
+    let chosen = |fabric: &str, p: usize| {
+        pairs
+            .as_deref()
+            .is_none_or(|s| s.split(',').any(|x| x.trim() == format!("{fabric}:{p}")))
+    };
     println!("fault trials: {trials} per pair, kinds {kinds:?}, OXCCL_FAULT_SEED={seed}");
     if kinds.contains(&"BOOT") {
         for fabric in ["shm", "tcp"] {
             store_host_killed_before_the_others_start(fabric);
+            store_host_killed_before_the_others_connect(fabric);
         }
     }
     let mut rng = Rng(seed);
@@ -66,6 +75,9 @@ fn main() {
         for p in [2usize, 3, 4] {
             for t in 0..trials {
                 let trial_seed = rng.next();
+                if !chosen(fabric, p) {
+                    continue;
+                }
                 // A trial whose job did not even start (its bootstrap ran past OXCCL_TIMEOUT
                 // on an overloaded machine, before any fault) is run again with a new seed.
                 let mut seed = trial_seed;
@@ -124,6 +136,7 @@ fn rank_main() -> i32 {
         // 1 to 2^20 elements, log-uniform: small calls (latency paths) and large (pipelined).
         let n = 1usize << rng.below(21);
         let input = vec![(me + 1) as f32; n];
+        let call = Instant::now();
         let r = match rng.below(4) {
             0 => {
                 let mut out = vec![0f32; n];
@@ -140,6 +153,12 @@ fn rank_main() -> i32 {
             _ => comm.barrier(),
         };
         if let Err(e) = r {
+            // For the log: how long the failed call took (its error says how long it waited).
+            eprintln!(
+                "rank {me}: call {i} of {n} elements began at {:.3} (unix time), failed {:.2} s later",
+                unix_now() - call.elapsed().as_secs_f64(),
+                call.elapsed().as_secs_f64()
+            );
             println!("error: {e}");
             return 3;
         }
@@ -148,6 +167,12 @@ fn rank_main() -> i32 {
         }
     }
     0
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 // ----- the trials --------------------------------------------------------------------------
@@ -196,7 +221,7 @@ impl Drop for Ranks {
 }
 
 /// What a trial's ranks (`pids`) left behind: listener directories and ring files in
-/// `/dev/shm`, rendezvous files in the temporary directory.
+/// `/dev/shm`, rendezvous files and store marks in the temporary directory.
 fn leftovers(pids: &[u32]) -> Vec<String> {
     let mut found = Vec::new();
     for dir in [std::path::PathBuf::from("/dev/shm"), std::env::temp_dir()] {
@@ -207,7 +232,25 @@ fn leftovers(pids: &[u32]) -> Vec<String> {
             }
         }
     }
+    found.extend(store_mark_of(pids).map(|p| p.display().to_string()));
     found
+}
+
+/// The store mark (`bootstrap/store_mark.rs`) that one of `pids` wrote, if it is there: a file
+/// `oxccl-store-*` in the temporary directory holding the pid of the rank 0 that made it.
+fn store_mark_of(pids: &[u32]) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("oxccl-store-"))
+        .find(|e| {
+            std::fs::read_to_string(e.path())
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .is_some_and(|p| pids.contains(&p))
+        })
+        .map(|e| e.path())
 }
 
 /// A rank's process for a job of `p` ranks at `store` (the test binary in the rank role).
@@ -272,6 +315,57 @@ fn store_host_killed_before_the_others_start(fabric: &str) {
     println!("  {fabric} p=2 BOOT rank 0 before rank 1 started: rank 1: {line}");
 }
 
+/// Rank 0 is killed during its bootstrap while rank 1, started first, still tries to reach
+/// its store: rank 1 must tell a dead rank 0 from a late one (rank 0's mark on the host) and
+/// fail within 2 s naming it, not at its deadline, and leave nothing behind.
+fn store_host_killed_before_the_others_connect(fabric: &str) {
+    let store = format!("127.0.0.1:{}", free_port());
+    let mut ranks = Ranks(vec![spawn_rank(fabric, 2, 1, &store, 1)]);
+    let lines = reader(&mut ranks.0[0]);
+    // Rank 1 runs and retries its connection (every 200 ms by now).
+    std::thread::sleep(Duration::from_millis(500));
+    ranks.0.push(spawn_rank(fabric, 2, 0, &store, 1));
+    let pid = ranks.0[1].id();
+    let since = Instant::now();
+    while store_mark_of(&[pid]).is_none() {
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "{fabric}: rank 0 made no store mark"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    ranks.0[1].kill().unwrap();
+    ranks.0[1].wait().unwrap();
+    let killed = Instant::now();
+    let limit = Duration::from_secs_f64(TIMEOUT_S) + MARGIN;
+    let (at, line) = lines
+        .recv_timeout(limit)
+        .unwrap_or_else(|e| panic!("{fabric}: rank 1 said nothing within {limit:?}: {e}"));
+    let after = at.saturating_duration_since(killed);
+    assert!(
+        line.starts_with("error: init:") && names(&line, 0),
+        "{fabric}: rank 1 did not fail naming rank 0: {line}"
+    );
+    // Well under OXCCL_TIMEOUT (3 s): it did not wait for its deadline.
+    assert!(
+        after < Duration::from_secs(2),
+        "{fabric}: rank 1 noticed rank 0's death after {after:?}: {line}"
+    );
+    let code = wait_exit(&mut ranks.0[0], limit);
+    assert_eq!(code, Some(2), "{fabric}: rank 1 exit: {line}");
+    let pids = [pid, ranks.0[0].id()];
+    drop(ranks);
+    let left = leftovers(&pids);
+    assert!(
+        left.is_empty(),
+        "{fabric}: rank 0 killed before rank 1 connected left {left:?}"
+    );
+    println!(
+        "  {fabric} p=2 BOOT rank 0 before rank 1 connected: rank 1 after {:.2} s: {line}",
+        after.as_secs_f64()
+    );
+}
+
 fn trial(
     fabric: &'static str,
     p: usize,
@@ -333,6 +427,18 @@ fn trial(
                     format!("rank {r}: {}", got.join(" | "))
                 })
                 .collect();
+            // The job never started: a rank's bootstrap ran past OXCCL_TIMEOUT on an
+            // overloaded machine, after the others had finished theirs.
+            if said
+                .iter()
+                .any(|l| l.contains("error: init: bootstrap: timed out"))
+            {
+                println!(
+                    "  {fabric} p={p}: a rank's bootstrap timed out ({}): trial redone",
+                    said.join("; ")
+                );
+                return None;
+            }
             panic!(
                 "{fabric} p={p} trial {t} (seed {seed}): rank {victim} failed before the fault: \
                  {first}; {}",
@@ -349,6 +455,7 @@ fn trial(
         .unwrap();
     assert!(status.success(), "kill -{how} {pid}");
     let fault_at = Instant::now();
+    let fault_unix = unix_now();
     let deadline = Duration::from_secs_f64(TIMEOUT_S) + MARGIN;
     let mut survivors = Vec::new();
     for r in (0..p).filter(|&r| r != victim) {
@@ -406,7 +513,8 @@ fn trial(
     };
     for (r, after, e) in &row.survivors {
         println!(
-            "  {fabric} p={p} {how} rank {victim}: rank {r} failed after {after:.2} s{}: {e}",
+            "  {fabric} p={p} {how} rank {victim} at {fault_unix:.3}: rank {r} failed after \
+             {after:.2} s{}: {e}",
             if names(e, victim) { " [names it]" } else { "" }
         );
     }

@@ -22,6 +22,7 @@ pub mod secret;
 #[cfg(test)]
 mod kill_tests;
 pub mod store;
+pub(crate) mod store_mark;
 
 use crate::error::{Error, Result};
 use std::path::PathBuf;

@@ -11,6 +11,7 @@
 //! (1 accepted, 0 refused); then requests `u8 cmd, u32 klen, key, u32 vlen, value` where cmd is
 //! 1 (set; answer: one byte 1) or 2 (get; answer: one byte found, and when found `u32 vlen, value`).
 
+use super::store_mark::{self, Mark};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -419,9 +420,34 @@ impl StoreClient {
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Retry(e)) => e,
             };
+            // On rank 0's host, its mark tells a dead rank 0 from a late one.
+            let mark = store_mark::look(addr);
+            if let Mark::Dead { pid, fresh: true } = mark {
+                store_mark::remove_if_dead(addr);
+                return Err(Error::BootstrapPeer {
+                    rank: 0,
+                    reason: format!(
+                        "its process (pid {pid}, this host) exited while serving the store at \
+                         {addr}, before this rank could connect (last error: {last})"
+                    ),
+                });
+            }
             if Instant::now() >= deadline {
+                let hint = match mark {
+                    Mark::Dead { pid, .. } => format!(
+                        "a rank 0 (pid {pid}) served this store on this host before this \
+                         process started and has exited: this run's rank 0 died before this \
+                         rank started, or never came;"
+                    ),
+                    Mark::Alive(pid) => {
+                        format!("rank 0 (pid {pid}, this host) lives but does not answer: stopped?")
+                    }
+                    Mark::Absent => "is rank 0 running?".into(),
+                };
                 return Err(Error::BootstrapTimeout {
-                    what: format!("connecting to the store of rank 0 at {addr} (is rank 0 running? last error: {last})"),
+                    what: format!(
+                        "connecting to the store of rank 0 at {addr} ({hint} last error: {last})"
+                    ),
                     after: start.elapsed(),
                 });
             }
@@ -460,8 +486,12 @@ impl StoreClient {
                 format!("cannot resolve {addr}"),
             )));
         };
+        // A SYN that goes unanswered (a full backlog) must not outlast the caller's deadline.
+        let connect_for = deadline
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(100), Duration::from_secs(2));
         let mut stream =
-            TcpStream::connect_timeout(&target, Duration::from_secs(2)).map_err(Attempt::Retry)?;
+            TcpStream::connect_timeout(&target, connect_for).map_err(Attempt::Retry)?;
         let fatal = |e| Attempt::Fatal(Error::io(format!("talking to the store at {addr}"), e));
         stream.set_nodelay(true).map_err(fatal)?;
         let left = deadline

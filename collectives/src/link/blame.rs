@@ -45,6 +45,10 @@ const STORE_ANSWER: Duration = Duration::from_secs(1);
 /// How long a silent store is taken as gone before the board tries it again (a store that
 /// was only slow once is back in use after this).
 const SILENT_FOR: Duration = Duration::from_secs(10);
+/// The most [`Board::settle`] spends on the store, all its requests together: each request
+/// used to get its own [`STORE_ANSWER`], so a store that answered every one slowly (rank 0
+/// starved on a loaded host) added seconds to a failing rank's timeout, one per request.
+const SETTLE_MAX: Duration = Duration::from_millis(1300);
 
 /// A failure as the first rank to notice it described it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +96,12 @@ pub(crate) struct Board {
     /// When the store last failed to answer (within [`STORE_ANSWER`]): for [`SILENT_FOR`]
     /// after that, the board does not wait on it again.
     silent_since: Option<Instant>,
+    /// While [`Board::settle`] runs: when it must be done with the store.
+    settle_until: Option<Instant>,
+    /// A request of this settle found its time spent: the store is slow, not gone.
+    out_of_time: bool,
+    /// The store answered a request of this settle.
+    answered: bool,
 }
 
 impl Board {
@@ -100,6 +110,9 @@ impl Board {
             place: Place::Nowhere,
             key: KEY.to_string(),
             silent_since: None,
+            settle_until: None,
+            out_of_time: false,
+            answered: false,
         }
     }
 
@@ -111,6 +124,9 @@ impl Board {
                 place: Place::Memory(shared.clone()),
                 key: KEY.to_string(),
                 silent_since: None,
+                settle_until: None,
+                out_of_time: false,
+                answered: false,
             })
             .collect()
     }
@@ -125,6 +141,9 @@ impl Board {
             },
             key: KEY.to_string(),
             silent_since: None,
+            settle_until: None,
+            out_of_time: false,
+            answered: false,
         }
     }
 
@@ -144,6 +163,9 @@ impl Board {
             place,
             key: format!("{}/{tag}", self.key),
             silent_since: None,
+            settle_until: None,
+            out_of_time: false,
+            answered: false,
         }
     }
 
@@ -213,23 +235,43 @@ impl Board {
             return Err(());
         };
         // A store that did not answer just now (rank 0 stopped or gone) is not waited on
-        // again: each wait would cost a failing rank another STORE_ANSWER, once per step of
-        // `settle` (the waiting chain, the read, the publish), and seconds past its timeout.
-        if self.silent_since.is_some_and(|t| t.elapsed() < SILENT_FOR) {
+        // again: each wait would cost another STORE_ANSWER. A settle trusts only a silence it
+        // saw itself: one seen earlier, by a `say_waiting` at half the timeout, may have been
+        // a live store slow to answer on a loaded host (then it holds the notice we need).
+        let settle_since = self.settle_until.map(|u| u - SETTLE_MAX);
+        if self
+            .silent_since
+            .is_some_and(|t| t.elapsed() < SILENT_FOR && settle_since.is_none_or(|s| t >= s))
+        {
             return Err(());
         }
-        let silent_since = &mut self.silent_since;
+        // Each request gets what is left of the settle's time (at most STORE_ANSWER), not
+        // what the connection left.
+        let within = match self.settle_until {
+            Some(until) => until.saturating_duration_since(Instant::now()),
+            None => STORE_ANSWER,
+        }
+        .min(STORE_ANSWER);
+        // A request cut short by the settle's time says nothing about the store.
+        let cut_short = within < STORE_ANSWER;
+        if within.is_zero() {
+            self.out_of_time = true;
+            return Err(());
+        }
+        let (silent_since, out_of_time) = (&mut self.silent_since, &mut self.out_of_time);
         let mut failed = |why: String| {
             tracing::debug!("the failure board at {addr} is unreachable: {why}");
-            *silent_since = Some(Instant::now());
+            if cut_short {
+                *out_of_time = true;
+            } else {
+                *silent_since = Some(Instant::now());
+            }
         };
         if client.is_none() {
-            match StoreClient::connect_once(addr, secret, STORE_ANSWER) {
-                // Each request gets the whole STORE_ANSWER, not what the connection left.
-                Ok(c) if c.set_answer_timeout(STORE_ANSWER).is_ok() => *client = Some(c),
-                Ok(_) => {
-                    failed("cannot set a timeout".into());
-                    return Err(());
+            match StoreClient::connect_once(addr, secret, within) {
+                Ok(c) => {
+                    *client = Some(c);
+                    self.answered = true;
                 }
                 Err(()) => {
                     failed("no answer to a connection".into());
@@ -238,10 +280,22 @@ impl Board {
             }
         }
         let c = client.as_mut().ok_or(())?;
-        f(c).map_err(|e| {
-            failed(e.to_string());
+        if c.set_answer_timeout(within).is_err() {
+            failed("cannot set a timeout".into());
             *client = None;
-        })
+            return Err(());
+        }
+        match f(c) {
+            Ok(v) => {
+                self.answered = true;
+                Ok(v)
+            }
+            Err(e) => {
+                failed(e.to_string());
+                *client = None;
+                Err(())
+            }
+        }
     }
 
     /// Says (`Some(peer)`) or unsays (`None`) that rank `me` has waited long on `peer`.
@@ -305,7 +359,8 @@ impl Board {
     }
 
     /// What error `e`, which this rank (`me`, running `op`) just hit, should become: see the
-    /// module documentation. Called before the links are aborted.
+    /// module documentation. Called before the links are aborted; done with the store within
+    /// [`SETTLE_MAX`].
     pub fn settle(
         &mut self,
         me: usize,
@@ -316,6 +371,21 @@ impl Board {
         if matches!(self.place, Place::Nowhere) {
             return e;
         }
+        self.settle_until = Some(Instant::now() + SETTLE_MAX);
+        self.out_of_time = false;
+        self.answered = false;
+        let e = self.settle_within(me, op, e, links);
+        self.settle_until = None;
+        e
+    }
+
+    fn settle_within(
+        &mut self,
+        me: usize,
+        op: &'static str,
+        e: Error,
+        links: &mut [Option<Link>],
+    ) -> Error {
         // A silent peer may only be waiting for a rank that went silent first.
         let e = match e {
             Error::Timeout {
@@ -374,6 +444,8 @@ impl Board {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Ok(None) => break,
+                // A store that answers, slowly: no sign that rank 0 is gone.
+                Err(()) if self.out_of_time && self.answered => return e,
                 Err(()) if self.store_is_rank_zeros() => return blame_rank_zero(me, op, e, links),
                 Err(()) => return e,
             }
@@ -393,6 +465,7 @@ impl Board {
                     relay(op, stands, e)
                 }
             }
+            Err(()) if self.out_of_time && self.answered => e,
             Err(()) if self.store_is_rank_zeros() => blame_rank_zero(me, op, e, links),
             Err(()) => e,
         }
@@ -459,6 +532,92 @@ fn cause_of(me: usize, e: &Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bootstrap::store::StoreServer;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    /// A relay to `to` that holds every piece it passes on for `delay`: a store that answers,
+    /// slowly (rank 0 starved on a loaded host).
+    fn slow_relay(to: std::net::SocketAddr, delay: Duration) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for client in l.incoming().map_while(Result::ok) {
+                let Ok(server) = TcpStream::connect(to) else {
+                    return;
+                };
+                for (mut from, mut into) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 4096];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            std::thread::sleep(delay);
+                            if into.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_silence_seen_before_the_settle_does_not_hide_a_live_stores_notice() {
+        let store = StoreServer::serve("127.0.0.1:0", b"s").unwrap();
+        let addr = store.addr().to_string();
+        // Rank 0 found rank 3 stopped and said so.
+        let mut rank0 = Board::store(&addr, b"s");
+        let n = Notice {
+            origin: 3,
+            op: "barrier".into(),
+            cause: "rank 0 waited 3s for data from it".into(),
+        };
+        assert_eq!(rank0.publish(n.clone()), Ok(n));
+        // Rank 1's `say_waiting` at half its timeout found the store slow (a loaded host).
+        let mut rank1 = Board::store(&addr, b"s");
+        rank1.silent_since = Some(Instant::now());
+        let e = rank1.settle(
+            1,
+            "barrier",
+            Error::Timeout {
+                op: "barrier",
+                peer: 0,
+                waiting: "for data from it",
+                after: Duration::from_secs(3),
+            },
+            &mut [],
+        );
+        assert!(matches!(e, Error::Remote { origin: 3, .. }), "{e}");
+    }
+
+    #[test]
+    fn a_slow_store_holds_a_failing_rank_for_settle_max_in_all() {
+        let store = StoreServer::serve("127.0.0.1:0", b"s").unwrap();
+        // Every request takes ~0.8 s (two passes through the relay): under STORE_ANSWER, so
+        // none counts as silent; a settle makes five or more of them.
+        let addr = slow_relay(store.addr(), Duration::from_millis(400));
+        let mut board = Board::store(&addr, b"s");
+        let start = Instant::now();
+        let e = board.settle(
+            1,
+            "all_reduce",
+            Error::Timeout {
+                op: "all_reduce",
+                peer: 0,
+                waiting: "for data from it",
+                after: Duration::from_secs(3),
+            },
+            &mut [],
+        );
+        let took = start.elapsed();
+        assert!(took < SETTLE_MAX + Duration::from_millis(500), "{took:?}");
+        // Its own view: the peer it waited on, not "rank 0's store is gone".
+        assert!(matches!(e, Error::Timeout { peer: 0, .. }), "{e}");
+    }
 
     #[test]
     fn notices_round_trip_and_the_first_stands() {
