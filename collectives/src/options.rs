@@ -70,7 +70,7 @@ pub enum LocalTransport {
 /// | `OXCCL_TRANSPORT` | `auto` (shm on a host, the network fabric across), `shm`, or `tcp`/`net` (the network fabric everywhere) | `auto` |
 /// | `OXCCL_NET` | network fabric across hosts: `tcp` or `rdma` | `tcp` |
 /// | `OXCCL_RING_BYTES` | shared-memory ring size per direction (power of two) | 1048576 |
-/// | `OXCCL_SINGLE_COPY_MIN` | messages between ranks of one host of at least this many bytes are copied once, by the receiver, straight out of the sender's memory (`process_vm_readv`; a plain copy between thread ranks) when the sender finds that faster; `0` turns it off | 8192 |
+/// | `OXCCL_SINGLE_COPY_MIN` | messages between ranks of one host of at least this many bytes are copied once, by the receiver, straight out of the sender's memory (`process_vm_readv`; a plain copy between thread ranks) when the sender finds that faster; `0` turns it off | 262144 |
 /// | `OXCCL_SINGLE_COPY_CHOICE` | how the sender of such a message chooses: `auto` (pulled or through the ring, whichever the receiver measured faster for its size lately), `pull` (always pulled), `stream` (always through the ring) | `auto` |
 /// | `OXCCL_SMALL_BYTES` | all-reduce up to this size sends the whole vector to every peer | 16384 |
 /// | `OXCCL_SPIN` | idle polls before a waiting rank yields its core | 2000, or 0 (yield at once) when the host's ranks outnumber the cores they may run on |

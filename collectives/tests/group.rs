@@ -301,7 +301,7 @@ fn a_receipt_that_comes_before_its_send() {
     }
 }
 
-/// Message lengths (u64 elements) below and above the single-copy threshold (8 KiB), in an
+/// Message lengths (u64 elements) below and above the single-copy threshold (256 KiB), in an
 /// order that puts several large ones back to back: their offers are in flight together.
 const MIXED: [usize; 7] = [40_000, 1_000, 131_072, 20_000, 600_000, 32_769, 0];
 

@@ -62,10 +62,11 @@ pub const DEFAULT_RING_BYTES: usize = 1 << 20;
 
 /// Default smallest message of the single-copy path (`OXCCL_SINGLE_COPY_MIN`; 0 turns it
 /// off): from here on each message starts with a header and its sender chooses pulled or
-/// through the ring (`choice`). 8 KiB by measurement (`bench/RESULTS.md`, "adaptive"): in the
-/// ring's slow state pulling wins from 8 KiB (4 KiB goes as fast either way), and in its fast
-/// state the header costs nothing measurable there.
-pub const DEFAULT_SINGLE_COPY_MIN: usize = 8 << 10;
+/// through the ring (`choice`). 256 KiB by measurement (`bench/RESULTS.md`, "adaptive"): 8 KiB
+/// made point-to-point pull in the ring's slow state (shm stream bandwidth 0.19-0.66x Open
+/// MPI's at 8-128 KiB became 0.94-1.00x), but 4-rank all-reduces of 64-256 KiB on 2 cores
+/// took 0.80-0.86x of main's time in two A/B runs; set 8192 for point-to-point-heavy jobs.
+pub const DEFAULT_SINGLE_COPY_MIN: usize = 256 << 10;
 
 /// Bytes a pulled (single-copy) receive copies per step: large enough that the system call and
 /// its page pinning are paid rarely, small enough that deadlines, aborts and forwarding see
