@@ -70,7 +70,8 @@ pub enum LocalTransport {
 /// | `OXCCL_TRANSPORT` | `auto` (shm on a host, the network fabric across), `shm`, or `tcp`/`net` (the network fabric everywhere) | `auto` |
 /// | `OXCCL_NET` | network fabric across hosts: `tcp` or `rdma` | `tcp` |
 /// | `OXCCL_RING_BYTES` | shared-memory ring size per direction (power of two) | 1048576 |
-/// | `OXCCL_SINGLE_COPY_MIN` | messages between ranks of one host of at least this many bytes are copied once, by the receiver, straight out of the sender's memory (`process_vm_readv`; a plain copy between thread ranks); `0` turns it off | 262144 |
+/// | `OXCCL_SINGLE_COPY_MIN` | messages between ranks of one host of at least this many bytes are copied once, by the receiver, straight out of the sender's memory (`process_vm_readv`; a plain copy between thread ranks) when the sender finds that faster; `0` turns it off | 262144 |
+/// | `OXCCL_SINGLE_COPY_CHOICE` | how the sender of such a message chooses: `auto` (pulled or through the ring, whichever the receiver measured faster for its size lately), `pull` (always pulled), `stream` (always through the ring) | `auto` |
 /// | `OXCCL_SMALL_BYTES` | all-reduce up to this size sends the whole vector to every peer | 16384 |
 /// | `OXCCL_SPIN` | idle polls before a waiting rank yields its core | 2000, or 0 (yield at once) when the host's ranks outnumber the cores they may run on |
 /// | `OXCCL_YIELD_US` | microseconds a waiting rank yields its core before it sleeps on its links' doorbells | 200 |
@@ -89,6 +90,8 @@ pub struct Options {
     /// Messages between ranks of one host of at least this many bytes are copied once, straight
     /// out of the sender's memory (0: off; see `oxccl_transport::stream::large`).
     pub single_copy_min: usize,
+    /// Pulled or through the ring, per message (`OXCCL_SINGLE_COPY_CHOICE`).
+    pub single_copy_choice: oxccl_transport::stream::Choice,
     pub small_bytes: usize,
     /// `None`: chosen from the number of local ranks and cores.
     pub spin: Option<u32>,
@@ -111,6 +114,7 @@ impl Default for Options {
             net: NetChoice::Tcp,
             ring_bytes: 1 << 20,
             single_copy_min: oxccl_transport::stream::DEFAULT_SINGLE_COPY_MIN,
+            single_copy_choice: oxccl_transport::stream::Choice::Auto,
             small_bytes: 16 << 10,
             spin: None,
             yield_for: None,
@@ -191,6 +195,8 @@ impl Options {
                 s.max(oxccl_transport::stream::MIN_SINGLE_COPY)
             };
         }
+        o.single_copy_choice = oxccl_transport::stream::single_copy_choice_from_env()
+            .map_err(|e| Error::Env(e.to_string()))?;
         if let Some(s) = num("OXCCL_SMALL_BYTES")? {
             o.small_bytes = s as usize;
         }

@@ -341,9 +341,15 @@ impl Connection for LoopbackConnection {
                 )
             })
             .clone();
+        // The threshold is the pair's (the first end's); the choice is each sender's own.
         let ends = block.ends(cap, self.side);
         // Both ends live in this process: the single-copy path is a plain copy.
-        let single = SingleCopy::new(single_copy_min, Arc::new(|| true), None);
+        let single = SingleCopy::new(
+            single_copy_min,
+            config.single_copy_choice,
+            Arc::new(|| true),
+            None,
+        );
         Ok(Box::new(
             RingStream::new(ends, NAME, self.peer.clone(), None).with_single_copy(single),
         ))

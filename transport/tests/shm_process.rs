@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use oxccl_transport::shm::{Shm, ShmAddress};
-use oxccl_transport::stream::Arrival;
+use oxccl_transport::stream::{Arrival, Choice, Offer};
 use oxccl_transport::wait::{self, drain_view, Deadline};
 use oxccl_transport::{conformance, Address, Connection, Error, Listener, StreamConfig, Transport};
 
@@ -138,6 +138,59 @@ fn a_peer_process_that_dies_while_we_copy_out_of_it_is_an_error() {
     }
 }
 
+/// The other path of a large message: the sender chose the ring (its header says inline),
+/// wrote part of the bytes and died without closing. We get what it wrote, exactly, then an
+/// error naming the dead peer (not a hang, not stale bytes).
+#[test]
+fn a_peer_process_that_dies_while_it_streams_a_large_message_is_an_error() {
+    let t = Shm::from_env().unwrap();
+    let mut l = t.listen().unwrap();
+    let mut child = spawn_peer(&l.address(), "stream-die");
+    let c = wait::accept(&mut l, dl()).expect("the peer process connects");
+    let mut s = c.into_stream("shm", &StreamConfig::default()).unwrap();
+    if s.single_copy_min().is_none() {
+        eprintln!("single-copy path off (OXCCL_SINGLE_COPY_MIN=0): nothing to check");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        return;
+    }
+    let deadline = dl();
+    let arrival = loop {
+        if let Some(a) = s.arrival(PULL_DIE_BYTES).unwrap() {
+            break a;
+        }
+        assert!(!deadline.expired(), "no large message from the peer");
+        std::thread::yield_now();
+    };
+    assert_eq!(arrival, Arrival::Inline, "the peer chose the ring");
+    let data = conformance::pattern(8, PULL_DIE_BYTES);
+    let mut got = 0;
+    let err = loop {
+        match s.peek() {
+            Ok(v) if !v.is_empty() => {
+                let n = v.len();
+                assert!(v == &data[got..got + n], "bytes {got}.. differ");
+                s.consume(n);
+                got += n;
+            }
+            Ok(_) => {
+                if let Err(e) = s.check_alive() {
+                    break e;
+                }
+                assert!(!deadline.expired(), "a dead peer was not noticed");
+                std::thread::yield_now();
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::PeerClosed { .. }), "got {err:?}");
+    assert!(got < PULL_DIE_BYTES, "the whole message came");
+    assert!(
+        !child.wait().unwrap().success(),
+        "the peer was meant to abort"
+    );
+}
+
 /// The peer half of the tests above; does nothing unless started by them.
 #[test]
 #[ignore = "runs only as the child process of the shm_process tests"]
@@ -171,6 +224,26 @@ fn peer_process() {
             }
         }
         std::thread::sleep(Duration::from_millis(300));
+        std::process::abort();
+    }
+    if std::env::var(MODE_ENV).as_deref() == Ok("stream-die") {
+        let config = StreamConfig {
+            single_copy_choice: Choice::Stream,
+            ..StreamConfig::default()
+        };
+        let mut s = c.into_stream("shm", &config).unwrap();
+        let data = conformance::pattern(8, PULL_DIE_BYTES);
+        // SAFETY: an inline offer does not keep the pointer.
+        let offer = unsafe { s.offer(data.as_ptr(), data.len(), true) };
+        assert_eq!(offer.unwrap(), Some(Offer::Inline));
+        // What fits in the ring (the parent drains it meanwhile), well short of the whole.
+        let deadline = dl();
+        let mut sent = 0;
+        while sent < PULL_DIE_BYTES / 2 {
+            sent += s.write(&data[sent..PULL_DIE_BYTES / 2]).unwrap();
+            assert!(!deadline.expired(), "the parent stopped reading");
+        }
+        std::thread::sleep(Duration::from_millis(100));
         std::process::abort();
     }
     if std::env::var(MODE_ENV).as_deref() == Ok("abort") {

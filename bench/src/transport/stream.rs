@@ -6,7 +6,7 @@
 use super::{bandwidth, bibw, latency, schedule, Role, Row, STEP};
 use anyhow::bail;
 use oxccl_transport::stream::{Arrival, Offer, PULL_PIECE};
-use oxccl_transport::wait::{Backoff, Deadline};
+use oxccl_transport::wait::Deadline;
 use oxccl_transport::{Connection, Stream, StreamConfig};
 
 use std::time::Instant;
@@ -91,9 +91,34 @@ fn stream_write(s: &mut dyn Stream, data: &[u8], dl: Deadline) -> anyhow::Result
     }
 }
 
+/// How the stream tests wait for their peer: spin, then yield, never sleep, as osu_bw's MPI
+/// ranks poll. `wait::Backoff` sleeps up to 1 ms once idle a while: a sender blocked behind a
+/// full ring while the receiver pulls the offers before it then slept through the time the
+/// receiver drained its ring, and a ring message measured half its speed (the collectives'
+/// engine sleeps on the doorbell instead, woken by every consume).
+#[derive(Default)]
+struct Backoff {
+    polls: u32,
+}
+
+impl Backoff {
+    fn snooze(&mut self) {
+        self.polls = self.polls.saturating_add(1);
+        if self.polls < 256 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+
+    fn reset(&mut self) {
+        self.polls = 0;
+    }
+}
+
 /// Waits until the peer has copied every pull offer up to `ticket` (they are taken in order).
 fn wait_taken(s: &mut dyn Stream, ticket: u64, dl: Deadline) -> anyhow::Result<()> {
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::default();
     while !s.taken(ticket)? {
         if dl.expired() {
             bail!("the stream peer stopped pulling");
@@ -117,7 +142,7 @@ unsafe fn stream_post(
     data: &[u8],
     dl: Deadline,
 ) -> anyhow::Result<Option<u64>> {
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::default();
     if s.single_copy_min().is_some_and(|m| data.len() >= m) {
         loop {
             // SAFETY: the caller keeps `data` as it is until the ticket is taken.
@@ -153,7 +178,7 @@ unsafe fn stream_post(
 /// collective reduces out of the view instead, at the same single pass over the bytes).
 fn stream_read(s: &mut dyn Stream, buf: &mut [u8], dl: Deadline) -> anyhow::Result<()> {
     let mut got = 0;
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::default();
     if s.single_copy_min().is_some_and(|m| buf.len() >= m) {
         let arrival = loop {
             if let Some(a) = s.arrival(buf.len())? {

@@ -33,6 +33,7 @@ fn stream_config(options: &Options, spin: Duration) -> StreamConfig {
         ring_bytes: options.ring_bytes,
         spin,
         single_copy_min: options.single_copy_min,
+        single_copy_choice: options.single_copy_choice,
     }
 }
 

@@ -70,9 +70,9 @@ impl Connection for ShmConnection {
     fn into_stream(
         self,
         _fabric: &'static str,
-        _config: &crate::stream::StreamConfig,
+        config: &crate::stream::StreamConfig,
     ) -> Result<Box<dyn crate::stream::Stream>> {
-        Ok(Box::new(self.stream()?))
+        Ok(Box::new(self.stream(config.single_copy_choice)?))
     }
 
     fn close(self) -> Result<()> {

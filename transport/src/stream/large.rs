@@ -7,22 +7,27 @@
 //! straight out of it into its destination (`process_vm_readv` between processes, a plain copy
 //! between threads of one process), in pieces, then counts the message as pulled in the
 //! connection's header (`pulled[r]`, see `stream::ring`), which completes the sender's job.
-//! Otherwise (cross-memory attach refused: ptrace rules, containers) the header says "inline"
-//! and the bytes follow in the stream as usual. Open MPI's vader moves large messages the
-//! same way (`btl_vader_single_copy_mechanism`).
+//! Otherwise the header says "inline" and the bytes follow in the stream as usual: where
+//! cross-memory attach is refused (ptrace rules, containers), where not all bytes are ready
+//! yet, and where the ring is the faster path now (the sender's choice per message,
+//! `stream::choice`, from what the receiver measured of both paths). Open MPI's vader moves
+//! large messages the same way (`btl_vader_single_copy_mechanism`).
 //!
-//! Header: magic u32, mode u32 (1 pull, 2 inline), length u64, address u64, ticket u64 (the
-//! sender's count of pull offers before this one).
+//! Header: magic u32, mode u32 (1 pull, 2 inline, 3 inline with the bytes not all ready: not
+//! a measure of the ring's speed), length u64, address u64, ticket u64 (the sender's count of
+//! pull offers before this one).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::choice::{size_class, Choice, Chooser, Timing};
 use super::{RingStream, Stream};
 use crate::error::{Error, Result};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"OXSC");
 const MODE_PULL: u32 = 1;
 const MODE_INLINE: u32 = 2;
+const MODE_INLINE_PARTIAL: u32 = 3;
 /// Bytes of a large message's header in the stream.
 pub const LARGE_HEADER: usize = 32;
 
@@ -68,11 +73,14 @@ pub(crate) struct SingleCopy {
     offered: u64,
     /// Whether a fallback to the ring was logged already.
     told: bool,
+    /// Pull or ring, per message.
+    chooser: Chooser,
 }
 
 impl SingleCopy {
     pub(crate) fn new(
         min: usize,
+        choice: Choice,
         peer_reads_us: Arc<dyn Fn() -> bool + Send + Sync>,
         peer_pid: Option<u32>,
     ) -> Option<Self> {
@@ -82,6 +90,7 @@ impl SingleCopy {
             peer_pid: peer_pid.filter(|&p| p != std::process::id()),
             offered: 0,
             told: false,
+            chooser: Chooser::new(choice),
         })
     }
 }
@@ -102,16 +111,26 @@ impl RingStream {
         whole: bool,
     ) -> Result<Option<Offer>> {
         let (fabric, peer) = (self.fabric, self.peer.clone());
-        let sc = self.single()?;
-        let pull = whole && (sc.peer_reads_us)();
-        if !pull && whole && !sc.told {
+        self.single()?;
+        let (tx, sc) = (&self.tx, self.single.as_mut().expect("checked above"));
+        let can_pull = whole && (sc.peer_reads_us)();
+        if !can_pull && whole && !sc.told {
             sc.told = true;
             tracing::debug!(fabric, %peer, "single-copy: the peer cannot read our memory; large messages go through the ring");
         }
+        let pull = can_pull
+            && sc
+                .chooser
+                .pull(len, |class| tx.speeds(class), Instant::now());
+        let mode = match (pull, whole) {
+            (true, _) => MODE_PULL,
+            (false, true) => MODE_INLINE,
+            (false, false) => MODE_INLINE_PARTIAL,
+        };
         let ticket = sc.offered;
         let mut h = [0u8; LARGE_HEADER];
         h[..4].copy_from_slice(&MAGIC.to_le_bytes());
-        h[4..8].copy_from_slice(&(if pull { MODE_PULL } else { MODE_INLINE }).to_le_bytes());
+        h[4..8].copy_from_slice(&mode.to_le_bytes());
         h[8..16].copy_from_slice(&(len as u64).to_le_bytes());
         h[16..24].copy_from_slice(&(ptr as u64).to_le_bytes());
         h[24..32].copy_from_slice(&ticket.to_le_bytes());
@@ -168,14 +187,24 @@ impl RingStream {
                 word(8)
             )));
         }
-        match mode {
-            MODE_INLINE => Ok(Some(Arrival::Inline)),
-            MODE_PULL => Ok(Some(Arrival::Pull(Pull {
+        let arrival = match mode {
+            MODE_INLINE | MODE_INLINE_PARTIAL => Arrival::Inline,
+            MODE_PULL => Arrival::Pull(Pull {
                 addr: word(16),
                 len,
-            }))),
-            m => Err(self.bad(&format!("unknown large-message mode {m}"))),
-        }
+            }),
+            m => return Err(self.bad(&format!("unknown large-message mode {m}"))),
+        };
+        // Measured from here to its last byte (`stream::choice`), unless its bytes were not
+        // all ready when it was sent (then it would time the sender's producer).
+        self.timing = (mode != MODE_INLINE_PARTIAL).then(|| Timing {
+            class: size_class(len),
+            pulled: mode == MODE_PULL,
+            len,
+            start: Instant::now(),
+            end: self.rx.position() + len as u64,
+        });
+        Ok(Some(arrival))
     }
 
     pub(super) fn pull_large(&mut self, p: &Pull, pos: usize, dst: &mut [u8]) -> Result<()> {
@@ -225,6 +254,28 @@ impl RingStream {
 
     pub(super) fn pulled_large(&mut self) {
         self.rx.add_pulled();
+        if let Some(t) = self.timing.take().filter(|t| t.pulled) {
+            self.measured(t);
+        }
+    }
+
+    /// After a consume: the large message taken through the ring is complete once its last
+    /// byte is consumed.
+    #[inline]
+    pub(super) fn consumed_large(&mut self) {
+        if let Some(t) = self
+            .timing
+            .filter(|t| !t.pulled && self.rx.position() >= t.end)
+        {
+            self.timing = None;
+            self.measured(t);
+        }
+    }
+
+    fn measured(&mut self, t: Timing) {
+        if let Some(show) = self.measured.add(t.class, t.pulled, t.mbps(Instant::now())) {
+            self.rx.show_speed(t.class, t.pulled, show);
+        }
     }
 
     /// After closing or aborting: a peer thread inside a plain copy out of our memory finishes
@@ -247,5 +298,131 @@ impl RingStream {
             peer: self.peer.clone(),
             reason: reason.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::ring::HeapBlock;
+
+    const CAP: usize = 1 << 16;
+    const MIN: usize = 8 << 10;
+    /// One size class (16-32 KiB); fits the ring whole, so one thread can send and receive.
+    const LEN: usize = 24 << 10;
+
+    /// Two native streams over one heap ring pair, choosing automatically, trying the slower
+    /// path again only after `explore` (tests pass an hour: the choice is then the speeds').
+    fn pair(explore: Duration) -> (RingStream, RingStream) {
+        let block = HeapBlock::new(CAP);
+        let end = |side: usize| {
+            let mut sc = SingleCopy::new(MIN, Choice::Auto, Arc::new(|| true), None).unwrap();
+            sc.chooser = Chooser::new(Choice::Auto).exploring_every(explore);
+            RingStream::new(
+                block.ends(CAP, side),
+                "loopback",
+                format!("{}", 1 - side),
+                None,
+            )
+            .with_single_copy(Some(sc))
+        };
+        (end(0), end(1))
+    }
+
+    /// Sends `data` from `a` to `b` as one large message; whether it was pulled. Every byte
+    /// is checked.
+    fn send(a: &mut RingStream, b: &mut RingStream, data: &[u8]) -> bool {
+        // SAFETY: `data` outlives the offer: it is taken before this returns.
+        let offer = unsafe { a.offer(data.as_ptr(), data.len(), true) };
+        let offer = offer.unwrap().expect("room for the header");
+        let arrival = b.arrival(data.len()).unwrap().expect("the header");
+        let mut got = vec![0u8; data.len()];
+        let pulled = match (offer, arrival) {
+            (Offer::Pull(ticket), Arrival::Pull(p)) => {
+                assert!(!a.taken(ticket).unwrap());
+                b.pull(&p, 0, &mut got).unwrap();
+                b.pulled();
+                assert!(a.taken(ticket).unwrap());
+                true
+            }
+            (Offer::Inline, Arrival::Inline) => {
+                assert_eq!(a.write(data).unwrap(), data.len());
+                let mut at = 0;
+                while at < got.len() {
+                    let v = b.peek().unwrap();
+                    let n = v.len().min(got.len() - at);
+                    got[at..at + n].copy_from_slice(&v[..n]);
+                    b.consume(n);
+                    at += n;
+                }
+                false
+            }
+            other => panic!("the offer and the arrival disagree: {other:?}"),
+        };
+        assert!(got == data, "a {}-byte message arrived changed", data.len());
+        pulled
+    }
+
+    fn message(seed: usize) -> Vec<u8> {
+        (0..LEN)
+            .map(|i| (i * 31 + seed * 7 + i / 4099) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn both_paths_are_taken_and_measured_by_the_receiver() {
+        let (mut a, mut b) = pair(Duration::from_secs(3600));
+        let class = size_class(LEN);
+        assert_eq!(a.tx.speeds(class), (0, 0));
+        // Pulled first (nothing measured), then the ring is tried.
+        assert!(send(&mut a, &mut b, &message(1)));
+        assert!(!send(&mut a, &mut b, &message(2)));
+        let (ring, pulled) = a.tx.speeds(class);
+        assert!(ring > 0 && pulled > 0, "speeds {ring} {pulled}");
+        // The other direction and other classes have their own.
+        assert_eq!(b.tx.speeds(class), (0, 0));
+        assert_eq!(a.tx.speeds(class + 1), (0, 0));
+        // A message whose bytes are not all ready goes through the ring and is not measured.
+        let data = message(3);
+        // SAFETY: inline: the stream does not keep the pointer.
+        let offer = unsafe { a.offer(data.as_ptr(), data.len(), false) };
+        assert_eq!(offer.unwrap(), Some(Offer::Inline));
+        assert_eq!(b.arrival(LEN).unwrap(), Some(Arrival::Inline));
+        assert!(b.timing.is_none());
+    }
+
+    #[test]
+    fn the_choice_follows_the_speeds_mid_stream() {
+        // No tries of the slower path during the test: the choice is the speeds' alone.
+        let (mut a, mut b) = pair(Duration::from_secs(3600));
+        let class = size_class(LEN);
+        assert!(send(&mut a, &mut b, &message(0)));
+        assert!(!send(&mut a, &mut b, &message(1)));
+        // The ring is far faster (one slow measurement moves a speed by a quarter at most, so
+        // what these messages measure cannot turn it).
+        b.rx.show_speed(class, false, 1_000_000);
+        b.rx.show_speed(class, true, 1);
+        for i in 0..5 {
+            assert!(
+                !send(&mut a, &mut b, &message(10 + i)),
+                "message {i} pulled"
+            );
+        }
+        // Then pulling is.
+        b.rx.show_speed(class, false, 1);
+        b.rx.show_speed(class, true, 1_000_000);
+        for i in 0..5 {
+            assert!(
+                send(&mut a, &mut b, &message(20 + i)),
+                "message {i} through the ring"
+            );
+        }
+        // The fixed choices ignore the speeds.
+        a.single.as_mut().unwrap().chooser = Chooser::new(Choice::Stream);
+        assert!(!send(&mut a, &mut b, &message(30)));
+        b.rx.show_speed(class, false, 1_000_000);
+        b.rx.show_speed(class, true, 1);
+        a.single.as_mut().unwrap().chooser = Chooser::new(Choice::Pull);
+        assert!(send(&mut a, &mut b, &message(31)));
     }
 }

@@ -35,13 +35,16 @@
 //!   on, the same value at both ends), every message of at least `min` bytes starts with
 //!   [`Stream::offer`] at the sender and [`Stream::arrival`] at the receiver; then either the
 //!   receiver copies it straight out of the sender's memory ([`Stream::pull`]) or its bytes
-//!   follow in the stream as usual (see `stream/large.rs`).
+//!   follow in the stream as usual (see `stream/large.rs`), as the sender chose for this
+//!   message from what the receiver measured of both paths (`stream/choice.rs`).
 
+mod choice;
 pub mod doorbell;
 mod large;
 mod proxy;
 pub(crate) mod ring;
 
+pub use choice::{single_copy_choice_from_env, Choice};
 pub use doorbell::Doorbell;
 pub(crate) use large::SingleCopy;
 pub use large::{Arrival, Offer, Pull, LARGE_HEADER};
@@ -58,7 +61,11 @@ use ring::{RingReader, RingWriter};
 pub const DEFAULT_RING_BYTES: usize = 1 << 20;
 
 /// Default smallest message of the single-copy path (`OXCCL_SINGLE_COPY_MIN`; 0 turns it
-/// off), chosen by measurement (`bench/RESULTS.md`, "single-copy stream path").
+/// off): from here on each message starts with a header and its sender chooses pulled or
+/// through the ring (`choice`). 256 KiB by measurement (`bench/RESULTS.md`, "adaptive"): 8 KiB
+/// made point-to-point pull in the ring's slow state (shm stream bandwidth 0.19-0.66x Open
+/// MPI's at 8-128 KiB became 0.94-1.00x), but 4-rank all-reduces of 64-256 KiB on 2 cores
+/// took 0.80-0.86x of main's time in two A/B runs; set 8192 for point-to-point-heavy jobs.
 pub const DEFAULT_SINGLE_COPY_MIN: usize = 256 << 10;
 
 /// Bytes a pulled (single-copy) receive copies per step: large enough that the system call and
@@ -81,6 +88,9 @@ pub struct StreamConfig {
     pub spin: Duration,
     /// Messages of at least this many bytes take the single-copy path (0: off).
     pub single_copy_min: usize,
+    /// How the sender of such a message chooses between pulled and through the ring
+    /// (`OXCCL_SINGLE_COPY_CHOICE`; native streams, `shm` included).
+    pub single_copy_choice: Choice,
 }
 
 impl Default for StreamConfig {
@@ -89,16 +99,19 @@ impl Default for StreamConfig {
             ring_bytes: DEFAULT_RING_BYTES,
             spin: crate::wait::spin_budget(),
             single_copy_min: DEFAULT_SINGLE_COPY_MIN,
+            single_copy_choice: Choice::Auto,
         }
     }
 }
 
 impl StreamConfig {
-    /// The defaults, with `OXCCL_RING_BYTES` and `OXCCL_SINGLE_COPY_MIN` when set.
+    /// The defaults, with `OXCCL_RING_BYTES`, `OXCCL_SINGLE_COPY_MIN` and
+    /// `OXCCL_SINGLE_COPY_CHOICE` when set.
     pub fn from_env() -> Result<Self> {
         Ok(StreamConfig {
             ring_bytes: ring_bytes_from_env()?,
             single_copy_min: single_copy_min_from_env()?,
+            single_copy_choice: single_copy_choice_from_env()?,
             ..StreamConfig::default()
         })
     }
@@ -285,6 +298,10 @@ pub(crate) struct RingStream {
     peer_pid: Option<u32>,
     /// The single-copy path, where on.
     single: Option<SingleCopy>,
+    /// The large message being received, timed for the sender's choice of path.
+    timing: Option<choice::Timing>,
+    /// What this end measured of the large messages it received.
+    measured: choice::Measured,
 }
 
 impl RingStream {
@@ -301,6 +318,8 @@ impl RingStream {
             peer,
             peer_pid: peer_pid.filter(|&p| p != 0 && p != std::process::id()),
             single: None,
+            timing: None,
+            measured: choice::Measured::default(),
         }
     }
 
@@ -346,6 +365,9 @@ impl Stream for RingStream {
     #[inline]
     fn consume(&mut self, n: usize) {
         self.rx.consume(n);
+        if self.timing.is_some() {
+            self.consumed_large();
+        }
     }
     fn mailbox(&mut self) -> Option<Mailbox<'_>> {
         Some(Mailbox {

@@ -14,6 +14,9 @@
 //! 5120 + 1024 r   mailbox of ring r: two slots of SLOT bytes
 //! 7168 + 128 r    pulled[r] u64: single-copy messages of ring r its reader has copied
 //! 7424 + 128 r    pulling[r] u32: ring r's reader is copying out of the writer's memory
+//! 7680 + 256 r    speeds[r]: [u32; 2 * SIZE_CLASSES], what ring r's reader measured of its
+//!                 large messages per size class, through the ring and pulled (MB/s, 0: none
+//!                 yet; written by the reader, read by the writer to choose, `stream::choice`)
 //! 8192 + r * cap  data of ring r
 //! ```
 //!
@@ -73,6 +76,17 @@ pub(crate) const fn pulled_at(ring: usize) -> usize {
 /// Offset of ring `ring`'s "reader is copying out of the writer's memory" flag.
 pub(crate) const fn pulling_at(ring: usize) -> usize {
     7424 + 128 * ring
+}
+
+/// Size classes of the measured speeds (see `stream::choice`).
+pub(crate) const SIZE_CLASSES: usize = 16;
+const SPEEDS: usize = 7680;
+const SPEEDS_STRIDE: usize = 256;
+const _: () = assert!(SPEEDS + 2 * SPEEDS_STRIDE <= HEADER && 8 * SIZE_CLASSES <= SPEEDS_STRIDE);
+
+/// Offset of ring `ring`'s speed of size class `class` by path `pulled` (false: the ring).
+pub(crate) const fn speed_at(ring: usize, class: usize, pulled: bool) -> usize {
+    SPEEDS + ring * SPEEDS_STRIDE + 8 * class + 4 * pulled as usize
 }
 
 /// Offset of side `side`'s doorbell sequence word (its sleeper count follows it).
@@ -175,6 +189,10 @@ impl Ring {
 
     fn pulling(&self) -> &AtomicU32 {
         self.atomic32(pulling_at(self.index))
+    }
+
+    fn speed(&self, class: usize, pulled: bool) -> &AtomicU32 {
+        self.atomic32(speed_at(self.index, class.min(SIZE_CLASSES - 1), pulled))
     }
 
     fn slot(&self, seq: u64) -> *mut u8 {
@@ -359,6 +377,15 @@ impl RingWriter {
         self.write(data).map(|n| n == data.len())
     }
 
+    /// What the reader measured of size class `class`: (through the ring, pulled), MB/s, 0
+    /// where it has no measurement yet.
+    pub(crate) fn speeds(&self, class: usize) -> (u32, u32) {
+        (
+            self.ring.speed(class, false).load(Ordering::Relaxed),
+            self.ring.speed(class, true).load(Ordering::Relaxed),
+        )
+    }
+
     /// How many single-copy messages of this ring the reader has finished copying.
     pub(crate) fn pulled(&self) -> u64 {
         self.ring.pulled().load(Ordering::Acquire)
@@ -483,6 +510,20 @@ impl RingReader {
         // SAFETY: the block at `base` is kept alive by `_keep`, which the doorbell holds too.
         let words = unsafe { bell_words(self.ring.base, self.ring.side) };
         Doorbell::new(words, self.ring._keep.clone())
+    }
+
+    /// Bytes of this ring consumed so far (a message ends at a known position).
+    #[inline]
+    pub(crate) fn position(&self) -> u64 {
+        self.tail
+    }
+
+    /// Shows the writer a speed (MB/s) of size class `class` by one path, for its choice (only
+    /// this end writes the word).
+    pub(crate) fn show_speed(&self, class: usize, pulled: bool, mbps: u32) {
+        self.ring
+            .speed(class, pulled)
+            .store(mbps, Ordering::Relaxed);
     }
 
     /// Counts one more single-copy message of this ring as copied (the writer may reuse it).
