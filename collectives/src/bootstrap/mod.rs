@@ -264,6 +264,13 @@ fn first_slurm_host(list: &str) -> String {
     }
 }
 
+/// This process's effective user id: the owner that the job's private files (the secret file,
+/// the store's mark) must have.
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x100000001b3)

@@ -93,8 +93,7 @@ fn read_private(path: &Path) -> Result<Vec<u8>> {
             path.display()
         )));
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = super::euid();
     if meta.uid() != me {
         return Err(Error::Env(format!(
             "the secret file {} belongs to uid {}, not to this user ({me})",

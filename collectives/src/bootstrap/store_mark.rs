@@ -48,8 +48,7 @@ pub enum Mark {
 
 /// Where the mark of the store at `addr` lives.
 fn path_of(addr: &str) -> PathBuf {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = super::euid();
     std::env::temp_dir().join(format!(
         "oxccl-store-{uid}-{:016x}",
         super::fnv1a(addr.as_bytes())
@@ -123,8 +122,7 @@ fn look_at(path: &std::path::Path) -> (Mark, Option<File>) {
     let Ok(meta) = file.metadata() else {
         return (Mark::Absent, None);
     };
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = super::euid();
     if meta.uid() != me || meta.mode() & 0o077 != 0 {
         return (Mark::Absent, None);
     }
