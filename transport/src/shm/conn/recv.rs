@@ -87,7 +87,7 @@ impl ShmConnection {
                     // All data consumed: skip the padding once the producer published it.
                     let end = align_rec(rx.tail);
                     if rx.head_cache < end {
-                        rx.head_cache = self.map.head(ring).load(Ordering::Acquire);
+                        rx.head_cache = self.refreshed_head(rx.head_cache, ring);
                         if rx.head_cache < end {
                             break;
                         }
@@ -227,7 +227,7 @@ impl ShmConnection {
             // Move data of the current record.
             let mut avail = rx.head_cache - rx.tail;
             if avail == 0 {
-                rx.head_cache = self.map.head(ring).load(Ordering::Acquire);
+                rx.head_cache = self.refreshed_head(rx.head_cache, ring);
                 avail = rx.head_cache - rx.tail;
                 if avail == 0 {
                     break;
@@ -335,6 +335,15 @@ impl ShmConnection {
             },
             _ => Pumped::Waiting,
         }
+    }
+
+    /// How far the producer has published, looked at again. The producer stores a record's
+    /// marker (with its header and first piece) before it moves its head past them, so what
+    /// this consumer already took on a marker's word can lie beyond the head it now reads:
+    /// the view never moves back (a head behind `tail` would make `head - tail` wrap, and a
+    /// release build read bytes not yet written).
+    fn refreshed_head(&self, cached: u64, ring: usize) -> u64 {
+        cached.max(self.map.head(ring).load(Ordering::Acquire))
     }
 
     pub(super) fn publish_tail(&self, rx: &mut Rx) {
