@@ -22,7 +22,8 @@ def losses(out):
 def test_train_ddp_matches_gloo(model):
     args = ["--model", model, "--steps", "3", "--batch", "4", "--accum", "2"]
     ox = losses(torchrun(EXAMPLE, 2, "--backend", "oxccl", *args))
-    gloo = losses(torchrun(EXAMPLE, 2, "--backend", "gloo", *args))
+    gloo = losses(torchrun(EXAMPLE, 2, "--backend", "gloo", *args,
+                           finished=f"gloo {model} 2 ranks: median"))
     assert len(ox) == len(gloo) == 3
     for a, b in zip(ox, gloo):
         assert abs(a - b) <= 1e-5 * abs(b), (ox, gloo)
