@@ -95,13 +95,22 @@ impl SingleCopy {
     }
 }
 
+/// A stream's single-copy state, or the error of a stream that has none (a free function, so
+/// that `offer_large` can hold it beside the stream's other fields).
+fn single_of<'a>(
+    single: &'a mut Option<SingleCopy>,
+    fabric: &'static str,
+    peer: &str,
+) -> Result<&'a mut SingleCopy> {
+    single.as_mut().ok_or_else(|| Error::Usage {
+        transport: fabric,
+        reason: format!("the stream to {peer} has no single-copy path"),
+    })
+}
+
 impl RingStream {
     fn single(&mut self) -> Result<&mut SingleCopy> {
-        let (fabric, peer) = (self.fabric, &self.peer);
-        self.single.as_mut().ok_or_else(|| Error::Usage {
-            transport: fabric,
-            reason: format!("the stream to {peer} has no single-copy path"),
-        })
+        single_of(&mut self.single, self.fabric, &self.peer)
     }
 
     pub(super) fn offer_large(
@@ -110,9 +119,8 @@ impl RingStream {
         len: usize,
         whole: bool,
     ) -> Result<Option<Offer>> {
-        let (fabric, peer) = (self.fabric, self.peer.clone());
-        self.single()?;
-        let (tx, sc) = (&self.tx, self.single.as_mut().expect("checked above"));
+        let (fabric, peer, tx) = (self.fabric, &self.peer, &self.tx);
+        let sc = single_of(&mut self.single, fabric, peer)?;
         let can_pull = whole && (sc.peer_reads_us)();
         if !can_pull && whole && !sc.told {
             sc.told = true;
