@@ -8,18 +8,22 @@
 The data is synthetic, generated from --seed (each rank its own shard), so nothing is
 downloaded and both backends see the same numbers: their losses agree to rounding.
 
-Each step prints rank 0's loss and its time:
-- comm_ms: the gradient all-reduces, each bucket's from its launch (DDP's communication
-  hook) to its completion, added up; this includes waiting for the slowest rank to launch
-  the same bucket (their backward passes drift apart, more so on a loaded machine);
-- comm_mean_ms: comm_ms averaged over the ranks (rank 0's alone swings with whether rank 0
-  happened to be the slowest rank of the step; gathered after the step, out of its time);
-- xfer_ms: the same from the last rank's launch of each bucket to this rank's completion
-  (the ranks' launch times are gathered after the step, out of its time; one host only,
-  where every process reads the same monotonic clock): the collective's own time;
-- compute_ms: the rest of the step (forward, backward, optimizer): step_ms - comm_ms.
-  DDP overlaps the all-reduces with the backward pass, so this is the step's time not spent
-  waiting on a bucket's all-reduce only when the overlap is small.
+Each step prints rank 0's loss and its time split into communication and compute. DDP calls
+its communication hook once per gradient bucket when the bucket's gradients are ready, and the
+last bucket at the end of the backward pass; the ranks' launch and completion times of every
+bucket (one monotonic clock on one host) are gathered after the step, out of its time, and:
+- comm_ms: the communication the step waits for beyond compute: from the moment the slowest
+  rank has launched its last bucket (every rank's backward is done; nothing is left to hide
+  behind) to this rank's completion of its last bucket, averaged over the ranks. Buckets
+  that complete while a rank still computes cost nothing here, as they cost the step nothing;
+- skew_ms: how long a rank waits for the slowest rank's backward (its last launch to the
+  slowest rank's), averaged over the ranks: compute imbalance, not communication, though a
+  backend that slowed some ranks' compute would show here and in fwdbwd_ms and step_ms;
+- wait_ms: each bucket's time from its launch to its completion, added up, averaged over the
+  ranks: what a hook-side timer sees, the skew and the overlapped part included;
+- fwdbwd_ms: a rank's step start to its last launch (forward + backward), averaged over ranks;
+- compute_ms: step_ms - comm_ms (the skew counts as compute: it is the slowest rank's).
+The same hook, clocks and formulas serve every backend.
 """
 
 from __future__ import annotations
@@ -114,20 +118,37 @@ def loss_of(model_kind, out, y):
 
 
 MAX_BUCKETS = 256
+KEYS = ("step_ms", "comm_ms", "skew_ms", "wait_ms", "fwdbwd_ms", "compute_ms")
 
 
-def gather_step(launches, comm, world):
-    """Each bucket's latest launch time over the ranks (DDP launches buckets in the same order
-    on every rank), and the ranks' mean comm time, gathered with one all_gather outside the
-    step's timing."""
-    mine = torch.zeros(MAX_BUCKETS + 1, dtype=torch.float64)
+def gather_step(start, launches, world):
+    """The step's communication times, averaged over the ranks (see the module's doc), from
+    every rank's step start and buckets' (launch, completion), gathered with one all_gather
+    outside the step's timing. DDP launches the buckets in the same order on every rank."""
     n = min(len(launches), MAX_BUCKETS)
-    mine[:n] = torch.tensor([t0 for t0, _ in launches[:n]], dtype=torch.float64)
-    mine[MAX_BUCKETS] = comm
+    mine = torch.zeros(2 * MAX_BUCKETS + 2, dtype=torch.float64)
+    mine[0], mine[1] = start, n
+    if n:
+        mine[2: 2 + 2 * n] = torch.tensor(sorted(launches)[:n], dtype=torch.float64).flatten()
     every = [torch.zeros_like(mine) for _ in range(world)]
     dist.all_gather(every, mine)
-    every = torch.stack(every)
-    return every[:, :n].max(0).values.tolist(), every[:, MAX_BUCKETS].mean().item()
+    return step_times(every)
+
+
+def step_times(every):
+    """comm, skew, wait and fwdbwd (seconds, means over the ranks) from each rank's row:
+    [step start, bucket count, launch 0, completion 0, launch 1, ...]."""
+    n = min(int(e[1]) for e in every)
+    if n == 0:
+        return {"comm": 0.0, "skew": 0.0, "wait": 0.0, "fwdbwd": 0.0}
+    rows = [(e[0].item(), e[2: 2 + 2 * n].view(n, 2)) for e in every]
+    ready = max(b[n - 1, 0].item() for _, b in rows)  # the slowest rank's last launch
+    comm = [max(b[:, 1].max().item() - ready, 0.0) for _, b in rows]
+    skew = [ready - b[n - 1, 0].item() for _, b in rows]
+    wait = [(b[:, 1] - b[:, 0]).sum().item() for _, b in rows]
+    fwdbwd = [b[n - 1, 0].item() - t0 for t0, b in rows]
+    return {k: statistics.mean(v) for k, v in
+            (("comm", comm), ("skew", skew), ("wait", wait), ("fwdbwd", fwdbwd))}
 
 
 def main():
@@ -154,7 +175,6 @@ def main():
     torch.manual_seed(args.seed)
     net = ResNet() if args.model == "cnn" else GPT()
     model = DDP(net, bucket_cap_mb=args.bucket_cap_mb)
-    comm_s = []
     launches = []  # (launch, completion) of each bucket this step, perf_counter seconds
 
     def timed_allreduce(_state, bucket):
@@ -164,9 +184,7 @@ def main():
         fut = dist.all_reduce(grad, async_op=True).get_future()
 
         def done(f):
-            t1 = time.perf_counter()
-            comm_s.append(t1 - t0)
-            launches.append((t0, t1))
+            launches.append((t0, time.perf_counter()))
             return f.value()[0]
 
         return fut.then(done)
@@ -175,7 +193,6 @@ def main():
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     rows = []
     for step in range(args.steps):
-        comm_s.clear()
         launches.clear()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -190,25 +207,20 @@ def main():
                 loss.backward()
         opt.step()
         step_s = time.perf_counter() - t0
-        comm = sum(comm_s)
-        last, comm_mean = gather_step(launches, comm, world)
-        xfer = sum(max(done - t, 0.0) for t, done in zip(last, (d for _, d in launches)))
+        t = gather_step(t0, launches, world)
         row = {"step": step, "loss": loss.item() * args.accum, "step_ms": step_s * 1e3,
-               "comm_ms": comm * 1e3, "comm_mean_ms": comm_mean * 1e3, "xfer_ms": xfer * 1e3,
-               "compute_ms": max(step_s - comm, 0.0) * 1e3}
+               **{f"{k}_ms": v * 1e3 for k, v in t.items()},
+               "compute_ms": max(step_s - t["comm"], 0.0) * 1e3}
         rows.append(row)
         if rank == 0:
-            print(f"step {step:3d}  loss {row['loss']:.8f}  step_ms {row['step_ms']:8.2f}  "
-                  f"comm_ms {row['comm_ms']:8.2f}  comm_mean_ms {row['comm_mean_ms']:8.2f}  xfer_ms {row['xfer_ms']:8.2f}  "
-                  f"compute_ms {row['compute_ms']:8.2f}", flush=True)
+            print(f"step {step:3d}  loss {row['loss']:.8f}  "
+                  + "  ".join(f"{k} {row[k]:8.2f}" for k in KEYS), flush=True)
 
     timed = rows[args.warmup:] or rows
-    keys = ("step_ms", "comm_ms", "comm_mean_ms", "xfer_ms", "compute_ms")
-    summary = {k: statistics.median(r[k] for r in timed) for k in keys}
+    summary = {k: statistics.median(r[k] for r in timed) for k in KEYS}
     if rank == 0:
-        print(f"{args.backend} {args.model} {world} ranks: median step_ms {summary['step_ms']:.2f}  "
-              f"comm_ms {summary['comm_ms']:.2f}  comm_mean_ms {summary['comm_mean_ms']:.2f}  xfer_ms {summary['xfer_ms']:.2f}  "
-              f"compute_ms {summary['compute_ms']:.2f}", flush=True)
+        print(f"{args.backend} {args.model} {world} ranks: median "
+              + "  ".join(f"{k} {summary[k]:.2f}" for k in KEYS), flush=True)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"args": vars(args), "world": world, "steps": rows, "median": summary}, f)

@@ -15,9 +15,10 @@ columns (algbw = bytes / time, busbw = algbw * 2 (N-1) / N), and the ratio of ox
 to gloo's: the median over the rounds of each round's ratio (the two backends ran back to
 back in a round), with the smallest and largest. --csv writes the table, --json every sample.
 The DDP part runs python/examples/train_ddp.py under torchrun for each backend, --repeats
-times interleaved, and shows the medians of step_ms, comm_ms (the gradient all-reduces' time
-per step, from launch to completion, on rank 0), comm_mean_ms (the same averaged over the ranks) and xfer_ms (the same from the last rank's launch), with
-the median of the runs' oxccl/gloo ratios.
+times interleaved, and shows the medians of step_ms, comm_ms (the communication a step waits
+for once every rank's backward is done), skew_ms (the wait for the slowest rank's backward),
+wait_ms (launch to completion, what a hook-side timer sees), fwdbwd_ms and compute_ms, each
+averaged over the ranks, with the median of the runs' oxccl/gloo ratios.
 """
 
 from __future__ import annotations
@@ -176,27 +177,27 @@ CSV_HEADER = ("ranks,bytes,count,gloo_us,gloo_busbw_GBps,oxccl_us,oxccl_busbw_GB
               "busbw_ratio_median,busbw_ratio_min,busbw_ratio_max")
 
 
+DDP_KEYS = ("step_ms", "comm_ms", "skew_ms", "wait_ms", "fwdbwd_ms", "compute_ms")
+
+
 def ddp_table(world: int, runs: dict) -> str:
     lines = [f"DDP train_ddp.py --model {runs['model']}, {world} ranks, median of "
              f"{runs['repeats']} interleaved runs (each run: median over its steps)",
-             f"{'backend':>8} {'step_ms':>9} {'comm_ms':>9} {'comm_mean':>9} {'xfer_ms':>9} "
-             f"{'compute_ms':>10}"]
-    med = {}
-    keys = ("step_ms", "comm_ms", "comm_mean_ms", "xfer_ms", "compute_ms")
+             f"{'backend':>8} " + " ".join(f"{k:>10}" for k in DDP_KEYS)]
     for b in ("gloo", "oxccl"):
-        m = {k: statistics.median(r[k] for r in runs[b]) for k in keys}
-        med[b] = m
-        lines.append(f"{b:>8} {m['step_ms']:9.2f} {m['comm_ms']:9.2f} {m['comm_mean_ms']:9.2f} "
-                     f"{m['xfer_ms']:9.2f} {m['compute_ms']:10.2f}")
+        m = {k: statistics.median(r[k] for r in runs[b]) for k in DDP_KEYS}
+        lines.append(f"{b:>8} " + " ".join(f"{m[k]:10.2f}" for k in DDP_KEYS))
     # Run i of each backend ran back to back: the median of their ratios.
-    ratio = {k: statistics.median(o[k] / g[k] for o, g in zip(runs["oxccl"], runs["gloo"]))
-             for k in keys}
+    ratio = {k: statistics.median(o[k] / g[k] if g[k] else float("nan")
+                                  for o, g in zip(runs["oxccl"], runs["gloo"]))
+             for k in DDP_KEYS}
     lines.append(f"oxccl/gloo (median of the runs' ratios): step {ratio['step_ms']:.3f}, "
-                 f"comm {ratio['comm_ms']:.3f}, comm_mean {ratio['comm_mean_ms']:.3f}, "
-                 f"xfer {ratio['xfer_ms']:.3f}")
-    lines.append("comm: rank 0's, launch to completion, with the wait for the slowest rank; "
-                 "comm_mean: the same averaged over the ranks; xfer: from the last rank's "
-                 "launch (see train_ddp.py)")
+                 f"comm {ratio['comm_ms']:.3f}, wait {ratio['wait_ms']:.3f}, "
+                 f"fwdbwd {ratio['fwdbwd_ms']:.3f}")
+    lines.append("comm: from the slowest rank's last bucket launch (the end of every backward) "
+                 "to the last bucket's completion; skew: the wait for that slowest rank; wait: "
+                 "launch to completion; fwdbwd: forward+backward; each a mean over the ranks "
+                 "(see train_ddp.py)")
     return "\n".join(lines)
 
 

@@ -5,8 +5,8 @@
 
 Each round runs python/examples/train_ddp.py once for gloo and once for every oxccl variant
 (a name and the OXCCL_* settings it adds, `name=VAR=value,VAR=value`), one after another, so
-they all see the same machine load. Prints each run's median step_ms, comm_ms, comm_mean_ms,
-xfer_ms and compute_ms (train_ddp.py's), and cpu_s: the CPU time the whole job used (every
+they all see the same machine load. Prints each run's median step_ms, comm_ms, skew_ms,
+wait_ms, fwdbwd_ms and compute_ms (train_ddp.py's), and cpu_s: the CPU time the whole job used (every
 rank's user + system time, start-up included: what a waiting rank burns shows up here even on
 a machine too loaded for the times to say much), then per variant the medians over the
 rounds and the median of the rounds' ratios to gloo (the same round's gloo run).
@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 
-KEYS = ("step_ms", "comm_ms", "comm_mean_ms", "xfer_ms", "compute_ms", "cpu_s")
+KEYS = ("step_ms", "comm_ms", "skew_ms", "wait_ms", "fwdbwd_ms", "compute_ms", "cpu_s")
 
 
 def free_port() -> int:
@@ -80,11 +80,11 @@ def main():
                       flush=True)
     print(f"{args.nproc} ranks, {args.model}, {args.repeats} rounds, {args.steps} steps a run")
     print(f"{'variant':>10} " + " ".join(f"{k:>12}" for k in KEYS) +
-          "  comm/gloo, comm_mean/gloo: median (range) over the rounds")
+          "  comm/gloo, wait/gloo: median (range) over the rounds")
     for name, ms in res.items():
         med = {k: statistics.median(m[k] for m in ms) for k in KEYS}
         line = f"{name:>10} " + " ".join(f"{med[k]:12.2f}" for k in KEYS)
-        for k in ("comm_ms", "comm_mean_ms"):
+        for k in ("comm_ms", "wait_ms"):
             r = [m[k] / g[k] for m, g in zip(ms, res["gloo"]) if k in m and k in g]
             line += f"  {statistics.median(r):.3f} ({min(r):.2f}-{max(r):.2f})" if r else ""
         print(line)
