@@ -53,30 +53,42 @@ pub struct Probe {
     pub stack: Vec<(u64, f64)>,
 }
 
-/// Fits `t(b) = alpha + b / beta` to the stack probe's (bytes, us) rows by least squares on
-/// relative error (weights `1 / t^2`, so 4 KiB counts as much as 4 MiB); returns (alpha in
-/// us, beta in bytes per second), or `None` when fewer than two sizes or the fit has no
-/// positive rate. A negative intercept is clamped to 0.
+/// Fits `t(b) = alpha + b / beta` to the stack probe's (bytes, us) rows with the Theil-Sen
+/// estimator: the slope is the median of the slopes between every two sizes, `alpha` the
+/// median of `t - slope b`. One size hit by a burst of load (on this shared machine a probe
+/// row can be 5x its neighbours) moves a least-squares line a lot and these medians hardly at
+/// all. Returns (alpha in us, beta in bytes per second), or `None` with fewer than two sizes,
+/// a time that is not positive, or no positive slope; a negative `alpha` is clamped to 0.
 pub fn fit_stack(rows: &[(u64, f64)]) -> Option<(f64, f64)> {
     if rows.len() < 2 || rows.iter().any(|&(_, t)| !(t > 0.0 && t.is_finite())) {
         return None;
     }
-    let (mut sw, mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for &(b, t) in rows {
-        let (x, w) = (b as f64, 1.0 / (t * t));
-        sw += w;
-        sx += w * x;
-        sy += w * t;
-        sxx += w * x * x;
-        sxy += w * x * t;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    let mut slopes = Vec::new();
+    for (i, &(b1, t1)) in rows.iter().enumerate() {
+        for &(b2, t2) in &rows[i + 1..] {
+            if b1 != b2 {
+                slopes.push((t2 - t1) / (b2 as f64 - b1 as f64));
+            }
+        }
     }
-    let det = sw * sxx - sx * sx;
-    if det <= 0.0 {
+    if slopes.is_empty() {
         return None;
     }
-    let slope = (sw * sxy - sx * sy) / det;
-    let alpha = ((sy - slope * sx) / sw).max(0.0);
-    (slope > 0.0).then(|| (alpha, 1e6 / slope))
+    let slope = median(slopes);
+    if slope <= 0.0 || slope.is_nan() {
+        return None;
+    }
+    let alpha = median(rows.iter().map(|&(b, t)| t - slope * b as f64).collect());
+    Some((alpha.max(0.0), 1e6 / slope))
 }
 
 /// The cluster file: `shape.hosts` nodes of `ranks_per_host` devices. Inside a node, the
@@ -147,7 +159,7 @@ pub fn cluster_spec(
              uplinks {:.3} Gbit/s. Probed on the namespaces before the sweep: raw TCP one-way \
              latency {:.1} us (spine hop {:.1} us: cross-rack less in-rack); the stack's \
              sendrecv ring over all {} ranks (4 KiB-4 MiB, proxies and core sharing included) \
-             fits {alpha_us:.1} us per message + bytes / {:.4} GB/s, so NIC latency \
+             fits (Theil-Sen) {alpha_us:.1} us per message + bytes / {:.4} GB/s, so NIC latency \
              {nic_latency_us:.1} us (that less 2 shm link latencies and switch_us) and NIC rate \
              {nic_gb_s:.4} GB/s (the fitted rate, at most the shaped payload rate); shm links, \
              reduction and host model from `{}`, the machine's cores, memory and cache shared \
@@ -428,6 +440,12 @@ mod tests {
         assert_eq!(fit_stack(&rows[..1]), None);
         assert_eq!(fit_stack(&[(4096, 500.0), (1 << 20, 400.0)]), None);
         assert_eq!(fit_stack(&[(4096, 0.0), (1 << 20, 400.0)]), None);
+        // One size 8x slower than its line (a burst of load): the fit hardly moves.
+        let mut hit = rows.clone();
+        hit[1].1 *= 8.0;
+        let (a8, b8) = fit_stack(&hit).expect("a fit");
+        assert!((a8 - 300.0).abs() < 15.0, "alpha {a8}");
+        assert!((b8 - 1e8).abs() / 1e8 < 0.02, "beta {b8}");
         // Times that fall below the line's intercept: alpha clamps at 0.
         let (a0, _) = fit_stack(&[(1 << 20, 10.0), (2 << 20, 30.0)]).expect("a fit");
         assert_eq!(a0, 0.0);
