@@ -7,8 +7,9 @@
 # Usage (as root, after `cargo build --release -p oxccl-bench`):
 #   bench/scripts/emulate.sh [OUT_DIR]      (default bench/results/emulated)
 # Writes OUT_DIR/emulated-4x2.{txt,csv,json,svg}, emulated-4x2-large.*, load.txt and the
-# cluster file bench/clusters/emulated-4x2.toml. Without namespace permission it prints
-# SKIPPED and exits 0.
+# cluster file bench/clusters/emulated-4x2.toml (its NIC from the stack probe each sweep runs
+# first: a sendrecv ring of all ranks, 4 KiB-4 MiB; see the file's description). Without
+# namespace permission it prints SKIPPED and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-bench/results/emulated}

@@ -78,6 +78,14 @@ pub struct Args {
     /// Seconds one algorithm's sweep may take before its ranks are stopped.
     #[arg(long, default_value_t = 1200)]
     job_timeout: u64,
+    /// Build no cluster: predict the rows of an earlier run's `<stem>-raw.jsonl` again, with
+    /// the cluster file `--replay-cluster` (to compare models on one measurement; a replay
+    /// with a file written from that run's own times would be a fit, not a prediction).
+    #[arg(long, requires = "replay_cluster")]
+    replay: Option<PathBuf>,
+    /// The cluster file of `--replay`.
+    #[arg(long)]
+    replay_cluster: Option<PathBuf>,
 }
 
 /// Port of rank 0's bootstrap store (inside host 0's namespace, where nothing else listens).
@@ -94,6 +102,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.trials == 0 || args.algo.is_empty() {
         bail!("--trials must be at least 1 and --algo name at least one algorithm");
+    }
+    if let (Some(raw), Some(cluster)) = (&args.replay, &args.replay_cluster) {
+        return replay(&args, raw, cluster);
     }
     let calibration = model::load_calibration(&args.calibration)
         .with_context(|| format!("--calibration {}", args.calibration.display()))?;
@@ -122,13 +133,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         shape.uplink_bits as f64 / 1e9,
         netns::MTU
     );
-    let probe = probe(&cluster)?;
+    let mut probe = probe(&cluster)?;
     println!(
         "# probe: one-way TCP latency {:.1} us in a rack, {:.1} us across racks; one stream {:.1} MB/s ({:.2}x the shaped payload rate)",
         probe.rack_latency_us,
         probe.cross_latency_us,
         probe.stream_bytes_per_s / 1e6,
         probe.stream_bytes_per_s / payload
+    );
+    probe.stack = stack_probe(&cluster, &args)?;
+    let (alpha_us, beta) = model::fit_stack(&probe.stack).context(
+        "the stack probe's times do not fit a per-message time and a rate (too few sizes, or \
+         times falling with size)",
+    )?;
+    println!(
+        "# stack probe (sendrecv ring of all {} ranks, before the sweep): {alpha_us:.1} us per message + bytes / {:.1} MB/s ({:.2}x the shaped payload rate); per size (bytes, us): {:?}",
+        args.hosts * args.ranks_per_host,
+        beta / 1e6,
+        beta / payload,
+        probe.stack
     );
     let spec = model::cluster_spec(&shape, args.ranks_per_host, &probe, &calibration, &tag)?;
     let cluster_path = args
@@ -206,6 +229,54 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--replay`: the rows of `raw` predicted with the cluster file `cluster_path`, printed and
+/// written as `<name or replay>.{txt,csv,json,svg}` into `--out-dir`.
+fn replay(
+    args: &Args,
+    raw: &std::path::Path,
+    cluster_path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(raw).with_context(|| format!("--replay {}", raw.display()))?;
+    let spec = model::load_calibration(cluster_path)
+        .with_context(|| format!("--replay-cluster {}", cluster_path.display()))?;
+    let rows = model::measured_rows(&text);
+    if rows.is_empty() {
+        bail!("--replay {}: no all-reduce rows", raw.display());
+    }
+    let mut all = Vec::new();
+    // Rows keep the run's order (one algorithm's sweep after another); each algorithm is
+    // named as `--algo` asked it: its schedule's name up to the first ':', '/' or ' '.
+    let mut i = 0;
+    while i < rows.len() {
+        let asked = |s: &str| s.split([':', '/', ' ']).next().unwrap_or(s).to_string();
+        let a = asked(&rows[i].0);
+        let n = rows[i..].iter().take_while(|r| asked(&r.0) == a).count();
+        all.extend(model::predict(&spec, &a, &rows[i..i + n], 4)?);
+        i += n;
+    }
+    let link = spec
+        .node
+        .nics
+        .first()
+        .map_or(f64::NAN, |n| n.bandwidth_gb_s);
+    let table = format!(
+        "# oxccl-bench emulate --replay {} --replay-cluster {} (busbw/link: against the file's NIC rate)\n{}",
+        raw.display(),
+        cluster_path.display(),
+        model::table(&all, link)
+    );
+    print!("{table}");
+    let stem = args.name.clone().unwrap_or_else(|| "replay".into());
+    model::write_outputs(
+        &args.out_dir,
+        &stem,
+        &all,
+        &table,
+        &format!("replay of {}", raw.display()),
+    )
+}
+
 /// oxccl's best busbw per size (any algorithm) against a peer library's, and both against the
 /// link.
 fn peer_table(
@@ -254,7 +325,33 @@ fn probe(cluster: &Cluster) -> anyhow::Result<model::Probe> {
         rack_latency_us: rack.0,
         cross_latency_us: cross.0,
         stream_bytes_per_s: rack.1,
+        stack: Vec::new(),
     })
+}
+
+/// The stack's own cost of a message between hosts, with every rank of the run on its host:
+/// `oxccl-bench sendrecv` over all ranks (each sends to the next rank and receives from the
+/// one before, in one group: the traffic of one ring step, a host's last rank sending to the
+/// next host's first through both hosts' TCP proxies) at 4 KiB-4 MiB, before any collective
+/// is timed. It measures what the shaping and the raw probe cannot: the hand-offs through the
+/// proxies and the scheduling delays when the ranks outnumber the cores. (bytes, time in us).
+fn stack_probe(cluster: &Cluster, args: &Args) -> anyhow::Result<Vec<(u64, f64)>> {
+    let sub = [
+        "sendrecv", "--json", "-b", "4K", "-e", "4M", "-f", "2", "-n", "0", "-w", "2", "--trials",
+        "3", "-c", "1",
+    ];
+    let out = run_ranks(cluster, args, "the stack probe (sendrecv)", &sub)?;
+    let rows: Vec<(u64, f64)> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("test").and_then(|t| t.as_str()) == Some("sendrecv"))
+        .filter_map(|v| Some((v.get("bytes")?.as_u64()?, v.get("time_us")?.as_f64()?)))
+        .collect();
+    if rows.len() < 2 {
+        bail!("the stack probe (sendrecv) printed fewer than 2 rows:\n{out}");
+    }
+    Ok(rows)
 }
 
 /// Half the median round trip of a 1-byte TCP message between host 0 and host `h`, in
@@ -338,6 +435,32 @@ impl Drop for Ranks {
 
 /// One `all-reduce` sweep with `--algo algo` over every host's ranks; rank 0's stdout.
 fn run_job(cluster: &Cluster, args: &Args, algo: &str) -> anyhow::Result<String> {
+    let trials = args.trials.to_string();
+    let (lo, hi) = (args.min_bytes.to_string(), args.max_bytes.to_string());
+    let sub = [
+        "all-reduce",
+        "--json",
+        "--algo",
+        algo,
+        "-b",
+        &lo,
+        "-e",
+        &hi,
+        "-f",
+        "2",
+        "-n",
+        "0",
+        "-w",
+        "1",
+        "--trials",
+        &trials,
+    ];
+    run_ranks(cluster, args, &format!("--algo {algo}"), &sub)
+}
+
+/// Runs `oxccl-bench <sub>` as every rank of every host (rank `r` on host `r /
+/// ranks_per_host`); rank 0's stdout. `what` names the job in errors.
+fn run_ranks(cluster: &Cluster, args: &Args, what: &str, sub: &[&str]) -> anyhow::Result<String> {
     let exe = std::env::current_exe().context("finding this executable")?;
     let p = cluster.shape.hosts * args.ranks_per_host;
     let secret = {
@@ -355,39 +478,22 @@ fn run_job(cluster: &Cluster, args: &Args, algo: &str) -> anyhow::Result<String>
     for r in 0..p {
         let fd = cluster.host_fd(r / args.ranks_per_host)?;
         let mut cmd = Command::new(&exe);
-        cmd.args([
-            "all-reduce",
-            "--json",
-            "--algo",
-            algo,
-            "-b",
-            &args.min_bytes.to_string(),
-            "-e",
-            &args.max_bytes.to_string(),
-            "-f",
-            "2",
-            "-n",
-            "0",
-            "-w",
-            "1",
-            "--trials",
-            &args.trials.to_string(),
-        ])
-        .env("OXCCL_RANK", r.to_string())
-        .env("OXCCL_SIZE", p.to_string())
-        .env("OXCCL_LOCAL_RANK", (r % args.ranks_per_host).to_string())
-        .env("OXCCL_STORE_ADDR", &store)
-        .env("OXCCL_SECRET", &secret)
-        .env("OXCCL_SOCKET_IFNAME", "=eth0")
-        .stdout(if r == 0 {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
+        cmd.args(sub)
+            .env("OXCCL_RANK", r.to_string())
+            .env("OXCCL_SIZE", p.to_string())
+            .env("OXCCL_LOCAL_RANK", (r % args.ranks_per_host).to_string())
+            .env("OXCCL_STORE_ADDR", &store)
+            .env("OXCCL_SECRET", &secret)
+            .env("OXCCL_SOCKET_IFNAME", "=eth0")
+            .stdout(if r == 0 {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
         in_namespace_until_parent_dies(&mut cmd, fd, launcher);
         ranks.0.push(
             cmd.spawn()
-                .with_context(|| format!("starting rank {r} of --algo {algo}"))?,
+                .with_context(|| format!("starting rank {r} of {what}"))?,
         );
     }
     // Rank 0's output is read on a thread, so a full pipe never stalls it.
@@ -430,11 +536,11 @@ fn run_job(cluster: &Cluster, args: &Args, algo: &str) -> anyhow::Result<String>
             .iter()
             .map(|(r, s)| format!("rank {r}: {s}"))
             .collect();
-        bail!("--algo {algo}: {}", list.join(", "));
+        bail!("{what}: {}", list.join(", "));
     }
     if Instant::now() > deadline {
         bail!(
-            "--algo {algo}: not done after --job-timeout {} s",
+            "{what}: not done after --job-timeout {} s",
             args.job_timeout
         );
     }

@@ -1,7 +1,8 @@
 //! `oxccl-bench emulate` on the smallest cluster: 2 hosts (network namespaces) x 2 ranks, one
 //! size, ring. It checks that the sweep ran across the namespaces with every element right
 //! (the ranks check their results and fail otherwise), that the simulator predicted the row,
-//! that the cluster file it wrote loads, and that no namespace is left behind. Where
+//! that the cluster file it wrote has the stack probe's NIC, that `--replay` predicts the row
+//! again, and that no namespace is left behind. Where
 //! namespaces cannot be made (no root), the command says SKIPPED and so does this test.
 
 use std::process::Command;
@@ -78,6 +79,24 @@ fn two_hosts_of_two_ranks() {
     }
     let text = std::fs::read_to_string(&cluster).expect("the cluster file");
     assert!(text.contains("nodes = 2"), "{text}");
+    // The NIC comes from the stack probe run before the sweep, and the file says so.
+    assert!(text.contains("sendrecv ring over all 4 ranks"), "{text}");
+    // A replay of the saved run with the file it wrote predicts the same row again.
+    let replay = Command::new(env!("CARGO_BIN_EXE_oxccl-bench"))
+        .args(["emulate", "--name", "r", "--replay"])
+        .arg(dir.join("t-raw.jsonl"))
+        .arg("--replay-cluster")
+        .arg(&cluster)
+        .arg("--out-dir")
+        .arg(&dir)
+        .output()
+        .expect("running --replay");
+    assert!(replay.status.success(), "{replay:?}");
+    let again: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("r.json")).expect("the replay's JSON"),
+    )
+    .expect("valid JSON");
+    assert_eq!(again[0]["predicted_us"], r["predicted_us"], "{again}");
     for ext in ["csv", "txt", "svg"] {
         assert!(dir.join(format!("t.{ext}")).exists(), "t.{ext} missing");
     }

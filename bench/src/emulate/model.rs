@@ -37,7 +37,7 @@ pub fn share_machine(h: &mut HostSpec, hosts: usize, ranks_per_host: usize) {
 }
 
 /// What the probe measured on the emulated network before any collective ran.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Probe {
     /// One-way latency of a small TCP message between two hosts of one rack, microseconds
     /// (half the median round trip).
@@ -47,13 +47,56 @@ pub struct Probe {
     /// One TCP stream's rate from one host to another, bytes per second (a check of the
     /// shaping, not used by the model).
     pub stream_bytes_per_s: f64,
+    /// The stack probe: (message bytes, microseconds) of a `sendrecv` ring over all the run's
+    /// ranks, through the collectives' own links ([`fit_stack`] turns it into the NIC's
+    /// latency and rate).
+    pub stack: Vec<(u64, f64)>,
+}
+
+/// Fits `t(b) = alpha + b / beta` to the stack probe's (bytes, us) rows with the Theil-Sen
+/// estimator: the slope is the median of the slopes between every two sizes, `alpha` the
+/// median of `t - slope b`. One size hit by a burst of load (on this shared machine a probe
+/// row can be 5x its neighbours) moves a least-squares line a lot and these medians hardly at
+/// all. Returns (alpha in us, beta in bytes per second), or `None` with fewer than two sizes,
+/// a time that is not positive, or no positive slope; a negative `alpha` is clamped to 0.
+pub fn fit_stack(rows: &[(u64, f64)]) -> Option<(f64, f64)> {
+    if rows.len() < 2 || rows.iter().any(|&(_, t)| !(t > 0.0 && t.is_finite())) {
+        return None;
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    let mut slopes = Vec::new();
+    for (i, &(b1, t1)) in rows.iter().enumerate() {
+        for &(b2, t2) in &rows[i + 1..] {
+            if b1 != b2 {
+                slopes.push((t2 - t1) / (b2 as f64 - b1 as f64));
+            }
+        }
+    }
+    if slopes.is_empty() {
+        return None;
+    }
+    let slope = median(slopes);
+    if slope <= 0.0 || slope.is_nan() {
+        return None;
+    }
+    let alpha = median(rows.iter().map(|&(b, t)| t - slope * b as f64).collect());
+    Some((alpha.max(0.0), 1e6 / slope))
 }
 
 /// The cluster file: `shape.hosts` nodes of `ranks_per_host` devices. Inside a node, the
 /// shared-memory links, reduction speed and host model of the calibration file (this
 /// machine's `simulate --calibrate`); each node gets `cores / hosts` of the machine's cores
-/// (at least one), since every emulated host runs on the same two. Between nodes, a NIC at the
-/// shaped rate less Ethernet, IP and TCP headers, with the probed latency; racks are leaves
+/// (at least one), since every emulated host runs on the same two. Between nodes, a NIC with
+/// the stack probe's per-message time and rate (the rate at most the shaped rate less
+/// Ethernet, IP and TCP headers); racks are leaves
 /// whose uplinks carry `hosts_per_rack x host rate / uplink rate` less (oversubscription).
 pub fn cluster_spec(
     shape: &Shape,
@@ -84,7 +127,22 @@ pub fn cluster_spec(
     if let Some(h) = host.as_mut() {
         share_machine(h, shape.hosts, ranks_per_host);
     }
-    let nic_gb_s = Shape::payload_rate(shape.host_bits) / 1e9;
+    let shaped_gb_s = Shape::payload_rate(shape.host_bits) / 1e9;
+    // The NIC is what a message between hosts costs the stack, probed on the namespaces with
+    // every rank running: the sendrecv ring's fitted per-message time, less what the model
+    // adds to such a message itself (the two shm links and, on an oversubscribed host, the
+    // receiver's `switch_us`), and its fitted rate, capped at the shaped payload rate.
+    let (alpha_us, beta) = fit_stack(&probe.stack)
+        .context("the stack probe has no per-message time and rate (see `fit_stack`)")?;
+    let switch_us = host.as_ref().map_or(0.0, |h| {
+        if h.extra_per_core(ranks_per_host) > 0.0 {
+            h.switch_us
+        } else {
+            0.0
+        }
+    });
+    let nic_latency_us = (alpha_us - 2.0 * shm.latency_us - switch_us).max(0.0);
+    let nic_gb_s = (beta / 1e9).min(shaped_gb_s);
     let network = (shape.racks() > 1).then(|| NetworkSpec {
         nodes_per_leaf: shape.hosts_per_rack,
         oversubscription: (shape.hosts_per_rack as f64 * shape.host_bits as f64
@@ -98,17 +156,24 @@ pub fn cluster_spec(
         description: format!(
             "Written by `oxccl-bench emulate`: {} hosts ({} per rack) x {ranks_per_host} ranks, \
              host links shaped to {:.3} Gbit/s ({:.4} GB/s of TCP payload at MTU {}), rack \
-             uplinks {:.3} Gbit/s; NIC latency {:.1} us and spine hop {:.1} us probed on the \
-             namespaces before the sweep; shm links, reduction and host model from `{}`, \
-             the machine's cores, memory and cache shared by the {} hosts",
+             uplinks {:.3} Gbit/s. Probed on the namespaces before the sweep: raw TCP one-way \
+             latency {:.1} us (spine hop {:.1} us: cross-rack less in-rack); the stack's \
+             sendrecv ring over all {} ranks (4 KiB-4 MiB, proxies and core sharing included) \
+             fits (Theil-Sen) {alpha_us:.1} us per message + bytes / {:.4} GB/s, so NIC latency \
+             {nic_latency_us:.1} us (that less 2 shm link latencies and switch_us) and NIC rate \
+             {nic_gb_s:.4} GB/s (the fitted rate, at most the shaped payload rate); shm links, \
+             reduction and host model from `{}`, the machine's cores, memory and cache shared \
+             by the {} hosts",
             shape.hosts,
             shape.hosts_per_rack,
             shape.host_bits as f64 / 1e9,
-            nic_gb_s,
+            shaped_gb_s,
             super::netns::MTU,
             shape.uplink_bits as f64 / 1e9,
             probe.rack_latency_us,
             (probe.cross_latency_us - probe.rack_latency_us).max(0.0),
+            shape.hosts * ranks_per_host,
+            beta / 1e9,
             calibration.name,
             shape.hosts
         ),
@@ -119,7 +184,7 @@ pub fn cluster_spec(
             links,
             nics: vec![NicSpec {
                 bandwidth_gb_s: nic_gb_s,
-                latency_us: probe.rack_latency_us,
+                latency_us: nic_latency_us,
             }],
             reduce_gb_s: cal.reduce_gb_s,
             copy_gb_s: cal.copy_gb_s,
@@ -164,8 +229,30 @@ pub fn measured_rows(text: &str) -> Vec<(String, usize, u64, f64)> {
         .collect()
 }
 
-/// The simulator's time for each measured row, on the very schedule (algorithm and pipeline
-/// depth) the executor ran.
+/// The executor's name of the schedule it ran (`ring`, `tree/8`, `hier:2x4/8 x8 lanes`) as
+/// (algorithm, pipeline depth, lanes).
+pub fn parse_schedule(sched: &str) -> anyhow::Result<(&str, usize, usize)> {
+    let bad = || anyhow::anyhow!("schedule `{sched}`: expected ALGO[/DEPTH][ xLANES lanes]");
+    let (head, lanes) = match sched.split_once(' ') {
+        None => (sched, "1"),
+        Some((h, l)) => (
+            h,
+            l.strip_prefix('x')
+                .and_then(|l| l.strip_suffix(" lanes"))
+                .ok_or_else(bad)?,
+        ),
+    };
+    let (name, k) = head.split_once('/').unwrap_or((head, "1"));
+    let k: usize = k.parse().map_err(|_| bad())?;
+    let lanes: usize = lanes.parse().map_err(|_| bad())?;
+    if k == 0 || lanes == 0 || name.is_empty() {
+        return Err(bad());
+    }
+    Ok((name, k, lanes))
+}
+
+/// The simulator's time for each measured row, on the very schedule (algorithm, pipeline
+/// depth and lanes) the executor ran.
 pub fn predict(
     spec: &ClusterSpec,
     asked: &str,
@@ -175,15 +262,12 @@ pub fn predict(
     let net = Network::new(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
     rows.iter()
         .map(|(sched, ranks, bytes, us)| {
-            let (name, k) = match sched.split_once('/') {
-                Some((a, k)) => (a, k.parse::<usize>().unwrap_or(1).max(1)),
-                None => (sched.as_str(), 1),
-            };
+            let (name, k, lanes) = parse_schedule(sched)?;
             let algo: Algorithm = name
                 .parse()
                 .map_err(|e| anyhow::anyhow!("schedule `{sched}`: {e}"))?;
             let s = algo
-                .schedule(Collective::AllReduce, *ranks, k)
+                .schedule_lanes(Collective::AllReduce, *ranks, k, lanes)
                 .with_context(|| format!("building {sched} for {ranks} ranks"))?;
             let rep = simulate(&net, &s, *bytes, elem)
                 .map_err(|e| anyhow::anyhow!("simulating {sched} at {bytes} bytes: {e}"))?;
@@ -322,6 +406,50 @@ pub fn save(spec: &ClusterSpec, path: &Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use oxccl_collectives::sim::MemorySpec;
+
+    #[test]
+    fn schedules_are_read_with_their_depth_and_lanes() {
+        assert_eq!(parse_schedule("ring").unwrap(), ("ring", 1, 1));
+        assert_eq!(parse_schedule("tree/16").unwrap(), ("tree", 16, 1));
+        assert_eq!(parse_schedule("ring x2 lanes").unwrap(), ("ring", 1, 2));
+        // Session 7's model read this as depth 1 without lanes.
+        assert_eq!(
+            parse_schedule("hier:2x4/8 x8 lanes").unwrap(),
+            ("hier:2x4", 8, 8)
+        );
+        for bad in [
+            "ring/",
+            "ring/x",
+            "hier:2x4/8 x8",
+            "hier:2x4/8 8 lanes",
+            "ring/0",
+        ] {
+            assert!(parse_schedule(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_stack_fit_recovers_a_line_and_refuses_nonsense() {
+        // 300 us + bytes / 100 MB/s, exactly.
+        let rows: Vec<(u64, f64)> = (12..=22)
+            .map(|k| (1u64 << k, 300.0 + (1u64 << k) as f64 / 100.0))
+            .collect();
+        let (a, b) = fit_stack(&rows).expect("a fit");
+        assert!((a - 300.0).abs() < 1e-6, "alpha {a}");
+        assert!((b - 1e8).abs() / 1e8 < 1e-9, "beta {b}");
+        assert_eq!(fit_stack(&rows[..1]), None);
+        assert_eq!(fit_stack(&[(4096, 500.0), (1 << 20, 400.0)]), None);
+        assert_eq!(fit_stack(&[(4096, 0.0), (1 << 20, 400.0)]), None);
+        // One size 8x slower than its line (a burst of load): the fit hardly moves.
+        let mut hit = rows.clone();
+        hit[1].1 *= 8.0;
+        let (a8, b8) = fit_stack(&hit).expect("a fit");
+        assert!((a8 - 300.0).abs() < 15.0, "alpha {a8}");
+        assert!((b8 - 1e8).abs() / 1e8 < 0.02, "beta {b8}");
+        // Times that fall below the line's intercept: alpha clamps at 0.
+        let (a0, _) = fit_stack(&[(1 << 20, 10.0), (2 << 20, 30.0)]).expect("a fit");
+        assert_eq!(a0, 0.0);
+    }
 
     #[test]
     fn hosts_share_the_machines_cores_and_memory() {
