@@ -12,9 +12,11 @@
 //! ranks' times (0: rank 0's, 1: average, 2: minimum, 3: maximum).
 
 mod data;
+mod iter_log;
 mod report;
 
 use anyhow::{bail, Context};
+use iter_log::IterLog;
 use oxccl_collectives::schedule::Collective;
 use oxccl_collectives::{Bootstrap, Communicator, DataType, Options, ReduceOp};
 use report::{Format, Half, Row};
@@ -160,6 +162,11 @@ pub struct Args {
     /// noisy machines; 1 is nccl-tests' single loop).
     #[arg(long, default_value_t = 1)]
     trials: usize,
+    /// Write every timed call's wall time to PREFIX.rank<R> (one line per call: size in bytes,
+    /// in_place 0/1, trial, call, milliseconds), to tell a slow phase from a few outliers in
+    /// the mean that the table reports. With --split, only the communicator of rank 0 logs.
+    #[arg(long, value_name = "PREFIX")]
+    iter_log: Option<PathBuf>,
     /// Operations per timed iteration, run as one group (`Communicator::group`): each on its
     /// own buffers; the time reported is per operation.
     #[arg(long, default_value_t = 1)]
@@ -585,7 +592,8 @@ fn group_call(comm: &Communicator, c: &data::Call, bufs: &mut [data::Bufs]) -> a
 }
 
 /// Times `iters` iterations of `agg` calls after a barrier; returns seconds per call on this
-/// rank (wall time, or the thread's CPU time).
+/// rank (wall time, or the thread's CPU time), and the loop's start for `--iter-log`.
+#[allow(clippy::too_many_arguments)]
 fn time_calls(
     comm: &Communicator,
     c: &data::Call,
@@ -594,7 +602,11 @@ fn time_calls(
     iters: usize,
     agg: usize,
     cpu_time: bool,
-) -> anyhow::Result<f64> {
+    mut log: Option<&mut IterLog>,
+) -> anyhow::Result<(f64, Instant)> {
+    if let Some(log) = log.as_deref_mut() {
+        log.ends.reserve(iters * agg);
+    }
     comm.barrier()?;
     // The CPU clock is a system call: read it before the wall clock starts, or the wall time
     // includes it (the run's first read is the slow one: the first row came out 0.05-0.1 us
@@ -607,13 +619,16 @@ fn time_calls(
         } else {
             group_call(comm, c, group)?;
         }
+        if let Some(log) = log.as_deref_mut() {
+            log.ends.push(Instant::now());
+        }
     }
     let secs = if cpu_time {
         thread_cpu_seconds() - cpu0
     } else {
         t.elapsed().as_secs_f64()
     };
-    Ok(secs / (iters * agg * group.len().max(1)) as f64)
+    Ok((secs / (iters * agg * group.len().max(1)) as f64, t))
 }
 
 /// CPU time of the calling thread (`-C 1`).
@@ -667,6 +682,10 @@ fn sweep(
         );
         b
     });
+    let mut iter_log = match &args.iter_log {
+        Some(prefix) if !args.quiet => Some(IterLog::open(prefix, me)?),
+        _ => None,
+    };
     let mut rows = Vec::with_capacity(sizes.len());
     for &size in &sizes {
         let mut b = data::Bufs::new(which, size, p)?;
@@ -702,13 +721,13 @@ fn sweep(
             let iters = if args.iters > 0 {
                 args.iters
             } else {
-                let one = time_calls(comm, &c, &mut b, &mut group, 1, 1, false)?;
+                let (one, _) = time_calls(comm, &c, &mut b, &mut group, 1, 1, false, None)?;
                 let one = over_ranks(comm, one, 3)?;
                 ((0.1 / one.max(1e-9)) as usize).clamp(1, 1_000_000)
             };
             let mut trials = Vec::with_capacity(args.trials.max(1));
-            for _ in 0..args.trials.max(1) {
-                let t = time_calls(
+            for trial in 0..args.trials.max(1) {
+                let (t, start) = time_calls(
                     comm,
                     &c,
                     &mut b,
@@ -716,7 +735,11 @@ fn sweep(
                     iters,
                     args.agg_iters,
                     args.report_cputime != 0,
+                    iter_log.as_mut(),
                 )?;
+                if let Some(log) = iter_log.as_mut() {
+                    log.write(start, size, in_place, trial)?;
+                }
                 trials.push(over_ranks(comm, t, args.average)?);
             }
             trials.sort_by(f64::total_cmp);

@@ -181,3 +181,68 @@ fn killing_the_launcher_kills_its_ranks() {
     }
     eprintln!("ranks gone {:?} after the launcher", killed.elapsed());
 }
+
+/// `--iter-log` writes one line per timed call and rank (bytes, in place, trial, call, ms), and a
+/// prefix in a directory that does not exist is a clear error.
+#[test]
+fn iter_log_has_every_timed_call_of_every_rank() {
+    let dir = std::env::temp_dir().join(format!("oxccl-iter-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let prefix = dir.join("calls");
+    let o = run(bench()
+        .args([
+            "all-reduce",
+            "-t",
+            "2",
+            "-b",
+            "8",
+            "-e",
+            "64",
+            "-n",
+            "3",
+            "-w",
+            "1",
+        ])
+        .args(["--trials", "2", "--iter-log"])
+        .arg(&prefix));
+    assert!(o.status.success(), "{}", stderr(&o));
+    for rank in 0..2 {
+        let text = std::fs::read_to_string(format!("{}.rank{rank}", prefix.display()))
+            .expect("the rank's log");
+        let rows: Vec<Vec<f64>> = text
+            .lines()
+            .map(|l| l.split(' ').map(|f| f.parse().expect("a number")).collect())
+            .collect();
+        // 4 sizes x 2 halves x 2 trials x 3 calls.
+        assert_eq!(rows.len(), 4 * 2 * 2 * 3, "rank {rank}: {text}");
+        let sizes: std::collections::BTreeSet<u64> = rows.iter().map(|r| r[0] as u64).collect();
+        assert_eq!(sizes.into_iter().collect::<Vec<_>>(), [8, 16, 32, 64]);
+        for r in &rows {
+            assert_eq!(r.len(), 5, "rank {rank}: {r:?}");
+            assert!(r[1] == 0.0 || r[1] == 1.0, "in_place {r:?}");
+            assert!(r[2] < 2.0 && r[3] < 3.0, "trial and call {r:?}");
+            assert!(r[4] > 0.0 && r[4] < 10_000.0, "ms {r:?}");
+        }
+    }
+    let o = run(bench()
+        .args([
+            "all-reduce",
+            "-b",
+            "8",
+            "-e",
+            "8",
+            "-n",
+            "1",
+            "-w",
+            "0",
+            "--iter-log",
+        ])
+        .arg(dir.join("missing/calls")));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--iter-log: creating"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
