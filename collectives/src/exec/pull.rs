@@ -26,13 +26,16 @@ pub(super) enum SendLarge {
 pub(super) enum RecvLarge {
     Fresh,
     Stream,
-    Pull(Pull),
+    /// The message is pulled; the front job holds its bytes from this offset on (a message
+    /// that lands in several places is several jobs).
+    Pull(Pull, usize),
 }
 
 impl Engine {
     /// Copies the next piece of the front receive job of `peer` straight out of the sender's
-    /// memory: into the destination for a copy, through cache-sized scratch for a reduction.
-    pub(super) fn pull_piece(&mut self, peer: usize, p: &Pull) -> Result<(), Error> {
+    /// memory (the job's bytes start at `base` in the message): into the destination for a
+    /// copy, through cache-sized scratch for a reduction.
+    pub(super) fn pull_piece(&mut self, peer: usize, p: &Pull, base: usize) -> Result<(), Error> {
         let op = self.op;
         let reduction = self.reduction;
         let job = &mut self.recvq[peer].front_mut().expect("front").1;
@@ -48,7 +51,7 @@ impl Engine {
                 // SAFETY: [dst, dst + len) is writable, owned by the running operation, and no
                 // queued send reads it (the job was cleared before it started).
                 let dst = unsafe { std::slice::from_raw_parts_mut(job.dst.add(job.pos), take) };
-                link.stream().pull(p, job.pos, dst).map_err(failed)?;
+                link.stream().pull(p, base + job.pos, dst).map_err(failed)?;
             }
             RecvKind::Reduce { local, epilogue } => {
                 let r = reduction.expect("a reduce job without a reduction");
@@ -58,7 +61,9 @@ impl Engine {
                     self.pull_scratch.resize(REDUCE_PIECE, 0);
                 }
                 let scratch = &mut self.pull_scratch[..take];
-                link.stream().pull(p, job.pos, scratch).map_err(failed)?;
+                link.stream()
+                    .pull(p, base + job.pos, scratch)
+                    .map_err(failed)?;
                 let epi = if epilogue { r.epilogue } else { Epilogue::None };
                 reduce_into(r, epi, local, job.dst, job.pos, scratch).map_err(|e| {
                     Error::Protocol {
