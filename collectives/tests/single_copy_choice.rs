@@ -232,7 +232,7 @@ fn a_group_of_pulled_and_plain_messages_keeps_its_framing_over_shm() {
 #[test]
 fn a_group_of_pulled_and_plain_messages_keeps_its_framing_over_thread_rings() {
     for choice in [Choice::Auto, Choice::Pull, Choice::Stream] {
-        for algorithm in [None, Some("rhd"), Some("ring")] {
+        for algorithm in [None, Some("rhd")] {
             mixed(choice, LocalTransport::Memory, 4, algorithm);
         }
     }

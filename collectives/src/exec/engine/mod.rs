@@ -25,7 +25,6 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 mod progress;
-pub(super) use progress::reduce_into;
 
 static ZEROS: [u8; 8] = [0; 8];
 
@@ -184,8 +183,6 @@ pub(crate) struct Engine {
     /// schedules that must not pull (lanes, reductions: see `run_in`); both ends of a message
     /// queue it from the same schedule, so they agree on its framing.
     pub pull_ok: bool,
-    /// Where a pulled reducing receive lands before it is reduced.
-    pub(super) pull_scratch: Vec<u8>,
     /// Per peer, the receipts of sends and receives (`exec/receipt.rs`).
     pub(super) receipts: Vec<super::receipt::Receipts>,
     /// No collective is on the streams (a send, a receive or a wait outside calls drives the
@@ -257,7 +254,6 @@ impl Engine {
             blame: crate::link::blame::Board::nowhere(),
             pull_ok: true,
             rx_large: vec![RecvLarge::Fresh; p],
-            pull_scratch: Vec::new(),
             receipts: (0..p).map(|_| Default::default()).collect(),
             at_rest: false,
             said_waiting: false,

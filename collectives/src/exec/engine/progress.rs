@@ -291,7 +291,7 @@ fn copy(stream: bool, dst: &mut [u8], src: &[u8]) {
 }
 
 /// `dst[pos..] = local[pos..] op recv` (Reduce with `local == dst` reduces in place).
-pub(in crate::exec) fn reduce_into(
+fn reduce_into(
     r: Reduction,
     epi: Epilogue,
     local: *const u8,
