@@ -6,6 +6,10 @@
 //! switching as the measurements come in), `pull` and `stream`. Reductions are checked on
 //! every element against the reference (`common::check`: exact integer-valued inputs, float
 //! tolerance `common::tolerance`), moved data bit for bit.
+//!
+//! Only messages that may be pulled travel as an offer (a header first); a reduction's go
+//! plainly through the stream at any size. Both ends decide from the job, so a group mixing
+//! the two kinds, at sizes around the threshold, must keep every stream's framing in step.
 
 mod common;
 
@@ -115,5 +119,121 @@ fn collectives_are_right_on_either_path_over_shm() {
 fn collectives_are_right_on_either_path_over_thread_rings() {
     for choice in [Choice::Auto, Choice::Pull, Choice::Stream] {
         run(choice, LocalTransport::Memory, 3);
+    }
+}
+
+/// The threshold of the mixed-group test: above the floor, below the small all-reduce's limit
+/// (16 KiB), so that a small all-reduce queued behind the group's sends crosses it too.
+const MIXED_MIN: usize = 8 << 10;
+
+/// A group of point-to-point sends and receives (may pull), all-reduces (never pull, small
+/// ones queued behind the sends), all-gathers and all-gather-v (may pull), each at sizes
+/// around [`MIXED_MIN`], every result checked. The all-gather-v's odd ranks take the parts in
+/// reverse order with gaps, so that a message in one piece at its sender lands in several
+/// places at its receiver, and the other way round. `rhd` sends several blocks per message.
+fn mixed(choice: Choice, transport: LocalTransport, p: usize, algorithm: Option<&'static str>) {
+    let opts = Options {
+        single_copy_min: MIXED_MIN,
+        algorithm: algorithm.map(str::to_string),
+        ..options(choice)
+    };
+    on_ranks(p, transport, opts, move |comm| {
+        let (me, p) = (comm.rank(), comm.size());
+        let (next, prev) = ((me + 1) % p, (me + p - 1) % p);
+        let dtype = DataType::F32;
+        for bytes in [
+            MIXED_MIN - 64,
+            MIXED_MIN - 32,
+            MIXED_MIN - 4,
+            MIXED_MIN,
+            MIXED_MIN + 4,
+            MIXED_MIN + 32,
+            2 * MIXED_MIN,
+            200_004,
+        ] {
+            let n = bytes / 4;
+            let seed = bytes as u64;
+            let out_next: Vec<u8> = (0..bytes).map(|i| byte(me, next, i)).collect();
+            let out_prev: Vec<u8> = (0..bytes).map(|i| byte(me, prev, i + 7)).collect();
+            let (mut from_prev, mut from_next) = (vec![0u8; bytes], vec![0u8; bytes]);
+            let mut reduced = data(dtype, ReduceOp::Sum, seed, me, n);
+            let mine = data(dtype, ReduceOp::Sum, seed + 1, me, n);
+            let mut gathered = vec![0u8; bytes * p];
+            // All-gather-v: rank q's part (q + 1) * n / p elements, reversed with gaps here on
+            // odd ranks.
+            let counts: Vec<usize> = (0..p).map(|q| (q + 1) * n / p).collect();
+            let displs: Vec<usize> = if me % 2 == 1 {
+                let mut at = 0;
+                let mut d = vec![0; p];
+                for q in (0..p).rev() {
+                    d[q] = at;
+                    at += counts[q] + 3;
+                }
+                d
+            } else {
+                counts
+                    .iter()
+                    .scan(0, |at, c| Some(std::mem::replace(at, *at + c)))
+                    .collect()
+            };
+            let room = (0..p).map(|q| displs[q] + counts[q]).max().unwrap_or(0);
+            let part = data(dtype, ReduceOp::Sum, seed + 2, me, counts[me]);
+            let mut gathered_v = vec![0u8; room * 4];
+            let g = comm.group();
+            g.send(&out_next, next).unwrap();
+            g.send(&out_prev, prev).unwrap();
+            g.call(|c| c.all_reduce_in_place_bytes(&mut reduced, dtype, ReduceOp::Sum));
+            g.call(|c| c.all_gather_bytes(&mine, &mut gathered, dtype));
+            g.call(|c| {
+                let parts = oxccl_collectives::Parts::with_displs(&counts, &displs);
+                c.all_gather_v_bytes(&part, &mut gathered_v, parts, dtype)
+            });
+            g.recv(&mut from_prev, prev).unwrap();
+            g.recv(&mut from_next, next).unwrap();
+            g.end().unwrap();
+            let what = format!("{choice:?} {algorithm:?} mixed group, {bytes} bytes");
+            // prev sends us its out_next, next its out_prev; with 2 ranks they are one peer,
+            // whose two messages arrive in send order, which is the same thing.
+            assert!(
+                (0..bytes).all(|i| from_prev[i] == byte(prev, me, i)),
+                "{what}: from prev"
+            );
+            assert!(
+                (0..bytes).all(|i| from_next[i] == byte(next, me, i + 7)),
+                "{what}: from next"
+            );
+            check(&format!("{what}: all-reduce"), dtype, &reduced, |i| {
+                expected(dtype, ReduceOp::Sum, seed, p, i)
+            });
+            for q in 0..p {
+                assert_eq!(
+                    gathered[q * bytes..(q + 1) * bytes],
+                    data(dtype, ReduceOp::Sum, seed + 1, q, n),
+                    "{what}: all-gather, rank {q}'s part"
+                );
+                let at = displs[q] * 4;
+                assert_eq!(
+                    gathered_v[at..at + counts[q] * 4],
+                    data(dtype, ReduceOp::Sum, seed + 2, q, counts[q]),
+                    "{what}: all-gather-v, rank {q}'s part"
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn a_group_of_pulled_and_plain_messages_keeps_its_framing_over_shm() {
+    for choice in [Choice::Auto, Choice::Pull, Choice::Stream] {
+        mixed(choice, LocalTransport::Shm, 2, None);
+    }
+}
+
+#[test]
+fn a_group_of_pulled_and_plain_messages_keeps_its_framing_over_thread_rings() {
+    for choice in [Choice::Auto, Choice::Pull, Choice::Stream] {
+        for algorithm in [None, Some("rhd")] {
+            mixed(choice, LocalTransport::Memory, 4, algorithm);
+        }
     }
 }

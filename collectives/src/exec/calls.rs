@@ -344,13 +344,17 @@ unsafe fn small_all_reduce(
         engine.stream = false;
         // The header by a header job (which checks it, and before which receipts of
         // posted receives are taken off the stream), then the rest.
+        // A reduction's messages never pull, so no offer header: besides, the sender's one
+        // job is the receiver's two, which could not agree on one.
         engine.mine = h;
+        engine.pull_ok = false;
         for &q in others.iter() {
             engine.send(q, small_msg.as_ptr(), len, len, 0);
             engine.recv(q, RecvJob::header(h));
             let rest = scratch.as_mut_ptr().wrapping_add(q * len + Header::LEN);
             recv_copy_exact(engine, q, rest, len - Header::LEN);
         }
+        engine.pull_ok = true;
         engine.drive(Until::All)?;
     } else {
         engine.exchange_all(others, small_msg, scratch, len, |q, got| {

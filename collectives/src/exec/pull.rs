@@ -1,13 +1,9 @@
 //! The engine's side of the single-copy path (`oxccl_transport::stream::Stream::offer`): a
 //! large message's receive copies straight out of the sender's memory, piece by piece.
 
-use super::engine::{reduce_into, Engine, RecvKind};
+use super::engine::{Engine, RecvKind};
 use crate::error::Error;
-use oxccl_kernels::Epilogue;
 use oxccl_transport::stream::{Pull, PULL_PIECE};
-
-/// Bytes a pulled reducing receive copies into cache-resident scratch before reducing them.
-const REDUCE_PIECE: usize = 64 << 10;
 
 /// Where a send job stands on the single-copy path. Offered jobs (`Pull`) stay at the front
 /// of their peer's queue until pulled, in offer order, while the jobs behind them go on.
@@ -26,49 +22,36 @@ pub(super) enum SendLarge {
 pub(super) enum RecvLarge {
     Fresh,
     Stream,
-    Pull(Pull),
+    /// The message is pulled; the front job holds its bytes from this offset on (a message
+    /// that lands in several places is several jobs).
+    Pull(Pull, usize),
 }
 
 impl Engine {
     /// Copies the next piece of the front receive job of `peer` straight out of the sender's
-    /// memory: into the destination for a copy, through cache-sized scratch for a reduction.
-    pub(super) fn pull_piece(&mut self, peer: usize, p: &Pull) -> Result<(), Error> {
+    /// memory into its destination (the job's bytes start at `base` in the message).
+    pub(super) fn pull_piece(&mut self, peer: usize, p: &Pull, base: usize) -> Result<(), Error> {
         let op = self.op;
-        let reduction = self.reduction;
         let job = &mut self.recvq[peer].front_mut().expect("front").1;
         let link = self.links[peer]
             .as_mut()
             .expect("a job for a peer without a link");
-        let failed = |source| Error::PeerFailed { op, peer, source };
-        let take;
-        match job.kind {
-            RecvKind::Header(_) => unreachable!("headers are below every single-copy threshold"),
-            RecvKind::Copy => {
-                take = PULL_PIECE.min(job.len - job.pos);
-                // SAFETY: [dst, dst + len) is writable, owned by the running operation, and no
-                // queued send reads it (the job was cleared before it started).
-                let dst = unsafe { std::slice::from_raw_parts_mut(job.dst.add(job.pos), take) };
-                link.stream().pull(p, job.pos, dst).map_err(failed)?;
-            }
-            RecvKind::Reduce { local, epilogue } => {
-                let r = reduction.expect("a reduce job without a reduction");
-                // A whole number of elements (REDUCE_PIECE is a multiple of every size).
-                take = REDUCE_PIECE.min(job.len - job.pos);
-                if self.pull_scratch.len() < REDUCE_PIECE {
-                    self.pull_scratch.resize(REDUCE_PIECE, 0);
-                }
-                let scratch = &mut self.pull_scratch[..take];
-                link.stream().pull(p, job.pos, scratch).map_err(failed)?;
-                let epi = if epilogue { r.epilogue } else { Epilogue::None };
-                reduce_into(r, epi, local, job.dst, job.pos, scratch).map_err(|e| {
-                    Error::Protocol {
-                        op,
-                        peer,
-                        detail: e,
-                    }
-                })?;
-            }
+        if !matches!(job.kind, RecvKind::Copy) {
+            // Headers are below every threshold, and reductions' messages never carry an
+            // offer (`Engine::pull_ok`): the peer is out of step.
+            return Err(Error::Protocol {
+                op,
+                peer,
+                detail: "a pull offer for a message that may not be pulled".into(),
+            });
         }
+        let take = PULL_PIECE.min(job.len - job.pos);
+        // SAFETY: [dst, dst + len) is writable, owned by the running operation, and no queued
+        // send reads it (the job was cleared before it started).
+        let dst = unsafe { std::slice::from_raw_parts_mut(job.dst.add(job.pos), take) };
+        link.stream()
+            .pull(p, base + job.pos, dst)
+            .map_err(|source| Error::PeerFailed { op, peer, source })?;
         job.pos += take;
         if let Some((to, id)) = job.fwd {
             let produced = job.pos;

@@ -123,17 +123,19 @@ pub(crate) fn run_in(
     layout: &BlockLayout,
     mat: &mut [bool],
 ) -> Result<(), Error> {
-    // Which of the call's sends may take the single-copy path (`Engine::pull_ok`; both ends
-    // decide alike, from the schedule). Not with lanes: a lane's receives are posted only
-    // after its previous step, so a send waiting to be pulled could wait on a lane that waits
-    // on it. Not for reductions: a pulled piece is copied and then reduced by the receiver
-    // alone, where through the ring the sender's copy and the receiver's reduction overlap on
-    // two cores (all-reduce at 2 ranks, 1-64 MiB: 1.7-2x slower pulled, measured).
+    // Which of the call's messages may take the single-copy path (`Engine::pull_ok`). Both
+    // ends of every message must decide alike (it sets the message's framing), so only from
+    // what every rank's copy of the schedule says: the lanes of all programs, not this rank's.
+    // Not with lanes: a lane's receives are posted only after its previous step, so a send
+    // waiting to be pulled could wait on a lane that waits on it. Not for reductions: a pulled
+    // piece is copied and then reduced by the receiver alone, where through the ring the
+    // sender's copy and the receiver's reduction overlap on two cores (all-reduce at 2 ranks,
+    // 1-64 MiB: 1.7-2x slower pulled, measured); their messages carry no offer header either.
     let reduces = matches!(
         plan.schedule.collective,
         Collective::AllReduce | Collective::ReduceScatter | Collective::Reduce { .. }
     );
-    engine.pull_ok = plan.schedule.programs[plan.rank].lanes() == 1 && !reduces;
+    engine.pull_ok = plan.schedule.lanes() == 1 && !reduces;
     let r = run_program(engine, plan, b, layout, mat);
     engine.pull_ok = true;
     r
@@ -211,16 +213,20 @@ fn post(
     let pad = pad_for(total);
     match op {
         Op::Send { to, blocks } => {
+            // One message in as many pieces as its bytes have places here (the receiver's
+            // may differ): the first piece carries the message's length.
             let mut left = total;
             for (r, m) in runs(blocks, mat, b, layout) {
                 let len = r.len() * b.esize;
+                let msg = if left == total { total } else { 0 };
                 left -= len;
                 let ptr = if m {
                     b.at(r.start).cast_const()
                 } else {
                     b.input_at(r.start)
                 };
-                engine.send(to as usize, ptr, len, len, if left == 0 { pad } else { 0 });
+                let pad = if left == 0 { pad } else { 0 };
+                engine.send_piece(to as usize, ptr, len, len, pad, msg);
             }
         }
         Op::Recv { from, .. } | Op::RecvCopySend { from, .. } => {
@@ -229,15 +235,17 @@ fn post(
             let mut left = total;
             for r in layout.runs(blocks) {
                 let len = r.len() * b.esize;
+                if len == 0 {
+                    continue;
+                }
+                let msg = if left == total { total } else { 0 };
                 left -= len;
                 let pad = if left == 0 { pad } else { 0 };
                 let fwd = op.send_to().map(|to| {
-                    (
-                        to as usize,
-                        engine.send(to as usize, b.at(r.start), len, 0, pad),
-                    )
+                    let id = engine.send_piece(to as usize, b.at(r.start), len, 0, pad, msg);
+                    (to as usize, id)
                 });
-                engine.recv(
+                engine.recv_piece(
                     from as usize,
                     RecvJob {
                         kind: RecvKind::Copy,
@@ -249,6 +257,7 @@ fn post(
                         in_step: true,
                         cleared: false,
                     },
+                    msg,
                 );
             }
             mat[blocks.range()].iter_mut().for_each(|m| *m = true);
@@ -261,6 +270,7 @@ fn post(
                 if len == 0 {
                     continue;
                 }
+                let msg = if left == total { total } else { 0 };
                 left -= len;
                 let pad = if left == 0 { pad } else { 0 };
                 let local = if m {
@@ -269,12 +279,10 @@ fn post(
                     b.input_at(r.start)
                 };
                 let fwd = op.send_to().map(|to| {
-                    (
-                        to as usize,
-                        engine.send(to as usize, b.at(r.start), len, 0, pad),
-                    )
+                    let id = engine.send_piece(to as usize, b.at(r.start), len, 0, pad, msg);
+                    (to as usize, id)
                 });
-                engine.recv(
+                engine.recv_piece(
                     from as usize,
                     RecvJob {
                         kind: RecvKind::Reduce {
@@ -289,6 +297,7 @@ fn post(
                         in_step: true,
                         cleared: false,
                     },
+                    msg,
                 );
             }
             mat[blocks.range()].iter_mut().for_each(|m| *m = true);

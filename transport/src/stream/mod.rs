@@ -62,10 +62,11 @@ pub const DEFAULT_RING_BYTES: usize = 1 << 20;
 
 /// Default smallest message of the single-copy path (`OXCCL_SINGLE_COPY_MIN`; 0 turns it
 /// off): from here on each message starts with a header and its sender chooses pulled or
-/// through the ring (`choice`). 256 KiB by measurement (`bench/RESULTS.md`, "adaptive"): 8 KiB
+/// through the ring (`choice`). The collectives offer only messages that may be pulled (never a
+/// reduction's). 256 KiB by measurement (`bench/RESULTS.md`, "adaptive" and "pullok"): 8 KiB
 /// made point-to-point pull in the ring's slow state (shm stream bandwidth 0.19-0.66x Open
-/// MPI's at 8-128 KiB became 0.94-1.00x), but 4-rank all-reduces of 64-256 KiB on 2 cores
-/// took 0.80-0.86x of main's time in two A/B runs; set 8192 for point-to-point-heavy jobs.
+/// MPI's at 8-128 KiB became 0.94-1.00x), but every value of 8-64 KiB slowed 2-rank
+/// all-to-all-v at 16-128 KiB or 4-rank all-gather; set 8192 for point-to-point-heavy jobs.
 pub const DEFAULT_SINGLE_COPY_MIN: usize = 256 << 10;
 
 /// Bytes a pulled (single-copy) receive copies per step: large enough that the system call and

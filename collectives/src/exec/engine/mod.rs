@@ -25,7 +25,6 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 mod progress;
-pub(super) use progress::reduce_into;
 
 static ZEROS: [u8; 8] = [0; 8];
 
@@ -45,6 +44,10 @@ pub(crate) struct SendJob {
     inline: Option<[u8; Header::LEN]>,
     /// A large message may go by the single-copy path ([`Engine::pull_ok`] when queued).
     pull_ok: bool,
+    /// Bytes of the message this job opens (0: it continues the message of the job before,
+    /// a message whose bytes lie in several places). A message is framed as a whole: the
+    /// receiver may hold it in other pieces than ours, but both ends know its length.
+    msg: usize,
     /// Where the job stands on the single-copy path.
     large: SendLarge,
 }
@@ -88,6 +91,18 @@ impl RecvJob {
     }
 }
 
+/// What the engine keeps beside a queued receive job.
+#[derive(Clone, Copy)]
+pub(super) struct RecvTag {
+    /// The operation the job belongs to.
+    pub op: u64,
+    /// Its message may come by the single-copy path ([`Engine::pull_ok`] when queued, as for
+    /// the matching send job: both ends queue a message from the same schedule and call).
+    pub pull_ok: bool,
+    /// Bytes of the message this job opens (0: a continuation piece), as for send jobs.
+    pub msg: usize,
+}
+
 /// What [`Engine::drive`] waits for.
 #[derive(Clone, Copy)]
 pub(crate) enum Until {
@@ -114,8 +129,8 @@ pub(crate) struct Engine {
     pub rank: usize,
     pub links: Vec<Option<Link>>,
     pub(super) sendq: Vec<VecDeque<SendJob>>,
-    /// Receive jobs with the operation each belongs to.
-    pub(super) recvq: Vec<VecDeque<(u64, RecvJob)>>,
+    /// Receive jobs with what the engine keeps beside each.
+    pub(super) recvq: Vec<VecDeque<(RecvTag, RecvJob)>>,
     /// The operation new jobs belong to.
     cur_op: u64,
     next_op: u64,
@@ -162,11 +177,12 @@ pub(crate) struct Engine {
     pub blame: crate::link::blame::Board,
     /// The single-copy state of each peer's front receive job (a send job keeps its own).
     rx_large: Vec<RecvLarge>,
-    /// Sends queued now may offer the single-copy path; `exec/run.rs` turns it off for the
-    /// schedules that must not (lanes, reductions: see `run_in`).
+    /// Messages queued now (sends and receives alike) may take the single-copy path: those at
+    /// or above the stream's threshold travel as an offer (a header, then a pull or the bytes).
+    /// Off, every message goes plainly through the stream. `exec/run.rs` turns it off for the
+    /// schedules that must not pull (lanes, reductions: see `run_in`); both ends of a message
+    /// queue it from the same schedule, so they agree on its framing.
     pub pull_ok: bool,
-    /// Where a pulled reducing receive lands before it is reduced.
-    pub(super) pull_scratch: Vec<u8>,
     /// Per peer, the receipts of sends and receives (`exec/receipt.rs`).
     pub(super) receipts: Vec<super::receipt::Receipts>,
     /// No collective is on the streams (a send, a receive or a wait outside calls drives the
@@ -238,7 +254,6 @@ impl Engine {
             blame: crate::link::blame::Board::nowhere(),
             pull_ok: true,
             rx_large: vec![RecvLarge::Fresh; p],
-            pull_scratch: Vec::new(),
             receipts: (0..p).map(|_| Default::default()).collect(),
             at_rest: false,
             said_waiting: false,
@@ -276,7 +291,7 @@ impl Engine {
     /// Whether the current operation waits for stream bytes from `peer`.
     pub(super) fn current_expects(&self, peer: usize) -> bool {
         let op = self.cur_op;
-        self.recvq[peer].iter().any(|&(o, _)| o == op)
+        self.recvq[peer].iter().any(|(t, _)| t.op == op)
     }
 
     pub(super) fn count(&mut self, op: u64) {
@@ -317,6 +332,7 @@ impl Engine {
             owner,
             inline: Some(bytes),
             pull_ok: false,
+            msg: Header::LEN,
             large: SendLarge::Fresh,
         }
     }
@@ -345,7 +361,8 @@ impl Engine {
         }
     }
 
-    /// Queues `len` bytes at `ptr` for `peer`, `avail` of them ready now. Returns the job id.
+    /// Queues `len` bytes at `ptr` for `peer`, `avail` of them ready now: a whole message.
+    /// Returns the job id.
     pub fn send(
         &mut self,
         peer: usize,
@@ -353,6 +370,20 @@ impl Engine {
         len: usize,
         avail: usize,
         pad: usize,
+    ) -> u64 {
+        self.send_piece(peer, ptr, len, avail, pad, len)
+    }
+
+    /// [`Engine::send`] of a piece of a message: `msg` is the whole message's length on the
+    /// first piece with bytes, 0 on the others.
+    pub fn send_piece(
+        &mut self,
+        peer: usize,
+        ptr: *const u8,
+        len: usize,
+        avail: usize,
+        pad: usize,
+        msg: usize,
     ) -> u64 {
         self.next_id += 1;
         let id = self.next_id;
@@ -370,6 +401,7 @@ impl Engine {
             owner,
             inline: None,
             pull_ok: self.pull_ok,
+            msg,
             large: SendLarge::Fresh,
         });
         self.count(owner);
@@ -377,7 +409,14 @@ impl Engine {
         id
     }
 
+    /// Queues a receive of a whole message.
     pub fn recv(&mut self, peer: usize, job: RecvJob) {
+        let msg = job.len;
+        self.recv_piece(peer, job, msg);
+    }
+
+    /// [`Engine::recv`] of a piece of a message: `msg` as for [`Engine::send_piece`].
+    pub fn recv_piece(&mut self, peer: usize, job: RecvJob, msg: usize) {
         if job.len + job.pad == 0 {
             return;
         }
@@ -387,7 +426,12 @@ impl Engine {
         self.recvs_posted[peer] += 1;
         let owner = self.cur_op;
         self.count(owner);
-        self.recvq[peer].push_back((owner, job));
+        let tag = RecvTag {
+            op: owner,
+            pull_ok: self.pull_ok,
+            msg,
+        };
+        self.recvq[peer].push_back((tag, job));
         self.activate(peer);
     }
 

@@ -38,20 +38,26 @@ impl Engine {
             .take_while(|j| matches!(j.large, SendLarge::Pull(_)))
             .count();
         while let Some(job) = self.sendq[peer].get_mut(at) {
-            let (ptr, avail, pos, len, pad) = (job.ptr, job.avail, job.pos, job.len, job.pad);
+            let (ptr, avail, pos, len, pad, msg) =
+                (job.ptr, job.avail, job.pos, job.len, job.pad, job.msg);
             let link = self.links[peer]
                 .as_mut()
                 .expect("a job for a peer without a link");
             if job.large == SendLarge::Fresh {
-                let large = job.inline.is_none()
-                    && link.stream().single_copy_min().is_some_and(|m| len >= m);
+                // The receiver expects the offer's header exactly when we send it: both ends
+                // decide from `pull_ok` and the message's length (whatever its pieces). Only
+                // a message in one piece may be pulled; one in several says "inline".
+                let large = job.pull_ok
+                    && job.inline.is_none()
+                    && link.stream().single_copy_min().is_some_and(|m| msg >= m);
                 if large {
+                    let whole = msg == len && avail == len;
                     // SAFETY: [ptr, ptr + len) stays readable and unchanged while the job is
                     // queued (the queuing operation's contract), and the job stays queued
                     // until the peer has taken it (or the engine fails, which aborts the
-                    // link, and the abort waits for a copy in progress).
-                    let offer =
-                        unsafe { link.stream().offer(ptr, len, job.pull_ok && avail == len) };
+                    // link, and the abort waits for a copy in progress). The address is only
+                    // read when the offer is whole (then `msg == len`).
+                    let offer = unsafe { link.stream().offer(ptr, msg, whole) };
                     match offer.map_err(failed)? {
                         None => break,
                         Some(Offer::Pull(ticket)) => {
@@ -132,29 +138,32 @@ impl Engine {
                 self.recvq[peer].front_mut().expect("front").1.cleared = true;
             }
             if self.rx_large[peer] == RecvLarge::Fresh {
-                let job = &self.recvq[peer].front().expect("front").1;
-                let (len, header) = (job.len, matches!(job.kind, RecvKind::Header(_)));
+                let (tag, job) = self.recvq[peer].front().expect("front");
+                let header = matches!(job.kind, RecvKind::Header(_));
+                let (pull_ok, msg) = (tag.pull_ok, tag.msg);
                 let link = self.links[peer]
                     .as_mut()
                     .expect("a job for a peer without a link");
-                let large = !header && link.stream().single_copy_min().is_some_and(|m| len >= m);
+                // As the sender decided (`progress_sends`): an offer's header comes first.
+                let large =
+                    pull_ok && !header && link.stream().single_copy_min().is_some_and(|m| msg >= m);
                 self.rx_large[peer] = if large {
                     let arrival = link
                         .stream()
-                        .arrival(len)
+                        .arrival(msg)
                         .map_err(|source| Error::PeerFailed { op, peer, source })?;
                     match arrival {
                         None => break,
                         Some(Arrival::Inline) => RecvLarge::Stream,
-                        Some(Arrival::Pull(p)) => RecvLarge::Pull(p),
+                        Some(Arrival::Pull(p)) => RecvLarge::Pull(p, 0),
                     }
                 } else {
                     RecvLarge::Stream
                 };
                 progressed |= large;
             }
-            if let RecvLarge::Pull(p) = self.rx_large[peer] {
-                self.pull_piece(peer, &p)?;
+            if let RecvLarge::Pull(p, base) = self.rx_large[peer] {
+                self.pull_piece(peer, &p, base)?;
                 progressed = true;
                 let job = &self.recvq[peer].front().expect("front").1;
                 if job.pos < job.len {
@@ -162,13 +171,19 @@ impl Engine {
                     // (an all-to-all's offers to every peer go out before its first pull ends).
                     break;
                 }
-                self.link(peer).stream().pulled();
-                self.rx_large[peer] = RecvLarge::Fresh;
-                let (owner, job) = self.recvq[peer].pop_front().expect("front");
+                // The message's next piece (ours in several places) pulls on from here.
+                let base = base + job.len;
+                self.rx_large[peer] = if base < p.len {
+                    RecvLarge::Pull(p, base)
+                } else {
+                    self.link(peer).stream().pulled();
+                    RecvLarge::Fresh
+                };
+                let (tag, job) = self.recvq[peer].pop_front().expect("front");
                 if job.in_step {
                     self.step_left -= 1;
                 }
-                self.uncount(owner);
+                self.uncount(tag.op);
                 continue;
             }
             let reduction = self.reduction;
@@ -237,7 +252,7 @@ impl Engine {
                 continue;
             }
             self.rx_large[peer] = RecvLarge::Fresh;
-            let (owner, job) = self.recvq[peer].pop_front().expect("front");
+            let (tag, job) = self.recvq[peer].pop_front().expect("front");
             if let RecvKind::Header(expect) = job.kind {
                 let got = Header::from_bytes(&self.hdr_buf[peer]);
                 expect.check(&got, op, peer)?;
@@ -246,7 +261,7 @@ impl Engine {
                 self.step_left -= 1;
             }
             self.recvs_done[peer] += 1;
-            self.uncount(owner);
+            self.uncount(tag.op);
         }
         Ok(progressed)
     }
@@ -276,7 +291,7 @@ fn copy(stream: bool, dst: &mut [u8], src: &[u8]) {
 }
 
 /// `dst[pos..] = local[pos..] op recv` (Reduce with `local == dst` reduces in place).
-pub(in crate::exec) fn reduce_into(
+fn reduce_into(
     r: Reduction,
     epi: Epilogue,
     local: *const u8,
