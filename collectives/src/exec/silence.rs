@@ -24,7 +24,10 @@ impl Engine {
         }
         let on = blame.or_else(|| self.waited_on(peers));
         if let Some(peer) = on {
-            self.blame.say_waiting(self.rank, Some(peer));
+            // Within what is left of the wait: saying it must not move its deadline (the
+            // store's host may be the rank that stopped).
+            let left = self.timeout.saturating_sub(waited);
+            self.blame.say_waiting(self.rank, Some(peer), Some(left));
             self.said_waiting = true;
         }
     }
@@ -32,7 +35,7 @@ impl Engine {
     /// Takes back what [`Engine::note_long_wait`] said (the wait ended or moved).
     pub(super) fn unsay_waiting(&mut self) {
         if self.said_waiting {
-            self.blame.say_waiting(self.rank, None);
+            self.blame.say_waiting(self.rank, None, None);
             self.said_waiting = false;
         }
     }
