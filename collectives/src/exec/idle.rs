@@ -198,11 +198,7 @@ impl Engine {
             self.check_peers_alive(w, peers, blame)?;
         }
         let waited = now.duration_since(last);
-        // The deadline first: a wait past it fails without a word more to the board (the
-        // settle that follows asks what it needs).
-        if waited < self.timeout {
-            self.note_long_wait(waited, peers, blame);
-        }
+        self.note_long_wait(waited, peers, blame);
         if waited >= self.timeout {
             let e = match blame {
                 Some(peer) => Error::Timeout {
