@@ -17,7 +17,10 @@
 #              OXCCL_FAULT_PAIRS=tcp:2,... runs only those pairs (same seeds).
 #   stops      the same trials with SIGSTOP mid-call, RUNS (20) per fabric and rank count: every
 #              survivor must fail within OXCCL_TIMEOUT (3 s, plus the test's margin) naming the
-#              stopped rank and the operation (asserted by the test).
+#              stopped rank and the operation (asserted by the test). Each trial's rank logs
+#              (OXCCL_DEBUG=info) go to target/stops-logs/ and stay only for a failed trial
+#              (with the stacks of a survivor that overran). OXCCL_FAULT_PAIRS=shm:2 and
+#              OXCCL_FAULT_VICTIM=0 skew the trials to one shape.
 #   strangers  a 3-rank job whose bootstrap is held open (rank 2 starts 5 s late) while
 #              strangers.py hits the store and both data ports: garbage, resets, connect-close,
 #              2,000 idle connections per port; over TCP, then shm. The job must run correctly.
@@ -127,6 +130,7 @@ kills() {
 stops() {
     local n=${runs:-20}
     OXCCL_FAULT_TRIALS=$n OXCCL_FAULT_KINDS=stop OXCCL_FAULT_SEED=${OXCCL_FAULT_SEED:-2032} \
+        OXCCL_FAULT_LOGS=${OXCCL_FAULT_LOGS:-$PWD/target/stops-logs} \
         nice cargo test -q --release -p oxccl-collectives --test faults 2>&1 |
         tee target/reliability-stops.log | tail -25
     echo "(every trial's lines: target/reliability-stops.log)"

@@ -15,7 +15,13 @@
 //! `OXCCL_FAULT_KINDS` which faults are drawn (`kill,stop,boot`, the default),
 //! `OXCCL_FAULT_SEED` replays a run and `OXCCL_FAULT_PAIRS` (`tcp:2,shm:4`) runs only those
 //! (fabric, ranks) pairs of it, each trial with the seed it has in the whole run (unless a
-//! trial skipped before it was redone there).
+//! trial skipped before it was redone there). `OXCCL_FAULT_VICTIM=N` makes rank N the victim
+//! of every trial and `OXCCL_FAULT_REPEAT=SEED` runs every trial with that trial seed (one
+//! shape again and again, its timing left to chance): to hunt a rare failure. With
+//! `OXCCL_FAULT_LOGS=DIR`, every rank of a trial writes its `OXCCL_DEBUG` log
+//! (`OXCCL_FAULT_DEBUG`, default `info`) and stderr to `DIR`; a trial that passes deletes
+//! them, unless a survivor took over `OXCCL_TIMEOUT` + 2 s; one that fails keeps them, with
+//! the stacks of a survivor that overran (`gdb`).
 
 use oxccl_collectives::{Communicator, ReduceOp};
 use std::io::{BufRead, BufReader};
@@ -75,6 +81,11 @@ fn main() {
         for p in [2usize, 3, 4] {
             for t in 0..trials {
                 let trial_seed = rng.next();
+                // One trial's shape again and again (its timing differs on every run).
+                let trial_seed = std::env::var("OXCCL_FAULT_REPEAT")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(trial_seed);
                 if !chosen(fabric, p) {
                     continue;
                 }
@@ -85,6 +96,7 @@ fn main() {
                     match trial(fabric, p, seed, t, &kinds) {
                         Some(row) => break row,
                         None => {
+                            drop_logs(seed);
                             redone += 1;
                             assert!(redone <= 10, "ten jobs did not start: machine too loaded?");
                             seed = rng.next();
@@ -255,8 +267,15 @@ fn store_mark_of(pids: &[u32]) -> Option<std::path::PathBuf> {
 
 /// A rank's process for a job of `p` ranks at `store` (the test binary in the rank role).
 fn spawn_rank(fabric: &str, p: usize, r: usize, store: &str, seed: u64) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .env("OXCCL_TEST_ROLE", "soak")
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    if let Some(dir) = log_dir() {
+        let debug = std::env::var("OXCCL_FAULT_DEBUG").unwrap_or_else(|_| "info".into());
+        let stem = dir.join(format!("seed{seed}-rank{r}"));
+        cmd.env("OXCCL_DEBUG", debug)
+            .env("OXCCL_DEBUG_FILE", stem.with_extension("log"))
+            .stderr(std::fs::File::create(stem.with_extension("stderr")).unwrap());
+    }
+    cmd.env("OXCCL_TEST_ROLE", "soak")
         .env("OXCCL_RANK", r.to_string())
         .env("OXCCL_SIZE", p.to_string())
         .env("OXCCL_STORE_ADDR", store)
@@ -366,6 +385,56 @@ fn store_host_killed_before_the_others_connect(fabric: &str) {
     );
 }
 
+/// Where the ranks of a trial write their logs (`OXCCL_FAULT_LOGS`), if anywhere.
+fn log_dir() -> Option<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from(std::env::var_os("OXCCL_FAULT_LOGS")?);
+    std::fs::create_dir_all(&dir).unwrap();
+    Some(dir)
+}
+
+/// Removes the logs of a trial that passed.
+fn drop_logs(seed: u64) {
+    let Some(dir) = log_dir() else { return };
+    let mine = format!("seed{seed}-");
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&mine) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Every thread's stack of a rank that overran its bound (gdb, when it is installed), kept
+/// beside the trial's logs: where it waits is the finding.
+fn dump_stacks(pid: u32, seed: u64, r: usize) {
+    let Some(dir) = log_dir() else { return };
+    let out = Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .stdin(Stdio::null())
+        .output();
+    let text = match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Err(e) => format!("gdb: {e}"),
+    };
+    let _ = std::fs::write(dir.join(format!("seed{seed}-rank{r}.stacks")), text);
+}
+
+/// A process's state and the kernel function it sleeps in (`/proc/PID/stat`, `wchan`).
+fn proc_state(pid: u32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .unwrap_or("?");
+    let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    format!("state {state}, wchan {wchan}")
+}
+
 fn trial(
     fabric: &'static str,
     p: usize,
@@ -375,6 +444,11 @@ fn trial(
 ) -> Option<Row> {
     let mut rng = Rng(seed);
     let victim = rng.below(p as u64) as usize;
+    let victim = std::env::var("OXCCL_FAULT_VICTIM")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&v| v < p)
+        .unwrap_or(victim);
     let how = kinds[rng.below(kinds.len() as u64) as usize];
     let delay = Duration::from_millis(rng.below(if how == "BOOT" { 30 } else { 300 }));
     let store = format!("127.0.0.1:{}", free_port());
@@ -421,10 +495,16 @@ fn trial(
             std::thread::sleep(Duration::from_secs(1));
             let said: Vec<String> = lines
                 .iter()
+                .zip(&mut ranks.0)
                 .enumerate()
-                .map(|(r, l)| {
+                .map(|(r, (l, c))| {
                     let got: Vec<String> = l.try_iter().map(|(_, line)| line).collect();
-                    format!("rank {r}: {}", got.join(" | "))
+                    // A rank gone without a word: crashed, or killed from outside.
+                    let ended = match c.try_wait() {
+                        Ok(Some(status)) => format!(" [{status}]"),
+                        _ => String::new(),
+                    };
+                    format!("rank {r}: {}{ended}", got.join(" | "))
                 })
                 .collect();
             // The job never started: a rank's bootstrap ran past OXCCL_TIMEOUT on an
@@ -467,10 +547,21 @@ fn trial(
                     error = Some((at.saturating_duration_since(fault_at), line));
                 }
                 Ok(_) => {}
-                Err(_) => panic!(
-                    "{fabric} p={p} trial {t} (seed {seed}): rank {r} did not fail within \
-                     {deadline:?} of {how} of rank {victim}"
-                ),
+                Err(_) => {
+                    // Still running (where does it wait?), or gone without a word (a crash,
+                    // or a kill from outside the trial): the two need different hunts.
+                    let state = match ranks.0[r].try_wait() {
+                        Ok(Some(status)) => format!("it ended without an error line: {status}"),
+                        _ => {
+                            dump_stacks(ranks.0[r].id(), seed, r);
+                            format!("it still runs ({})", proc_state(ranks.0[r].id()))
+                        }
+                    };
+                    panic!(
+                        "{fabric} p={p} trial {t} (seed {seed}): rank {r} did not fail within \
+                         {deadline:?} of {how} of rank {victim}: {state}"
+                    )
+                }
             }
         }
         let (after, line) = error.unwrap();
@@ -497,6 +588,10 @@ fn trial(
         survivors.push((r, after.as_secs_f64(), e));
     }
     drop(ranks);
+    // A slow survivor's logs stay too: where its seconds went is worth a look.
+    if survivors.iter().all(|s| s.1 < TIMEOUT_S + 2.0) {
+        drop_logs(seed);
+    }
     if how != "STOP" {
         let left = leftovers(&pids);
         assert!(

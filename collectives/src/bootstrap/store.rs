@@ -29,6 +29,9 @@ const CMD_GET: u8 = 2;
 
 /// Seconds a new connection has to present the secret before it is dropped.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// The least a bootstrap connection attempt gets per step, even at its deadline (a rank
+/// that arrives late still gets one real try).
+const CONNECT_FLOOR: Duration = Duration::from_millis(100);
 /// How long an authenticated connection may stay silent (ranks poll every 20 ms or less).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connections that have not presented the secret yet, at most; more are closed at once (a
@@ -415,7 +418,7 @@ impl StoreClient {
         let start = Instant::now();
         let mut backoff = Duration::from_millis(5);
         loop {
-            let last = match Self::try_connect(addr, secret, deadline) {
+            let last = match Self::try_connect(addr, secret, deadline, CONNECT_FLOOR) {
                 Ok(c) => return Ok(c),
                 Err(Attempt::Fatal(e)) => return Err(e),
                 Err(Attempt::Retry(e)) => e,
@@ -463,21 +466,36 @@ impl StoreClient {
         secret: &[u8],
         timeout: Duration,
     ) -> std::result::Result<Self, ()> {
-        Self::try_connect(addr, secret, Instant::now() + timeout).map_err(|_| ())
+        // All of `timeout`, the connect and the hello together: a stopped store must not
+        // hold a failing rank longer than it was given (no floor per step as in `connect`).
+        Self::try_connect(
+            addr,
+            secret,
+            Instant::now() + timeout,
+            Duration::from_millis(1),
+        )
+        .map_err(|_| ())
     }
 
     /// How long a request waits for the store's answer from now on (`connect` leaves what
     /// was left of its deadline, at least 100 ms).
     pub(crate) fn set_answer_timeout(&self, timeout: Duration) -> Result<()> {
+        // The request's write too: a store that stopped reading must not hold us once its
+        // socket's buffer is full.
+        let timeout = Some(timeout.max(Duration::from_millis(1)));
         self.stream
-            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .set_read_timeout(timeout)
+            .and_then(|()| self.stream.set_write_timeout(timeout))
             .map_err(|e| Error::io(format!("talking to the store at {}", self.addr), e))
     }
 
+    /// One attempt, done by `deadline`; each step (the connect, the hello's answer) gets at
+    /// least `floor`.
     fn try_connect(
         addr: &str,
         secret: &[u8],
         deadline: Instant,
+        floor: Duration,
     ) -> std::result::Result<Self, Attempt> {
         let target: Option<SocketAddr> = addr.to_socket_addrs().ok().and_then(|mut a| a.next());
         let Some(target) = target else {
@@ -489,15 +507,16 @@ impl StoreClient {
         // A SYN that goes unanswered (a full backlog) must not outlast the caller's deadline.
         let connect_for = deadline
             .saturating_duration_since(Instant::now())
-            .clamp(Duration::from_millis(100), Duration::from_secs(2));
+            .clamp(floor, Duration::from_secs(2));
         let mut stream =
             TcpStream::connect_timeout(&target, connect_for).map_err(Attempt::Retry)?;
         let fatal = |e| Attempt::Fatal(Error::io(format!("talking to the store at {addr}"), e));
         stream.set_nodelay(true).map_err(fatal)?;
         let left = deadline
             .saturating_duration_since(Instant::now())
-            .clamp(Duration::from_millis(100), HELLO_TIMEOUT);
+            .clamp(floor, HELLO_TIMEOUT);
         stream.set_read_timeout(Some(left)).map_err(fatal)?;
+        stream.set_write_timeout(Some(left)).map_err(fatal)?;
         let mut hello = MAGIC.to_vec();
         hello.extend_from_slice(&(secret.len() as u32).to_le_bytes());
         hello.extend_from_slice(secret);
@@ -519,6 +538,7 @@ impl StoreClient {
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(100));
         stream.set_read_timeout(Some(left)).map_err(fatal)?;
+        stream.set_write_timeout(Some(left)).map_err(fatal)?;
         Ok(Self {
             stream,
             addr: addr.to_string(),

@@ -4,6 +4,10 @@
 use super::engine::Engine;
 use std::time::Duration;
 
+/// What a wait that is past its deadline still spends to say whom it waited on: a live
+/// store answers in far less, a stopped one costs no more than this.
+const SAY_LATE: Duration = Duration::from_millis(100);
+
 impl Engine {
     /// Called by every idle check of a wait that has gone `waited` without progress: past half
     /// the timeout, says once whom the wait is for (`blame`, or the first peer with queued
@@ -24,7 +28,12 @@ impl Engine {
         }
         let on = blame.or_else(|| self.waited_on(peers));
         if let Some(peer) = on {
-            self.blame.say_waiting(self.rank, Some(peer));
+            // Within what is left of the wait: saying it must not move its deadline (the
+            // store's host may be the rank that stopped). A wait already past it (its first
+            // look since half the timeout came late, on a loaded host) still gets a moment:
+            // the ranks that wait on this one follow its note to the silent rank.
+            let left = self.timeout.saturating_sub(waited).max(SAY_LATE);
+            self.blame.say_waiting(self.rank, Some(peer), Some(left));
             self.said_waiting = true;
         }
     }
@@ -32,7 +41,7 @@ impl Engine {
     /// Takes back what [`Engine::note_long_wait`] said (the wait ended or moved).
     pub(super) fn unsay_waiting(&mut self) {
         if self.said_waiting {
-            self.blame.say_waiting(self.rank, None);
+            self.blame.say_waiting(self.rank, None, None);
             self.said_waiting = false;
         }
     }

@@ -98,6 +98,9 @@ pub(crate) struct Board {
     silent_since: Option<Instant>,
     /// While [`Board::settle`] runs: when it must be done with the store.
     settle_until: Option<Instant>,
+    /// While [`Board::say_waiting`] runs: when the wait that says it times out (the saying
+    /// must not hold the wait past its deadline).
+    say_until: Option<Instant>,
     /// A request of this settle found its time spent: the store is slow, not gone.
     out_of_time: bool,
     /// The store answered a request of this settle.
@@ -111,6 +114,7 @@ impl Board {
             key: KEY.to_string(),
             silent_since: None,
             settle_until: None,
+            say_until: None,
             out_of_time: false,
             answered: false,
         }
@@ -125,6 +129,7 @@ impl Board {
                 key: KEY.to_string(),
                 silent_since: None,
                 settle_until: None,
+                say_until: None,
                 out_of_time: false,
                 answered: false,
             })
@@ -142,6 +147,7 @@ impl Board {
             key: KEY.to_string(),
             silent_since: None,
             settle_until: None,
+            say_until: None,
             out_of_time: false,
             answered: false,
         }
@@ -164,6 +170,7 @@ impl Board {
             key: format!("{}/{tag}", self.key),
             silent_since: None,
             settle_until: None,
+            say_until: None,
             out_of_time: false,
             answered: false,
         }
@@ -245,9 +252,9 @@ impl Board {
         {
             return Err(());
         }
-        // Each request gets what is left of the settle's time (at most STORE_ANSWER), not
-        // what the connection left.
-        let within = match self.settle_until {
+        // Each request gets what is left of the settle's time, or of the wait that says whom
+        // it waits on (at most STORE_ANSWER), not what the connection left.
+        let within = match self.settle_until.or(self.say_until) {
             Some(until) => until.saturating_duration_since(Instant::now()),
             None => STORE_ANSWER,
         }
@@ -259,8 +266,12 @@ impl Board {
             return Err(());
         }
         let (silent_since, out_of_time) = (&mut self.silent_since, &mut self.out_of_time);
+        let asked = Instant::now();
         let mut failed = |why: String| {
-            tracing::debug!("the failure board at {addr} is unreachable: {why}");
+            tracing::debug!(
+                took = ?asked.elapsed(),
+                "the failure board at {addr} is unreachable: {why}"
+            );
             if cut_short {
                 *out_of_time = true;
             } else {
@@ -298,8 +309,15 @@ impl Board {
         }
     }
 
-    /// Says (`Some(peer)`) or unsays (`None`) that rank `me` has waited long on `peer`.
-    pub fn say_waiting(&mut self, me: usize, on: Option<usize>) {
+    /// Says (`Some(peer)`) or unsays (`None`) that rank `me` has waited long on `peer`, within
+    /// `within` (what is left of the wait before it times out, for a saying).
+    pub fn say_waiting(&mut self, me: usize, on: Option<usize>, within: Option<Duration>) {
+        self.say_until = within.map(|w| Instant::now() + w);
+        self.say_waiting_now(me, on);
+        self.say_until = None;
+    }
+
+    fn say_waiting_now(&mut self, me: usize, on: Option<usize>) {
         let key = format!("{}{WAITING}{me}", self.key);
         match &mut self.place {
             Place::Nowhere => {}
@@ -371,11 +389,13 @@ impl Board {
         if matches!(self.place, Place::Nowhere) {
             return e;
         }
-        self.settle_until = Some(Instant::now() + SETTLE_MAX);
+        let start = Instant::now();
+        self.settle_until = Some(start + SETTLE_MAX);
         self.out_of_time = false;
         self.answered = false;
         let e = self.settle_within(me, op, e, links);
         self.settle_until = None;
+        tracing::debug!(took = ?start.elapsed(), error = %e, "failure board settled");
         e
     }
 
@@ -616,6 +636,52 @@ mod tests {
         let took = start.elapsed();
         assert!(took < SETTLE_MAX + Duration::from_millis(500), "{took:?}");
         // Its own view: the peer it waited on, not "rank 0's store is gone".
+        assert!(matches!(e, Error::Timeout { peer: 0, .. }), "{e}");
+    }
+
+    /// A store whose host is stopped: its socket listens (the kernel completes connections)
+    /// and nothing ever answers.
+    fn stopped_store() -> (TcpListener, String) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        (l, addr)
+    }
+
+    #[test]
+    fn saying_whom_a_wait_is_for_keeps_to_what_is_left_of_the_wait() {
+        let (_l, addr) = stopped_store();
+        let mut board = Board::store(&addr, b"s");
+        let start = Instant::now();
+        board.say_waiting(1, Some(0), Some(Duration::from_millis(200)));
+        let took = start.elapsed();
+        // Not STORE_ANSWER (1 s), nor the connect's floor on top: the wait's own deadline.
+        assert!(took < Duration::from_millis(900), "{took:?}");
+        // Nothing left: no word to the store at all.
+        let start = Instant::now();
+        board.say_waiting(1, Some(0), Some(Duration::ZERO));
+        assert!(start.elapsed() < Duration::from_millis(300));
+    }
+
+    #[test]
+    fn a_stopped_stores_host_holds_a_settle_for_settle_max_at_most() {
+        let (_l, addr) = stopped_store();
+        let mut board = Board::store(&addr, b"s");
+        // A silence seen by the wait's own saying, before the settle: asked again once.
+        board.say_waiting(1, Some(0), Some(Duration::from_secs(1)));
+        let start = Instant::now();
+        let e = board.settle(
+            1,
+            "barrier",
+            Error::Timeout {
+                op: "barrier",
+                peer: 0,
+                waiting: "for data from it",
+                after: Duration::from_secs(3),
+            },
+            &mut [],
+        );
+        let took = start.elapsed();
+        assert!(took < SETTLE_MAX + Duration::from_millis(400), "{took:?}");
         assert!(matches!(e, Error::Timeout { peer: 0, .. }), "{e}");
     }
 
