@@ -557,9 +557,16 @@ fn trial(
                             format!("it still runs ({})", proc_state(ranks.0[r].id()))
                         }
                     };
+                    // And the victim: a stopped rank that something else resumed (state
+                    // R or S, not T) would explain a survivor that goes on.
+                    let victim_state = match ranks.0[victim].try_wait() {
+                        Ok(Some(status)) => format!("ended: {status}"),
+                        _ => proc_state(ranks.0[victim].id()),
+                    };
                     panic!(
                         "{fabric} p={p} trial {t} (seed {seed}): rank {r} did not fail within \
-                         {deadline:?} of {how} of rank {victim}: {state}"
+                         {deadline:?} of {how} of rank {victim}: {state}; rank {victim}: \
+                         {victim_state}"
                     )
                 }
             }
