@@ -14,9 +14,12 @@
 //!   or runs on another host; wait on.
 //! - locked: rank 0 lives (it may be stopped or slow): wait on.
 //! - unlocked and written after this process started (to within the clocks' ~20 ms: file
-//!   times and process start times are coarse): this job's rank 0 died. An unlocked mark
-//!   older than this process may be an earlier run's (the same command run again after the
-//!   whole job was killed): it only words the timeout, since rank 0 of this run may yet come.
+//!   times and process start times are coarse), or written by a process with the same parent
+//!   as this one (the launcher that started both: `mpirun`'s daemon, torchrun's agent, the
+//!   test harness; it lives, so its pid is not reused): this job's rank 0 died. Otherwise an
+//!   unlocked mark older than this process may be an earlier run's (the same command run again
+//!   after the whole job was killed): it only words the timeout, since rank 0 of this run may
+//!   yet come.
 //!
 //! Rank 0 removes the mark once it has every rank's record (every rank reached the store and
 //! none can finish init without rank 0); a rank whose bootstrap fails removes a mark whose
@@ -42,7 +45,7 @@ pub enum Mark {
     /// Rank 0 (this pid) holds the mark: it lives.
     Alive(u32),
     /// The process that wrote the mark (this pid) is gone; `fresh` when the mark was written
-    /// after this process started, so it is this run's rank 0.
+    /// after this process started or by a sibling of it, so it is this run's rank 0.
     Dead { pid: u32, fresh: bool },
 }
 
@@ -72,7 +75,14 @@ impl StoreMark {
             if !try_lock(&file, libc::LOCK_EX) {
                 return Err(std::io::Error::last_os_error());
             }
-            writeln!(file, "{}", std::process::id())?;
+            // Our pid, and our parent's: a rank started after us by the same launcher knows
+            // the mark for its job's though it is older than itself.
+            writeln!(
+                file,
+                "{} {}",
+                std::process::id(),
+                std::os::unix::process::parent_id()
+            )?;
             std::fs::rename(&tmp, &path)?;
             Ok(file)
         })();
@@ -126,10 +136,10 @@ fn look_at(path: &std::path::Path) -> (Mark, Option<File>) {
     if meta.uid() != me || meta.mode() & 0o077 != 0 {
         return (Mark::Absent, None);
     }
-    let pid = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
+    let words = std::fs::read_to_string(path).unwrap_or_default();
+    let mut words = words.split_whitespace().map(|w| w.parse::<u32>().ok());
+    let pid = words.next().flatten().unwrap_or(0);
+    let writers_parent = words.next().flatten();
     if !try_lock(&file, libc::LOCK_SH) {
         return (Mark::Alive(pid), None);
     }
@@ -138,10 +148,14 @@ fn look_at(path: &std::path::Path) -> (Mark, Option<File>) {
     if !same_file(&file, path) {
         return (Mark::Absent, None);
     }
-    let fresh = match (meta.modified(), process_start()) {
-        (Ok(written), Some(started)) => written >= started,
-        _ => false,
-    };
+    let ours = std::os::unix::process::parent_id();
+    // A parent of 1 is init (or a subreaper) that adopted orphans: it says nothing of a job.
+    let sibling = ours > 1 && writers_parent == Some(ours);
+    let fresh = sibling
+        || match (meta.modified(), process_start()) {
+            (Ok(written), Some(started)) => written >= started,
+            _ => false,
+        };
     (Mark::Dead { pid, fresh }, Some(file))
 }
 
@@ -199,12 +213,19 @@ mod tests {
     }
 
     #[test]
-    fn a_dead_writers_mark_is_dead_and_fresh_only_if_written_after_we_started() {
+    fn a_dead_writers_mark_is_dead_and_fresh_if_written_after_we_started_or_by_a_sibling() {
         let addr = format!("store-mark-dead:{}", std::process::id());
         let path = path_of(&addr);
-        // What a killed rank 0 leaves: the file, no lock.
+        // What a killed rank 0 leaves: the file, no lock. Dated a second ahead: this test may
+        // run within the ~20 ms that the file's and the process's clocks can disagree by.
         std::fs::write(&path, "4242\n").unwrap();
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(SystemTime::now() + Duration::from_secs(1))
             .unwrap();
         assert_eq!(
             look(&addr),
@@ -215,6 +236,37 @@ mod tests {
         );
         // Written before this process started: maybe an earlier run's.
         let old = process_start().unwrap() - Duration::from_secs(5);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(
+            look(&addr),
+            Mark::Dead {
+                pid: 4242,
+                fresh: false
+            }
+        );
+        // The same, written by a sibling (our launcher started it before us): this job's.
+        let parent = std::os::unix::process::parent_id();
+        std::fs::write(&path, format!("4242 {parent}\n")).unwrap();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(
+            look(&addr),
+            Mark::Dead {
+                pid: 4242,
+                fresh: parent > 1
+            }
+        );
+        // Another launcher's child: maybe an earlier run's.
+        std::fs::write(&path, format!("4242 {}\n", parent.wrapping_add(1))).unwrap();
         File::options()
             .write(true)
             .open(&path)
@@ -244,7 +296,9 @@ mod tests {
             l.local_addr().unwrap().to_string()
         };
         let path = path_of(&addr);
-        std::fs::write(&path, "4243\n").unwrap();
+        // Written by a sibling (a rank 0 that our launcher started): this job's, whenever.
+        let parent = std::os::unix::process::parent_id();
+        std::fs::write(&path, format!("4243 {parent}\n")).unwrap();
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .unwrap();
         let start = Instant::now();
