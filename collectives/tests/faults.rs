@@ -249,7 +249,7 @@ fn leftovers(pids: &[u32]) -> Vec<String> {
 }
 
 /// The store mark (`bootstrap/store_mark.rs`) that one of `pids` wrote, if it is there: a file
-/// `oxccl-store-*` in the temporary directory holding the pid of the rank 0 that made it.
+/// `oxccl-store-*` in the temporary directory holding the pid of the rank 0 that made it (then its parent's).
 fn store_mark_of(pids: &[u32]) -> Option<std::path::PathBuf> {
     std::fs::read_dir(std::env::temp_dir())
         .into_iter()
@@ -259,7 +259,7 @@ fn store_mark_of(pids: &[u32]) -> Option<std::path::PathBuf> {
         .find(|e| {
             std::fs::read_to_string(e.path())
                 .ok()
-                .and_then(|s| s.trim().parse::<u32>().ok())
+                .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
                 .is_some_and(|p| pids.contains(&p))
         })
         .map(|e| e.path())
