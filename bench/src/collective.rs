@@ -162,7 +162,7 @@ pub struct Args {
     /// noisy machines; 1 is nccl-tests' single loop).
     #[arg(long, default_value_t = 1)]
     trials: usize,
-    /// Write every timed call's wall time to PREFIX.rank<R> (one line per call: size in bytes,
+    /// Write every timed call's wall time to `PREFIX.rank<R>` (one line per call: size in bytes,
     /// in_place 0/1, trial, call, milliseconds), to tell a slow phase from a few outliers in
     /// the mean that the table reports. With --split, only the communicator of rank 0 logs.
     #[arg(long, value_name = "PREFIX")]

@@ -212,74 +212,35 @@ mod tests {
         assert_eq!(look(&addr), Mark::Absent);
     }
 
+    /// What a killed rank 0 leaves: the file (`words`, dated `written`), no lock.
+    fn dead_mark(path: &std::path::Path, words: &str, written: SystemTime) {
+        std::fs::write(path, words).unwrap();
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let file = File::options().write(true).open(path).unwrap();
+        file.set_modified(written).unwrap();
+    }
+
     #[test]
     fn a_dead_writers_mark_is_dead_and_fresh_if_written_after_we_started_or_by_a_sibling() {
         let addr = format!("store-mark-dead:{}", std::process::id());
         let path = path_of(&addr);
-        // What a killed rank 0 leaves: the file, no lock. Dated a second ahead: this test may
-        // run within the ~20 ms that the file's and the process's clocks can disagree by.
-        std::fs::write(&path, "4242\n").unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
-        File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(SystemTime::now() + Duration::from_secs(1))
-            .unwrap();
-        assert_eq!(
-            look(&addr),
-            Mark::Dead {
-                pid: 4242,
-                fresh: true
-            }
-        );
+        let dead = |fresh| Mark::Dead { pid: 4242, fresh };
+        // Dated a second ahead: this test may run within the ~20 ms that the file's and the
+        // process's clocks can disagree by.
+        dead_mark(&path, "4242\n", SystemTime::now() + Duration::from_secs(1));
+        assert_eq!(look(&addr), dead(true));
         // Written before this process started: maybe an earlier run's.
         let old = process_start().unwrap() - Duration::from_secs(5);
-        File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
-        assert_eq!(
-            look(&addr),
-            Mark::Dead {
-                pid: 4242,
-                fresh: false
-            }
-        );
+        dead_mark(&path, "4242\n", old);
+        assert_eq!(look(&addr), dead(false));
         // The same, written by a sibling (our launcher started it before us): this job's.
         let parent = std::os::unix::process::parent_id();
-        std::fs::write(&path, format!("4242 {parent}\n")).unwrap();
-        File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
-        assert_eq!(
-            look(&addr),
-            Mark::Dead {
-                pid: 4242,
-                fresh: parent > 1
-            }
-        );
+        dead_mark(&path, &format!("4242 {parent}\n"), old);
+        assert_eq!(look(&addr), dead(parent > 1));
         // Another launcher's child: maybe an earlier run's.
-        std::fs::write(&path, format!("4242 {}\n", parent.wrapping_add(1))).unwrap();
-        File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
-        assert_eq!(
-            look(&addr),
-            Mark::Dead {
-                pid: 4242,
-                fresh: false
-            }
-        );
+        dead_mark(&path, &format!("4242 {}\n", parent.wrapping_add(1)), old);
+        assert_eq!(look(&addr), dead(false));
         remove_if_dead(&addr);
         assert_eq!(look(&addr), Mark::Absent);
         assert!(!path.exists());
@@ -298,9 +259,7 @@ mod tests {
         let path = path_of(&addr);
         // Written by a sibling (a rank 0 that our launcher started): this job's, whenever.
         let parent = std::os::unix::process::parent_id();
-        std::fs::write(&path, format!("4243 {parent}\n")).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
+        dead_mark(&path, &format!("4243 {parent}\n"), SystemTime::now());
         let start = Instant::now();
         let e = StoreClient::connect(&addr, b"s", start + Duration::from_secs(20))
             .err()
