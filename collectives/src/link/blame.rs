@@ -600,17 +600,7 @@ mod tests {
         // Rank 1's `say_waiting` at half its timeout found the store slow (a loaded host).
         let mut rank1 = Board::store(&addr, b"s");
         rank1.silent_since = Some(Instant::now());
-        let e = rank1.settle(
-            1,
-            "barrier",
-            Error::Timeout {
-                op: "barrier",
-                peer: 0,
-                waiting: "for data from it",
-                after: Duration::from_secs(3),
-            },
-            &mut [],
-        );
+        let e = rank1.settle(1, "barrier", timed_out_on_rank_0("barrier"), &mut []);
         assert!(matches!(e, Error::Remote { origin: 3, .. }), "{e}");
     }
 
@@ -622,21 +612,21 @@ mod tests {
         let addr = slow_relay(store.addr(), Duration::from_millis(400));
         let mut board = Board::store(&addr, b"s");
         let start = Instant::now();
-        let e = board.settle(
-            1,
-            "all_reduce",
-            Error::Timeout {
-                op: "all_reduce",
-                peer: 0,
-                waiting: "for data from it",
-                after: Duration::from_secs(3),
-            },
-            &mut [],
-        );
+        let e = board.settle(1, "all_reduce", timed_out_on_rank_0("all_reduce"), &mut []);
         let took = start.elapsed();
         assert!(took < SETTLE_MAX + Duration::from_millis(500), "{took:?}");
         // Its own view: the peer it waited on, not "rank 0's store is gone".
         assert!(matches!(e, Error::Timeout { peer: 0, .. }), "{e}");
+    }
+
+    /// What a wait on rank 0 that timed out fails with, before the settle.
+    fn timed_out_on_rank_0(op: &'static str) -> Error {
+        Error::Timeout {
+            op,
+            peer: 0,
+            waiting: "for data from it",
+            after: Duration::from_secs(3),
+        }
     }
 
     /// A store whose host is stopped: its socket listens (the kernel completes connections)
@@ -669,17 +659,7 @@ mod tests {
         // A silence seen by the wait's own saying, before the settle: asked again once.
         board.say_waiting(1, Some(0), Some(Duration::from_secs(1)));
         let start = Instant::now();
-        let e = board.settle(
-            1,
-            "barrier",
-            Error::Timeout {
-                op: "barrier",
-                peer: 0,
-                waiting: "for data from it",
-                after: Duration::from_secs(3),
-            },
-            &mut [],
-        );
+        let e = board.settle(1, "barrier", timed_out_on_rank_0("barrier"), &mut []);
         let took = start.elapsed();
         assert!(took < SETTLE_MAX + Duration::from_millis(400), "{took:?}");
         assert!(matches!(e, Error::Timeout { peer: 0, .. }), "{e}");
