@@ -6,10 +6,11 @@
 # 128-256 MiB 17, most of it Open MPI's and Gloo's slow large sizes; quiet, expect 2-3x less).
 # Usage (as root, after `cargo build --release -p oxccl-bench`):
 #   bench/scripts/emulate.sh [OUT_DIR]      (default bench/results/emulated)
-# Writes OUT_DIR/emulated-4x2.{txt,csv,json,svg}, emulated-4x2-large.*, load.txt and the
-# cluster file bench/clusters/emulated-4x2.toml (its NIC from the stack probe each sweep runs
-# first: a sendrecv ring of all ranks, 4 KiB-4 MiB; see the file's description). Without
-# namespace permission it prints SKIPPED and exits 0.
+# Writes OUT_DIR/emulated-4x2.{txt,csv,json,svg}, -raw.jsonl, -probe.json, emulated-4x2-large.*,
+# load.txt and the cluster file bench/clusters/emulated-4x2.toml (its NIC latency and the
+# machine's shared stack server from the stack probes each sweep runs first: sendrecv rings of
+# all ranks, by host and spread over the hosts, 4 KiB-4 MiB; see the file's description).
+# Without namespace permission it prints SKIPPED and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-bench/results/emulated}

@@ -79,13 +79,19 @@ pub struct Args {
     #[arg(long, default_value_t = 1200)]
     job_timeout: u64,
     /// Build no cluster: predict the rows of an earlier run's `<stem>-raw.jsonl` again, with
-    /// the cluster file `--replay-cluster` (to compare models on one measurement; a replay
-    /// with a file written from that run's own times would be a fit, not a prediction).
-    #[arg(long, requires = "replay_cluster")]
+    /// the cluster file `--replay-cluster` or one written from `--replay-probe` (to compare
+    /// models on one measurement; a replay with a file written from that run's own times
+    /// would be a fit, not a prediction).
+    #[arg(long)]
     replay: Option<PathBuf>,
     /// The cluster file of `--replay`.
-    #[arg(long)]
+    #[arg(long, requires = "replay", conflicts_with = "replay_probe")]
     replay_cluster: Option<PathBuf>,
+    /// Instead of `--replay-cluster`: write the cluster file for `--replay` from that run's
+    /// probe (its `<stem>-probe.json`, measured before its sweep), the shape given here
+    /// (`--hosts`, `--link-gbit`...) and `--calibration`, as the run itself would now.
+    #[arg(long, requires = "replay")]
+    replay_probe: Option<PathBuf>,
 }
 
 /// Port of rank 0's bootstrap store (inside host 0's namespace, where nothing else listens).
@@ -103,9 +109,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.trials == 0 || args.algo.is_empty() {
         bail!("--trials must be at least 1 and --algo name at least one algorithm");
     }
-    if let (Some(raw), Some(cluster)) = (&args.replay, &args.replay_cluster) {
-        return replay(&args, raw, cluster);
-    }
     let calibration = model::load_calibration(&args.calibration)
         .with_context(|| format!("--calibration {}", args.calibration.display()))?;
     let gbit = |g: f64| (g * 1e9) as u64;
@@ -115,6 +118,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         host_bits: gbit(args.link_gbit),
         uplink_bits: gbit(args.uplink_gbit.unwrap_or(args.link_gbit)),
     };
+    if let Some(raw) = &args.replay {
+        let spec = match (&args.replay_cluster, &args.replay_probe) {
+            (Some(c), _) => model::load_calibration(c)
+                .with_context(|| format!("--replay-cluster {}", c.display()))?,
+            (None, Some(p)) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("--replay-probe {}", p.display()))?;
+                let probe: model::Probe = serde_json::from_str(&text)
+                    .with_context(|| format!("--replay-probe {}", p.display()))?;
+                let tag = format!("emulated-{}x{}", args.hosts, args.ranks_per_host);
+                let spec =
+                    model::cluster_spec(&shape, args.ranks_per_host, &probe, &calibration, &tag)?;
+                if let Some(out) = &args.cluster_out {
+                    model::save(&spec, out)?;
+                    println!("# wrote {}", out.display());
+                }
+                spec
+            }
+            (None, None) => bail!("--replay needs --replay-cluster or --replay-probe"),
+        };
+        return replay(&args, raw, &spec);
+    }
     if let Some(why) = netns::unavailable() {
         println!("SKIPPED: cannot make shaped network namespaces here ({why})");
         return Ok(());
@@ -141,18 +166,42 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         probe.stream_bytes_per_s / 1e6,
         probe.stream_bytes_per_s / payload
     );
-    probe.stack = stack_probe(&cluster, &args)?;
-    let (alpha_us, beta) = model::fit_stack(&probe.stack).context(
+    // Both probes twice, interleaved, each size's faster run kept: a burst of other load
+    // during one run (on this shared machine a size can take 5x its neighbours) then moves
+    // neither line, and the two probes see the same machine.
+    for spread in [false, true, false, true] {
+        let rows = stack_probe(&cluster, &args, spread)?;
+        let kept = if spread {
+            &mut probe.stack_spread
+        } else {
+            &mut probe.stack
+        };
+        *kept = faster_of(kept, &rows);
+    }
+    let terms = model::stack_terms(&probe, shape.hosts, args.ranks_per_host).context(
         "the stack probe's times do not fit a per-message time and a rate (too few sizes, or \
          times falling with size)",
     )?;
     println!(
-        "# stack probe (sendrecv ring of all {} ranks, before the sweep): {alpha_us:.1} us per message + bytes / {:.1} MB/s ({:.2}x the shaped payload rate); per size (bytes, us): {:?}",
+        "# stack probes (sendrecv rings of all {} ranks, before the sweep): ranks by host {:.1} us + bytes / {:.1} MB/s ({:.2}x the shaped payload rate), ranks spread {:.1} us + bytes / {:.1} MB/s; so the shared stack server: {:.1} us per message, {:.1} MB/s over all hosts, and {:.1} us of latency; per size (bytes, us): by host {:?}, spread {:?}",
         args.hosts * args.ranks_per_host,
-        beta / 1e6,
-        beta / payload,
-        probe.stack
+        terms.alpha1_us,
+        terms.beta1 / 1e6,
+        terms.beta1 / payload,
+        terms.alpha2_us,
+        terms.beta2 / 1e6,
+        terms.message_us,
+        terms.gb_s * 1e3,
+        terms.latency_us,
+        probe.stack,
+        probe.stack_spread
     );
+    // Saved at once (before the sweep), so `--replay-probe` can rebuild this run's model.
+    std::fs::create_dir_all(&args.out_dir)?;
+    std::fs::write(
+        args.out_dir.join(format!("{stem}-probe.json")),
+        serde_json::to_string_pretty(&probe)?,
+    )?;
     let spec = model::cluster_spec(&shape, args.ranks_per_host, &probe, &calibration, &tag)?;
     let cluster_path = args
         .cluster_out
@@ -178,6 +227,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             cluster.drops()
         );
         all.extend(compared);
+    }
+    // The machine's state after the sweep, for the record (the model never sees it): how far
+    // it drifted while the sweep ran.
+    match stack_probe(&cluster, &args, false) {
+        Ok(after) => {
+            let list: Vec<String> = after
+                .iter()
+                .filter_map(|&(b, t)| {
+                    let before = probe.stack.iter().find(|r| r.0 == b)?.1;
+                    Some(format!("{b}: {:.2}", t / before))
+                })
+                .collect();
+            println!(
+                "# the stack probe (ranks by host) again after the sweep, against before (bytes: after / before): {}",
+                list.join(", ")
+            );
+        }
+        Err(e) => println!("# the stack probe after the sweep failed: {e:#}"),
     }
     // Open MPI's run is a comparison, not the measurement: its failure is reported and the
     // oxccl results are written anyway.
@@ -212,6 +279,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     print!("{text}");
     std::fs::create_dir_all(&args.out_dir)?;
     std::fs::write(args.out_dir.join(format!("{stem}-raw.jsonl")), raw)?;
+
     model::write_outputs(
         &args.out_dir,
         &stem,
@@ -234,12 +302,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn replay(
     args: &Args,
     raw: &std::path::Path,
-    cluster_path: &std::path::Path,
+    spec: &oxccl_collectives::sim::ClusterSpec,
 ) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(raw).with_context(|| format!("--replay {}", raw.display()))?;
-    let spec = model::load_calibration(cluster_path)
-        .with_context(|| format!("--replay-cluster {}", cluster_path.display()))?;
     let rows = model::measured_rows(&text);
     if rows.is_empty() {
         bail!("--replay {}: no all-reduce rows", raw.display());
@@ -252,7 +318,7 @@ fn replay(
         let asked = |s: &str| s.split([':', '/', ' ']).next().unwrap_or(s).to_string();
         let a = asked(&rows[i].0);
         let n = rows[i..].iter().take_while(|r| asked(&r.0) == a).count();
-        all.extend(model::predict(&spec, &a, &rows[i..i + n], 4)?);
+        all.extend(model::predict(spec, &a, &rows[i..i + n], 4)?);
         i += n;
     }
     let link = spec
@@ -261,9 +327,10 @@ fn replay(
         .first()
         .map_or(f64::NAN, |n| n.bandwidth_gb_s);
     let table = format!(
-        "# oxccl-bench emulate --replay {} --replay-cluster {} (busbw/link: against the file's NIC rate)\n{}",
+        "# oxccl-bench emulate --replay {} with cluster `{}` (busbw/link: against the file's NIC rate)\n# {}\n{}",
         raw.display(),
-        cluster_path.display(),
+        spec.name,
+        spec.description,
         model::table(&all, link)
     );
     print!("{table}");
@@ -326,21 +393,28 @@ fn probe(cluster: &Cluster) -> anyhow::Result<model::Probe> {
         cross_latency_us: cross.0,
         stream_bytes_per_s: rack.1,
         stack: Vec::new(),
+        stack_spread: Vec::new(),
     })
 }
 
-/// The stack's own cost of a message between hosts, with every rank of the run on its host:
+/// The stack's own cost of a message between hosts, with every rank of the run on a host:
 /// `oxccl-bench sendrecv` over all ranks (each sends to the next rank and receives from the
-/// one before, in one group: the traffic of one ring step, a host's last rank sending to the
-/// next host's first through both hosts' TCP proxies) at 4 KiB-4 MiB, before any collective
-/// is timed. It measures what the shaping and the raw probe cannot: the hand-offs through the
-/// proxies and the scheduling delays when the ranks outnumber the cores. (bytes, time in us).
-fn stack_probe(cluster: &Cluster, args: &Args) -> anyhow::Result<Vec<(u64, f64)>> {
+/// one before, in one group: the traffic of one ring step) at 4 KiB-4 MiB per message, before
+/// any collective is timed. With the ranks by host (as the sweep places them), a host's last
+/// rank sends to the next host's first through both hosts' TCP proxies; `spread` deals the
+/// ranks round-robin over the hosts instead, so every message crosses hosts. It measures what
+/// the shaping and the raw probe cannot: the hand-offs through the proxies and the scheduling
+/// delays when the ranks outnumber the cores. (message bytes, time per iteration in us).
+fn stack_probe(cluster: &Cluster, args: &Args, spread: bool) -> anyhow::Result<Vec<(u64, f64)>> {
     let sub = [
         "sendrecv", "--json", "-b", "4K", "-e", "4M", "-f", "2", "-n", "0", "-w", "2", "--trials",
         "3", "-c", "1",
     ];
-    let out = run_ranks(cluster, args, "the stack probe (sendrecv)", &sub)?;
+    let what = format!(
+        "the stack probe (sendrecv, ranks {})",
+        if spread { "spread" } else { "by host" }
+    );
+    let out = run_ranks(cluster, args, &what, &sub, spread)?;
     let rows: Vec<(u64, f64)> = out
         .lines()
         .filter(|l| l.starts_with('{'))
@@ -349,9 +423,19 @@ fn stack_probe(cluster: &Cluster, args: &Args) -> anyhow::Result<Vec<(u64, f64)>
         .filter_map(|v| Some((v.get("bytes")?.as_u64()?, v.get("time_us")?.as_f64()?)))
         .collect();
     if rows.len() < 2 {
-        bail!("the stack probe (sendrecv) printed fewer than 2 rows:\n{out}");
+        bail!("{what} printed fewer than 2 rows:\n{out}");
     }
     Ok(rows)
+}
+
+/// Per size, the faster of two probe runs (`earlier` empty: `rows` as they are).
+fn faster_of(earlier: &[(u64, f64)], rows: &[(u64, f64)]) -> Vec<(u64, f64)> {
+    rows.iter()
+        .map(|&(b, t)| {
+            let e = earlier.iter().find(|r| r.0 == b).map_or(t, |r| r.1);
+            (b, t.min(e))
+        })
+        .collect()
 }
 
 /// Half the median round trip of a 1-byte TCP message between host 0 and host `h`, in
@@ -455,12 +539,19 @@ fn run_job(cluster: &Cluster, args: &Args, algo: &str) -> anyhow::Result<String>
         "--trials",
         &trials,
     ];
-    run_ranks(cluster, args, &format!("--algo {algo}"), &sub)
+    run_ranks(cluster, args, &format!("--algo {algo}"), &sub, false)
 }
 
 /// Runs `oxccl-bench <sub>` as every rank of every host (rank `r` on host `r /
-/// ranks_per_host`); rank 0's stdout. `what` names the job in errors.
-fn run_ranks(cluster: &Cluster, args: &Args, what: &str, sub: &[&str]) -> anyhow::Result<String> {
+/// ranks_per_host`, or with `spread` on host `r mod hosts`); rank 0's stdout. `what` names the
+/// job in errors.
+fn run_ranks(
+    cluster: &Cluster,
+    args: &Args,
+    what: &str,
+    sub: &[&str],
+    spread: bool,
+) -> anyhow::Result<String> {
     let exe = std::env::current_exe().context("finding this executable")?;
     let p = cluster.shape.hosts * args.ranks_per_host;
     let secret = {
@@ -476,12 +567,18 @@ fn run_ranks(cluster: &Cluster, args: &Args, what: &str, sub: &[&str]) -> anyhow
     let launcher = std::process::id();
     let mut ranks = Ranks(Vec::with_capacity(p));
     for r in 0..p {
-        let fd = cluster.host_fd(r / args.ranks_per_host)?;
+        let hosts = cluster.shape.hosts;
+        let (host, local) = if spread {
+            (r % hosts, r / hosts)
+        } else {
+            (r / args.ranks_per_host, r % args.ranks_per_host)
+        };
+        let fd = cluster.host_fd(host)?;
         let mut cmd = Command::new(&exe);
         cmd.args(sub)
             .env("OXCCL_RANK", r.to_string())
             .env("OXCCL_SIZE", p.to_string())
-            .env("OXCCL_LOCAL_RANK", (r % args.ranks_per_host).to_string())
+            .env("OXCCL_LOCAL_RANK", local.to_string())
             .env("OXCCL_STORE_ADDR", &store)
             .env("OXCCL_SECRET", &secret)
             .env("OXCCL_SOCKET_IFNAME", "=eth0")

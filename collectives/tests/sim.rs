@@ -4,7 +4,8 @@
 
 use oxccl_collectives::schedule::{Blocks, Collective, Op, Program, Schedule};
 use oxccl_collectives::sim::{
-    simulate, ClusterSpec, HostSpec, LinkSpec, MemorySpec, Network, NetworkSpec, NodeSpec, SimError,
+    simulate, ClusterSpec, HostSpec, LinkSpec, MemorySpec, Network, NetworkSpec, NodeSpec,
+    SimError, StackSpec,
 };
 
 const ALPHA_US: f64 = 5.0;
@@ -403,6 +404,7 @@ fn oversubscribed_leaves_slow_cross_leaf_traffic() {
         oversubscription: 2.0,
         hop_latency_us: 1.0,
         rail_optimised: false,
+        shared_stack: None,
     });
     let net = Network::new(&spec).unwrap();
     let mut progs = vec![Program::new(); 4];
@@ -421,6 +423,57 @@ fn oversubscribed_leaves_slow_cross_leaf_traffic() {
     let (a, b, _) = abg();
     // The leaf uplink (2 x 10 / 2 = 10 GB/s) carries both flows: 2n beta.
     close(r.time, a + 1e-6 + 2.0 * n as f64 * b, 1e-9, "cross-leaf");
+}
+
+#[test]
+fn a_shared_stack_serves_messages_between_nodes_in_turn() {
+    // Ranks 0 -> 1 and 2 -> 3 at once: separate NICs, but one stack server at half the NIC
+    // rate plus 3 us per message, as hosts emulated on one machine share its cores.
+    let mut spec = ClusterSpec::flat("stack", 4, BW_GB_S, ALPHA_US, GAMMA_GB_S);
+    let mut progs = vec![Program::new(); 4];
+    for r in [0u32, 2] {
+        progs[r as usize].push_step([Op::Send {
+            to: r + 1,
+            blocks: Blocks::one(r / 2),
+        }]);
+        progs[r as usize + 1].push_step([Op::Recv {
+            from: r,
+            blocks: Blocks::one(r / 2),
+        }]);
+    }
+    let n = 100_000_000u64;
+    let (a, b, _) = abg();
+    let plain = simulate(
+        &Network::new(&spec).unwrap(),
+        &schedule("pairs", 2, progs.clone()),
+        2 * n,
+        4,
+    )
+    .unwrap();
+    close(plain.time, a + n as f64 * b, 1e-9, "without a shared stack");
+    spec.network = Some(NetworkSpec {
+        shared_stack: Some(StackSpec {
+            gb_s: BW_GB_S / 2.0,
+            message_us: 3.0,
+        }),
+        ..NetworkSpec::default()
+    });
+    let net = Network::new(&spec).unwrap();
+    let r = simulate(&net, &schedule("pairs", 2, progs), 2 * n, 4).unwrap();
+    // The second message waits for the first at the server: 2 x (3 us + n / (B / 2)).
+    close(
+        r.time,
+        a + 2.0 * (3e-6 + 2.0 * n as f64 * b),
+        1e-9,
+        "with a shared stack",
+    );
+    assert!(net.tiers().iter().any(|t| t == "stack"));
+    spec.network.as_mut().unwrap().shared_stack = Some(StackSpec {
+        gb_s: 0.0,
+        message_us: 1.0,
+    });
+    let e = Network::new(&spec).unwrap_err().to_string();
+    assert!(e.contains("network.shared_stack.gb_s"), "{e}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use anyhow::Context;
 use oxccl_collectives::algorithms::Algorithm;
 use oxccl_collectives::schedule::Collective;
 use oxccl_collectives::sim::{
-    bus_factor, simulate, ClusterSpec, HostSpec, LinkSpec, Network, NetworkSpec, NicSpec,
+    bus_factor, simulate, ClusterSpec, HostSpec, LinkSpec, Network, NetworkSpec, NicSpec, StackSpec,
 };
 use std::path::Path;
 
@@ -37,7 +37,7 @@ pub fn share_machine(h: &mut HostSpec, hosts: usize, ranks_per_host: usize) {
 }
 
 /// What the probe measured on the emulated network before any collective ran.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Probe {
     /// One-way latency of a small TCP message between two hosts of one rack, microseconds
     /// (half the median round trip).
@@ -48,9 +48,65 @@ pub struct Probe {
     /// shaping, not used by the model).
     pub stream_bytes_per_s: f64,
     /// The stack probe: (message bytes, microseconds) of a `sendrecv` ring over all the run's
-    /// ranks, through the collectives' own links ([`fit_stack`] turns it into the NIC's
-    /// latency and rate).
+    /// ranks, through the collectives' own links, one message each way per iteration
+    /// ([`fit_stack`] turns it into a time per message and a rate).
     pub stack: Vec<(u64, f64)>,
+    /// The same ring with the ranks dealt round-robin over the hosts (rank `r` on host `r mod
+    /// hosts`), so that every message crosses hosts, each host's two ranks talking to two
+    /// different ranks of the next host, as `hier`'s rings between nodes do: more messages
+    /// between hosts in flight at once, which splits the first probe's time per message into
+    /// a latency and the stack's per-message work ([`StackTerms`]).
+    #[serde(default)]
+    pub stack_spread: Vec<(u64, f64)>,
+}
+
+/// What the two stack probes say about the machine's network stack, under the model the
+/// cluster file states: every message between hosts passes one server all hosts share (the
+/// machine's cores, which run every host's TCP stack and proxies), busy `message_us + bytes /
+/// gb_s` per message, plus a latency no other message waits for. An iteration of the first
+/// probe puts `n1 = hosts` messages between hosts through the server at once, the spread one
+/// `n2 = hosts x ranks_per_host`, so with `(a_i, 1 / b_i)` the fitted time per iteration and
+/// per byte: `a_1 = n1 m + L`, `a_2 = n2 m + L`, `1 / b_1 = n1 / gb_s`.
+#[derive(Clone, Debug)]
+pub struct StackTerms {
+    /// The first probe's fit: microseconds per iteration and bytes per second.
+    pub alpha1_us: f64,
+    pub beta1: f64,
+    /// The spread probe's fit.
+    pub alpha2_us: f64,
+    pub beta2: f64,
+    /// The server's busy time per message, microseconds: `(a_2 - a_1) / (n2 - n1)`, at least 0.
+    pub message_us: f64,
+    /// The latency of a message between hosts that is not server time: `a_1 - n1 m`.
+    pub latency_us: f64,
+    /// The server's rate over all hosts, GB/s: `n1 b_1`.
+    pub gb_s: f64,
+}
+
+/// Splits the two stack probes (see [`StackTerms`]); `None` when the first does not fit.
+/// Without a spread fit (a run saved before there was one, or one rank per host, where the two
+/// probes are the same) the split cannot be made: no server time per message, all of `a_1`
+/// latency, and `alpha2_us`, `beta2` NaN.
+pub fn stack_terms(probe: &Probe, hosts: usize, ranks_per_host: usize) -> Option<StackTerms> {
+    let (alpha1_us, beta1) = fit_stack(&probe.stack)?;
+    let (n1, n2) = (hosts as f64, (hosts * ranks_per_host) as f64);
+    let (alpha2_us, beta2) = fit_stack(&probe.stack_spread)
+        .filter(|_| n2 > n1)
+        .unwrap_or((f64::NAN, f64::NAN));
+    let message_us = if alpha2_us.is_nan() {
+        0.0
+    } else {
+        ((alpha2_us - alpha1_us) / (n2 - n1)).max(0.0)
+    };
+    Some(StackTerms {
+        alpha1_us,
+        beta1,
+        alpha2_us,
+        beta2,
+        message_us,
+        latency_us: (alpha1_us - n1 * message_us).max(0.0),
+        gb_s: n1 * beta1 / 1e9,
+    })
 }
 
 /// Fits `t(b) = alpha + b / beta` to the stack probe's (bytes, us) rows with the Theil-Sen
@@ -94,10 +150,10 @@ pub fn fit_stack(rows: &[(u64, f64)]) -> Option<(f64, f64)> {
 /// The cluster file: `shape.hosts` nodes of `ranks_per_host` devices. Inside a node, the
 /// shared-memory links, reduction speed and host model of the calibration file (this
 /// machine's `simulate --calibrate`); each node gets `cores / hosts` of the machine's cores
-/// (at least one), since every emulated host runs on the same two. Between nodes, a NIC with
-/// the stack probe's per-message time and rate (the rate at most the shaped rate less
-/// Ethernet, IP and TCP headers); racks are leaves
-/// whose uplinks carry `hosts_per_rack x host rate / uplink rate` less (oversubscription).
+/// (at least one), since every emulated host runs on the same two. Between nodes, a NIC at
+/// the shaped rate (less Ethernet, IP and TCP headers) with the stack probes' latency, and
+/// the shared stack server of [`StackTerms`]; racks are leaves whose uplinks carry
+/// `hosts_per_rack x host rate / uplink rate` less (oversubscription).
 pub fn cluster_spec(
     shape: &Shape,
     ranks_per_host: usize,
@@ -128,12 +184,13 @@ pub fn cluster_spec(
         share_machine(h, shape.hosts, ranks_per_host);
     }
     let shaped_gb_s = Shape::payload_rate(shape.host_bits) / 1e9;
-    // The NIC is what a message between hosts costs the stack, probed on the namespaces with
-    // every rank running: the sendrecv ring's fitted per-message time, less what the model
-    // adds to such a message itself (the two shm links and, on an oversubscribed host, the
-    // receiver's `switch_us`), and its fitted rate, capped at the shaped payload rate.
-    let (alpha_us, beta) = fit_stack(&probe.stack)
-        .context("the stack probe has no per-message time and rate (see `fit_stack`)")?;
+    // A message between hosts: its NIC is the shaped link (rate from the shaping; latency
+    // from the stack probes, less what the model adds to such a message itself: the two shm
+    // links and, on an oversubscribed host, the receiver's `switch_us`), and the machine's
+    // cores, which every host's stack and proxies share, are one server it passes on its way
+    // (`network.shared_stack`, from the two probes).
+    let terms = stack_terms(probe, shape.hosts, ranks_per_host)
+        .context("the stack probes have no per-message time and rate (see `fit_stack`)")?;
     let switch_us = host.as_ref().map_or(0.0, |h| {
         if h.extra_per_core(ranks_per_host) > 0.0 {
             h.switch_us
@@ -141,42 +198,23 @@ pub fn cluster_spec(
             0.0
         }
     });
-    let nic_latency_us = (alpha_us - 2.0 * shm.latency_us - switch_us).max(0.0);
-    let nic_gb_s = (beta / 1e9).min(shaped_gb_s);
-    let network = (shape.racks() > 1).then(|| NetworkSpec {
+    let nic_latency_us = (terms.latency_us - 2.0 * shm.latency_us - switch_us).max(0.0);
+    let nic_gb_s = shaped_gb_s;
+    let network = NetworkSpec {
         nodes_per_leaf: shape.hosts_per_rack,
         oversubscription: (shape.hosts_per_rack as f64 * shape.host_bits as f64
             / shape.uplink_bits as f64)
             .max(1.0),
         hop_latency_us: (probe.cross_latency_us - probe.rack_latency_us).max(0.0),
         rail_optimised: false,
-    });
-    let spec = ClusterSpec {
+        shared_stack: Some(StackSpec {
+            gb_s: terms.gb_s,
+            message_us: terms.message_us,
+        }),
+    };
+    let mut spec = ClusterSpec {
         name: name.to_string(),
-        description: format!(
-            "Written by `oxccl-bench emulate`: {} hosts ({} per rack) x {ranks_per_host} ranks, \
-             host links shaped to {:.3} Gbit/s ({:.4} GB/s of TCP payload at MTU {}), rack \
-             uplinks {:.3} Gbit/s. Probed on the namespaces before the sweep: raw TCP one-way \
-             latency {:.1} us (spine hop {:.1} us: cross-rack less in-rack); the stack's \
-             sendrecv ring over all {} ranks (4 KiB-4 MiB, proxies and core sharing included) \
-             fits (Theil-Sen) {alpha_us:.1} us per message + bytes / {:.4} GB/s, so NIC latency \
-             {nic_latency_us:.1} us (that less 2 shm link latencies and switch_us) and NIC rate \
-             {nic_gb_s:.4} GB/s (the fitted rate, at most the shaped payload rate); shm links, \
-             reduction and host model from `{}`, the machine's cores, memory and cache shared \
-             by the {} hosts",
-            shape.hosts,
-            shape.hosts_per_rack,
-            shape.host_bits as f64 / 1e9,
-            shaped_gb_s,
-            super::netns::MTU,
-            shape.uplink_bits as f64 / 1e9,
-            probe.rack_latency_us,
-            (probe.cross_latency_us - probe.rack_latency_us).max(0.0),
-            shape.hosts * ranks_per_host,
-            beta / 1e9,
-            calibration.name,
-            shape.hosts
-        ),
+        description: String::new(),
         nodes: shape.hosts,
         node: oxccl_collectives::sim::NodeSpec {
             devices: ranks_per_host,
@@ -190,10 +228,45 @@ pub fn cluster_spec(
             copy_gb_s: cal.copy_gb_s,
             host,
         },
-        network,
+        network: Some(network),
     };
     spec.validate()
         .map_err(|e| anyhow::anyhow!("the emulated cluster's description: {e}"))?;
+    spec.description = format!(
+        "Written by `oxccl-bench emulate`: {} hosts ({} per rack) x {ranks_per_host} ranks, host \
+         links shaped to {:.3} Gbit/s ({:.4} GB/s of TCP payload at MTU {}: the NIC rate), rack \
+         uplinks {:.3} Gbit/s. Probed on the namespaces before the sweep: raw TCP one-way \
+         latency {:.1} us (spine hop {:.1} us: cross-rack less in-rack); the stack's sendrecv \
+         ring over all {} ranks (4 KiB-4 MiB per message, proxies and core sharing included; \
+         each size the faster of two interleaved runs) fits (Theil-Sen) a1 = {:.1} us + bytes \
+         / {:.4} GB/s per iteration (rank r on host r / ranks_per_host: hosts messages between \
+         hosts per iteration), a2 = {:.1} us + bytes / {:.4} GB/s with the ranks spread (rank r \
+         on host r mod hosts: all ranks' messages between hosts). Every message between hosts \
+         passes one server the hosts share (the machine's cores, which run every host's stack \
+         and proxies: network.shared_stack), busy (a2 - a1) / (ranks - hosts) = {:.1} us per \
+         message + bytes / (hosts x rate1 = {:.4} GB/s); the rest of a1, {:.1} us, is \
+         latency: NIC latency {nic_latency_us:.1} us (that less 2 \
+         shm link latencies and switch_us). Shm links, reduction and host model from `{}`, the \
+         machine's cores, memory and cache shared by the {} hosts",
+        shape.hosts,
+        shape.hosts_per_rack,
+        shape.host_bits as f64 / 1e9,
+        shaped_gb_s,
+        super::netns::MTU,
+        shape.uplink_bits as f64 / 1e9,
+        probe.rack_latency_us,
+        (probe.cross_latency_us - probe.rack_latency_us).max(0.0),
+        shape.hosts * ranks_per_host,
+        terms.alpha1_us,
+        terms.beta1 / 1e9,
+        terms.alpha2_us,
+        terms.beta2 / 1e9,
+        terms.message_us,
+        terms.gb_s,
+        terms.latency_us,
+        calibration.name,
+        shape.hosts
+    );
     Ok(spec)
 }
 
@@ -449,6 +522,46 @@ mod tests {
         // Times that fall below the line's intercept: alpha clamps at 0.
         let (a0, _) = fit_stack(&[(1 << 20, 10.0), (2 << 20, 30.0)]).expect("a fit");
         assert_eq!(a0, 0.0);
+    }
+
+    #[test]
+    fn the_two_probes_split_into_server_time_and_latency() {
+        // 4 hosts x 2 ranks; server 50 us per message and 0.4 GB/s, latency 200 us: the first
+        // probe puts 4 messages through the server per iteration, the spread one 8.
+        let line = |n: f64| -> Vec<(u64, f64)> {
+            (12..=22)
+                .map(|k| {
+                    let b = (1u64 << k) as f64;
+                    (1u64 << k, n * (50.0 + b / 0.4e3) + 200.0)
+                })
+                .collect()
+        };
+        let mut probe = Probe {
+            rack_latency_us: 10.0,
+            cross_latency_us: 12.0,
+            stream_bytes_per_s: 1.2e8,
+            stack: line(4.0),
+            stack_spread: line(8.0),
+        };
+        let t = stack_terms(&probe, 4, 2).expect("terms");
+        assert!((t.message_us - 50.0).abs() < 1e-6, "{t:?}");
+        assert!((t.latency_us - 200.0).abs() < 1e-6, "{t:?}");
+        assert!((t.gb_s - 0.4).abs() < 1e-9, "{t:?}");
+        assert!((t.beta2 - t.beta1 / 2.0).abs() / t.beta1 < 1e-9, "{t:?}");
+        // A spread probe no slower than the first: no server time, all latency.
+        probe.stack_spread = probe.stack.clone();
+        let t = stack_terms(&probe, 4, 2).expect("terms");
+        assert_eq!(t.message_us, 0.0);
+        assert!((t.latency_us - t.alpha1_us).abs() < 1e-9);
+        // One rank per host: the two probes are the same ring, nothing to split.
+        probe.stack_spread = line(8.0);
+        let t = stack_terms(&probe, 4, 1).expect("terms");
+        assert!(t.alpha2_us.is_nan() && t.message_us == 0.0, "{t:?}");
+        probe.stack_spread.truncate(1);
+        let t = stack_terms(&probe, 4, 2).expect("the first probe alone");
+        assert!(t.alpha2_us.is_nan() && t.message_us == 0.0, "{t:?}");
+        probe.stack.truncate(1);
+        assert!(stack_terms(&probe, 4, 2).is_none());
     }
 
     #[test]

@@ -72,6 +72,7 @@ pub fn spec_from_topo(name: &str, cluster: &Cluster, d: TopoDefaults) -> Cluster
             }),
             hop_latency_us: up.map_or(0.0, |u| 2.0 * u.latency_us),
             rail_optimised: false,
+            shared_stack: None,
         }
     });
     ClusterSpec {

@@ -26,6 +26,10 @@
 //! link therefore take turns at full rate instead of sharing the rate (max-min fairness): the
 //! link's capacity is conserved exactly, the last of `k` equal flows finishes when it would under
 //! fair sharing, and the first ones finish earlier.
+//!
+//! Hosts emulated on one machine (`network.shared_stack`): a message between nodes first passes
+//! the one stack server all nodes share, which it occupies for `message_us + bytes / gb_s`
+//! (cut-through like a link, so its wire time overlaps that).
 
 use super::host::{node_terms, NodeTerms};
 use super::link_queue::LinkQueue;
@@ -661,20 +665,25 @@ impl Sim<'_> {
         let now = self.now;
         let (mut head, mut tail) = (now, now);
         let (links, busy, inv_bw) = (&mut self.links, &mut self.busy, &self.inv_bw);
-        let mut hop = |l: usize| {
-            let occupy = bytes as f64 * inv_bw[l];
+        let mut hop = |l: usize, fixed: f64| {
+            let occupy = fixed + bytes as f64 * inv_bw[l];
             let start = links[l].reserve(now, head, occupy);
             busy[l] += occupy;
             head = start;
             tail = tail.max(start + occupy);
         };
-        let mut latency = self.net.route(a, b, &mut hop);
+        let dpn = self.net.devices_per_node();
+        let (na, nb) = (a / dpn, b / dpn);
+        // Hosts emulated on one machine: the sender's stack work comes first, on the CPU all
+        // nodes' stacks share.
+        if let Some((s, per_message)) = self.net.stack_server().filter(|_| na != nb) {
+            hop(s, per_message);
+        }
+        let mut latency = self.net.route(a, b, |l| hop(l, 0.0));
         if !self.host.is_empty() {
-            let dpn = self.net.devices_per_node();
-            let (na, nb) = (a / dpn, b / dpn);
             if na == nb {
                 if let Some(m) = self.net.memory_server(na) {
-                    hop(m);
+                    hop(m, 0.0);
                 }
             }
             latency += self.host[nb].switch;

@@ -84,7 +84,9 @@ mod spec;
 
 pub use engine::{bus_factor, simulate, simulate_with_progress, SimReport, TierUse};
 pub use network::Network;
-pub use spec::{ClusterSpec, HostSpec, LinkSpec, MemorySpec, NetworkSpec, NicSpec, NodeSpec};
+pub use spec::{
+    ClusterSpec, HostSpec, LinkSpec, MemorySpec, NetworkSpec, NicSpec, NodeSpec, StackSpec,
+};
 
 /// What can go wrong building a model or simulating a schedule.
 #[derive(Debug, thiserror::Error)]

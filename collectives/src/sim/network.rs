@@ -44,6 +44,9 @@ pub struct Network {
     /// First of the per-node memory servers (one direction each), when the node has a host
     /// memory model; their cost per byte is set per simulation.
     mem_base: Option<usize>,
+    /// The shared stack server (`network.shared_stack`): its link direction and the seconds it
+    /// is busy per message besides its bytes.
+    stack: Option<(usize, f64)>,
 }
 
 const GB: f64 = 1e9;
@@ -194,6 +197,11 @@ impl Network {
                 tier.push(mem_tier);
             }
         }
+        let stack = net.shared_stack.as_ref().map(|st| {
+            inv_bw.push(1.0 / (st.gb_s * GB));
+            tier.push(tier_of("stack"));
+            (inv_bw.len() - 1, st.message_us * US)
+        });
         let copy = node.copy_gb_s.unwrap_or(node.reduce_gb_s);
         Ok(Self {
             spec: spec.clone(),
@@ -213,6 +221,7 @@ impl Network {
             reduce_s_per_byte: 1.0 / (node.reduce_gb_s * GB),
             copy_s_per_byte: 1.0 / (copy * GB),
             mem_base,
+            stack,
         })
     }
 
@@ -253,6 +262,12 @@ impl Network {
         self.mem_base.map(|b| b + node)
     }
 
+    /// The shared stack server every message between nodes passes, with its seconds per
+    /// message, when the cluster is emulated on one machine (`network.shared_stack`).
+    pub(crate) fn stack_server(&self) -> Option<(usize, f64)> {
+        self.stack
+    }
+
     /// Whether link direction `link` is inside a node (not a NIC, spine or memory server).
     pub(crate) fn intra_node(&self, link: usize) -> bool {
         link < self.leaf_base && link % self.per_node < self.intra_links
@@ -263,7 +278,7 @@ impl Network {
         self.per_node
     }
 
-    /// Tier names (link kinds of the file, then `nic`, `spine` and `memory`).
+    /// Tier names (link kinds of the file, then `nic`, `spine`, `memory` and `stack`).
     pub fn tiers(&self) -> &[String] {
         &self.tiers
     }

@@ -25,6 +25,7 @@
 //! oversubscription = 1.0
 //! hop_latency_us = 0.3
 //! rail_optimised = false
+//! # shared_stack = { gb_s = 0.25, message_us = 40.0 }  # only for hosts emulated on one machine
 //! ```
 
 use super::SimError;
@@ -162,6 +163,26 @@ pub struct NetworkSpec {
     /// all NICs of a node share the node's leaf.
     #[serde(default)]
     pub rail_optimised: bool,
+    /// The CPU the nodes' network stacks share, for nodes emulated on one machine (network
+    /// namespaces, as `oxccl-bench emulate` makes): every message between nodes also passes
+    /// this one server. Absent (real clusters): a message between nodes costs its NICs' latency
+    /// and rate only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_stack: Option<StackSpec>,
+}
+
+/// One first-come-first-served server that every message between nodes passes through on its
+/// way (cut-through, like a link), shared by all nodes: the TCP stacks and proxies of hosts
+/// emulated on one machine run on the same cores, so their messages queue for them together.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackSpec {
+    /// GB/s of message bytes the stack server handles, over all nodes together.
+    pub gb_s: f64,
+    /// Microseconds the server is busy per message, whatever its size (system calls,
+    /// wake-ups and hand-offs of the proxies).
+    #[serde(default)]
+    pub message_us: f64,
 }
 
 fn one() -> f64 {
@@ -190,6 +211,7 @@ impl Default for NetworkSpec {
             oversubscription: 1.0,
             hop_latency_us: 0.0,
             rail_optimised: false,
+            shared_stack: None,
         }
     }
 }
@@ -357,6 +379,10 @@ impl ClusterSpec {
                 ));
             }
             non_negative("network.hop_latency_us", net.hop_latency_us)?;
+            if let Some(st) = &net.shared_stack {
+                positive("network.shared_stack.gb_s", st.gb_s)?;
+                non_negative("network.shared_stack.message_us", st.message_us)?;
+            }
         }
         Ok(())
     }
