@@ -109,8 +109,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.trials == 0 || args.algo.is_empty() {
         bail!("--trials must be at least 1 and --algo name at least one algorithm");
     }
-    let calibration = model::load_calibration(&args.calibration)
-        .with_context(|| format!("--calibration {}", args.calibration.display()))?;
+    let load_calibration = || {
+        model::load_calibration(&args.calibration)
+            .with_context(|| format!("--calibration {}", args.calibration.display()))
+    };
     let gbit = |g: f64| (g * 1e9) as u64;
     let shape = Shape {
         hosts: args.hosts,
@@ -128,8 +130,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 let probe: model::Probe = serde_json::from_str(&text)
                     .with_context(|| format!("--replay-probe {}", p.display()))?;
                 let tag = format!("emulated-{}x{}", args.hosts, args.ranks_per_host);
-                let spec =
-                    model::cluster_spec(&shape, args.ranks_per_host, &probe, &calibration, &tag)?;
+                let spec = model::cluster_spec(
+                    &shape,
+                    args.ranks_per_host,
+                    &probe,
+                    &load_calibration()?,
+                    &tag,
+                )?;
                 if let Some(out) = &args.cluster_out {
                     model::save(&spec, out)?;
                     println!("# wrote {}", out.display());
@@ -140,6 +147,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         return replay(&args, raw, &spec);
     }
+    let calibration = load_calibration()?;
     if let Some(why) = netns::unavailable() {
         println!("SKIPPED: cannot make shaped network namespaces here ({why})");
         return Ok(());

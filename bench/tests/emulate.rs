@@ -1,8 +1,9 @@
 //! `oxccl-bench emulate` on the smallest cluster: 2 hosts (network namespaces) x 2 ranks, one
 //! size, ring. It checks that the sweep ran across the namespaces with every element right
 //! (the ranks check their results and fail otherwise), that the simulator predicted the row,
-//! that the cluster file it wrote has the stack probe's NIC, that `--replay` predicts the row
-//! again, and that no namespace is left behind. Where
+//! that the cluster file it wrote has the stack probes' NIC and shared stack, that `--replay`
+//! (with that file, or with one written again from the saved probe) predicts the row again, and
+//! that no namespace is left behind. Where
 //! namespaces cannot be made (no root), the command says SKIPPED and so does this test.
 
 use std::process::Command;
@@ -79,8 +80,10 @@ fn two_hosts_of_two_ranks() {
     }
     let text = std::fs::read_to_string(&cluster).expect("the cluster file");
     assert!(text.contains("nodes = 2"), "{text}");
-    // The NIC comes from the stack probe run before the sweep, and the file says so.
+    // The NIC and the shared stack come from the stack probes run before the sweep, and the
+    // file says so.
     assert!(text.contains("sendrecv ring over all 4 ranks"), "{text}");
+    assert!(text.contains("[network.shared_stack]"), "{text}");
     // A replay of the saved run with the file it wrote predicts the same row again.
     let replay = Command::new(env!("CARGO_BIN_EXE_oxccl-bench"))
         .args(["emulate", "--name", "r", "--replay"])
@@ -94,6 +97,38 @@ fn two_hosts_of_two_ranks() {
     assert!(replay.status.success(), "{replay:?}");
     let again: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("r.json")).expect("the replay's JSON"),
+    )
+    .expect("valid JSON");
+    assert_eq!(again[0]["predicted_us"], r["predicted_us"], "{again}");
+    // So does a cluster file written again from the run's saved probe, by the same rule.
+    let from_probe = Command::new(env!("CARGO_BIN_EXE_oxccl-bench"))
+        .args([
+            "emulate",
+            "--hosts",
+            "2",
+            "--ranks-per-host",
+            "2",
+            "--hosts-per-rack",
+            "2",
+            "--name",
+            "p",
+            "--replay",
+        ])
+        .arg(dir.join("t-raw.jsonl"))
+        .arg("--replay-probe")
+        .arg(dir.join("t-probe.json"))
+        .arg("--calibration")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/clusters/this-machine-executor.toml"
+        ))
+        .arg("--out-dir")
+        .arg(&dir)
+        .output()
+        .expect("running --replay-probe");
+    assert!(from_probe.status.success(), "{from_probe:?}");
+    let again: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("p.json")).expect("the replay's JSON"),
     )
     .expect("valid JSON");
     assert_eq!(again[0]["predicted_us"], r["predicted_us"], "{again}");

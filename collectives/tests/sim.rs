@@ -468,6 +468,15 @@ fn a_shared_stack_serves_messages_between_nodes_in_turn() {
         "with a shared stack",
     );
     assert!(net.tiers().iter().any(|t| t == "stack"));
+    let stack = (0..net.links())
+        .find(|&l| net.link_name(l) == "shared stack")
+        .expect("the stack server is named");
+    close(
+        r.link_busy[stack],
+        2.0 * (3e-6 + 2.0 * n as f64 * b),
+        1e-9,
+        "the stack server's busy time",
+    );
     spec.network.as_mut().unwrap().shared_stack = Some(StackSpec {
         gb_s: 0.0,
         message_us: 1.0,

@@ -335,6 +335,9 @@ impl Network {
 
     /// A readable name for a link direction, for reports.
     pub fn link_name(&self, link: usize) -> String {
+        if self.stack.is_some_and(|(s, _)| s == link) {
+            return "shared stack".into();
+        }
         if let Some(m) = self.mem_base.filter(|&m| link >= m) {
             return format!("node{} memory", link - m);
         }
