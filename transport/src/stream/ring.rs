@@ -14,9 +14,10 @@
 //! 5120 + 1024 r   mailbox of ring r: two slots of SLOT bytes
 //! 7168 + 128 r    pulled[r] u64: single-copy messages of ring r its reader has copied
 //! 7424 + 128 r    pulling[r] u32: ring r's reader is copying out of the writer's memory
-//! 7680 + 256 r    speeds[r]: [u32; 2 * SIZE_CLASSES], what ring r's reader measured of its
-//!                 large messages per size class, through the ring and pulled (MB/s, 0: none
-//!                 yet; written by the reader, read by the writer to choose, `stream::choice`)
+//! 7680 + 256 r    speeds[r]: [u32; 3 * SIZE_CLASSES], what ring r's reader measured of its
+//!                 large messages per size class, through the ring, pulled, and through the
+//!                 ring written with non-temporal stores (MB/s, 0: none yet; written by the
+//!                 reader, read by the writer to choose, `stream::choice`)
 //! 8192 + r * cap  data of ring r
 //! ```
 //!
@@ -40,7 +41,9 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::choice::{Path, PATHS};
 use super::doorbell::{BellWords, Doorbell};
+use super::nt;
 
 /// Bytes before the data of the first ring.
 pub(crate) const HEADER: usize = 8192;
@@ -82,11 +85,12 @@ pub(crate) const fn pulling_at(ring: usize) -> usize {
 pub(crate) const SIZE_CLASSES: usize = 16;
 const SPEEDS: usize = 7680;
 const SPEEDS_STRIDE: usize = 256;
-const _: () = assert!(SPEEDS + 2 * SPEEDS_STRIDE <= HEADER && 8 * SIZE_CLASSES <= SPEEDS_STRIDE);
+const _: () =
+    assert!(SPEEDS + 2 * SPEEDS_STRIDE <= HEADER && 4 * PATHS * SIZE_CLASSES <= SPEEDS_STRIDE);
 
-/// Offset of ring `ring`'s speed of size class `class` by path `pulled` (false: the ring).
-pub(crate) const fn speed_at(ring: usize, class: usize, pulled: bool) -> usize {
-    SPEEDS + ring * SPEEDS_STRIDE + 8 * class + 4 * pulled as usize
+/// Offset of ring `ring`'s speed of size class `class` by path `path` ([`Path`] as index).
+pub(crate) const fn speed_at(ring: usize, class: usize, path: usize) -> usize {
+    SPEEDS + ring * SPEEDS_STRIDE + 4 * PATHS * class + 4 * path
 }
 
 /// Offset of side `side`'s doorbell sequence word (its sleeper count follows it).
@@ -191,8 +195,12 @@ impl Ring {
         self.atomic32(pulling_at(self.index))
     }
 
-    fn speed(&self, class: usize, pulled: bool) -> &AtomicU32 {
-        self.atomic32(speed_at(self.index, class.min(SIZE_CLASSES - 1), pulled))
+    fn speed(&self, class: usize, path: Path) -> &AtomicU32 {
+        self.atomic32(speed_at(
+            self.index,
+            class.min(SIZE_CLASSES - 1),
+            path as usize,
+        ))
     }
 
     fn slot(&self, seq: u64) -> *mut u8 {
@@ -278,6 +286,8 @@ pub(crate) unsafe fn ends(
             ring: w,
             head,
             cached_tail,
+            nt_min: usize::MAX,
+            nt_until: 0,
         },
         RingReader {
             ring: r,
@@ -292,6 +302,11 @@ pub struct RingWriter {
     ring: Ring,
     head: u64,
     cached_tail: u64,
+    /// Writes of at least this many bytes take non-temporal stores (`stream::nt`).
+    nt_min: usize,
+    /// Bytes before this position take non-temporal stores (a large message whose sender
+    /// chose that path, `stream::choice`).
+    nt_until: u64,
 }
 
 impl RingWriter {
@@ -315,17 +330,43 @@ impl RingWriter {
         }
         let off = (self.head % cap) as usize;
         let first = n.min(self.ring.cap - off);
-        // SAFETY: [off, off + first) and [0, n - first) lie in the data area, and the reader
-        // does not read them until `head` is published below (they are free space: the reader
-        // consumed them, as cached_tail proves).
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ring.data.add(off), first);
-            std::ptr::copy_nonoverlapping(data.as_ptr().add(first), self.ring.data, n - first);
+        let (data, wrapped) = data[..n].split_at(first);
+        if n >= self.nt_min || self.head < self.nt_until {
+            // SAFETY: as in the plain copy below.
+            unsafe {
+                nt::copy(data, self.ring.data.add(off));
+                nt::copy(wrapped, self.ring.data);
+            }
+            // Non-temporal stores are weakly ordered, even against the locked store that
+            // publishes `head` below: without the fence the reader could see the new head
+            // while some of these bytes still sit in a write-combining buffer, and read what
+            // the ring held before.
+            nt::fence();
+        } else {
+            // SAFETY: [off, off + first) and [0, n - first) lie in the data area, and the
+            // reader does not read them until `head` is published below (they are free space:
+            // the reader consumed them, as cached_tail proves).
+            unsafe {
+                std::ptr::copy_nonoverlapping(data.as_ptr(), self.ring.data.add(off), first);
+                std::ptr::copy_nonoverlapping(wrapped.as_ptr(), self.ring.data, n - first);
+            }
         }
         self.head += n as u64;
         self.ring.head().store(self.head, Ordering::SeqCst);
         self.ring.peer_bell.ring();
         Ok(n)
+    }
+
+    /// Writes of at least `min` bytes take non-temporal stores from now on (`usize::MAX`:
+    /// none).
+    pub(crate) fn set_nt_min(&mut self, min: usize) {
+        self.nt_min = min;
+    }
+
+    /// The next `len` bytes written take non-temporal stores, whatever their pieces' sizes
+    /// (a large message whose sender chose that path).
+    pub(crate) fn nt_next(&mut self, len: usize) {
+        self.nt_until = self.head + len as u64;
     }
 
     /// The free space that is contiguous in the ring, for a producer that fills it in place
@@ -377,13 +418,14 @@ impl RingWriter {
         self.write(data).map(|n| n == data.len())
     }
 
-    /// What the reader measured of size class `class`: (through the ring, pulled), MB/s, 0
-    /// where it has no measurement yet.
-    pub(crate) fn speeds(&self, class: usize) -> (u32, u32) {
-        (
-            self.ring.speed(class, false).load(Ordering::Relaxed),
-            self.ring.speed(class, true).load(Ordering::Relaxed),
-        )
+    /// What the reader measured of size class `class` by each path (indexed by [`Path`]),
+    /// MB/s, 0 where it has no measurement yet.
+    pub(crate) fn speeds(&self, class: usize) -> [u32; PATHS] {
+        let mut speeds = [0; PATHS];
+        for p in Path::ALL {
+            speeds[p as usize] = self.ring.speed(class, p).load(Ordering::Relaxed);
+        }
+        speeds
     }
 
     /// How many single-copy messages of this ring the reader has finished copying.
@@ -520,10 +562,8 @@ impl RingReader {
 
     /// Shows the writer a speed (MB/s) of size class `class` by one path, for its choice (only
     /// this end writes the word).
-    pub(crate) fn show_speed(&self, class: usize, pulled: bool, mbps: u32) {
-        self.ring
-            .speed(class, pulled)
-            .store(mbps, Ordering::Relaxed);
+    pub(crate) fn show_speed(&self, class: usize, path: Path, mbps: u32) {
+        self.ring.speed(class, path).store(mbps, Ordering::Relaxed);
     }
 
     /// Counts one more single-copy message of this ring as copied (the writer may reuse it).
