@@ -105,12 +105,18 @@ where
 }
 
 /// [`stream_roundtrip`] with non-temporal stores forced (`OXCCL_RING_NT=on`): the pieces of
-/// at least 4 KiB take them, from every misaligned start, the others ordinary stores.
+/// at least 4 KiB take them, from every misaligned start, the others ordinary stores; then
+/// with each writer choosing its stores (`OXCCL_RING_NT=auto`).
 pub fn stream_roundtrip_nt<T: Transport>(make: &dyn Fn() -> T, o: &Options)
 where
     T::Connection: 'static,
 {
     roundtrip(streams_with(make, o, &nt_config()), o);
+    let auto = StreamConfig {
+        ring_nt: RingNt::Auto,
+        ..config()
+    };
+    roundtrip(streams_with(make, o, &auto), o);
 }
 
 fn roundtrip((mut a, mut b): (Box<dyn Stream>, Box<dyn Stream>), o: &Options) {

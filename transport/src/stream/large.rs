@@ -155,9 +155,7 @@ impl RingStream {
                 Ok(Some(Offer::Pull(ticket)))
             }
             Ok(true) => {
-                if path == Path::RingNt {
-                    self.tx.nt_next(len);
-                }
+                self.tx.stores_next(len, path == Path::RingNt);
                 Ok(Some(Offer::Inline))
             }
         }

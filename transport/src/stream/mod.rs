@@ -333,7 +333,7 @@ impl RingStream {
 
     /// With non-temporal stores for the writes `nt` says.
     pub(crate) fn with_ring_nt(mut self, nt: RingNt) -> Self {
-        self.tx.set_nt_min(nt.min_write());
+        self.tx.set_ring_nt(nt);
         self
     }
 

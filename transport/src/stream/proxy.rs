@@ -294,7 +294,7 @@ impl ProxyStream {
         let cap = config.ring_bytes;
         let block = HeapBlock::new(cap);
         let (mut tx, rx) = block.ends(cap, 0);
-        tx.set_nt_min(config.ring_nt.min_write());
+        tx.set_ring_nt(config.ring_nt);
         let (from_net, to_net) = block.ends(cap, 1);
         let failure = Arc::new(Mutex::new(Failure::default()));
         let closing = Arc::new(AtomicBool::new(false));

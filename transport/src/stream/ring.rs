@@ -9,6 +9,7 @@
 //! ```text
 //! 128 * (s + 1)   closed[s] u32: side s closed or aborted its end (own 128-byte line)
 //! 4096 + 512 r    head of ring r: bytes produced (u64), own 128-byte line pair
+//! + 8             store mode of ring r's writer (u32, `stream::nt`: what its reader measures)
 //! + 128           tail of ring r: bytes consumed (u64), own 128-byte line pair
 //! + 256           doorbell of side r: sequence (u32), + 4: sleepers (u32), own line pair
 //! 5120 + 1024 r   mailbox of ring r: two slots of SLOT bytes
@@ -18,6 +19,8 @@
 //!                 large messages per size class, through the ring, pulled, and through the
 //!                 ring written with non-temporal stores (MB/s, 0: none yet; written by the
 //!                 reader, read by the writer to choose, `stream::choice`)
+//! + 192           consume speeds of ring r's reader: [u32; 2], MB/s of its views of writes
+//!                 with ordinary and with non-temporal stores (`stream::nt::AutoNt`)
 //! 8192 + r * cap  data of ring r
 //! ```
 //!
@@ -43,7 +46,8 @@ use std::sync::Arc;
 
 use super::choice::{Path, PATHS};
 use super::doorbell::{BellWords, Doorbell};
-use super::nt;
+use super::nt::{self, AutoNt, RingNt, MODE_AUTO_NT, MODE_AUTO_PLAIN, MODE_FIXED, NT_MIN_WRITE};
+use std::time::Instant;
 
 /// Bytes before the data of the first ring.
 pub(crate) const HEADER: usize = 8192;
@@ -86,7 +90,19 @@ pub(crate) const SIZE_CLASSES: usize = 16;
 const SPEEDS: usize = 7680;
 const SPEEDS_STRIDE: usize = 256;
 const _: () =
-    assert!(SPEEDS + 2 * SPEEDS_STRIDE <= HEADER && 4 * PATHS * SIZE_CLASSES <= SPEEDS_STRIDE);
+    assert!(SPEEDS + 2 * SPEEDS_STRIDE <= HEADER && 4 * PATHS * SIZE_CLASSES + 8 <= SPEEDS_STRIDE);
+
+/// Offset of ring `ring`'s reader's consume speed of writes with non-temporal stores (`nt`)
+/// or ordinary ones.
+pub(crate) const fn consume_speed_at(ring: usize, nt: bool) -> usize {
+    SPEEDS + ring * SPEEDS_STRIDE + 4 * PATHS * SIZE_CLASSES + 4 * nt as usize
+}
+
+/// Offset of ring `ring`'s writer's store mode (on the line of its head: the reader loads it
+/// with the head).
+pub(crate) const fn mode_at(ring: usize) -> usize {
+    head_at(ring) + 8
+}
 
 /// Offset of ring `ring`'s speed of size class `class` by path `path` ([`Path`] as index).
 pub(crate) const fn speed_at(ring: usize, class: usize, path: usize) -> usize {
@@ -203,6 +219,14 @@ impl Ring {
         ))
     }
 
+    fn consume_speed(&self, nt: bool) -> &AtomicU32 {
+        self.atomic32(consume_speed_at(self.index, nt))
+    }
+
+    fn mode(&self) -> &AtomicU32 {
+        self.atomic32(mode_at(self.index))
+    }
+
     fn slot(&self, seq: u64) -> *mut u8 {
         let at = MAILBOXES + self.index * MAILBOX_STRIDE + (seq % 2) as usize * SLOT;
         // SAFETY: both slots of both rings end below HEADER, inside the block.
@@ -287,12 +311,17 @@ pub(crate) unsafe fn ends(
             head,
             cached_tail,
             nt_min: usize::MAX,
-            nt_until: 0,
+            chosen_until: 0,
+            chosen_nt: false,
+            auto: None,
         },
         RingReader {
             ring: r,
             tail,
             cached_head: tail,
+            timing: None,
+            consume_speed: [0; 2],
+            shown: [0; 2],
         },
     )
 }
@@ -302,11 +331,15 @@ pub struct RingWriter {
     ring: Ring,
     head: u64,
     cached_tail: u64,
-    /// Writes of at least this many bytes take non-temporal stores (`stream::nt`).
+    /// Writes of at least this many bytes take non-temporal stores (`stream::nt`), or, with
+    /// `auto`, the stores it chooses.
     nt_min: usize,
-    /// Bytes before this position take non-temporal stores (a large message whose sender
-    /// chose that path, `stream::choice`).
-    nt_until: u64,
+    /// Bytes before this position take the stores `chosen_nt` says (a large message whose
+    /// sender chose its path, `stream::choice`).
+    chosen_until: u64,
+    chosen_nt: bool,
+    /// The choice of stores of `OXCCL_RING_NT=auto`.
+    auto: Option<AutoNt>,
 }
 
 impl RingWriter {
@@ -331,7 +364,32 @@ impl RingWriter {
         let off = (self.head % cap) as usize;
         let first = n.min(self.ring.cap - off);
         let (data, wrapped) = data[..n].split_at(first);
-        if n >= self.nt_min || self.head < self.nt_until {
+        let mut timed = None;
+        let nt = if self.head < self.chosen_until {
+            self.chosen_nt
+        } else if n < self.nt_min {
+            false
+        } else if let Some(auto) = &mut self.auto {
+            if auto.due() {
+                let now = Instant::now();
+                let speeds =
+                    [false, true].map(|k| self.ring.consume_speed(k).load(Ordering::Relaxed));
+                let was = auto.nt();
+                if auto.decide(now, speeds) != was {
+                    let mode = if auto.nt() {
+                        MODE_AUTO_NT
+                    } else {
+                        MODE_AUTO_PLAIN
+                    };
+                    self.ring.mode().store(mode, Ordering::Relaxed);
+                }
+                timed = Some(now);
+            }
+            auto.nt()
+        } else {
+            true
+        };
+        if nt {
             // SAFETY: as in the plain copy below.
             unsafe {
                 nt::copy(data, self.ring.data.add(off));
@@ -351,22 +409,31 @@ impl RingWriter {
                 std::ptr::copy_nonoverlapping(wrapped.as_ptr(), self.ring.data, n - first);
             }
         }
+        if let (Some(t), Some(auto)) = (timed, &mut self.auto) {
+            auto.copied(nt, n, t.elapsed());
+        }
         self.head += n as u64;
         self.ring.head().store(self.head, Ordering::SeqCst);
         self.ring.peer_bell.ring();
         Ok(n)
     }
 
-    /// Writes of at least `min` bytes take non-temporal stores from now on (`usize::MAX`:
-    /// none).
-    pub(crate) fn set_nt_min(&mut self, min: usize) {
-        self.nt_min = min;
+    /// Which writes take non-temporal stores from now on.
+    pub(crate) fn set_ring_nt(&mut self, ring_nt: RingNt) {
+        self.nt_min = ring_nt.min_write();
+        self.auto = (ring_nt == RingNt::Auto).then(AutoNt::default);
+        let mode = match ring_nt {
+            RingNt::Auto => MODE_AUTO_PLAIN,
+            RingNt::On | RingNt::Off => MODE_FIXED,
+        };
+        self.ring.mode().store(mode, Ordering::Relaxed);
     }
 
-    /// The next `len` bytes written take non-temporal stores, whatever their pieces' sizes
-    /// (a large message whose sender chose that path).
-    pub(crate) fn nt_next(&mut self, len: usize) {
-        self.nt_until = self.head + len as u64;
+    /// The next `len` bytes written take non-temporal stores (`nt`) or ordinary ones,
+    /// whatever their pieces' sizes (a large message whose sender chose its path).
+    pub(crate) fn stores_next(&mut self, len: usize, nt: bool) {
+        self.chosen_until = self.head + len as u64;
+        self.chosen_nt = nt;
     }
 
     /// The free space that is contiguous in the ring, for a producer that fills it in place
@@ -503,6 +570,13 @@ pub struct RingReader {
     ring: Ring,
     tail: u64,
     cached_head: u64,
+    /// When the view being taken was first shown, and whether its writer's stores were
+    /// non-temporal (measured for an `OXCCL_RING_NT=auto` writer only).
+    timing: Option<(Instant, bool)>,
+    /// Moving consume speeds of such views (ordinary, non-temporal), MB/s, and what the
+    /// writer was last shown (shown again when moved by more than an eighth).
+    consume_speed: [u32; 2],
+    shown: [u32; 2],
 }
 
 impl RingReader {
@@ -533,6 +607,12 @@ impl RingReader {
         }
         let off = (self.tail % cap) as usize;
         let len = ((self.cached_head - self.tail) as usize).min(self.ring.cap - off);
+        if len >= NT_MIN_WRITE && self.timing.is_none() {
+            let mode = self.ring.mode().load(Ordering::Relaxed);
+            if mode >= MODE_AUTO_PLAIN {
+                self.timing = Some((Instant::now(), mode == MODE_AUTO_NT));
+            }
+        }
         // SAFETY: [off, off + len) was published by the writer (acquire load of head) and the
         // writer will not overwrite it before `tail` moves past it in `consume`.
         Ok(unsafe { std::slice::from_raw_parts(self.ring.data.add(off), len) })
@@ -542,9 +622,27 @@ impl RingReader {
     #[inline]
     pub(crate) fn consume(&mut self, n: usize) {
         let n = (n as u64).min(self.cached_head - self.tail);
+        if let Some((start, nt)) = self.timing.take() {
+            if n as usize >= NT_MIN_WRITE {
+                self.measured(nt, nt::mbps(n as usize, start.elapsed()));
+            }
+        }
         self.tail += n;
         self.ring.tail().store(self.tail, Ordering::SeqCst);
         self.ring.peer_bell.ring();
+    }
+
+    /// Folds in a consume speed of views of one kind of stores, and shows it to the writer
+    /// when it moved by more than an eighth.
+    #[cold]
+    fn measured(&mut self, nt: bool, mbps: u32) {
+        let k = usize::from(nt);
+        nt::fold(&mut self.consume_speed[k], mbps);
+        let (new, shown) = (self.consume_speed[k], self.shown[k]);
+        if new.abs_diff(shown) > shown / 8 || shown == 0 {
+            self.shown[k] = new;
+            self.ring.consume_speed(nt).store(new, Ordering::Relaxed);
+        }
     }
 
     /// The doorbell this end's side sleeps on (rung by the peer).
@@ -706,5 +804,47 @@ mod tests {
         assert_eq!(r.peek().map(<[u8]>::len), Ok(10));
         r.consume(10);
         assert!(r.peek().is_err());
+    }
+
+    #[test]
+    fn an_auto_writer_tries_both_stores_and_every_byte_arrives() {
+        let block = HeapBlock::new(1 << 16);
+        let (mut w, _) = block.ends(1 << 16, 0);
+        let (_, mut r) = block.ends(1 << 16, 1);
+        w.set_ring_nt(RingNt::Auto);
+        let data: Vec<u8> = (0..8u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let t = std::thread::spawn(move || {
+            let (mut sent, mut step) = (0, 1);
+            while sent < data.len() {
+                // Pieces of 1 B to ~20 KiB, most over NT_MIN_WRITE, from any alignment.
+                step = (step * 7 + 13) % 20_011 + 1;
+                sent += w.write(&data[sent..(sent + step).min(data.len())]).unwrap();
+            }
+            (w, data)
+        });
+        let mut got = Vec::new();
+        while got.len() < 8 << 20 {
+            let v = r.peek().unwrap();
+            let n = v.len().min(30_000);
+            got.extend_from_slice(&v[..n]);
+            r.consume(n);
+        }
+        let (w, data) = t.join().unwrap();
+        assert!(got == data, "the bytes arrived changed");
+        // The reader measured and showed both kinds of stores (the writer tried the other one
+        // once the first was measured).
+        let shown = [false, true].map(|k| w.ring.consume_speed(k).load(Ordering::Relaxed));
+        assert!(
+            shown.iter().all(|&s| s > 0),
+            "consume speeds shown {shown:?}"
+        );
+        let mode = w.ring.mode().load(Ordering::Relaxed);
+        assert!(mode == MODE_AUTO_PLAIN || mode == MODE_AUTO_NT);
+        // A fixed setting tells the reader there is nothing to measure.
+        let mut w = w;
+        w.set_ring_nt(RingNt::On);
+        assert_eq!(w.ring.mode().load(Ordering::Relaxed), MODE_FIXED);
     }
 }
