@@ -320,6 +320,7 @@ pub(crate) unsafe fn ends(
             tail,
             cached_head: tail,
             timing: None,
+            writer_mode: MODE_FIXED,
             consume_speed: [0; 2],
             shown: [0; 2],
         },
@@ -573,6 +574,8 @@ pub struct RingReader {
     /// When the view being taken was first shown, and whether its writer's stores were
     /// non-temporal (measured for an `OXCCL_RING_NT=auto` writer only).
     timing: Option<(Instant, bool)>,
+    /// The writer's mode word as read with its head.
+    writer_mode: u32,
     /// Moving consume speeds of such views (ordinary, non-temporal), MB/s, and what the
     /// writer was last shown (shown again when moved by more than an eighth).
     consume_speed: [u32; 2],
@@ -594,6 +597,9 @@ impl RingReader {
         // often stops inside an element: that hung large reduces over TCP.
         if self.cached_head - self.tail < to_end {
             self.cached_head = self.ring.head().load(Ordering::Acquire);
+            // The mode word shares the head's line, which this load just brought here; read
+            // anywhere else it would pull that line from the writer once more per view.
+            self.writer_mode = self.ring.mode().load(Ordering::Relaxed);
             if self.cached_head == self.tail {
                 if !self.ring.closed_any() {
                     return Ok(&[]);
@@ -607,11 +613,8 @@ impl RingReader {
         }
         let off = (self.tail % cap) as usize;
         let len = ((self.cached_head - self.tail) as usize).min(self.ring.cap - off);
-        if len >= NT_MIN_WRITE && self.timing.is_none() {
-            let mode = self.ring.mode().load(Ordering::Relaxed);
-            if mode >= MODE_AUTO_PLAIN {
-                self.timing = Some((Instant::now(), mode == MODE_AUTO_NT));
-            }
+        if len >= NT_MIN_WRITE && self.writer_mode >= MODE_AUTO_PLAIN && self.timing.is_none() {
+            self.timing = Some((Instant::now(), self.writer_mode == MODE_AUTO_NT));
         }
         // SAFETY: [off, off + len) was published by the writer (acquire load of head) and the
         // writer will not overwrite it before `tail` moves past it in `consume`.
