@@ -92,6 +92,8 @@ pub struct Options {
     pub single_copy_min: usize,
     /// Pulled or through the ring, per message (`OXCCL_SINGLE_COPY_CHOICE`).
     pub single_copy_choice: oxccl_transport::stream::Choice,
+    /// Which ring writes without a header take non-temporal stores (`OXCCL_RING_NT`).
+    pub ring_nt: oxccl_transport::stream::RingNt,
     pub small_bytes: usize,
     /// `None`: chosen from the number of local ranks and cores.
     pub spin: Option<u32>,
@@ -115,6 +117,7 @@ impl Default for Options {
             ring_bytes: 1 << 20,
             single_copy_min: oxccl_transport::stream::DEFAULT_SINGLE_COPY_MIN,
             single_copy_choice: oxccl_transport::stream::Choice::Auto,
+            ring_nt: oxccl_transport::stream::RingNt::Off,
             small_bytes: 16 << 10,
             spin: None,
             yield_for: None,
@@ -197,6 +200,8 @@ impl Options {
         }
         o.single_copy_choice = oxccl_transport::stream::single_copy_choice_from_env()
             .map_err(|e| Error::Env(e.to_string()))?;
+        o.ring_nt =
+            oxccl_transport::stream::ring_nt_from_env().map_err(|e| Error::Env(e.to_string()))?;
         if let Some(s) = num("OXCCL_SMALL_BYTES")? {
             o.small_bytes = s as usize;
         }

@@ -351,7 +351,9 @@ impl Connection for LoopbackConnection {
             None,
         );
         Ok(Box::new(
-            RingStream::new(ends, NAME, self.peer.clone(), None).with_single_copy(single),
+            RingStream::new(ends, NAME, self.peer.clone(), None)
+                .with_single_copy(single)
+                .with_ring_nt(config.ring_nt),
         ))
     }
 

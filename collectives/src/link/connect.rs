@@ -34,6 +34,7 @@ fn stream_config(options: &Options, spin: Duration) -> StreamConfig {
         spin,
         single_copy_min: options.single_copy_min,
         single_copy_choice: options.single_copy_choice,
+        ring_nt: options.ring_nt,
     }
 }
 

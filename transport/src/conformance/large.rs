@@ -115,7 +115,20 @@ pub fn stream_single_copy<T: Transport>(make: &dyn Fn() -> T, o: &Options)
 where
     T::Connection: 'static,
 {
-    let (mut a, mut b) = super::stream::streams(make, o);
+    single_copy(super::stream::streams(make, o), o);
+}
+
+/// [`stream_single_copy`] with the sender's choice forced to the ring written with
+/// non-temporal stores (`OXCCL_SINGLE_COPY_CHOICE=stream-nt`, `OXCCL_RING_NT=on`).
+pub fn stream_single_copy_nt<T: Transport>(make: &dyn Fn() -> T, o: &Options)
+where
+    T::Connection: 'static,
+{
+    let config = super::stream::nt_config();
+    single_copy(super::stream::streams_with(make, o, &config), o);
+}
+
+fn single_copy((mut a, mut b): (Box<dyn Stream>, Box<dyn Stream>), o: &Options) {
     let Some(min) = a.single_copy_min() else {
         return;
     };

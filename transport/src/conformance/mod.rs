@@ -18,10 +18,10 @@
 mod large;
 mod stream;
 
-pub use large::{stream_single_copy, stream_single_copy_abort};
+pub use large::{stream_single_copy, stream_single_copy_abort, stream_single_copy_nt};
 pub use stream::{
     stream_abort, stream_close, stream_doorbell, stream_mailbox, stream_partial_consume,
-    stream_roundtrip,
+    stream_roundtrip, stream_roundtrip_nt,
 };
 
 use std::time::Duration;
@@ -91,6 +91,7 @@ where
         ("several_connections", &|m, o| several_connections(m, o)),
         ("region", &|m, o| region(m, o)),
         ("stream_roundtrip", &|m, o| stream_roundtrip(m, o)),
+        ("stream_roundtrip_nt", &|m, o| stream_roundtrip_nt(m, o)),
         ("stream_close", &|m, o| stream_close(m, o)),
         ("stream_abort", &|m, o| stream_abort(m, o)),
         ("stream_mailbox", &|m, o| stream_mailbox(m, o)),
@@ -99,6 +100,7 @@ where
             stream_partial_consume(m, o)
         }),
         ("stream_single_copy", &|m, o| stream_single_copy(m, o)),
+        ("stream_single_copy_nt", &|m, o| stream_single_copy_nt(m, o)),
         ("stream_single_copy_abort", &|m, o| {
             stream_single_copy_abort(m, o)
         }),

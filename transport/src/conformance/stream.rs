@@ -5,7 +5,7 @@
 use super::{assert_same, dl, expect_closed, must, pair, pattern, Options};
 use crate::api::{Connection, Transport};
 use crate::error::Result;
-use crate::stream::{doorbell, Doorbell, Stream, StreamConfig, MAILBOX_BYTES};
+use crate::stream::{doorbell, Choice, Doorbell, RingNt, Stream, StreamConfig, MAILBOX_BYTES};
 use crate::wait::{self, Backoff, Deadline};
 use std::time::Duration;
 
@@ -17,9 +17,31 @@ fn config() -> StreamConfig {
     }
 }
 
+/// [`config`] with every ring write that may take non-temporal stores taking them: the
+/// writes of at least [`crate::stream::NT_MIN_WRITE`] bytes, and large messages through the
+/// ring (`stream::nt`; on fabrics whose streams have no ring of their own, the proxy's ring).
+pub(super) fn nt_config() -> StreamConfig {
+    StreamConfig {
+        ring_nt: RingNt::On,
+        single_copy_choice: Choice::StreamNt,
+        ..config()
+    }
+}
+
 pub(super) fn streams<T: Transport>(
     make: &dyn Fn() -> T,
     o: &Options,
+) -> (Box<dyn Stream>, Box<dyn Stream>)
+where
+    T::Connection: 'static,
+{
+    streams_with(make, o, &config())
+}
+
+pub(super) fn streams_with<T: Transport>(
+    make: &dyn Fn() -> T,
+    o: &Options,
+    config: &StreamConfig,
 ) -> (Box<dyn Stream>, Box<dyn Stream>)
 where
     T::Connection: 'static,
@@ -30,8 +52,8 @@ where
     let mut buf = [0u8; 8];
     assert_eq!(must(wait::recv(&b, 9, &mut buf, dl(o)), "greeting"), 5);
     let name = make().name();
-    let sa = must(a.into_stream(name, &config()), "into_stream (side a)");
-    let sb = must(b.into_stream(name, &config()), "into_stream (side b)");
+    let sa = must(a.into_stream(name, config), "into_stream (side a)");
+    let sb = must(b.into_stream(name, config), "into_stream (side b)");
     (sa, sb)
 }
 
@@ -79,7 +101,25 @@ pub fn stream_roundtrip<T: Transport>(make: &dyn Fn() -> T, o: &Options)
 where
     T::Connection: 'static,
 {
-    let (mut a, mut b) = streams(make, o);
+    roundtrip(streams(make, o), o);
+}
+
+/// [`stream_roundtrip`] with non-temporal stores forced (`OXCCL_RING_NT=on`): the pieces of
+/// at least 4 KiB take them, from every misaligned start, the others ordinary stores; then
+/// with each writer choosing its stores (`OXCCL_RING_NT=auto`).
+pub fn stream_roundtrip_nt<T: Transport>(make: &dyn Fn() -> T, o: &Options)
+where
+    T::Connection: 'static,
+{
+    roundtrip(streams_with(make, o, &nt_config()), o);
+    let auto = StreamConfig {
+        ring_nt: RingNt::Auto,
+        ..config()
+    };
+    roundtrip(streams_with(make, o, &auto), o);
+}
+
+fn roundtrip((mut a, mut b): (Box<dyn Stream>, Box<dyn Stream>), o: &Options) {
     let n = 3 << 20;
     let (da, db) = (pattern(21, n), pattern(22, n));
     std::thread::scope(|s| {

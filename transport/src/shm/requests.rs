@@ -72,7 +72,7 @@ impl Connection for ShmConnection {
         _fabric: &'static str,
         config: &crate::stream::StreamConfig,
     ) -> Result<Box<dyn crate::stream::Stream>> {
-        Ok(Box::new(self.stream(config.single_copy_choice)?))
+        Ok(Box::new(self.stream(config)?))
     }
 
     fn close(self) -> Result<()> {

@@ -4,7 +4,7 @@
 
 use super::conn::{ShmConnection, NAME};
 use crate::error::Result;
-use crate::stream::{ring, Choice, RingStream, SingleCopy};
+use crate::stream::{ring, RingStream, SingleCopy, StreamConfig};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -12,8 +12,8 @@ impl ShmConnection {
     /// This connection's rings as a stream; the message face is done with them. Both ends
     /// convert with no message in flight (what each wrote was read), so the streams start
     /// where the records ended.
-    /// The sender chooses pull or ring per large message as `choice` says.
-    pub(super) fn stream(mut self, choice: Choice) -> Result<RingStream> {
+    /// The sender chooses its path per large message and its stores as `config` says.
+    pub(super) fn stream(mut self, config: &StreamConfig) -> Result<RingStream> {
         self.quiesce()?;
         // SAFETY: the mapping is a whole connection file (`file_len(ring_bytes)` bytes,
         // page-aligned) laid out as `stream::ring` says, kept alive by the Arc the ends hold;
@@ -34,13 +34,14 @@ impl ShmConnection {
         let peer_side = 1 - self.side;
         let single = SingleCopy::new(
             self.map.agreed_single_copy_min(),
-            choice,
+            config.single_copy_choice,
             Arc::new(move || map.cma_ok(peer_side).load(Ordering::Acquire) == 1),
             Some(self.peer_pid),
         );
         Ok(
             RingStream::new(ends, NAME, self.peer.clone(), Some(self.peer_pid))
-                .with_single_copy(single),
+                .with_single_copy(single)
+                .with_ring_nt(config.ring_nt),
         )
     }
 }

@@ -1,20 +1,25 @@
 //! Which path a large message of a native stream takes: through the ring (two copies, the
-//! bytes cross between the caches of the two cores) or pulled by the receiver straight out of
-//! the sender's memory (one copy, a system call per piece between processes).
+//! bytes cross between the caches of the two cores), through the ring written with
+//! non-temporal stores (the bytes go through memory instead, `stream::nt`), or pulled by the
+//! receiver straight out of the sender's memory (one copy, a system call per piece between
+//! processes).
 //!
-//! Neither wins everywhere, and the winner changes while a job runs: on the development
+//! None wins everywhere, and the winner changes while a job runs: on the development
 //! machine the ring copies 11-16 GB/s in one state and 2.1-2.4 in another that comes and goes
-//! every few minutes, while a pull moves 7-12 GB/s in both (`bench/RESULTS.md`, "adaptive").
+//! every few minutes, while a pull moves 7-12 GB/s in both (`bench/RESULTS.md`, "adaptive"),
+//! and the ring with non-temporal stores ~9-10 in both.
 //! So the receiver measures every large message it takes, from its header to its last byte,
 //! and keeps a moving speed per size class and path in the connection's shared control block
 //! (`stream::ring`, `speeds[r]`); the sender reads them when it offers the next message of that
-//! class and takes the faster path, trying the other one now and then (at most one message in
+//! class and takes the fastest path, trying the others now and then (at most one message in
 //! [`EXPLORE_SHARE`] of the time, and not more often than every [`EXPLORE_EVERY`]) so that a
-//! change of state is noticed. Both paths already start with the same header, which says
-//! which one follows, so the receiver needs no agreement beyond the threshold.
+//! change of state is noticed. Every path starts with the same header, whose mode says which
+//! one follows, so the receiver knows what it measures and needs no agreement beyond the
+//! threshold.
 //!
 //! `OXCCL_SINGLE_COPY_CHOICE` overrides it: `auto` (the default, as above), `pull` (always pull
-//! from the threshold on: the rule before the choice existed) or `stream` (always the ring).
+//! from the threshold on: the rule before the choice existed), `stream` (always the ring) or
+//! `stream-nt` (always the ring, non-temporal stores).
 
 use std::time::{Duration, Instant};
 
@@ -30,13 +35,15 @@ pub(crate) const EXPLORE_SHARE: u32 = 100;
 /// How the sender chooses (`OXCCL_SINGLE_COPY_CHOICE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Choice {
-    /// By the receiver's measurements of both paths (the default).
+    /// By the receiver's measurements of every path (the default).
     #[default]
     Auto,
     /// Always pull (where the peer can read our memory).
     Pull,
-    /// Always through the ring.
+    /// Always through the ring, ordinary stores.
     Stream,
+    /// Always through the ring, written with non-temporal stores (`stream::nt`).
+    StreamNt,
 }
 
 impl std::str::FromStr for Choice {
@@ -46,10 +53,11 @@ impl std::str::FromStr for Choice {
             "auto" => Ok(Choice::Auto),
             "pull" => Ok(Choice::Pull),
             "stream" => Ok(Choice::Stream),
+            "stream-nt" => Ok(Choice::StreamNt),
             other => Err(Error::Config {
                 var: "OXCCL_SINGLE_COPY_CHOICE",
                 value: other.to_string(),
-                reason: "expected auto, pull or stream".into(),
+                reason: "expected auto, pull, stream or stream-nt".into(),
             }),
         }
     }
@@ -60,6 +68,34 @@ pub fn single_copy_choice_from_env() -> Result<Choice> {
     match std::env::var("OXCCL_SINGLE_COPY_CHOICE") {
         Err(_) => Ok(Choice::Auto),
         Ok(v) => v.parse(),
+    }
+}
+
+/// The paths of a large message; the value is its index among the measured speeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Path {
+    /// Through the ring, written with ordinary stores.
+    Ring = 0,
+    /// Pulled out of the sender's memory.
+    Pull = 1,
+    /// Through the ring, written with non-temporal stores.
+    RingNt = 2,
+}
+
+/// How many paths there are.
+pub(crate) const PATHS: usize = 3;
+
+impl Path {
+    /// Every path, in the order a size class with nothing measured tries them: pulled first
+    /// (the threshold's meaning), then the two rings.
+    pub(crate) const ALL: [Path; PATHS] = [Path::Pull, Path::Ring, Path::RingNt];
+
+    fn name(self) -> &'static str {
+        match self {
+            Path::Ring => "the ring",
+            Path::Pull => "pull",
+            Path::RingNt => "the ring with non-temporal stores",
+        }
     }
 }
 
@@ -79,11 +115,11 @@ pub(crate) const READ_EVERY: Duration = Duration::from_millis(1);
 /// receiver's speeds as last read.
 pub(crate) struct Chooser {
     choice: Choice,
-    tried: [[Option<Instant>; 2]; SIZE_CLASSES],
-    speeds: [(u32, u32); SIZE_CLASSES],
+    tried: [[Option<Instant>; PATHS]; SIZE_CLASSES],
+    speeds: [[u32; PATHS]; SIZE_CLASSES],
     read: [Option<Instant>; SIZE_CLASSES],
-    /// The faster path last logged per class (pulled: true).
-    best: [bool; SIZE_CLASSES],
+    /// The faster path last logged per class.
+    best: [Path; SIZE_CLASSES],
     /// [`EXPLORE_EVERY`], but for tests that must not depend on the clock.
     explore_every: Duration,
     /// [`READ_EVERY`], but for tests that change the speeds.
@@ -94,16 +130,16 @@ impl Chooser {
     pub(crate) fn new(choice: Choice) -> Self {
         Chooser {
             choice,
-            tried: [[None; 2]; SIZE_CLASSES],
-            speeds: [(0, 0); SIZE_CLASSES],
+            tried: [[None; PATHS]; SIZE_CLASSES],
+            speeds: [[0; PATHS]; SIZE_CLASSES],
             read: [None; SIZE_CLASSES],
-            best: [true; SIZE_CLASSES],
+            best: [Path::Pull; SIZE_CLASSES],
             explore_every: EXPLORE_EVERY,
             read_every: READ_EVERY,
         }
     }
 
-    /// With the slower path tried again only after `every`, the speeds read for every message
+    /// With the slower paths tried again only after `every`, the speeds read for every message
     /// (tests).
     #[cfg(test)]
     pub(crate) fn exploring_every(mut self, every: Duration) -> Self {
@@ -112,17 +148,20 @@ impl Chooser {
         self
     }
 
-    /// Whether a message of `len` bytes goes pulled, given `speeds(class)`: the receiver's
-    /// speeds of a class `(ring, pulled)` in MB/s (0: not measured yet), at time `now`.
-    pub(crate) fn pull(
+    /// The path of a message of `len` bytes, given `speeds(class)`: the receiver's speeds of
+    /// a class by path (indexed by [`Path`]) in MB/s (0: not measured yet), at time `now`.
+    /// Without `can_pull` (the peer cannot read our memory now) it is one of the rings.
+    pub(crate) fn path(
         &mut self,
         len: usize,
-        speeds: impl FnOnce(usize) -> (u32, u32),
+        can_pull: bool,
+        speeds: impl FnOnce(usize) -> [u32; PATHS],
         now: Instant,
-    ) -> bool {
+    ) -> Path {
         match self.choice {
-            Choice::Pull => return true,
-            Choice::Stream => return false,
+            Choice::Pull if can_pull => return Path::Pull,
+            Choice::Pull | Choice::Stream => return Path::Ring,
+            Choice::StreamNt => return Path::RingNt,
             Choice::Auto => {}
         }
         let class = size_class(len);
@@ -130,42 +169,72 @@ impl Chooser {
             self.speeds[class] = speeds(class);
             self.read[class] = Some(now);
         }
-        let (ring, pulled) = self.speeds[class];
-        let (best, best_speed) = match (ring, pulled) {
-            (_, 0) => (true, 0),
-            (0, _) => (false, 0),
-            (r, p) if p > r => (true, p),
-            (r, _) => (false, r),
-        };
-        let other = !best;
-        // A path not measured yet counts as the best one until it is. The slower path is
-        // tried again once it is stale: EXPLORE_EVERY, or EXPLORE_SHARE messages' time at the
-        // best speed for a large class (bytes / (MB/s) = microseconds).
+        let speed = self.speeds[class];
+        let open = |p: &Path| can_pull || *p != Path::Pull;
+        // A path not measured yet counts as the best one until it is.
+        let best = Path::ALL
+            .into_iter()
+            .filter(open)
+            .find(|&p| speed[p as usize] == 0)
+            .or_else(|| {
+                Path::ALL
+                    .into_iter()
+                    .filter(open)
+                    .max_by_key(|&p| speed[p as usize])
+            })
+            .expect("the rings are always open");
+        let best_speed = speed[best as usize];
+        // The slower paths are tried again once stale: EXPLORE_EVERY, or EXPLORE_SHARE
+        // messages' time at the best speed for a large class (bytes / (MB/s) = microseconds).
         let period = match best_speed {
             0 => self.explore_every,
             s => self.explore_every.max(Duration::from_micros(
                 (len as u64 / u64::from(s)) * u64::from(EXPLORE_SHARE),
             )),
         };
-        // The first message of a class takes the best path (pulled, with nothing measured:
-        // the path of the threshold's meaning), the next one tries the other.
         if best != self.best[class] && best_speed > 0 {
             self.best[class] = best;
             tracing::debug!(
                 class_bytes = 4096usize << class,
-                ring_mbps = ring,
-                pull_mbps = pulled,
+                ring_mbps = speed[Path::Ring as usize],
+                pull_mbps = speed[Path::Pull as usize],
+                ring_nt_mbps = speed[Path::RingNt as usize],
                 "single-copy: {} is now the faster path for this size",
-                if best { "pull" } else { "the ring" }
+                best.name()
             );
         }
-        let stale = match self.tried[class][usize::from(other)] {
-            None => self.tried[class][usize::from(best)].is_some(),
-            Some(t) => now.saturating_duration_since(t) >= period,
-        };
-        let pull = if stale { other } else { best };
-        self.tried[class][usize::from(pull)] = Some(now);
-        pull
+        // The first message of a class takes the best path, each of the next ones tries
+        // another one not tried yet; after that the stalest path due for a try.
+        let tried = self.tried[class];
+        let best_tried = tried[best as usize].is_some();
+        let path = Path::ALL
+            .into_iter()
+            .filter(|p| open(p) && *p != best)
+            .filter(|&p| match tried[p as usize] {
+                None => best_tried,
+                Some(t) => now.saturating_duration_since(t) >= period,
+            })
+            .min_by_key(|&p| tried[p as usize])
+            .unwrap_or(best);
+        self.tried[class][path as usize] = Some(now);
+        path
+    }
+
+    /// The ring path for a message that is not measured (its bytes are not all ready): the
+    /// faster ring as last read, without a try of the other.
+    pub(crate) fn ring_path(&self, len: usize) -> Path {
+        match self.choice {
+            Choice::StreamNt => Path::RingNt,
+            Choice::Pull | Choice::Stream => Path::Ring,
+            Choice::Auto => {
+                let s = self.speeds[size_class(len)];
+                if s[Path::RingNt as usize] > s[Path::Ring as usize] && s[Path::Ring as usize] > 0 {
+                    Path::RingNt
+                } else {
+                    Path::Ring
+                }
+            }
+        }
     }
 }
 
@@ -174,16 +243,16 @@ impl Chooser {
 /// shared words is not written for every message).
 #[derive(Default)]
 pub(crate) struct Measured {
-    speed: [[u32; 2]; SIZE_CLASSES],
-    shown: [[u32; 2]; SIZE_CLASSES],
+    speed: [[u32; PATHS]; SIZE_CLASSES],
+    shown: [[u32; PATHS]; SIZE_CLASSES],
 }
 
 impl Measured {
     /// Folds one measurement (MB/s) in: a moving average, a quarter of the weight on the new
     /// one, so that one preempted message does not flip the choice. Returns the speed to show
     /// the sender, when it should see a new one.
-    pub(crate) fn add(&mut self, class: usize, pulled: bool, mbps: u32) -> Option<u32> {
-        let (class, path) = (class.min(SIZE_CLASSES - 1), usize::from(pulled));
+    pub(crate) fn add(&mut self, class: usize, path: Path, mbps: u32) -> Option<u32> {
+        let (class, path) = (class.min(SIZE_CLASSES - 1), path as usize);
         let old = self.speed[class][path];
         let new = match old {
             0 => mbps,
@@ -203,7 +272,7 @@ impl Measured {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Timing {
     pub(crate) class: usize,
-    pub(crate) pulled: bool,
+    pub(crate) path: Path,
     pub(crate) len: usize,
     pub(crate) start: Instant,
     /// Where its last byte ends in the ring (through the ring only).
@@ -221,6 +290,12 @@ impl Timing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Path::{Pull, Ring, RingNt};
+
+    /// Speeds (ring, pulled, ring with non-temporal stores) as the ring's words hold them.
+    fn sp(ring: u32, pull: u32, nt: u32) -> impl Fn(usize) -> [u32; PATHS] {
+        move |_| [ring, pull, nt]
+    }
 
     #[test]
     fn size_classes_are_powers_of_two_from_4_kib() {
@@ -238,8 +313,9 @@ mod tests {
         assert_eq!("auto".parse::<Choice>().unwrap(), Choice::Auto);
         assert_eq!(" pull ".parse::<Choice>().unwrap(), Choice::Pull);
         assert_eq!("stream".parse::<Choice>().unwrap(), Choice::Stream);
+        assert_eq!("stream-nt".parse::<Choice>().unwrap(), Choice::StreamNt);
         let e = "ring".parse::<Choice>().unwrap_err().to_string();
-        assert!(e.contains("OXCCL_SINGLE_COPY_CHOICE") && e.contains("auto, pull or stream"));
+        assert!(e.contains("OXCCL_SINGLE_COPY_CHOICE") && e.contains("auto, pull, stream or"));
     }
 
     #[test]
@@ -247,61 +323,82 @@ mod tests {
         let now = Instant::now();
         let mut p = Chooser::new(Choice::Pull);
         let mut s = Chooser::new(Choice::Stream);
-        for speeds in [(0, 0), (1, 100), (100, 1)] {
-            assert!(p.pull(1 << 20, |_| speeds, now));
-            assert!(!s.pull(1 << 20, |_| speeds, now));
+        let mut n = Chooser::new(Choice::StreamNt);
+        for speeds in [[0, 0, 0], [1, 100, 1], [100, 1, 1], [1, 1, 100]] {
+            assert_eq!(p.path(1 << 20, true, |_| speeds, now), Pull);
+            assert_eq!(p.path(1 << 20, false, |_| speeds, now), Ring);
+            assert_eq!(s.path(1 << 20, true, |_| speeds, now), Ring);
+            assert_eq!(n.path(1 << 20, true, |_| speeds, now), RingNt);
+            assert_eq!(n.ring_path(1 << 20), RingNt);
+            assert_eq!(s.ring_path(1 << 20), Ring);
         }
     }
 
     #[test]
-    fn auto_tries_both_then_takes_the_faster_and_follows_a_change() {
+    fn auto_tries_each_then_takes_the_fastest_and_follows_a_change() {
         let mut c = Chooser::new(Choice::Auto);
         let t0 = Instant::now();
         let len = 64 << 10;
-        // Nothing measured: pulled first, then the ring is tried.
-        assert!(c.pull(len, |_| (0, 0), t0));
-        assert!(!c.pull(len, |_| (0, 0), t0));
-        assert!(c.pull(len, |_| (0, 0), t0));
-        // The ring is 5x faster: it is taken, and pull is tried again only once stale.
+        // Nothing measured: pulled first, then each ring is tried.
+        assert_eq!(c.path(len, true, sp(0, 0, 0), t0), Pull);
+        assert_eq!(c.path(len, true, sp(0, 0, 0), t0), Ring);
+        assert_eq!(c.path(len, true, sp(0, 0, 0), t0), RingNt);
+        assert_eq!(c.path(len, true, sp(0, 0, 0), t0), Pull);
+        // The ring is 5x faster: it is taken, and the others are tried again only once stale.
         let ms = |n| t0 + Duration::from_millis(n);
-        assert!((0..100).all(|i| !c.pull(
-            len,
-            |_| (10_000, 2_000),
-            ms(1) + Duration::from_micros(i)
-        )));
-        assert!(c.pull(len, |_| (10_000, 2_000), ms(1) + EXPLORE_EVERY));
-        assert!(!c.pull(len, |_| (10_000, 2_000), ms(2) + EXPLORE_EVERY));
-        // The state flips (the ring's measurements fall): pull at once.
-        assert!(c.pull(len, |_| (1_500, 9_000), ms(3) + EXPLORE_EVERY));
-        assert!(c.pull(len, |_| (1_500, 9_000), ms(4) + EXPLORE_EVERY));
+        let fast_ring = sp(10_000, 2_000, 3_000);
+        assert!((0..100)
+            .all(|i| c.path(len, true, &fast_ring, ms(1) + Duration::from_micros(i)) == Ring));
+        let a = c.path(len, true, &fast_ring, ms(1) + EXPLORE_EVERY);
+        let b = c.path(len, true, &fast_ring, ms(1) + EXPLORE_EVERY);
+        assert_eq!([a, b], [Pull, RingNt], "the stale ones, the oldest first");
+        assert_eq!(c.path(len, true, &fast_ring, ms(2) + EXPLORE_EVERY), Ring);
+        // The state flips (the ring's measurements fall): the non-temporal ring at once.
+        let slow_ring = sp(1_500, 8_000, 9_000);
+        assert_eq!(c.path(len, true, &slow_ring, ms(3) + EXPLORE_EVERY), RingNt);
+        assert_eq!(c.path(len, true, &slow_ring, ms(4) + EXPLORE_EVERY), RingNt);
+        assert_eq!(c.ring_path(len), RingNt);
+        // Where the peer cannot read us, pull is never taken, however fast it was.
+        let fast_pull = sp(1_500, 90_000, 9_000);
+        assert!((5..60).all(|i| c.path(len, false, &fast_pull, ms(i) + EXPLORE_EVERY) != Pull));
         // Another size class keeps its own record.
-        assert!(c.pull(4 << 20, |_| (0, 0), ms(5)));
-        assert!(!c.pull(4 << 20, |_| (0, 0), ms(5)));
+        assert_eq!(c.path(4 << 20, true, sp(0, 0, 0), ms(5)), Pull);
+        assert_eq!(c.path(4 << 20, true, sp(0, 0, 0), ms(5)), Ring);
+        assert_eq!(c.ring_path(4 << 20), Ring);
     }
 
     #[test]
-    fn tries_of_the_slower_path_are_spaced_by_the_message_time_for_large_classes() {
+    fn tries_of_the_slower_paths_are_spaced_by_the_message_time_for_large_classes() {
         let mut c = Chooser::new(Choice::Auto);
         let t0 = Instant::now();
         let len = 64 << 20; // 64 MiB at 10 GB/s: 6.7 ms a message, so a try every 0.67 s
-        assert!(c.pull(len, |_| (2_000, 10_000), t0));
-        assert!(!c.pull(len, |_| (2_000, 10_000), t0));
-        assert!(c.pull(len, |_| (2_000, 10_000), t0 + Duration::from_millis(300)));
-        assert!(!c.pull(len, |_| (2_000, 10_000), t0 + Duration::from_millis(700)));
+        let s = sp(2_000, 10_000, 5_000);
+        assert_eq!(c.path(len, true, &s, t0), Pull);
+        assert_eq!(c.path(len, true, &s, t0), Ring);
+        assert_eq!(c.path(len, true, &s, t0), RingNt);
+        assert_eq!(c.path(len, true, &s, t0 + Duration::from_millis(300)), Pull);
+        assert_eq!(c.path(len, true, &s, t0 + Duration::from_millis(700)), Ring);
+        assert_eq!(
+            c.path(len, true, &s, t0 + Duration::from_millis(700)),
+            RingNt
+        );
+        assert_eq!(c.path(len, true, &s, t0 + Duration::from_millis(700)), Pull);
     }
 
     #[test]
     fn the_receiver_shows_a_moving_speed_when_it_moved() {
         let mut m = Measured::default();
-        assert_eq!(m.add(3, true, 8_000), Some(8_000));
+        assert_eq!(m.add(3, Pull, 8_000), Some(8_000));
         // A quarter of the weight on each new one; small moves are not shown.
-        assert_eq!(m.add(3, true, 10_000), None);
-        assert_eq!(m.speed[3][1], 8_500);
-        assert_eq!(m.add(3, true, 0), Some(6_375));
-        // The other path and class are apart.
-        assert_eq!(m.add(3, false, 2_000), Some(2_000));
-        assert_eq!(m.add(99, false, 5), Some(5));
-        assert_eq!(m.speed[SIZE_CLASSES - 1][0], 5);
+        assert_eq!(m.add(3, Pull, 10_000), None);
+        assert_eq!(m.speed[3][Pull as usize], 8_500);
+        assert_eq!(m.add(3, Pull, 0), Some(6_375));
+        // The other paths and classes are apart.
+        assert_eq!(m.add(3, Ring, 2_000), Some(2_000));
+        assert_eq!(m.add(3, RingNt, 9_000), Some(9_000));
+        assert_eq!(m.add(99, Ring, 5), Some(5));
+        assert_eq!(m.speed[SIZE_CLASSES - 1][Ring as usize], 5);
+        assert_eq!(m.speed[3], [2_000, 6_375, 9_000]);
     }
 
     #[test]
@@ -309,7 +406,7 @@ mod tests {
         let start = Instant::now();
         let t = Timing {
             class: 0,
-            pulled: true,
+            path: Pull,
             len: 1 << 20,
             start,
             end: 0,

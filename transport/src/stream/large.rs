@@ -14,13 +14,13 @@
 //! large messages the same way (`btl_vader_single_copy_mechanism`).
 //!
 //! Header: magic u32, mode u32 (1 pull, 2 inline, 3 inline with the bytes not all ready: not
-//! a measure of the ring's speed), length u64, address u64, ticket u64 (the sender's count of
-//! pull offers before this one).
+//! a measure of the ring's speed, 4 inline written with non-temporal stores: `stream::nt`),
+//! length u64, address u64, ticket u64 (the sender's count of pull offers before this one).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::choice::{size_class, Choice, Chooser, Timing};
+use super::choice::{size_class, Choice, Chooser, Path, Timing};
 use super::{RingStream, Stream};
 use crate::error::{Error, Result};
 
@@ -28,6 +28,7 @@ const MAGIC: u32 = u32::from_le_bytes(*b"OXSC");
 const MODE_PULL: u32 = 1;
 const MODE_INLINE: u32 = 2;
 const MODE_INLINE_PARTIAL: u32 = 3;
+const MODE_INLINE_NT: u32 = 4;
 /// Bytes of a large message's header in the stream.
 pub const LARGE_HEADER: usize = 32;
 
@@ -73,7 +74,7 @@ pub(crate) struct SingleCopy {
     offered: u64,
     /// Whether a fallback to the ring was logged already.
     told: bool,
-    /// Pull or ring, per message.
+    /// Pull, ring or ring with non-temporal stores, per message.
     chooser: Chooser,
 }
 
@@ -126,14 +127,18 @@ impl RingStream {
             sc.told = true;
             tracing::debug!(fabric, %peer, "single-copy: the peer cannot read our memory; large messages go through the ring");
         }
-        let pull = can_pull
-            && sc
-                .chooser
-                .pull(len, |class| tx.speeds(class), Instant::now());
-        let mode = match (pull, whole) {
-            (true, _) => MODE_PULL,
-            (false, true) => MODE_INLINE,
-            (false, false) => MODE_INLINE_PARTIAL,
+        let path = if whole {
+            sc.chooser
+                .path(len, can_pull, |class| tx.speeds(class), Instant::now())
+        } else {
+            sc.chooser.ring_path(len)
+        };
+        let pull = path == Path::Pull;
+        let mode = match (path, whole) {
+            (Path::Pull, _) => MODE_PULL,
+            (_, false) => MODE_INLINE_PARTIAL,
+            (Path::Ring, true) => MODE_INLINE,
+            (Path::RingNt, true) => MODE_INLINE_NT,
         };
         let ticket = sc.offered;
         let mut h = [0u8; LARGE_HEADER];
@@ -149,7 +154,10 @@ impl RingStream {
                 self.single()?.offered += 1;
                 Ok(Some(Offer::Pull(ticket)))
             }
-            Ok(true) => Ok(Some(Offer::Inline)),
+            Ok(true) => {
+                self.tx.stores_next(len, path == Path::RingNt);
+                Ok(Some(Offer::Inline))
+            }
         }
     }
 
@@ -195,19 +203,23 @@ impl RingStream {
                 word(8)
             )));
         }
-        let arrival = match mode {
-            MODE_INLINE | MODE_INLINE_PARTIAL => Arrival::Inline,
-            MODE_PULL => Arrival::Pull(Pull {
-                addr: word(16),
-                len,
-            }),
+        let (arrival, path) = match mode {
+            MODE_INLINE | MODE_INLINE_PARTIAL => (Arrival::Inline, Path::Ring),
+            MODE_INLINE_NT => (Arrival::Inline, Path::RingNt),
+            MODE_PULL => (
+                Arrival::Pull(Pull {
+                    addr: word(16),
+                    len,
+                }),
+                Path::Pull,
+            ),
             m => return Err(self.bad(&format!("unknown large-message mode {m}"))),
         };
         // Measured from here to its last byte (`stream::choice`), unless its bytes were not
         // all ready when it was sent (then it would time the sender's producer).
         self.timing = (mode != MODE_INLINE_PARTIAL).then(|| Timing {
             class: size_class(len),
-            pulled: mode == MODE_PULL,
+            path,
             len,
             start: Instant::now(),
             end: self.rx.position() + len as u64,
@@ -262,7 +274,7 @@ impl RingStream {
 
     pub(super) fn pulled_large(&mut self) {
         self.rx.add_pulled();
-        if let Some(t) = self.timing.take().filter(|t| t.pulled) {
+        if let Some(t) = self.timing.take().filter(|t| t.path == Path::Pull) {
             self.measured(t);
         }
     }
@@ -273,7 +285,7 @@ impl RingStream {
     pub(super) fn consumed_large(&mut self) {
         if let Some(t) = self
             .timing
-            .filter(|t| !t.pulled && self.rx.position() >= t.end)
+            .filter(|t| t.path != Path::Pull && self.rx.position() >= t.end)
         {
             self.timing = None;
             self.measured(t);
@@ -281,8 +293,8 @@ impl RingStream {
     }
 
     fn measured(&mut self, t: Timing) {
-        if let Some(show) = self.measured.add(t.class, t.pulled, t.mbps(Instant::now())) {
-            self.rx.show_speed(t.class, t.pulled, show);
+        if let Some(show) = self.measured.add(t.class, t.path, t.mbps(Instant::now())) {
+            self.rx.show_speed(t.class, t.path, show);
         }
     }
 
@@ -337,24 +349,33 @@ mod tests {
         (end(0), end(1))
     }
 
-    /// Sends `data` from `a` to `b` as one large message; whether it was pulled. Every byte
-    /// is checked.
-    fn send(a: &mut RingStream, b: &mut RingStream, data: &[u8]) -> bool {
+    /// Sends `data` from `a` to `b` as one large message; the path the receiver was told.
+    /// Every byte is checked.
+    fn send(a: &mut RingStream, b: &mut RingStream, data: &[u8]) -> Path {
         // SAFETY: `data` outlives the offer: it is taken before this returns.
         let offer = unsafe { a.offer(data.as_ptr(), data.len(), true) };
         let offer = offer.unwrap().expect("room for the header");
         let arrival = b.arrival(data.len()).unwrap().expect("the header");
+        let path = b.timing.expect("a whole message is measured").path;
         let mut got = vec![0u8; data.len()];
-        let pulled = match (offer, arrival) {
+        match (offer, arrival) {
             (Offer::Pull(ticket), Arrival::Pull(p)) => {
                 assert!(!a.taken(ticket).unwrap());
                 b.pull(&p, 0, &mut got).unwrap();
                 b.pulled();
                 assert!(a.taken(ticket).unwrap());
-                true
+                assert_eq!(path, Path::Pull);
             }
             (Offer::Inline, Arrival::Inline) => {
-                assert_eq!(a.write(data).unwrap(), data.len());
+                // In odd pieces from a misaligned start: non-temporal stores must still
+                // deliver every byte.
+                let mut sent = 0;
+                let mut step = 1;
+                while sent < data.len() {
+                    step = (step * 7 + 13) % 5000 + 1;
+                    let end = (sent + step).min(data.len());
+                    sent += a.write(&data[sent..end]).unwrap();
+                }
                 let mut at = 0;
                 while at < got.len() {
                     let v = b.peek().unwrap();
@@ -363,12 +384,12 @@ mod tests {
                     b.consume(n);
                     at += n;
                 }
-                false
+                assert_ne!(path, Path::Pull);
             }
             other => panic!("the offer and the arrival disagree: {other:?}"),
-        };
+        }
         assert!(got == data, "a {}-byte message arrived changed", data.len());
-        pulled
+        path
     }
 
     fn message(seed: usize) -> Vec<u8> {
@@ -378,18 +399,19 @@ mod tests {
     }
 
     #[test]
-    fn both_paths_are_taken_and_measured_by_the_receiver() {
+    fn every_path_is_taken_and_measured_by_the_receiver() {
         let (mut a, mut b) = pair(Duration::from_secs(3600));
         let class = size_class(LEN);
-        assert_eq!(a.tx.speeds(class), (0, 0));
-        // Pulled first (nothing measured), then the ring is tried.
-        assert!(send(&mut a, &mut b, &message(1)));
-        assert!(!send(&mut a, &mut b, &message(2)));
-        let (ring, pulled) = a.tx.speeds(class);
-        assert!(ring > 0 && pulled > 0, "speeds {ring} {pulled}");
+        assert_eq!(a.tx.speeds(class), [0; 3]);
+        // Pulled first (nothing measured), then each ring is tried.
+        assert_eq!(send(&mut a, &mut b, &message(1)), Path::Pull);
+        assert_eq!(send(&mut a, &mut b, &message(2)), Path::Ring);
+        assert_eq!(send(&mut a, &mut b, &message(3)), Path::RingNt);
+        let speeds = a.tx.speeds(class);
+        assert!(speeds.iter().all(|&s| s > 0), "speeds {speeds:?}");
         // The other direction and other classes have their own.
-        assert_eq!(b.tx.speeds(class), (0, 0));
-        assert_eq!(a.tx.speeds(class + 1), (0, 0));
+        assert_eq!(b.tx.speeds(class), [0; 3]);
+        assert_eq!(a.tx.speeds(class + 1), [0; 3]);
         // A message whose bytes are not all ready goes through the ring and is not measured.
         let data = message(3);
         // SAFETY: inline: the stream does not keep the pointer.
@@ -401,36 +423,39 @@ mod tests {
 
     #[test]
     fn the_choice_follows_the_speeds_mid_stream() {
-        // No tries of the slower path during the test: the choice is the speeds' alone.
+        // No tries of the slower paths during the test: the choice is the speeds' alone.
         let (mut a, mut b) = pair(Duration::from_secs(3600));
         let class = size_class(LEN);
-        assert!(send(&mut a, &mut b, &message(0)));
-        assert!(!send(&mut a, &mut b, &message(1)));
-        // The ring is far faster (one slow measurement moves a speed by a quarter at most, so
-        // what these messages measure cannot turn it).
-        b.rx.show_speed(class, false, 1_000_000);
-        b.rx.show_speed(class, true, 1);
-        for i in 0..5 {
-            assert!(
-                !send(&mut a, &mut b, &message(10 + i)),
-                "message {i} pulled"
-            );
+        for (i, path) in [Path::Pull, Path::Ring, Path::RingNt]
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(send(&mut a, &mut b, &message(i)), path);
         }
-        // Then pulling is.
-        b.rx.show_speed(class, false, 1);
-        b.rx.show_speed(class, true, 1_000_000);
-        for i in 0..5 {
-            assert!(
-                send(&mut a, &mut b, &message(20 + i)),
-                "message {i} through the ring"
-            );
+        // One path is far faster than the others (one slow measurement moves a speed by a
+        // quarter at most, so what these messages measure cannot turn it): it is taken.
+        for (k, fast) in [Path::Ring, Path::Pull, Path::RingNt, Path::Ring]
+            .into_iter()
+            .enumerate()
+        {
+            for p in Path::ALL {
+                let s = if p == fast { 1_000_000 } else { 1 };
+                b.rx.show_speed(class, p, s);
+            }
+            for i in 0..5 {
+                assert_eq!(
+                    send(&mut a, &mut b, &message(10 * k + i)),
+                    fast,
+                    "round {k} message {i}"
+                );
+            }
         }
         // The fixed choices ignore the speeds.
-        a.single.as_mut().unwrap().chooser = Chooser::new(Choice::Stream);
-        assert!(!send(&mut a, &mut b, &message(30)));
-        b.rx.show_speed(class, false, 1_000_000);
-        b.rx.show_speed(class, true, 1);
+        a.single.as_mut().unwrap().chooser = Chooser::new(Choice::StreamNt);
+        assert_eq!(send(&mut a, &mut b, &message(30)), Path::RingNt);
         a.single.as_mut().unwrap().chooser = Chooser::new(Choice::Pull);
-        assert!(send(&mut a, &mut b, &message(31)));
+        assert_eq!(send(&mut a, &mut b, &message(31)), Path::Pull);
+        a.single.as_mut().unwrap().chooser = Chooser::new(Choice::Stream);
+        assert_eq!(send(&mut a, &mut b, &message(32)), Path::Ring);
     }
 }

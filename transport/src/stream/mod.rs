@@ -41,6 +41,7 @@
 mod choice;
 pub mod doorbell;
 mod large;
+mod nt;
 mod proxy;
 pub(crate) mod ring;
 
@@ -48,6 +49,7 @@ pub use choice::{single_copy_choice_from_env, Choice};
 pub use doorbell::Doorbell;
 pub(crate) use large::SingleCopy;
 pub use large::{Arrival, Offer, Pull, LARGE_HEADER};
+pub use nt::{ring_nt_from_env, RingNt, NT_MIN_WRITE};
 pub use proxy::{proxy_spin, ProxyStream, PIECE, TAG_DATA, TAG_LEN};
 pub(crate) use proxy::{stopped, Idle, ProxyEnds, Stop};
 pub use ring::{MailboxMessage, MAILBOX_BYTES};
@@ -92,6 +94,9 @@ pub struct StreamConfig {
     /// How the sender of such a message chooses between pulled and through the ring
     /// (`OXCCL_SINGLE_COPY_CHOICE`; native streams, `shm` included).
     pub single_copy_choice: Choice,
+    /// Which writes without a header take non-temporal stores (`OXCCL_RING_NT`; every
+    /// stream whose executor end writes a ring: native ones and the proxy's).
+    pub ring_nt: RingNt,
 }
 
 impl Default for StreamConfig {
@@ -101,18 +106,20 @@ impl Default for StreamConfig {
             spin: crate::wait::spin_budget(),
             single_copy_min: DEFAULT_SINGLE_COPY_MIN,
             single_copy_choice: Choice::Auto,
+            ring_nt: RingNt::Off,
         }
     }
 }
 
 impl StreamConfig {
-    /// The defaults, with `OXCCL_RING_BYTES`, `OXCCL_SINGLE_COPY_MIN` and
-    /// `OXCCL_SINGLE_COPY_CHOICE` when set.
+    /// The defaults, with `OXCCL_RING_BYTES`, `OXCCL_SINGLE_COPY_MIN`,
+    /// `OXCCL_SINGLE_COPY_CHOICE` and `OXCCL_RING_NT` when set.
     pub fn from_env() -> Result<Self> {
         Ok(StreamConfig {
             ring_bytes: ring_bytes_from_env()?,
             single_copy_min: single_copy_min_from_env()?,
             single_copy_choice: single_copy_choice_from_env()?,
+            ring_nt: ring_nt_from_env()?,
             ..StreamConfig::default()
         })
     }
@@ -322,6 +329,12 @@ impl RingStream {
             timing: None,
             measured: choice::Measured::default(),
         }
+    }
+
+    /// With non-temporal stores for the writes `nt` says.
+    pub(crate) fn with_ring_nt(mut self, nt: RingNt) -> Self {
+        self.tx.set_ring_nt(nt);
+        self
     }
 
     /// With the single-copy path (`None`: without).

@@ -293,7 +293,8 @@ impl ProxyStream {
         config.validate()?;
         let cap = config.ring_bytes;
         let block = HeapBlock::new(cap);
-        let (tx, rx) = block.ends(cap, 0);
+        let (mut tx, rx) = block.ends(cap, 0);
+        tx.set_ring_nt(config.ring_nt);
         let (from_net, to_net) = block.ends(cap, 1);
         let failure = Arc::new(Mutex::new(Failure::default()));
         let closing = Arc::new(AtomicBool::new(false));

@@ -9,14 +9,18 @@
 //! ```text
 //! 128 * (s + 1)   closed[s] u32: side s closed or aborted its end (own 128-byte line)
 //! 4096 + 512 r    head of ring r: bytes produced (u64), own 128-byte line pair
+//! + 8             store mode of ring r's writer (u32, `stream::nt`: what its reader measures)
 //! + 128           tail of ring r: bytes consumed (u64), own 128-byte line pair
 //! + 256           doorbell of side r: sequence (u32), + 4: sleepers (u32), own line pair
 //! 5120 + 1024 r   mailbox of ring r: two slots of SLOT bytes
 //! 7168 + 128 r    pulled[r] u64: single-copy messages of ring r its reader has copied
 //! 7424 + 128 r    pulling[r] u32: ring r's reader is copying out of the writer's memory
-//! 7680 + 256 r    speeds[r]: [u32; 2 * SIZE_CLASSES], what ring r's reader measured of its
-//!                 large messages per size class, through the ring and pulled (MB/s, 0: none
-//!                 yet; written by the reader, read by the writer to choose, `stream::choice`)
+//! 7680 + 256 r    speeds[r]: [u32; 3 * SIZE_CLASSES], what ring r's reader measured of its
+//!                 large messages per size class, through the ring, pulled, and through the
+//!                 ring written with non-temporal stores (MB/s, 0: none yet; written by the
+//!                 reader, read by the writer to choose, `stream::choice`)
+//! + 192           consume speeds of ring r's reader: [u32; 2], MB/s of its views of writes
+//!                 with ordinary and with non-temporal stores (`stream::nt::AutoNt`)
 //! 8192 + r * cap  data of ring r
 //! ```
 //!
@@ -40,7 +44,10 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::choice::{Path, PATHS};
 use super::doorbell::{BellWords, Doorbell};
+use super::nt::{self, AutoNt, RingNt, MODE_AUTO_NT, MODE_AUTO_PLAIN, MODE_FIXED, NT_MIN_WRITE};
+use std::time::Instant;
 
 /// Bytes before the data of the first ring.
 pub(crate) const HEADER: usize = 8192;
@@ -82,11 +89,24 @@ pub(crate) const fn pulling_at(ring: usize) -> usize {
 pub(crate) const SIZE_CLASSES: usize = 16;
 const SPEEDS: usize = 7680;
 const SPEEDS_STRIDE: usize = 256;
-const _: () = assert!(SPEEDS + 2 * SPEEDS_STRIDE <= HEADER && 8 * SIZE_CLASSES <= SPEEDS_STRIDE);
+const _: () =
+    assert!(SPEEDS + 2 * SPEEDS_STRIDE <= HEADER && 4 * PATHS * SIZE_CLASSES + 8 <= SPEEDS_STRIDE);
 
-/// Offset of ring `ring`'s speed of size class `class` by path `pulled` (false: the ring).
-pub(crate) const fn speed_at(ring: usize, class: usize, pulled: bool) -> usize {
-    SPEEDS + ring * SPEEDS_STRIDE + 8 * class + 4 * pulled as usize
+/// Offset of ring `ring`'s reader's consume speed of writes with non-temporal stores (`nt`)
+/// or ordinary ones.
+pub(crate) const fn consume_speed_at(ring: usize, nt: bool) -> usize {
+    SPEEDS + ring * SPEEDS_STRIDE + 4 * PATHS * SIZE_CLASSES + 4 * nt as usize
+}
+
+/// Offset of ring `ring`'s writer's store mode (on the line of its head: the reader loads it
+/// with the head).
+pub(crate) const fn mode_at(ring: usize) -> usize {
+    head_at(ring) + 8
+}
+
+/// Offset of ring `ring`'s speed of size class `class` by path `path` ([`Path`] as index).
+pub(crate) const fn speed_at(ring: usize, class: usize, path: usize) -> usize {
+    SPEEDS + ring * SPEEDS_STRIDE + 4 * PATHS * class + 4 * path
 }
 
 /// Offset of side `side`'s doorbell sequence word (its sleeper count follows it).
@@ -191,8 +211,20 @@ impl Ring {
         self.atomic32(pulling_at(self.index))
     }
 
-    fn speed(&self, class: usize, pulled: bool) -> &AtomicU32 {
-        self.atomic32(speed_at(self.index, class.min(SIZE_CLASSES - 1), pulled))
+    fn speed(&self, class: usize, path: Path) -> &AtomicU32 {
+        self.atomic32(speed_at(
+            self.index,
+            class.min(SIZE_CLASSES - 1),
+            path as usize,
+        ))
+    }
+
+    fn consume_speed(&self, nt: bool) -> &AtomicU32 {
+        self.atomic32(consume_speed_at(self.index, nt))
+    }
+
+    fn mode(&self) -> &AtomicU32 {
+        self.atomic32(mode_at(self.index))
     }
 
     fn slot(&self, seq: u64) -> *mut u8 {
@@ -278,11 +310,19 @@ pub(crate) unsafe fn ends(
             ring: w,
             head,
             cached_tail,
+            nt_min: usize::MAX,
+            chosen_until: 0,
+            chosen_nt: false,
+            auto: None,
         },
         RingReader {
             ring: r,
             tail,
             cached_head: tail,
+            timing: None,
+            writer_mode: MODE_FIXED,
+            consume_speed: [0; 2],
+            shown: [0; 2],
         },
     )
 }
@@ -292,6 +332,15 @@ pub struct RingWriter {
     ring: Ring,
     head: u64,
     cached_tail: u64,
+    /// Writes of at least this many bytes take non-temporal stores (`stream::nt`), or, with
+    /// `auto`, the stores it chooses.
+    nt_min: usize,
+    /// Bytes before this position take the stores `chosen_nt` says (a large message whose
+    /// sender chose its path, `stream::choice`).
+    chosen_until: u64,
+    chosen_nt: bool,
+    /// The choice of stores of `OXCCL_RING_NT=auto`.
+    auto: Option<AutoNt>,
 }
 
 impl RingWriter {
@@ -315,17 +364,77 @@ impl RingWriter {
         }
         let off = (self.head % cap) as usize;
         let first = n.min(self.ring.cap - off);
-        // SAFETY: [off, off + first) and [0, n - first) lie in the data area, and the reader
-        // does not read them until `head` is published below (they are free space: the reader
-        // consumed them, as cached_tail proves).
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ring.data.add(off), first);
-            std::ptr::copy_nonoverlapping(data.as_ptr().add(first), self.ring.data, n - first);
+        let (data, wrapped) = data[..n].split_at(first);
+        let mut timed = None;
+        let nt = if self.head < self.chosen_until {
+            self.chosen_nt
+        } else if n < self.nt_min {
+            false
+        } else if let Some(auto) = &mut self.auto {
+            if auto.due() {
+                let now = Instant::now();
+                let speeds =
+                    [false, true].map(|k| self.ring.consume_speed(k).load(Ordering::Relaxed));
+                let was = auto.nt();
+                if auto.decide(now, speeds) != was {
+                    let mode = if auto.nt() {
+                        MODE_AUTO_NT
+                    } else {
+                        MODE_AUTO_PLAIN
+                    };
+                    self.ring.mode().store(mode, Ordering::Relaxed);
+                }
+                timed = Some(now);
+            }
+            auto.nt()
+        } else {
+            true
+        };
+        if nt {
+            // SAFETY: as in the plain copy below.
+            unsafe {
+                nt::copy(data, self.ring.data.add(off));
+                nt::copy(wrapped, self.ring.data);
+            }
+            // Non-temporal stores are weakly ordered, even against the locked store that
+            // publishes `head` below: without the fence the reader could see the new head
+            // while some of these bytes still sit in a write-combining buffer, and read what
+            // the ring held before.
+            nt::fence();
+        } else {
+            // SAFETY: [off, off + first) and [0, n - first) lie in the data area, and the
+            // reader does not read them until `head` is published below (they are free space:
+            // the reader consumed them, as cached_tail proves).
+            unsafe {
+                std::ptr::copy_nonoverlapping(data.as_ptr(), self.ring.data.add(off), first);
+                std::ptr::copy_nonoverlapping(wrapped.as_ptr(), self.ring.data, n - first);
+            }
+        }
+        if let (Some(t), Some(auto)) = (timed, &mut self.auto) {
+            auto.copied(nt, n, t.elapsed());
         }
         self.head += n as u64;
         self.ring.head().store(self.head, Ordering::SeqCst);
         self.ring.peer_bell.ring();
         Ok(n)
+    }
+
+    /// Which writes take non-temporal stores from now on.
+    pub(crate) fn set_ring_nt(&mut self, ring_nt: RingNt) {
+        self.nt_min = ring_nt.min_write();
+        self.auto = (ring_nt == RingNt::Auto).then(AutoNt::default);
+        let mode = match ring_nt {
+            RingNt::Auto => MODE_AUTO_PLAIN,
+            RingNt::On | RingNt::Off => MODE_FIXED,
+        };
+        self.ring.mode().store(mode, Ordering::Relaxed);
+    }
+
+    /// The next `len` bytes written take non-temporal stores (`nt`) or ordinary ones,
+    /// whatever their pieces' sizes (a large message whose sender chose its path).
+    pub(crate) fn stores_next(&mut self, len: usize, nt: bool) {
+        self.chosen_until = self.head + len as u64;
+        self.chosen_nt = nt;
     }
 
     /// The free space that is contiguous in the ring, for a producer that fills it in place
@@ -377,13 +486,14 @@ impl RingWriter {
         self.write(data).map(|n| n == data.len())
     }
 
-    /// What the reader measured of size class `class`: (through the ring, pulled), MB/s, 0
-    /// where it has no measurement yet.
-    pub(crate) fn speeds(&self, class: usize) -> (u32, u32) {
-        (
-            self.ring.speed(class, false).load(Ordering::Relaxed),
-            self.ring.speed(class, true).load(Ordering::Relaxed),
-        )
+    /// What the reader measured of size class `class` by each path (indexed by [`Path`]),
+    /// MB/s, 0 where it has no measurement yet.
+    pub(crate) fn speeds(&self, class: usize) -> [u32; PATHS] {
+        let mut speeds = [0; PATHS];
+        for p in Path::ALL {
+            speeds[p as usize] = self.ring.speed(class, p).load(Ordering::Relaxed);
+        }
+        speeds
     }
 
     /// How many single-copy messages of this ring the reader has finished copying.
@@ -461,6 +571,15 @@ pub struct RingReader {
     ring: Ring,
     tail: u64,
     cached_head: u64,
+    /// When the view being taken was first shown, and whether its writer's stores were
+    /// non-temporal (measured for an `OXCCL_RING_NT=auto` writer only).
+    timing: Option<(Instant, bool)>,
+    /// The writer's mode word as read with its head.
+    writer_mode: u32,
+    /// Moving consume speeds of such views (ordinary, non-temporal), MB/s, and what the
+    /// writer was last shown (shown again when moved by more than an eighth).
+    consume_speed: [u32; 2],
+    shown: [u32; 2],
 }
 
 impl RingReader {
@@ -478,6 +597,9 @@ impl RingReader {
         // often stops inside an element: that hung large reduces over TCP.
         if self.cached_head - self.tail < to_end {
             self.cached_head = self.ring.head().load(Ordering::Acquire);
+            // The mode word shares the head's line, which this load just brought here; read
+            // anywhere else it would pull that line from the writer once more per view.
+            self.writer_mode = self.ring.mode().load(Ordering::Relaxed);
             if self.cached_head == self.tail {
                 if !self.ring.closed_any() {
                     return Ok(&[]);
@@ -491,6 +613,9 @@ impl RingReader {
         }
         let off = (self.tail % cap) as usize;
         let len = ((self.cached_head - self.tail) as usize).min(self.ring.cap - off);
+        if len >= NT_MIN_WRITE && self.writer_mode >= MODE_AUTO_PLAIN && self.timing.is_none() {
+            self.timing = Some((Instant::now(), self.writer_mode == MODE_AUTO_NT));
+        }
         // SAFETY: [off, off + len) was published by the writer (acquire load of head) and the
         // writer will not overwrite it before `tail` moves past it in `consume`.
         Ok(unsafe { std::slice::from_raw_parts(self.ring.data.add(off), len) })
@@ -500,9 +625,27 @@ impl RingReader {
     #[inline]
     pub(crate) fn consume(&mut self, n: usize) {
         let n = (n as u64).min(self.cached_head - self.tail);
+        if let Some((start, nt)) = self.timing.take() {
+            if n as usize >= NT_MIN_WRITE {
+                self.measured(nt, nt::mbps(n as usize, start.elapsed()));
+            }
+        }
         self.tail += n;
         self.ring.tail().store(self.tail, Ordering::SeqCst);
         self.ring.peer_bell.ring();
+    }
+
+    /// Folds in a consume speed of views of one kind of stores, and shows it to the writer
+    /// when it moved by more than an eighth.
+    #[cold]
+    fn measured(&mut self, nt: bool, mbps: u32) {
+        let k = usize::from(nt);
+        nt::fold(&mut self.consume_speed[k], mbps);
+        let (new, shown) = (self.consume_speed[k], self.shown[k]);
+        if new.abs_diff(shown) > shown / 8 || shown == 0 {
+            self.shown[k] = new;
+            self.ring.consume_speed(nt).store(new, Ordering::Relaxed);
+        }
     }
 
     /// The doorbell this end's side sleeps on (rung by the peer).
@@ -520,10 +663,8 @@ impl RingReader {
 
     /// Shows the writer a speed (MB/s) of size class `class` by one path, for its choice (only
     /// this end writes the word).
-    pub(crate) fn show_speed(&self, class: usize, pulled: bool, mbps: u32) {
-        self.ring
-            .speed(class, pulled)
-            .store(mbps, Ordering::Relaxed);
+    pub(crate) fn show_speed(&self, class: usize, path: Path, mbps: u32) {
+        self.ring.speed(class, path).store(mbps, Ordering::Relaxed);
     }
 
     /// Counts one more single-copy message of this ring as copied (the writer may reuse it).
@@ -579,92 +720,5 @@ impl RingReader {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_arrive_in_order_across_wraps() {
-        let block = HeapBlock::new(4096);
-        let (mut w, _) = block.ends(4096, 0);
-        let (_, mut r) = block.ends(4096, 1);
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-        let t = std::thread::spawn(move || {
-            let mut sent = 0;
-            while sent < data.len() {
-                sent += w.write(&data[sent..(sent + 1000).min(data.len())]).unwrap();
-            }
-            data
-        });
-        let mut got = Vec::new();
-        while got.len() < 100_000 {
-            let v = r.peek().unwrap();
-            let n = v.len().min(777);
-            got.extend_from_slice(&v[..n]);
-            r.consume(n);
-        }
-        let (w, _) = block.ends(4096, 0);
-        assert_eq!(got, t.join().unwrap());
-        w.abort();
-        assert!(r.peek().is_err());
-    }
-
-    #[test]
-    fn mailbox_alternates_slots_and_keeps_the_stream_apart() {
-        let block = HeapBlock::new(4096);
-        let (mut w, _) = block.ends(4096, 0);
-        let (_, mut r) = block.ends(4096, 1);
-        let mut out = [0u8; SLOT - 4];
-        assert!(!r.poll(0, &mut out, SLOT - 4));
-        for seq in 0..5u64 {
-            let data: Vec<u8> = (0..MAILBOX_BYTES).map(|b| b as u8 ^ seq as u8).collect();
-            w.post(seq, 7 + seq as u32, !seq, &data).unwrap();
-            assert!(r.poll(seq, &mut out, SLOT - 4));
-            assert!(!r.posted(seq + 1) && !r.posted(seq + 2));
-            assert_eq!(out[..4], (7 + seq as u32).to_le_bytes());
-            assert_eq!(out[4..12], (!seq).to_le_bytes());
-            assert_eq!(out[12..], data[..]);
-        }
-        assert!(w.post(9, 0, 0, &[0; MAILBOX_BYTES + 1]).is_err());
-        assert_eq!(r.pending(), Ok(false));
-        w.write(&[1, 2, 3]).unwrap();
-        assert_eq!(r.pending(), Ok(true));
-        assert_eq!(seq_word(u64::from(u32::MAX - 1)), 1);
-    }
-
-    #[test]
-    fn a_reader_that_leaves_bytes_unconsumed_still_sees_new_ones() {
-        // A reduction of 8-byte elements takes 8 of the 12 bytes in, leaves the other 4 (half
-        // an element) and waits for the rest: the next peek must show what came since.
-        let block = HeapBlock::new(4096);
-        let (mut w, _) = block.ends(4096, 0);
-        let (_, mut r) = block.ends(4096, 1);
-        assert_eq!(w.write(&[1; 12]), Ok(12));
-        assert_eq!(r.peek().map(<[u8]>::len), Ok(12));
-        r.consume(8);
-        assert_eq!(w.write(&[2; 4]), Ok(4));
-        assert_eq!(r.peek(), Ok(&[1, 1, 1, 1, 2, 2, 2, 2][..]));
-        r.consume(8);
-        // Across the wrap: the view stops at the end of the ring, then goes on from its start.
-        assert_eq!(w.write(&[3; 4072]), Ok(4072));
-        assert_eq!(r.peek().map(<[u8]>::len), Ok(4072));
-        r.consume(4064);
-        assert_eq!(w.write(&[4; 20]), Ok(20));
-        let mut to_end = vec![3; 8];
-        to_end.extend([4; 8]);
-        assert_eq!(r.peek(), Ok(&to_end[..]));
-        r.consume(16);
-        assert_eq!(r.peek(), Ok(&[4; 12][..]));
-    }
-
-    #[test]
-    fn a_close_still_delivers_what_was_written() {
-        let block = HeapBlock::new(4096);
-        let (mut w, _) = block.ends(4096, 0);
-        let (_, mut r) = block.ends(4096, 1);
-        assert_eq!(w.write(&[5; 10]), Ok(10));
-        w.close();
-        assert_eq!(r.peek().map(<[u8]>::len), Ok(10));
-        r.consume(10);
-        assert!(r.peek().is_err());
-    }
-}
+#[path = "ring_tests.rs"]
+mod tests;
