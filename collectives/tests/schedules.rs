@@ -138,6 +138,43 @@ fn hier_sends_less_over_the_outer_dim() {
 }
 
 #[test]
+fn hier_all_reduce_halves_a_power_of_two_node_dim() {
+    let depth = |dims: &[usize], c: Collective| {
+        let p = dims.iter().product();
+        let s = Algorithm::Hierarchical(dims.to_vec())
+            .schedule(c, p, 1)
+            .unwrap();
+        let report = verify(&s).unwrap();
+        // What rank 0 sends inside its node (ranks 0..dims[0]): messages, and to whom.
+        let mut peers: Vec<u32> = s.programs[0]
+            .ops()
+            .iter()
+            .filter_map(|op| op.send_to())
+            .filter(|&to| (to as usize) < dims[0])
+            .collect();
+        let messages = peers.len();
+        peers.sort_unstable();
+        peers.dedup();
+        (report.depth, peers, messages)
+    };
+    let ar = Collective::AllReduce;
+    // Below another tier, a node of 4 or 8 runs recursive halving (partners 1, 2, 4 apart)
+    // instead of a ring: the same schedule as the dims split into 2s.
+    assert_eq!(depth(&[4, 2], ar).0, depth(&[2, 2, 2], ar).0);
+    assert_eq!(depth(&[8, 3], ar).0, depth(&[2, 2, 2, 3], ar).0);
+    assert_eq!(depth(&[4, 2], ar).1, vec![1, 2]);
+    assert_eq!(depth(&[8, 3], ar).1, vec![1, 2, 4]);
+    // 2 log2 d hops (one message each at k = 1) in the node dim instead of 2 (d - 1).
+    assert_eq!(depth(&[8, 3], ar).2, 6);
+    assert_eq!(depth(&[6, 3], ar).2, 10);
+    // A ring (rank 0 sends to rank 1 only) where it is not a power of two, alone, or not an
+    // all-reduce.
+    assert_eq!(depth(&[6, 2], ar).1, vec![1]);
+    assert_eq!(depth(&[4], ar).1, vec![1]);
+    assert_eq!(depth(&[4, 2], Collective::ReduceScatter).1, vec![1]);
+}
+
+#[test]
 fn rhd_takes_logarithmic_steps() {
     for (p, steps) in [(8, 6), (16, 8), (12, 8), (100, 14)] {
         let s = Algorithm::Rhd

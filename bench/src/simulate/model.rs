@@ -629,6 +629,31 @@ mod tests {
     }
 
     #[test]
+    fn hier_4x16x4_is_within_one_percent_of_the_ring_at_the_adapter_bound() {
+        // Issue 14's bar on one adapter per node at 16 MiB, the size where the adapter bound
+        // meets the pipeline's fill and drain: with the node's dim halved and the tuner's
+        // lanes (one, as 64 chunks are fewer than two trips of 47 stages), hier:4x16x4 takes
+        // at most 1/0.99 of the ring's time (it was 0.981 of the ring's speed with a ring
+        // inside the node and 8 lanes). Simulated time, deterministic.
+        use oxccl_collectives::schedule::Collective;
+        use oxccl_collectives::sim::simulate;
+        use oxccl_collectives::tuner;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clusters/ddl-2017.toml");
+        let (_, net) = super::super::cluster::load(&path, None).unwrap();
+        let bytes = 16 << 20;
+        let ar = Collective::AllReduce;
+        let hier: Algorithm = "hier:4x16x4".parse().unwrap();
+        let lanes = tuner::lanes(&hier, ar, 256, bytes, 64);
+        assert_eq!(lanes, 1);
+        let time = |a: &Algorithm, k: usize, lanes: usize| {
+            let s = a.schedule_lanes(ar, 256, k, lanes).unwrap();
+            simulate(&net, &s, bytes as u64, 4).unwrap().time
+        };
+        let (h, ring) = (time(&hier, 64, lanes), time(&Algorithm::Ring, 1, 1));
+        assert!(h * 0.99 <= ring, "hier:4x16x4 {h} vs ring {ring}");
+    }
+
+    #[test]
     fn hierarchical_dims_shrink_with_the_cluster() {
         let h = Algorithm::Hierarchical(vec![4, 8, 8]);
         assert_eq!(fit(&h, 256, 4), h);

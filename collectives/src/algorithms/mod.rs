@@ -295,6 +295,18 @@ impl FromStr for Algorithm {
     }
 }
 
+/// Whether `hier`'s all-reduce on `dims` runs its first (node) dim by recursive halving
+/// instead of a ring (see `hier.rs`): its first message is then half a chunk, and it takes
+/// `2 log2 d` hops there instead of `2 (d - 1)`.
+pub(crate) fn hier_all_reduce_halves_first_dim(dims: &[usize]) -> bool {
+    hier::all_reduce_stage_dims(dims).len() != dims.len()
+}
+
+/// Stages of one chunk's trip through `hier`'s all-reduce on `dims`: the pipeline's depth.
+pub(crate) fn hier_all_reduce_stages(dims: &[usize]) -> usize {
+    hier::all_reduce_stages(dims)
+}
+
 /// Whether hierarchical `dims` are usable for `ranks` ranks: non-empty, and their product (which
 /// must not overflow) is the rank count.
 pub fn dims_fit(dims: &[usize], ranks: usize) -> bool {

@@ -452,15 +452,22 @@ fn hierarchical(
 fn hierarchical_all_reduce(dims: &[usize], n: f64, k: f64, params: &CostParams) -> f64 {
     let (mut trip, mut reduced_s, mut busiest) = (0.0, 0.0, 0.0f64);
     let mut data = n;
+    let halved = crate::algorithms::hier_all_reduce_halves_first_dim(dims);
+    let first = dims.iter().position(|&d| d > 1);
     for (j, &d) in dims.iter().enumerate() {
         let link = params.tier(j);
         let d = d as f64;
         if d > 1.0 {
             let msg = data / (d * k);
             // Reduce-scatter and all-gather on the way in and out, or one ring all-reduce on
-            // the last dim: 2 (d - 1) hops either way, each carrying one message per chunk.
+            // the last dim: 2 (d - 1) hops either way, each carrying one message per chunk;
+            // halving takes 2 log2 d hops for the same bytes, the first one half the data.
             let hops = 2.0 * (d - 1.0);
-            trip += hops * (link.alpha_s + msg * link.beta_s_per_byte);
+            trip += if halved && first == Some(j) {
+                2.0 * d.log2() * link.alpha_s + hops * msg * link.beta_s_per_byte
+            } else {
+                hops * (link.alpha_s + msg * link.beta_s_per_byte)
+            };
             busiest = busiest.max(link.alpha_s + hops * msg * link.beta_s_per_byte);
             reduced_s += (d - 1.0) / d * data * link.gamma_s_per_byte;
         }
@@ -501,7 +508,12 @@ pub fn message_bytes(
         Algorithm::DoubleBinaryTree => bytes.div_ceil(2 * k),
         Algorithm::Direct => bytes.div_ceil(ranks.max(1) * k),
         Algorithm::Hierarchical(dims) => {
-            let d = dims.iter().copied().find(|&d| d > 1).unwrap_or(1);
+            let mut d = dims.iter().copied().find(|&d| d > 1).unwrap_or(1);
+            if collective == Collective::AllReduce
+                && crate::algorithms::hier_all_reduce_halves_first_dim(dims)
+            {
+                d = 2;
+            }
             bytes.div_ceil(d * k)
         }
     }
@@ -519,8 +531,16 @@ pub const MAX_AUTO_LANES: usize = 8;
 /// one chunk and the network phase of another in one step, and with one lane the network idles
 /// at every step's end while the slowest receive lands (on DDL's cluster, 5% of the time with
 /// 64 chunks and 9% with 256: `bench/results/simulator.md`). The flat algorithms keep one tier
-/// busy by themselves, so they get one lane; `hier` over two or more tiers gets
-/// `min(k, MAX_AUTO_LANES)`.
+/// busy by themselves, so they get one lane.
+///
+/// But each lane is a pipeline of its own: its chunks run through all `S` stages of the
+/// schedule, and a lane of fewer than `S` chunks never has them all busy; it is filling or
+/// draining the whole time, and each of those steps costs a hop's latency with little data on
+/// the network. So `hier` over two or more tiers gets one lane per `S` chunks,
+/// `k / S` clamped to `1..=MAX_AUTO_LANES`. On DDL's cluster (`hier:4x16x4`, `S` = 47) that is
+/// one lane up to 64 chunks: 8 lanes there took 0.988 of the ring's speed at 16 MiB, one lane
+/// 0.993 (with links served by arrival the simulator shows no gain from lanes that the
+/// one-lane wavefront does not already get: `bench/results/simulator.md`, section 9).
 pub fn lanes(
     algorithm: &Algorithm,
     collective: Collective,
@@ -532,10 +552,14 @@ pub fn lanes(
         Algorithm::Hierarchical(dims) => dims.iter().filter(|&&d| d > 1).count(),
         _ => 0,
     };
+    let Algorithm::Hierarchical(dims) = algorithm else {
+        return 1;
+    };
     if tiers < 2 || collective != Collective::AllReduce {
         return 1;
     }
-    k.clamp(1, MAX_AUTO_LANES)
+    let stages = crate::algorithms::hier_all_reduce_stages(dims).max(1);
+    (k / stages).clamp(1, MAX_AUTO_LANES)
 }
 
 /// The cheapest pipeline depth for `algorithm`, and its predicted time. With
