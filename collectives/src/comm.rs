@@ -171,6 +171,7 @@ impl Communicator {
         let cores: std::collections::BTreeSet<u32> = (local.iter())
             .flat_map(|&r| topology.ranks[r].cores.iter().copied())
             .collect();
+        // (A split's child then takes its parent's: `split.rs`.)
         let idle_policy = options.idle_policy(local.len(), cores.len());
         let abort_flag = Arc::new(AtomicBool::new(false));
         let mut engine = Engine::new(rank, links, options.timeout, idle_policy);

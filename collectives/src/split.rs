@@ -221,11 +221,12 @@ impl Communicator {
             },
         )?;
         drop(used);
-        let blame = {
+        let (blame, idle) = {
             let state = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
-            state.engine.blame.child(&format!("{nth}.{my_color}"))
+            let blame = state.engine.blame.child(&format!("{nth}.{my_color}"));
+            (blame, state.engine.idle_policy)
         };
-        Ok(Some(Communicator::build(
+        let child = Communicator::build(
             crank,
             map,
             links,
@@ -233,7 +234,19 @@ impl Communicator {
             self.inner.origin,
             None,
             blame,
-        )))
+        );
+        // The child shares the cores with all of the parent's ranks on this host, not only
+        // with its own members: it waits as the parent does. (Counting only its members, two
+        // 2-rank children of a 4-rank job on 2 cores spun, each taking the core its peer
+        // needed: 0.3 GB/s against 8 at 64 KiB in some runs; bench/RESULTS.md, session 9.)
+        child
+            .inner
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .engine
+            .idle_policy = idle;
+        Ok(Some(child))
     }
 
     /// A new communicator over the same ranks, in the same order (a collective, like
@@ -319,4 +332,38 @@ fn parse_slot(slot: &[u8]) -> Option<(String, Vec<String>)> {
         session.to_string(),
         addrs.split(' ').map(str::to_string).collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Communicator;
+
+    fn idle_policy(c: &Communicator) -> crate::options::IdlePolicy {
+        let state = c.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.engine.idle_policy
+    }
+
+    #[test]
+    fn a_split_child_waits_as_its_parent_does() {
+        // Two 2-rank children of 4 ranks share the parent's cores: on a 2-core machine the
+        // parent is oversubscribed and so are they, though each counts only 2 members.
+        let pairs: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = Communicator::local(4)
+                .unwrap()
+                .into_iter()
+                .map(|c| {
+                    s.spawn(move || {
+                        let child = c.split(Some(c.rank() as u32 % 2), 0).unwrap().unwrap();
+                        let dup = child.dup().unwrap();
+                        (idle_policy(&c), idle_policy(&child), idle_policy(&dup))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (parent, child, dup) in pairs {
+            assert_eq!(child, parent);
+            assert_eq!(dup, parent);
+        }
+    }
 }
