@@ -25,14 +25,19 @@ COMPARE=${COMPARE:-$HERE/../../../shared/peers/compare.sh}
 export OX=${OX:-target/release/oxccl-bench}
 mkdir -p "$out"
 : >"$out/load.txt"
+# The machine's cross-core state (bench/RESULTS.md, "Session 8, big"): the probe's GB/s
+# (each half second) before and after each run labels it (~11 fast, ~2 slow).
+PROBE=${PROBE:-/tmp/oxccl-xcore-probe}
+[ -x "$PROBE" ] || cc -O2 -o "$PROBE" "$HERE/xcore_probe.c" 2>/dev/null || PROBE=
+state() { [ -n "$PROBE" ] && echo "probe GB/s:$("$PROBE" 1 | awk 'NR > 1 {printf " %s", $2}')" || true; }
 for i in $(seq 1 "$rounds"); do
   for what in "$@"; do
     name=$(echo "$what" | tr ' ' '-')
-    echo "$(date -u +%FT%TZ) before $name run$i: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/load.txt"
+    echo "$(date -u +%FT%TZ) before $name run$i: $(cut -d' ' -f1-3 /proc/loadavg) $(state)" >>"$out/load.txt"
     # shellcheck disable=SC2086 # PRIO and WHAT are word lists
     ${PRIO:-} bash "$COMPARE" $what >"$out/compare-$name-run$i.txt" 2>&1 ||
       echo "$(date -u +%FT%TZ) $name run$i FAILED (exit $?): see compare-$name-run$i.txt" | tee -a "$out/load.txt"
-    echo "$(date -u +%FT%TZ) after  $name run$i: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/load.txt"
+    echo "$(date -u +%FT%TZ) after  $name run$i: $(cut -d' ' -f1-3 /proc/loadavg) $(state)" >>"$out/load.txt"
   done
 done
 python3 - "$out" "$@" >"$out/medians.txt" <<'PY'
