@@ -95,10 +95,7 @@ fn two_hosts_of_two_ranks() {
         .output()
         .expect("running --replay");
     assert!(replay.status.success(), "{replay:?}");
-    let again: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("r.json")).expect("the replay's JSON"),
-    )
-    .expect("valid JSON");
+    let again = replayed(&dir.join("r.json"));
     assert_eq!(again[0]["predicted_us"], r["predicted_us"], "{again}");
     // So does a cluster file written again from the run's saved probe, by the same rule.
     let from_probe = Command::new(env!("CARGO_BIN_EXE_oxccl-bench"))
@@ -127,13 +124,16 @@ fn two_hosts_of_two_ranks() {
         .output()
         .expect("running --replay-probe");
     assert!(from_probe.status.success(), "{from_probe:?}");
-    let again: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("p.json")).expect("the replay's JSON"),
-    )
-    .expect("valid JSON");
+    let again = replayed(&dir.join("p.json"));
     assert_eq!(again[0]["predicted_us"], r["predicted_us"], "{again}");
     for ext in ["csv", "txt", "svg"] {
         assert!(dir.join(format!("t.{ext}")).exists(), "t.{ext} missing");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The rows a replay wrote.
+fn replayed(json: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(json).expect("the replay's JSON"))
+        .expect("valid JSON")
 }
