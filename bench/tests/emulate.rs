@@ -13,15 +13,8 @@ fn two_hosts_of_two_ranks() {
     let dir = std::env::temp_dir().join(format!("oxccl-emulate-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cluster = dir.join("cluster.toml");
-    let child = Command::new(env!("CARGO_BIN_EXE_oxccl-bench"))
+    let child = emulate_2x2()
         .args([
-            "emulate",
-            "--hosts",
-            "2",
-            "--ranks-per-host",
-            "2",
-            "--hosts-per-rack",
-            "2",
             "-b",
             "256K",
             "-e",
@@ -35,11 +28,6 @@ fn two_hosts_of_two_ranks() {
             "--name",
             "t",
         ])
-        .arg("--calibration")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/clusters/this-machine-executor.toml"
-        ))
         .arg("--out-dir")
         .arg(&dir)
         .arg("--cluster-out")
@@ -98,27 +86,11 @@ fn two_hosts_of_two_ranks() {
     let again = replayed(&dir.join("r.json"));
     assert_eq!(again[0]["predicted_us"], r["predicted_us"], "{again}");
     // So does a cluster file written again from the run's saved probe, by the same rule.
-    let from_probe = Command::new(env!("CARGO_BIN_EXE_oxccl-bench"))
-        .args([
-            "emulate",
-            "--hosts",
-            "2",
-            "--ranks-per-host",
-            "2",
-            "--hosts-per-rack",
-            "2",
-            "--name",
-            "p",
-            "--replay",
-        ])
+    let from_probe = emulate_2x2()
+        .args(["--name", "p", "--replay"])
         .arg(dir.join("t-raw.jsonl"))
         .arg("--replay-probe")
         .arg(dir.join("t-probe.json"))
-        .arg("--calibration")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/clusters/this-machine-executor.toml"
-        ))
         .arg("--out-dir")
         .arg(&dir)
         .output()
@@ -136,4 +108,16 @@ fn two_hosts_of_two_ranks() {
 fn replayed(json: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(json).expect("the replay's JSON"))
         .expect("valid JSON")
+}
+
+/// `oxccl-bench emulate` on 2 hosts of 2 ranks in one rack, with this machine's calibration.
+fn emulate_2x2() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_oxccl-bench"));
+    c.args(["emulate", "--hosts", "2", "--ranks-per-host", "2"])
+        .args(["--hosts-per-rack", "2", "--calibration"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/clusters/this-machine-executor.toml"
+        ));
+    c
 }
