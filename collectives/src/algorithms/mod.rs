@@ -42,6 +42,9 @@ mod dbtree;
 mod direct;
 mod gather;
 mod hier;
+/// Stages of one chunk's trip through `hier`'s all-reduce: the pipeline's depth (the tuner's
+/// lanes rule).
+pub(crate) use hier::all_reduce_stages as hier_all_reduce_stages;
 mod rhd;
 mod ring;
 mod tree;
@@ -300,11 +303,6 @@ impl FromStr for Algorithm {
 /// `2 log2 d` hops there instead of `2 (d - 1)`.
 pub(crate) fn hier_all_reduce_halves_first_dim(dims: &[usize]) -> bool {
     hier::all_reduce_stage_dims(dims).len() != dims.len()
-}
-
-/// Stages of one chunk's trip through `hier`'s all-reduce on `dims`: the pipeline's depth.
-pub(crate) fn hier_all_reduce_stages(dims: &[usize]) -> usize {
-    hier::all_reduce_stages(dims)
 }
 
 /// Whether hierarchical `dims` are usable for `ranks` ranks: non-empty, and their product (which
