@@ -100,6 +100,10 @@ pub struct Options {
     /// How long a waiting rank yields before it parks (`OXCCL_YIELD_US`); `None`: chosen from
     /// the number of local ranks and cores.
     pub yield_for: Option<Duration>,
+    /// How many ranks of the whole job run on this host, across every communicator
+    /// (`OXCCL_LOCAL_RANKS`, else the launcher's `LOCAL_WORLD_SIZE` or
+    /// `OMPI_COMM_WORLD_LOCAL_SIZE`); `None`: this communicator's own ranks on the host.
+    pub host_ranks: Option<usize>,
     /// The host's map (`OXCCL_TOPO_FILE`): a file or synthetic string; `None` discovers it.
     pub topo_file: Option<String>,
     pub bind: Bind,
@@ -121,6 +125,7 @@ impl Default for Options {
             small_bytes: 16 << 10,
             spin: None,
             yield_for: None,
+            host_ranks: None,
             topo_file: None,
             bind: Bind::None,
         }
@@ -220,6 +225,22 @@ impl Options {
         if let Some(y) = num("OXCCL_YIELD_US")? {
             o.yield_for = Some(Duration::from_secs_f64(y * 1e-6));
         }
+        // A communicator of some of a job's ranks (torch's `new_group`, bootstrapped on its own)
+        // sees only its members in its map, while the host runs all of the job's ranks: the
+        // launchers say how many.
+        if let Some(n) = num("OXCCL_LOCAL_RANKS")? {
+            if n < 1.0 || n.fract() != 0.0 {
+                return Err(Error::Env(format!(
+                    "OXCCL_LOCAL_RANKS={n}: expected a whole number of ranks, at least 1"
+                )));
+            }
+            o.host_ranks = Some(n as usize);
+        } else {
+            // Not ours to reject: a launcher's value that is not a count is ignored.
+            o.host_ranks = ["LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"]
+                .into_iter()
+                .find_map(|var| get(var)?.trim().parse::<usize>().ok().filter(|&n| n > 0));
+        }
         o.topo_file = get("OXCCL_TOPO_FILE").filter(|f| !f.trim().is_empty());
         if let Some(b) = get("OXCCL_BIND") {
             o.bind = match b.trim().to_ascii_lowercase().as_str() {
@@ -238,7 +259,9 @@ impl Options {
 
     /// How a waiting rank of a host with `local_ranks` ranks, which can run on `cores` cores
     /// together (the union of their CPU masks in the map; 0 if unknown), spends its idle time.
+    /// `host_ranks`, where known, counts the job's other ranks on the host too.
     pub(crate) fn idle_policy(&self, local_ranks: usize, cores: usize) -> IdlePolicy {
+        let local_ranks = local_ranks.max(self.host_ranks.unwrap_or(0));
         // Not this process's own mask: a rank bound to one core (by OXCCL_BIND or by its
         // launcher, as mpirun binds 2 ranks) shares it with nobody, and counting its mask
         // of 1 made it yield on every idle poll.
@@ -332,5 +355,44 @@ mod tests {
         assert_eq!(set.idle_policy(1, 2).yield_for, Duration::from_micros(50));
         assert!(with("OXCCL_YIELD_US", "soon").is_err());
         assert!(with("OXCCL_YIELD_US", "-1").is_err());
+    }
+
+    #[test]
+    fn a_group_of_some_of_the_hosts_ranks_waits_as_the_whole_host_does() {
+        // torch's new_group of 2 of the 4 ranks torchrun started on 2 cores: the group's own
+        // map has 2 ranks, the host runs 4.
+        assert_eq!(Options::default().idle_policy(2, 2).spin, 2_000);
+        for (var, value) in [
+            ("OXCCL_LOCAL_RANKS", "4"),
+            ("LOCAL_WORLD_SIZE", "4"),
+            ("OMPI_COMM_WORLD_LOCAL_SIZE", "4"),
+        ] {
+            let o = with(var, value).expect("a count");
+            assert_eq!(o.host_ranks, Some(4), "{var}");
+            assert_eq!(o.idle_policy(2, 2).spin, 0, "{var}");
+            // Never fewer than the communicator's own ranks on the host.
+            assert_eq!(o.idle_policy(8, 2).spin, 0, "{var}");
+        }
+        assert_eq!(
+            with("LOCAL_WORLD_SIZE", "2")
+                .expect("a count")
+                .idle_policy(2, 2)
+                .spin,
+            2_000
+        );
+        assert!(with("OXCCL_LOCAL_RANKS", "0").is_err());
+        assert!(with("OXCCL_LOCAL_RANKS", "2.5").is_err());
+        assert_eq!(
+            with("LOCAL_WORLD_SIZE", "many")
+                .expect("ignored")
+                .host_ranks,
+            None
+        );
+        let both = Options::from_vars(|k| match k {
+            "OXCCL_LOCAL_RANKS" => Some("3".into()),
+            "LOCAL_WORLD_SIZE" => Some("8".into()),
+            _ => None,
+        });
+        assert_eq!(both.expect("counts").host_ranks, Some(3), "OXCCL_ first");
     }
 }
