@@ -50,9 +50,9 @@ pub struct Args {
 }
 
 /// Seconds of timed iterations per size, over all trials: `mpi_sendrecv.c`'s default `-T`,
-/// so that both sides of `compare-groups.sh` time trials of the same length. (At 0.1 s an
-/// 8 MiB trial was 2 iterations against Open MPI's 5: the skew of the ranks leaving the
-/// barrier before each trial, and any preemption, weighed 2.5x more on oxccl's side.)
+/// so that both sides of `compare-groups.sh` time trials of the same length. (At 0.1 s a
+/// 4-rank 8 MiB trial on a loaded machine was 2 iterations against Open MPI's 5: the skew of
+/// the ranks leaving the barrier before each trial, and any preemption, weighed 2.5x more.)
 const TARGET_SECS: f64 = 0.25;
 
 /// Byte `i` of what `from` sends: differs per sender and position.
