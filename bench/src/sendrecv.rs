@@ -23,7 +23,7 @@ pub struct Args {
     /// Size multiplication factor.
     #[arg(short = 'f', long = "stepfactor", default_value_t = 2)]
     step_factor: usize,
-    /// Timed iterations per size (0: enough for about 0.1 s).
+    /// Timed iterations per size (0: enough for about 0.25 s over all trials, as Open MPI's side).
     #[arg(short = 'n', long = "iters", default_value_t = 0)]
     iters: usize,
     /// Warm-up iterations.
@@ -48,6 +48,12 @@ pub struct Args {
     #[arg(long)]
     json: bool,
 }
+
+/// Seconds of timed iterations per size, over all trials: `mpi_sendrecv.c`'s default `-T`,
+/// so that both sides of `compare-groups.sh` time trials of the same length. (At 0.1 s a
+/// 4-rank 8 MiB trial on a loaded machine was 2 iterations against Open MPI's 5: the skew of
+/// the ranks leaving the barrier before each trial, and any preemption, weighed 2.5x more.)
+const TARGET_SECS: f64 = 0.25;
 
 /// Byte `i` of what `from` sends: differs per sender and position.
 fn byte(from: usize, i: usize) -> u8 {
@@ -117,7 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let iters = if args.iters > 0 {
             args.iters
         } else {
-            ((0.1 / args.trials as f64 / one.max(1e-9)) as usize).clamp(2, 100_000)
+            ((TARGET_SECS / args.trials as f64 / one.max(1e-9)) as usize).clamp(2, 100_000)
         };
         let mut trials = Vec::with_capacity(args.trials);
         for _ in 0..args.trials {
