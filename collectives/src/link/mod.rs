@@ -28,6 +28,14 @@ pub enum LinkKind {
     Fabric(&'static str),
 }
 
+impl LinkKind {
+    /// Whether the link's bytes move through a proxy thread of the transport (every fabric but
+    /// the rings in memory and shared memory): a thread that wants a core besides the ranks'.
+    pub(crate) fn has_proxy(self) -> bool {
+        !matches!(self, LinkKind::Memory | LinkKind::Shm)
+    }
+}
+
 /// The result of a link operation: the transport's own error on failure.
 pub(crate) type LinkResult<T> = Result<T, oxccl_transport::Error>;
 
@@ -97,5 +105,40 @@ impl Link {
     /// Slow checks run while waiting: is the peer still there?
     pub fn check_alive(&mut self) -> LinkResult<()> {
         self.stream.check_alive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::options::{LocalTransport, Options};
+    use crate::Communicator;
+
+    /// The idle policy a rank of `comm` got, and the one its host's `threads` waiting threads
+    /// on its ranks' cores call for.
+    fn policies(comm: &Communicator, threads: usize) -> [crate::options::IdlePolicy; 2] {
+        let topo = &comm.inner.topology;
+        let cores: std::collections::BTreeSet<u32> = (topo.ranks_on(topo.host_of[comm.rank()]))
+            .iter()
+            .flat_map(|&r| topo.ranks[r].cores.iter().copied())
+            .collect();
+        let state = comm.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let want = comm.options().idle_policy(threads, cores.len());
+        [state.engine.idle_policy, want]
+    }
+
+    #[test]
+    fn a_rank_waits_as_its_ranks_and_their_proxies_call_for() {
+        // Two ranks over TCP run two executors and a proxy each (four threads: oversubscribed
+        // on 2 cores, where the ranks alone are not); over memory rings, two threads.
+        for (transport, threads) in [(LocalTransport::Tcp, 4), (LocalTransport::Memory, 2)] {
+            let comms = Communicator::local_with(2, transport, Options::default()).unwrap();
+            for c in &comms {
+                let [got, want] = policies(c, threads);
+                assert_eq!(got, want, "{transport:?}");
+            }
+        }
+        // The count changes the policy where it crosses the cores.
+        let o = Options::default();
+        assert_ne!(o.idle_policy(4, 2).spin, o.idle_policy(2, 2).spin);
     }
 }
