@@ -171,15 +171,17 @@ impl Communicator {
         let cores: std::collections::BTreeSet<u32> = (local.iter())
             .flat_map(|&r| topology.ranks[r].cores.iter().copied())
             .collect();
-        // The host's threads that want a core: an executor per local rank and a proxy per
-        // network link of each (as the proxies' own spin counts them, `proxy_spin`). An
+        // The host's threads that want a core: an executor per rank of the host (the job's,
+        // where the launcher says how many: `OXCCL_LOCAL_RANKS`) and a proxy per network link
+        // of each (as the proxies' own spin counts them, `proxy_spin`). An
         // executor that spins while its ranks and proxies outnumber the cores holds the core
         // its own proxy needs to move the bytes it waits for: on the emulated cluster (4
         // hosts x 2 ranks over TCP on 2 cores) a 64 KiB all-reduce took 1.7x as long spinning
         // as yielding at once (bench/RESULTS.md, issue 14, session 10).
         // (A split's child then takes its parent's: `split.rs`.)
         let proxies = kinds.iter().flatten().filter(|k| k.has_proxy()).count();
-        let idle_policy = options.idle_policy(local.len() * (1 + proxies), cores.len());
+        let threads = options.host_ranks(local.len()) * (1 + proxies);
+        let idle_policy = options.idle_policy(threads, cores.len());
         let abort_flag = Arc::new(AtomicBool::new(false));
         let mut engine = Engine::new(rank, links, options.timeout, idle_policy);
         engine.abort_flag = abort_flag.clone();

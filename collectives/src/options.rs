@@ -257,11 +257,15 @@ impl Options {
         Ok(o)
     }
 
-    /// How a waiting rank of a host with `local_ranks` ranks, which can run on `cores` cores
-    /// together (the union of their CPU masks in the map; 0 if unknown), spends its idle time.
-    /// `host_ranks`, where known, counts the job's other ranks on the host too.
-    pub(crate) fn idle_policy(&self, local_ranks: usize, cores: usize) -> IdlePolicy {
-        let local_ranks = local_ranks.max(self.host_ranks.unwrap_or(0));
+    /// The ranks this host runs, of which `own` are this communicator's (never fewer).
+    pub(crate) fn host_ranks(&self, own: usize) -> usize {
+        own.max(self.host_ranks.unwrap_or(0))
+    }
+
+    /// How a waiting rank spends its idle time on a host where `threads` threads want a core
+    /// (its ranks' executors and their network proxies) and can run on `cores` cores together
+    /// (the union of the ranks' CPU masks in the map; 0 if unknown).
+    pub(crate) fn idle_policy(&self, threads: usize, cores: usize) -> IdlePolicy {
         // Not this process's own mask: a rank bound to one core (by OXCCL_BIND or by its
         // launcher, as mpirun binds 2 ranks) shares it with nobody, and counting its mask
         // of 1 made it yield on every idle poll.
@@ -270,7 +274,7 @@ impl Options {
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         };
-        let oversubscribed = local_ranks > cores;
+        let oversubscribed = threads > cores;
         IdlePolicy {
             // A few microseconds of polling covers a peer that is running; past that, the
             // peer is probably descheduled and the core is better given away. With more ranks
@@ -368,18 +372,13 @@ mod tests {
             ("OMPI_COMM_WORLD_LOCAL_SIZE", "4"),
         ] {
             let o = with(var, value).expect("a count");
-            assert_eq!(o.host_ranks, Some(4), "{var}");
-            assert_eq!(o.idle_policy(2, 2).spin, 0, "{var}");
+            assert_eq!(o.host_ranks(2), 4, "{var}");
+            assert_eq!(o.idle_policy(o.host_ranks(2), 2).spin, 0, "{var}");
             // Never fewer than the communicator's own ranks on the host.
-            assert_eq!(o.idle_policy(8, 2).spin, 0, "{var}");
+            assert_eq!(o.host_ranks(8), 8, "{var}");
         }
-        assert_eq!(
-            with("LOCAL_WORLD_SIZE", "2")
-                .expect("a count")
-                .idle_policy(2, 2)
-                .spin,
-            2_000
-        );
+        let two = with("LOCAL_WORLD_SIZE", "2").expect("a count");
+        assert_eq!(two.idle_policy(two.host_ranks(2), 2).spin, 2_000);
         assert!(with("OXCCL_LOCAL_RANKS", "0").is_err());
         assert!(with("OXCCL_LOCAL_RANKS", "2.5").is_err());
         assert_eq!(
