@@ -1,8 +1,8 @@
 //! The per-call choice of the ring writes' stores (`OXCCL_RING_NT=call`, the default;
 //! `exec/stores.rs`): whichever kind of store each call's ring writes take, every collective
 //! gets the same results. The choice's sequence is fixed by the count of calls of a kind and
-//! size class (ordinary, ordinary, non-temporal, then the faster with a try of the other every
-//! 32nd), so repeating each call 4 times runs it with both kinds; on shm with 2 ranks (each
+//! size class (the first 5 alternate, ordinary first, then the faster with a try of the other
+//! every 32nd), so repeating each call 4 times runs it with both kinds; on shm with 2 ranks (each
 //! with a core of its own on a host of 2 cores or more, where the choice is on) and with
 //! `OXCCL_RING_NT=on` and `off` for comparison. Reductions are checked on every element against
 //! the reference (`common::check`: exact integer-valued inputs, float tolerance

@@ -10,9 +10,10 @@
 //! only the end-to-end time ranks them: the writer's copy speed and the reader's consume
 //! speed did not (`OXCCL_RING_NT=auto`, `bench/RESULTS.md`, session 9, `nt`).
 //!
-//! How: the calls of one kind and power-of-two size class go ordinary, ordinary, non-temporal
-//! (the first one is not timed: first touches of the buffers), then by the faster moving
-//! speed, with a try of the other kind every [`EXPLORE_EVERY`]th call. The sequence depends
+//! How: the first [`FIRST_CALLS`] calls of one kind and power-of-two size class alternate,
+//! ordinary first (the very first is not timed: first touches of the buffers), so that each
+//! kind is measured twice; then the kind with the faster moving speed, with a try of the
+//! other every [`EXPLORE_EVERY`]th call. The sequence depends
 //! only on the count of such calls, which every rank of the communicator makes alike, so the
 //! ranks try together and each sees the effect of both ends' choice. Only where each rank has
 //! a core of its own: where ranks share a core, a peer on the same core reads the ring from
@@ -29,6 +30,9 @@ use super::engine::Engine;
 /// Calls below this many bytes keep ordinary stores: their ring writes are a few KiB, where
 /// the fence and the misses cost more than the hand-over they save.
 pub(crate) const MIN_CALL_BYTES: usize = 64 << 10;
+/// The calls of a class that alternate the kinds before the faster one is kept (a benchmark's
+/// warm-up, typically: 5).
+pub(crate) const FIRST_CALLS: u32 = 5;
 /// One call in this many (per kind and size class) tries the kind that is not the faster one,
 /// so that a change of the machine's state is noticed (at most ~3% of the calls).
 pub(crate) const EXPLORE_EVERY: u32 = 32;
@@ -50,8 +54,8 @@ pub(crate) struct Pick {
     key: (u8, u32),
     /// Non-temporal stores for this call's ring writes.
     pub(crate) nt: bool,
-    /// Whether the call's time counts (not the first call of its class).
-    measure: bool,
+    /// The count of calls of its class before it.
+    call: u32,
 }
 
 /// The per-call choice of stores of one communicator (see the module documentation).
@@ -72,21 +76,16 @@ impl CallStores {
         let c = class.calls;
         class.calls = c.saturating_add(1);
         let nt = match c {
-            0 | 1 => false,
-            2 => true,
+            _ if c < FIRST_CALLS => c % 2 == 0 && c > 0,
             _ if c % EXPLORE_EVERY == EXPLORE_EVERY - 1 => !class.nt,
             _ => class.nt,
         };
-        Some(Pick {
-            key,
-            nt,
-            measure: c > 0,
-        })
+        Some(Pick { key, nt, call: c })
     }
 
     /// Folds in the time `took` of a call of `bytes` that ran with `pick`.
     pub(crate) fn record(&mut self, pick: Pick, bytes: usize, took: Duration) {
-        if !pick.measure {
+        if pick.call == 0 {
             return;
         }
         let Some(class) = self.classes.get_mut(&pick.key) else {
@@ -94,10 +93,14 @@ impl CallStores {
         };
         let mbps = (bytes as u128 * 1000 / took.as_nanos().max(1)).clamp(1, u32::MAX.into()) as u32;
         let k = usize::from(pick.nt);
-        class.speed[k] = if pick.nt == class.nt && class.speed[k] > 0 {
+        let old = class.speed[k];
+        class.speed[k] = if old > 0 && pick.call < FIRST_CALLS {
+            // The first measurements of each kind: their mean.
+            ((u64::from(old) + u64::from(mbps)) / 2) as u32
+        } else if pick.nt == class.nt && old > 0 {
             // The kind in use: a moving speed, a quarter of the weight on each call, so that
             // one preempted call does not flip the choice.
-            ((3 * u64::from(class.speed[k]) + u64::from(mbps)) / 4) as u32
+            ((3 * u64::from(old) + u64::from(mbps)) / 4) as u32
         } else {
             // A try of the other kind: its last value is as old as the last try, so the new
             // one replaces it (a state that came back is followed at the next try).
@@ -205,15 +208,11 @@ mod tests {
         let mut s = CallStores::default();
         let mib = 1 << 20;
         // Ordinary stores 4x faster (the fast state, data in the caches).
-        let first = run(&mut s, 3, mib, 1, 4);
-        assert_eq!(
-            first,
-            [false, false, true],
-            "warm-up, ordinary, non-temporal"
-        );
-        let next = run(&mut s, 2 * EXPLORE_EVERY as usize, mib, 1, 4);
+        let first = run(&mut s, FIRST_CALLS as usize, mib, 1, 4);
+        assert_eq!(first, [false, false, true, false, true], "each kind twice");
+        let next = run(&mut s, 2 * EXPLORE_EVERY as usize - 2, mib, 1, 4);
         let tries: Vec<usize> = (next.iter().enumerate().filter(|(_, &nt)| nt))
-            .map(|(i, _)| i + 3)
+            .map(|(i, _)| i + FIRST_CALLS as usize)
             .collect();
         assert_eq!(
             tries,
@@ -237,7 +236,7 @@ mod tests {
     fn a_slower_call_does_not_flip_the_choice_and_classes_are_apart() {
         let mut s = CallStores::default();
         let mib = 1 << 20;
-        run(&mut s, 3, mib, 4, 1);
+        run(&mut s, FIRST_CALLS as usize, mib, 4, 1);
         // Non-temporal in the lead; one call 3x slower does not hand it back.
         let p = s.pick(KIND, mib).unwrap();
         assert!(p.nt);
@@ -248,8 +247,8 @@ mod tests {
         assert!(!s.pick(KIND + 1, mib).unwrap().nt);
         // Within an eighth the incumbent stays.
         let mut t = CallStores::default();
-        let speeds = run(&mut t, 3, mib, 100, 95);
-        assert_eq!(speeds, [false, false, true]);
+        let speeds = run(&mut t, FIRST_CALLS as usize, mib, 100, 95);
+        assert_eq!(speeds, [false, false, true, false, true]);
         assert!(run(&mut t, 20, mib, 100, 95).iter().all(|&nt| !nt));
     }
 }
