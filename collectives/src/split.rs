@@ -221,10 +221,11 @@ impl Communicator {
             },
         )?;
         drop(used);
-        let (blame, idle) = {
+        let (blame, (idle, chooses_stores)) = {
             let state = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
             let blame = state.engine.blame.child(&format!("{nth}.{my_color}"));
-            (blame, state.engine.idle_policy)
+            let chooses_stores = state.engine.call_stores.is_some();
+            (blame, (state.engine.idle_policy, chooses_stores))
         };
         let child = Communicator::build(
             crank,
@@ -239,13 +240,13 @@ impl Communicator {
         // with its own members: it waits as the parent does. (Counting only its members, two
         // 2-rank children of a 4-rank job on 2 cores spun, each taking the core its peer
         // needed: 0.3 GB/s against 8 at 64 KiB in some runs; bench/RESULTS.md, session 9.)
-        child
-            .inner
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .engine
-            .idle_policy = idle;
+        {
+            let mut state = child.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.engine.idle_policy = idle;
+            // Likewise the per-call choice of stores (`exec/stores.rs`): only where the
+            // parent's ranks each have a core.
+            state.engine.call_stores = chooses_stores.then(Default::default);
+        }
         Ok(Some(child))
     }
 

@@ -11,6 +11,7 @@ pub(crate) mod receipt;
 pub(crate) mod run;
 pub(crate) mod select;
 pub(crate) mod silence;
+pub(crate) mod stores;
 pub(crate) mod tiny;
 pub(crate) mod vcalls;
 

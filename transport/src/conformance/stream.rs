@@ -57,8 +57,16 @@ where
     (sa, sb)
 }
 
-/// Writes all of `data` in pieces of varying size, interleaved with reading `want` bytes.
-fn exchange(s: &mut dyn Stream, data: &[u8], want: usize, deadline: Deadline) -> Vec<u8> {
+/// Writes all of `data` in pieces of varying size, interleaved with reading `want` bytes;
+/// with `toggle`, the writer switches between non-temporal and ordinary stores every few
+/// writes ([`Stream::set_ring_nt`], as the collectives do per call).
+fn exchange(
+    s: &mut dyn Stream,
+    data: &[u8],
+    want: usize,
+    deadline: Deadline,
+    toggle: bool,
+) -> Vec<u8> {
     let mut sent = 0;
     let mut got = Vec::with_capacity(want);
     let mut backoff = Backoff::new();
@@ -68,6 +76,13 @@ fn exchange(s: &mut dyn Stream, data: &[u8], want: usize, deadline: Deadline) ->
         if sent < data.len() {
             step = (step * 7 + 13) % 40_000 + 1;
             let end = (sent + step).min(data.len());
+            if toggle {
+                s.set_ring_nt(if step % 3 == 0 {
+                    RingNt::On
+                } else {
+                    RingNt::Call
+                });
+            }
             let n = must(s.write(&data[sent..end]), "stream write");
             sent += n;
             moved |= n > 0;
@@ -101,34 +116,40 @@ pub fn stream_roundtrip<T: Transport>(make: &dyn Fn() -> T, o: &Options)
 where
     T::Connection: 'static,
 {
-    roundtrip(streams(make, o), o);
+    roundtrip(streams(make, o), o, false);
 }
 
 /// [`stream_roundtrip`] with non-temporal stores forced (`OXCCL_RING_NT=on`): the pieces of
 /// at least 4 KiB take them, from every misaligned start, the others ordinary stores; then
-/// with each writer choosing its stores (`OXCCL_RING_NT=auto`).
+/// with each writer choosing its stores (`OXCCL_RING_NT=auto`); then with the writers told
+/// which stores to take every few writes (`OXCCL_RING_NT=call` and `Stream::set_ring_nt`).
 pub fn stream_roundtrip_nt<T: Transport>(make: &dyn Fn() -> T, o: &Options)
 where
     T::Connection: 'static,
 {
-    roundtrip(streams_with(make, o, &nt_config()), o);
+    roundtrip(streams_with(make, o, &nt_config()), o, false);
     let auto = StreamConfig {
         ring_nt: RingNt::Auto,
         ..config()
     };
-    roundtrip(streams_with(make, o, &auto), o);
+    roundtrip(streams_with(make, o, &auto), o, false);
+    let call = StreamConfig {
+        ring_nt: RingNt::Call,
+        ..config()
+    };
+    roundtrip(streams_with(make, o, &call), o, true);
 }
 
-fn roundtrip((mut a, mut b): (Box<dyn Stream>, Box<dyn Stream>), o: &Options) {
+fn roundtrip((mut a, mut b): (Box<dyn Stream>, Box<dyn Stream>), o: &Options, toggle: bool) {
     let n = 3 << 20;
     let (da, db) = (pattern(21, n), pattern(22, n));
     std::thread::scope(|s| {
         let (da, db) = (&da, &db);
         let t = s.spawn(move || {
-            let got = exchange(&mut *b, db, n, dl(o));
+            let got = exchange(&mut *b, db, n, dl(o), toggle);
             (b, got)
         });
-        let got_a = exchange(&mut *a, da, n, dl(o));
+        let got_a = exchange(&mut *a, da, n, dl(o), toggle);
         let (_b, got_b) = t.join().expect("side b");
         assert_same(&got_a, db, "bytes a read from b");
         assert_same(&got_b, da, "bytes b read from a");

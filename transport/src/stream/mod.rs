@@ -106,7 +106,7 @@ impl Default for StreamConfig {
             spin: crate::wait::spin_budget(),
             single_copy_min: DEFAULT_SINGLE_COPY_MIN,
             single_copy_choice: Choice::Auto,
-            ring_nt: RingNt::Off,
+            ring_nt: RingNt::Call,
         }
     }
 }
@@ -230,6 +230,12 @@ pub trait Stream: Send {
     }
     /// Done with the oldest pulled message: the sender may reuse its memory.
     fn pulled(&mut self) {}
+    /// Which of this end's writes without a header take non-temporal stores from now on
+    /// (`OXCCL_RING_NT`'s rules), where this end writes a ring in shared memory (`shm`);
+    /// elsewhere nothing changes.
+    fn set_ring_nt(&mut self, nt: RingNt) {
+        let _ = nt;
+    }
 
     /// The doorbell this end can sleep on while it waits for the peer, on fabrics that have
     /// one (`shm`, `loopback`): the peer rings it when it writes, consumes (frees space),
@@ -408,6 +414,9 @@ impl Stream for RingStream {
     }
     fn pulled(&mut self) {
         self.pulled_large();
+    }
+    fn set_ring_nt(&mut self, nt: RingNt) {
+        self.tx.set_ring_nt(nt);
     }
 
     fn doorbell(&self) -> Option<Doorbell> {

@@ -20,14 +20,19 @@ use crate::error::{Error, Result};
 /// with a header choose for themselves (`stream::choice`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum RingNt {
-    /// Ordinary stores (the default).
-    #[default]
+    /// Ordinary stores.
     Off,
     /// Non-temporal stores for every write of at least [`NT_MIN_WRITE`] bytes.
     On,
     /// Each writer chooses for its writes of at least [`NT_MIN_WRITE`] bytes, from its own
     /// copy speed and its reader's consume speed with each kind of store (`AutoNt` here).
     Auto,
+    /// Ordinary stores, until the stream's user says otherwise for a while
+    /// ([`crate::stream::Stream::set_ring_nt`]): the collectives choose per call, by the
+    /// measured time of the calls of each size (`oxccl-collectives`, `exec/stores.rs`). The
+    /// default.
+    #[default]
+    Call,
 }
 
 /// The smallest write copied with non-temporal stores under [`RingNt::On`]: below it the
@@ -38,7 +43,7 @@ impl RingNt {
     /// The smallest write that takes non-temporal stores (`usize::MAX`: none).
     pub(crate) fn min_write(self) -> usize {
         match self {
-            RingNt::Off => usize::MAX,
+            RingNt::Off | RingNt::Call => usize::MAX,
             RingNt::On | RingNt::Auto => NT_MIN_WRITE,
         }
     }
@@ -51,19 +56,20 @@ impl std::str::FromStr for RingNt {
             "off" | "0" => Ok(RingNt::Off),
             "on" | "1" => Ok(RingNt::On),
             "auto" => Ok(RingNt::Auto),
+            "call" => Ok(RingNt::Call),
             other => Err(Error::Config {
                 var: "OXCCL_RING_NT",
                 value: other.to_string(),
-                reason: "expected off, on or auto".into(),
+                reason: "expected off, on, auto or call".into(),
             }),
         }
     }
 }
 
-/// `OXCCL_RING_NT`, else [`RingNt::Off`].
+/// `OXCCL_RING_NT`, else [`RingNt::Call`].
 pub fn ring_nt_from_env() -> Result<RingNt> {
     match std::env::var("OXCCL_RING_NT") {
-        Err(_) => Ok(RingNt::Off),
+        Err(_) => Ok(RingNt::Call),
         Ok(v) => v.parse(),
     }
 }
@@ -267,12 +273,15 @@ mod tests {
         assert_eq!("on".parse::<RingNt>().unwrap(), RingNt::On);
         assert_eq!(" off ".parse::<RingNt>().unwrap(), RingNt::Off);
         assert_eq!("auto".parse::<RingNt>().unwrap(), RingNt::Auto);
+        assert_eq!("call".parse::<RingNt>().unwrap(), RingNt::Call);
+        assert_eq!(RingNt::default(), RingNt::Call);
         let e = "always".parse::<RingNt>().unwrap_err().to_string();
         assert!(
-            e.contains("OXCCL_RING_NT") && e.contains("off, on or auto"),
+            e.contains("OXCCL_RING_NT") && e.contains("off, on, auto or call"),
             "{e}"
         );
         assert_eq!(RingNt::Off.min_write(), usize::MAX);
+        assert_eq!(RingNt::Call.min_write(), usize::MAX);
         assert_eq!(RingNt::On.min_write(), NT_MIN_WRITE);
     }
 

@@ -425,7 +425,7 @@ impl RingWriter {
         self.auto = (ring_nt == RingNt::Auto).then(AutoNt::default);
         let mode = match ring_nt {
             RingNt::Auto => MODE_AUTO_PLAIN,
-            RingNt::On | RingNt::Off => MODE_FIXED,
+            RingNt::On | RingNt::Off | RingNt::Call => MODE_FIXED,
         };
         self.ring.mode().store(mode, Ordering::Relaxed);
     }

@@ -190,6 +190,9 @@ pub(crate) struct Engine {
     pub at_rest: bool,
     /// This rank said on the failure board whom its long wait is for (`exec/silence.rs`).
     pub(super) said_waiting: bool,
+    /// The per-call choice of the ring writes' stores (`exec/stores.rs`); `None`: the links
+    /// keep the stores `OXCCL_RING_NT` gave them.
+    pub call_stores: Option<super::stores::CallStores>,
 }
 
 // SAFETY: the raw pointers in queued jobs are only dereferenced inside `drive`, on the thread
@@ -257,6 +260,7 @@ impl Engine {
             receipts: (0..p).map(|_| Default::default()).collect(),
             at_rest: false,
             said_waiting: false,
+            call_stores: None,
         }
     }
 
