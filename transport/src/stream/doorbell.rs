@@ -250,7 +250,11 @@ fn futex_waitv(armed: &[Armed], timeout: Duration) -> bool {
         })
         .collect();
     // futex_waitv takes an absolute time on the given clock.
-    let end = timespec(host_clock() + timeout);
+    let mut now = timespec(Duration::ZERO);
+    // SAFETY: `now` is a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let end = Duration::new(now.tv_sec as u64, now.tv_nsec as u32) + timeout;
+    let end = timespec(end);
     // SAFETY: `waiters` is an array of `waiters.len()` (at most MAX_BELLS) futex_waitv
     // structs naming live, aligned u32 words; `end` is a valid timespec; the kernel only reads
     // them. Flags 0 and CLOCK_MONOTONIC as the system call requires.
@@ -265,15 +269,6 @@ fn futex_waitv(armed: &[Armed], timeout: Duration) -> bool {
         )
     };
     r >= 0 || !refused()
-}
-
-/// `CLOCK_MONOTONIC`: one clock for every process of the host, so a time one rank writes into
-/// shared memory means the same to its peer there (`Instant` hides which clock it reads).
-pub(super) fn host_clock() -> Duration {
-    let mut now = timespec(Duration::ZERO);
-    // SAFETY: `now` is a valid timespec to write.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 /// Whether the last system call failed because it is not there or not allowed.

@@ -15,8 +15,7 @@
 //!
 //! Header: magic u32, mode u32 (1 pull, 2 inline, 3 inline with the bytes not all ready: not
 //! a measure of the ring's speed, 4 inline written with non-temporal stores: `stream::nt`),
-//! length u64, address u64, sent u64 (the host's `CLOCK_MONOTONIC` in ns when the sender offered
-//! it, where the receiver shares the host's clock; 0 otherwise).
+//! length u64, address u64, ticket u64 (the sender's count of pull offers before this one).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,17 +109,6 @@ fn single_of<'a>(
     })
 }
 
-/// When a message stamped `sent` (ns on the host's clock; 0: not stamped) was offered, as an
-/// `Instant`; now where there is no stamp or it cannot be one of this host's (later than now,
-/// or older than any wait: a clock of another host).
-fn offered_at(sent: u64) -> Instant {
-    let now = Instant::now();
-    let age = super::doorbell::host_clock()
-        .checked_sub(Duration::from_nanos(sent))
-        .filter(|age| sent != 0 && *age < Duration::from_secs(60));
-    age.and_then(|age| now.checked_sub(age)).unwrap_or(now)
-}
-
 impl RingStream {
     fn single(&mut self) -> Result<&mut SingleCopy> {
         single_of(&mut self.single, self.fabric, &self.peer)
@@ -158,16 +146,7 @@ impl RingStream {
         h[4..8].copy_from_slice(&mode.to_le_bytes());
         h[8..16].copy_from_slice(&(len as u64).to_le_bytes());
         h[16..24].copy_from_slice(&(ptr as u64).to_le_bytes());
-        // A path's time runs from the offer, not from when the receiver first looks: with more
-        // ranks than cores a receiver often looks at a ring its sender already filled, and
-        // timed from there the ring seemed 10-30x faster than a pull (25-33 GB/s against 1-2
-        // at 256-512 KiB with 4 ranks on 2 cores; bench/RESULTS.md, issue 12, session 10).
-        let sent = if can_pull {
-            super::doorbell::host_clock().as_nanos() as u64
-        } else {
-            0
-        };
-        h[24..32].copy_from_slice(&sent.to_le_bytes());
+        h[24..32].copy_from_slice(&ticket.to_le_bytes());
         match self.tx.write_whole(&h) {
             Err(()) => Err(self.closed(" while a large send waited")),
             Ok(false) => Ok(None),
@@ -236,14 +215,13 @@ impl RingStream {
             ),
             m => return Err(self.bad(&format!("unknown large-message mode {m}"))),
         };
-        // Measured from its offer (or, where the sender's clock is not ours, from here) to its
-        // last byte (`stream::choice`), unless its bytes were not all ready when it was sent
-        // (then it would time the sender's producer).
+        // Measured from here to its last byte (`stream::choice`), unless its bytes were not
+        // all ready when it was sent (then it would time the sender's producer).
         self.timing = (mode != MODE_INLINE_PARTIAL).then(|| Timing {
             class: size_class(len),
             path,
             len,
-            start: offered_at(word(24)),
+            start: Instant::now(),
             end: self.rx.position() + len as u64,
         });
         Ok(Some(arrival))
@@ -412,43 +390,6 @@ mod tests {
         }
         assert!(got == data, "a {}-byte message arrived changed", data.len());
         path
-    }
-
-    #[test]
-    fn a_path_is_timed_from_the_offer_not_from_the_receivers_first_look() {
-        let (mut a, mut b) = pair(Duration::from_secs(3600));
-        let data = message(1);
-        let offered = Instant::now();
-        // SAFETY: `data` outlives the offer: it is pulled or written before this returns.
-        let offer = unsafe { a.offer(data.as_ptr(), data.len(), true) };
-        offer.unwrap().expect("room for the header");
-        // The receiver is descheduled for a while before it looks.
-        std::thread::sleep(Duration::from_millis(30));
-        b.arrival(data.len()).unwrap().expect("the header");
-        let start = b.timing.expect("a whole message is measured").start;
-        assert!(
-            start <= offered + Duration::from_millis(10),
-            "timed from the receiver's look ({:?} after the offer), not from the offer",
-            start - offered
-        );
-    }
-
-    #[test]
-    fn only_a_stamp_of_this_hosts_recent_past_moves_the_start() {
-        let clock = || crate::stream::doorbell::host_clock().as_nanos() as u64;
-        let near = |t: Instant, want: Instant| {
-            let d = if t > want { t - want } else { want - t };
-            d < Duration::from_millis(20)
-        };
-        let now = Instant::now();
-        assert!(near(offered_at(0), now), "no stamp: now");
-        let ago = clock() - 200_000_000;
-        assert!(near(offered_at(ago), now - Duration::from_millis(200)));
-        assert!(
-            near(offered_at(clock() + 10_000_000_000), now),
-            "later than now: another host's"
-        );
-        assert!(near(offered_at(1), now), "years ago: another host's");
     }
 
     fn message(seed: usize) -> Vec<u8> {
