@@ -180,18 +180,17 @@ impl Communicator {
         // as yielding at once (bench/RESULTS.md, issue 14, session 10).
         // (A split's child then takes its parent's: `split.rs`.)
         let proxies = kinds.iter().flatten().filter(|k| k.has_proxy()).count();
-        let threads = options.host_ranks(local.len()) * (1 + proxies);
+        let host_ranks = options.host_ranks(local.len());
+        let threads = host_ranks * (1 + proxies);
         let idle_policy = options.idle_policy(threads, cores.len());
         let abort_flag = Arc::new(AtomicBool::new(false));
         let mut engine = Engine::new(rank, links, options.timeout, idle_policy);
         // Non-temporal ring writes only pay where every peer runs on another core: not where
         // the host has more ranks than cores (`exec/stores.rs`; a split's child takes its
         // parent's choice, as for the idle policy).
-        let host_cores = match cores.len() {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
-        if options.ring_nt == oxccl_transport::stream::RingNt::Call && local.len() <= host_cores {
+        if options.ring_nt == oxccl_transport::stream::RingNt::Call
+            && host_ranks <= crate::options::host_cores(cores.len())
+        {
             engine.call_stores = Some(Default::default());
         }
         engine.abort_flag = abort_flag.clone();

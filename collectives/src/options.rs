@@ -266,15 +266,7 @@ impl Options {
     /// (its ranks' executors and their network proxies) and can run on `cores` cores together
     /// (the union of the ranks' CPU masks in the map; 0 if unknown).
     pub(crate) fn idle_policy(&self, threads: usize, cores: usize) -> IdlePolicy {
-        // Not this process's own mask: a rank bound to one core (by OXCCL_BIND or by its
-        // launcher, as mpirun binds 2 ranks) shares it with nobody, and counting its mask
-        // of 1 made it yield on every idle poll.
-        let cores = if cores > 0 {
-            cores
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        };
-        let oversubscribed = threads > cores;
+        let oversubscribed = threads > host_cores(cores);
         IdlePolicy {
             // A few microseconds of polling covers a peer that is running; past that, the
             // peer is probably descheduled and the core is better given away. With more ranks
@@ -289,6 +281,17 @@ impl Options {
             // each hand-off a futex wake-up; bench/RESULTS.md, session 6). So one default.
             yield_for: self.yield_for.unwrap_or(DEFAULT_YIELD),
         }
+    }
+}
+
+/// The cores a host's ranks can run on: the union of their masks in the map (`cores`), or, where
+/// the map has none (0), the cores this process may use. Not this process's own mask: a rank
+/// bound to one core (by OXCCL_BIND or by its launcher, as mpirun binds 2 ranks) shares it with
+/// nobody, and counting its mask of 1 made it yield on every idle poll.
+pub(crate) fn host_cores(cores: usize) -> usize {
+    match cores {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     }
 }
 
