@@ -168,9 +168,7 @@ impl Communicator {
         let kinds: Vec<_> = links.iter().map(|l| l.as_ref().map(Link::kind)).collect();
         crate::logging::communicator_created(rank, &kinds);
         let local = topology.ranks_on(topology.host_of[rank]);
-        let cores: std::collections::BTreeSet<u32> = (local.iter())
-            .flat_map(|&r| topology.ranks[r].cores.iter().copied())
-            .collect();
+        let cores = topology.cores_on(topology.host_of[rank]);
         // The host's threads that want a core: an executor per rank of the host (the job's,
         // where the launcher says how many: `OXCCL_LOCAL_RANKS`) and a proxy per network link
         // of each (as the proxies' own spin counts them, `proxy_spin`). An
@@ -182,14 +180,14 @@ impl Communicator {
         let proxies = kinds.iter().flatten().filter(|k| k.has_proxy()).count();
         let host_ranks = options.host_ranks(local.len());
         let threads = host_ranks * (1 + proxies);
-        let idle_policy = options.idle_policy(threads, cores.len());
+        let idle_policy = options.idle_policy(threads, cores);
         let abort_flag = Arc::new(AtomicBool::new(false));
         let mut engine = Engine::new(rank, links, options.timeout, idle_policy);
         // Non-temporal ring writes only pay where every peer runs on another core: not where
         // the host has more ranks than cores (`exec/stores.rs`; a split's child takes its
         // parent's choice, as for the idle policy).
         if options.ring_nt == oxccl_transport::stream::RingNt::Call
-            && host_ranks <= crate::options::host_cores(cores.len())
+            && host_ranks <= crate::options::host_cores(cores)
         {
             engine.call_stores = Some(Default::default());
         }

@@ -135,6 +135,16 @@ impl Topology {
             .collect()
     }
 
+    /// How many cores the ranks of `host` can run on together: the union of their reported
+    /// masks (0 where none reported one).
+    pub fn cores_on(&self, host: usize) -> usize {
+        let ranks = self.ranks_on(host);
+        let cores: std::collections::BTreeSet<u32> = (ranks.iter())
+            .flat_map(|&r| self.ranks[r].cores.iter().copied())
+            .collect();
+        cores.len()
+    }
+
     pub fn same_host(&self, a: usize, b: usize) -> bool {
         self.host_of[a] == self.host_of[b]
     }

@@ -10,8 +10,8 @@
 
 mod common;
 
-use common::{check, data, expected, on_ranks};
-use oxccl_collectives::{DataType, LocalTransport, Options, ReduceOp};
+use common::{all_reduce_sum_checked, on_ranks};
+use oxccl_collectives::{DataType, LocalTransport, Options};
 use oxccl_transport::stream::RingNt;
 
 const DTYPES: [DataType; 4] = [DataType::F32, DataType::F64, DataType::BF16, DataType::I32];
@@ -30,16 +30,8 @@ fn run(ring_nt: RingNt, repeats: u64) {
         for dtype in DTYPES {
             for n in COUNTS {
                 for round in 0..repeats {
-                    let seed = round * 1000 + n as u64;
-                    let mut buf = data(dtype, ReduceOp::Sum, seed, me, n);
-                    comm.all_reduce_in_place_bytes(&mut buf, dtype, ReduceOp::Sum)
-                        .unwrap();
-                    check(
-                        &format!("{ring_nt:?} all-reduce {dtype:?} x{n} call {round}"),
-                        dtype,
-                        &buf,
-                        |i| expected(dtype, ReduceOp::Sum, seed, p, i),
-                    );
+                    let what = format!("{ring_nt:?} all-reduce {dtype:?} x{n} call {round}");
+                    all_reduce_sum_checked(&comm, dtype, n, round * 1000 + n as u64, &what);
                 }
             }
         }

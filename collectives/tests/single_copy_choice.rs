@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{check, data, expected, on_ranks};
+use common::{all_reduce_sum_checked, check, data, expected, on_ranks};
 use oxccl_collectives::{DataType, LocalTransport, Options, Parts, ReduceOp};
 use oxccl_transport::stream::{Choice, MIN_SINGLE_COPY};
 
@@ -41,16 +41,8 @@ fn run(choice: Choice, transport: LocalTransport, p: usize) {
         for round in 0..2u64 {
             for dtype in DTYPES {
                 for n in COUNTS {
-                    let seed = round * 1000 + n as u64;
-                    let mut buf = data(dtype, ReduceOp::Sum, seed, me, n);
-                    comm.all_reduce_in_place_bytes(&mut buf, dtype, ReduceOp::Sum)
-                        .unwrap();
-                    check(
-                        &format!("{choice:?} all-reduce {dtype:?} x{n}"),
-                        dtype,
-                        &buf,
-                        |i| expected(dtype, ReduceOp::Sum, seed, p, i),
-                    );
+                    let what = format!("{choice:?} all-reduce {dtype:?} x{n}");
+                    all_reduce_sum_checked(&comm, dtype, n, round * 1000 + n as u64, &what);
                 }
             }
         }

@@ -117,12 +117,9 @@ mod tests {
     /// on its ranks' cores call for.
     fn policies(comm: &Communicator, threads: usize) -> [crate::options::IdlePolicy; 2] {
         let topo = &comm.inner.topology;
-        let cores: std::collections::BTreeSet<u32> = (topo.ranks_on(topo.host_of[comm.rank()]))
-            .iter()
-            .flat_map(|&r| topo.ranks[r].cores.iter().copied())
-            .collect();
+        let cores = topo.cores_on(topo.host_of[comm.rank()]);
         let state = comm.inner.state.lock().unwrap_or_else(|p| p.into_inner());
-        let want = comm.options().idle_policy(threads, cores.len());
+        let want = comm.options().idle_policy(threads, cores);
         [state.engine.idle_policy, want]
     }
 

@@ -174,6 +174,24 @@ pub fn check(what: &str, dtype: DataType, got: &[u8], want: impl Fn(usize) -> f6
     }
 }
 
+/// One in-place sum all-reduce of `n` elements of `dtype` on `comm`, from `data(.., seed, ..)`,
+/// checked on every element against the reference (`what` names it in a failure).
+pub fn all_reduce_sum_checked(
+    comm: &Communicator,
+    dtype: DataType,
+    n: usize,
+    seed: u64,
+    what: &str,
+) {
+    let mut buf = data(dtype, ReduceOp::Sum, seed, comm.rank(), n);
+    comm.all_reduce_in_place_bytes(&mut buf, dtype, ReduceOp::Sum)
+        .unwrap();
+    let p = comm.size();
+    check(what, dtype, &buf, |i| {
+        expected(dtype, ReduceOp::Sum, seed, p, i)
+    });
+}
+
 /// Default options with the given `OXCCL_TIMEOUT`, in seconds.
 pub fn opts(timeout_s: f64) -> Options {
     Options {
