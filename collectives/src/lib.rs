@@ -116,5 +116,7 @@ pub use link::LinkKind;
 pub use map::{Locality, Topology};
 pub use ops::Pending;
 pub use ops_v::Parts;
-pub use options::{Bind, LocalTransport, NetChoice, Options, TransportChoice};
+pub use options::{
+    Bind, LocalTransport, NetChoice, Options, TransportChoice, COLLECTIVE_SINGLE_COPY_MIN,
+};
 pub use oxccl_kernels::{DataType, Element, ReduceOp};

@@ -70,13 +70,23 @@ pub enum LocalTransport {
 /// | `OXCCL_TRANSPORT` | `auto` (shm on a host, the network fabric across), `shm`, or `tcp`/`net` (the network fabric everywhere) | `auto` |
 /// | `OXCCL_NET` | network fabric across hosts: `tcp` or `rdma` | `tcp` |
 /// | `OXCCL_RING_BYTES` | shared-memory ring size per direction (power of two) | 1048576 |
-/// | `OXCCL_SINGLE_COPY_MIN` | messages between ranks of one host of at least this many bytes are copied once, by the receiver, straight out of the sender's memory (`process_vm_readv`; a plain copy between thread ranks) when the sender finds that faster; `0` turns it off | 262144 |
+/// | `OXCCL_SINGLE_COPY_MIN` | sends and receives between ranks of one host of at least this many bytes are copied once, by the receiver, straight out of the sender's memory (`process_vm_readv`; a plain copy between thread ranks) when the sender finds that faster; a collective's messages (never a reduction's) only from the larger of this and [`COLLECTIVE_SINGLE_COPY_MIN`]; `0` turns it off | 8192 |
 /// | `OXCCL_SINGLE_COPY_CHOICE` | how the sender of such a message chooses: `auto` (pulled or through the ring, whichever the receiver measured faster for its size lately), `pull` (always pulled), `stream` (always through the ring) | `auto` |
 /// | `OXCCL_SMALL_BYTES` | all-reduce up to this size sends the whole vector to every peer | 16384 |
 /// | `OXCCL_SPIN` | idle polls before a waiting rank yields its core | 2000, or 0 (yield at once) when the host's ranks outnumber the cores they may run on |
 /// | `OXCCL_YIELD_US` | microseconds a waiting rank yields its core before it sleeps on its links' doorbells | 200 |
 /// | `OXCCL_TOPO_FILE` | the host's map: an hwloc XML or NCCL topology XML file (as `NCCL_TOPO_FILE`), or an hwloc synthetic string | discovered from sysfs |
 /// | `OXCCL_BIND` | pin each rank at init: `none`, `core`, `numa` ([`Bind`]) | `none` |
+/// A collective's messages (all-to-all(-v), gathers, scatters, broadcasts; a reduction's
+/// never) may take the single-copy path only from this many bytes, whatever
+/// `OXCCL_SINGLE_COPY_MIN` says below it: under it the ring writes of the whole call take the
+/// stores chosen for the call (`exec/stores.rs`), which kept 2-rank all-to-all-v at 1.3-2.3x
+/// Open MPI's speed at 16-128 KiB where a per-message offer from 8 KiB gave 1.0-1.4x (session
+/// 11, `bench/RESULTS.md`). Sends and receives have no call to choose for, so they offer from
+/// `OXCCL_SINGLE_COPY_MIN` (8 KiB). A constant, so that the two ends of a message always
+/// agree on its framing.
+pub const COLLECTIVE_SINGLE_COPY_MIN: usize = 256 << 10;
+
 #[derive(Clone, Debug)]
 pub struct Options {
     pub timeout: Duration,
@@ -87,7 +97,8 @@ pub struct Options {
     pub transport: TransportChoice,
     pub net: NetChoice,
     pub ring_bytes: usize,
-    /// Messages between ranks of one host of at least this many bytes are copied once, straight
+    /// Sends and receives between ranks of one host of at least this many bytes (a
+    /// collective's messages from [`COLLECTIVE_SINGLE_COPY_MIN`]) may be copied once, straight
     /// out of the sender's memory (0: off; see `oxccl_transport::stream::large`).
     pub single_copy_min: usize,
     /// Pulled or through the ring, per message (`OXCCL_SINGLE_COPY_CHOICE`).

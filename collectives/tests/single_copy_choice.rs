@@ -2,7 +2,7 @@
 //! (`OXCCL_SINGLE_COPY_CHOICE`, `oxccl_transport::stream::choice`): every collective gets the
 //! same results whichever path each message takes: all-reduce (every dtype), all-to-all-v with
 //! uneven counts, and a group exchange, with the threshold at its floor so that nearly every
-//! message is a candidate, on shm (2 ranks) and thread ranks (3), for `auto` (both paths,
+//! send is a candidate (a collective's messages from `COLLECTIVE_SINGLE_COPY_MIN`), on shm (2 ranks) and thread ranks (3), for `auto` (both paths,
 //! switching as the measurements come in), `pull` and `stream`. Reductions are checked on
 //! every element against the reference (`common::check`: exact integer-valued inputs, float
 //! tolerance `common::tolerance`), moved data bit for bit.
@@ -14,7 +14,9 @@
 mod common;
 
 use common::{all_reduce_sum_checked, check, data, expected, on_ranks};
-use oxccl_collectives::{DataType, LocalTransport, Options, Parts, ReduceOp};
+use oxccl_collectives::{
+    DataType, LocalTransport, Options, Parts, ReduceOp, COLLECTIVE_SINGLE_COPY_MIN,
+};
 use oxccl_transport::stream::{Choice, MIN_SINGLE_COPY};
 
 const DTYPES: [DataType; 4] = [DataType::F32, DataType::F64, DataType::BF16, DataType::I32];
@@ -46,12 +48,13 @@ fn run(choice: Choice, transport: LocalTransport, p: usize) {
                 }
             }
         }
-        // All-to-all-v: rank r sends (r + q + 1) * 9_000 bytes to q, none to itself on odd r.
+        // All-to-all-v: rank r sends (r + q + 1) * 90_000 bytes to q (below and above the
+        // collectives' single-copy threshold), none to itself on odd r.
         let amount = |from: usize, to: usize| {
             if from == to && from % 2 == 1 {
                 0
             } else {
-                (from + to + 1) * 9_000
+                (from + to + 1) * 90_000
             }
         };
         let send: Vec<usize> = (0..p).map(|q| amount(me, q)).collect();
@@ -118,9 +121,10 @@ fn collectives_are_right_on_either_path_over_thread_rings() {
 /// (16 KiB), so that a small all-reduce queued behind the group's sends crosses it too.
 const MIXED_MIN: usize = 8 << 10;
 
-/// A group of point-to-point sends and receives (may pull), all-reduces (never pull, small
-/// ones queued behind the sends), all-gathers and all-gather-v (may pull), each at sizes
-/// around [`MIXED_MIN`], every result checked. The all-gather-v's odd ranks take the parts in
+/// A group of point-to-point sends and receives (may pull) at sizes around [`MIXED_MIN`],
+/// all-reduces (never pull, small ones queued behind the sends) of the same sizes, and
+/// all-gathers and all-gather-v (may pull) with parts as far around
+/// [`COLLECTIVE_SINGLE_COPY_MIN`], every result checked. The all-gather-v's odd ranks take the parts in
 /// reverse order with gaps, so that a message in one piece at its sender lands in several
 /// places at its receiver, and the other way round. `rhd` sends several blocks per message.
 fn mixed(choice: Choice, transport: LocalTransport, p: usize, algorithm: Option<&'static str>) {
@@ -144,16 +148,19 @@ fn mixed(choice: Choice, transport: LocalTransport, p: usize, algorithm: Option<
             200_004,
         ] {
             let n = bytes / 4;
+            // The all-gathers' parts: as far from the collectives' threshold.
+            let part_bytes = bytes + COLLECTIVE_SINGLE_COPY_MIN - MIXED_MIN;
+            let pn = part_bytes / 4;
             let seed = bytes as u64;
             let out_next: Vec<u8> = (0..bytes).map(|i| byte(me, next, i)).collect();
             let out_prev: Vec<u8> = (0..bytes).map(|i| byte(me, prev, i + 7)).collect();
             let (mut from_prev, mut from_next) = (vec![0u8; bytes], vec![0u8; bytes]);
             let mut reduced = data(dtype, ReduceOp::Sum, seed, me, n);
-            let mine = data(dtype, ReduceOp::Sum, seed + 1, me, n);
-            let mut gathered = vec![0u8; bytes * p];
+            let mine = data(dtype, ReduceOp::Sum, seed + 1, me, pn);
+            let mut gathered = vec![0u8; part_bytes * p];
             // All-gather-v: rank q's part (q + 1) * n / p elements, reversed with gaps here on
             // odd ranks.
-            let counts: Vec<usize> = (0..p).map(|q| (q + 1) * n / p).collect();
+            let counts: Vec<usize> = (0..p).map(|q| (q + 1) * pn / p).collect();
             let displs: Vec<usize> = if me % 2 == 1 {
                 let mut at = 0;
                 let mut d = vec![0; p];
@@ -199,8 +206,8 @@ fn mixed(choice: Choice, transport: LocalTransport, p: usize, algorithm: Option<
             });
             for q in 0..p {
                 assert_eq!(
-                    gathered[q * bytes..(q + 1) * bytes],
-                    data(dtype, ReduceOp::Sum, seed + 1, q, n),
+                    gathered[q * part_bytes..(q + 1) * part_bytes],
+                    data(dtype, ReduceOp::Sum, seed + 1, q, pn),
                     "{what}: all-gather, rank {q}'s part"
                 );
                 let at = displs[q] * 4;

@@ -352,14 +352,14 @@ unsafe fn small_all_reduce(
         // A reduction's messages never pull, so no offer header: besides, the sender's one
         // job is the receiver's two, which could not agree on one.
         engine.mine = h;
-        let pull_ok = std::mem::replace(&mut engine.pull_ok, false);
+        let pull_from = std::mem::replace(&mut engine.pull_from, usize::MAX);
         for &q in others.iter() {
             engine.send(q, small_msg.as_ptr(), len, len, 0);
             engine.recv(q, RecvJob::header(h));
             let rest = scratch.as_mut_ptr().wrapping_add(q * len + Header::LEN);
             recv_copy_exact(engine, q, rest, len - Header::LEN);
         }
-        engine.pull_ok = pull_ok;
+        engine.pull_from = pull_from;
         engine.drive(Until::All)?;
     } else {
         engine.exchange_all(others, small_msg, scratch, len, |q, got| {

@@ -38,7 +38,7 @@ impl Engine {
             .expect("a job for a peer without a link");
         if !matches!(job.kind, RecvKind::Copy) {
             // Headers are below every threshold, and reductions' messages never carry an
-            // offer (`Engine::pull_ok`): the peer is out of step.
+            // offer (`Engine::pull_from`): the peer is out of step.
             return Err(Error::Protocol {
                 op,
                 peer,

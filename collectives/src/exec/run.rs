@@ -123,7 +123,7 @@ pub(crate) fn run_in(
     layout: &BlockLayout,
     mat: &mut [bool],
 ) -> Result<(), Error> {
-    // Which of the call's messages may take the single-copy path (`Engine::pull_ok`). Both
+    // Which of the call's messages may take the single-copy path (`Engine::pull_from`). Both
     // ends of every message must decide alike (it sets the message's framing), so only from
     // what every rank's copy of the schedule says: the lanes of all programs, not this rank's.
     // Not with lanes: a lane's receives are posted only after its previous step, so a send
@@ -131,13 +131,20 @@ pub(crate) fn run_in(
     // piece is copied and then reduced by the receiver alone, where through the ring the
     // sender's copy and the receiver's reduction overlap on two cores (all-reduce at 2 ranks,
     // 1-64 MiB: 1.7-2x slower pulled, measured); their messages carry no offer header either.
+    // The others only from `COLLECTIVE_SINGLE_COPY_MIN`: below it a collective's ring writes
+    // take the stores chosen for the whole call (`exec/stores.rs`), which served all-to-all-v
+    // better than a per-message offer (`crate::options::COLLECTIVE_SINGLE_COPY_MIN`).
     let reduces = matches!(
         plan.schedule.collective,
         Collective::AllReduce | Collective::ReduceScatter | Collective::Reduce { .. }
     );
-    engine.pull_ok = plan.schedule.lanes() == 1 && !reduces;
+    engine.pull_from = if plan.schedule.lanes() == 1 && !reduces {
+        crate::options::COLLECTIVE_SINGLE_COPY_MIN
+    } else {
+        usize::MAX
+    };
     let r = run_program(engine, plan, b, layout, mat);
-    engine.pull_ok = true;
+    engine.pull_from = 0;
     r
 }
 

@@ -63,13 +63,16 @@ use ring::{RingReader, RingWriter};
 pub const DEFAULT_RING_BYTES: usize = 1 << 20;
 
 /// Default smallest message of the single-copy path (`OXCCL_SINGLE_COPY_MIN`; 0 turns it
-/// off): from here on each message starts with a header and its sender chooses pulled or
-/// through the ring (`choice`). The collectives offer only messages that may be pulled (never a
-/// reduction's). 256 KiB by measurement (`bench/RESULTS.md`, "adaptive" and "pullok"): 8 KiB
-/// made point-to-point pull in the ring's slow state (shm stream bandwidth 0.19-0.66x Open
-/// MPI's at 8-128 KiB became 0.94-1.00x), but every value of 8-64 KiB slowed 2-rank
-/// all-to-all-v at 16-128 KiB or 4-rank all-gather; set 8192 for point-to-point-heavy jobs.
-pub const DEFAULT_SINGLE_COPY_MIN: usize = 256 << 10;
+/// off): from here on each message starts with a header and its sender chooses pulled, through
+/// the ring, or through the ring with non-temporal stores (`choice`). 8 KiB by measurement: in
+/// the development VM's slow cross-core state a ring moves 2-3 GB/s where a pull or
+/// non-temporal stores move ~10, and the choice is what lets a point-to-point send of 8-128 KiB
+/// keep up with Open MPI there (2-rank `sendrecv`, session 11: 0.22-0.51x of Open MPI at
+/// 16-128 KiB with 256 KiB, 1.34-2.08x with 8 KiB; `bench/RESULTS.md`, "Session 11"). The
+/// collectives offer only messages that may be pulled, and their own schedules' messages only
+/// from `oxccl_collectives::COLLECTIVE_SINGLE_COPY_MIN` (256 KiB), where a call's stores are
+/// chosen per call instead.
+pub const DEFAULT_SINGLE_COPY_MIN: usize = 8 << 10;
 
 /// Bytes a pulled (single-copy) receive copies per step: large enough that the system call and
 /// its page pinning are paid rarely, small enough that deadlines, aborts and forwarding see

@@ -42,8 +42,9 @@ pub(crate) struct SendJob {
     /// The bytes themselves, for a header that must outlive the call that queued it (a
     /// non-blocking send's); `ptr` is unused then.
     inline: Option<[u8; Header::LEN]>,
-    /// A large message may go by the single-copy path ([`Engine::pull_ok`] when queued).
-    pull_ok: bool,
+    /// From this many bytes the message may go by the single-copy path ([`Engine::pull_from`]
+    /// when queued).
+    pull_from: usize,
     /// Bytes of the message this job opens (0: it continues the message of the job before,
     /// a message whose bytes lie in several places). A message is framed as a whole: the
     /// receiver may hold it in other pieces than ours, but both ends know its length.
@@ -96,9 +97,10 @@ impl RecvJob {
 pub(super) struct RecvTag {
     /// The operation the job belongs to.
     pub op: u64,
-    /// Its message may come by the single-copy path ([`Engine::pull_ok`] when queued, as for
-    /// the matching send job: both ends queue a message from the same schedule and call).
-    pub pull_ok: bool,
+    /// From this many bytes its message may come by the single-copy path
+    /// ([`Engine::pull_from`] when queued, as for the matching send job: both ends queue a
+    /// message from the same schedule and call).
+    pub pull_from: usize,
     /// Bytes of the message this job opens (0: a continuation piece), as for send jobs.
     pub msg: usize,
 }
@@ -177,12 +179,14 @@ pub(crate) struct Engine {
     pub blame: crate::link::blame::Board,
     /// The single-copy state of each peer's front receive job (a send job keeps its own).
     rx_large: Vec<RecvLarge>,
-    /// Messages queued now (sends and receives alike) may take the single-copy path: those at
-    /// or above the stream's threshold travel as an offer (a header, then a pull or the bytes).
-    /// Off, every message goes plainly through the stream. `exec/run.rs` turns it off for the
-    /// schedules that must not pull (lanes, reductions: see `run_in`); both ends of a message
-    /// queue it from the same schedule, so they agree on its framing.
-    pub pull_ok: bool,
+    /// Messages queued now (sends and receives alike) of at least this many bytes and the
+    /// stream's threshold may take the single-copy path: they travel as an offer (a header,
+    /// then a pull or the bytes); the rest go plainly through the stream. 0 for sends and
+    /// receives; `exec/run.rs` raises it to [`crate::COLLECTIVE_SINGLE_COPY_MIN`] for a
+    /// collective's schedule, and to `usize::MAX` (never) for the schedules that must not pull
+    /// (lanes, reductions: see `run_in`). Both ends of a message queue it from the same
+    /// schedule and the same constants, so they agree on its framing.
+    pub pull_from: usize,
     /// Per peer, the receipts of sends and receives (`exec/receipt.rs`).
     pub(super) receipts: Vec<super::receipt::Receipts>,
     /// No collective is on the streams (a send, a receive or a wait outside calls drives the
@@ -255,7 +259,7 @@ impl Engine {
             small_got: Vec::with_capacity(p),
             abort_flag: Default::default(),
             blame: crate::link::blame::Board::nowhere(),
-            pull_ok: true,
+            pull_from: 0,
             rx_large: vec![RecvLarge::Fresh; p],
             receipts: (0..p).map(|_| Default::default()).collect(),
             at_rest: false,
@@ -335,7 +339,7 @@ impl Engine {
             id: self.next_id,
             owner,
             inline: Some(bytes),
-            pull_ok: false,
+            pull_from: usize::MAX,
             msg: Header::LEN,
             large: SendLarge::Fresh,
         }
@@ -404,7 +408,7 @@ impl Engine {
             id,
             owner,
             inline: None,
-            pull_ok: self.pull_ok,
+            pull_from: self.pull_from,
             msg,
             large: SendLarge::Fresh,
         });
@@ -432,7 +436,7 @@ impl Engine {
         self.count(owner);
         let tag = RecvTag {
             op: owner,
-            pull_ok: self.pull_ok,
+            pull_from: self.pull_from,
             msg,
         };
         self.recvq[peer].push_back((tag, job));

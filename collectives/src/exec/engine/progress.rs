@@ -10,6 +10,14 @@ use crate::link::Link;
 use oxccl_kernels::{DataType, Epilogue, ReduceOp};
 use oxccl_transport::stream::{Arrival, Offer};
 
+/// Whether a message of `msg` bytes travels as an offer (a header, then a pull or the bytes)
+/// on a link whose agreed single-copy threshold is `single_copy_min`, queued with
+/// [`Engine::pull_from`] `pull_from`. Sender and receiver both ask this, with what their
+/// copies of the schedule and the link say, so they agree on the message's framing.
+fn offered(pull_from: usize, single_copy_min: Option<usize>, msg: usize) -> bool {
+    msg >= pull_from && single_copy_min.is_some_and(|m| msg >= m)
+}
+
 impl Engine {
     pub(super) fn link(&mut self, peer: usize) -> &mut Link {
         self.links[peer]
@@ -45,11 +53,10 @@ impl Engine {
                 .expect("a job for a peer without a link");
             if job.large == SendLarge::Fresh {
                 // The receiver expects the offer's header exactly when we send it: both ends
-                // decide from `pull_ok` and the message's length (whatever its pieces). Only
-                // a message in one piece may be pulled; one in several says "inline".
-                let large = job.pull_ok
-                    && job.inline.is_none()
-                    && link.stream().single_copy_min().is_some_and(|m| msg >= m);
+                // decide from `pull_from` and the message's length (whatever its pieces).
+                // Only a message in one piece may be pulled; one in several says "inline".
+                let large = job.inline.is_none()
+                    && offered(job.pull_from, link.stream().single_copy_min(), msg);
                 if large {
                     let whole = msg == len && avail == len;
                     // SAFETY: [ptr, ptr + len) stays readable and unchanged while the job is
@@ -140,13 +147,12 @@ impl Engine {
             if self.rx_large[peer] == RecvLarge::Fresh {
                 let (tag, job) = self.recvq[peer].front().expect("front");
                 let header = matches!(job.kind, RecvKind::Header(_));
-                let (pull_ok, msg) = (tag.pull_ok, tag.msg);
+                let (pull_from, msg) = (tag.pull_from, tag.msg);
                 let link = self.links[peer]
                     .as_mut()
                     .expect("a job for a peer without a link");
                 // As the sender decided (`progress_sends`): an offer's header comes first.
-                let large =
-                    pull_ok && !header && link.stream().single_copy_min().is_some_and(|m| msg >= m);
+                let large = !header && offered(pull_from, link.stream().single_copy_min(), msg);
                 self.rx_large[peer] = if large {
                     let arrival = link
                         .stream()
@@ -317,4 +323,26 @@ fn reduce_into(
         oxccl_kernels::reduce_copy_bytes_with(r.dtype, r.combine, epi, &[l, recv], &mut [d])
     }
     .map_err(|e| format!("reduction failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::offered;
+    use crate::COLLECTIVE_SINGLE_COPY_MIN as COLL;
+    use oxccl_transport::stream::DEFAULT_SINGLE_COPY_MIN as P2P;
+
+    #[test]
+    fn sends_offer_from_the_link_threshold_and_collectives_from_theirs() {
+        // A send or receive (`pull_from` 0): from the link's threshold.
+        assert!(!offered(0, Some(P2P), P2P - 1));
+        assert!(offered(0, Some(P2P), P2P));
+        // A collective's message: from the larger of the two thresholds.
+        assert!(!offered(COLL, Some(P2P), COLL - 1));
+        assert!(offered(COLL, Some(P2P), COLL));
+        assert!(!offered(COLL, Some(2 * COLL), 2 * COLL - 1));
+        assert!(offered(COLL, Some(2 * COLL), 2 * COLL));
+        // Never on a link without the path, nor for a schedule that must not pull.
+        assert!(!offered(0, None, usize::MAX));
+        assert!(!offered(usize::MAX, Some(P2P), 1 << 40));
+    }
 }
