@@ -130,12 +130,21 @@ pub fn stack_terms(probe: &Probe, hosts: usize) -> Option<StackTerms> {
     })
 }
 
+/// The sizes [`fit_stack`] takes its intercept from: up to this many times the smallest.
+const SMALL: u64 = 4;
+
 /// Fits `t(b) = alpha + b / beta` to the stack probe's (bytes, us) rows with the Theil-Sen
-/// estimator: the slope is the median of the slopes between every two sizes, `alpha` the
-/// median of `t - slope b`. One size hit by a burst of load (on this shared machine a probe
-/// row can be 5x its neighbours) moves a least-squares line a lot and these medians hardly at
-/// all. Returns (alpha in us, beta in bytes per second), or `None` with fewer than two sizes,
-/// a time that is not positive, or no positive slope; a negative `alpha` is clamped to 0.
+/// estimator: the slope is the median of the slopes between every two sizes (on a sweep by
+/// powers of two, mostly pairs with a large size: the rate of large messages), `alpha` the
+/// median of `t - slope b` over the small sizes only, those up to [`SMALL`] times the smallest
+/// (4-16 KiB). At 4 MiB a slope 5% off moves `t - slope b` by thousands of microseconds, at 128
+/// KiB by ~80 (session 11: a median over all sizes gave 3-21 us per message from one machine
+/// within an hour), at 16 KiB by ~10; and the small sizes are where the per-message time
+/// matters, as the large ones are where the rate does. One size hit by a burst of load (on
+/// this shared machine a probe row can be 5x its neighbours) moves a least-squares line a lot
+/// and these medians hardly at all. Returns (alpha in us, beta in bytes per second), or `None`
+/// with fewer than two sizes, a time that is not positive, or no positive slope; a negative
+/// `alpha` is clamped to 0.
 pub fn fit_stack(rows: &[(u64, f64)]) -> Option<(f64, f64)> {
     if rows.len() < 2 || rows.iter().any(|&(_, t)| !(t > 0.0 && t.is_finite())) {
         return None;
@@ -164,7 +173,13 @@ pub fn fit_stack(rows: &[(u64, f64)]) -> Option<(f64, f64)> {
     if slope <= 0.0 || slope.is_nan() {
         return None;
     }
-    let alpha = median(rows.iter().map(|&(b, t)| t - slope * b as f64).collect());
+    let smallest = rows.iter().map(|r| r.0).min()?;
+    let alpha = median(
+        rows.iter()
+            .filter(|r| r.0 <= smallest.saturating_mul(SMALL))
+            .map(|&(b, t)| t - slope * b as f64)
+            .collect(),
+    );
     Some((alpha.max(0.0), 1e6 / slope))
 }
 
@@ -539,6 +554,22 @@ mod tests {
         let (a8, b8) = fit_stack(&hit).expect("a fit");
         assert!((a8 - 300.0).abs() < 15.0, "alpha {a8}");
         assert!((b8 - 1e8).abs() / 1e8 < 0.02, "beta {b8}");
+        // Small messages dearer per byte than large ones (0.3 against 0.4 GB/s above 64 KiB):
+        // the slope is the large messages' rate and the intercept makes the small sizes right,
+        // so both ends of the sweep are within 10% (the median over all sizes' residuals
+        // missed 4 KiB by 69%).
+        let bent: Vec<(u64, f64)> = (12..=22)
+            .map(|k| {
+                let b = (1u64 << k) as f64;
+                let t = 20.0 + b.min(65536.0) / 0.3e3 + (b - 65536.0).max(0.0) / 0.4e3;
+                (1u64 << k, t)
+            })
+            .collect();
+        let (ab, bb) = fit_stack(&bent).expect("a fit");
+        for &(b, t) in [bent[0], bent[1], bent[10]].iter() {
+            let fit = ab + b as f64 / (bb / 1e6);
+            assert!((fit / t - 1.0).abs() < 0.1, "{b}: {fit} against {t}");
+        }
         // Times that fall below the line's intercept: alpha clamps at 0.
         let (a0, _) = fit_stack(&[(1 << 20, 10.0), (2 << 20, 30.0)]).expect("a fit");
         assert_eq!(a0, 0.0);
