@@ -100,8 +100,9 @@ const STORE_PORT: u16 = 29500;
 /// Port of the probe's server in host 0.
 const PROBE_PORT: u16 = 29400;
 /// Messages each way per call of the stack probe's second run: enough window steps that the
-/// call's own cost (~150-250 us on 8 ranks over 2 cores) is a small part of an iteration even
-/// at 4 KiB, where a step is ~80 us; at 4 MiB an iteration is then ~0.5 s.
+/// difference from the one-message run is well above the call's own cost and its noise (the
+/// call 70-140 us on 8 ranks over 2 cores, a step 65-80 us at 4 KiB; session 9's window of 2
+/// showed no step at all at that load); at 4 MiB an iteration is then ~0.35-0.5 s.
 const PROBE_WINDOW: usize = 8;
 /// The `--algo` name of the tuner's choice (the ranks get no `--algo`).
 const AUTO: &str = "auto";
