@@ -1,15 +1,17 @@
 #!/bin/bash
 # The emulated-cluster acceptance run (issue 14, items 2 and 3): 4 hosts x 2 ranks in 2 racks,
 # 1 Gbit/s host links, all-reduce 64 KiB-64 MiB with ring, tree and hier measured against the
-# simulator, Open MPI and Gloo on the same namespaces, then the ring at 256 MiB against the link rate
-# (it prints its duration; at load 50 on this 2-core machine the sweep took 10 minutes and
-# 128-256 MiB 17, most of it Open MPI's and Gloo's slow large sizes; quiet, expect 2-3x less).
+# simulator, Open MPI and Gloo on the same namespaces, then 128-256 MiB against the link rate with
+# the ring, hier and the tuner's own choice (`auto`: what a user's call runs) (it prints its
+# duration; quiet, session 11: about 25 minutes, most of it Open MPI's and Gloo's large sizes).
 # Usage (as root, after `cargo build --release -p oxccl-bench`):
 #   bench/scripts/emulate.sh [OUT_DIR]      (default bench/results/emulated)
 # Writes OUT_DIR/emulated-4x2.{txt,csv,json,svg}, -raw.jsonl, -probe.json, emulated-4x2-large.*,
 # load.txt and the cluster file bench/clusters/emulated-4x2.toml (its NIC latency and the
 # machine's shared stack server from the stack probes each sweep runs first: sendrecv rings of
-# all ranks, by host and spread over the hosts, 4 KiB-4 MiB; see the file's description).
+# all ranks, 4 KiB-4 MiB, one message and 8 messages per call; see the file's description).
+# Three trials per size, the median kept: one burst of other load on this shared machine then
+# moves no row.
 # Without namespace permission it prints SKIPPED and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,10 +41,10 @@ else
 fi
 { date -u; uptime; nproc; } > "$out/load.txt"
 "$ox" emulate --hosts 4 --ranks-per-host 2 --hosts-per-rack 2 --link-gbit 1 \
-  -b 64K -e 64M --algo ring,tree,hier --trials 2 "${mpi[@]}" --out-dir "$out"
+  -b 64K -e 64M --algo ring,tree,hier --trials 3 "${mpi[@]}" --out-dir "$out"
 uptime >> "$out/load.txt"
 "$ox" emulate --hosts 4 --ranks-per-host 2 --hosts-per-rack 2 --link-gbit 1 \
-  -b 256M -e 256M --algo ring --trials 1 "${mpi[@]}" --out-dir "$out" --name emulated-4x2-large \
+  -b 128M -e 256M --algo ring,hier,auto --trials 1 "${mpi[@]}" --out-dir "$out" --name emulated-4x2-large \
   --cluster-out "$out/emulated-4x2-large.toml"
 { uptime; date -u; } >> "$out/load.txt"
 echo "# emulate.sh took $(( $(date +%s) - start )) s"

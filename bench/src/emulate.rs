@@ -42,7 +42,8 @@ pub struct Args {
     /// oversubscribed).
     #[arg(long)]
     uplink_gbit: Option<f64>,
-    /// Algorithms, one all-reduce sweep each (forced with --algo in the ranks).
+    /// Algorithms, one all-reduce sweep each (forced with --algo in the ranks; `auto`: the
+    /// tuner's choice per size, what a user's call runs).
     #[arg(long, value_delimiter = ',', default_value = "ring,tree,hier")]
     algo: Vec<String>,
     /// Smallest size (bytes, K/M/G suffixes).
@@ -98,6 +99,13 @@ pub struct Args {
 const STORE_PORT: u16 = 29500;
 /// Port of the probe's server in host 0.
 const PROBE_PORT: u16 = 29400;
+/// Messages each way per call of the stack probe's second run: enough window steps that the
+/// difference from the one-message run is well above the call's own cost and its noise (the
+/// call 70-140 us on 8 ranks over 2 cores, a step 65-80 us at 4 KiB; session 9's window of 2
+/// showed no step at all at that load); at 4 MiB an iteration is then ~0.35-0.5 s.
+const PROBE_WINDOW: usize = 8;
+/// The `--algo` name of the tuner's choice (the ranks get no `--algo`).
+const AUTO: &str = "auto";
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.hosts < 2 || args.ranks_per_host == 0 || args.hosts_per_rack == 0 {
@@ -177,32 +185,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Both probes twice, interleaved, each size's faster run kept: a burst of other load
     // during one run (on this shared machine a size can take 5x its neighbours) then moves
     // neither line, and the two probes see the same machine.
-    for spread in [false, true, false, true] {
-        let rows = stack_probe(&cluster, &args, spread)?;
-        let kept = if spread {
-            &mut probe.stack_spread
-        } else {
+    probe.window = PROBE_WINDOW;
+    for window in [1, PROBE_WINDOW, 1, PROBE_WINDOW] {
+        let rows = stack_probe(&cluster, &args, window)?;
+        let kept = if window == 1 {
             &mut probe.stack
+        } else {
+            &mut probe.stack_window
         };
         *kept = faster_of(kept, &rows);
     }
-    let terms = model::stack_terms(&probe, shape.hosts, args.ranks_per_host).context(
-        "the stack probe's times do not fit a per-message time and a rate (too few sizes, or \
-         times falling with size)",
+    let terms = model::stack_terms(&probe, shape.hosts).context(
+        "the stack probe's times do not fit a per-message time and a rate (too few sizes, a \
+         window no slower than one message, or times falling with size)",
     )?;
     println!(
-        "# stack probes (sendrecv rings of all {} ranks, before the sweep): ranks by host {:.1} us + bytes / {:.1} MB/s ({:.2}x the shaped payload rate), ranks spread {:.1} us + bytes / {:.1} MB/s; so the shared stack server: {:.1} us per message, {:.1} MB/s over all hosts, and {:.1} us of latency; per size (bytes, us): by host {:?}, spread {:?}",
+        "# stack probes (sendrecv rings of all {} ranks by host, before the sweep): 1 message per call {:.1} us + bytes / {:.1} MB/s ({:.2}x the shaped payload rate); each further message of a {}-message call {:.1} us + bytes / {:.1} MB/s (the call's own cost {:.1} us); so the shared stack server: {:.1} us per message, {:.1} MB/s over all hosts; per size (bytes, us): 1 message {:?}, {} messages {:?}",
         args.hosts * args.ranks_per_host,
         terms.alpha1_us,
         terms.beta1 / 1e6,
         terms.beta1 / payload,
-        terms.alpha2_us,
-        terms.beta2 / 1e6,
+        PROBE_WINDOW,
+        terms.step_us,
+        terms.step_rate / 1e6,
+        terms.call_us,
         terms.message_us,
         terms.gb_s * 1e3,
-        terms.latency_us,
         probe.stack,
-        probe.stack_spread
+        PROBE_WINDOW,
+        probe.stack_window
     );
     // Saved at once (before the sweep), so `--replay-probe` can rebuild this run's model.
     std::fs::create_dir_all(&args.out_dir)?;
@@ -238,7 +249,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     // The machine's state after the sweep, for the record (the model never sees it): how far
     // it drifted while the sweep ran.
-    match stack_probe(&cluster, &args, false) {
+    match stack_probe(&cluster, &args, 1) {
         Ok(after) => {
             let list: Vec<String> = after
                 .iter()
@@ -401,28 +412,28 @@ fn probe(cluster: &Cluster) -> anyhow::Result<model::Probe> {
         cross_latency_us: cross.0,
         stream_bytes_per_s: rack.1,
         stack: Vec::new(),
-        stack_spread: Vec::new(),
+        stack_window: Vec::new(),
+        window: 0,
     })
 }
 
 /// The stack's own cost of a message between hosts, with every rank of the run on a host:
-/// `oxccl-bench sendrecv` over all ranks (each sends to the next rank and receives from the
-/// one before, in one group: the traffic of one ring step) at 4 KiB-4 MiB per message, before
-/// any collective is timed. With the ranks by host (as the sweep places them), a host's last
-/// rank sends to the next host's first through both hosts' TCP proxies; `spread` deals the
-/// ranks round-robin over the hosts instead, so every message crosses hosts. It measures what
-/// the shaping and the raw probe cannot: the hand-offs through the proxies and the scheduling
-/// delays when the ranks outnumber the cores. (message bytes, time per iteration in us).
-fn stack_probe(cluster: &Cluster, args: &Args, spread: bool) -> anyhow::Result<Vec<(u64, f64)>> {
+/// `oxccl-bench sendrecv` over all ranks (each sends `window` messages to the next rank and
+/// receives as many from the one before, in one group call: the traffic of `window` ring
+/// steps) at 4 KiB-4 MiB per message, before any collective is timed. The ranks are placed by
+/// host (as the sweep places them), so a host's last rank sends to the next host's first
+/// through both hosts' TCP proxies. It measures what the shaping and the raw probe cannot: the
+/// hand-offs through the proxies and the scheduling delays when the ranks outnumber the
+/// cores; comparing windows separates that from the group call's own cost, which a
+/// collective pays once per call and not per step. (message bytes, time per iteration in us).
+fn stack_probe(cluster: &Cluster, args: &Args, window: usize) -> anyhow::Result<Vec<(u64, f64)>> {
+    let w = window.to_string();
     let sub = [
         "sendrecv", "--json", "-b", "4K", "-e", "4M", "-f", "2", "-n", "0", "-w", "2", "--trials",
-        "3", "-c", "1",
+        "3", "-c", "1", "--window", &w,
     ];
-    let what = format!(
-        "the stack probe (sendrecv, ranks {})",
-        if spread { "spread" } else { "by host" }
-    );
-    let out = run_ranks(cluster, args, &what, &sub, spread)?;
+    let what = format!("the stack probe (sendrecv, window {window})");
+    let out = run_ranks(cluster, args, &what, &sub)?;
     let rows: Vec<(u64, f64)> = out
         .lines()
         .filter(|l| l.starts_with('{'))
@@ -525,15 +536,14 @@ impl Drop for Ranks {
     }
 }
 
-/// One `all-reduce` sweep with `--algo algo` over every host's ranks; rank 0's stdout.
+/// One `all-reduce` sweep with `--algo algo` over every host's ranks (`auto`: no `--algo`,
+/// the tuner's choice per size, as a user's call gets it); rank 0's stdout.
 fn run_job(cluster: &Cluster, args: &Args, algo: &str) -> anyhow::Result<String> {
     let trials = args.trials.to_string();
     let (lo, hi) = (args.min_bytes.to_string(), args.max_bytes.to_string());
-    let sub = [
+    let mut sub = vec![
         "all-reduce",
         "--json",
-        "--algo",
-        algo,
         "-b",
         &lo,
         "-e",
@@ -547,19 +557,15 @@ fn run_job(cluster: &Cluster, args: &Args, algo: &str) -> anyhow::Result<String>
         "--trials",
         &trials,
     ];
-    run_ranks(cluster, args, &format!("--algo {algo}"), &sub, false)
+    if algo != AUTO {
+        sub.extend(["--algo", algo]);
+    }
+    run_ranks(cluster, args, &format!("--algo {algo}"), &sub)
 }
 
 /// Runs `oxccl-bench <sub>` as every rank of every host (rank `r` on host `r /
-/// ranks_per_host`, or with `spread` on host `r mod hosts`); rank 0's stdout. `what` names the
-/// job in errors.
-fn run_ranks(
-    cluster: &Cluster,
-    args: &Args,
-    what: &str,
-    sub: &[&str],
-    spread: bool,
-) -> anyhow::Result<String> {
+/// ranks_per_host`); rank 0's stdout. `what` names the job in errors.
+fn run_ranks(cluster: &Cluster, args: &Args, what: &str, sub: &[&str]) -> anyhow::Result<String> {
     let exe = std::env::current_exe().context("finding this executable")?;
     let p = cluster.shape.hosts * args.ranks_per_host;
     let secret = {
@@ -575,12 +581,7 @@ fn run_ranks(
     let launcher = std::process::id();
     let mut ranks = Ranks(Vec::with_capacity(p));
     for r in 0..p {
-        let hosts = cluster.shape.hosts;
-        let (host, local) = if spread {
-            (r % hosts, r / hosts)
-        } else {
-            (r / args.ranks_per_host, r % args.ranks_per_host)
-        };
+        let (host, local) = (r / args.ranks_per_host, r % args.ranks_per_host);
         let fd = cluster.host_fd(host)?;
         let mut cmd = Command::new(&exe);
         cmd.args(sub)

@@ -1,7 +1,8 @@
 //! `oxccl-bench emulate` on the smallest cluster: 2 hosts (network namespaces) x 2 ranks, one
 //! size, ring. It checks that the sweep ran across the namespaces with every element right
 //! (the ranks check their results and fail otherwise), that the simulator predicted the row,
-//! that the cluster file it wrote has the stack probes' NIC and shared stack, that `--replay`
+//! that the cluster file it wrote has the shared stack of the stack probes (one message and a
+//! window of messages per call), that `--replay`
 //! (with that file, or with one written again from the saved probe) predicts the row again, and
 //! that no namespace is left behind. Where
 //! namespaces cannot be made (no root), the command says SKIPPED and so does this test.
@@ -71,6 +72,19 @@ fn two_hosts_of_two_ranks() {
     // The NIC and the shared stack come from the stack probes run before the sweep, and the
     // file says so.
     assert!(text.contains("sendrecv ring over all 4 ranks"), "{text}");
+    // The server comes from the window's steps, without the group call's own cost.
+    assert!(text.contains("with 1 and with 8 messages"), "{text}");
+    let probe: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("t-probe.json")).expect("the saved probe"),
+    )
+    .expect("valid JSON");
+    assert_eq!(probe["window"], 8, "{probe}");
+    assert!(
+        probe["stack_window"]
+            .as_array()
+            .is_some_and(|a| a.len() >= 2),
+        "{probe}"
+    );
     assert!(text.contains("[network.shared_stack]"), "{text}");
     // A replay of the saved run with the file it wrote predicts the same row again.
     let replay = Command::new(env!("CARGO_BIN_EXE_oxccl-bench"))

@@ -47,74 +47,104 @@ pub struct Probe {
     /// One TCP stream's rate from one host to another, bytes per second (a check of the
     /// shaping, not used by the model).
     pub stream_bytes_per_s: f64,
-    /// The stack probe: (message bytes, microseconds) of a `sendrecv` ring over all the run's
-    /// ranks, through the collectives' own links, one message each way per iteration
-    /// ([`fit_stack`] turns it into a time per message and a rate).
+    /// The stack probe: (message bytes, microseconds per iteration) of a `sendrecv` ring over
+    /// all the run's ranks (rank `r` on host `r / ranks_per_host`, as the sweep places them),
+    /// through the collectives' own links, one message each way per iteration: one group call
+    /// per message, so each iteration also pays the call's own start and completion.
     pub stack: Vec<(u64, f64)>,
-    /// The same ring with the ranks dealt round-robin over the hosts (rank `r` on host `r mod
-    /// hosts`), so that every message crosses hosts, each host's two ranks talking to two
-    /// different ranks of the next host, as `hier`'s rings between nodes do: more messages
-    /// between hosts in flight at once, which splits the first probe's time per message into
-    /// a latency and the stack's per-message work ([`StackTerms`]).
+    /// The same ring with [`Probe::window`] messages each way per iteration, in one group call:
+    /// the messages beyond the first cost what a message pays inside a collective, where the
+    /// steps follow each other within one call ([`stack_terms`] takes the difference).
     #[serde(default)]
-    pub stack_spread: Vec<(u64, f64)>,
+    pub stack_window: Vec<(u64, f64)>,
+    /// Messages per iteration of `stack_window` (0 in a probe saved before there was one).
+    #[serde(default)]
+    pub window: usize,
 }
 
-/// What the two stack probes say about the machine's network stack, under the model the
-/// cluster file states: every message between hosts passes one server all hosts share (the
-/// machine's cores, which run every host's TCP stack and proxies), busy `message_us + bytes /
-/// gb_s` per message, plus a latency no other message waits for. An iteration of the first
-/// probe puts `n1 = hosts` messages between hosts through the server at once, the spread one
-/// `n2 = hosts x ranks_per_host`, so with `(a_i, 1 / b_i)` the fitted time per iteration and
-/// per byte: `a_1 = n1 m + L`, `a_2 = n2 m + L`, `1 / b_1 = n1 / gb_s`.
+/// What the stack probes say about the machine's network stack, under the model the cluster
+/// file states: every message between hosts passes one server all hosts share (the machine's
+/// cores, which run every host's TCP stack and proxies), busy `message_us + bytes / gb_s` per
+/// message. With `n = hosts` messages between hosts in each window step of the ring (a host's
+/// last rank sends to the next host's first), a probe iteration of `w` messages takes `c(b) +
+/// w u(b)`: `c` the group call's own cost, which a collective pays once and not per step, and
+/// `u(b) = n (message_us + b / gb_s)` the server's time for one window step. So `u(b) = (t_w(b)
+/// - t_1(b)) / (w - 1)` per size, and a line fitted to `u` gives the server.
 #[derive(Clone, Debug)]
 pub struct StackTerms {
-    /// The first probe's fit: microseconds per iteration and bytes per second.
+    /// The line fitted to the window steps `u(b)`: microseconds and bytes per second.
+    pub step_us: f64,
+    pub step_rate: f64,
+    /// The window-1 probe's own line (microseconds, bytes per second), for the record.
     pub alpha1_us: f64,
     pub beta1: f64,
-    /// The spread probe's fit.
-    pub alpha2_us: f64,
-    pub beta2: f64,
-    /// The server's busy time per message, microseconds: `(a_2 - a_1) / (n2 - n1)`, at least 0.
+    /// The group call's own cost at the smallest size, microseconds: `t_1 - u` there (the
+    /// probe's per-iteration cost that a collective's step does not pay; not in the model).
+    pub call_us: f64,
+    /// The server's busy time per message, microseconds: `step_us / n`.
     pub message_us: f64,
-    /// The latency of a message between hosts that is not server time: `a_1 - n1 m`.
-    pub latency_us: f64,
-    /// The server's rate over all hosts, GB/s: `n1 b_1`.
+    /// The server's rate over all hosts, GB/s: `n step_rate`.
     pub gb_s: f64,
 }
 
-/// Splits the two stack probes (see [`StackTerms`]); `None` when the first does not fit.
-/// Without a spread fit (a run saved before there was one, or one rank per host, where the two
-/// probes are the same) the split cannot be made: no server time per message, all of `a_1`
-/// latency, and `alpha2_us`, `beta2` NaN.
-pub fn stack_terms(probe: &Probe, hosts: usize, ranks_per_host: usize) -> Option<StackTerms> {
+/// The window steps of the two probes: per size both ran, `(bytes, (t_w - t_1) / (w - 1))`.
+pub fn window_steps(probe: &Probe) -> Vec<(u64, f64)> {
+    if probe.window < 2 {
+        return Vec::new();
+    }
+    probe
+        .stack
+        .iter()
+        .filter_map(|&(b, t1)| {
+            let tw = probe.stack_window.iter().find(|r| r.0 == b)?.1;
+            Some((b, (tw - t1) / (probe.window - 1) as f64))
+        })
+        .collect()
+}
+
+/// Fits the server of [`StackTerms`] to the two probes; `None` when either line does not fit
+/// (see [`fit_stack`]: fewer than two sizes, a window step that is not positive, times that
+/// fall with size), or when the probe has no window run (a probe saved before there was one).
+pub fn stack_terms(probe: &Probe, hosts: usize) -> Option<StackTerms> {
     let (alpha1_us, beta1) = fit_stack(&probe.stack)?;
-    let (n1, n2) = (hosts as f64, (hosts * ranks_per_host) as f64);
-    let (alpha2_us, beta2) = fit_stack(&probe.stack_spread)
-        .filter(|_| n2 > n1)
-        .unwrap_or((f64::NAN, f64::NAN));
-    let message_us = if alpha2_us.is_nan() {
-        0.0
-    } else {
-        ((alpha2_us - alpha1_us) / (n2 - n1)).max(0.0)
-    };
+    let steps = window_steps(probe);
+    let (step_us, step_rate) = fit_stack(&steps)?;
+    let n = hosts.max(1) as f64;
+    let call_us = probe
+        .stack
+        .iter()
+        .min_by_key(|r| r.0)
+        .and_then(|&(b, t1)| {
+            let u = steps.iter().find(|r| r.0 == b)?.1;
+            Some((t1 - u).max(0.0))
+        })
+        .unwrap_or(f64::NAN);
     Some(StackTerms {
+        step_us,
+        step_rate,
         alpha1_us,
         beta1,
-        alpha2_us,
-        beta2,
-        message_us,
-        latency_us: (alpha1_us - n1 * message_us).max(0.0),
-        gb_s: n1 * beta1 / 1e9,
+        call_us,
+        message_us: step_us / n,
+        gb_s: n * step_rate / 1e9,
     })
 }
 
+/// The sizes [`fit_stack`] takes its intercept from: up to this many times the smallest.
+const SMALL: u64 = 4;
+
 /// Fits `t(b) = alpha + b / beta` to the stack probe's (bytes, us) rows with the Theil-Sen
-/// estimator: the slope is the median of the slopes between every two sizes, `alpha` the
-/// median of `t - slope b`. One size hit by a burst of load (on this shared machine a probe
-/// row can be 5x its neighbours) moves a least-squares line a lot and these medians hardly at
-/// all. Returns (alpha in us, beta in bytes per second), or `None` with fewer than two sizes,
-/// a time that is not positive, or no positive slope; a negative `alpha` is clamped to 0.
+/// estimator: the slope is the median of the slopes between every two sizes (on a sweep by
+/// powers of two, mostly pairs with a large size: the rate of large messages), `alpha` the
+/// median of `t - slope b` over the small sizes only, those up to [`SMALL`] times the smallest
+/// (4-16 KiB). At 4 MiB a slope 5% off moves `t - slope b` by thousands of microseconds, at 128
+/// KiB by ~80 (session 11: a median over all sizes gave 3-21 us per message from one machine
+/// within an hour), at 16 KiB by ~10; and the small sizes are where the per-message time
+/// matters, as the large ones are where the rate does. One size hit by a burst of load (on
+/// this shared machine a probe row can be 5x its neighbours) moves a least-squares line a lot
+/// and these medians hardly at all. Returns (alpha in us, beta in bytes per second), or `None`
+/// with fewer than two sizes, a time that is not positive, or no positive slope; a negative
+/// `alpha` is clamped to 0.
 pub fn fit_stack(rows: &[(u64, f64)]) -> Option<(f64, f64)> {
     if rows.len() < 2 || rows.iter().any(|&(_, t)| !(t > 0.0 && t.is_finite())) {
         return None;
@@ -143,7 +173,13 @@ pub fn fit_stack(rows: &[(u64, f64)]) -> Option<(f64, f64)> {
     if slope <= 0.0 || slope.is_nan() {
         return None;
     }
-    let alpha = median(rows.iter().map(|&(b, t)| t - slope * b as f64).collect());
+    let smallest = rows.iter().map(|r| r.0).min()?;
+    let alpha = median(
+        rows.iter()
+            .filter(|r| r.0 <= smallest.saturating_mul(SMALL))
+            .map(|&(b, t)| t - slope * b as f64)
+            .collect(),
+    );
     Some((alpha.max(0.0), 1e6 / slope))
 }
 
@@ -184,21 +220,16 @@ pub fn cluster_spec(
         share_machine(h, shape.hosts, ranks_per_host);
     }
     let shaped_gb_s = Shape::payload_rate(shape.host_bits) / 1e9;
-    // A message between hosts: its NIC is the shaped link (rate from the shaping; latency
-    // from the stack probes, less what the model adds to such a message itself: the two shm
-    // links and, on an oversubscribed host, the receiver's `switch_us`), and the machine's
-    // cores, which every host's stack and proxies share, are one server it passes on its way
-    // (`network.shared_stack`, from the two probes).
-    let terms = stack_terms(probe, shape.hosts, ranks_per_host)
-        .context("the stack probes have no per-message time and rate (see `fit_stack`)")?;
-    let switch_us = host.as_ref().map_or(0.0, |h| {
-        if h.extra_per_core(ranks_per_host) > 0.0 {
-            h.switch_us
-        } else {
-            0.0
-        }
-    });
-    let nic_latency_us = (terms.latency_us - 2.0 * shm.latency_us - switch_us).max(0.0);
+    // A message between hosts: its NIC is the shaped link (rate from the shaping, latency the
+    // raw TCP probe's one-way latency in a rack: the wire and both kernels' stacks), and the
+    // machine's cores, which every host's stack and proxies share, are one server it passes on
+    // its way (`network.shared_stack`, from the window steps of the stack probes: the proxies'
+    // hand-offs and copies, which the raw probe does not see).
+    let terms = stack_terms(probe, shape.hosts).context(
+        "the stack probes have no per-message time and rate (a window run is needed: see \
+         `stack_terms` and `fit_stack`)",
+    )?;
+    let nic_latency_us = probe.rack_latency_us.max(0.0);
     let nic_gb_s = shaped_gb_s;
     let network = NetworkSpec {
         nodes_per_leaf: shape.hosts_per_rack,
@@ -236,17 +267,17 @@ pub fn cluster_spec(
         "Written by `oxccl-bench emulate`: {} hosts ({} per rack) x {ranks_per_host} ranks, host \
          links shaped to {:.3} Gbit/s ({:.4} GB/s of TCP payload at MTU {}: the NIC rate), rack \
          uplinks {:.3} Gbit/s. Probed on the namespaces before the sweep: raw TCP one-way \
-         latency {:.1} us (spine hop {:.1} us: cross-rack less in-rack); the stack's sendrecv \
-         ring over all {} ranks (4 KiB-4 MiB per message, proxies and core sharing included; \
-         each size the faster of two interleaved runs) fits (Theil-Sen) a1 = {:.1} us + bytes \
-         / {:.4} GB/s per iteration (rank r on host r / ranks_per_host: hosts messages between \
-         hosts per iteration), a2 = {:.1} us + bytes / {:.4} GB/s with the ranks spread (rank r \
-         on host r mod hosts: all ranks' messages between hosts). Every message between hosts \
-         passes one server the hosts share (the machine's cores, which run every host's stack \
-         and proxies: network.shared_stack), busy (a2 - a1) / (ranks - hosts) = {:.1} us per \
-         message + bytes / (hosts x rate1 = {:.4} GB/s); the rest of a1, {:.1} us, is \
-         latency: NIC latency {nic_latency_us:.1} us (that less 2 \
-         shm link latencies and switch_us). Shm links, reduction and host model from `{}`, the \
+         latency {:.1} us (the NIC latency; spine hop {:.1} us: cross-rack less in-rack); the \
+         stack's sendrecv ring over all {} ranks (rank r on host r / ranks_per_host, so {} \
+         messages between hosts per step; 4 KiB-4 MiB per message, proxies and core sharing \
+         included; each size the faster of two interleaved runs) with 1 and with {} messages \
+         each way per group call: t_1 fits (Theil-Sen) {:.1} us + bytes / {:.4} GB/s per \
+         iteration, and the window's steps (t_{} - t_1) / {} fit {:.1} us + bytes / {:.4} GB/s \
+         (what a message pays inside one call, as a collective's steps do; the call's own cost, \
+         {:.1} us at 4 KiB, is left out). Every message between hosts passes one server the \
+         hosts share (the machine's cores, which run every host's stack and proxies: \
+         network.shared_stack), busy step / hosts = {:.1} us per message + bytes / (hosts x \
+         step rate = {:.4} GB/s). Shm links, reduction and host model from `{}`, the \
          machine's cores, memory and cache shared by the {} hosts",
         shape.hosts,
         shape.hosts_per_rack,
@@ -257,13 +288,17 @@ pub fn cluster_spec(
         probe.rack_latency_us,
         (probe.cross_latency_us - probe.rack_latency_us).max(0.0),
         shape.hosts * ranks_per_host,
+        shape.hosts,
+        probe.window,
         terms.alpha1_us,
         terms.beta1 / 1e9,
-        terms.alpha2_us,
-        terms.beta2 / 1e9,
+        probe.window,
+        probe.window.saturating_sub(1),
+        terms.step_us,
+        terms.step_rate / 1e9,
+        terms.call_us,
         terms.message_us,
         terms.gb_s,
-        terms.latency_us,
         calibration.name,
         shape.hosts
     );
@@ -519,49 +554,94 @@ mod tests {
         let (a8, b8) = fit_stack(&hit).expect("a fit");
         assert!((a8 - 300.0).abs() < 15.0, "alpha {a8}");
         assert!((b8 - 1e8).abs() / 1e8 < 0.02, "beta {b8}");
+        // Small messages dearer per byte than large ones (0.3 against 0.4 GB/s above 64 KiB):
+        // the slope is the large messages' rate and the intercept makes the small sizes right,
+        // so both ends of the sweep are within 10% (the median over all sizes' residuals
+        // missed 4 KiB by 69%).
+        let bent: Vec<(u64, f64)> = (12..=22)
+            .map(|k| {
+                let b = (1u64 << k) as f64;
+                let t = 20.0 + b.min(65536.0) / 0.3e3 + (b - 65536.0).max(0.0) / 0.4e3;
+                (1u64 << k, t)
+            })
+            .collect();
+        let (ab, bb) = fit_stack(&bent).expect("a fit");
+        for &(b, t) in [bent[0], bent[1], bent[10]].iter() {
+            let fit = ab + b as f64 / (bb / 1e6);
+            assert!((fit / t - 1.0).abs() < 0.1, "{b}: {fit} against {t}");
+        }
         // Times that fall below the line's intercept: alpha clamps at 0.
         let (a0, _) = fit_stack(&[(1 << 20, 10.0), (2 << 20, 30.0)]).expect("a fit");
         assert_eq!(a0, 0.0);
     }
 
-    #[test]
-    fn the_two_probes_split_into_server_time_and_latency() {
-        // 4 hosts x 2 ranks; server 50 us per message and 0.4 GB/s, latency 200 us: the first
-        // probe puts 4 messages through the server per iteration, the spread one 8.
-        let line = |n: f64| -> Vec<(u64, f64)> {
+    /// A probe of 4 hosts whose iteration of `w` messages costs a call of `call` us plus `w`
+    /// window steps through a server of 12 us per message and 0.4 GB/s (4 messages a step).
+    fn probe_of(call: f64, w: usize) -> Probe {
+        let line = |w: f64| -> Vec<(u64, f64)> {
             (12..=22)
                 .map(|k| {
                     let b = (1u64 << k) as f64;
-                    (1u64 << k, n * (50.0 + b / 0.4e3) + 200.0)
+                    (1u64 << k, call + w * 4.0 * (12.0 + b / 0.4e3))
                 })
                 .collect()
         };
-        let mut probe = Probe {
+        Probe {
             rack_latency_us: 10.0,
             cross_latency_us: 12.0,
             stream_bytes_per_s: 1.2e8,
-            stack: line(4.0),
-            stack_spread: line(8.0),
-        };
-        let t = stack_terms(&probe, 4, 2).expect("terms");
-        assert!((t.message_us - 50.0).abs() < 1e-6, "{t:?}");
-        assert!((t.latency_us - 200.0).abs() < 1e-6, "{t:?}");
+            stack: line(1.0),
+            stack_window: line(w as f64),
+            window: w,
+        }
+    }
+
+    #[test]
+    fn the_window_steps_give_the_server_without_the_calls_cost() {
+        let probe = probe_of(150.0, 8);
+        let t = stack_terms(&probe, 4).expect("terms");
+        assert!((t.message_us - 12.0).abs() < 1e-6, "{t:?}");
         assert!((t.gb_s - 0.4).abs() < 1e-9, "{t:?}");
-        assert!((t.beta2 - t.beta1 / 2.0).abs() / t.beta1 < 1e-9, "{t:?}");
-        // A spread probe no slower than the first: no server time, all latency.
-        probe.stack_spread = probe.stack.clone();
-        let t = stack_terms(&probe, 4, 2).expect("terms");
-        assert_eq!(t.message_us, 0.0);
-        assert!((t.latency_us - t.alpha1_us).abs() < 1e-9);
-        // One rank per host: the two probes are the same ring, nothing to split.
-        probe.stack_spread = line(8.0);
-        let t = stack_terms(&probe, 4, 1).expect("terms");
-        assert!(t.alpha2_us.is_nan() && t.message_us == 0.0, "{t:?}");
-        probe.stack_spread.truncate(1);
-        let t = stack_terms(&probe, 4, 2).expect("the first probe alone");
-        assert!(t.alpha2_us.is_nan() && t.message_us == 0.0, "{t:?}");
-        probe.stack.truncate(1);
-        assert!(stack_terms(&probe, 4, 2).is_none());
+        assert!((t.call_us - 150.0).abs() < 1e-6, "{t:?}");
+        // The window-1 line alone holds the call: its intercept is call + 4 x 12.
+        assert!((t.alpha1_us - 198.0).abs() < 1e-6, "{t:?}");
+        // The call's cost does not reach the server, however large.
+        let t2 = stack_terms(&probe_of(900.0, 8), 4).expect("terms");
+        assert!((t2.message_us - 12.0).abs() < 1e-6, "{t2:?}");
+        // Another window measures the same server.
+        let t4 = stack_terms(&probe_of(150.0, 4), 4).expect("terms");
+        assert!((t4.message_us - 12.0).abs() < 1e-6 && (t4.gb_s - 0.4).abs() < 1e-9);
+        // One size of the window run 5x slower (a burst of load): the fit hardly moves.
+        let mut hit = probe.clone();
+        hit.stack_window[3].1 *= 5.0;
+        let th = stack_terms(&hit, 4).expect("terms");
+        assert!((th.message_us - 12.0).abs() < 3.0, "{th:?}");
+        assert!((th.gb_s - 0.4).abs() / 0.4 < 0.05, "{th:?}");
+    }
+
+    #[test]
+    fn the_window_fit_refuses_what_it_cannot_split() {
+        // A probe saved before the window run (no window, or window 1): nothing to split.
+        let mut old = probe_of(150.0, 8);
+        old.window = 0;
+        assert!(stack_terms(&old, 4).is_none());
+        old.window = 1;
+        assert!(stack_terms(&old, 4).is_none());
+        // A window no slower than one message per call: no positive step.
+        let mut flat = probe_of(150.0, 8);
+        flat.stack_window = flat.stack.clone();
+        assert!(stack_terms(&flat, 4).is_none());
+        // Window sizes that the first run does not have: no steps.
+        let mut apart = probe_of(150.0, 8);
+        for r in &mut apart.stack_window {
+            r.0 += 1;
+        }
+        assert!(window_steps(&apart).is_empty());
+        assert!(stack_terms(&apart, 4).is_none());
+        // One size only.
+        let mut one = probe_of(150.0, 8);
+        one.stack.truncate(1);
+        assert!(stack_terms(&one, 4).is_none());
     }
 
     #[test]
