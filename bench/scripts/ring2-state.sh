@@ -39,16 +39,16 @@ for r in $(seq 1 "$rounds"); do
     tmp=$(mktemp)
     case $v in
       mpi)
-        ${PRIO:-} $MPIRUN -np 2 "$MPIBIN" allreduce -b "$(bytes "$MIN")" -e "$(bytes "$MAX")" |
+        ${PRIO:-} $MPIRUN -np ${NP:-2} "$MPIBIN" allreduce -b "$(bytes "$MIN")" -e "$(bytes "$MAX")" |
           awk '$1 ~ /^[0-9]+$/ && NF >= 6 {printf "{\"bytes\":%s,\"time_us\":%s,\"busbw_gbps\":%s}\n", $1, $4, $6}' >"$tmp" ;;
       main)
-        ${PRIO:-} $MPIRUN -np 2 "$BASE" all-reduce -b "$MIN" -e "$MAX" --json >"$tmp" ;;
+        ${PRIO:-} $MPIRUN -np ${NP:-2} "$BASE" all-reduce -b "$MIN" -e "$MAX" --json >"$tmp" ;;
       *)
         name=${v%%=*}; envs=${v#*=}
         [ "$name" = "$v" ] && envs="OXCCL_RING_NT=$v"
         IFS=, read -ra kv <<<"$envs"
         xs=(); for e in "${kv[@]}"; do xs+=(-x "$e"); done
-        ${PRIO:-} $MPIRUN "${xs[@]}" -np 2 "$NEW" all-reduce -b "$MIN" -e "$MAX" --json >"$tmp" ;;
+        ${PRIO:-} $MPIRUN "${xs[@]}" -np ${NP:-2} "$NEW" all-reduce -b "$MIN" -e "$MAX" --json >"$tmp" ;;
     esac
     p1=$(state)
     python3 - "$tmp" "${v%%=*}" "$r" "$p0" "$p1" >>"$out/runs.jsonl" <<'PY'

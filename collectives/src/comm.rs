@@ -183,12 +183,9 @@ impl Communicator {
         let idle_policy = options.idle_policy(threads, cores);
         let abort_flag = Arc::new(AtomicBool::new(false));
         let mut engine = Engine::new(rank, links, options.timeout, idle_policy);
-        // Non-temporal ring writes only pay where every peer runs on another core: not where
-        // the host has more ranks than cores (`exec/stores.rs`; a split's child takes its
-        // parent's choice, as for the idle policy).
-        if options.ring_nt == oxccl_transport::stream::RingNt::Call
-            && host_ranks <= crate::options::host_cores(cores)
-        {
+        // Each call's ring writes take the stores its kind and size ran fastest with
+        // (`exec/stores.rs`), whether or not the host has a core per rank.
+        if options.ring_nt == oxccl_transport::stream::RingNt::Call {
             engine.call_stores = Some(Default::default());
         }
         engine.abort_flag = abort_flag.clone();

@@ -243,8 +243,8 @@ impl Communicator {
         {
             let mut state = child.inner.state.lock().unwrap_or_else(|p| p.into_inner());
             state.engine.idle_policy = idle;
-            // Likewise the per-call choice of stores (`exec/stores.rs`): only where the
-            // parent's ranks each have a core.
+            // Likewise the per-call choice of stores (`exec/stores.rs`), with its own record:
+            // the child's calls are other calls.
             state.engine.call_stores = chooses_stores.then(Default::default);
         }
         Ok(Some(child))

@@ -2,8 +2,8 @@
 //! `exec/stores.rs`): whichever kind of store each call's ring writes take, every collective
 //! gets the same results. The choice's sequence is fixed by the count of calls of a kind and
 //! size class (the first 5 alternate, ordinary first, then the faster with a try of the other
-//! every 32nd), so repeating each call 4 times runs it with both kinds; on shm with 2 ranks (each
-//! with a core of its own on a host of 2 cores or more, where the choice is on) and with
+//! every 32nd), so repeating each call 4 times runs it with both kinds; on shm with 2 ranks and
+//! with 4 (more ranks than this machine's cores: the choice is on there too), and with
 //! `OXCCL_RING_NT=on` and `off` (one call each) for comparison. Reductions are checked on every element against
 //! the reference (`common::check`: exact integer-valued inputs, float tolerance
 //! `common::tolerance`), moved data bit for bit.
@@ -20,12 +20,12 @@ const COUNTS: [usize; 3] = [5_000, 70_001, 600_000];
 /// Each call repeated, so that both kinds of store are used (`exec/stores.rs`).
 const REPEATS: u64 = 4;
 
-fn run(ring_nt: RingNt, repeats: u64) {
+fn run(ring_nt: RingNt, repeats: u64, ranks: usize) {
     let options = Options {
         ring_nt,
         ..Options::default()
     };
-    on_ranks(2, LocalTransport::Shm, options, move |comm| {
+    on_ranks(ranks, LocalTransport::Shm, options, move |comm| {
         let (me, p) = (comm.rank(), comm.size());
         for dtype in DTYPES {
             for n in COUNTS {
@@ -56,11 +56,16 @@ fn run(ring_nt: RingNt, repeats: u64) {
 
 #[test]
 fn collectives_are_right_with_the_stores_chosen_per_call() {
-    run(RingNt::Call, REPEATS);
+    run(RingNt::Call, REPEATS, 2);
+}
+
+#[test]
+fn collectives_are_right_with_the_stores_chosen_per_call_on_4_ranks() {
+    run(RingNt::Call, REPEATS, 4);
 }
 
 #[test]
 fn collectives_are_right_with_fixed_stores() {
-    run(RingNt::On, 1);
-    run(RingNt::Off, 1);
+    run(RingNt::On, 1, 2);
+    run(RingNt::Off, 1, 2);
 }

@@ -15,10 +15,12 @@
 //! kind is measured twice; then the kind with the faster moving speed, with a try of the
 //! other every [`EXPLORE_EVERY`]th call. The sequence depends
 //! only on the count of such calls, which every rank of the communicator makes alike, so the
-//! ranks try together and each sees the effect of both ends' choice. Only where each rank has
-//! a core of its own: where ranks share a core, a peer on the same core reads the ring from
-//! the cache, and non-temporal stores only add a trip through memory (4 ranks on 2 cores,
-//! session 9: no gain, some losses).
+//! ranks try together and each sees the effect of both ends' choice. Also where ranks share
+//! the cores: a peer on the same core would read the ring from the cache, but the ranks are
+//! not pinned and most steps cross cores; per write (`auto`, `on`) non-temporal stores lost
+//! there (4 ranks on 2 cores, session 9), per call they won in the slow state and kept the
+//! fast state's speed (4 ranks, session 11: 1.24-1.73x of Open MPI at 64 KiB-16 MiB against
+//! 0.56-0.91x with ordinary stores alone; `bench/RESULTS.md`, "Session 11").
 
 use std::collections::HashMap;
 use std::time::Duration;
