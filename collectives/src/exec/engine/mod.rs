@@ -173,6 +173,8 @@ pub(crate) struct Engine {
     /// Per-peer progress of [`Engine::exchange_all`], kept to avoid allocating per call.
     small_sent: Vec<usize>,
     small_got: Vec<usize>,
+    /// The peers [`Engine::exchange_all`] still waits on, refilled before each idle round.
+    small_waiting: Vec<usize>,
     /// Set by [`crate::Communicator::abort`] from any thread.
     pub abort_flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Where the ranks tell each other who failed first.
@@ -257,6 +259,7 @@ impl Engine {
             mine: Header::default(),
             small_sent: Vec::with_capacity(p),
             small_got: Vec::with_capacity(p),
+            small_waiting: Vec::with_capacity(p),
             abort_flag: Default::default(),
             blame: crate::link::blame::Board::nowhere(),
             pull_from: 0,
@@ -640,12 +643,27 @@ impl Engine {
             if progressed {
                 w.progress();
             } else {
+                // Only the peers we still send to or receive from: one that has taken our
+                // message and given us its own may finish the call and exit, which is no
+                // failure (the emulated cluster's ranks did, while a peer behind a TCP proxy
+                // was still on its way, and the liveness check named the one that had left).
+                let mut waiting = std::mem::take(&mut self.small_waiting);
+                waiting.clear();
+                waiting.extend(
+                    peers
+                        .iter()
+                        .enumerate()
+                        .filter(|&(k, _)| self.small_got[k] < len || self.small_sent[k] < msg.len())
+                        .map(|(_, &q)| q),
+                );
                 let blame = peers
                     .iter()
                     .enumerate()
                     .find(|&(k, _)| self.small_got[k] < len)
                     .map(|(_, &q)| q);
-                self.idle(&mut w, peers, blame)?;
+                let r = self.idle(&mut w, &waiting, blame);
+                self.small_waiting = waiting;
+                r?;
             }
         }
         Ok(())
