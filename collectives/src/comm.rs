@@ -178,8 +178,7 @@ impl Communicator {
         // as yielding at once (bench/RESULTS.md, issue 14, session 10).
         // (A split's child then takes its parent's: `split.rs`.)
         let proxies = kinds.iter().flatten().filter(|k| k.has_proxy()).count();
-        let host_ranks = options.host_ranks(local.len());
-        let threads = host_ranks * (1 + proxies);
+        let threads = options.host_ranks(local.len()) * (1 + proxies);
         let idle_policy = options.idle_policy(threads, cores);
         let abort_flag = Arc::new(AtomicBool::new(false));
         let mut engine = Engine::new(rank, links, options.timeout, idle_policy);

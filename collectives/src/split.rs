@@ -221,11 +221,10 @@ impl Communicator {
             },
         )?;
         drop(used);
-        let (blame, (idle, chooses_stores)) = {
+        let (blame, idle) = {
             let state = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
             let blame = state.engine.blame.child(&format!("{nth}.{my_color}"));
-            let chooses_stores = state.engine.call_stores.is_some();
-            (blame, (state.engine.idle_policy, chooses_stores))
+            (blame, state.engine.idle_policy)
         };
         let child = Communicator::build(
             crank,
@@ -240,13 +239,15 @@ impl Communicator {
         // with its own members: it waits as the parent does. (Counting only its members, two
         // 2-rank children of a 4-rank job on 2 cores spun, each taking the core its peer
         // needed: 0.3 GB/s against 8 at 64 KiB in some runs; bench/RESULTS.md, session 9.)
-        {
-            let mut state = child.inner.state.lock().unwrap_or_else(|p| p.into_inner());
-            state.engine.idle_policy = idle;
-            // Likewise the per-call choice of stores (`exec/stores.rs`), with its own record:
-            // the child's calls are other calls.
-            state.engine.call_stores = chooses_stores.then(Default::default);
-        }
+        // (Its per-call choice of stores, `exec/stores.rs`, follows from the options it was
+        // built with, as the parent's did, with a record of its own calls.)
+        child
+            .inner
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .engine
+            .idle_policy = idle;
         Ok(Some(child))
     }
 

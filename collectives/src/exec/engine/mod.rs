@@ -647,20 +647,19 @@ impl Engine {
                 // message and given us its own may finish the call and exit, which is no
                 // failure (the emulated cluster's ranks did, while a peer behind a TCP proxy
                 // was still on its way, and the liveness check named the one that had left).
+                // A timeout names the first of them we still receive from.
                 let mut waiting = std::mem::take(&mut self.small_waiting);
                 waiting.clear();
-                waiting.extend(
-                    peers
-                        .iter()
-                        .enumerate()
-                        .filter(|&(k, _)| self.small_got[k] < len || self.small_sent[k] < msg.len())
-                        .map(|(_, &q)| q),
-                );
-                let blame = peers
-                    .iter()
-                    .enumerate()
-                    .find(|&(k, _)| self.small_got[k] < len)
-                    .map(|(_, &q)| q);
+                let mut blame = None;
+                for (k, &q) in peers.iter().enumerate() {
+                    let receiving = self.small_got[k] < len;
+                    if receiving && blame.is_none() {
+                        blame = Some(q);
+                    }
+                    if receiving || self.small_sent[k] < msg.len() {
+                        waiting.push(q);
+                    }
+                }
                 let r = self.idle(&mut w, &waiting, blame);
                 self.small_waiting = waiting;
                 r?;
