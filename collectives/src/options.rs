@@ -1,6 +1,7 @@
 //! Communicator settings, from `OXCCL_*` environment variables or set in code.
 
 use crate::error::{Error, Result};
+use oxccl_transport::stream::Choice;
 use std::time::Duration;
 
 /// Which link to use between two ranks of one host.
@@ -71,7 +72,7 @@ pub enum LocalTransport {
 /// | `OXCCL_NET` | network fabric across hosts: `tcp` or `rdma` | `tcp` |
 /// | `OXCCL_RING_BYTES` | shared-memory ring size per direction (power of two) | 1048576 |
 /// | `OXCCL_SINGLE_COPY_MIN` | sends and receives between ranks of one host of at least this many bytes are copied once, by the receiver, straight out of the sender's memory (`process_vm_readv`; a plain copy between thread ranks) when the sender finds that faster; a collective's messages (never a reduction's) only from the larger of this and [`COLLECTIVE_SINGLE_COPY_MIN`]; `0` turns it off | 8192 |
-/// | `OXCCL_SINGLE_COPY_CHOICE` | how the sender of such a message chooses: `auto` (pulled or through the ring, whichever the receiver measured faster for its size lately), `pull` (always pulled), `stream` (always through the ring) | `auto` |
+/// | `OXCCL_SINGLE_COPY_CHOICE` | how the sender of such a message chooses: `auto` (pulled, through the ring, or through the ring with non-temporal stores, whichever the receiver measured fastest for its size lately), `pull` (always pulled), `stream` (always through the ring), `stream-nt` (always through the ring, non-temporal stores) | `auto`, or `pull` when the host's ranks outnumber the cores they may run on |
 /// | `OXCCL_SMALL_BYTES` | all-reduce up to this size sends the whole vector to every peer | 16384 |
 /// | `OXCCL_SPIN` | idle polls before a waiting rank yields its core | 2000, or 0 (yield at once) when the host's ranks outnumber the cores they may run on |
 /// | `OXCCL_YIELD_US` | microseconds a waiting rank yields its core before it sleeps on its links' doorbells | 200 |
@@ -101,8 +102,9 @@ pub struct Options {
     /// collective's messages from [`COLLECTIVE_SINGLE_COPY_MIN`]) may be copied once, straight
     /// out of the sender's memory (0: off; see `oxccl_transport::stream::large`).
     pub single_copy_min: usize,
-    /// Pulled or through the ring, per message (`OXCCL_SINGLE_COPY_CHOICE`).
-    pub single_copy_choice: oxccl_transport::stream::Choice,
+    /// Pulled or through the ring, per message (`OXCCL_SINGLE_COPY_CHOICE`); `None`: chosen
+    /// from the number of local ranks and cores ([`Options::single_copy_choice_on`]).
+    pub single_copy_choice: Option<oxccl_transport::stream::Choice>,
     /// Which ring writes without a header take non-temporal stores (`OXCCL_RING_NT`).
     pub ring_nt: oxccl_transport::stream::RingNt,
     pub small_bytes: usize,
@@ -131,7 +133,7 @@ impl Default for Options {
             net: NetChoice::Tcp,
             ring_bytes: 1 << 20,
             single_copy_min: oxccl_transport::stream::DEFAULT_SINGLE_COPY_MIN,
-            single_copy_choice: oxccl_transport::stream::Choice::Auto,
+            single_copy_choice: None,
             ring_nt: oxccl_transport::stream::RingNt::Off,
             small_bytes: 16 << 10,
             spin: None,
@@ -214,8 +216,9 @@ impl Options {
                 s.max(oxccl_transport::stream::MIN_SINGLE_COPY)
             };
         }
-        o.single_copy_choice = oxccl_transport::stream::single_copy_choice_from_env()
-            .map_err(|e| Error::Env(e.to_string()))?;
+        if let Some(c) = get("OXCCL_SINGLE_COPY_CHOICE") {
+            o.single_copy_choice = Some(c.parse().map_err(|e| Error::Env(format!("{e}")))?);
+        }
         o.ring_nt =
             oxccl_transport::stream::ring_nt_from_env().map_err(|e| Error::Env(e.to_string()))?;
         if let Some(s) = num("OXCCL_SMALL_BYTES")? {
@@ -277,7 +280,7 @@ impl Options {
     /// (its ranks' executors and their network proxies) and can run on `cores` cores together
     /// (the union of the ranks' CPU masks in the map; 0 if unknown).
     pub(crate) fn idle_policy(&self, threads: usize, cores: usize) -> IdlePolicy {
-        let oversubscribed = threads > host_cores(cores);
+        let oversubscribed = oversubscribed(threads, cores);
         IdlePolicy {
             // A few microseconds of polling covers a peer that is running; past that, the
             // peer is probably descheduled and the core is better given away. With more ranks
@@ -293,6 +296,32 @@ impl Options {
             yield_for: self.yield_for.unwrap_or(DEFAULT_YIELD),
         }
     }
+
+    /// How the sender of a large message to a rank of this host chooses its path
+    /// (`OXCCL_SINGLE_COPY_CHOICE`), where `oversubscribed` says that the host's threads
+    /// outnumber its cores ([`oversubscribed`]). Unset, it is `auto`, except on an
+    /// oversubscribed host, where it is `pull`: `auto` follows the receiver's wall-clock
+    /// measurements of each path, and where ranks share cores these measure mostly which rank
+    /// was descheduled during the message (4 ranks on 2 cores, 1 MiB messages: the faster path
+    /// flipped every few messages between speeds of 0.5 and 7 GB/s), so it kept taking slow
+    /// paths. Measured side by side with Open MPI (4 ranks on 2 cores, 5 interleaved rounds,
+    /// 256 KiB-16 MiB, `p2p-variants.sh`): all-to-all-v 0.96-1.46x with `pull` against
+    /// 0.56-1.07x with `auto`, sendrecv 0.96-1.41x against 0.79-1.61x; the all-reduce of 4
+    /// ranks (whose pulled messages are its all-gather's) 1.8-5.2x either way
+    /// (bench/RESULTS.md, session 12).
+    pub(crate) fn single_copy_choice_on(&self, oversubscribed: bool) -> Choice {
+        self.single_copy_choice.unwrap_or(if oversubscribed {
+            Choice::Pull
+        } else {
+            Choice::Auto
+        })
+    }
+}
+
+/// Whether the `threads` threads of a host that want a core (its ranks' executors and their
+/// network proxies) outnumber the `cores` cores they may run on (0: unknown, [`host_cores`]).
+pub(crate) fn oversubscribed(threads: usize, cores: usize) -> bool {
+    threads > host_cores(cores)
 }
 
 /// The cores a host's ranks can run on: the union of their masks in the map (`cores`), or, where
@@ -347,6 +376,28 @@ mod tests {
             read("lots").is_err(),
             "a value that is not a number is an error"
         );
+    }
+
+    #[test]
+    fn oversubscribed_hosts_pull_large_messages_unless_told_otherwise() {
+        use oxccl_transport::stream::Choice;
+        let unset = Options::default();
+        assert_eq!(unset.single_copy_choice_on(false), Choice::Auto);
+        assert_eq!(unset.single_copy_choice_on(true), Choice::Pull);
+        for (text, choice) in [
+            ("auto", Choice::Auto),
+            ("pull", Choice::Pull),
+            ("stream", Choice::Stream),
+            ("stream-nt", Choice::StreamNt),
+        ] {
+            let set = with("OXCCL_SINGLE_COPY_CHOICE", text).unwrap();
+            for crowded in [false, true] {
+                assert_eq!(set.single_copy_choice_on(crowded), choice, "{text} {crowded}");
+            }
+        }
+        let err = with("OXCCL_SINGLE_COPY_CHOICE", "fastest").unwrap_err();
+        assert!(err.to_string().contains("OXCCL_SINGLE_COPY_CHOICE"), "{err}");
+        assert!(super::oversubscribed(3, 2) && !super::oversubscribed(2, 2));
     }
 
     #[test]
