@@ -134,7 +134,7 @@ impl Default for Options {
             ring_bytes: 1 << 20,
             single_copy_min: oxccl_transport::stream::DEFAULT_SINGLE_COPY_MIN,
             single_copy_choice: None,
-            ring_nt: oxccl_transport::stream::RingNt::Off,
+            ring_nt: oxccl_transport::stream::RingNt::default(),
             small_bytes: 16 << 10,
             spin: None,
             yield_for: None,
@@ -219,8 +219,9 @@ impl Options {
         if let Some(c) = get("OXCCL_SINGLE_COPY_CHOICE") {
             o.single_copy_choice = Some(c.parse().map_err(|e| Error::Env(format!("{e}")))?);
         }
-        o.ring_nt =
-            oxccl_transport::stream::ring_nt_from_env().map_err(|e| Error::Env(e.to_string()))?;
+        if let Some(v) = get("OXCCL_RING_NT") {
+            o.ring_nt = v.parse().map_err(|e| Error::Env(format!("{e}")))?;
+        }
         if let Some(s) = num("OXCCL_SMALL_BYTES")? {
             o.small_bytes = s as usize;
         }
@@ -379,7 +380,7 @@ mod tests {
     }
 
     #[test]
-    fn oversubscribed_hosts_pull_large_messages_unless_told_otherwise() {
+    fn oversubscribed_hosts_pull_large_messages_unless_told_otherwise_and_defaults_agree() {
         use oxccl_transport::stream::Choice;
         let unset = Options::default();
         assert_eq!(unset.single_copy_choice_on(false), Choice::Auto);
@@ -395,6 +396,12 @@ mod tests {
                 assert_eq!(set.single_copy_choice_on(crowded), choice, "{text} {crowded}");
             }
         }
+        // The documented defaults hold for options built in code as for those read from an
+        // empty environment.
+        let empty = Options::from_vars(|_| None).unwrap();
+        assert_eq!(empty.ring_nt, oxccl_transport::stream::RingNt::Call);
+        assert_eq!(unset.ring_nt, empty.ring_nt);
+        assert_eq!(unset.single_copy_choice, empty.single_copy_choice);
         let err = with("OXCCL_SINGLE_COPY_CHOICE", "fastest").unwrap_err();
         assert!(err.to_string().contains("OXCCL_SINGLE_COPY_CHOICE"), "{err}");
         assert!(super::oversubscribed(3, 2) && !super::oversubscribed(2, 2));
