@@ -393,7 +393,11 @@ mod tests {
         ] {
             let set = with("OXCCL_SINGLE_COPY_CHOICE", text).unwrap();
             for crowded in [false, true] {
-                assert_eq!(set.single_copy_choice_on(crowded), choice, "{text} {crowded}");
+                assert_eq!(
+                    set.single_copy_choice_on(crowded),
+                    choice,
+                    "{text} {crowded}"
+                );
             }
         }
         // The documented defaults hold for options built in code as for those read from an
@@ -403,7 +407,10 @@ mod tests {
         assert_eq!(unset.ring_nt, empty.ring_nt);
         assert_eq!(unset.single_copy_choice, empty.single_copy_choice);
         let err = with("OXCCL_SINGLE_COPY_CHOICE", "fastest").unwrap_err();
-        assert!(err.to_string().contains("OXCCL_SINGLE_COPY_CHOICE"), "{err}");
+        assert!(
+            err.to_string().contains("OXCCL_SINGLE_COPY_CHOICE"),
+            "{err}"
+        );
         assert!(super::oversubscribed(3, 2) && !super::oversubscribed(2, 2));
     }
 
