@@ -105,8 +105,9 @@ pub struct Args {
     /// Size increment between sizes when -f is 1.
     #[arg(short = 'i', long = "stepbytes", default_value = "1M", value_parser = crate::sizes::parse_size)]
     step_bytes: usize,
-    /// Timed iterations per size (0: enough for about 0.1 s).
-    #[arg(short = 'n', long = "iters", default_value_t = 20)]
+    /// Timed iterations per size and trial (0: enough for about 0.25 s over all trials, as
+    /// Open MPI's side of the comparisons; nccl-tests' fixed count is `-n 20`).
+    #[arg(short = 'n', long = "iters", default_value_t = 0)]
     iters: usize,
     /// Warm-up iterations.
     #[arg(short = 'w', long = "warmup_iters", default_value_t = 5)]
@@ -159,8 +160,8 @@ pub struct Args {
     #[arg(short = 'T', long = "timeout")]
     timeout: Option<u64>,
     /// Repeat each timed loop this many times and report the median (an oxccl extension for
-    /// noisy machines; 1 is nccl-tests' single loop).
-    #[arg(long, default_value_t = 1)]
+    /// noisy machines, as Open MPI's side of the comparisons; 1 is nccl-tests' single loop).
+    #[arg(long, default_value_t = crate::sizes::TRIALS)]
     trials: usize,
     /// Write every timed call's wall time to `PREFIX.rank<R>` (one line per call: size in bytes,
     /// in_place 0/1, trial, call, milliseconds), to tell a slow phase from a few outliers in
@@ -723,7 +724,8 @@ fn sweep(
             } else {
                 let (one, _) = time_calls(comm, &c, &mut b, &mut group, 1, 1, false, None)?;
                 let one = over_ranks(comm, one, 3)?;
-                ((0.1 / one.max(1e-9)) as usize).clamp(1, 1_000_000)
+                let per_trial = crate::sizes::TARGET_SECS / args.trials.max(1) as f64;
+                ((per_trial / one.max(1e-9)) as usize).clamp(1, 1_000_000)
             };
             let mut trials = Vec::with_capacity(args.trials.max(1));
             for trial in 0..args.trials.max(1) {

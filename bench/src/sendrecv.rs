@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     window: usize,
     /// Timed loops per size; the median is reported.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = crate::sizes::TRIALS)]
     trials: usize,
     /// Check the first iteration's data (1) or not (0).
     #[arg(short = 'c', long = "check", default_value_t = 1)]
@@ -48,12 +48,6 @@ pub struct Args {
     #[arg(long)]
     json: bool,
 }
-
-/// Seconds of timed iterations per size, over all trials: `mpi_sendrecv.c`'s default `-T`,
-/// so that both sides of `compare-groups.sh` time trials of the same length. (At 0.1 s a
-/// 4-rank 8 MiB trial on a loaded machine was 2 iterations against Open MPI's 5: the skew of
-/// the ranks leaving the barrier before each trial, and any preemption, weighed 2.5x more.)
-const TARGET_SECS: f64 = 0.25;
 
 /// Byte `i` of what `from` sends: differs per sender and position.
 fn byte(from: usize, i: usize) -> u8 {
@@ -123,7 +117,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let iters = if args.iters > 0 {
             args.iters
         } else {
-            ((TARGET_SECS / args.trials as f64 / one.max(1e-9)) as usize).clamp(2, 100_000)
+            ((crate::sizes::TARGET_SECS / args.trials as f64 / one.max(1e-9)) as usize)
+                .clamp(2, 100_000)
         };
         let mut trials = Vec::with_capacity(args.trials);
         for _ in 0..args.trials {

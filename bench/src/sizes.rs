@@ -1,5 +1,22 @@
 //! Sizes and counts from the command line (`-b`, `-e`, `-f`): parsed without wrapping, swept
-//! with guaranteed progress, and bounded before anything is allocated.
+//! with guaranteed progress, and bounded before anything is allocated; and how long each size
+//! is timed by default.
+
+/// Seconds of timed iterations per size (and per placement, in or out of place), over all
+/// trials, where `-n 0` (the default of the collective sweeps and of `sendrecv`) lets the
+/// iteration count follow from one call's time: the default `-T` of Open MPI's sides in
+/// `../shared/peers/mpi_allreduce.c` and `bench/scripts/mpi_sendrecv.c`, so that both sides of a
+/// comparison time trials of the same length. With a fixed count, a small or medium size was
+/// timed for a millisecond or two, and whatever else ran then counted in full: the launcher
+/// forwarding the previous size's line of output, in the run right after it (2-rank all-reduce,
+/// 20 iterations: 1 MiB took 60-1295 us from run to run, against 60-119 us in 5 trials of
+/// 0.05 s; bench/RESULTS.md, session 12). At 0.1 s a 4-rank 8 MiB `sendrecv` trial on a loaded
+/// machine was 2 iterations against Open MPI's 5: the skew of the ranks leaving the barrier
+/// before each trial, and any preemption, weighed 2.5x more.
+pub const TARGET_SECS: f64 = 0.25;
+
+/// Timed loops per size by default, the median reported: as Open MPI's sides.
+pub const TRIALS: usize = 5;
 
 /// The largest buffer size `-b`/`-e` accept: 16 GiB, above any one rank's buffer on the
 /// machines this runs on; larger requests are refused before allocating, not aborted on.

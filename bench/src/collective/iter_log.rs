@@ -34,7 +34,7 @@ impl IterLog {
             let ms = end.duration_since(last).as_secs_f64() * 1e3;
             writeln!(
                 self.out,
-                "{size} {} {trial} {i} {ms:.3}",
+                "{size} {} {trial} {i} {ms:.6}",
                 u8::from(in_place)
             )?;
             last = end;
