@@ -26,10 +26,13 @@ use std::time::{Duration, Instant};
 use super::ring::SIZE_CLASSES;
 use crate::error::{Error, Result};
 
-/// Least time between two tries of the slower path for one size class.
+/// Least time between two tries of a slower path for one size class.
 pub(crate) const EXPLORE_EVERY: Duration = Duration::from_millis(20);
-/// A try of the slower path comes at most once per this many messages' worth of time at the
-/// faster path's speed (so a try of a path 5x slower costs at most ~4% of the time).
+/// A try of a slower path comes at most once per this many of its own messages' time, so that
+/// each slower path costs at most 1/`EXPLORE_SHARE` of the time, however slow it is. (Spaced
+/// by the faster path's time instead, the two rings of the slow state, 3-5x slower than a
+/// pull there, cost 4-8% together: 2-rank sendrecv at 4-8 MiB ran at 0.91x of Open MPI
+/// choosing, 0.97-1.03x always pulling; bench/RESULTS.md, session 12.)
 pub(crate) const EXPLORE_SHARE: u32 = 100;
 
 /// How the sender chooses (`OXCCL_SINGLE_COPY_CHOICE`).
@@ -184,9 +187,9 @@ impl Chooser {
             })
             .expect("the rings are always open");
         let best_speed = speed[best as usize];
-        // The slower paths are tried again once stale: EXPLORE_EVERY, or EXPLORE_SHARE
-        // messages' time at the best speed for a large class (bytes / (MB/s) = microseconds).
-        let period = match best_speed {
+        // A slower path is tried again once stale: EXPLORE_EVERY, or EXPLORE_SHARE messages'
+        // time at its own speed for a large class (bytes / (MB/s) = microseconds).
+        let period = |p: Path| match speed[p as usize] {
             0 => self.explore_every,
             s => self.explore_every.max(Duration::from_micros(
                 (len as u64 / u64::from(s)) * u64::from(EXPLORE_SHARE),
@@ -212,7 +215,7 @@ impl Chooser {
             .filter(|p| open(p) && *p != best)
             .filter(|&p| match tried[p as usize] {
                 None => best_tried,
-                Some(t) => now.saturating_duration_since(t) >= period,
+                Some(t) => now.saturating_duration_since(t) >= period(p),
             })
             .min_by_key(|&p| tried[p as usize])
             .unwrap_or(best);
@@ -368,21 +371,27 @@ mod tests {
     }
 
     #[test]
-    fn tries_of_the_slower_paths_are_spaced_by_the_message_time_for_large_classes() {
+    fn tries_of_the_slower_paths_are_spaced_by_their_own_message_time_for_large_classes() {
         let mut c = Chooser::new(Choice::Auto);
         let t0 = Instant::now();
-        let len = 64 << 20; // 64 MiB at 10 GB/s: 6.7 ms a message, so a try every 0.67 s
+        let ms = |n| t0 + Duration::from_millis(n);
+        // 64 MiB: a message takes 6.7 ms pulled (10 GB/s), 13.4 ms through the non-temporal
+        // ring (5 GB/s) and 33.6 ms through the ring (2 GB/s); each slower path is tried once
+        // per 100 of its own messages' time: every 1.34 s and 3.36 s.
+        let len = 64 << 20;
         let s = sp(2_000, 10_000, 5_000);
         assert_eq!(c.path(len, true, &s, t0), Pull);
         assert_eq!(c.path(len, true, &s, t0), Ring);
         assert_eq!(c.path(len, true, &s, t0), RingNt);
-        assert_eq!(c.path(len, true, &s, t0 + Duration::from_millis(300)), Pull);
-        assert_eq!(c.path(len, true, &s, t0 + Duration::from_millis(700)), Ring);
-        assert_eq!(
-            c.path(len, true, &s, t0 + Duration::from_millis(700)),
-            RingNt
-        );
-        assert_eq!(c.path(len, true, &s, t0 + Duration::from_millis(700)), Pull);
+        assert_eq!(c.path(len, true, &s, ms(700)), Pull);
+        assert_eq!(c.path(len, true, &s, ms(1_300)), Pull);
+        assert_eq!(c.path(len, true, &s, ms(1_400)), RingNt);
+        assert_eq!(c.path(len, true, &s, ms(1_400)), Pull);
+        assert_eq!(c.path(len, true, &s, ms(2_700)), Pull);
+        assert_eq!(c.path(len, true, &s, ms(2_800)), RingNt);
+        assert_eq!(c.path(len, true, &s, ms(3_300)), Pull);
+        assert_eq!(c.path(len, true, &s, ms(3_400)), Ring);
+        assert_eq!(c.path(len, true, &s, ms(3_400)), Pull);
     }
 
     #[test]
