@@ -102,8 +102,9 @@ pub struct Options {
     /// collective's messages from [`COLLECTIVE_SINGLE_COPY_MIN`]) may be copied once, straight
     /// out of the sender's memory (0: off; see `oxccl_transport::stream::large`).
     pub single_copy_min: usize,
-    /// Pulled or through the ring, per message (`OXCCL_SINGLE_COPY_CHOICE`); `None`: chosen
-    /// from the number of local ranks and cores ([`Options::single_copy_choice_on`]).
+    /// Pulled or through the ring, per message (`OXCCL_SINGLE_COPY_CHOICE`); `None`: `auto`,
+    /// or `pull` between ranks of a host whose ranks (and their network proxies) outnumber its
+    /// cores.
     pub single_copy_choice: Option<oxccl_transport::stream::Choice>,
     /// Which ring writes without a header take non-temporal stores (`OXCCL_RING_NT`).
     pub ring_nt: oxccl_transport::stream::RingNt,
