@@ -10,7 +10,7 @@ use crate::exec::{Group, State};
 use crate::link::connect::{self, Endpoint};
 use crate::link::{Link, LinkKind};
 use crate::map::{fabric_for, Fabric, Topology};
-use crate::options::{oversubscribed, LocalTransport, Options};
+use crate::options::{LocalTransport, Options};
 use oxccl_transport::dynamic::DynAddress;
 use oxccl_transport::stream::proxy_spin;
 use oxccl_transport::{Address as _, Listener as _};
@@ -379,15 +379,13 @@ impl Communicator {
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
         // Two fabrics: the network one, and shared memory for the peers of this host (where
         // this host has a usable shared-memory directory, OXCCL_SHM_DIR).
-        // (Their proxies' spin and their large messages' choice depend on the map: set below.)
         let mut endpoints = vec![Endpoint::new(
             connect::net_fabric(options.net, Some(ip))?,
             &options,
             Duration::ZERO,
-            false,
         )?];
         match connect::shm_fabric(&options)
-            .and_then(|shm| Endpoint::new(Box::new(shm), &options, Duration::ZERO, false))
+            .and_then(|shm| Endpoint::new(Box::new(shm), &options, Duration::ZERO))
         {
             Ok(e) => endpoints.push(e),
             Err(e) => tracing::debug!("no shared-memory listener: {e}"),
@@ -450,14 +448,6 @@ impl Communicator {
         let local = map.ranks_on(map.host_of[rank]).len();
         let net_peers = (0..size).filter(|&q| q != rank && !use_shm(q)).count();
         endpoints[NET].config.spin = proxy_spin(local * (1 + net_peers));
-        // Counted as the communicator's wait counts them (`Communicator::build`).
-        let crowded = oversubscribed(
-            options.host_ranks(local) * (1 + net_peers),
-            map.cores_on(map.host_of[rank]),
-        );
-        for e in &mut endpoints {
-            e.config.single_copy_choice = options.single_copy_choice_on(crowded);
-        }
         if (0..size).any(|q| q != rank && use_shm(q)) && endpoints.len() <= SHM {
             return Err(Error::Env(
                 "ranks on this host need shared memory, but no shared-memory listener could \

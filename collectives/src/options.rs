@@ -1,7 +1,6 @@
 //! Communicator settings, from `OXCCL_*` environment variables or set in code.
 
 use crate::error::{Error, Result};
-use oxccl_transport::stream::Choice;
 use std::time::Duration;
 
 /// Which link to use between two ranks of one host.
@@ -72,7 +71,7 @@ pub enum LocalTransport {
 /// | `OXCCL_NET` | network fabric across hosts: `tcp` or `rdma` | `tcp` |
 /// | `OXCCL_RING_BYTES` | shared-memory ring size per direction (power of two) | 1048576 |
 /// | `OXCCL_SINGLE_COPY_MIN` | sends and receives between ranks of one host of at least this many bytes are copied once, by the receiver, straight out of the sender's memory (`process_vm_readv`; a plain copy between thread ranks) when the sender finds that faster; a collective's messages (never a reduction's) only from the larger of this and [`COLLECTIVE_SINGLE_COPY_MIN`]; `0` turns it off | 8192 |
-/// | `OXCCL_SINGLE_COPY_CHOICE` | how the sender of such a message chooses: `auto` (pulled, through the ring, or through the ring with non-temporal stores, whichever the receiver measured fastest for its size lately), `pull` (always pulled), `stream` (always through the ring), `stream-nt` (always through the ring, non-temporal stores) | `auto`, or `pull` when the host's ranks outnumber the cores they may run on |
+/// | `OXCCL_SINGLE_COPY_CHOICE` | how the sender of such a message chooses: `auto` (pulled, through the ring, or through the ring with non-temporal stores, whichever the receiver measured fastest for its size lately), `pull` (always pulled), `stream` (always through the ring), `stream-nt` (always through the ring, non-temporal stores) | `auto` |
 /// | `OXCCL_SMALL_BYTES` | all-reduce up to this size sends the whole vector to every peer | 16384 |
 /// | `OXCCL_SPIN` | idle polls before a waiting rank yields its core | 2000, or 0 (yield at once) when the host's ranks outnumber the cores they may run on |
 /// | `OXCCL_YIELD_US` | microseconds a waiting rank yields its core before it sleeps on its links' doorbells | 200 |
@@ -102,10 +101,8 @@ pub struct Options {
     /// collective's messages from [`COLLECTIVE_SINGLE_COPY_MIN`]) may be copied once, straight
     /// out of the sender's memory (0: off; see `oxccl_transport::stream::large`).
     pub single_copy_min: usize,
-    /// Pulled or through the ring, per message (`OXCCL_SINGLE_COPY_CHOICE`); `None`: `auto`,
-    /// or `pull` between ranks of a host whose ranks (and their network proxies) outnumber its
-    /// cores.
-    pub single_copy_choice: Option<oxccl_transport::stream::Choice>,
+    /// Pulled or through the ring, per message (`OXCCL_SINGLE_COPY_CHOICE`).
+    pub single_copy_choice: oxccl_transport::stream::Choice,
     /// Which ring writes without a header take non-temporal stores (`OXCCL_RING_NT`).
     pub ring_nt: oxccl_transport::stream::RingNt,
     pub small_bytes: usize,
@@ -134,7 +131,7 @@ impl Default for Options {
             net: NetChoice::Tcp,
             ring_bytes: 1 << 20,
             single_copy_min: oxccl_transport::stream::DEFAULT_SINGLE_COPY_MIN,
-            single_copy_choice: None,
+            single_copy_choice: oxccl_transport::stream::Choice::Auto,
             ring_nt: oxccl_transport::stream::RingNt::default(),
             small_bytes: 16 << 10,
             spin: None,
@@ -218,7 +215,7 @@ impl Options {
             };
         }
         if let Some(c) = get("OXCCL_SINGLE_COPY_CHOICE") {
-            o.single_copy_choice = Some(c.parse().map_err(|e| Error::Env(format!("{e}")))?);
+            o.single_copy_choice = c.parse().map_err(|e| Error::Env(format!("{e}")))?;
         }
         if let Some(v) = get("OXCCL_RING_NT") {
             o.ring_nt = v.parse().map_err(|e| Error::Env(format!("{e}")))?;
@@ -282,7 +279,7 @@ impl Options {
     /// (its ranks' executors and their network proxies) and can run on `cores` cores together
     /// (the union of the ranks' CPU masks in the map; 0 if unknown).
     pub(crate) fn idle_policy(&self, threads: usize, cores: usize) -> IdlePolicy {
-        let oversubscribed = oversubscribed(threads, cores);
+        let oversubscribed = threads > host_cores(cores);
         IdlePolicy {
             // A few microseconds of polling covers a peer that is running; past that, the
             // peer is probably descheduled and the core is better given away. With more ranks
@@ -298,32 +295,6 @@ impl Options {
             yield_for: self.yield_for.unwrap_or(DEFAULT_YIELD),
         }
     }
-
-    /// How the sender of a large message to a rank of this host chooses its path
-    /// (`OXCCL_SINGLE_COPY_CHOICE`), where `oversubscribed` says that the host's threads
-    /// outnumber its cores ([`oversubscribed`]). Unset, it is `auto`, except on an
-    /// oversubscribed host, where it is `pull`: `auto` follows the receiver's wall-clock
-    /// measurements of each path, and where ranks share cores these measure mostly which rank
-    /// was descheduled during the message (4 ranks on 2 cores, 1 MiB messages: the faster path
-    /// flipped every few messages between speeds of 0.5 and 7 GB/s), so it kept taking slow
-    /// paths. Measured side by side with Open MPI (4 ranks on 2 cores, 5 interleaved rounds,
-    /// 256 KiB-16 MiB, `p2p-variants.sh`): all-to-all-v 0.96-1.46x with `pull` against
-    /// 0.56-1.07x with `auto`, sendrecv 0.96-1.41x against 0.79-1.61x; the all-reduce of 4
-    /// ranks (whose pulled messages are its all-gather's) 1.8-5.2x either way
-    /// (bench/RESULTS.md, session 12).
-    pub(crate) fn single_copy_choice_on(&self, oversubscribed: bool) -> Choice {
-        self.single_copy_choice.unwrap_or(if oversubscribed {
-            Choice::Pull
-        } else {
-            Choice::Auto
-        })
-    }
-}
-
-/// Whether the `threads` threads of a host that want a core (its ranks' executors and their
-/// network proxies) outnumber the `cores` cores they may run on (0: unknown, [`host_cores`]).
-pub(crate) fn oversubscribed(threads: usize, cores: usize) -> bool {
-    threads > host_cores(cores)
 }
 
 /// The cores a host's ranks can run on: the union of their masks in the map (`cores`), or, where
@@ -381,11 +352,8 @@ mod tests {
     }
 
     #[test]
-    fn oversubscribed_hosts_pull_large_messages_unless_told_otherwise_and_defaults_agree() {
-        use oxccl_transport::stream::Choice;
-        let unset = Options::default();
-        assert_eq!(unset.single_copy_choice_on(false), Choice::Auto);
-        assert_eq!(unset.single_copy_choice_on(true), Choice::Pull);
+    fn the_single_copy_choice_and_the_ring_stores_read_and_default_as_documented() {
+        use oxccl_transport::stream::{Choice, RingNt};
         for (text, choice) in [
             ("auto", Choice::Auto),
             ("pull", Choice::Pull),
@@ -393,26 +361,22 @@ mod tests {
             ("stream-nt", Choice::StreamNt),
         ] {
             let set = with("OXCCL_SINGLE_COPY_CHOICE", text).unwrap();
-            for crowded in [false, true] {
-                assert_eq!(
-                    set.single_copy_choice_on(crowded),
-                    choice,
-                    "{text} {crowded}"
-                );
-            }
+            assert_eq!(set.single_copy_choice, choice, "{text}");
         }
-        // The documented defaults hold for options built in code as for those read from an
-        // empty environment.
-        let empty = Options::from_vars(|_| None).unwrap();
-        assert_eq!(empty.ring_nt, oxccl_transport::stream::RingNt::Call);
-        assert_eq!(unset.ring_nt, empty.ring_nt);
-        assert_eq!(unset.single_copy_choice, empty.single_copy_choice);
         let err = with("OXCCL_SINGLE_COPY_CHOICE", "fastest").unwrap_err();
         assert!(
             err.to_string().contains("OXCCL_SINGLE_COPY_CHOICE"),
             "{err}"
         );
-        assert!(super::oversubscribed(3, 2) && !super::oversubscribed(2, 2));
+        assert!(with("OXCCL_RING_NT", "always").is_err());
+        assert_eq!(with("OXCCL_RING_NT", "off").unwrap().ring_nt, RingNt::Off);
+        // The documented defaults hold for options built in code as for those read from an
+        // empty environment.
+        let (unset, empty) = (Options::default(), Options::from_vars(|_| None).unwrap());
+        assert_eq!(empty.ring_nt, RingNt::Call);
+        assert_eq!(unset.ring_nt, empty.ring_nt);
+        assert_eq!(empty.single_copy_choice, Choice::Auto);
+        assert_eq!(unset.single_copy_choice, empty.single_copy_choice);
     }
 
     #[test]

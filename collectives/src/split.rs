@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::link::connect::{self, Endpoint};
 use crate::link::LinkKind;
 use crate::map::Topology;
-use crate::options::{oversubscribed, LocalTransport};
+use crate::options::LocalTransport;
 use oxccl_kernels::DataType;
 use oxccl_transport::dynamic::DynAddress;
 use oxccl_transport::stream::proxy_spin;
@@ -273,12 +273,6 @@ impl Communicator {
             .iter()
             .filter(|&&q| q != me && fabric_to(q) == ChildFabric::Net)
             .count();
-        // The child shares the host's cores with all of the parent's ranks there, as its wait
-        // does (`Communicator::split`).
-        let crowded = oversubscribed(
-            options.host_ranks(map.ranks_on(map.host_of[me]).len()) * (1 + net_peers),
-            map.cores_on(map.host_of[me]),
-        );
         for &q in members.iter().filter(|&&q| q != me) {
             let f = fabric_to(q);
             if endpoints[f.index()].is_some() {
@@ -302,7 +296,7 @@ impl Communicator {
                     proxy_spin(local * (1 + net_peers)),
                 ),
             };
-            endpoints[f.index()] = Some(Endpoint::new(transport, options, spin, crowded)?);
+            endpoints[f.index()] = Some(Endpoint::new(transport, options, spin)?);
         }
         Ok(())
     }

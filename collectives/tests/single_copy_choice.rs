@@ -26,7 +26,7 @@ const COUNTS: [usize; 4] = [300, 5_000, 70_001, 300_000];
 fn options(choice: Choice) -> Options {
     Options {
         single_copy_min: MIN_SINGLE_COPY,
-        single_copy_choice: Some(choice),
+        single_copy_choice: choice,
         ..Options::default()
     }
 }

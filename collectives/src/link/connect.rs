@@ -9,7 +9,7 @@
 
 use super::Link;
 use crate::error::{Error, Result};
-use crate::options::{oversubscribed, LocalTransport, NetChoice, Options};
+use crate::options::{LocalTransport, NetChoice, Options};
 use oxccl_transport::dynamic::{DynAddress, DynConnection, DynListener, DynPending, DynTransport};
 use oxccl_transport::shm::{Shm, ShmConfig};
 use oxccl_transport::stream::{proxy_spin, StreamConfig};
@@ -27,14 +27,13 @@ pub(crate) fn until(deadline: Instant) -> Deadline {
 }
 
 /// The stream configuration of links: `options.ring_bytes` per ring, proxies spinning for
-/// `spin`, large messages choosing their path as suits a host that is `oversubscribed` or not
-/// ([`Options::single_copy_choice_on`]).
-fn stream_config(options: &Options, spin: Duration, oversubscribed: bool) -> StreamConfig {
+/// `spin`.
+fn stream_config(options: &Options, spin: Duration) -> StreamConfig {
     StreamConfig {
         ring_bytes: options.ring_bytes,
         spin,
         single_copy_min: options.single_copy_min,
-        single_copy_choice: options.single_copy_choice_on(oversubscribed),
+        single_copy_choice: options.single_copy_choice,
         ring_nt: options.ring_nt,
     }
 }
@@ -153,12 +152,7 @@ pub(crate) fn local_links(
 ) -> Result<Vec<Vec<Option<Link>>>> {
     let deadline = Deadline::after(options.timeout.min(Duration::from_secs(60)));
     // n executors and n (n - 1) proxies in this process, where the fabric needs proxies.
-    // (Only native streams choose a large message's path, and those have no proxies.)
-    let config = stream_config(
-        options,
-        proxy_spin(n * n),
-        oversubscribed(options.host_ranks(n), 0),
-    );
+    let config = stream_config(options, proxy_spin(n * n));
     let mut links: Vec<Vec<Option<Link>>> =
         (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
     for a in 0..n {
@@ -216,7 +210,6 @@ impl Endpoint {
         transport: Box<dyn DynTransport>,
         options: &Options,
         spin: Duration,
-        oversubscribed: bool,
     ) -> Result<Self> {
         let listener = transport
             .dyn_listen()
@@ -224,7 +217,7 @@ impl Endpoint {
         Ok(Endpoint {
             transport,
             listener,
-            config: stream_config(options, spin, oversubscribed),
+            config: stream_config(options, spin),
         })
     }
 }
