@@ -12,10 +12,12 @@
 //!
 //! How: the first [`FIRST_CALLS`] calls of one kind and power-of-two size class alternate,
 //! ordinary first (the very first is not timed: first touches of the buffers), so that each
-//! kind is measured twice; then the kind with the faster moving speed, with a try of the
-//! other every [`EXPLORE_EVERY`]th call. The sequence depends
-//! only on the count of such calls, which every rank of the communicator makes alike, so the
-//! ranks try together and each sees the effect of both ends' choice. Also where ranks share
+//! kind is measured twice; then the kind with the faster moving speed, except that the last
+//! two of every [`EXPLORE_EVERY`] calls of a kind take ordinary and then non-temporal stores,
+//! whichever is in use (one try of the other kind per [`EXPLORE_EVERY`] calls). The sequence
+//! follows the count of calls of the kind, which every rank of the communicator makes alike
+//! (whatever its size class: `CallStores::ticks`), so the ranks try together and each sees the
+//! effect of both ends' choice, even where their measurements led them to different kinds. Also where ranks share
 //! the cores: a peer on the same core would read the ring from the cache, but the ranks are
 //! not pinned and most steps cross cores; per write (`auto`, `on`) non-temporal stores lost
 //! there (4 ranks on 2 cores, session 9), per call they won in the slow state and kept the
@@ -64,6 +66,14 @@ pub(crate) struct Pick {
 #[derive(Default)]
 pub(crate) struct CallStores {
     classes: HashMap<(u8, u32), Class>,
+    /// Calls of each kind so far, whatever their size: the clock of the tries. Every rank makes
+    /// the same calls of a kind, but not always in the same size class (an all-to-all-v's
+    /// bytes differ per rank, and at a power of two some ranks fall below it, some above).
+    /// Timed by a class's own count, the tries fell on different calls on different ranks:
+    /// each rank tried the other kind alone, timed a mix of both, and stayed where it was (4
+    /// ranks on 2 cores, all-to-all-v at 128 KiB-2 MiB in the slow state ran at the speed of
+    /// ordinary stores, 2-3x slower than with non-temporal ones; bench/RESULTS.md, session 12).
+    ticks: HashMap<u8, u32>,
 }
 
 impl CallStores {
@@ -74,12 +84,20 @@ impl CallStores {
             return None;
         }
         let key = (kind, usize::BITS - 1 - bytes.leading_zeros());
+        let tick = self.ticks.entry(kind).or_default();
+        let t = *tick;
+        *tick = t.saturating_add(1);
         let class = self.classes.entry(key).or_default();
         let c = class.calls;
         class.calls = c.saturating_add(1);
+        // By the kind's clock, which all ranks share: the first calls of a class alternate,
+        // and the last two of every EXPLORE_EVERY calls take ordinary, then non-temporal
+        // stores (one of them the kind in use: one try of the other per EXPLORE_EVERY calls).
         let nt = match c {
-            _ if c < FIRST_CALLS => c % 2 == 0 && c > 0,
-            _ if c % EXPLORE_EVERY == EXPLORE_EVERY - 1 => !class.nt,
+            0 => false,
+            _ if c < FIRST_CALLS => t % 2 == 0,
+            _ if t % EXPLORE_EVERY == EXPLORE_EVERY - 2 => false,
+            _ if t % EXPLORE_EVERY == EXPLORE_EVERY - 1 => true,
             _ => class.nt,
         };
         Some(Pick { key, nt, call: c })
@@ -232,6 +250,32 @@ mod tests {
         assert!(back[0], "non-temporal until the try");
         let settled = &back[EXPLORE_EVERY as usize..];
         assert_eq!(settled.iter().filter(|&&nt| nt).count(), 1, "{back:?}");
+    }
+
+    #[test]
+    fn ranks_in_different_classes_or_with_different_choices_try_together() {
+        let mib = 1 << 20;
+        let (mut a, mut b) = (CallStores::default(), CallStores::default());
+        // Rank a's calls below 1 MiB, then above; rank b's below throughout (an uneven
+        // all-to-all-v around a power of two). Rank a measured ordinary stores faster, b
+        // non-temporal ones.
+        run(&mut a, 7, mib - 4096, 1, 4);
+        run(&mut b, 7, mib - 8192, 4, 1);
+        let n = 2 * EXPLORE_EVERY as usize;
+        let (ka, kb) = (
+            run(&mut a, n, mib + 4096, 1, 4),
+            run(&mut b, n, mib - 8192, 4, 1),
+        );
+        for i in FIRST_CALLS as usize..n {
+            let tick = (7 + i) % EXPLORE_EVERY as usize;
+            if tick == EXPLORE_EVERY as usize - 2 {
+                assert!(!ka[i] && !kb[i], "call {i}: both ordinary");
+            } else if tick == EXPLORE_EVERY as usize - 1 {
+                assert!(ka[i] && kb[i], "call {i}: both non-temporal");
+            } else {
+                assert!(!ka[i] && kb[i], "call {i}: each its own kind");
+            }
+        }
     }
 
     #[test]
