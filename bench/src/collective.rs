@@ -724,8 +724,7 @@ fn sweep(
             } else {
                 let (one, _) = time_calls(comm, &c, &mut b, &mut group, 1, 1, false, None)?;
                 let one = over_ranks(comm, one, 3)?;
-                let per_trial = crate::sizes::TARGET_SECS / args.trials.max(1) as f64;
-                ((per_trial / one.max(1e-9)) as usize).clamp(1, 1_000_000)
+                crate::sizes::timed_iterations(one, args.trials, 1, 1_000_000)
             };
             let mut trials = Vec::with_capacity(args.trials.max(1));
             for trial in 0..args.trials.max(1) {

@@ -117,8 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let iters = if args.iters > 0 {
             args.iters
         } else {
-            ((crate::sizes::TARGET_SECS / args.trials as f64 / one.max(1e-9)) as usize)
-                .clamp(2, 100_000)
+            crate::sizes::timed_iterations(one, args.trials, 2, 100_000)
         };
         let mut trials = Vec::with_capacity(args.trials);
         for _ in 0..args.trials {

@@ -8,15 +8,21 @@
 /// `../shared/peers/mpi_allreduce.c` and `bench/scripts/mpi_sendrecv.c`, so that both sides of a
 /// comparison time trials of the same length. With a fixed count, a small or medium size was
 /// timed for a millisecond or two, and whatever else ran then counted in full: the launcher
-/// forwarding the previous size's line of output, in the run right after it (2-rank all-reduce,
-/// 20 iterations: 1 MiB took 60-1295 us from run to run, against 60-119 us in 5 trials of
-/// 0.05 s; bench/RESULTS.md, session 12). At 0.1 s a 4-rank 8 MiB `sendrecv` trial on a loaded
-/// machine was 2 iterations against Open MPI's 5: the skew of the ranks leaving the barrier
-/// before each trial, and any preemption, weighed 2.5x more.
+/// forwarding the previous size's line of output, probably (2-rank all-reduce, 20 iterations:
+/// 1 MiB took 57-1295 us from run to run, against 63-119 us in 5 trials of 0.1 s;
+/// bench/RESULTS.md, session 12). At 0.1 s a 4-rank 8 MiB `sendrecv` trial on a loaded machine
+/// was 2 iterations against Open MPI's 5: the skew of the ranks leaving the barrier before each
+/// trial, and any preemption, weighed 2.5x more.
 pub const TARGET_SECS: f64 = 0.25;
 
 /// Timed loops per size by default, the median reported: as Open MPI's sides.
 pub const TRIALS: usize = 5;
+
+/// Iterations per trial for `-n 0`: [`TARGET_SECS`] over `trials` trials of calls that take
+/// `one` seconds each (the slowest rank's), within `lo..=hi`.
+pub fn timed_iterations(one: f64, trials: usize, lo: usize, hi: usize) -> usize {
+    ((TARGET_SECS / trials.max(1) as f64 / one.max(1e-9)) as usize).clamp(lo, hi)
+}
 
 /// The largest buffer size `-b`/`-e` accept: 16 GiB, above any one rank's buffer on the
 /// machines this runs on; larger requests are refused before allocating, not aborted on.

@@ -17,12 +17,13 @@
 //! whichever is in use (one try of the other kind per [`EXPLORE_EVERY`] calls). The sequence
 //! follows the count of calls of the kind, which every rank of the communicator makes alike
 //! (whatever its size class: `CallStores::ticks`), so the ranks try together and each sees the
-//! effect of both ends' choice, even where their measurements led them to different kinds. Also where ranks share
-//! the cores: a peer on the same core would read the ring from the cache, but the ranks are
-//! not pinned and most steps cross cores; per write (`auto`, `on`) non-temporal stores lost
-//! there (4 ranks on 2 cores, session 9), per call they won in the slow state and kept the
-//! fast state's speed (4 ranks, session 11: 1.24-1.73x of Open MPI at 64 KiB-16 MiB against
-//! 0.56-0.91x with ordinary stores alone; `bench/RESULTS.md`, "Session 11").
+//! effect of both ends' choice, even where their measurements led them to different kinds.
+//! Also where ranks share the cores: a peer on the same core would read the ring from the
+//! cache, but the ranks are not pinned and most steps cross cores; per write (`auto`, `on`)
+//! non-temporal stores lost there (4 ranks on 2 cores, session 9), per call they won in the
+//! slow state and kept the fast state's speed (4 ranks, session 11: 1.24-1.73x of Open MPI at
+//! 64 KiB-16 MiB against 0.56-0.91x with ordinary stores alone; `bench/RESULTS.md`, "Session
+//! 11").
 
 use std::collections::HashMap;
 use std::time::Duration;
