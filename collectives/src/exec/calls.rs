@@ -180,13 +180,11 @@ fn execute(
     } else {
         begin(st, hdr, plan.peers.iter().copied());
     }
-    let bytes = b.elems * b.esize;
-    let stores = st.engine.begin_call_stores(hdr.kind, bytes, &plan.peers);
     let mut mat = run::initial_materialized(plan, b);
-    let r = run::run(&mut st.engine, plan, b, &mut mat);
     st.engine
-        .end_call_stores(stores, bytes, &plan.peers, r.is_ok());
-    r?;
+        .with_call_stores(hdr.kind, b.elems * b.esize, &plan.peers, |e| {
+            run::run(e, plan, b, &mut mat)
+        })?;
     Ok(mat)
 }
 

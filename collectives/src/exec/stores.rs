@@ -12,12 +12,16 @@
 //!
 //! How: the first [`FIRST_CALLS`] calls of one kind and power-of-two size class alternate,
 //! ordinary first (the very first is not timed: first touches of the buffers), so that each
-//! kind is measured twice; then the kind with the faster moving speed, except that the last
-//! two of every [`EXPLORE_EVERY`] calls of a kind take ordinary and then non-temporal stores,
-//! whichever is in use (one try of the other kind per [`EXPLORE_EVERY`] calls). The sequence
-//! follows the count of calls of the kind, which every rank of the communicator makes alike
-//! (whatever its size class: `CallStores::ticks`), so the ranks try together and each sees the
-//! effect of both ends' choice, even where their measurements led them to different kinds.
+//! kind is timed [`SAMPLES`] times; the kind whose best call was faster is kept. The last
+//! `2 * SAMPLES` of every [`EXPLORE_EVERY`] calls of a kind measure again ([`SAMPLES`]
+//! ordinary, then [`SAMPLES`] non-temporal, whichever is in use). The best call and not the
+//! mean: a rank's call also waits for peers that lost their core, which only ever slows it,
+//! and one such call among the tries kept the slower kind for a whole window (4 ranks on 2
+//! cores, session 13). The sequence follows the count of calls of the kind, which every rank
+//! of the communicator makes alike (whatever its size class, small calls included:
+//! `CallStores::ticks`), so the ranks measure together and each sees the effect of both ends'
+//! choice, even where their measurements led them to different kinds. Every collective call
+//! takes part, the uneven ones (`vcalls.rs`) too.
 //! Also where ranks share the cores: a peer on the same core would read the ring from the
 //! cache, but the ranks are not pinned and most steps cross cores; per write (`auto`, `on`)
 //! non-temporal stores lost there (4 ranks on 2 cores, session 9), per call they won in the
@@ -31,24 +35,32 @@ use std::time::Duration;
 use oxccl_transport::stream::RingNt;
 
 use super::engine::Engine;
+use crate::error::Result;
 
 /// Calls below this many bytes keep ordinary stores: their ring writes are a few KiB, where
 /// the fence and the misses cost more than the hand-over they save.
 pub(crate) const MIN_CALL_BYTES: usize = 64 << 10;
+/// Calls of each kind timed per measurement: a call's time on a rank includes its peers'
+/// turns on the cores (4 ranks on 2 cores: single calls vary 2-3x), which only ever slows it,
+/// so each kind's speed is the best of this many calls, not one call's.
+pub(crate) const SAMPLES: u32 = 2;
 /// The calls of a class that alternate the kinds before the faster one is kept (a benchmark's
-/// warm-up, typically: 5).
-pub(crate) const FIRST_CALLS: u32 = 5;
-/// One call in this many (per kind and size class) tries the kind that is not the faster one,
-/// so that a change of the machine's state is noticed (at most ~3% of the calls).
-pub(crate) const EXPLORE_EVERY: u32 = 32;
+/// warm-up, typically: 5): the first, untimed, then [`SAMPLES`] of each kind.
+pub(crate) const FIRST_CALLS: u32 = 1 + 2 * SAMPLES;
+/// The last `2 * SAMPLES` calls in every this many of a kind measure both kinds again
+/// ([`SAMPLES`] ordinary, then [`SAMPLES`] non-temporal), so that a change of the machine's
+/// state is noticed (~3% of the calls take the slower kind).
+pub(crate) const EXPLORE_EVERY: u32 = 64;
 
 /// The record of one kind and size class of call.
 #[derive(Clone, Copy, Default)]
 struct Class {
     /// Calls made so far.
     calls: u32,
-    /// Moving speeds, bytes per microsecond, [ordinary, non-temporal] (0: not measured).
-    speed: [u32; 2],
+    /// The best speed of each kind in the current measurement, bytes per microsecond,
+    /// [ordinary, non-temporal], and how many of its calls were timed.
+    best: [u32; 2],
+    timed: [u32; 2],
     /// The faster kind (true: non-temporal).
     nt: bool,
 }
@@ -59,21 +71,23 @@ pub(crate) struct Pick {
     key: (u8, u32),
     /// Non-temporal stores for this call's ring writes.
     pub(crate) nt: bool,
-    /// The count of calls of its class before it.
-    call: u32,
+    /// Whether the call's time counts in a measurement (the class's first calls and the
+    /// measuring calls of each [`EXPLORE_EVERY`]; the others just run).
+    timed: bool,
 }
 
 /// The per-call choice of stores of one communicator (see the module documentation).
 #[derive(Default)]
 pub(crate) struct CallStores {
     classes: HashMap<(u8, u32), Class>,
-    /// Calls of each kind so far, whatever their size: the clock of the tries. Every rank makes
-    /// the same calls of a kind, but not always in the same size class (an all-to-all-v's
-    /// bytes differ per rank, and at a power of two some ranks fall below it, some above).
-    /// Timed by a class's own count, the tries fell on different calls on different ranks:
-    /// each rank tried the other kind alone, timed a mix of both, and stayed where it was (4
-    /// ranks on 2 cores, all-to-all-v at 128 KiB-2 MiB in the slow state ran at the speed of
-    /// ordinary stores, 2-3x slower than with non-temporal ones; bench/RESULTS.md, session 12).
+    /// Calls of each kind so far, whatever their size: the clock of the measurements. Every
+    /// rank makes the same calls of a kind, but not always in the same size class (an
+    /// all-to-all-v's bytes differ per rank, and at a power of two some ranks fall below it,
+    /// some above). Timed by a class's own count, the tries fell on different calls on
+    /// different ranks: each rank tried the other kind alone, timed a mix of both, and stayed
+    /// where it was (4 ranks on 2 cores, all-to-all-v at 128 KiB-2 MiB in the slow state ran
+    /// at the speed of ordinary stores, 2-3x slower than with non-temporal ones;
+    /// bench/RESULTS.md, session 12).
     ticks: HashMap<u8, u32>,
 }
 
@@ -81,32 +95,35 @@ impl CallStores {
     /// The stores of a call of `kind` (a header kind) over `bytes`; `None` below
     /// [`MIN_CALL_BYTES`] (ordinary stores, nothing measured).
     pub(crate) fn pick(&mut self, kind: u8, bytes: usize) -> Option<Pick> {
+        // Every call ticks, small ones too: one rank's part of an all-to-all-v may fall below
+        // MIN_CALL_BYTES where its peers' do not.
+        let tick = self.ticks.entry(kind).or_default();
+        let t = *tick;
+        *tick = t.wrapping_add(1);
         if bytes < MIN_CALL_BYTES {
             return None;
         }
         let key = (kind, usize::BITS - 1 - bytes.leading_zeros());
-        let tick = self.ticks.entry(kind).or_default();
-        let t = *tick;
-        *tick = t.saturating_add(1);
         let class = self.classes.entry(key).or_default();
         let c = class.calls;
         class.calls = c.saturating_add(1);
         // By the kind's clock, which all ranks share: the first calls of a class alternate,
-        // and the last two of every EXPLORE_EVERY calls take ordinary, then non-temporal
-        // stores (one of them the kind in use: one try of the other per EXPLORE_EVERY calls).
-        let nt = match c {
-            0 => false,
-            _ if c < FIRST_CALLS => t % 2 == 0,
-            _ if t % EXPLORE_EVERY == EXPLORE_EVERY - 2 => false,
-            _ if t % EXPLORE_EVERY == EXPLORE_EVERY - 1 => true,
-            _ => class.nt,
+        // and the last 2 * SAMPLES of every EXPLORE_EVERY calls take ordinary, then
+        // non-temporal stores.
+        let slot = t % EXPLORE_EVERY;
+        let (nt, timed) = match c {
+            0 => (false, false),
+            _ if c < FIRST_CALLS => (t % 2 == 0, true),
+            _ if slot >= EXPLORE_EVERY - 2 * SAMPLES => (slot >= EXPLORE_EVERY - SAMPLES, true),
+            _ => (class.nt, false),
         };
-        Some(Pick { key, nt, call: c })
+        Some(Pick { key, nt, timed })
     }
 
-    /// Folds in the time `took` of a call of `bytes` that ran with `pick`.
+    /// Folds in the time `took` of a call of `bytes` that ran with `pick`: once both kinds
+    /// have [`SAMPLES`] timed calls, the faster by its best call is kept.
     pub(crate) fn record(&mut self, pick: Pick, bytes: usize, took: Duration) {
-        if pick.call == 0 {
+        if !pick.timed {
             return;
         }
         let Some(class) = self.classes.get_mut(&pick.key) else {
@@ -114,77 +131,60 @@ impl CallStores {
         };
         let mbps = (bytes as u128 * 1000 / took.as_nanos().max(1)).clamp(1, u32::MAX.into()) as u32;
         let k = usize::from(pick.nt);
-        let old = class.speed[k];
-        class.speed[k] = if old > 0 && pick.call < FIRST_CALLS {
-            // The first measurements of each kind: their mean.
-            ((u64::from(old) + u64::from(mbps)) / 2) as u32
-        } else if pick.nt == class.nt && old > 0 {
-            // The kind in use: a moving speed, a quarter of the weight on each call, so that
-            // one preempted call does not flip the choice.
-            ((3 * u64::from(old) + u64::from(mbps)) / 4) as u32
+        class.best[k] = class.best[k].max(mbps);
+        class.timed[k] += 1;
+        if class.timed.iter().any(|&n| n < SAMPLES) {
+            return;
+        }
+        let [plain, nt] = class.best.map(u64::from);
+        (class.best, class.timed) = ([0; 2], [0; 2]);
+        // The other kind takes the lead once it is an eighth faster.
+        let lead = if class.nt {
+            plain <= nt + nt / 8
         } else {
-            // A try of the other kind: its last value is as old as the last try, so the new
-            // one replaces it (a state that came back is followed at the next try).
-            mbps
+            nt > plain + plain / 8
         };
-        let [plain, nt] = class.speed.map(u64::from);
-        if plain > 0 && nt > 0 {
-            // The other kind takes the lead once it is an eighth faster.
-            let lead = if class.nt {
-                plain <= nt + nt / 8
-            } else {
-                nt > plain + plain / 8
-            };
-            if lead != class.nt {
-                class.nt = lead;
-                tracing::debug!(
-                    kind = pick.key.0,
-                    class_bytes = 1usize << pick.key.1,
-                    plain_mbps = plain,
-                    nt_mbps = nt,
-                    "ring writes: {} stores are now the faster for this call size",
-                    if lead { "non-temporal" } else { "ordinary" }
-                );
-            }
+        if lead != class.nt {
+            class.nt = lead;
+            tracing::debug!(
+                kind = pick.key.0,
+                class_bytes = 1usize << pick.key.1,
+                plain_mbps = plain,
+                nt_mbps = nt,
+                "ring writes: {} stores are now the faster for this call size",
+                if lead { "non-temporal" } else { "ordinary" }
+            );
         }
     }
 }
 
 impl Engine {
-    /// Sets the stores of the ring writes to `peers` for a call of `kind` over `bytes`, where
-    /// this engine chooses them; what to hand to [`Engine::end_call_stores`] after the call.
-    pub(crate) fn begin_call_stores(
+    /// Runs `call` (one collective call of `kind` over `bytes`) with its ring writes to `peers`
+    /// in the stores chosen for its kind and size, where this engine chooses them, and folds
+    /// its time in when it succeeds.
+    pub(crate) fn with_call_stores<R>(
         &mut self,
         kind: u8,
         bytes: usize,
         peers: &[usize],
-    ) -> Option<(Pick, std::time::Instant)> {
-        let pick = self.call_stores.as_mut()?.pick(kind, bytes)?;
+        call: impl FnOnce(&mut Engine) -> Result<R>,
+    ) -> Result<R> {
+        let Some(pick) = self.call_stores.as_mut().and_then(|s| s.pick(kind, bytes)) else {
+            return call(self);
+        };
         if pick.nt {
             self.set_ring_nt(peers, RingNt::On);
         }
-        Some((pick, std::time::Instant::now()))
-    }
-
-    /// After a call that [`Engine::begin_call_stores`] set up: ordinary stores again, and the
-    /// call's time folded in when it succeeded.
-    pub(crate) fn end_call_stores(
-        &mut self,
-        started: Option<(Pick, std::time::Instant)>,
-        bytes: usize,
-        peers: &[usize],
-        ok: bool,
-    ) {
-        let Some((pick, t0)) = started else {
-            return;
-        };
+        let t0 = std::time::Instant::now();
+        let r = call(self);
         let took = t0.elapsed();
         if pick.nt {
             self.set_ring_nt(peers, RingNt::Call);
         }
-        if let (true, Some(stores)) = (ok, self.call_stores.as_mut()) {
+        if let (true, Some(stores)) = (r.is_ok(), self.call_stores.as_mut()) {
             stores.record(pick, bytes, took);
         }
+        r
     }
 
     fn set_ring_nt(&mut self, peers: &[usize], nt: RingNt) {
@@ -201,19 +201,29 @@ mod tests {
     use super::*;
 
     const KIND: u8 = 1;
+    const MIB: usize = 1 << 20;
+    const E: usize = EXPLORE_EVERY as usize;
+    const S: usize = SAMPLES as usize;
 
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
     }
 
-    /// `n` calls of `bytes` taking `plain` or `nt` ms by kind; the kinds chosen.
+    /// `n` calls of `bytes` taking `plain` or `nt` us by kind; the kinds chosen.
     fn run(s: &mut CallStores, n: usize, bytes: usize, plain: u64, nt: u64) -> Vec<bool> {
         (0..n)
             .map(|_| {
                 let p = s.pick(KIND, bytes).expect("large enough");
-                s.record(p, bytes, ms(if p.nt { nt } else { plain }));
+                s.record(p, bytes, us(if p.nt { nt } else { plain }));
                 p.nt
             })
+            .collect()
+    }
+
+    /// The calls of `kinds` (indexed from tick `from`) that took non-temporal stores.
+    fn nt_calls(kinds: &[bool], from: usize) -> Vec<usize> {
+        (kinds.iter().enumerate().filter(|(_, &nt)| nt))
+            .map(|(i, _)| i + from)
             .collect()
     }
 
@@ -225,53 +235,68 @@ mod tests {
     }
 
     #[test]
-    fn both_kinds_are_measured_then_the_faster_kept_and_the_other_tried() {
+    fn both_kinds_are_measured_then_the_faster_kept_and_both_measured_again() {
         let mut s = CallStores::default();
-        let mib = 1 << 20;
         // Ordinary stores 4x faster (the fast state, data in the caches).
-        let first = run(&mut s, FIRST_CALLS as usize, mib, 1, 4);
+        let first = run(&mut s, FIRST_CALLS as usize, MIB, 100, 400);
         assert_eq!(first, [false, false, true, false, true], "each kind twice");
-        let next = run(&mut s, 2 * EXPLORE_EVERY as usize - 2, mib, 1, 4);
-        let tries: Vec<usize> = (next.iter().enumerate().filter(|(_, &nt)| nt))
-            .map(|(i, _)| i + FIRST_CALLS as usize)
-            .collect();
+        let f = FIRST_CALLS as usize;
+        let next = run(&mut s, 2 * E - f, MIB, 100, 400);
+        let window = |w: usize| (w * E - S..w * E).collect::<Vec<_>>();
         assert_eq!(
-            tries,
-            [EXPLORE_EVERY as usize - 1, 2 * EXPLORE_EVERY as usize - 1],
-            "one try of the slower kind every EXPLORE_EVERY calls"
+            nt_calls(&next, f),
+            [window(1), window(2)].concat(),
+            "the last SAMPLES calls of every EXPLORE_EVERY try the slower kind"
         );
-        // The state flips: ordinary stores 5x slower. The moving speed falls within a dozen
-        // calls, and non-temporal stores take over.
-        let flipped = run(&mut s, 16, mib, 5, 4);
-        assert!(!flipped[0] && flipped[15], "{flipped:?}");
-        let after = run(&mut s, EXPLORE_EVERY as usize, mib, 5, 4);
-        assert_eq!(after.iter().filter(|&&nt| !nt).count(), 1, "one try");
-        // And back: one try of ordinary stores at their old speed is enough.
-        let back = run(&mut s, 2 * EXPLORE_EVERY as usize, mib, 1, 4);
-        assert!(back[0], "non-temporal until the try");
-        let settled = &back[EXPLORE_EVERY as usize..];
-        assert_eq!(settled.iter().filter(|&&nt| nt).count(), 1, "{back:?}");
+        // The state flips: ordinary stores 5x slower. Non-temporal stores take over at the
+        // next measurement, and ordinary ones are tried once per window.
+        let flipped = run(&mut s, 2 * E, MIB, 500, 400);
+        let ordinary: Vec<usize> = (0..2 * E).filter(|&i| !flipped[i]).collect();
+        let measure = |w: usize| (w * E - 2 * S..w * E - S).collect::<Vec<_>>();
+        assert_eq!(
+            ordinary,
+            [(0..E - S).collect(), measure(2)].concat(),
+            "{flipped:?}"
+        );
+        // And back at the next measurement.
+        let back = run(&mut s, 2 * E, MIB, 100, 400);
+        assert_eq!(
+            nt_calls(&back, 0),
+            [(0..E - 2 * S).collect(), window(1), window(2)].concat()
+        );
     }
 
     #[test]
-    fn ranks_in_different_classes_or_with_different_choices_try_together() {
-        let mib = 1 << 20;
+    fn one_preempted_call_does_not_hide_the_faster_kind() {
+        let mut s = CallStores::default();
+        // Non-temporal stores twice as fast, but one of their first calls waited 10x on a
+        // peer that lost its core: the best of each kind's calls still ranks them.
+        let times = [100, 100, 500, 100, 50];
+        for &t in &times {
+            let p = s.pick(KIND, MIB).unwrap();
+            s.record(p, MIB, us(if p.nt { t } else { 100 }));
+        }
+        assert!(s.pick(KIND, MIB).unwrap().nt);
+    }
+
+    #[test]
+    fn ranks_in_different_classes_or_with_different_choices_measure_together() {
         let (mut a, mut b) = (CallStores::default(), CallStores::default());
         // Rank a's calls below 1 MiB, then above; rank b's below throughout (an uneven
         // all-to-all-v around a power of two). Rank a measured ordinary stores faster, b
         // non-temporal ones.
-        run(&mut a, 7, mib - 4096, 1, 4);
-        run(&mut b, 7, mib - 8192, 4, 1);
-        let n = 2 * EXPLORE_EVERY as usize;
+        run(&mut a, 7, MIB - 4096, 100, 400);
+        run(&mut b, 7, MIB - 8192, 400, 100);
+        let n = 2 * E;
         let (ka, kb) = (
-            run(&mut a, n, mib + 4096, 1, 4),
-            run(&mut b, n, mib - 8192, 4, 1),
+            run(&mut a, n, MIB + 4096, 100, 400),
+            run(&mut b, n, MIB - 8192, 400, 100),
         );
         for i in FIRST_CALLS as usize..n {
-            let tick = (7 + i) % EXPLORE_EVERY as usize;
-            if tick == EXPLORE_EVERY as usize - 2 {
+            let slot = (7 + i) % E;
+            if (E - 2 * S..E - S).contains(&slot) {
                 assert!(!ka[i] && !kb[i], "call {i}: both ordinary");
-            } else if tick == EXPLORE_EVERY as usize - 1 {
+            } else if slot >= E - S {
                 assert!(ka[i] && kb[i], "call {i}: both non-temporal");
             } else {
                 assert!(!ka[i] && kb[i], "call {i}: each its own kind");
@@ -280,22 +305,33 @@ mod tests {
     }
 
     #[test]
-    fn a_slower_call_does_not_flip_the_choice_and_classes_are_apart() {
+    fn calls_below_the_smallest_size_keep_the_clock() {
+        let (mut a, mut b) = (CallStores::default(), CallStores::default());
+        // Rank a's first calls of the kind are small (its part of an uneven all-to-all-v), its
+        // peer b's are not; the measurements must still fall on the same calls.
+        for _ in 0..3 {
+            assert_eq!(a.pick(KIND, MIN_CALL_BYTES - 1), None);
+            assert!(b.pick(KIND, MIB).is_some());
+        }
+        let n = 2 * E;
+        let (ka, kb) = (run(&mut a, n, MIB, 100, 400), run(&mut b, n, MIB, 100, 400));
+        let f = FIRST_CALLS as usize;
+        assert_eq!(ka[f..], kb[f..], "tries on the same calls");
+        assert_eq!(nt_calls(&ka[f..], 0).len(), 2 * S, "{ka:?}");
+    }
+
+    #[test]
+    fn classes_are_apart_and_within_an_eighth_the_incumbent_stays() {
         let mut s = CallStores::default();
-        let mib = 1 << 20;
-        run(&mut s, FIRST_CALLS as usize, mib, 4, 1);
-        // Non-temporal in the lead; one call 3x slower does not hand it back.
-        let p = s.pick(KIND, mib).unwrap();
-        assert!(p.nt);
-        s.record(p, mib, ms(3));
-        assert!(s.pick(KIND, mib).unwrap().nt);
+        run(&mut s, FIRST_CALLS as usize, MIB, 400, 100);
+        assert!(s.pick(KIND, MIB).unwrap().nt);
         // Another size class, and another kind of call, start over.
-        assert!(!s.pick(KIND, 4 * mib).unwrap().nt);
-        assert!(!s.pick(KIND + 1, mib).unwrap().nt);
-        // Within an eighth the incumbent stays.
+        assert!(!s.pick(KIND, 4 * MIB).unwrap().nt);
+        assert!(!s.pick(KIND + 1, MIB).unwrap().nt);
         let mut t = CallStores::default();
-        let speeds = run(&mut t, FIRST_CALLS as usize, mib, 100, 95);
-        assert_eq!(speeds, [false, false, true, false, true]);
-        assert!(run(&mut t, 20, mib, 100, 95).iter().all(|&nt| !nt));
+        let kinds = run(&mut t, FIRST_CALLS as usize, MIB, 100, 95);
+        assert_eq!(kinds, [false, false, true, false, true]);
+        let later = run(&mut t, 2 * E, MIB, 100, 95);
+        assert_eq!(nt_calls(&later, 0).len(), 2 * S, "only the measurements");
     }
 }

@@ -147,7 +147,10 @@ fn execute(
     st.engine.stream = b.elems * b.esize >= oxccl_kernels::streaming_threshold_bytes();
     begin(st, hdr, plan.peers.iter().copied());
     let mut mat = run::initial_materialized_in(layout, b);
-    run::run_in(&mut st.engine, plan, b, layout, &mut mat)?;
+    st.engine
+        .with_call_stores(hdr.kind, b.elems * b.esize, &plan.peers, |e| {
+            run::run_in(e, plan, b, layout, &mut mat)
+        })?;
     Ok(mat)
 }
 
