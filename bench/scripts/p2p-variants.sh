@@ -14,7 +14,10 @@
 # brackets, the median of its per-round ratios to Open MPI (>1: that variant faster). The
 # cross-core probe runs before and after (bench/scripts/xcore_probe.c: ~11 GB/s handover is
 # the fast state, ~2 the slow one). Env: OX (oxccl-bench, default target/release), OUT (raw
-# outputs, default a temporary directory), TESTS ("sendrecv alltoallv").
+# outputs, default a temporary directory), TESTS ("sendrecv alltoallv"). The probe also runs
+# right before each variant's run, and a second table gives each variant's median ratio per
+# state of its own runs (fast: probe >= 6 GB/s, slow: <= 4; the count of runs in brackets):
+# the state flips within a round, and a variant that loses only in the slow state shows there.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 [ $# -ge 5 ] || { sed -n 4,7p "$0" >&2; exit 2; }
@@ -31,6 +34,7 @@ for prog in mpi_sendrecv mpi_alltoallv; do
   [ -x "$BUILD/$prog" ] || mpicc -O3 -march=native -o "$BUILD/$prog" "$HERE/$prog.c"
 done
 [ -x /tmp/xcore_probe ] || gcc -O2 -o /tmp/xcore_probe "$HERE/xcore_probe.c"
+probe() { /tmp/xcore_probe 1 | tail -1 | awk '{print $2}'; }
 state() { echo "$(date -u +%T) probe $(/tmp/xcore_probe 1 | tail -1) load $(cut -d' ' -f1 /proc/loadavg)"; }
 
 # Runs variant $1 (LABEL=[BIN=path,]ENV=V,...) of oxccl-bench with arguments $2...
@@ -56,11 +60,13 @@ for r in $(seq "$ROUNDS"); do
       sendrecv)
         $MPIRUN -np "$NP" "$BUILD/mpi_sendrecv" -b "$MIN" -e "$MAX" > "$OUT/sendrecv-mpi-$r"
         for v in "$@"; do
+          probe > "$OUT/probe-sendrecv-${v%%=*}-$r"
           variant "$v" sendrecv -b "$MIN" -e "$MAX" --json > "$OUT/sendrecv-${v%%=*}-$r"
         done ;;
       alltoallv)
         $MPIRUN -np "$NP" "$BUILD/mpi_alltoallv" -b "$MIN" -e "$MAX" > "$OUT/alltoallv-mpi-$r"
         for v in "$@"; do
+          probe > "$OUT/probe-alltoallv-${v%%=*}-$r"
           variant "$v" all-to-all-v -b "$MIN" -e "$MAX" -n 0 -a 3 --trials 5 --json \
             > "$OUT/alltoallv-${v%%=*}-$r"
         done ;;
@@ -103,5 +109,17 @@ for t in tests:
             ratio = [(x[b] / y[b]) if higher else (y[b] / x[b]) for x, y in zip(v[l], m)]
             cells.append(f"{statistics.median(x[b] for x in v[l]):9.2f}({statistics.median(ratio):4.2f})")
         print(f"{b:>10} {statistics.median(x[b] for x in m):>10.2f} " + " ".join(f"{c:>16}" for c in cells))
+    gbs = {l: [float(open(f"{out}/probe-{t}-{l}-{r}").read()) for r in range(1, rounds + 1)] for l in labels}
+    for name, inside in (("fast", lambda g: g >= 6), ("slow", lambda g: g <= 4)):
+        print(f"{t}, {name} state (each variant's own runs): median per-round ratio to Open MPI [runs]")
+        for b in sorted(m[0]):
+            if not all(b in x for x in m) or not all(b in x for l in labels for x in v[l]):
+                continue
+            cells = []
+            for l in labels:
+                ratio = [(x[b] / y[b]) if higher else (y[b] / x[b])
+                         for x, y, g in zip(v[l], m, gbs[l]) if inside(g)]
+                cells.append(f"{statistics.median(ratio):4.2f}[{len(ratio)}]" if ratio else "-")
+            print(f"{b:>10} {'':>10} " + " ".join(f"{c:>16}" for c in cells))
 print(f"\nraw outputs: {out}")
 PY

@@ -88,7 +88,8 @@ pub(crate) struct CallStores {
     /// where it was (4 ranks on 2 cores, all-to-all-v at 128 KiB-2 MiB in the slow state ran
     /// at the speed of ordinary stores, 2-3x slower than with non-temporal ones;
     /// bench/RESULTS.md, session 12).
-    ticks: HashMap<u8, u32>,
+    /// Indexed by kind: every call of the communicator ticks, so no hashing here.
+    ticks: Vec<u32>,
 }
 
 impl CallStores {
@@ -97,9 +98,12 @@ impl CallStores {
     pub(crate) fn pick(&mut self, kind: u8, bytes: usize) -> Option<Pick> {
         // Every call ticks, small ones too: one rank's part of an all-to-all-v may fall below
         // MIN_CALL_BYTES where its peers' do not.
-        let tick = self.ticks.entry(kind).or_default();
-        let t = *tick;
-        *tick = t.wrapping_add(1);
+        let k = usize::from(kind);
+        if self.ticks.len() <= k {
+            self.ticks.resize(k + 1, 0);
+        }
+        let t = self.ticks[k];
+        self.ticks[k] = t.wrapping_add(1);
         if bytes < MIN_CALL_BYTES {
             return None;
         }
