@@ -22,10 +22,10 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "2,4,8")]
     inputs: Vec<usize>,
     /// Smallest buffer size in bytes (suffixes K, M, G allowed).
-    #[arg(long, default_value = "4K", value_parser = parse_size)]
+    #[arg(long, default_value = "4K", value_parser = crate::sizes::parse_size)]
     min_bytes: usize,
     /// Largest buffer size in bytes (suffixes K, M, G allowed).
-    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    #[arg(long, default_value = "256M", value_parser = crate::sizes::parse_size)]
     max_bytes: usize,
     /// Size multiplier between steps.
     #[arg(long, default_value_t = 4)]
@@ -97,19 +97,6 @@ fn thread_cpu_seconds() -> anyhow::Result<f64> {
         .and_then(|f| f.parse().ok())
         .with_context(|| format!("{path}: no run time in `{}`", text.trim()))?;
     Ok(ns as f64 * 1e-9)
-}
-
-fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&s[..i], 1usize << 10),
-        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
-        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<usize>()
-        .map(|n| n * mult)
-        .map_err(|e| format!("bad size `{s}`: {e}"))
 }
 
 #[derive(serde::Serialize)]

@@ -47,10 +47,10 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "ring,tree,rhd")]
     pub algo: Vec<String>,
     /// Smallest size in bytes (suffixes K, M, G are powers of 1024).
-    #[arg(short = 'b', long = "minbytes", default_value = "1K", value_parser = parse_size)]
+    #[arg(short = 'b', long = "minbytes", default_value = "1K", value_parser = crate::sizes::parse_bytes)]
     pub min_bytes: u64,
     /// Largest size in bytes.
-    #[arg(short = 'e', long = "maxbytes", default_value = "1G", value_parser = parse_size)]
+    #[arg(short = 'e', long = "maxbytes", default_value = "1G", value_parser = crate::sizes::parse_bytes)]
     pub max_bytes: u64,
     /// Size multiplication factor between steps of the sweep.
     #[arg(short = 'f', long = "stepfactor", default_value_t = 2)]
@@ -531,29 +531,6 @@ pub(crate) fn dtype_size(name: &str) -> anyhow::Result<(usize, &'static str)> {
     })
 }
 
-/// `1024`, `1K`, `8M`, `1G` (powers of 1024, as nccl-tests).
-pub(crate) fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m = match c.to_ascii_uppercase() {
-                'K' => 1u64 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => anyhow::bail!("size `{s}`: unknown suffix `{c}` (K, M, G or T)"),
-            };
-            (&t[..i], m)
-        }
-        _ => (t, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("size `{s}` is not a number with an optional K/M/G suffix"))?;
-    n.checked_mul(mult)
-        .with_context(|| format!("size `{s}` overflows"))
-}
-
 /// nccl-tests' sweep: min, min*f, ... up to max, each a whole number of elements.
 fn sweep(min: u64, max: u64, factor: u64, elem: usize) -> anyhow::Result<Vec<u64>> {
     if factor < 2 {
@@ -620,11 +597,6 @@ mod tests {
 
     #[test]
     fn sizes_parse_like_nccl_tests() {
-        assert_eq!(parse_size("1K").unwrap(), 1024);
-        assert_eq!(parse_size("8m").unwrap(), 8 << 20);
-        assert_eq!(parse_size("3").unwrap(), 3);
-        assert!(parse_size("1X").is_err());
-        assert!(parse_size("K").is_err());
         assert_eq!(
             sweep(1024, 8192, 2, 4).unwrap(),
             vec![1024, 2048, 4096, 8192]

@@ -28,23 +28,43 @@ pub fn timed_iterations(one: f64, trials: usize, lo: usize, hi: usize) -> usize 
 /// machines this runs on; larger requests are refused before allocating, not aborted on.
 pub const MAX_BYTES: usize = 16 << 30;
 
-/// `8`, `64K`, `256M`, `1G` (powers of 1024). Errors on overflow and above [`MAX_BYTES`].
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let (num, shift) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&s[..s.len() - 1], 10),
-        Some('M') => (&s[..s.len() - 1], 20),
-        Some('G') => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
+/// `8`, `64K`, `256M`, `1G`, `2T` (powers of 1024, as nccl-tests; either case), as a count of
+/// bytes that need not fit in memory (the simulator's sizes). Errors on overflow.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("size {t:?}: unknown suffix `{c}` (K, M, G or T)")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
     };
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 8, 64K, 256M)"))?;
-    let bytes = n
-        .checked_mul(1u64 << shift)
-        .filter(|&b| b <= MAX_BYTES as u64)
-        .ok_or_else(|| format!("{s:?} is above the largest size, {} GiB", MAX_BYTES >> 30))?;
-    Ok(bytes as usize)
+        .map_err(|_| format!("{t:?} is not a size (e.g. 8, 64K, 256M)"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size {t:?} overflows"))
+}
+
+/// [`parse_bytes`] for a buffer this process allocates: errors above [`MAX_BYTES`] too.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let bytes = parse_bytes(s)?;
+    usize::try_from(bytes)
+        .ok()
+        .filter(|&b| b <= MAX_BYTES)
+        .ok_or_else(|| {
+            format!(
+                "{:?} is above the largest size, {} GiB",
+                s.trim(),
+                MAX_BYTES >> 30
+            )
+        })
 }
 
 /// The sizes of a sweep from `min` to `max` bytes, multiplying by `factor` (nccl-tests' `-f`),
@@ -124,6 +144,13 @@ mod tests {
             "",
         ] {
             let e = parse_size(bad).expect_err(bad);
+            assert!(e.contains("size"), "{bad}: {e}");
+        }
+        // The simulator's sizes: no memory bound, a T suffix, still no wrapping.
+        assert_eq!(parse_bytes("2T"), Ok(2 << 40));
+        assert_eq!(parse_bytes("8m"), Ok(8 << 20));
+        for bad in ["1X", "K", "99999999999T"] {
+            let e = parse_bytes(bad).expect_err(bad);
             assert!(e.contains("size"), "{bad}: {e}");
         }
     }

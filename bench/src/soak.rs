@@ -49,18 +49,14 @@ pub struct Args {
     ranks: Option<usize>,
 }
 
+/// A soak size: [`crate::sizes::parse_size`], up to 1 GiB (every rank holds a few buffers of
+/// the largest size).
 fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let (num, shift) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&s[..s.len() - 1], 10),
-        Some('M') => (&s[..s.len() - 1], 20),
-        _ => (s, 0),
-    };
-    num.parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(1 << shift))
-        .filter(|&n| n <= 1 << 30)
-        .ok_or_else(|| format!("{s:?} is not a size up to 1G (e.g. 8, 64K, 64M)"))
+    let n = crate::sizes::parse_size(s)?;
+    if n > 1 << 30 {
+        return Err(format!("{:?}: a soak's sizes go up to 1G", s.trim()));
+    }
+    Ok(n)
 }
 
 /// The collectives a soak draws from.

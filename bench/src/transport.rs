@@ -37,6 +37,8 @@ use oxccl_transport::wait::{self, Deadline};
 use oxccl_transport::{Address, Connection, Listener, Post, Request, Transport};
 use stream::{run_face, Face};
 
+use crate::sizes::parse_size;
+
 mod stream;
 
 #[derive(clap::Args, Debug)]
@@ -70,13 +72,13 @@ pub struct Args {
     #[arg(long)]
     face: Option<String>,
     /// Smallest latency message (bytes).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value = "1", value_parser = parse_size)]
     min_bytes: usize,
     /// Largest latency message (bytes).
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
     max_latency_bytes: usize,
     /// Largest bandwidth message (bytes; bandwidth starts at 4 KiB).
-    #[arg(long, default_value_t = 64 << 20)]
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
     max_bytes: usize,
     /// Scale the iteration counts (e.g. 0.1 for a quick look).
     #[arg(long, default_value_t = 1.0)]
@@ -112,20 +114,6 @@ fn tcp(nsocks: Option<usize>) -> anyhow::Result<Tcp> {
 enum Role {
     Leader,
     Peer,
-}
-
-fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&s[..s.len() - 1], 1usize << 10),
-        Some('M') => (&s[..s.len() - 1], 1 << 20),
-        Some('G') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("{s:?} is not a size (e.g. 1, 64K, 4M)"))
 }
 
 /// OSU's `-m`: `MAX` or `MIN:MAX`.
