@@ -12,12 +12,12 @@
 //!
 //! How: the first [`FIRST_CALLS`] calls of one kind and power-of-two size class alternate,
 //! ordinary first (the very first is not timed: first touches of the buffers), so that each
-//! kind is timed [`SAMPLES`] times; the kind whose best call was faster is kept. The last
-//! `2 * SAMPLES` of every [`EXPLORE_EVERY`] calls of a kind measure again ([`SAMPLES`]
-//! ordinary, then [`SAMPLES`] non-temporal, whichever is in use). The best call and not the
-//! mean: a rank's call also waits for peers that lost their core, which only ever slows it,
-//! and one such call among the tries kept the slower kind for a whole window (4 ranks on 2
-//! cores, session 13). The sequence follows the count of calls of the kind, which every rank
+//! kind is timed over a block of [`BLOCK`] calls; the kind that moved its block's bytes faster
+//! is kept. The last `2 * BLOCK` of every [`EXPLORE_EVERY`] calls of a kind measure again (a
+//! block of ordinary stores, then one of non-temporal ones, whichever kind is in use). Blocks,
+//! not single calls: a rank's call also waits for peers that entered it late or lost their
+//! core, and single calls, compared by a moving mean or by the best of a few, flipped the
+//! choice every few windows (4 ranks on 2 cores, session 13). The sequence follows the count of calls of the kind, which every rank
 //! of the communicator makes alike (whatever its size class, small calls included:
 //! `CallStores::ticks`), so the ranks measure together and each sees the effect of both ends'
 //! choice, even where their measurements led them to different kinds. Every collective call
@@ -40,26 +40,36 @@ use crate::error::Result;
 /// Calls below this many bytes keep ordinary stores: their ring writes are a few KiB, where
 /// the fence and the misses cost more than the hand-over they save.
 pub(crate) const MIN_CALL_BYTES: usize = 64 << 10;
-/// Calls of each kind timed per measurement: a call's time on a rank includes its peers'
-/// turns on the cores (4 ranks on 2 cores: single calls vary 2-3x), which only ever slows it,
-/// so each kind's speed is the best of this many calls, not one call's.
-pub(crate) const SAMPLES: u32 = 2;
+/// Consecutive calls of each kind timed per measurement, their times summed: a call's time on
+/// a rank depends on when its peers entered it and whether they kept their cores (4 ranks on 2
+/// cores: single calls of one kind vary 2-4x), which a block of calls averages out. Single
+/// calls, compared by their mean or by the best of a few, flipped the choice every few windows
+/// in the fast state (4 ranks, all-to-all-v at 128-256 KiB, session 13).
+pub(crate) const BLOCK: u32 = 8;
 /// The calls of a class that alternate the kinds before the faster one is kept (a benchmark's
-/// warm-up, typically: 5): the first, untimed, then [`SAMPLES`] of each kind.
-pub(crate) const FIRST_CALLS: u32 = 1 + 2 * SAMPLES;
-/// The last `2 * SAMPLES` calls in every this many of a kind measure both kinds again
-/// ([`SAMPLES`] ordinary, then [`SAMPLES`] non-temporal), so that a change of the machine's
-/// state is noticed (~3% of the calls take the slower kind).
-pub(crate) const EXPLORE_EVERY: u32 = 64;
+/// warm-up and first timed calls): the first, untimed, then [`BLOCK`] of each kind.
+pub(crate) const FIRST_CALLS: u32 = 1 + 2 * BLOCK;
+/// Every this many calls of a kind, both kinds are measured again: the last `2 * BLOCK`, a
+/// block of ordinary stores, then one of non-temporal ones, so that a change of the machine's
+/// state is noticed (~1.6% of the calls take the slower kind).
+pub(crate) const EXPLORE_EVERY: u32 = 512;
+
+/// Whether the call at tick `t` of its kind measures a kind of stores, and which (true:
+/// non-temporal).
+fn measuring(t: u32) -> Option<bool> {
+    let slot = t % EXPLORE_EVERY;
+    (slot >= EXPLORE_EVERY - 2 * BLOCK).then_some(slot >= EXPLORE_EVERY - BLOCK)
+}
 
 /// The record of one kind and size class of call.
 #[derive(Clone, Copy, Default)]
 struct Class {
     /// Calls made so far.
     calls: u32,
-    /// The best speed of each kind in the current measurement, bytes per microsecond,
-    /// [ordinary, non-temporal], and how many of its calls were timed.
-    best: [u32; 2],
+    /// The current measurement of each kind, [ordinary, non-temporal]: bytes, nanoseconds
+    /// and count of its timed calls.
+    bytes: [u64; 2],
+    nanos: [u64; 2],
     timed: [u32; 2],
     /// The faster kind (true: non-temporal).
     nt: bool,
@@ -112,20 +122,18 @@ impl CallStores {
         let c = class.calls;
         class.calls = c.saturating_add(1);
         // By the kind's clock, which all ranks share: the first calls of a class alternate,
-        // and the last 2 * SAMPLES of every EXPLORE_EVERY calls take ordinary, then
-        // non-temporal stores.
-        let slot = t % EXPLORE_EVERY;
-        let (nt, timed) = match c {
-            0 => (false, false),
+        // then the measuring blocks at the end of each EXPLORE_EVERY take their kind.
+        let (nt, timed) = match (c, measuring(t)) {
+            (0, _) => (false, false),
             _ if c < FIRST_CALLS => (t % 2 == 0, true),
-            _ if slot >= EXPLORE_EVERY - 2 * SAMPLES => (slot >= EXPLORE_EVERY - SAMPLES, true),
-            _ => (class.nt, false),
+            (_, Some(nt)) => (nt, true),
+            (_, None) => (class.nt, false),
         };
         Some(Pick { key, nt, timed })
     }
 
     /// Folds in the time `took` of a call of `bytes` that ran with `pick`: once both kinds
-    /// have [`SAMPLES`] timed calls, the faster by its best call is kept.
+    /// have [`BLOCK`] timed calls, the faster over its block is kept.
     pub(crate) fn record(&mut self, pick: Pick, bytes: usize, took: Duration) {
         if !pick.timed {
             return;
@@ -133,15 +141,19 @@ impl CallStores {
         let Some(class) = self.classes.get_mut(&pick.key) else {
             return;
         };
-        let mbps = (bytes as u128 * 1000 / took.as_nanos().max(1)).clamp(1, u32::MAX.into()) as u32;
         let k = usize::from(pick.nt);
-        class.best[k] = class.best[k].max(mbps);
+        class.bytes[k] = class.bytes[k].saturating_add(bytes as u64);
+        class.nanos[k] = class.nanos[k].saturating_add(took.as_nanos().max(1) as u64);
         class.timed[k] += 1;
-        if class.timed.iter().any(|&n| n < SAMPLES) {
+        if class.timed.iter().any(|&n| n < BLOCK) {
             return;
         }
-        let [plain, nt] = class.best.map(u64::from);
-        (class.best, class.timed) = ([0; 2], [0; 2]);
+        // Bytes per microsecond of each kind.
+        let [plain, nt] = [0, 1].map(|k| {
+            (u128::from(class.bytes[k]) * 1000 / u128::from(class.nanos[k])).min(u64::MAX.into())
+                as u64
+        });
+        (class.bytes, class.nanos, class.timed) = ([0; 2], [0; 2], [0; 2]);
         // The other kind takes the lead once it is an eighth faster.
         let lead = if class.nt {
             plain <= nt + nt / 8
@@ -207,7 +219,8 @@ mod tests {
     const KIND: u8 = 1;
     const MIB: usize = 1 << 20;
     const E: usize = EXPLORE_EVERY as usize;
-    const S: usize = SAMPLES as usize;
+    const B: usize = BLOCK as usize;
+    const F: usize = FIRST_CALLS as usize;
 
     fn us(n: u64) -> Duration {
         Duration::from_micros(n)
@@ -224,11 +237,10 @@ mod tests {
             .collect()
     }
 
-    /// The calls of `kinds` (indexed from tick `from`) that took non-temporal stores.
-    fn nt_calls(kinds: &[bool], from: usize) -> Vec<usize> {
-        (kinds.iter().enumerate().filter(|(_, &nt)| nt))
-            .map(|(i, _)| i + from)
-            .collect()
+    /// The stores of the call at tick `t` of a class past its first calls, whose kept kind is
+    /// `kept`.
+    fn settled(t: usize, kept: bool) -> bool {
+        measuring(t as u32).unwrap_or(kept)
     }
 
     #[test]
@@ -239,46 +251,53 @@ mod tests {
     }
 
     #[test]
-    fn both_kinds_are_measured_then_the_faster_kept_and_both_measured_again() {
-        let mut s = CallStores::default();
-        // Ordinary stores 4x faster (the fast state, data in the caches).
-        let first = run(&mut s, FIRST_CALLS as usize, MIB, 100, 400);
-        assert_eq!(first, [false, false, true, false, true], "each kind twice");
-        let f = FIRST_CALLS as usize;
-        let next = run(&mut s, 2 * E - f, MIB, 100, 400);
-        let window = |w: usize| (w * E - S..w * E).collect::<Vec<_>>();
-        assert_eq!(
-            nt_calls(&next, f),
-            [window(1), window(2)].concat(),
-            "the last SAMPLES calls of every EXPLORE_EVERY try the slower kind"
-        );
-        // The state flips: ordinary stores 5x slower. Non-temporal stores take over at the
-        // next measurement, and ordinary ones are tried once per window.
-        let flipped = run(&mut s, 2 * E, MIB, 500, 400);
-        let ordinary: Vec<usize> = (0..2 * E).filter(|&i| !flipped[i]).collect();
-        let measure = |w: usize| (w * E - 2 * S..w * E - S).collect::<Vec<_>>();
-        assert_eq!(
-            ordinary,
-            [(0..E - S).collect(), measure(2)].concat(),
-            "{flipped:?}"
-        );
-        // And back at the next measurement.
-        let back = run(&mut s, 2 * E, MIB, 100, 400);
-        assert_eq!(
-            nt_calls(&back, 0),
-            [(0..E - 2 * S).collect(), window(1), window(2)].concat()
-        );
+    fn each_window_ends_with_a_block_of_each_kind() {
+        let kinds: Vec<Option<bool>> = (0..EXPLORE_EVERY).map(measuring).collect();
+        let (quiet, blocks) = kinds.split_at(E - 2 * B);
+        assert!(quiet.iter().all(Option::is_none));
+        assert_eq!(blocks[..B], [Some(false); B], "ordinary first");
+        assert_eq!(blocks[B..], [Some(true); B]);
     }
 
     #[test]
-    fn one_preempted_call_does_not_hide_the_faster_kind() {
+    fn both_kinds_are_measured_then_the_faster_kept_and_both_measured_again() {
         let mut s = CallStores::default();
-        // Non-temporal stores twice as fast, but one of their first calls waited 10x on a
-        // peer that lost its core: the best of each kind's calls still ranks them.
-        let times = [100, 100, 500, 100, 50];
-        for &t in &times {
+        // Ordinary stores 4x faster (the fast state, data in the caches).
+        let first = run(&mut s, F, MIB, 100, 400);
+        let alternate: Vec<bool> = (0..F).map(|t| t > 0 && t % 2 == 0).collect();
+        assert_eq!(first, alternate, "the first untimed, then alternating");
+        let next = run(&mut s, 2 * E - F, MIB, 100, 400);
+        for (i, &nt) in next.iter().enumerate() {
+            assert_eq!(nt, settled(F + i, false), "call {}", F + i);
+        }
+        assert_eq!(
+            next.iter().filter(|&&nt| nt).count(),
+            2 * B,
+            "a block a window"
+        );
+        // The state flips: ordinary stores 5x slower. Non-temporal stores take over when the
+        // next window's measurements are in, at its end.
+        let flipped = run(&mut s, 2 * E, MIB, 500, 400);
+        for (i, &nt) in flipped.iter().enumerate() {
+            assert_eq!(nt, settled(2 * E + i, i >= E), "call {}", 2 * E + i);
+        }
+        // And back.
+        let back = run(&mut s, 2 * E, MIB, 100, 400);
+        for (i, &nt) in back.iter().enumerate() {
+            assert_eq!(nt, settled(4 * E + i, i < E), "call {}", 4 * E + i);
+        }
+    }
+
+    #[test]
+    fn a_block_is_ranked_by_its_total_not_by_one_call() {
+        let mut s = CallStores::default();
+        // Non-temporal stores faster, but the first of their timed calls waited 6x on a peer
+        // that lost its core: the block's total still ranks them (300 + 7 x 50 against 800 us).
+        let mut nt_times = std::iter::once(300).chain(std::iter::repeat(50));
+        for _ in 0..F {
             let p = s.pick(KIND, MIB).unwrap();
-            s.record(p, MIB, us(if p.nt { t } else { 100 }));
+            let t = if p.nt { nt_times.next().unwrap() } else { 100 };
+            s.record(p, MIB, us(t));
         }
         assert!(s.pick(KIND, MIB).unwrap().nt);
     }
@@ -289,21 +308,22 @@ mod tests {
         // Rank a's calls below 1 MiB, then above; rank b's below throughout (an uneven
         // all-to-all-v around a power of two). Rank a measured ordinary stores faster, b
         // non-temporal ones.
-        run(&mut a, 7, MIB - 4096, 100, 400);
-        run(&mut b, 7, MIB - 8192, 400, 100);
+        run(&mut a, F, MIB - 4096, 100, 400);
+        run(&mut b, F, MIB - 8192, 400, 100);
         let n = 2 * E;
         let (ka, kb) = (
             run(&mut a, n, MIB + 4096, 100, 400),
             run(&mut b, n, MIB - 8192, 400, 100),
         );
-        for i in FIRST_CALLS as usize..n {
-            let slot = (7 + i) % E;
-            if (E - 2 * S..E - S).contains(&slot) {
-                assert!(!ka[i] && !kb[i], "call {i}: both ordinary");
-            } else if slot >= E - S {
-                assert!(ka[i] && kb[i], "call {i}: both non-temporal");
-            } else {
-                assert!(!ka[i] && kb[i], "call {i}: each its own kind");
+        for i in F..n {
+            let t = F + i;
+            assert_eq!(
+                (ka[i], kb[i]),
+                (settled(t, false), settled(t, true)),
+                "call {t}"
+            );
+            if measuring(t as u32).is_some() {
+                assert_eq!(ka[i], kb[i], "call {t}: both measure the same kind");
             }
         }
     }
@@ -319,23 +339,25 @@ mod tests {
         }
         let n = 2 * E;
         let (ka, kb) = (run(&mut a, n, MIB, 100, 400), run(&mut b, n, MIB, 100, 400));
-        let f = FIRST_CALLS as usize;
-        assert_eq!(ka[f..], kb[f..], "tries on the same calls");
-        assert_eq!(nt_calls(&ka[f..], 0).len(), 2 * S, "{ka:?}");
+        assert_eq!(ka[F..], kb[F..], "tries on the same calls");
+        assert_eq!(ka[F..].iter().filter(|&&nt| nt).count(), 2 * B, "{ka:?}");
     }
 
     #[test]
     fn classes_are_apart_and_within_an_eighth_the_incumbent_stays() {
         let mut s = CallStores::default();
-        run(&mut s, FIRST_CALLS as usize, MIB, 400, 100);
+        run(&mut s, F, MIB, 400, 100);
         assert!(s.pick(KIND, MIB).unwrap().nt);
         // Another size class, and another kind of call, start over.
         assert!(!s.pick(KIND, 4 * MIB).unwrap().nt);
         assert!(!s.pick(KIND + 1, MIB).unwrap().nt);
         let mut t = CallStores::default();
-        let kinds = run(&mut t, FIRST_CALLS as usize, MIB, 100, 95);
-        assert_eq!(kinds, [false, false, true, false, true]);
+        run(&mut t, F, MIB, 100, 95);
         let later = run(&mut t, 2 * E, MIB, 100, 95);
-        assert_eq!(nt_calls(&later, 0).len(), 2 * S, "only the measurements");
+        assert_eq!(
+            later.iter().filter(|&&nt| nt).count(),
+            2 * B,
+            "only the measurements"
+        );
     }
 }
