@@ -10,14 +10,14 @@
 //! only the end-to-end time ranks them: the writer's copy speed and the reader's consume
 //! speed did not (`OXCCL_RING_NT=auto`, `bench/RESULTS.md`, session 9, `nt`).
 //!
-//! How: the first [`FIRST_CALLS`] calls of one kind and power-of-two size class alternate,
-//! ordinary first (the very first is not timed: first touches of the buffers), so that each
-//! kind is timed over a block of [`BLOCK`] calls; the kind that moved its block's bytes faster
-//! is kept. The last `2 * BLOCK` of every [`EXPLORE_EVERY`] calls of a kind measure again (a
-//! block of ordinary stores, then one of non-temporal ones, whichever kind is in use). Blocks,
-//! not single calls: a rank's call also waits for peers that entered it late or lost their
-//! core, and single calls, compared by a moving mean or by the best of a few, flipped the
-//! choice every few windows (4 ranks on 2 cores, session 13). The sequence follows the count of calls of the kind, which every rank
+//! How: the first calls of one kind and power-of-two size class alternate, ordinary first (the
+//! very first is not timed: first touches of the buffers), so that each kind is timed over a
+//! block of calls; the kind that moved its block's bytes faster is kept. At the end of every
+//! window of calls of a kind both are measured again (a block of ordinary stores, then one of
+//! non-temporal ones, whichever kind is in use). The block and the window depend on the size
+//! ([`SMALL`], [`LARGE`]). Blocks, not single calls: a rank's call also waits for peers that
+//! entered it late or lost their core, and single calls, compared by a moving mean or by the
+//! best of a few, flipped the choice every few windows (4 ranks on 2 cores, session 13). The sequence follows the count of calls of the kind, which every rank
 //! of the communicator makes alike (whatever its size class, small calls included:
 //! `CallStores::ticks`), so the ranks measure together and each sees the effect of both ends'
 //! choice, even where their measurements led them to different kinds. Every collective call
@@ -40,25 +40,58 @@ use crate::error::Result;
 /// Calls below this many bytes keep ordinary stores: their ring writes are a few KiB, where
 /// the fence and the misses cost more than the hand-over they save.
 pub(crate) const MIN_CALL_BYTES: usize = 64 << 10;
-/// Consecutive calls of each kind timed per measurement, their times summed: a call's time on
-/// a rank depends on when its peers entered it and whether they kept their cores (4 ranks on 2
-/// cores: single calls of one kind vary 2-4x), which a block of calls averages out. Single
-/// calls, compared by their mean or by the best of a few, flipped the choice every few windows
-/// in the fast state (4 ranks, all-to-all-v at 128-256 KiB, session 13).
-pub(crate) const BLOCK: u32 = 8;
-/// The calls of a class that alternate the kinds before the faster one is kept (a benchmark's
-/// warm-up and first timed calls): the first, untimed, then [`BLOCK`] of each kind.
-pub(crate) const FIRST_CALLS: u32 = 1 + 2 * BLOCK;
-/// Every this many calls of a kind, both kinds are measured again: the last `2 * BLOCK`, a
-/// block of ordinary stores, then one of non-temporal ones, so that a change of the machine's
-/// state is noticed (~1.6% of the calls take the slower kind).
-pub(crate) const EXPLORE_EVERY: u32 = 512;
+/// When a class of calls measures both kinds: over a block of `block` consecutive calls of
+/// each kind, their times summed, and again at the end of every `every` calls of the kind (a
+/// block of ordinary stores, then one of non-temporal ones, whichever kind is in use), so that
+/// a change of the machine's state is noticed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Cadence {
+    pub(crate) block: u32,
+    pub(crate) every: u32,
+}
 
-/// Whether the call at tick `t` of its kind measures a kind of stores, and which (true:
-/// non-temporal).
-fn measuring(t: u32) -> Option<bool> {
-    let slot = t % EXPLORE_EVERY;
-    (slot >= EXPLORE_EVERY - 2 * BLOCK).then_some(slot >= EXPLORE_EVERY - BLOCK)
+/// Calls under [`LARGE_CALL_BYTES`]: blocks of 8 (~1.6% of the calls take the slower kind). A
+/// call's time on a rank depends on when its peers entered it and whether they kept their
+/// cores (4 ranks on 2 cores: single calls of one kind vary 2-4x), which a block averages out;
+/// single calls, compared by a moving mean or by the best of a few, flipped the choice every
+/// few windows in the fast state (4 ranks, all-to-all-v at 128-256 KiB, session 13: 290
+/// switches in one two-size sweep, 8 with blocks).
+pub(crate) const SMALL: Cadence = Cadence {
+    block: 8,
+    every: 512,
+};
+/// Calls from [`LARGE_CALL_BYTES`]: a millisecond or more each, so a peer's late entry is
+/// small beside them, while a block of 8 would keep a sweep's few calls of a size (Open MPI's
+/// side and ours time ~0.25 s a size: 5 calls of 256 MiB) alternating the kinds throughout.
+pub(crate) const LARGE: Cadence = Cadence {
+    block: 2,
+    every: 64,
+};
+/// Where [`LARGE`] takes over from [`SMALL`].
+pub(crate) const LARGE_CALL_BYTES: usize = 8 << 20;
+
+/// The cadence of a size class (`log2` of its smallest call).
+fn cadence(log2: u32) -> Cadence {
+    if 1usize.checked_shl(log2).unwrap_or(usize::MAX) >= LARGE_CALL_BYTES {
+        LARGE
+    } else {
+        SMALL
+    }
+}
+
+impl Cadence {
+    /// The calls of a class that alternate the kinds before the faster one is kept (a
+    /// benchmark's warm-up and first timed calls): the first, untimed, then a block of each.
+    pub(crate) fn first_calls(self) -> u32 {
+        1 + 2 * self.block
+    }
+
+    /// Whether the call at tick `t` of its kind measures a kind of stores, and which (true:
+    /// non-temporal).
+    fn measuring(self, t: u32) -> Option<bool> {
+        let slot = t % self.every;
+        (slot >= self.every - 2 * self.block).then_some(slot >= self.every - self.block)
+    }
 }
 
 /// The record of one kind and size class of call.
@@ -82,7 +115,7 @@ pub(crate) struct Pick {
     /// Non-temporal stores for this call's ring writes.
     pub(crate) nt: bool,
     /// Whether the call's time counts in a measurement (the class's first calls and the
-    /// measuring calls of each [`EXPLORE_EVERY`]; the others just run).
+    /// measuring blocks of each window; the others just run).
     timed: bool,
 }
 
@@ -122,10 +155,11 @@ impl CallStores {
         let c = class.calls;
         class.calls = c.saturating_add(1);
         // By the kind's clock, which all ranks share: the first calls of a class alternate,
-        // then the measuring blocks at the end of each EXPLORE_EVERY take their kind.
-        let (nt, timed) = match (c, measuring(t)) {
+        // then the measuring blocks at the end of each window take their kind.
+        let cad = cadence(key.1);
+        let (nt, timed) = match (c, cad.measuring(t)) {
             (0, _) => (false, false),
-            _ if c < FIRST_CALLS => (t % 2 == 0, true),
+            _ if c < cad.first_calls() => (t % 2 == 0, true),
             (_, Some(nt)) => (nt, true),
             (_, None) => (class.nt, false),
         };
@@ -133,7 +167,7 @@ impl CallStores {
     }
 
     /// Folds in the time `took` of a call of `bytes` that ran with `pick`: once both kinds
-    /// have [`BLOCK`] timed calls, the faster over its block is kept.
+    /// have a block of timed calls, the faster over its block is kept.
     pub(crate) fn record(&mut self, pick: Pick, bytes: usize, took: Duration) {
         if !pick.timed {
             return;
@@ -145,7 +179,7 @@ impl CallStores {
         class.bytes[k] = class.bytes[k].saturating_add(bytes as u64);
         class.nanos[k] = class.nanos[k].saturating_add(took.as_nanos().max(1) as u64);
         class.timed[k] += 1;
-        if class.timed.iter().any(|&n| n < BLOCK) {
+        if class.timed.iter().any(|&n| n < cadence(pick.key.1).block) {
             return;
         }
         // Bytes per microsecond of each kind.
@@ -218,9 +252,14 @@ mod tests {
 
     const KIND: u8 = 1;
     const MIB: usize = 1 << 20;
-    const E: usize = EXPLORE_EVERY as usize;
-    const B: usize = BLOCK as usize;
-    const F: usize = FIRST_CALLS as usize;
+    // 1 MiB calls, the small cadence.
+    const E: usize = SMALL.every as usize;
+    const B: usize = SMALL.block as usize;
+    const F: usize = 1 + 2 * B;
+
+    fn measuring(t: u32) -> Option<bool> {
+        SMALL.measuring(t)
+    }
 
     fn us(n: u64) -> Duration {
         Duration::from_micros(n)
@@ -252,7 +291,7 @@ mod tests {
 
     #[test]
     fn each_window_ends_with_a_block_of_each_kind() {
-        let kinds: Vec<Option<bool>> = (0..EXPLORE_EVERY).map(measuring).collect();
+        let kinds: Vec<Option<bool>> = (0..SMALL.every).map(measuring).collect();
         let (quiet, blocks) = kinds.split_at(E - 2 * B);
         assert!(quiet.iter().all(Option::is_none));
         assert_eq!(blocks[..B], [Some(false); B], "ordinary first");
@@ -286,6 +325,23 @@ mod tests {
         for (i, &nt) in back.iter().enumerate() {
             assert_eq!(nt, settled(4 * E + i, i < E), "call {}", 4 * E + i);
         }
+    }
+
+    #[test]
+    fn large_calls_measure_in_short_blocks_more_often() {
+        let mut s = CallStores::default();
+        let large = LARGE_CALL_BYTES;
+        assert_eq!(cadence(20), SMALL);
+        assert_eq!(cadence(large.trailing_zeros()), LARGE);
+        assert_eq!(cadence(63), LARGE);
+        let first = run(&mut s, LARGE.first_calls() as usize, large, 100, 400);
+        assert_eq!(first, [false, false, true, false, true]);
+        let n = 2 * LARGE.every as usize;
+        let later = run(&mut s, n, large, 100, 400);
+        assert_eq!(
+            later.iter().filter(|&&nt| nt).count(),
+            2 * LARGE.block as usize
+        );
     }
 
     #[test]
