@@ -17,11 +17,12 @@
 //! non-temporal ones, whichever kind is in use). The block and the window depend on the size
 //! ([`SMALL`], [`LARGE`]). Blocks, not single calls: a rank's call also waits for peers that
 //! entered it late or lost their core, and single calls, compared by a moving mean or by the
-//! best of a few, flipped the choice every few windows (4 ranks on 2 cores, session 13). The sequence follows the count of calls of the kind, which every rank
-//! of the communicator makes alike (whatever its size class, small calls included:
-//! `CallStores::ticks`), so the ranks measure together and each sees the effect of both ends'
-//! choice, even where their measurements led them to different kinds. Every collective call
-//! takes part, the uneven ones (`vcalls.rs`) too.
+//! best of a few, flipped the choice every few windows (4 ranks on 2 cores, session 13). The
+//! sequence follows the count of calls of the kind, which every rank of the communicator makes
+//! alike (whatever its size class, small calls included: `CallStores::ticks`), so the ranks
+//! measure together and each sees the effect of both ends' choice, even where their
+//! measurements led them to different kinds. Every collective call takes part, the uneven
+//! ones (`vcalls.rs`) too.
 //! Also where ranks share the cores: a peer on the same core would read the ring from the
 //! cache, but the ranks are not pinned and most steps cross cores; per write (`auto`, `on`)
 //! non-temporal stores lost there (4 ranks on 2 cores, session 9), per call they won in the
@@ -131,6 +132,7 @@ pub(crate) struct CallStores {
     /// where it was (4 ranks on 2 cores, all-to-all-v at 128 KiB-2 MiB in the slow state ran
     /// at the speed of ordinary stores, 2-3x slower than with non-temporal ones;
     /// bench/RESULTS.md, session 12).
+    ///
     /// Indexed by kind: every call of the communicator ticks, so no hashing here.
     ticks: Vec<u32>,
 }
@@ -178,7 +180,7 @@ impl CallStores {
         let k = usize::from(pick.nt);
         class.bytes[k] = class.bytes[k].saturating_add(bytes as u64);
         class.nanos[k] = class.nanos[k].saturating_add(took.as_nanos().max(1) as u64);
-        class.timed[k] += 1;
+        class.timed[k] = class.timed[k].saturating_add(1);
         if class.timed.iter().any(|&n| n < cadence(pick.key.1).block) {
             return;
         }
