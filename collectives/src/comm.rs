@@ -314,7 +314,7 @@ impl Communicator {
             Ok(j) => j,
             Err(e) => {
                 let e = origin_of(&mut store, e);
-                // Removes what a dead local peer left in /dev/shm (see `check_peers`), also
+                // Removes the shared-memory files a dead local peer left (see `check_peers`), also
                 // when it died before this rank could read where its listener is.
                 let _ = store.check_peers();
                 remove_dead_listeners_settled();

@@ -550,8 +550,8 @@ impl StoreClient {
     /// Checks, while waiting, that these peers' processes (on this host) are still alive, so a
     /// peer killed during bootstrap is noticed within a fraction of a second.
     ///
-    /// A peer found dead this way cannot remove its shared-memory listener (a directory in
-    /// `/dev/shm`) any more: the rank that finds it removes it.
+    /// A peer found dead this way cannot remove its shared-memory listener (a directory under
+    /// the transport's `OXCCL_SHM_DIR`) any more: the rank that finds it removes it.
     pub fn watch_local_peers(&mut self, peers: Vec<(usize, u32, Option<std::path::PathBuf>)>) {
         self.watched = peers;
     }
