@@ -28,9 +28,9 @@ pub fn timed_iterations(one: f64, trials: usize, lo: usize, hi: usize) -> usize 
 /// machines this runs on; larger requests are refused before allocating, not aborted on.
 pub const MAX_BYTES: usize = 16 << 30;
 
-/// `8`, `64K`, `256M`, `1G`, `2T` (powers of 1024, as nccl-tests; either case), as a count of
-/// bytes that need not fit in memory (the simulator's sizes). Errors on overflow.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
+/// A size's number and the power of two of its suffix: `8`, `64K`, `256M`, `1G`, `2T`
+/// (powers of 1024, as nccl-tests; either case).
+fn number_and_shift(s: &str) -> Result<(u64, u32), String> {
     let t = s.trim();
     let (num, shift) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -45,18 +45,26 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         }
         _ => (t, 0),
     };
-    let n: u64 = num
+    let n = num
         .parse()
         .map_err(|_| format!("{t:?} is not a size (e.g. 8, 64K, 256M)"))?;
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("size {t:?} overflows"))
+    Ok((n, shift))
 }
 
-/// [`parse_bytes`] for a buffer this process allocates: errors above [`MAX_BYTES`] too.
+/// A count of bytes that need not fit in memory (the simulator's sizes), as
+/// `number_and_shift` reads it. Errors on overflow.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let (n, shift) = number_and_shift(s)?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size {:?} overflows", s.trim()))
+}
+
+/// A buffer this process allocates: `8`, `64K`, `256M`, `1G`. Errors above [`MAX_BYTES`],
+/// overflowing numbers included.
 pub fn parse_size(s: &str) -> Result<usize, String> {
-    let bytes = parse_bytes(s)?;
-    usize::try_from(bytes)
-        .ok()
+    let (n, shift) = number_and_shift(s)?;
+    n.checked_mul(1u64 << shift)
+        .and_then(|b| usize::try_from(b).ok())
         .filter(|&b| b <= MAX_BYTES)
         .ok_or_else(|| {
             format!(
