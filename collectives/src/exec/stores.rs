@@ -39,8 +39,11 @@ use super::engine::Engine;
 use crate::error::Result;
 
 /// Calls below this many bytes keep ordinary stores: their ring writes are a few KiB, where
-/// the fence and the misses cost more than the hand-over they save.
-pub(crate) const MIN_CALL_BYTES: usize = 64 << 10;
+/// the fence and the misses cost more than the hand-over they save. 32 KiB and not 64: a
+/// 2-rank all-to-all-v of 64 KiB gives one rank less than 64 KiB, whose ordinary stores held
+/// the slow state's calls at 0.34-0.52x of Open MPI (1.08-1.55x from 32 KiB; the fast state
+/// unchanged at 2 and 4 ranks; session 13).
+pub(crate) const MIN_CALL_BYTES: usize = 32 << 10;
 /// When a class of calls measures both kinds: over a block of `block` consecutive calls of
 /// each kind, their times summed, and again at the end of every `every` calls of the kind (a
 /// block of ordinary stores, then one of non-temporal ones, whichever kind is in use), so that
