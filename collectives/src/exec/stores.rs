@@ -76,7 +76,7 @@ pub(crate) const LARGE_CALL_BYTES: usize = 8 << 20;
 
 /// The cadence of a size class (`log2` of its smallest call).
 fn cadence(log2: u32) -> Cadence {
-    if 1usize.checked_shl(log2).unwrap_or(usize::MAX) >= LARGE_CALL_BYTES {
+    if log2 >= LARGE_CALL_BYTES.trailing_zeros() {
         LARGE
     } else {
         SMALL
