@@ -221,10 +221,10 @@ impl Communicator {
             },
         )?;
         drop(used);
-        let (blame, idle) = {
+        let (blame, idle, host_ranks) = {
             let state = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
             let blame = state.engine.blame.child(&format!("{nth}.{my_color}"));
-            (blame, state.engine.idle_policy)
+            (blame, state.engine.idle_policy, state.engine.host_ranks)
         };
         let child = Communicator::build(
             crank,
@@ -239,15 +239,15 @@ impl Communicator {
         // with its own members: it waits as the parent does. (Counting only its members, two
         // 2-rank children of a 4-rank job on 2 cores spun, each taking the core its peer
         // needed: 0.3 GB/s against 8 at 64 KiB in some runs; bench/RESULTS.md, session 9.)
-        // (Its per-call choice of stores, `exec/stores.rs`, follows from the options it was
-        // built with, as the parent's did, with a record of its own calls.)
-        child
-            .inner
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .engine
-            .idle_policy = idle;
+        // For the same reason its calls share the cache with the parent's ranks
+        // (`calls::copy_own_part`). (Its per-call choice of stores, `exec/stores.rs`, follows
+        // from the options it was built with, as the parent's did, with a record of its own
+        // calls.)
+        {
+            let mut state = child.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.engine.idle_policy = idle;
+            state.engine.host_ranks = host_ranks;
+        }
         Ok(Some(child))
     }
 

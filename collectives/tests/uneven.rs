@@ -428,3 +428,33 @@ fn bad_counts_and_displacements_are_errors_that_leave_the_communicator_usable() 
         );
     });
 }
+
+/// A rank's own part of an all-to-all is copied with streaming stores where the host's ranks
+/// together move more than the cache holds (`exec/calls.rs`, `copy_own_part`). Claiming a huge
+/// host here sends every own part of 4 KiB or more that way, at odd lengths and offsets.
+#[test]
+fn own_parts_are_exact_with_streaming_stores() {
+    let options = Options {
+        host_ranks: Some(1 << 30),
+        ..Options::default()
+    };
+    on_ranks(3, LocalTransport::Memory, options, |comm| {
+        let (p, me) = (comm.size(), comm.rank());
+        for (si, &s) in [4099usize, 70_001].iter().enumerate() {
+            moving_round(&comm, DataType::U8, s, true, si as u64);
+            moving_round(&comm, DataType::F32, s, false, si as u64 + 7);
+            let input = bytes(si as u64, me, p * s);
+            let mut out = vec![GAP; p * s];
+            comm.all_to_all_bytes(&input, &mut out, DataType::U8)
+                .unwrap();
+            for q in 0..p {
+                let from = bytes(si as u64, q, p * s);
+                assert_eq!(
+                    out[q * s..(q + 1) * s],
+                    from[me * s..(me + 1) * s],
+                    "all_to_all s={s} rank {me}: part from {q}"
+                );
+            }
+        }
+    });
+}

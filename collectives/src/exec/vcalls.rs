@@ -12,7 +12,7 @@
 //! Callers (`ops_v.rs`) have checked every count and displacement: parts in range, not
 //! overlapping, and the buffers as large as they say.
 
-use super::calls::{begin, finish_copy, header, reduction};
+use super::calls::{begin, copy_own_part, finish_copy, header, reduction};
 use super::engine::Reduction;
 use super::header::{
     Header, KIND_ALL_GATHER_V, KIND_ALL_TO_ALL_V, KIND_GATHER, KIND_REDUCE_SCATTER_V, KIND_SCATTER,
@@ -494,9 +494,16 @@ pub(crate) unsafe fn all_to_all_v(
     let ((input, in_elems), (output, out_elems)) = (input, output);
     // Rank `me`'s own part never leaves it.
     let (s, r) = (send[me], recv[me]);
+    let sent: usize = send.iter().map(|part| part.1).sum();
     // SAFETY: the caller's contract (in range of both buffers, disjoint buffers).
     unsafe {
-        std::ptr::copy_nonoverlapping(input.add(s.0 * esize), output.add(r.0 * esize), s.1 * esize)
+        copy_own_part(
+            &st.engine,
+            sent * esize,
+            input.add(s.0 * esize),
+            output.add(r.0 * esize),
+            s.1 * esize,
+        )
     };
     if p == 1 {
         return Ok(());

@@ -25,6 +25,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 mod progress;
+pub(super) use progress::copy;
 
 static ZEROS: [u8; 8] = [0; 8];
 
@@ -158,6 +159,9 @@ pub(crate) struct Engine {
     pub esize: usize,
     /// The call's output is larger than the cache: copy it with streaming stores.
     pub stream: bool,
+    /// Ranks of this host that run each call at once, sharing its last-level cache (the
+    /// host's ranks, `Options::host_ranks`): what sizes the cache's share of one call.
+    pub host_ranks: usize,
     step_left: usize,
     /// Receive jobs posted to and finished from each peer, ever (lanes wait on these).
     recvs_posted: Vec<u64>,
@@ -249,6 +253,7 @@ impl Engine {
             reduction: None,
             esize: 1,
             stream: false,
+            host_ranks: 1,
             step_left: 0,
             recvs_posted: vec![0; p],
             recvs_done: vec![0; p],

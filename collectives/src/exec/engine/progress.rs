@@ -273,9 +273,10 @@ impl Engine {
     }
 }
 
-/// A received piece into its destination. Past the cache size, streaming stores skip the
-/// read-for-ownership of every destination line (the data is not read again soon).
-fn copy(stream: bool, dst: &mut [u8], src: &[u8]) {
+/// A received piece (or a rank's own part, `calls::copy_own_part`) into its destination. Past
+/// the cache size, streaming stores skip the read-for-ownership of every destination line (the
+/// data is not read again soon).
+pub(in crate::exec) fn copy(stream: bool, dst: &mut [u8], src: &[u8]) {
     if stream && dst.len() >= 4096 {
         let opts = oxccl_kernels::Options {
             stores: oxccl_kernels::StoreMode::Streaming,
