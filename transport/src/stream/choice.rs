@@ -248,14 +248,24 @@ impl Chooser {
 pub(crate) struct Measured {
     speed: [[u32; PATHS]; SIZE_CLASSES],
     shown: [[u32; PATHS]; SIZE_CLASSES],
+    /// Whether the first message of a class and path has been taken (and left out).
+    warm: [[bool; PATHS]; SIZE_CLASSES],
 }
 
 impl Measured {
     /// Folds one measurement (MB/s) in: a moving average, a quarter of the weight on the new
-    /// one, so that one preempted message does not flip the choice. Returns the speed to show
+    /// one, so that one preempted message does not flip the choice. The first message of each
+    /// class and path is left out: it pays for first touches (a fresh destination's pages
+    /// faulted in by the copy), which made the first 4 MiB pull 1.2-1.6 GB/s against ~10
+    /// warm, so that the ring was taken for most of a 2-rank sendrecv sweep in the slow state
+    /// (`bench/RESULTS.md`, session 14). Until a path's second message its speed stays 0, which
+    /// the sender takes for "not measured yet" and tries it again. Returns the speed to show
     /// the sender, when it should see a new one.
     pub(crate) fn add(&mut self, class: usize, path: Path, mbps: u32) -> Option<u32> {
         let (class, path) = (class.min(SIZE_CLASSES - 1), path as usize);
+        if !std::mem::replace(&mut self.warm[class][path], true) {
+            return None;
+        }
         let old = self.speed[class][path];
         let new = match old {
             0 => mbps,
@@ -397,6 +407,11 @@ mod tests {
     #[test]
     fn the_receiver_shows_a_moving_speed_when_it_moved() {
         let mut m = Measured::default();
+        // The first of each class and path is left out (first touches).
+        for (class, path) in [(3, Pull), (3, Ring), (3, RingNt), (99, Ring)] {
+            assert_eq!(m.add(class, path, 1), None);
+        }
+        assert_eq!(m.speed[3], [0, 0, 0]);
         assert_eq!(m.add(3, Pull, 8_000), Some(8_000));
         // A quarter of the weight on each new one; small moves are not shown.
         assert_eq!(m.add(3, Pull, 10_000), None);

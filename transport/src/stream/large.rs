@@ -403,10 +403,16 @@ mod tests {
         let (mut a, mut b) = pair(Duration::from_secs(3600));
         let class = size_class(LEN);
         assert_eq!(a.tx.speeds(class), [0; 3]);
-        // Pulled first (nothing measured), then each ring is tried.
+        // Pulled first (nothing measured), then each ring is tried; the first message of
+        // each path is left out of the speeds (first touches), so each is taken once more
+        // while it shows none, the unmeasured counting as the best.
         assert_eq!(send(&mut a, &mut b, &message(1)), Path::Pull);
         assert_eq!(send(&mut a, &mut b, &message(2)), Path::Ring);
         assert_eq!(send(&mut a, &mut b, &message(3)), Path::RingNt);
+        assert_eq!(a.tx.speeds(class), [0; 3]);
+        assert_eq!(send(&mut a, &mut b, &message(4)), Path::Pull);
+        assert_eq!(send(&mut a, &mut b, &message(5)), Path::Ring);
+        assert_eq!(send(&mut a, &mut b, &message(6)), Path::RingNt);
         let speeds = a.tx.speeds(class);
         assert!(speeds.iter().all(|&s| s > 0), "speeds {speeds:?}");
         // The other direction and other classes have their own.
