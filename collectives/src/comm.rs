@@ -180,9 +180,11 @@ impl Communicator {
         let proxies = kinds.iter().flatten().filter(|k| k.has_proxy()).count();
         let threads = options.host_ranks(local.len()) * (1 + proxies);
         let idle_policy = options.idle_policy(threads, cores);
+        let crowded = threads > crate::options::host_cores(cores);
         let abort_flag = Arc::new(AtomicBool::new(false));
         let mut engine = Engine::new(rank, links, options.timeout, idle_policy);
         engine.host_ranks = options.host_ranks(local.len());
+        engine.set_crowded(crowded);
         // Each call's ring writes take the stores its kind and size ran fastest with
         // (`exec/stores.rs`), whether or not the host has a core per rank.
         if options.ring_nt == oxccl_transport::stream::RingNt::Call {

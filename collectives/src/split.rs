@@ -221,10 +221,11 @@ impl Communicator {
             },
         )?;
         drop(used);
-        let (blame, idle, host_ranks) = {
+        let (blame, idle, host_ranks, crowded) = {
             let state = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
             let blame = state.engine.blame.child(&format!("{nth}.{my_color}"));
-            (blame, state.engine.idle_policy, state.engine.host_ranks)
+            let e = &state.engine;
+            (blame, e.idle_policy, e.host_ranks, e.crowded())
         };
         let child = Communicator::build(
             crank,
@@ -240,13 +241,15 @@ impl Communicator {
         // 2-rank children of a 4-rank job on 2 cores spun, each taking the core its peer
         // needed: 0.3 GB/s against 8 at 64 KiB in some runs; bench/RESULTS.md, session 9.)
         // For the same reason its calls share the cache with the parent's ranks
-        // (`calls::copy_own_part`). (Its per-call choice of stores, `exec/stores.rs`, follows
+        // (`calls::copy_own_part`), and its links pull large messages where the parent's do
+        // (`Engine::set_crowded`). (Its per-call choice of stores, `exec/stores.rs`, follows
         // from the options it was built with, as the parent's did, with a record of its own
         // calls.)
         {
             let mut state = child.inner.state.lock().unwrap_or_else(|p| p.into_inner());
             state.engine.idle_policy = idle;
             state.engine.host_ranks = host_ranks;
+            state.engine.set_crowded(crowded);
         }
         Ok(Some(child))
     }
@@ -340,15 +343,17 @@ fn parse_slot(slot: &[u8]) -> Option<(String, Vec<String>)> {
 mod tests {
     use crate::Communicator;
 
-    fn idle_policy(c: &Communicator) -> crate::options::IdlePolicy {
+    fn idle_policy(c: &Communicator) -> (crate::options::IdlePolicy, usize, bool) {
         let state = c.inner.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.engine.idle_policy
+        let e = &state.engine;
+        (e.idle_policy, e.host_ranks, e.crowded())
     }
 
     #[test]
     fn a_split_child_waits_as_its_parent_does() {
         // Two 2-rank children of 4 ranks share the parent's cores: on a 2-core machine the
-        // parent is oversubscribed and so are they, though each counts only 2 members.
+        // parent is oversubscribed and so are they, though each counts only 2 members (and
+        // they share the cache with 4 ranks, and pull large messages as the parent does).
         let pairs: Vec<_> = std::thread::scope(|s| {
             let handles: Vec<_> = Communicator::local(4)
                 .unwrap()
@@ -363,7 +368,9 @@ mod tests {
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         for (parent, child, dup) in pairs {
+            assert_eq!((parent.1, parent.2), (4, cores < 4));
             assert_eq!(child, parent);
             assert_eq!(dup, parent);
         }

@@ -17,6 +17,15 @@
 //! one follows, so the receiver knows what it measures and needs no agreement beyond the
 //! threshold.
 //!
+//! Crowded hosts: where a host has more ranks than cores (the collectives say so,
+//! [`crate::Stream::set_crowded`]), messages at least as large as the ring are always pulled.
+//! Through the ring such a message needs both ends on a core at once for its whole length, and
+//! takes two copies of the scarce cores' time against one; the receiver's timing of one
+//! message shows neither. 4 ranks on 2 cores, 10 interleaved rounds (`bench/RESULTS.md`,
+//! session 14): sendrecv 2-16 MiB 0.86-1.26x of Open MPI pulling against 0.73-1.11x by the
+//! speeds, all-to-all-v 8-16 MiB 1.21x against 1.02-1.10x; smaller messages unchanged, so
+//! they keep the choice (at 256-512 KiB the ring beats pulling there, 1.5-1.7x of Open MPI).
+//!
 //! `OXCCL_SINGLE_COPY_CHOICE` overrides it: `auto` (the default, as above), `pull` (always pull
 //! from the threshold on: the rule before the choice existed), `stream` (always the ring) or
 //! `stream-nt` (always the ring, non-temporal stores).
@@ -118,6 +127,9 @@ pub(crate) const READ_EVERY: Duration = Duration::from_millis(1);
 /// receiver's speeds as last read.
 pub(crate) struct Chooser {
     choice: Choice,
+    /// Messages of at least this many bytes are pulled where the peer can read us (a crowded
+    /// host: the ring's size; `None`: by the speeds).
+    pub(crate) pull_from: Option<usize>,
     tried: [[Option<Instant>; PATHS]; SIZE_CLASSES],
     speeds: [[u32; PATHS]; SIZE_CLASSES],
     read: [Option<Instant>; SIZE_CLASSES],
@@ -133,6 +145,7 @@ impl Chooser {
     pub(crate) fn new(choice: Choice) -> Self {
         Chooser {
             choice,
+            pull_from: None,
             tried: [[None; PATHS]; SIZE_CLASSES],
             speeds: [[0; PATHS]; SIZE_CLASSES],
             read: [None; SIZE_CLASSES],
@@ -166,6 +179,9 @@ impl Chooser {
             Choice::Pull | Choice::Stream => return Path::Ring,
             Choice::StreamNt => return Path::RingNt,
             Choice::Auto => {}
+        }
+        if can_pull && self.pull_from.is_some_and(|from| len >= from) {
+            return Path::Pull;
         }
         let class = size_class(len);
         if self.read[class].is_none_or(|t| now.saturating_duration_since(t) >= self.read_every) {
@@ -378,6 +394,27 @@ mod tests {
         assert_eq!(c.path(4 << 20, true, sp(0, 0, 0), ms(5)), Pull);
         assert_eq!(c.path(4 << 20, true, sp(0, 0, 0), ms(5)), Ring);
         assert_eq!(c.ring_path(4 << 20), Ring);
+    }
+
+    #[test]
+    fn a_crowded_host_pulls_from_the_ring_size_whatever_the_speeds() {
+        let mut c = Chooser::new(Choice::Auto);
+        c.pull_from = Some(1 << 20);
+        let now = Instant::now();
+        let fast_ring = sp(20_000, 1_000, 10_000);
+        for len in [1 << 20, 3 << 20, 64 << 20] {
+            assert!(
+                (0..10).all(|_| c.path(len, true, &fast_ring, now) == Pull),
+                "{len}"
+            );
+            // Not where the peer cannot read us.
+            assert_ne!(c.path(len, false, &fast_ring, now), Pull, "{len}");
+        }
+        // Smaller messages keep the choice by the speeds: the fastest, each other path once,
+        // then the fastest again.
+        let len = (1 << 20) - 1;
+        let paths: Vec<Path> = (0..4).map(|_| c.path(len, true, &fast_ring, now)).collect();
+        assert_eq!(paths, [Ring, Pull, RingNt, Ring]);
     }
 
     #[test]

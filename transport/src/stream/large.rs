@@ -161,6 +161,14 @@ impl RingStream {
         }
     }
 
+    /// A crowded host pulls the messages at least as large as the ring (`stream::choice`).
+    pub(super) fn set_crowded_large(&mut self, crowded: bool) {
+        let ring = self.tx.capacity();
+        if let Some(sc) = self.single.as_mut() {
+            sc.chooser.pull_from = crowded.then_some(ring);
+        }
+    }
+
     pub(super) fn taken_large(&mut self, ticket: u64) -> Result<bool> {
         if self.tx.pulled() > ticket {
             return Ok(true);

@@ -239,6 +239,13 @@ pub trait Stream: Send {
     fn set_ring_nt(&mut self, nt: RingNt) {
         let _ = nt;
     }
+    /// Whether this end's host has more ranks than cores (`crowded`): then its messages at
+    /// least as large as the ring are pulled wherever the peer can read our memory, whatever
+    /// the speeds measured (`stream::choice`, "Crowded hosts"). Streams without the
+    /// single-copy path ignore it.
+    fn set_crowded(&mut self, crowded: bool) {
+        let _ = crowded;
+    }
 
     /// The doorbell this end can sleep on while it waits for the peer, on fabrics that have
     /// one (`shm`, `loopback`): the peer rings it when it writes, consumes (frees space),
@@ -420,6 +427,9 @@ impl Stream for RingStream {
     }
     fn set_ring_nt(&mut self, nt: RingNt) {
         self.tx.set_ring_nt(nt);
+    }
+    fn set_crowded(&mut self, crowded: bool) {
+        self.set_crowded_large(crowded);
     }
 
     fn doorbell(&self) -> Option<Doorbell> {

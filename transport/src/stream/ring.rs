@@ -344,6 +344,11 @@ pub struct RingWriter {
 }
 
 impl RingWriter {
+    /// The ring's size in bytes.
+    pub(crate) fn capacity(&self) -> usize {
+        self.ring.cap
+    }
+
     /// Copies as much of `data` as fits; returns how many bytes, or `Err` when either side
     /// closed the rings and nothing fits.
     #[inline]

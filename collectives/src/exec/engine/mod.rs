@@ -162,6 +162,8 @@ pub(crate) struct Engine {
     /// Ranks of this host that run each call at once, sharing its last-level cache (the
     /// host's ranks, `Options::host_ranks`): what sizes the cache's share of one call.
     pub host_ranks: usize,
+    /// The host has more ranks (and network proxies) than cores: see [`Engine::set_crowded`].
+    crowded: bool,
     step_left: usize,
     /// Receive jobs posted to and finished from each peer, ever (lanes wait on these).
     recvs_posted: Vec<u64>,
@@ -254,6 +256,7 @@ impl Engine {
             esize: 1,
             stream: false,
             host_ranks: 1,
+            crowded: false,
             step_left: 0,
             recvs_posted: vec![0; p],
             recvs_done: vec![0; p],
@@ -274,6 +277,21 @@ impl Engine {
             said_waiting: false,
             call_stores: None,
         }
+    }
+
+    /// Tells every link whether this host has more ranks (and network proxies) than cores:
+    /// there, messages at least as large as a ring are pulled, whatever the speeds the
+    /// receivers measured (`oxccl_transport::stream::Stream::set_crowded`).
+    pub fn set_crowded(&mut self, crowded: bool) {
+        self.crowded = crowded;
+        for link in self.links.iter_mut().flatten() {
+            link.stream().set_crowded(crowded);
+        }
+    }
+
+    /// Whether this host has more ranks than cores ([`Engine::set_crowded`]).
+    pub fn crowded(&self) -> bool {
+        self.crowded
     }
 
     /// Starts a new operation: the jobs queued from now on belong to it. Returns its id.
