@@ -272,8 +272,8 @@ impl Measured {
     /// Folds one measurement (MB/s) in: a moving average, a quarter of the weight on the new
     /// one, so that one preempted message does not flip the choice. The first message of each
     /// class and path is left out: it pays for first touches (a fresh destination's pages
-    /// faulted in by the copy), which made the first 4 MiB pull 1.2-1.6 GB/s against ~10
-    /// warm, so that the ring was taken for most of a 2-rank sendrecv sweep in the slow state
+    /// faulted in by the copy), which made the first 4 MiB pull 1.2-1.6 GB/s against ~7
+    /// warm, so that the rings kept the lead for most of a 2-rank sendrecv sweep
     /// (`bench/RESULTS.md`, session 14). Until a path's second message its speed stays 0, which
     /// the sender takes for "not measured yet" and tries it again. Returns the speed to show
     /// the sender, when it should see a new one.
