@@ -178,13 +178,13 @@ impl Communicator {
         // as yielding at once (bench/RESULTS.md, issue 14, session 10).
         // (A split's child then takes its parent's: `split.rs`.)
         let proxies = kinds.iter().flatten().filter(|k| k.has_proxy()).count();
-        let threads = options.host_ranks(local.len()) * (1 + proxies);
+        let host_ranks = options.host_ranks(local.len());
+        let threads = host_ranks * (1 + proxies);
         let idle_policy = options.idle_policy(threads, cores);
-        let crowded = threads > crate::options::host_cores(cores);
         let abort_flag = Arc::new(AtomicBool::new(false));
         let mut engine = Engine::new(rank, links, options.timeout, idle_policy);
-        engine.host_ranks = options.host_ranks(local.len());
-        engine.set_crowded(crowded);
+        engine.host_ranks = host_ranks;
+        engine.set_crowded(crate::options::crowded(threads, cores));
         // Each call's ring writes take the stores its kind and size ran fastest with
         // (`exec/stores.rs`), whether or not the host has a core per rank.
         if options.ring_nt == oxccl_transport::stream::RingNt::Call {

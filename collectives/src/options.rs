@@ -279,7 +279,7 @@ impl Options {
     /// (its ranks' executors and their network proxies) and can run on `cores` cores together
     /// (the union of the ranks' CPU masks in the map; 0 if unknown).
     pub(crate) fn idle_policy(&self, threads: usize, cores: usize) -> IdlePolicy {
-        let oversubscribed = threads > host_cores(cores);
+        let oversubscribed = crowded(threads, cores);
         IdlePolicy {
             // A few microseconds of polling covers a peer that is running; past that, the
             // peer is probably descheduled and the core is better given away. With more ranks
@@ -297,11 +297,18 @@ impl Options {
     }
 }
 
+/// Whether `threads` threads that want a core outnumber the `cores` of their host (as
+/// [`Options::idle_policy`] counts them): the one test behind yielding at once and behind
+/// pulling large messages (`exec::engine::Engine::set_crowded`).
+pub(crate) fn crowded(threads: usize, cores: usize) -> bool {
+    threads > host_cores(cores)
+}
+
 /// The cores a host's ranks can run on: the union of their masks in the map (`cores`), or, where
 /// the map has none (0), the cores this process may use. Not this process's own mask: a rank
 /// bound to one core (by OXCCL_BIND or by its launcher, as mpirun binds 2 ranks) shares it with
 /// nobody, and counting its mask of 1 made it yield on every idle poll.
-pub(crate) fn host_cores(cores: usize) -> usize {
+fn host_cores(cores: usize) -> usize {
     match cores {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
