@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use oxccl_transport::shm::{Shm, ShmAddress};
-use oxccl_transport::stream::{Arrival, Choice, Offer};
+use oxccl_transport::stream::{Arrival, Choice, Offer, Offering};
 use oxccl_transport::wait::{self, drain_view, Deadline};
 use oxccl_transport::{conformance, Address, Connection, Error, Listener, StreamConfig, Transport};
 
@@ -215,7 +215,7 @@ fn peer_process() {
         let deadline = dl();
         for m in [&first, &data] {
             // SAFETY: both live until the process dies below, which is the point of the test.
-            while unsafe { s.offer(m.as_ptr(), m.len(), true) }
+            while unsafe { s.offer(m.as_ptr(), m.len(), Offering::WHOLE) }
                 .unwrap()
                 .is_none()
             {
@@ -234,7 +234,7 @@ fn peer_process() {
         let mut s = c.into_stream("shm", &config).unwrap();
         let data = conformance::pattern(8, PULL_DIE_BYTES);
         // SAFETY: an inline offer does not keep the pointer.
-        let offer = unsafe { s.offer(data.as_ptr(), data.len(), true) };
+        let offer = unsafe { s.offer(data.as_ptr(), data.len(), Offering::WHOLE) };
         assert_eq!(offer.unwrap(), Some(Offer::Inline));
         // What fits in the ring (the parent drains it meanwhile), well short of the whole.
         let deadline = dl();

@@ -5,7 +5,7 @@
 
 use super::{bandwidth, bibw, latency, schedule, Role, Row, STEP};
 use anyhow::bail;
-use oxccl_transport::stream::{Arrival, Offer, PULL_PIECE};
+use oxccl_transport::stream::{Arrival, Offer, Offering, PULL_PIECE};
 use oxccl_transport::wait::Deadline;
 use oxccl_transport::{Connection, Stream, StreamConfig};
 
@@ -146,7 +146,7 @@ unsafe fn stream_post(
     if s.single_copy_min().is_some_and(|m| data.len() >= m) {
         loop {
             // SAFETY: the caller keeps `data` as it is until the ticket is taken.
-            match unsafe { s.offer(data.as_ptr(), data.len(), true) }? {
+            match unsafe { s.offer(data.as_ptr(), data.len(), Offering::WHOLE) }? {
                 Some(Offer::Pull(ticket)) => return Ok(Some(ticket)),
                 Some(Offer::Inline) => break,
                 None => {

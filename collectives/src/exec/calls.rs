@@ -697,6 +697,7 @@ pub(crate) unsafe fn all_to_all(
     st.engine.esize = 1;
     st.engine.stream = false;
     begin(st, hdr, (0..p).filter(|&q| q != me));
+    st.engine.alongside = (p - 1) * block;
     // Start with the next rank so that not everyone sends to rank 0 first.
     for k in 1..p {
         let q = (me + k) % p;
@@ -715,6 +716,7 @@ pub(crate) unsafe fn all_to_all(
             block,
         );
     }
+    st.engine.alongside = 0;
     // SAFETY: the caller's contract (valid, disjoint).
     unsafe {
         copy_own_part(

@@ -535,5 +535,8 @@ pub(crate) unsafe fn all_to_all_v(
     // call this is; a rank called with counts its peers do not match falls out of step, which
     // the next call's header check reports.
     let hdr = header(KIND_ALL_TO_ALL_V, Some(dtype), None, 0, 0);
-    execute(st, &plan, hdr, &b, &layout, None).map(|_| ())
+    st.engine.alongside = (sent - s.1) * esize;
+    let r = execute(st, &plan, hdr, &b, &layout, None);
+    st.engine.alongside = 0;
+    r.map(|_| ())
 }

@@ -6,7 +6,7 @@
 use super::{assert_same, dl, must, pattern, Options};
 use crate::api::Transport;
 use crate::error::Error;
-use crate::stream::{Arrival, Offer, Stream};
+use crate::stream::{Arrival, Offer, Offering, Stream};
 use crate::wait::{Backoff, Deadline};
 
 /// The receiver's piece: odd, so pieces end anywhere in the message.
@@ -59,10 +59,15 @@ pub(crate) fn send_message(s: &mut dyn Stream, data: &[u8], whole: bool, deadlin
 /// As [`Stream::offer`]: `data` stays unchanged until taken, or the stream is aborted or
 /// dropped.
 unsafe fn offer_until(s: &mut dyn Stream, data: &[u8], whole: bool, deadline: Deadline) -> Offer {
+    let how = if whole {
+        Offering::WHOLE
+    } else {
+        Offering::PARTIAL
+    };
     let mut backoff = Backoff::new();
     loop {
         // SAFETY: the caller's contract.
-        let offered = unsafe { s.offer(data.as_ptr(), data.len(), whole) };
+        let offered = unsafe { s.offer(data.as_ptr(), data.len(), how) };
         if let Some(x) = must(offered, "offer") {
             return x;
         }

@@ -18,13 +18,18 @@
 //! threshold.
 //!
 //! Crowded hosts: where a host has more ranks than cores (the collectives say so,
-//! [`crate::Stream::set_crowded`]), messages at least as large as the ring are always pulled.
-//! Through the ring such a message needs both ends on a core at once for its whole length, and
-//! takes two copies of the scarce cores' time against one; the receiver's timing of one
-//! message shows neither. 4 ranks on 2 cores, 10 interleaved rounds (`bench/RESULTS.md`,
-//! session 14): sendrecv 2-16 MiB 0.86-1.26x of Open MPI pulling against 0.73-1.11x by the
-//! speeds, all-to-all-v 8-16 MiB 1.21x against 1.02-1.10x; smaller messages unchanged, so
-//! they keep the choice (at 256-512 KiB the ring beats pulling there, 1.5-1.7x of Open MPI).
+//! [`crate::Stream::set_crowded`]), messages at least as large as the ring are always pulled,
+//! and so are those sent in one call alongside others to other peers when together they are
+//! (an all-to-all's; [`crate::Offering::alongside`]). Through the ring such bytes need both
+//! ends on a core at once, and take two copies of the scarce cores' time against one; the
+//! receiver's timing of one message shows neither. 4 ranks on 2 cores, 10 interleaved rounds
+//! (`bench/RESULTS.md`, session 14): sendrecv 2-16 MiB 0.86-1.26x of Open MPI pulling against
+//! 0.73-1.11x by the speeds, all-to-all-v 8-16 MiB 1.21x against 1.02-1.10x. A lone message
+//! smaller than the ring keeps the choice (at 256-512 KiB the ring beats pulling there,
+//! 1.5-1.7x of Open MPI, the bytes still in the cache of the core both ends take turns on);
+//! an all-to-all's 290-880 KiB messages at 2 MiB a rank do not: all ranks' rings together
+//! outgrow the cache, and the ring path took 20-35% more CPU time a call than pulling (`perf
+//! stat`, session 15), 0.86-0.96x of Open MPI against 1.02-1.12x pulled.
 //!
 //! `OXCCL_SINGLE_COPY_CHOICE` overrides it: `auto` (the default, as above), `pull` (always pull
 //! from the threshold on: the rule before the choice existed), `stream` (always the ring) or
@@ -127,8 +132,8 @@ pub(crate) const READ_EVERY: Duration = Duration::from_millis(1);
 /// receiver's speeds as last read.
 pub(crate) struct Chooser {
     choice: Choice,
-    /// Messages of at least this many bytes are pulled where the peer can read us (a crowded
-    /// host: the ring's size; `None`: by the speeds).
+    /// Messages of at least this many bytes, or sent alongside at least this many, are pulled
+    /// where the peer can read us (a crowded host: the ring's size; `None`: by the speeds).
     pub(crate) pull_from: Option<usize>,
     tried: [[Option<Instant>; PATHS]; SIZE_CLASSES],
     speeds: [[u32; PATHS]; SIZE_CLASSES],
@@ -164,12 +169,14 @@ impl Chooser {
         self
     }
 
-    /// The path of a message of `len` bytes, given `speeds(class)`: the receiver's speeds of
-    /// a class by path (indexed by [`Path`]) in MB/s (0: not measured yet), at time `now`.
+    /// The path of a message of `len` bytes sent with `alongside` bytes in its call
+    /// ([`crate::Offering::alongside`]), given `speeds(class)`: the receiver's speeds of a
+    /// class by path (indexed by [`Path`]) in MB/s (0: not measured yet), at time `now`.
     /// Without `can_pull` (the peer cannot read our memory now) it is one of the rings.
     pub(crate) fn path(
         &mut self,
         len: usize,
+        alongside: usize,
         can_pull: bool,
         speeds: impl FnOnce(usize) -> [u32; PATHS],
         now: Instant,
@@ -180,7 +187,11 @@ impl Chooser {
             Choice::StreamNt => return Path::RingNt,
             Choice::Auto => {}
         }
-        if can_pull && self.pull_from.is_some_and(|from| len >= from) {
+        if can_pull
+            && self
+                .pull_from
+                .is_some_and(|from| len.max(alongside) >= from)
+        {
             return Path::Pull;
         }
         let class = size_class(len);
@@ -354,10 +365,10 @@ mod tests {
         let mut s = Chooser::new(Choice::Stream);
         let mut n = Chooser::new(Choice::StreamNt);
         for speeds in [[0, 0, 0], [1, 100, 1], [100, 1, 1], [1, 1, 100]] {
-            assert_eq!(p.path(1 << 20, true, |_| speeds, now), Pull);
-            assert_eq!(p.path(1 << 20, false, |_| speeds, now), Ring);
-            assert_eq!(s.path(1 << 20, true, |_| speeds, now), Ring);
-            assert_eq!(n.path(1 << 20, true, |_| speeds, now), RingNt);
+            assert_eq!(p.path(1 << 20, 0, true, |_| speeds, now), Pull);
+            assert_eq!(p.path(1 << 20, 0, false, |_| speeds, now), Ring);
+            assert_eq!(s.path(1 << 20, 0, true, |_| speeds, now), Ring);
+            assert_eq!(n.path(1 << 20, 0, true, |_| speeds, now), RingNt);
             assert_eq!(n.ring_path(1 << 20), RingNt);
             assert_eq!(s.ring_path(1 << 20), Ring);
         }
@@ -369,30 +380,44 @@ mod tests {
         let t0 = Instant::now();
         let len = 64 << 10;
         // Nothing measured: pulled first, then each ring is tried.
-        assert_eq!(c.path(len, true, sp(0, 0, 0), t0), Pull);
-        assert_eq!(c.path(len, true, sp(0, 0, 0), t0), Ring);
-        assert_eq!(c.path(len, true, sp(0, 0, 0), t0), RingNt);
-        assert_eq!(c.path(len, true, sp(0, 0, 0), t0), Pull);
+        assert_eq!(c.path(len, 0, true, sp(0, 0, 0), t0), Pull);
+        assert_eq!(c.path(len, 0, true, sp(0, 0, 0), t0), Ring);
+        assert_eq!(c.path(len, 0, true, sp(0, 0, 0), t0), RingNt);
+        assert_eq!(c.path(len, 0, true, sp(0, 0, 0), t0), Pull);
         // The ring is 5x faster: it is taken, and the others are tried again only once stale.
         let ms = |n| t0 + Duration::from_millis(n);
         let fast_ring = sp(10_000, 2_000, 3_000);
-        assert!((0..100)
-            .all(|i| c.path(len, true, &fast_ring, ms(1) + Duration::from_micros(i)) == Ring));
-        let a = c.path(len, true, &fast_ring, ms(1) + EXPLORE_EVERY);
-        let b = c.path(len, true, &fast_ring, ms(1) + EXPLORE_EVERY);
+        assert!((0..100).all(|i| c.path(
+            len,
+            0,
+            true,
+            &fast_ring,
+            ms(1) + Duration::from_micros(i)
+        ) == Ring));
+        let a = c.path(len, 0, true, &fast_ring, ms(1) + EXPLORE_EVERY);
+        let b = c.path(len, 0, true, &fast_ring, ms(1) + EXPLORE_EVERY);
         assert_eq!([a, b], [Pull, RingNt], "the stale ones, the oldest first");
-        assert_eq!(c.path(len, true, &fast_ring, ms(2) + EXPLORE_EVERY), Ring);
+        assert_eq!(
+            c.path(len, 0, true, &fast_ring, ms(2) + EXPLORE_EVERY),
+            Ring
+        );
         // The state flips (the ring's measurements fall): the non-temporal ring at once.
         let slow_ring = sp(1_500, 8_000, 9_000);
-        assert_eq!(c.path(len, true, &slow_ring, ms(3) + EXPLORE_EVERY), RingNt);
-        assert_eq!(c.path(len, true, &slow_ring, ms(4) + EXPLORE_EVERY), RingNt);
+        assert_eq!(
+            c.path(len, 0, true, &slow_ring, ms(3) + EXPLORE_EVERY),
+            RingNt
+        );
+        assert_eq!(
+            c.path(len, 0, true, &slow_ring, ms(4) + EXPLORE_EVERY),
+            RingNt
+        );
         assert_eq!(c.ring_path(len), RingNt);
         // Where the peer cannot read us, pull is never taken, however fast it was.
         let fast_pull = sp(1_500, 90_000, 9_000);
-        assert!((5..60).all(|i| c.path(len, false, &fast_pull, ms(i) + EXPLORE_EVERY) != Pull));
+        assert!((5..60).all(|i| c.path(len, 0, false, &fast_pull, ms(i) + EXPLORE_EVERY) != Pull));
         // Another size class keeps its own record.
-        assert_eq!(c.path(4 << 20, true, sp(0, 0, 0), ms(5)), Pull);
-        assert_eq!(c.path(4 << 20, true, sp(0, 0, 0), ms(5)), Ring);
+        assert_eq!(c.path(4 << 20, 0, true, sp(0, 0, 0), ms(5)), Pull);
+        assert_eq!(c.path(4 << 20, 0, true, sp(0, 0, 0), ms(5)), Ring);
         assert_eq!(c.ring_path(4 << 20), Ring);
     }
 
@@ -404,16 +429,43 @@ mod tests {
         let fast_ring = sp(20_000, 1_000, 10_000);
         for len in [1 << 20, 3 << 20, 64 << 20] {
             assert!(
-                (0..10).all(|_| c.path(len, true, &fast_ring, now) == Pull),
+                (0..10).all(|_| c.path(len, 0, true, &fast_ring, now) == Pull),
                 "{len}"
             );
             // Not where the peer cannot read us.
-            assert_ne!(c.path(len, false, &fast_ring, now), Pull, "{len}");
+            assert_ne!(c.path(len, 0, false, &fast_ring, now), Pull, "{len}");
         }
         // Smaller messages keep the choice by the speeds: the fastest, each other path once,
         // then the fastest again.
         let len = (1 << 20) - 1;
-        let paths: Vec<Path> = (0..4).map(|_| c.path(len, true, &fast_ring, now)).collect();
+        let paths: Vec<Path> = (0..4)
+            .map(|_| c.path(len, 0, true, &fast_ring, now))
+            .collect();
+        assert_eq!(paths, [Ring, Pull, RingNt, Ring]);
+    }
+
+    #[test]
+    fn a_crowded_host_pulls_messages_sent_alongside_others_as_large_as_the_ring() {
+        let mut c = Chooser::new(Choice::Auto);
+        c.pull_from = Some(1 << 20);
+        let now = Instant::now();
+        let fast_ring = sp(20_000, 1_000, 10_000);
+        // An all-to-all's 300 KiB messages, 1.5 MiB to all peers together: pulled.
+        let len = 300 << 10;
+        assert!((0..10).all(|_| c.path(len, 5 * len, true, &fast_ring, now) == Pull));
+        assert_ne!(c.path(len, 5 * len, false, &fast_ring, now), Pull);
+        // Together under the ring: by the speeds, as a message sent alone.
+        let mut c = Chooser::new(Choice::Auto);
+        c.pull_from = Some(1 << 20);
+        let paths: Vec<Path> = (0..4)
+            .map(|_| c.path(len, (1 << 20) - 1, true, &fast_ring, now))
+            .collect();
+        assert_eq!(paths, [Ring, Pull, RingNt, Ring]);
+        // Not crowded: the speeds decide, whatever is sent alongside.
+        let mut c = Chooser::new(Choice::Auto);
+        let paths: Vec<Path> = (0..4)
+            .map(|_| c.path(len, 64 << 20, true, &fast_ring, now))
+            .collect();
         assert_eq!(paths, [Ring, Pull, RingNt, Ring]);
     }
 
@@ -427,18 +479,18 @@ mod tests {
         // per 100 of its own messages' time: every 1.34 s and 3.36 s.
         let len = 64 << 20;
         let s = sp(2_000, 10_000, 5_000);
-        assert_eq!(c.path(len, true, &s, t0), Pull);
-        assert_eq!(c.path(len, true, &s, t0), Ring);
-        assert_eq!(c.path(len, true, &s, t0), RingNt);
-        assert_eq!(c.path(len, true, &s, ms(700)), Pull);
-        assert_eq!(c.path(len, true, &s, ms(1_300)), Pull);
-        assert_eq!(c.path(len, true, &s, ms(1_400)), RingNt);
-        assert_eq!(c.path(len, true, &s, ms(1_400)), Pull);
-        assert_eq!(c.path(len, true, &s, ms(2_700)), Pull);
-        assert_eq!(c.path(len, true, &s, ms(2_800)), RingNt);
-        assert_eq!(c.path(len, true, &s, ms(3_300)), Pull);
-        assert_eq!(c.path(len, true, &s, ms(3_400)), Ring);
-        assert_eq!(c.path(len, true, &s, ms(3_400)), Pull);
+        assert_eq!(c.path(len, 0, true, &s, t0), Pull);
+        assert_eq!(c.path(len, 0, true, &s, t0), Ring);
+        assert_eq!(c.path(len, 0, true, &s, t0), RingNt);
+        assert_eq!(c.path(len, 0, true, &s, ms(700)), Pull);
+        assert_eq!(c.path(len, 0, true, &s, ms(1_300)), Pull);
+        assert_eq!(c.path(len, 0, true, &s, ms(1_400)), RingNt);
+        assert_eq!(c.path(len, 0, true, &s, ms(1_400)), Pull);
+        assert_eq!(c.path(len, 0, true, &s, ms(2_700)), Pull);
+        assert_eq!(c.path(len, 0, true, &s, ms(2_800)), RingNt);
+        assert_eq!(c.path(len, 0, true, &s, ms(3_300)), Pull);
+        assert_eq!(c.path(len, 0, true, &s, ms(3_400)), Ring);
+        assert_eq!(c.path(len, 0, true, &s, ms(3_400)), Pull);
     }
 
     #[test]

@@ -35,6 +35,32 @@ pub const LARGE_HEADER: usize = 32;
 /// How long closing or aborting waits for a peer that is inside a copy out of our memory.
 const UNPULL_WAIT: Duration = Duration::from_secs(2);
 
+/// What the sender of a large message knows of it when it offers it ([`crate::Stream::offer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offering {
+    /// All its bytes are ready at the address given: it may be pulled. Otherwise they follow
+    /// through the stream as they come.
+    pub whole: bool,
+    /// Bytes the sender sends its peers in the same call alongside this message (it
+    /// included; 0 where it does not say): an all-to-all's to every peer. On a crowded host
+    /// the ring's size is weighed against the larger of this and the message
+    /// (`stream::choice`, "Crowded hosts").
+    pub alongside: usize,
+}
+
+impl Offering {
+    /// A message whose bytes are all ready, sent on its own.
+    pub const WHOLE: Offering = Offering {
+        whole: true,
+        alongside: 0,
+    };
+    /// A message whose bytes are not all ready yet: they follow through the stream.
+    pub const PARTIAL: Offering = Offering {
+        whole: false,
+        alongside: 0,
+    };
+}
+
 /// What [`crate::Stream::offer`] did with a large message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {
@@ -118,8 +144,9 @@ impl RingStream {
         &mut self,
         ptr: *const u8,
         len: usize,
-        whole: bool,
+        how: Offering,
     ) -> Result<Option<Offer>> {
+        let whole = how.whole;
         let (fabric, peer, tx) = (self.fabric, &self.peer, &self.tx);
         let sc = single_of(&mut self.single, fabric, peer)?;
         let can_pull = whole && (sc.peer_reads_us)();
@@ -128,8 +155,13 @@ impl RingStream {
             tracing::debug!(fabric, %peer, "single-copy: the peer cannot read our memory; large messages go through the ring");
         }
         let path = if whole {
-            sc.chooser
-                .path(len, can_pull, |class| tx.speeds(class), Instant::now())
+            sc.chooser.path(
+                len,
+                how.alongside,
+                can_pull,
+                |class| tx.speeds(class),
+                Instant::now(),
+            )
         } else {
             sc.chooser.ring_path(len)
         };
@@ -361,7 +393,7 @@ mod tests {
     /// Every byte is checked.
     fn send(a: &mut RingStream, b: &mut RingStream, data: &[u8]) -> Path {
         // SAFETY: `data` outlives the offer: it is taken before this returns.
-        let offer = unsafe { a.offer(data.as_ptr(), data.len(), true) };
+        let offer = unsafe { a.offer(data.as_ptr(), data.len(), Offering::WHOLE) };
         let offer = offer.unwrap().expect("room for the header");
         let arrival = b.arrival(data.len()).unwrap().expect("the header");
         let path = b.timing.expect("a whole message is measured").path;
@@ -429,7 +461,7 @@ mod tests {
         // A message whose bytes are not all ready goes through the ring and is not measured.
         let data = message(3);
         // SAFETY: inline: the stream does not keep the pointer.
-        let offer = unsafe { a.offer(data.as_ptr(), data.len(), false) };
+        let offer = unsafe { a.offer(data.as_ptr(), data.len(), Offering::PARTIAL) };
         assert_eq!(offer.unwrap(), Some(Offer::Inline));
         assert_eq!(b.arrival(LEN).unwrap(), Some(Arrival::Inline));
         assert!(b.timing.is_none());

@@ -48,7 +48,7 @@ pub(crate) mod ring;
 pub use choice::{single_copy_choice_from_env, Choice};
 pub use doorbell::Doorbell;
 pub(crate) use large::SingleCopy;
-pub use large::{Arrival, Offer, Pull, LARGE_HEADER};
+pub use large::{Arrival, Offer, Offering, Pull, LARGE_HEADER};
 pub use nt::{ring_nt_from_env, RingNt, NT_MIN_WRITE};
 pub use proxy::{proxy_spin, ProxyStream, PIECE, TAG_DATA, TAG_LEN};
 pub(crate) use proxy::{stopped, Idle, ProxyEnds, Stop};
@@ -204,15 +204,15 @@ pub trait Stream: Send {
         None
     }
     /// Starts a large message of `len` bytes at `ptr` (at least [`Stream::single_copy_min`]):
-    /// writes its header, whole or not at all (`Ok(None)`: no room yet, call again). With
-    /// `whole` false (not all bytes are ready yet) the bytes always follow in the stream.
+    /// writes its header, whole or not at all (`Ok(None)`: no room yet, call again). Where not
+    /// all bytes are ready yet (`how.whole` false) they always follow in the stream.
     ///
     /// # Safety
     /// When it returns [`Offer::Pull`], `[ptr, ptr + len)` stays valid and unchanged until
     /// [`Stream::taken`] says so or the stream is closed or aborted (which waits for a peer
     /// inside a copy).
-    unsafe fn offer(&mut self, ptr: *const u8, len: usize, whole: bool) -> Result<Option<Offer>> {
-        let _ = (ptr, len, whole);
+    unsafe fn offer(&mut self, ptr: *const u8, len: usize, how: Offering) -> Result<Option<Offer>> {
+        let _ = (ptr, len, how);
         Err(no_single_copy(self.fabric()))
     }
     /// Whether the peer has copied pull offer `ticket` out of our memory.
@@ -240,7 +240,8 @@ pub trait Stream: Send {
         let _ = nt;
     }
     /// Whether this end's host has more ranks than cores (`crowded`): then its messages at
-    /// least as large as the ring are pulled wherever the peer can read our memory, whatever
+    /// least as large as the ring, or sent alongside others that together are
+    /// ([`Offering::alongside`]), are pulled wherever the peer can read our memory, whatever
     /// the speeds measured (`stream::choice`, "Crowded hosts"). Streams without the
     /// single-copy path ignore it.
     fn set_crowded(&mut self, crowded: bool) {
@@ -410,8 +411,8 @@ impl Stream for RingStream {
     fn single_copy_min(&self) -> Option<usize> {
         self.single.as_ref().map(|s| s.min)
     }
-    unsafe fn offer(&mut self, ptr: *const u8, len: usize, whole: bool) -> Result<Option<Offer>> {
-        self.offer_large(ptr, len, whole)
+    unsafe fn offer(&mut self, ptr: *const u8, len: usize, how: Offering) -> Result<Option<Offer>> {
+        self.offer_large(ptr, len, how)
     }
     fn taken(&mut self, ticket: u64) -> Result<bool> {
         self.taken_large(ticket)

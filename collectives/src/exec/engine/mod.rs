@@ -46,6 +46,8 @@ pub(crate) struct SendJob {
     /// From this many bytes the message may go by the single-copy path ([`Engine::pull_from`]
     /// when queued).
     pull_from: usize,
+    /// Bytes its operation sends alongside it ([`Engine::alongside`] when queued).
+    alongside: usize,
     /// Bytes of the message this job opens (0: it continues the message of the job before,
     /// a message whose bytes lie in several places). A message is framed as a whole: the
     /// receiver may hold it in other pieces than ours, but both ends know its length.
@@ -195,6 +197,11 @@ pub(crate) struct Engine {
     /// (lanes, reductions: see `run_in`). Both ends of a message queue it from the same
     /// schedule and the same constants, so they agree on its framing.
     pub pull_from: usize,
+    /// Bytes the operation queuing sends now sends its peers in all, where that is one
+    /// exchange with all of them (an all-to-all's); 0 otherwise. Its messages' offers say so
+    /// ([`oxccl_transport::stream::Offering::alongside`]): on a crowded host they are pulled
+    /// when together they fill a ring.
+    pub alongside: usize,
     /// Per peer, the receipts of sends and receives (`exec/receipt.rs`).
     pub(super) receipts: Vec<super::receipt::Receipts>,
     /// No collective is on the streams (a send, a receive or a wait outside calls drives the
@@ -271,6 +278,7 @@ impl Engine {
             abort_flag: Default::default(),
             blame: crate::link::blame::Board::nowhere(),
             pull_from: 0,
+            alongside: 0,
             rx_large: vec![RecvLarge::Fresh; p],
             receipts: (0..p).map(|_| Default::default()).collect(),
             at_rest: false,
@@ -366,6 +374,7 @@ impl Engine {
             owner,
             inline: Some(bytes),
             pull_from: usize::MAX,
+            alongside: 0,
             msg: Header::LEN,
             large: SendLarge::Fresh,
         }
@@ -435,6 +444,7 @@ impl Engine {
             owner,
             inline: None,
             pull_from: self.pull_from,
+            alongside: self.alongside,
             msg,
             large: SendLarge::Fresh,
         });

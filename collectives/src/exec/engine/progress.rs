@@ -8,7 +8,7 @@ use crate::exec::header::Header;
 use crate::exec::pull::{RecvLarge, SendLarge};
 use crate::link::Link;
 use oxccl_kernels::{DataType, Epilogue, ReduceOp};
-use oxccl_transport::stream::{Arrival, Offer};
+use oxccl_transport::stream::{Arrival, Offer, Offering};
 
 /// Whether a message of `msg` bytes travels as an offer (a header, then a pull or the bytes)
 /// on a link whose agreed single-copy threshold is `single_copy_min`, queued with
@@ -46,8 +46,15 @@ impl Engine {
             .take_while(|j| matches!(j.large, SendLarge::Pull(_)))
             .count();
         while let Some(job) = self.sendq[peer].get_mut(at) {
-            let (ptr, avail, pos, len, pad, msg) =
-                (job.ptr, job.avail, job.pos, job.len, job.pad, job.msg);
+            let (ptr, avail, pos, len, pad, msg, alongside) = (
+                job.ptr,
+                job.avail,
+                job.pos,
+                job.len,
+                job.pad,
+                job.msg,
+                job.alongside,
+            );
             let link = self.links[peer]
                 .as_mut()
                 .expect("a job for a peer without a link");
@@ -64,7 +71,8 @@ impl Engine {
                     // until the peer has taken it (or the engine fails, which aborts the
                     // link, and the abort waits for a copy in progress). The address is only
                     // read when the offer is whole (then `msg == len`).
-                    let offer = unsafe { link.stream().offer(ptr, msg, whole) };
+                    let offer =
+                        unsafe { link.stream().offer(ptr, msg, Offering { whole, alongside }) };
                     match offer.map_err(failed)? {
                         None => break,
                         Some(Offer::Pull(ticket)) => {
