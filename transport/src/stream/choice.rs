@@ -421,10 +421,27 @@ mod tests {
         assert_eq!(c.ring_path(4 << 20), Ring);
     }
 
-    #[test]
-    fn a_crowded_host_pulls_from_the_ring_size_whatever_the_speeds() {
+    /// A chooser of a crowded host with a 1 MiB ring.
+    fn crowded() -> Chooser {
         let mut c = Chooser::new(Choice::Auto);
         c.pull_from = Some(1 << 20);
+        c
+    }
+
+    /// The paths of four messages of `len` bytes, each with `alongside`, at one instant, where
+    /// the ring is the fastest: by the speeds, the ring, then each other path once, then the
+    /// ring again.
+    fn four_paths(c: &mut Chooser, len: usize, alongside: usize) -> Vec<Path> {
+        let now = Instant::now();
+        let fast_ring = sp(20_000, 1_000, 10_000);
+        (0..4)
+            .map(|_| c.path(len, alongside, true, &fast_ring, now))
+            .collect()
+    }
+
+    #[test]
+    fn a_crowded_host_pulls_from_the_ring_size_whatever_the_speeds() {
+        let mut c = crowded();
         let now = Instant::now();
         let fast_ring = sp(20_000, 1_000, 10_000);
         for len in [1 << 20, 3 << 20, 64 << 20] {
@@ -435,38 +452,36 @@ mod tests {
             // Not where the peer cannot read us.
             assert_ne!(c.path(len, 0, false, &fast_ring, now), Pull, "{len}");
         }
-        // Smaller messages keep the choice by the speeds: the fastest, each other path once,
-        // then the fastest again.
-        let len = (1 << 20) - 1;
-        let paths: Vec<Path> = (0..4)
-            .map(|_| c.path(len, 0, true, &fast_ring, now))
-            .collect();
-        assert_eq!(paths, [Ring, Pull, RingNt, Ring]);
+        // Smaller messages keep the choice by the speeds.
+        assert_eq!(
+            four_paths(&mut c, (1 << 20) - 1, 0),
+            [Ring, Pull, RingNt, Ring]
+        );
     }
 
     #[test]
     fn a_crowded_host_pulls_messages_sent_alongside_others_as_large_as_the_ring() {
-        let mut c = Chooser::new(Choice::Auto);
-        c.pull_from = Some(1 << 20);
-        let now = Instant::now();
-        let fast_ring = sp(20_000, 1_000, 10_000);
         // An all-to-all's 300 KiB messages, 1.5 MiB to all peers together: pulled.
         let len = 300 << 10;
-        assert!((0..10).all(|_| c.path(len, 5 * len, true, &fast_ring, now) == Pull));
-        assert_ne!(c.path(len, 5 * len, false, &fast_ring, now), Pull);
+        let mut c = crowded();
+        assert!(four_paths(&mut c, len, 5 * len).iter().all(|&p| p == Pull));
+        let fast_ring = sp(20_000, 1_000, 10_000);
+        assert_ne!(
+            c.path(len, 5 * len, false, &fast_ring, Instant::now()),
+            Pull
+        );
         // Together under the ring: by the speeds, as a message sent alone.
-        let mut c = Chooser::new(Choice::Auto);
-        c.pull_from = Some(1 << 20);
-        let paths: Vec<Path> = (0..4)
-            .map(|_| c.path(len, (1 << 20) - 1, true, &fast_ring, now))
-            .collect();
-        assert_eq!(paths, [Ring, Pull, RingNt, Ring]);
+        let under = (1 << 20) - 1;
+        assert_eq!(
+            four_paths(&mut crowded(), len, under),
+            [Ring, Pull, RingNt, Ring]
+        );
         // Not crowded: the speeds decide, whatever is sent alongside.
         let mut c = Chooser::new(Choice::Auto);
-        let paths: Vec<Path> = (0..4)
-            .map(|_| c.path(len, 64 << 20, true, &fast_ring, now))
-            .collect();
-        assert_eq!(paths, [Ring, Pull, RingNt, Ring]);
+        assert_eq!(
+            four_paths(&mut c, len, 64 << 20),
+            [Ring, Pull, RingNt, Ring]
+        );
     }
 
     #[test]
