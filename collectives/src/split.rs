@@ -343,7 +343,8 @@ fn parse_slot(slot: &[u8]) -> Option<(String, Vec<String>)> {
 mod tests {
     use crate::Communicator;
 
-    fn idle_policy(c: &Communicator) -> (crate::options::IdlePolicy, usize, bool) {
+    /// What a communicator's engine took from its host: idle policy, host ranks, crowded.
+    fn host_settings(c: &Communicator) -> (crate::options::IdlePolicy, usize, bool) {
         let state = c.inner.state.lock().unwrap_or_else(|p| p.into_inner());
         let e = &state.engine;
         (e.idle_policy, e.host_ranks, e.crowded())
@@ -362,7 +363,11 @@ mod tests {
                     s.spawn(move || {
                         let child = c.split(Some(c.rank() as u32 % 2), 0).unwrap().unwrap();
                         let dup = child.dup().unwrap();
-                        (idle_policy(&c), idle_policy(&child), idle_policy(&dup))
+                        (
+                            host_settings(&c),
+                            host_settings(&child),
+                            host_settings(&dup),
+                        )
                     })
                 })
                 .collect();

@@ -46,15 +46,8 @@ impl Engine {
             .take_while(|j| matches!(j.large, SendLarge::Pull(_)))
             .count();
         while let Some(job) = self.sendq[peer].get_mut(at) {
-            let (ptr, avail, pos, len, pad, msg, alongside) = (
-                job.ptr,
-                job.avail,
-                job.pos,
-                job.len,
-                job.pad,
-                job.msg,
-                job.alongside,
-            );
+            let (ptr, avail, pos, len, pad, msg) =
+                (job.ptr, job.avail, job.pos, job.len, job.pad, job.msg);
             let link = self.links[peer]
                 .as_mut()
                 .expect("a job for a peer without a link");
@@ -65,14 +58,16 @@ impl Engine {
                 let large = job.inline.is_none()
                     && offered(job.pull_from, link.stream().single_copy_min(), msg);
                 if large {
-                    let whole = msg == len && avail == len;
+                    let how = Offering {
+                        whole: msg == len && avail == len,
+                        alongside: job.alongside,
+                    };
                     // SAFETY: [ptr, ptr + len) stays readable and unchanged while the job is
                     // queued (the queuing operation's contract), and the job stays queued
                     // until the peer has taken it (or the engine fails, which aborts the
                     // link, and the abort waits for a copy in progress). The address is only
                     // read when the offer is whole (then `msg == len`).
-                    let offer =
-                        unsafe { link.stream().offer(ptr, msg, Offering { whole, alongside }) };
+                    let offer = unsafe { link.stream().offer(ptr, msg, how) };
                     match offer.map_err(failed)? {
                         None => break,
                         Some(Offer::Pull(ticket)) => {
