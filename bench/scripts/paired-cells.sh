@@ -25,16 +25,20 @@ OX=${OX:-target/release/oxccl-bench}
 PAIRS=${1:?usage: paired-cells.sh PAIRS CELL...}
 shift
 [ $# -gt 0 ] || { echo "name at least one cell, e.g. alltoallv:4:2097152" >&2; exit 2; }
-if [ -n "${REPORT:-}" ]; then OUT=$REPORT; PAIRS=0; else OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"; fi
 MPIRUN="mpirun --allow-run-as-root --oversubscribe --mca oob_tcp_if_include lo --mca btl_tcp_if_include lo"
-mkdir -p "$BUILD"
-[ -x "$OX" ] || { echo "build first: cargo build --release -p oxccl-bench" >&2; exit 2; }
-command -v mpicc >/dev/null || { echo "install Open MPI: apt-get install -y openmpi-bin libopenmpi-dev" >&2; exit 2; }
-for prog in mpi_alltoallv mpi_sendrecv mpi_split; do
-  [ -x "$BUILD/$prog" ] || mpicc -O3 -march=native -o "$BUILD/$prog" "$HERE/$prog.c"
-done
+if [ -n "${REPORT:-}" ]; then
+  OUT=$REPORT PAIRS=0
+else
+  OUT=${OUT:-$(mktemp -d)}
+  mkdir -p "$OUT" "$BUILD"
+  [ -x "$OX" ] || { echo "build first: cargo build --release -p oxccl-bench" >&2; exit 2; }
+  command -v mpicc >/dev/null || { echo "install Open MPI: apt-get install -y openmpi-bin libopenmpi-dev" >&2; exit 2; }
+  for prog in mpi_alltoallv mpi_sendrecv mpi_split; do
+    [ -x "$BUILD/$prog" ] || mpicc -O3 -march=native -o "$BUILD/$prog" "$HERE/$prog.c"
+  done
+fi
 
-# One side of one cell: prints the time per call in microseconds.
+# One side of one cell: its run's output into the file `log`.
 side() {
   local who=$1 test=$2 np=$3 bytes=$4 log=$5 vars=$6 x=()
   for v in ${vars//,/ }; do x+=(-x "$v"); done
@@ -89,7 +93,7 @@ w = max(24, *(len(c) for c in cells))
 print(f"{'cell':<{w}} {'pairs':>5} {'MPI/ox median':>13} {'90% interval':>15} {'ox won':>7} {'ox us':>9} {'MPI us':>9}")
 for cell in cells:
     test, np, b = cell.split(":")[:3]
-    tag = cell.replace(":", "-").replace("=", "_").replace(",", "+")
+    tag = cell.replace(":", "-").replace("=", "_").replace(",", "+")  # as tag() above
     r, o, m = [], [], []
     for out in outs:
         for path in glob.glob(f"{out}/{tag}-ox-*.txt"):
