@@ -19,20 +19,19 @@ OX=${OX:-target/release/oxccl-bench}
 RUNS=${RUNS:-3}
 MAXBYTES=${MAXBYTES:-16777216}
 OUT=${OUT:-$(mktemp -d)}
-MPIRUN="mpirun --allow-run-as-root --oversubscribe --mca oob_tcp_if_include lo --mca btl_tcp_if_include lo${BIND:+ --bind-to $BIND}"
-mkdir -p "$BUILD" "$OUT"
+# shellcheck source=sides.sh
+. "$HERE/sides.sh"
+MPIRUN+="${BIND:+ --bind-to $BIND}"
+mkdir -p "$OUT"
 [ -x "$OX" ] || { echo "build first: cargo build --release -p oxccl-bench" >&2; exit 2; }
-command -v mpicc >/dev/null || { echo "install Open MPI: apt-get install -y openmpi-bin libopenmpi-dev" >&2; exit 2; }
-mpicc -O3 -march=native -o "$BUILD/mpi_alltoallv" "$HERE/mpi_alltoallv.c"
+build_peers mpi_alltoallv
 
 for np in "${@:-2 4}"; do
   for run in $(seq "$RUNS"); do
-    $MPIRUN -np "$np" "$BUILD/mpi_alltoallv" -b 65536 -e "$MAXBYTES" > "$OUT/mpi-np$np-$run.txt"
-    $MPIRUN -np "$np" "$OX" all-to-all-v -b 64K -e "$MAXBYTES" -n 0 -a 3 --trials 5 --json \
-      > "$OUT/ox-np$np-$run.jsonl"
+    side mpi alltoallv "$np" 65536 "$MAXBYTES" > "$OUT/mpi-np$np-$run.txt"
+    side "$OX" alltoallv "$np" 65536 "$MAXBYTES" > "$OUT/ox-np$np-$run.jsonl"
     if [ -n "${BASE:-}" ]; then
-      $MPIRUN -np "$np" "$BASE" all-to-all-v -b 64K -e "$MAXBYTES" -n 0 -a 3 --trials 5 --json \
-        > "$OUT/base-np$np-$run.jsonl"
+      side "$BASE" alltoallv "$np" 65536 "$MAXBYTES" > "$OUT/base-np$np-$run.jsonl"
     fi
   done
   python3 - "$OUT" "$np" "$RUNS" "${BASE:+base}" <<'PY'

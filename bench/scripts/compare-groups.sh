@@ -23,27 +23,22 @@ RUNS=${1:-3}
 RANKS=${2:-"2 4"}
 MIN=${3:-65536}
 MAX=${4:-67108864}
-MPIRUN="mpirun --allow-run-as-root --oversubscribe --mca oob_tcp_if_include lo --mca btl_tcp_if_include lo"
-mkdir -p "$BUILD"
+# shellcheck source=sides.sh
+. "$HERE/sides.sh"
 [ -x "$OX" ] || { echo "build first: cargo build --release -p oxccl-bench" >&2; exit 2; }
-command -v mpicc >/dev/null || { echo "install Open MPI: apt-get install -y openmpi-bin libopenmpi-dev" >&2; exit 2; }
-for prog in mpi_split mpi_sendrecv; do
-  [ -x "$BUILD/$prog" ] || mpicc -O3 -march=native -o "$BUILD/$prog" "$HERE/$prog.c"
-done
+build_peers mpi_split mpi_sendrecv
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 for run in $(seq 1 "$RUNS"); do
   for np in $RANKS; do
-    s=$(( np >= 4 ? np / 2 : 1 ))
-    # Interleaved: Open MPI, then oxccl, for each test, in every run.
-    $MPIRUN -np "$np" "$BUILD/mpi_split" -s "$s" -b "$MIN" -e "$MAX" > "$OUT/split-mpi-$np-$run"
-    $MPIRUN -np "$np" "$OX" all-reduce --split "$s" -b "$MIN" -e "$MAX" --trials 3 --json > "$OUT/split-ox-$np-$run"
-    $MPIRUN -np "$np" "$BUILD/mpi_sendrecv" -b "$MIN" -e "$MAX" > "$OUT/sendrecv-mpi-$np-$run"
-    $MPIRUN -np "$np" "$OX" sendrecv -b "$MIN" -e "$MAX" --json > "$OUT/sendrecv-ox-$np-$run"
-    if [ -n "${BASE:-}" ]; then
-      $MPIRUN -np "$np" "$BASE" all-reduce --split "$s" -b "$MIN" -e "$MAX" --trials 3 --json > "$OUT/split-base-$np-$run"
-      $MPIRUN -np "$np" "$BASE" sendrecv -b "$MIN" -e "$MAX" --json > "$OUT/sendrecv-base-$np-$run"
-    fi
+    # Interleaved: Open MPI, then oxccl (then BASE), for each test, in every run.
+    for test in split sendrecv; do
+      side mpi "$test" "$np" "$MIN" "$MAX" > "$OUT/$test-mpi-$np-$run"
+      side "$OX" "$test" "$np" "$MIN" "$MAX" > "$OUT/$test-ox-$np-$run"
+      if [ -n "${BASE:-}" ]; then
+        side "$BASE" "$test" "$np" "$MIN" "$MAX" > "$OUT/$test-base-$np-$run"
+      fi
+    done
   done
 done
 python3 - "$OUT" "$RUNS" "$RANKS" "${BASE:+base}" <<'PY'

@@ -25,33 +25,16 @@ OX=${OX:-target/release/oxccl-bench}
 PAIRS=${1:?usage: paired-cells.sh PAIRS CELL...}
 shift
 [ $# -gt 0 ] || { echo "name at least one cell, e.g. alltoallv:4:2097152" >&2; exit 2; }
-MPIRUN="mpirun --allow-run-as-root --oversubscribe --mca oob_tcp_if_include lo --mca btl_tcp_if_include lo"
+# shellcheck source=sides.sh
+. "$HERE/sides.sh"
 if [ -n "${REPORT:-}" ]; then
   OUT=$REPORT PAIRS=0
 else
   OUT=${OUT:-$(mktemp -d)}
-  mkdir -p "$OUT" "$BUILD"
+  mkdir -p "$OUT"
   [ -x "$OX" ] || { echo "build first: cargo build --release -p oxccl-bench" >&2; exit 2; }
-  command -v mpicc >/dev/null || { echo "install Open MPI: apt-get install -y openmpi-bin libopenmpi-dev" >&2; exit 2; }
-  for prog in mpi_alltoallv mpi_sendrecv mpi_split; do
-    [ -x "$BUILD/$prog" ] || mpicc -O3 -march=native -o "$BUILD/$prog" "$HERE/$prog.c"
-  done
+  build_peers mpi_alltoallv mpi_sendrecv mpi_split
 fi
-
-# One side of one cell: its run's output into the file `log`.
-side() {
-  local who=$1 test=$2 np=$3 bytes=$4 log=$5 vars=$6 x=()
-  for v in ${vars//,/ }; do x+=(-x "$v"); done
-  case "$who:$test" in
-    mpi:alltoallv) $MPIRUN -np "$np" "$BUILD/mpi_alltoallv" -b "$bytes" -e "$bytes" > "$log" ;;
-    ox:alltoallv) $MPIRUN -np "$np" "${x[@]}" "$OX" all-to-all-v -b "$bytes" -e "$bytes" -n 0 -a 3 --trials 5 --json > "$log" ;;
-    mpi:sendrecv) $MPIRUN -np "$np" "$BUILD/mpi_sendrecv" -b "$bytes" -e "$bytes" > "$log" ;;
-    ox:sendrecv) $MPIRUN -np "$np" "${x[@]}" "$OX" sendrecv -b "$bytes" -e "$bytes" --json > "$log" ;;
-    mpi:split) $MPIRUN -np "$np" "$BUILD/mpi_split" -s $(( np >= 4 ? np / 2 : 1 )) -b "$bytes" -e "$bytes" > "$log" ;;
-    ox:split) $MPIRUN -np "$np" "${x[@]}" "$OX" all-reduce --split $(( np >= 4 ? np / 2 : 1 )) -b "$bytes" -e "$bytes" --trials 3 --json > "$log" ;;
-    *) echo "unknown test $test (alltoallv, sendrecv, split)" >&2; exit 2 ;;
-  esac
-}
 
 # A cell's name in file names: its fields, with '=' and ',' made safe.
 tag() { local t=${1//:/-}; t=${t//=/_}; echo "${t//,/+}"; }
@@ -59,9 +42,12 @@ tag() { local t=${1//:/-}; t=${t//=/_}; echo "${t//,/+}"; }
 for pair in $(seq 1 "$PAIRS"); do
   for cell in "$@"; do
     IFS=: read -r test np bytes vars <<< "$cell"
+    x=()
+    for v in ${vars//,/ }; do x+=(-x "$v"); done
     if (( pair % 2 )); then order="mpi ox"; else order="ox mpi"; fi
     for who in $order; do
-      side "$who" "$test" "$np" "$bytes" "$OUT/$(tag "$cell")-$who-$pair.txt" "$vars"
+      if [ "$who" = mpi ]; then bin=mpi; else bin=$OX; fi
+      side "$bin" "$test" "$np" "$bytes" "$bytes" "${x[@]}" > "$OUT/$(tag "$cell")-$who-$pair.txt"
     done
   done
   printf '\rpair %d/%d' "$pair" "$PAIRS" >&2

@@ -59,10 +59,9 @@ pub(crate) fn send_message(s: &mut dyn Stream, data: &[u8], whole: bool, deadlin
 /// As [`Stream::offer`]: `data` stays unchanged until taken, or the stream is aborted or
 /// dropped.
 unsafe fn offer_until(s: &mut dyn Stream, data: &[u8], whole: bool, deadline: Deadline) -> Offer {
-    let how = if whole {
-        Offering::WHOLE
-    } else {
-        Offering::PARTIAL
+    let how = Offering {
+        whole,
+        alongside: 0,
     };
     let mut backoff = Backoff::new();
     loop {
